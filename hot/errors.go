@@ -1,0 +1,47 @@
+package hot
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrOffsetOutOfRange is wrapped by *OffsetOutOfRangeError: a read asked for
+// an offset the log does not hold.
+var ErrOffsetOutOfRange = errors.New("offset out of range")
+
+// ErrTooLarge is wrapped by *TooLargeError: a batch exceeds max.message.bytes.
+var ErrTooLarge = errors.New("batch too large")
+
+// ErrCorruptBatch wraps a batch rejected on append (bad length, magic, CRC,
+// record count). Nothing was written.
+var ErrCorruptBatch = errors.New("corrupt batch")
+
+// ErrLogFailed means an earlier write or fsync failed. The log refuses every
+// later append until it is reopened (which recovers the tail), so a failed
+// write is never followed by a silent success.
+var ErrLogFailed = errors.New("log failed")
+
+// ErrClosed means the log was closed.
+var ErrClosed = errors.New("log closed")
+
+// OffsetOutOfRangeError says which offset was asked for and which are valid.
+type OffsetOutOfRangeError struct {
+	Offset, Start, End int64
+}
+
+func (e *OffsetOutOfRangeError) Error() string {
+	return fmt.Sprintf("offset %d out of range: valid offsets are %d to %d (log start to log end, where the end is the next offset to be written)", e.Offset, e.Start, e.End)
+}
+
+func (e *OffsetOutOfRangeError) Unwrap() error { return ErrOffsetOutOfRange }
+
+// TooLargeError names the size and the limit.
+type TooLargeError struct {
+	Size, Max int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("batch of %d bytes exceeds max.message.bytes %d", e.Size, e.Max)
+}
+
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
