@@ -1,0 +1,147 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Server is the resolved configuration of one `tierlog serve` process.
+type Server struct {
+	DataDir         string        // data_dir: where the broker keeps its partitions
+	GRPCAddr        string        // grpc_addr: host:port of the gRPC listener (port 0 = any free port)
+	HTTPAddr        string        // http_addr: host:port of /metrics, /healthz, /readyz
+	LogFormat       string        // log_format: text or json
+	LogLevel        string        // log_level: debug, info, warn or error
+	ShutdownTimeout time.Duration // shutdown_timeout: how long in-flight RPCs may take to finish on shutdown
+	ReadyFile       string        // ready_file: if set, the bound addresses are written there once serving
+
+	// TopicDefaults are Kafka-named topic configs applied to every new topic
+	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
+	TopicDefaults map[string]string
+}
+
+// Default returns the configuration used when nothing is set: one node,
+// data in ./data, loopback listeners.
+func Default() Server {
+	return Server{
+		DataDir:         "./data",
+		GRPCAddr:        "127.0.0.1:7070",
+		HTTPAddr:        "127.0.0.1:7071",
+		LogFormat:       "text",
+		LogLevel:        "info",
+		ShutdownTimeout: 10 * time.Second,
+		TopicDefaults:   map[string]string{},
+	}
+}
+
+// setting is one scalar configuration value. name is the YAML key; the flag
+// is name with '_' replaced by '-', the environment variable is
+// TIERLOG_ + upper-case name.
+type setting struct {
+	name  string
+	usage string
+	get   func(*Server) string
+	set   func(*Server, string) error
+}
+
+func (s setting) flag() string { return strings.ReplaceAll(s.name, "_", "-") }
+func (s setting) env() string  { return envPrefix + strings.ToUpper(s.name) }
+
+const (
+	envPrefix = "TIERLOG_"
+	// envDefaultPrefix starts the per-key environment variables of topic
+	// defaults: TIERLOG_DEFAULT_SEGMENT_BYTES sets segment.bytes.
+	envDefaultPrefix = envPrefix + "DEFAULT_"
+	// configSetting names the file setting; it is read from flag and env
+	// only (a YAML file cannot name another file).
+	configSetting = "config"
+	// topicDefaultsKey is the YAML key of the topic defaults map.
+	topicDefaultsKey = "topic_defaults"
+	// defaultFlag is the repeatable flag of topic defaults.
+	defaultFlag = "default"
+)
+
+// settings is the one table of scalar settings.
+var settings = []setting{
+	{
+		name: "data_dir", usage: "directory holding the broker's data",
+		get: func(c *Server) string { return c.DataDir },
+		set: func(c *Server, v string) error {
+			if v == "" {
+				return fmt.Errorf("must not be empty")
+			}
+			c.DataDir = v
+			return nil
+		},
+	},
+	{
+		name: "grpc_addr", usage: "host:port of the gRPC listener (port 0 picks a free port)",
+		get: func(c *Server) string { return c.GRPCAddr },
+		set: func(c *Server, v string) error { return setAddr(&c.GRPCAddr, v) },
+	},
+	{
+		name: "http_addr", usage: "host:port of the HTTP listener serving /metrics, /healthz and /readyz (port 0 picks a free port)",
+		get: func(c *Server) string { return c.HTTPAddr },
+		set: func(c *Server, v string) error { return setAddr(&c.HTTPAddr, v) },
+	},
+	{
+		name: "log_format", usage: "log format: text or json",
+		get: func(c *Server) string { return c.LogFormat },
+		set: func(c *Server, v string) error {
+			if v != "text" && v != "json" {
+				return fmt.Errorf("%q is not a log format (valid: text, json)", v)
+			}
+			c.LogFormat = v
+			return nil
+		},
+	},
+	{
+		name: "log_level", usage: "log level: debug, info, warn or error",
+		get: func(c *Server) string { return c.LogLevel },
+		set: func(c *Server, v string) error {
+			switch v {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = v
+				return nil
+			}
+			return fmt.Errorf("%q is not a log level (valid: debug, info, warn, error)", v)
+		},
+	},
+	{
+		name: "shutdown_timeout", usage: "how long in-flight RPCs may run after SIGINT/SIGTERM before they are cut off",
+		get: func(c *Server) string { return c.ShutdownTimeout.String() },
+		set: func(c *Server, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("%q is not a positive duration (e.g. 10s, 1m)", v)
+			}
+			c.ShutdownTimeout = d
+			return nil
+		},
+	},
+	{
+		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",
+		get: func(c *Server) string { return c.ReadyFile },
+		set: func(c *Server, v string) error { c.ReadyFile = v; return nil },
+	},
+}
+
+func setAddr(dst *string, v string) error {
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		return fmt.Errorf("%q is not host:port: %w", v, err)
+	}
+	*dst = v
+	return nil
+}
+
+// topicEnvKey maps a topic config key to its environment variable.
+func topicEnvKey(key string) string {
+	return envDefaultPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// topicKeyFromEnv is the inverse of topicEnvKey.
+func topicKeyFromEnv(env string) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(env, envDefaultPrefix), "_", "."))
+}
