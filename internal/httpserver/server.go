@@ -1,0 +1,124 @@
+package httpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure the endpoints.
+type Options struct {
+	// Gatherer is exposed on /metrics; nil serves an empty exposition.
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the node can take traffic: nil error means
+	// ready, an error is served on /readyz as the reason it is not. Nil
+	// Ready means always ready.
+	Ready func() error
+	// Logger receives serving errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// Handler returns the mux with /metrics, /healthz and /readyz.
+func Handler(opts Options) http.Handler {
+	g := opts.Gatherer
+	if g == nil {
+		g = prometheus.NewRegistry()
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		// Serve what could be gathered rather than failing the whole
+		// scrape on one bad collector; the error is still logged.
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      promLogger{logger(opts.Logger)},
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if opts.Ready != nil {
+			if err := opts.Ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "not ready: %v\n", err)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// Server is an HTTP server bound to a listener.
+type Server struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Listen binds addr (port 0 picks a free port; see Addr) and prepares the
+// server. Nothing is served until Serve.
+func Listen(addr string, opts Options) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("httpserver: listen on %s: %w", addr, err)
+	}
+	return &Server{
+		ln: ln,
+		srv: &http.Server{
+			Handler:           Handler(opts),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger(opts.Logger).Handler(), slog.LevelWarn),
+		},
+	}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves until Shutdown; it returns nil after a shutdown and the
+// serving error otherwise.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("httpserver: serve on %s: %w", s.ln.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, waits for in-flight requests until ctx is done,
+// then closes what is left. It also closes the listener if Serve was never
+// called.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		err = errors.Join(err, s.srv.Close())
+	}
+	// Shutdown does not close a listener that Serve never took over.
+	if cerr := s.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("httpserver: shutdown %s: %w", s.ln.Addr(), err)
+	}
+	return nil
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
+
+// promLogger adapts slog to promhttp's Println-style logger.
+type promLogger struct{ l *slog.Logger }
+
+func (p promLogger) Println(v ...any) {
+	p.l.Warn("metrics gathering failed", "error", fmt.Sprint(v...))
+}

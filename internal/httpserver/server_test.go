@@ -1,0 +1,102 @@
+package httpserver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func TestEndpoints(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "tierlog_test_things_total", Help: "Things."})
+	reg.MustRegister(c)
+	c.Add(3)
+
+	var notReady atomic.Pointer[string]
+	reason := "broker not open"
+	notReady.Store(&reason)
+	srv, err := Listen("127.0.0.1:0", Options{Gatherer: reg, Ready: func() error {
+		if r := notReady.Load(); r != nil {
+			return errors.New(*r)
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	base := "http://" + srv.Addr().String()
+
+	if code, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 503 || !strings.Contains(body, "broker not open") {
+		t.Errorf("/readyz before ready: %d %q, want 503 naming the reason", code, body)
+	}
+	notReady.Store(nil)
+	if code, body := get(t, base+"/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz when ready: %d %q", code, body)
+	}
+	code, body := get(t, base+"/metrics")
+	if code != 200 || !strings.Contains(body, "tierlog_test_things_total 3") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d, body lacks the counter or Go collector:\n%.500s", code, body)
+	}
+	if code, _ := get(t, base+"/nope"); code != 404 {
+		t.Errorf("/nope: %d, want 404", code)
+	}
+
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve returned %v after Shutdown, want nil", err)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestShutdownWithoutServe(t *testing.T) {
+	srv, err := Listen("127.0.0.1:0", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Shutdown: %v, want net.ErrClosed (listener released)", err)
+	}
+}
+
+func TestListenError(t *testing.T) {
+	_, err := Listen("256.0.0.1:1", Options{})
+	if err == nil || !strings.Contains(err.Error(), "listen on 256.0.0.1:1") {
+		t.Fatalf("got %v, want an error naming the address", err)
+	}
+}
