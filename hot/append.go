@@ -1,0 +1,231 @@
+package hot
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tierlog/tierlog/internal/batch"
+)
+
+// Append validates one RecordBatch v2 (length, magic, CRC-32C, record count,
+// max.message.bytes), assigns its base offset (written into b: the caller
+// hands the buffer over) and appends it. It returns once the flush policy's
+// promise holds: under FlushAlways the batch is fsynced (group commit shares
+// one fsync among concurrent appends); under FlushInterval it is fsynced
+// inline only when flush.messages unflushed records have gathered; otherwise
+// it is in the page cache. The result's Durability says which.
+func (l *Log) Append(b []byte) (AppendResult, error) {
+	start := time.Now()
+	l.mu.RLock()
+	maxBytes := l.cfg.MaxMessageBytes
+	l.mu.RUnlock()
+	if len(b) > maxBytes {
+		return AppendResult{}, &TooLargeError{Size: len(b), Max: maxBytes}
+	}
+	h, err := batch.Validate(b)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("%w: %v", ErrCorruptBatch, err)
+	}
+	if h.Size() != len(b) {
+		return AppendResult{}, fmt.Errorf("%w: batch length field says %d bytes, %d were given (one batch per append)", ErrCorruptBatch, h.Size(), len(b))
+	}
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return AppendResult{}, ErrClosed
+	}
+	if l.failed != nil {
+		err := l.failLocked(nil)
+		l.mu.Unlock()
+		return AppendResult{}, err
+	}
+	now := l.opts.Now()
+	if l.shouldRollLocked(len(b), now) {
+		if err := l.rollLocked(); err != nil {
+			err = l.failLocked(err)
+			l.mu.Unlock()
+			return AppendResult{}, err
+		}
+	}
+	base := l.next
+	batch.SetBaseOffset(b, base)
+	h.BaseOffset = base
+	if err := l.active.append(b, h, l.cfg.IndexIntervalBytes); err != nil {
+		err = l.failLocked(err)
+		l.mu.Unlock()
+		return AppendResult{}, err
+	}
+	if len(l.dirty) == 0 || l.dirty[len(l.dirty)-1] != l.active {
+		l.dirty = append(l.dirty, l.active)
+	}
+	l.next = h.NextOffset()
+	l.written = &position{offset: l.next, seg: l.active, pos: l.active.size}
+	l.seq++
+	seq := l.seq
+	l.unsynced += int64(h.NumRecords)
+	policy := l.cfg.FlushPolicy
+	needSync := policy == FlushAlways ||
+		(policy == FlushInterval && l.cfg.FlushMessages > 0 && l.unsynced >= l.cfg.FlushMessages)
+	if !needSync {
+		l.publishLocked()
+	}
+	l.mu.Unlock()
+
+	res := AppendResult{BaseOffset: base, LastOffset: h.LastOffset(), LogAppendTime: now.UnixMilli(), Durability: DurabilityPageCache}
+	if needSync {
+		if err := l.syncTo(seq); err != nil {
+			return AppendResult{}, err
+		}
+		res.Durability = DurabilityFsynced
+	}
+	l.m.bytesIn.Add(float64(len(b)))
+	l.m.recordsIn.Add(float64(h.NumRecords))
+	l.m.endOffset.Set(float64(l.visible.Load().offset))
+	l.m.m.appendLatency.Observe(time.Since(start).Seconds())
+	return res, nil
+}
+
+// groupCommit lets one appender fsync on behalf of all that wrote before the
+// fsync began; the rest wait for it instead of issuing their own.
+type groupCommit struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	synced  uint64 // appends known durable
+	running bool
+}
+
+func (g *groupCommit) init() { g.cond = sync.NewCond(&g.mu) }
+
+// syncTo returns once append number seq is fsynced, fsyncing itself if no
+// other caller is.
+func (l *Log) syncTo(seq uint64) error {
+	g := &l.gc
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.synced < seq {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.mu.Unlock()
+		done, err := l.syncDirty()
+		g.mu.Lock()
+		g.running = false
+		if err == nil {
+			g.synced = max(g.synced, done)
+		}
+		g.cond.Broadcast()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDirty fsyncs every segment written since the last fsync and publishes
+// what it covered. It returns the append count it made durable.
+func (l *Log) syncDirty() (uint64, error) {
+	l.mu.Lock()
+	if l.failed != nil {
+		err := l.failLocked(nil)
+		l.mu.Unlock()
+		return 0, err
+	}
+	seq, target, dirty := l.seq, l.written, l.dirty
+	l.dirty = nil
+	prevSeq := l.gc.syncedLocked()
+	l.unsynced = 0
+	l.mu.Unlock()
+	for _, s := range dirty {
+		if err := l.timedSync(s); err != nil {
+			l.mu.Lock()
+			err = l.failLocked(err)
+			l.mu.Unlock()
+			return 0, err
+		}
+	}
+	l.m.m.fsyncBatch.Observe(float64(seq - prevSeq))
+	l.publish(target)
+	return seq, nil
+}
+
+func (g *groupCommit) syncedLocked() uint64 {
+	// Read without g.mu: only used for the group-size histogram.
+	return g.synced
+}
+
+// timedSync is the one place segment data is fsynced: it times the call and
+// warns when the disk is slow.
+func (l *Log) timedSync(s *segment) error {
+	start := time.Now()
+	err := s.f.Sync()
+	d := time.Since(start)
+	l.m.m.fsyncLatency.Observe(d.Seconds())
+	if d > time.Second {
+		l.opts.Logger.Warn("slow fsync", "segment", s.logPath(), "duration", d)
+	}
+	if err != nil {
+		l.m.m.fsyncErrors.Inc()
+		return fmt.Errorf("hot: fsync %s: %w", s.logPath(), err)
+	}
+	return nil
+}
+
+func (l *Log) shouldRollLocked(n int, now time.Time) bool {
+	a := l.active
+	if a.size == 0 {
+		return false
+	}
+	return a.size+int64(n) > l.cfg.SegmentBytes || now.Sub(a.created) >= l.cfg.SegmentAge
+}
+
+// rollLocked starts a new active segment at the next offset. The old one is
+// handed to the background worker, which fsyncs it and writes its indexes
+// (sealing); a crash before that is covered by recovery, which scans every
+// segment past the recovery point.
+func (l *Log) rollLocked() error {
+	s, err := l.openSegment(l.next, true)
+	if err != nil {
+		return err
+	}
+	l.active.rolled = true
+	l.toSeal = append(l.toSeal, l.active)
+	l.segments = append(l.segments, s)
+	l.active = s
+	select {
+	case l.work <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Roll closes the active segment to appends now (if it holds anything), so
+// that it is sealed and can be tiered.
+func (l *Log) Roll() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if l.failed != nil {
+		return l.failLocked(nil)
+	}
+	if l.active.size == 0 {
+		return nil
+	}
+	if err := l.rollLocked(); err != nil {
+		return l.failLocked(err)
+	}
+	return nil
+}
+
+// Flush fsyncs everything appended so far.
+func (l *Log) Flush() error {
+	l.mu.RLock()
+	seq := l.seq
+	l.mu.RUnlock()
+	return l.syncTo(seq)
+}

@@ -1,0 +1,345 @@
+package hot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tierlog/tierlog/internal/fileutil"
+)
+
+const recoveryPointFile = "recovery-point"
+
+// position is a point in the log: the next offset and where it lives. The
+// visible position bounds what readers see.
+type position struct {
+	offset int64
+	seg    *segment
+	pos    int64
+}
+
+// Log is one partition's local log: an ordered list of segments, the last of
+// which (the active segment) takes appends.
+type Log struct {
+	dir  string
+	cfg  Config
+	opts Options
+	m    *partitionMetrics
+
+	mu       sync.RWMutex
+	segments []*segment
+	active   *segment
+	next     int64     // next offset to assign
+	written  *position // end of the last write
+	seq      uint64    // appends written so far; group commit waits on it
+	dirty    []*segment
+	toSeal   []*segment
+	unsynced int64 // records written since the last fsync (flush.messages)
+	failed   error
+	closed   bool
+
+	visible atomic.Pointer[position] // what readers may see
+	notify  atomic.Pointer[chan struct{}]
+
+	gc groupCommit
+
+	work chan struct{} // wakes the background worker
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Open opens or creates the log in dir, recovering its tail: segments not
+// known to be durable (after the recovery point) are scanned batch by batch,
+// and the first torn or corrupt batch and everything after it is removed.
+func Open(dir string, cfg Config, opts Options) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts.fill()
+	if err := fileutil.MkdirAllDurable(dir); err != nil {
+		return nil, err
+	}
+	l := &Log{dir: dir, cfg: cfg, opts: opts, work: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	l.m = opts.Metrics.forPartition(opts.Topic, opts.Partition)
+	l.gc.init()
+	ch := make(chan struct{})
+	l.notify.Store(&ch)
+	if err := l.load(); err != nil {
+		for _, s := range l.segments {
+			s.close()
+		}
+		return nil, err
+	}
+	l.publishLocked()
+	l.updateGauges()
+	go l.background()
+	return l, nil
+}
+
+// SetConfig changes the configuration of an open log (topic config change).
+func (l *Log) SetConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.cfg = cfg
+	l.mu.Unlock()
+	return nil
+}
+
+func readRecoveryPoint(dir string) int64 {
+	b, err := os.ReadFile(filepath.Join(dir, recoveryPointFile))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+func (l *Log) writeRecoveryPoint(off int64) error {
+	return fileutil.WriteFileAtomic(filepath.Join(l.dir, recoveryPointFile), []byte(strconv.FormatInt(off, 10)+"\n"), 0o644)
+}
+
+// CorruptionError reports damage in data the log had already made durable
+// (before the recovery point). The log refuses to open rather than drop
+// acknowledged records; an operator must decide.
+type CorruptionError struct {
+	Segment string
+	Offset  int64 // first offset that cannot be read
+	Cause   error
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("hot: %s: corruption at offset %d, below the recovery point (data that was fsynced and acknowledged): %v", e.Segment, e.Offset, e.Cause)
+}
+
+func (e *CorruptionError) Unwrap() error { return e.Cause }
+
+func (l *Log) load() error {
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		return err
+	}
+	var bases []int64
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp") {
+			os.Remove(filepath.Join(l.dir, e.Name())) // an interrupted atomic write
+			continue
+		}
+		if b, ok := parseSegmentName(e.Name()); ok {
+			bases = append(bases, b)
+		}
+	}
+	slices.Sort(bases)
+	rp := readRecoveryPoint(l.dir)
+	for i, base := range bases {
+		s, err := l.openSegment(base, false)
+		if err != nil {
+			return err
+		}
+		l.segments = append(l.segments, s)
+		last := i == len(bases)-1
+		if ierr := s.loadIndexes(); ierr == nil && s.next <= rp {
+			s.rolled, s.sealed = !last, !last
+			continue
+		} else if ierr != nil && !os.IsNotExist(ierr) && s.base < rp {
+			l.opts.Logger.Warn("stale index, rebuilding", "segment", s.logPath(), "reason", ierr)
+		}
+		res, err := s.scanRecover(l.cfg.IndexIntervalBytes)
+		if err != nil {
+			return err
+		}
+		if res.cause != nil {
+			if res.next < rp {
+				return &CorruptionError{Segment: s.logPath(), Offset: res.next, Cause: res.cause}
+			}
+			l.opts.Logger.Warn("truncating torn or corrupt log tail", "segment", s.logPath(),
+				"at", res.validEnd, "bytes_removed", res.fileSize-res.validEnd, "next_offset", res.next, "reason", res.cause)
+			if err := s.f.Truncate(res.validEnd); err != nil {
+				return fmt.Errorf("hot: truncate %s: %w", s.logPath(), err)
+			}
+			// Later segments would leave a gap in the offsets: they go too.
+			for _, b := range bases[i+1:] {
+				l.opts.Logger.Warn("removing segment after truncated tail", "segment", segmentPrefix(l.dir, b)+".log")
+				if err := removeSegmentFiles(segmentPrefix(l.dir, b)); err != nil {
+					return err
+				}
+			}
+			bases = bases[:i+1]
+			last = true
+		}
+		if !last {
+			// A scanned segment that rolled before the crash: make it
+			// durable and seal it now.
+			if err := l.sealSegment(s); err != nil {
+				return err
+			}
+			s.rolled = true
+		}
+		if last {
+			break
+		}
+	}
+	if len(l.segments) == 0 {
+		s, err := l.openSegment(rp, true)
+		if err != nil {
+			return err
+		}
+		l.segments = append(l.segments, s)
+	}
+	l.active = l.segments[len(l.segments)-1]
+	l.active.rolled, l.active.sealed = false, false
+	l.next = l.active.next
+	// Whatever recovery kept is now made durable, so the recovery point can
+	// move to the log end.
+	if err := l.active.f.Sync(); err != nil {
+		return fmt.Errorf("hot: fsync %s: %w", l.active.logPath(), err)
+	}
+	if err := fileutil.SyncDir(l.dir); err != nil {
+		return err
+	}
+	l.written = &position{offset: l.next, seg: l.active, pos: l.active.size}
+	return l.writeRecoveryPoint(l.next)
+}
+
+// openSegment opens (or, with create, creates) the .log file of a segment.
+func (l *Log) openSegment(base int64, create bool) (*segment, error) {
+	s := &segment{base: base, prefix: segmentPrefix(l.dir, base), next: base, maxTs: -1, created: l.opts.Now()}
+	flag := os.O_RDWR | os.O_APPEND
+	if create {
+		flag |= os.O_CREATE | os.O_EXCL
+	}
+	f, err := l.opts.OpenFile(s.logPath(), flag, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("hot: open segment: %w", err)
+	}
+	s.f = f
+	if create {
+		if err := fileutil.SyncDir(l.dir); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// sealSegment fsyncs a rolled segment and writes its index files. After
+// this the segment never changes. The caller must not hold l.mu.
+func (l *Log) sealSegment(s *segment) error {
+	if err := l.timedSync(s); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	s.closeIndex()
+	x := indexes{offsets: s.idx.offsets, times: s.idx.times}
+	l.mu.Unlock()
+	if err := x.write(s.prefix); err != nil {
+		return fmt.Errorf("hot: write index of %s: %w", s.logPath(), err)
+	}
+	l.mu.Lock()
+	s.sealed = true
+	l.mu.Unlock()
+	return nil
+}
+
+// publishLocked makes everything written visible to readers (the policies
+// that acknowledge before fsync) and wakes waiting readers.
+func (l *Log) publishLocked() { l.publish(l.written) }
+
+func (l *Log) publish(p *position) {
+	for {
+		cur := l.visible.Load()
+		if cur != nil && cur.offset >= p.offset {
+			return
+		}
+		if l.visible.CompareAndSwap(cur, p) {
+			break
+		}
+	}
+	ch := make(chan struct{})
+	old := l.notify.Swap(&ch)
+	close(*old)
+}
+
+// fail makes the log refuse appends until it is reopened. Called with mu held.
+func (l *Log) failLocked(err error) error {
+	if l.failed == nil {
+		l.failed = err
+		l.opts.Logger.Error("log failed; appends refused until restart", "topic", l.opts.Topic, "partition", l.opts.Partition, "err", err)
+	}
+	return fmt.Errorf("%w: %v", ErrLogFailed, l.failed)
+}
+
+func (l *Log) updateGauges() {
+	l.mu.RLock()
+	n, start := len(l.segments), l.segments[0].base
+	l.mu.RUnlock()
+	l.m.segments.Set(float64(n))
+	l.m.startOffset.Set(float64(start))
+	l.m.endOffset.Set(float64(l.visible.Load().offset))
+}
+
+// Close stops the background worker, fsyncs and seals what is pending,
+// writes the active segment's indexes and moves the recovery point to the
+// log end, so the next open needs no scan.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true // from here on no append starts
+	failed, pending, a := l.failed, l.toSeal, l.active
+	l.toSeal = nil
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	var errs []error
+	if failed == nil {
+		for _, s := range pending {
+			errs = append(errs, l.sealSegment(s))
+		}
+		if err := l.timedSync(a); err != nil {
+			errs = append(errs, err)
+		} else {
+			l.mu.Lock()
+			a.closeIndex()
+			x := indexes{offsets: a.idx.offsets, times: a.idx.times}
+			next := l.next
+			l.mu.Unlock()
+			if err := x.write(a.prefix); err != nil {
+				errs = append(errs, err)
+			} else if errors.Join(errs...) == nil {
+				errs = append(errs, l.writeRecoveryPoint(next))
+			}
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.segments {
+		errs = append(errs, s.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Delete closes the log and removes its directory.
+func (l *Log) Delete() error {
+	l.Close()
+	l.opts.Metrics.drop(l.opts.Topic, l.opts.Partition)
+	if err := os.RemoveAll(l.dir); err != nil {
+		return err
+	}
+	return fileutil.SyncDir(filepath.Dir(l.dir))
+}
+
+// Dir is the log's directory.
+func (l *Log) Dir() string { return l.dir }

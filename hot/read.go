@@ -1,0 +1,155 @@
+package hot
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sort"
+)
+
+// Read returns whole batches from the batch containing offset, up to about
+// maxBytes but at least one batch, from a single segment. Reading at the log
+// end returns no records and no error; outside [start, end] it returns an
+// *OffsetOutOfRangeError. Readers see only what the flush policy has made
+// visible: under FlushAlways, fsynced batches.
+func (l *Log) Read(offset int64, maxBytes int) (FetchResult, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := l.read(offset, maxBytes)
+		// A segment deleted by retention between lookup and read: the second
+		// attempt sees the new log start and reports the range.
+		if err != nil && attempt == 0 && errors.Is(err, os.ErrClosed) {
+			continue
+		}
+		return res, err
+	}
+}
+
+func (l *Log) read(offset int64, maxBytes int) (FetchResult, error) {
+	l.mu.RLock()
+	vis := l.visible.Load()
+	start := l.segments[0].base
+	res := FetchResult{StartOffset: start, EndOffset: vis.offset}
+	if offset < start || offset > vis.offset {
+		l.mu.RUnlock()
+		return res, &OffsetOutOfRangeError{Offset: offset, Start: start, End: vis.offset}
+	}
+	if offset == vis.offset {
+		l.mu.RUnlock()
+		return res, nil
+	}
+	s := l.segmentForLocked(offset)
+	limit := s.size
+	if s == vis.seg {
+		limit = vis.pos
+	}
+	from := int64(0)
+	if offset > s.base {
+		from = int64(s.idx.lookup(uint32(offset - s.base)))
+	}
+	l.mu.RUnlock()
+
+	pos, err := s.scanFrom(from, offset, limit)
+	if err != nil {
+		return res, err
+	}
+	data, err := s.read(pos, limit, maxBytes)
+	if err != nil {
+		return res, err
+	}
+	res.Records = data
+	l.m.bytesOut.Add(float64(len(data)))
+	l.m.batchsOut.Inc()
+	return res, nil
+}
+
+// segmentForLocked returns the last segment whose base is <= offset.
+func (l *Log) segmentForLocked(offset int64) *segment {
+	i := sort.Search(len(l.segments), func(i int) bool { return l.segments[i].base > offset })
+	return l.segments[max(i-1, 0)]
+}
+
+// OffsetForTime returns the base offset of the first batch whose max
+// timestamp is >= ts (Unix ms), or the log end if there is none. As in Kafka
+// the answer has batch granularity: records before it in that batch may be
+// older, and readers skip them by timestamp if they care.
+func (l *Log) OffsetForTime(ts int64) (int64, error) {
+	l.mu.RLock()
+	vis := l.visible.Load()
+	var s *segment
+	for _, c := range l.segments {
+		if c.maxTs >= ts {
+			s = c
+			break
+		}
+	}
+	if s == nil {
+		l.mu.RUnlock()
+		return vis.offset, nil
+	}
+	limit := s.size
+	if s == vis.seg {
+		limit = vis.pos
+	}
+	from := s.timeScanStart(ts)
+	l.mu.RUnlock()
+	off, err := s.firstAtOrAfterTime(from, ts, limit)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 || off > vis.offset {
+		return vis.offset, nil
+	}
+	return off, nil
+}
+
+// StartOffset is the first offset held locally.
+func (l *Log) StartOffset() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.segments[0].base
+}
+
+// EndOffset is the next offset readers will see (the high watermark of a
+// single node: everything below it is readable).
+func (l *Log) EndOffset() int64 { return l.visible.Load().offset }
+
+// Wait blocks until the end offset is past offset, the log closes, or ctx
+// is done.
+func (l *Log) Wait(ctx context.Context, offset int64) error {
+	for {
+		ch := *l.notify.Load()
+		if l.visible.Load().offset > offset {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-l.stop:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Segments describes every local segment, oldest first.
+func (l *Log) Segments() []SegmentInfo {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([]SegmentInfo, len(l.segments))
+	for i, s := range l.segments {
+		out[i] = s.info()
+	}
+	return out
+}
+
+// SealedSegments lists the segments that will never change again (rolled,
+// fsynced, indexes written), oldest first: what the tiering daemon uploads.
+func (l *Log) SealedSegments() []SegmentInfo {
+	var out []SegmentInfo
+	for _, s := range l.Segments() {
+		if s.Sealed {
+			out = append(out, s)
+		}
+	}
+	return out
+}
