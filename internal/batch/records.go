@@ -1,0 +1,215 @@
+package batch
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// RecordHeader is one user header of a record. Kafka forbids a null header
+// key, so Key is a plain string; a nil Value is a null value.
+type RecordHeader struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one decoded record with its absolute offset and timestamp.
+type Record struct {
+	Offset    int64
+	Timestamp int64  // Unix milliseconds
+	Key       []byte // nil is a null key, distinct from an empty one
+	Value     []byte // nil is a null value (a tombstone)
+	Headers   []RecordHeader
+}
+
+// minRecordSize is the smallest framed record: length, attributes, timestamp
+// delta, offset delta, key length, value length and header count, one byte
+// each. It bounds how many records a records section of n bytes can hold, so
+// a lying record count cannot make Decode allocate more than the input
+// justifies.
+const minRecordSize = 7
+
+// DecodeOptions tunes decoding. The zero value is ready to use.
+type DecodeOptions struct {
+	// MaxUncompressed caps the size of a compressed batch's records section
+	// after decompression; zero or less means DefaultMaxUncompressed. A
+	// larger section fails with ErrTooLarge.
+	MaxUncompressed int
+}
+
+// Decode decodes the one batch at the start of b with default options. See
+// DecodeOptions.Decode.
+func Decode(b []byte) (Header, []Record, error) { return DecodeOptions{}.Decode(b) }
+
+// DecodeAll decodes concatenated batches with default options. See
+// DecodeOptions.DecodeAll.
+func DecodeAll(b []byte) ([]Record, error) { return DecodeOptions{}.DecodeAll(b) }
+
+// Decode validates the batch at the start of b (see Validate), decompresses
+// its records section and decodes every record. Records carry absolute
+// offsets (base offset + delta) and timestamps (first timestamp + delta, or
+// the batch's max timestamp for every record when the batch is stamped with
+// LogAppendTime). Bytes after the batch are ignored.
+//
+// For an uncompressed batch, keys, values and header values alias b; copy
+// them if b will be reused. Every failure wraps ErrShortBatch, ErrCorrupt or
+// ErrTooLarge.
+func (o DecodeOptions) Decode(b []byte) (Header, []Record, error) {
+	h, err := Validate(b)
+	if err != nil {
+		return h, nil, err
+	}
+	raw := b[HeaderSize:h.Size()]
+	if c := h.Codec(); c != None {
+		raw, err = Decompress(c, raw, o.MaxUncompressed)
+		if err != nil {
+			return h, nil, err
+		}
+	}
+	recs, err := parseRecords(h, raw)
+	if err != nil {
+		return h, nil, err
+	}
+	return h, recs, nil
+}
+
+// DecodeAll decodes the concatenated batches in b, as a fetch response or a
+// segment file holds them, and returns all their records in order. If b ends
+// in a partial batch (a fetch response may, when the broker cut it at the
+// byte limit), DecodeAll returns the records of the whole batches before it
+// together with an error wrapping ErrShortBatch; any other failure returns
+// the records decoded so far and an error naming the batch's position.
+func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
+	var all []Record
+	for pos := 0; pos < len(b); {
+		h, recs, err := o.Decode(b[pos:])
+		if err != nil {
+			return all, fmt.Errorf("batch at byte %d: %w", pos, err)
+		}
+		all = append(all, recs...)
+		pos += h.Size()
+	}
+	return all, nil
+}
+
+// parseRecords decodes the h.NumRecords records framed in raw, the
+// uncompressed records section. It checks what Kafka's own reader checks:
+// each record's fields fill exactly its declared length, lengths are in
+// range, header keys are not null, and the section holds exactly the records
+// the header counts. It also requires offset deltas to increase and stay
+// within the batch's last offset delta, so offsets stay dense and ordered
+// the way the header promises.
+func parseRecords(h Header, raw []byte) ([]Record, error) {
+	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
+	lastDelta := int64(-1)
+	for i := 0; len(raw) > 0; i++ {
+		if i == int(h.NumRecords) {
+			return nil, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
+		}
+		n, w := binary.Varint(raw)
+		if w <= 0 || n < 0 || n > int64(len(raw)-w) {
+			return nil, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, i)
+		}
+		r, delta, err := parseRecord(raw[w : w+int(n)])
+		if err != nil {
+			return nil, fmt.Errorf("%w: record %d: %s", ErrCorrupt, i, err)
+		}
+		if delta <= lastDelta || delta > int64(h.LastOffsetDelta) {
+			return nil, fmt.Errorf("%w: record %d: offset delta %d, want above %d and at most the last offset delta %d", ErrCorrupt, i, delta, lastDelta, h.LastOffsetDelta)
+		}
+		lastDelta = delta
+		r.Offset = h.BaseOffset + delta
+		if h.LogAppendTime() {
+			r.Timestamp = h.MaxTimestamp
+		} else {
+			r.Timestamp += h.FirstTimestamp
+		}
+		recs = append(recs, r)
+		raw = raw[w+int(n):]
+	}
+	if len(recs) != int(h.NumRecords) {
+		return nil, fmt.Errorf("%w: header counts %d records, records section holds %d", ErrCorrupt, h.NumRecords, len(recs))
+	}
+	return recs, nil
+}
+
+// parseRecord decodes one record body (everything after its length). The
+// returned record holds the raw timestamp delta; the caller makes it
+// absolute. Errors are plain descriptions for the caller to wrap.
+func parseRecord(b []byte) (Record, int64, error) {
+	d := recordReader{b: b}
+	var r Record
+	if len(d.b) < 1 {
+		return r, 0, fmt.Errorf("attributes missing")
+	}
+	d.b = d.b[1:] // record attributes: unused by Kafka so far
+	r.Timestamp = d.varint(math.MinInt64, math.MaxInt64, "timestamp delta")
+	delta := d.varint(0, math.MaxInt32, "offset delta")
+	r.Key = d.bytes("key", true)
+	r.Value = d.bytes("value", true)
+	nh := d.varint(0, math.MaxInt32, "header count")
+	if d.err == nil && nh > int64(len(d.b)/2) {
+		// A header takes at least two bytes (two lengths).
+		d.err = fmt.Errorf("header count %d does not fit in the %d bytes left", nh, len(d.b))
+	}
+	if d.err == nil && nh > 0 {
+		r.Headers = make([]RecordHeader, nh)
+		for i := range r.Headers {
+			k := d.bytes("header key", false)
+			r.Headers[i] = RecordHeader{Key: string(k), Value: d.bytes("header value", true)}
+		}
+	}
+	if d.err != nil {
+		return r, 0, d.err
+	}
+	if len(d.b) != 0 {
+		return r, 0, fmt.Errorf("%d bytes left over after the headers", len(d.b))
+	}
+	return r, delta, nil
+}
+
+// recordReader reads the zigzag varints and varint-length byte strings of
+// a record body. The first failure sticks and later reads return zero
+// values, so parseRecord checks once at the end.
+type recordReader struct {
+	b   []byte
+	err error
+}
+
+func (d *recordReader) varint(lo, hi int64, what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, w := binary.Varint(d.b)
+	if w <= 0 {
+		d.err = fmt.Errorf("%s: truncated or overlong varint", what)
+		return 0
+	}
+	if v < lo || v > hi {
+		d.err = fmt.Errorf("%s %d out of range [%d, %d]", what, v, lo, hi)
+		return 0
+	}
+	d.b = d.b[w:]
+	return v
+}
+
+// bytes reads a varint length and that many bytes; length -1 is null (nil)
+// when nullable. The result's capacity is clipped so a caller appending to
+// it cannot overwrite the bytes that follow.
+func (d *recordReader) bytes(what string, nullable bool) []byte {
+	lo := int64(0)
+	if nullable {
+		lo = -1
+	}
+	n := d.varint(lo, math.MaxInt32, what+" length")
+	if d.err != nil || n < 0 {
+		return nil
+	}
+	if n > int64(len(d.b)) {
+		d.err = fmt.Errorf("%s length %d overruns the record (%d bytes left)", what, n, len(d.b))
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
