@@ -73,8 +73,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("segment.bytes %d: valid range is 1024 to %d", c.SegmentBytes, MaxSegmentBytes)
 	case c.SegmentAge <= 0:
 		return fmt.Errorf("segment.ms %d: must be positive", c.SegmentAge.Milliseconds())
-	case c.MaxMessageBytes < 128 || int64(c.MaxMessageBytes) > c.SegmentBytes:
-		return fmt.Errorf("max.message.bytes %d: valid range is 128 to segment.bytes (%d)", c.MaxMessageBytes, c.SegmentBytes)
+	case c.MaxMessageBytes < 128 || c.MaxMessageBytes > MaxSegmentBytes:
+		// A batch larger than segment.bytes gets a segment of its own.
+		return fmt.Errorf("max.message.bytes %d: valid range is 128 to %d", c.MaxMessageBytes, MaxSegmentBytes)
 	case c.FlushInterval <= 0:
 		return fmt.Errorf("flush.ms %d: must be positive", c.FlushInterval.Milliseconds())
 	case c.IndexIntervalBytes <= 0:

@@ -298,11 +298,13 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true // from here on no append starts
-	failed, pending, a := l.failed, l.toSeal, l.active
-	l.toSeal = nil
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	l.mu.Lock()
+	failed, pending, a := l.failed, l.toSeal, l.active
+	l.toSeal = nil
+	l.mu.Unlock()
 	var errs []error
 	if failed == nil {
 		for _, s := range pending {

@@ -1,0 +1,3 @@
+package hot
+
+func runCrashChild() bool { return false }
