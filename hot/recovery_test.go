@@ -1,0 +1,186 @@
+package hot
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+// crash stops the log the way a killed process does: no final fsync, no
+// index files for the active segment, no recovery-point update.
+func crash(l *Log) {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	for _, s := range l.segments {
+		s.f.Close()
+	}
+}
+
+// written describes the log a corruption case damages.
+type written struct {
+	dir        string
+	active     SegmentInfo // the last segment
+	sealed     SegmentInfo // a sealed segment before it
+	lastBase   int64       // base offset of the last batch
+	activeBats []int64     // positions of the active segment's batches
+	end        int64
+}
+
+func TestRecoveryTable(t *testing.T) {
+	const size = 100
+	cases := []struct {
+		name    string
+		corrupt func(t *testing.T, w written) (wantEnd int64)
+	}{
+		{"clean crash", func(t *testing.T, w written) int64 { return w.end }},
+		{"torn tail", func(t *testing.T, w written) int64 {
+			truncate(t, w.active.Path, w.active.Size-7)
+			return w.lastBase
+		}},
+		{"torn header", func(t *testing.T, w written) int64 {
+			truncate(t, w.active.Path, w.activeBats[len(w.activeBats)-1]+20)
+			return w.lastBase
+		}},
+		{"bad checksum in last batch", func(t *testing.T, w written) int64 {
+			flip(t, w.active.Path, w.active.Size-3)
+			return w.lastBase
+		}},
+		{"bad length in last batch", func(t *testing.T, w written) int64 {
+			writeAt(t, w.active.Path, w.activeBats[len(w.activeBats)-1]+8, binary.BigEndian.AppendUint32(nil, 1<<30))
+			return w.lastBase
+		}},
+		{"garbage mid-segment", func(t *testing.T, w written) int64 {
+			mid := len(w.activeBats) / 2
+			writeAt(t, w.active.Path, w.activeBats[mid]+30, []byte("garbage garbage garbage"))
+			return w.active.BaseOffset + int64(mid)*5
+		}},
+		{"zero-filled tail", func(t *testing.T, w written) int64 {
+			writeAt(t, w.active.Path, w.active.Size, make([]byte, 4096))
+			return w.end
+		}},
+		{"missing index of a sealed segment", func(t *testing.T, w written) int64 {
+			os.Remove(w.sealed.Path[:len(w.sealed.Path)-4] + ".index")
+			return w.end
+		}},
+		{"stale index of a sealed segment", func(t *testing.T, w written) int64 {
+			os.WriteFile(w.sealed.Path[:len(w.sealed.Path)-4]+".index", binary.BigEndian.AppendUint64(nil, 0xFFFF_0000_FFFF), 0o644)
+			return w.end
+		}},
+		{"index from another segment", func(t *testing.T, w written) int64 {
+			b, _ := os.ReadFile(w.sealed.Path[:len(w.sealed.Path)-4] + ".timeindex")
+			os.WriteFile(w.sealed.Path[:len(w.sealed.Path)-4]+".timeindex", b[:len(b)-12], 0o644)
+			return w.end
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := writeAndCrash(t, size)
+			wantEnd := c.corrupt(t, w)
+			l := openLog(t, w.dir, testConfig(FlushAlways), Options{})
+			if got := l.EndOffset(); got != wantEnd {
+				t.Fatalf("end offset after recovery %d, want %d", got, wantEnd)
+			}
+			checkRecords(t, readAll(t, l, 0), 0, wantEnd, size)
+			// The log takes appends again and they survive a clean reopen.
+			appendRecords(t, l, 20, 5, size)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l = openLog(t, w.dir, testConfig(FlushAlways), Options{})
+			defer l.Close()
+			checkRecords(t, readAll(t, l, 0), 0, wantEnd+100, size)
+		})
+	}
+}
+
+// writeAndCrash writes several segments, waits until all but the active one
+// are sealed, and crashes the log.
+func writeAndCrash(t *testing.T, size int) written {
+	dir := t.TempDir()
+	l := openLog(t, dir, testConfig(FlushAlways), Options{})
+	res := appendRecords(t, l, 250, 5, size)
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(l.SealedSegments()) == len(l.Segments())-1 }, "sealed")
+	segs := l.Segments()
+	w := written{dir: dir, active: segs[len(segs)-1], sealed: segs[len(segs)-2], lastBase: res[len(res)-1].BaseOffset, end: l.EndOffset()}
+	if w.active.Size < 10<<10 {
+		t.Fatalf("active segment too small for the cases: %d bytes", w.active.Size)
+	}
+	for pos := int64(0); pos < w.active.Size; {
+		w.activeBats = append(w.activeBats, pos)
+		var hdr [12]byte
+		readAt(t, w.active.Path, pos, hdr[:])
+		pos += 12 + int64(binary.BigEndian.Uint32(hdr[8:]))
+	}
+	crash(l)
+	return w
+}
+
+func TestCorruptionBelowRecoveryPointRefusesToOpen(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, testConfig(FlushAlways), Options{})
+	appendRecords(t, l, 20, 5, 100)
+	active := l.Segments()[0]
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Fsynced, acknowledged data is damaged and its index is gone, so open
+	// must scan it: it refuses rather than truncate acknowledged records.
+	flip(t, active.Path, active.Size/2)
+	os.Remove(active.Path[:len(active.Path)-4] + ".index")
+	before, _ := os.ReadFile(active.Path)
+	_, err := Open(dir, testConfig(FlushAlways), Options{})
+	var ce *CorruptionError
+	if !errors.As(err, &ce) {
+		t.Fatalf("open: %v, want *CorruptionError", err)
+	}
+	t.Log(err)
+	after, _ := os.ReadFile(active.Path)
+	if string(before) != string(after) {
+		t.Fatal("a refused open rewrote the segment")
+	}
+}
+
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flip(t *testing.T, path string, at int64) {
+	t.Helper()
+	var b [1]byte
+	readAt(t, path, at, b[:])
+	writeAt(t, path, at, []byte{b[0] ^ 0x5a})
+}
+
+func readAt(t *testing.T, path string, at int64, b []byte) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeAt(t *testing.T, path string, at int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+}
