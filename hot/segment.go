@@ -90,9 +90,17 @@ type scanner struct {
 	buf []byte
 }
 
-func newScanner(f io.ReaderAt, from, to int64) *scanner {
-	return &scanner{r: bufio.NewReaderSize(io.NewSectionReader(f, from, to-from), 64<<10), pos: from, end: to}
+// newScanner reads [from, to) through a buffer of bufSize bytes: small for
+// index lookups, which walk at most an index interval of headers, large for
+// recovery scans, which read everything.
+func newScanner(f io.ReaderAt, from, to int64, bufSize int) *scanner {
+	return &scanner{r: bufio.NewReaderSize(io.NewSectionReader(f, from, to-from), bufSize), pos: from, end: to}
 }
+
+const (
+	lookupBufSize = 8 << 10
+	scanBufSize   = 1 << 20
+)
 
 // next returns the header of the batch at the scanner position and, if full,
 // the whole batch (valid until the next call). It returns io.EOF at the end,
@@ -137,7 +145,7 @@ func (sc *scanner) next(full bool) (batch.Header, []byte, error) {
 // scanning forward from pos (found with idx.lookup under the log lock), or
 // limit if offset is past the last batch below limit.
 func (s *segment) scanFrom(pos, offset, limit int64) (int64, error) {
-	sc := newScanner(s.f, pos, limit)
+	sc := newScanner(s.f, pos, limit, lookupBufSize)
 	for {
 		start := sc.pos
 		h, _, err := sc.next(false)
@@ -165,7 +173,7 @@ func (s *segment) timeScanStart(ts int64) int64 {
 // firstAtOrAfterTime returns the base offset of the first batch from pos
 // whose max timestamp is >= ts, or -1 if none below limit.
 func (s *segment) firstAtOrAfterTime(pos, ts, limit int64) (int64, error) {
-	sc := newScanner(s.f, pos, limit)
+	sc := newScanner(s.f, pos, limit, lookupBufSize)
 	for {
 		h, _, err := sc.next(false)
 		if err == io.EOF {
@@ -186,18 +194,21 @@ func (s *segment) read(pos, limit int64, maxBytes int) ([]byte, error) {
 	if pos >= limit {
 		return nil, nil
 	}
-	var hdr [batch.HeaderSize]byte
-	if _, err := s.f.ReadAt(hdr[:], pos); err != nil {
-		return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
-	}
-	h, err := batch.ParseHeader(hdr[:])
-	if err != nil {
-		return nil, err
-	}
-	n := min(max(int64(maxBytes), int64(h.Size())), limit-pos)
-	buf := make([]byte, n)
+	buf := make([]byte, min(int64(max(maxBytes, batch.HeaderSize)), limit-pos))
 	if _, err := s.f.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
+	}
+	h, err := batch.ParseHeader(buf)
+	if err != nil {
+		return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
+	}
+	if h.Size() > len(buf) {
+		// The first batch is larger than maxBytes: return it whole, as
+		// Kafka does, so a consumer always makes progress.
+		buf = make([]byte, min(int64(h.Size()), limit-pos))
+		if _, err := s.f.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
+		}
 	}
 	// Trim to whole batches.
 	end := 0
@@ -230,7 +241,7 @@ func (s *segment) scanRecover(indexInterval int) (recoverResult, error) {
 	res := recoverResult{fileSize: st.Size(), next: s.base}
 	s.idx = indexes{}
 	s.size, s.next, s.maxTs, s.sinceIndex = 0, s.base, -1, 0
-	sc := newScanner(s.f, 0, st.Size())
+	sc := newScanner(s.f, 0, st.Size(), scanBufSize)
 	for {
 		pos := sc.pos
 		_, b, err := sc.next(true)
@@ -321,7 +332,7 @@ func (s *segment) loadIndexes() error {
 	}
 	last := x.times[len(x.times)-1]
 	next := s.base + int64(last.rel)
-	sc := newScanner(s.f, int64(x.offsets[len(x.offsets)-1].pos), st.Size())
+	sc := newScanner(s.f, int64(x.offsets[len(x.offsets)-1].pos), st.Size(), lookupBufSize)
 	first := true
 	var h batch.Header
 	for {

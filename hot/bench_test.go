@@ -1,0 +1,198 @@
+package hot
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+// Each append benchmark measures the log and, in the same run, a reference:
+// the same bytes written with plain os.File writes and the same fsync
+// cadence (every write for always, every flush.ms for interval, never for
+// os). It reports both and their ratio (x-ref): the log's overhead over the
+// disk. Batches hold 1 KiB records.
+
+func benchBatches(b *testing.B, batchBytes int) [][]byte {
+	perBatch := batchBytes / 1024
+	out := make([][]byte, 64)
+	for i := range out {
+		out[i] = testutil.Batch(b, int64(i*perBatch), perBatch, 1024-40, time.Now().UnixMilli())
+	}
+	return out
+}
+
+func BenchmarkAppend(b *testing.B) {
+	for _, policy := range []FlushPolicy{FlushOS, FlushInterval, FlushAlways} {
+		for _, size := range []int{16 << 10, 256 << 10, 1 << 20} {
+			b.Run(fmt.Sprintf("policy=%s/batch=%dKiB", policy, size>>10), func(b *testing.B) {
+				batches := benchBatches(b, size)
+				cfg := DefaultConfig()
+				cfg.FlushPolicy = policy
+				cfg.MaxMessageBytes = 2 << 20
+				n := len(batches[0])
+
+				ref := referenceWrite(b, batches, policy, cfg.FlushInterval, b.N)
+
+				l := openLog(b, b.TempDir(), cfg, Options{})
+				b.SetBytes(int64(n))
+				b.ResetTimer()
+				start := time.Now()
+				for i := range b.N {
+					buf := batches[i%len(batches)]
+					if _, err := l.Append(buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+				l.Flush() // same end state as the reference: everything durable
+				elapsed := time.Since(start)
+				b.StopTimer()
+				l.Close()
+				report(b, float64(b.N*n)/elapsed.Seconds(), ref)
+			})
+		}
+	}
+}
+
+// BenchmarkGroupCommit appends 16 KiB batches under always from 1 and from
+// 32 concurrent producers; x-1producer is the throughput gain of sharing
+// fsyncs.
+func BenchmarkGroupCommit(b *testing.B) {
+	batches := benchBatches(b, 16<<10)
+	run := func(b *testing.B, producers, total int) float64 {
+		l := openLog(b, b.TempDir(), DefaultConfig(), Options{})
+		defer l.Close()
+		var wg sync.WaitGroup
+		start := time.Now()
+		per := max(total/producers, 1)
+		for p := range producers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range per {
+					buf := append([]byte(nil), batches[(p+i)%len(batches)]...)
+					if _, err := l.Append(buf); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(per*producers*len(batches[0])) / time.Since(start).Seconds()
+	}
+	b.Run("producers=32", func(b *testing.B) {
+		total := max(b.N, 320)
+		one := run(b, 1, total/8) // the single producer is slow: fewer appends measure it
+		b.ResetTimer()
+		many := run(b, 32, total)
+		b.ReportMetric(many/1e6, "MB/s")
+		b.ReportMetric(one/1e6, "1producer-MB/s")
+		b.ReportMetric(many/one, "x-1producer")
+	})
+}
+
+// BenchmarkRead fetches 1 MiB at a time from a log in page cache, next to
+// plain ReadAt of the same file.
+func BenchmarkRead(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.FlushPolicy = FlushOS
+	l := openLog(b, b.TempDir(), cfg, Options{})
+	defer l.Close()
+	batches := benchBatches(b, 64<<10)
+	for i := 0; i < 512; i++ { // 32 MiB
+		if _, err := l.Append(append([]byte(nil), batches[i%len(batches)]...)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	end := l.EndOffset()
+	path := l.Segments()[0].Path
+	size := l.Segments()[0].Size
+
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	refStart := time.Now()
+	var refBytes int64
+	for i := 0; refBytes < int64(b.N)*(1<<20); i++ {
+		pos := (int64(i) << 20) % size
+		n, _ := f.ReadAt(buf, pos)
+		refBytes += int64(n)
+	}
+	ref := float64(refBytes) / time.Since(refStart).Seconds()
+
+	b.SetBytes(1 << 20)
+	b.ResetTimer()
+	start := time.Now()
+	var got int64
+	off := int64(0)
+	for got < int64(b.N)*(1<<20) {
+		res, err := l.Read(off, 1<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got += int64(len(res.Records))
+		off = lastNext(res.Records)
+		if off >= end {
+			off = 0
+		}
+	}
+	report(b, float64(got)/time.Since(start).Seconds(), ref)
+}
+
+// lastNext returns the offset after the last batch in data.
+func lastNext(data []byte) int64 {
+	var next int64
+	for len(data) >= batch.HeaderSize {
+		h, err := batch.ParseHeader(data)
+		if err != nil {
+			break
+		}
+		next = h.NextOffset()
+		data = data[h.Size():]
+	}
+	return next
+}
+
+// referenceWrite writes n of the batches to a plain file with the policy's
+// fsync cadence and returns bytes per second.
+func referenceWrite(b *testing.B, batches [][]byte, policy FlushPolicy, every time.Duration, n int) float64 {
+	f, err := os.OpenFile(filepath.Join(b.TempDir(), "ref"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	start := time.Now()
+	lastSync := start
+	var total int
+	for i := range n {
+		buf := batches[i%len(batches)]
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		total += len(buf)
+		switch {
+		case policy == FlushAlways:
+			f.Sync()
+		case policy == FlushInterval && time.Since(lastSync) >= every:
+			f.Sync()
+			lastSync = time.Now()
+		}
+	}
+	f.Sync()
+	return float64(total) / time.Since(start).Seconds()
+}
+
+func report(b *testing.B, got, ref float64) {
+	b.ReportMetric(got/1e6, "MB/s")
+	b.ReportMetric(ref/1e6, "ref-MB/s")
+	b.ReportMetric(got/ref, "x-ref")
+}
