@@ -1,0 +1,50 @@
+# tierlog: `make test` is the one command that runs every test; CI runs it.
+GO        ?= go
+FUZZTIME  ?= 10s
+TESTFLAGS ?= -race -timeout 20m
+
+.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve
+
+build:
+	$(GO) build -o bin/tierlog ./cmd/tierlog
+
+serve:
+	$(GO) run ./cmd/tierlog serve
+
+# Every test: formatting and vet, unit, fault and crash tests (race
+# detector on), short fuzz runs of every decoder, the compose file check.
+test: vet
+	$(GO) test $(TESTFLAGS) ./...
+	$(MAKE) fuzz
+	$(MAKE) compose-check
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/tierlogv1/')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# Short fuzz runs; `make fuzz-long FUZZTIME=10m` for a real session.
+fuzz:
+	$(GO) test -run=NONE -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/batch
+	$(GO) test -run=NONE -fuzz='^FuzzRecover$$' -fuzztime=$(FUZZTIME) ./hot
+
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=10m
+
+# Benchmarks print figures next to references measured in the same run.
+bench:
+	$(GO) test -run=NONE -bench=. -benchtime=3s ./hot ./internal/batch ./api/...
+
+# Regenerate api/tierlogv1 from api/proto (pinned buf and plugins, fetched
+# through the Go module proxy).
+proto:
+	$(GO) generate ./api/...
+
+# Validate docker-compose.yml with Debian's docker-compose (no engine needed).
+compose-check:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  echo "installing docker-compose (Debian package) to validate docker-compose.yml"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+	docker-compose -f docker-compose.yml config -q
+	@echo "docker-compose.yml is valid"
