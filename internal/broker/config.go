@@ -1,0 +1,137 @@
+package broker
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tierlog/tierlog/hot"
+)
+
+// TopicConfig is a topic's configuration, with Kafka's names where Kafka has
+// one.
+type TopicConfig struct {
+	SegmentBytes    int64           // segment.bytes
+	SegmentMs       int64           // segment.ms
+	RetentionMs     int64           // retention.ms; -1 keeps forever
+	RetentionBytes  int64           // retention.bytes; -1 is unlimited
+	MaxMessageBytes int32           // max.message.bytes: the largest batch
+	FlushPolicy     hot.FlushPolicy // flush.policy: always | interval | os
+	FlushMessages   int64           // flush.messages (interval); 0 = off
+	FlushMs         int64           // flush.ms (interval)
+}
+
+// DefaultTopicConfig holds the server's built-in defaults: 64 MiB or 1 hour
+// segments, history kept forever, Kafka's 1 MiB max batch, fsync before
+// every acknowledgement.
+func DefaultTopicConfig() TopicConfig {
+	return TopicConfig{
+		SegmentBytes:    64 << 20,
+		SegmentMs:       3_600_000,
+		RetentionMs:     -1,
+		RetentionBytes:  -1,
+		MaxMessageBytes: 1048588,
+		FlushPolicy:     hot.FlushAlways,
+		FlushMessages:   0,
+		FlushMs:         1000,
+	}
+}
+
+// configKey describes one setting: how to parse it into a TopicConfig and
+// print it back.
+type configKey struct {
+	valid string
+	set   func(c *TopicConfig, v string) error
+	get   func(c TopicConfig) string
+}
+
+func intKey(valid string, lo, hi int64, field func(c *TopicConfig) *int64) configKey {
+	return configKey{
+		valid: valid,
+		set: func(c *TopicConfig, v string) error {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil || n < lo || n > hi {
+				return fmt.Errorf("%q is not %s", v, valid)
+			}
+			*field(c) = n
+			return nil
+		},
+		get: func(c TopicConfig) string { return strconv.FormatInt(*field(&c), 10) },
+	}
+}
+
+var configKeys = map[string]configKey{
+	"segment.bytes": intKey(fmt.Sprintf("an integer from 1024 to %d", hot.MaxSegmentBytes), 1024, hot.MaxSegmentBytes,
+		func(c *TopicConfig) *int64 { return &c.SegmentBytes }),
+	"segment.ms":      intKey("a positive integer (milliseconds)", 1, 1<<62, func(c *TopicConfig) *int64 { return &c.SegmentMs }),
+	"retention.ms":    intKey("-1 (forever) or a positive integer (milliseconds)", -1, 1<<62, func(c *TopicConfig) *int64 { return &c.RetentionMs }),
+	"retention.bytes": intKey("-1 (unlimited) or a non-negative integer", -1, 1<<62, func(c *TopicConfig) *int64 { return &c.RetentionBytes }),
+	"flush.messages":  intKey("0 (off) or a positive integer", 0, 1<<62, func(c *TopicConfig) *int64 { return &c.FlushMessages }),
+	"flush.ms":        intKey("a positive integer (milliseconds)", 1, 1<<62, func(c *TopicConfig) *int64 { return &c.FlushMs }),
+	"max.message.bytes": {
+		valid: fmt.Sprintf("an integer from 128 to %d", hot.MaxSegmentBytes),
+		set: func(c *TopicConfig, v string) error {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+			if err != nil || n < 128 || n > hot.MaxSegmentBytes {
+				return fmt.Errorf("%q is not an integer from 128 to %d", v, hot.MaxSegmentBytes)
+			}
+			c.MaxMessageBytes = int32(n)
+			return nil
+		},
+		get: func(c TopicConfig) string { return strconv.Itoa(int(c.MaxMessageBytes)) },
+	},
+	"flush.policy": {
+		valid: "always, interval or os",
+		set: func(c *TopicConfig, v string) error {
+			p, err := hot.ParseFlushPolicy(strings.TrimSpace(v))
+			c.FlushPolicy = p
+			return err
+		},
+		get: func(c TopicConfig) string { return string(c.FlushPolicy) },
+	},
+}
+
+// ConfigKeys lists the settable keys, sorted.
+func ConfigKeys() []string { return slices.Sorted(maps.Keys(configKeys)) }
+
+// ParseTopicConfig overlays kv (Kafka-named keys) on base. An unknown key or
+// a bad value fails with ErrInvalidConfig, naming the key and what is valid.
+func ParseTopicConfig(base TopicConfig, kv map[string]string) (TopicConfig, error) {
+	c := base
+	for _, k := range slices.Sorted(maps.Keys(kv)) {
+		ck, ok := configKeys[k]
+		if !ok {
+			return base, fmt.Errorf("%w: unknown key %q (valid keys: %s)", ErrInvalidConfig, k, strings.Join(ConfigKeys(), ", "))
+		}
+		if err := ck.set(&c, kv[k]); err != nil {
+			return base, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, k, err)
+		}
+	}
+	return c, nil
+}
+
+// Map returns every setting under its Kafka name.
+func (c TopicConfig) Map() map[string]string {
+	m := make(map[string]string, len(configKeys))
+	for k, ck := range configKeys {
+		m[k] = ck.get(c)
+	}
+	return m
+}
+
+// hotConfig translates a topic config into the partition log's.
+func (c TopicConfig) hotConfig() hot.Config {
+	h := hot.DefaultConfig()
+	h.SegmentBytes = c.SegmentBytes
+	h.SegmentAge = time.Duration(c.SegmentMs) * time.Millisecond
+	h.RetentionAge = time.Duration(c.RetentionMs) * time.Millisecond
+	h.RetentionBytes = c.RetentionBytes
+	h.MaxMessageBytes = int(c.MaxMessageBytes)
+	h.FlushPolicy = c.FlushPolicy
+	h.FlushMessages = c.FlushMessages
+	h.FlushInterval = time.Duration(c.FlushMs) * time.Millisecond
+	return h
+}
