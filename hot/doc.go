@@ -1,0 +1,66 @@
+// Package hot is the local tier: one partition's append-only log on disk.
+//
+// # Files
+//
+// A partition directory holds segments named by their base offset, 20 digits:
+//
+//	00000000000000004096.log        RecordBatch v2 batches, back to back, as produced
+//	00000000000000004096.index      sparse: (offset - base uint32, position uint32), one per ~4 KiB
+//	00000000000000004096.timeindex  sparse: (max timestamp so far int64, offset - base uint32)
+//	recovery-point                  decimal offset below which everything is fsynced
+//
+// Batches are stored exactly as the producer sent them (compression kept);
+// the leader writes only the base offset, which lies outside the CRC.
+//
+// # Appends and the flush policy
+//
+// Append validates a batch (length, magic 2, CRC-32C, record count,
+// max.message.bytes), assigns offsets and writes it to the active segment.
+// What the acknowledgement means depends on flush.policy:
+//
+//	always    fsynced before the reply. Concurrent appends share one fsync
+//	          (group commit): the first waiter fsyncs for all who wrote before
+//	          it began. Readers see a batch only after its fsync.
+//	interval  in the page cache at the reply; fsynced every flush.ms, or inline
+//	          when flush.messages records are unflushed (then the reply says
+//	          fsynced).
+//	os        in the page cache; the OS writes it back.
+//
+// Every fsync goes through one function that times it. A failed write or
+// fsync fails the log: every later append returns ErrLogFailed until the log
+// is reopened, because after a failed fsync the state of the page cache is
+// unknown and a later success would be a lie.
+//
+// # Rolling and sealing
+//
+// The active segment rolls when the next batch would take it past
+// segment.bytes, or once it is older than segment.ms (checked on append and
+// by a background tick, so an idle partition still rolls). A rolled segment
+// is sealed in the background: fsynced, its final time-index entry added, its
+// index files written atomically (temp file, fsync, rename, fsync dir), and
+// the recovery point moved past it. A sealed segment never changes again;
+// SealedSegments lists them for the tiering daemon.
+//
+// # Recovery
+//
+// Open trusts a segment without scanning it when its index files describe it
+// (the final time-index entry names its next offset and a walk of the batch
+// headers after the last index entry ends exactly at the file's end at that
+// offset) and it lies below the recovery point. Every other segment is
+// scanned batch by batch with full validation; the first torn, corrupt or
+// out-of-sequence batch and everything after it (later segments included) is
+// removed, and indexes are rebuilt. Damage found below the recovery point is
+// data that was acknowledged as durable: Open refuses with *CorruptionError
+// instead of truncating it, and rewrites nothing.
+//
+// # Retention
+//
+// ApplyRetention (run by the background tick) deletes the oldest sealed
+// segments past retention.ms or beyond retention.bytes, never the active
+// one, and never one that Options.DeletionGuard refuses — the hook by which
+// tiering keeps segments whose upload is not committed.
+//
+//	l, err := hot.Open(dir, hot.DefaultConfig(), hot.Options{Topic: "audit"})
+//	res, err := l.Append(batchBytes)        // res.Durability: fsynced
+//	data, err := l.Read(res.BaseOffset, 1<<20)
+package hot
