@@ -1,0 +1,56 @@
+package grpcapi
+
+import (
+	"io"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/internal/broker"
+)
+
+// Options configures a Server. The zero value is usable.
+type Options struct {
+	// Logger receives errors the server cannot attribute to the caller
+	// (INTERNAL and UNAVAILABLE statuses). Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server implements tierlogv1.TierLogServer on a broker. It is safe for
+// concurrent use; every RPC goes straight to the broker.
+type Server struct {
+	tierlogv1.UnimplementedTierLogServer
+
+	b   *broker.Broker
+	log *slog.Logger
+}
+
+// NewServer returns a server for b. The caller keeps ownership of b and
+// closes it after the gRPC server has stopped.
+func NewServer(b *broker.Broker, opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Server{b: b, log: log}
+}
+
+// Register registers the TierLog service on g.
+func (s *Server) Register(g *grpc.Server) {
+	tierlogv1.RegisterTierLogServer(g, s)
+}
+
+// RegisterHealth registers the standard grpc.health.v1 service on g, reporting
+// SERVING for the whole server ("") and for tierlog.v1.TierLog. Call
+// Shutdown on the returned server before stopping g so load balancers and
+// clients watching health stop sending new work while g drains.
+func RegisterHealth(g *grpc.Server) *health.Server {
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(tierlogv1.TierLog_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return hs
+}
