@@ -16,7 +16,7 @@ type Metrics struct {
 	bytesIn       *prometheus.CounterVec
 	recordsIn     *prometheus.CounterVec
 	bytesOut      *prometheus.CounterVec
-	recordsOut    *prometheus.CounterVec
+	batchesOut    *prometheus.CounterVec
 	segments      *prometheus.GaugeVec
 	endOffset     *prometheus.GaugeVec
 	startOffset   *prometheus.GaugeVec
@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		bytesIn:       f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_bytes_in_total", Help: "Batch bytes appended."}, pl),
 		recordsIn:     f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_records_in_total", Help: "Records appended."}, pl),
 		bytesOut:      f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_bytes_out_total", Help: "Batch bytes read by fetches."}, pl),
-		recordsOut:    f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_batches_out_total", Help: "Batches read by fetches."}, pl),
+		batchesOut:    f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_batches_out_total", Help: "Batches read by fetches."}, pl),
 		segments:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_segments", Help: "Local segments."}, pl),
 		endOffset:     f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_end_offset", Help: "Next offset to be written."}, pl),
 		startOffset:   f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_start_offset", Help: "First offset held locally."}, pl),
@@ -46,9 +46,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // partitionMetrics are one log's curried series.
 type partitionMetrics struct {
-	m                                       *Metrics
-	bytesIn, recordsIn, bytesOut, batchsOut prometheus.Counter
-	segments, endOffset, startOffset        prometheus.Gauge
+	m                                        *Metrics
+	bytesIn, recordsIn, bytesOut, batchesOut prometheus.Counter
+	segments, endOffset, startOffset         prometheus.Gauge
 }
 
 func (m *Metrics) forPartition(topic string, partition int32) *partitionMetrics {
@@ -61,7 +61,7 @@ func (m *Metrics) forPartition(topic string, partition int32) *partitionMetrics 
 		bytesIn:     m.bytesIn.With(l),
 		recordsIn:   m.recordsIn.With(l),
 		bytesOut:    m.bytesOut.With(l),
-		batchsOut:   m.recordsOut.With(l),
+		batchesOut:  m.batchesOut.With(l),
 		segments:    m.segments.With(l),
 		endOffset:   m.endOffset.With(l),
 		startOffset: m.startOffset.With(l),
@@ -74,7 +74,7 @@ func (m *Metrics) drop(topic string, partition int32) {
 		return
 	}
 	l := prometheus.Labels{"topic": topic, "partition": strconv.Itoa(int(partition))}
-	for _, v := range []*prometheus.CounterVec{m.bytesIn, m.recordsIn, m.bytesOut, m.recordsOut} {
+	for _, v := range []*prometheus.CounterVec{m.bytesIn, m.recordsIn, m.bytesOut, m.batchesOut} {
 		v.Delete(l)
 	}
 	for _, v := range []*prometheus.GaugeVec{m.segments, m.endOffset, m.startOffset} {

@@ -52,13 +52,13 @@ func (l *Log) read(offset int64, maxBytes int) (FetchResult, error) {
 	if err != nil {
 		return res, err
 	}
-	data, err := s.read(pos, limit, maxBytes)
+	data, n, err := s.read(pos, limit, maxBytes)
 	if err != nil {
 		return res, err
 	}
 	res.Records = data
 	l.m.bytesOut.Add(float64(len(data)))
-	l.m.batchsOut.Inc()
+	l.m.batchesOut.Add(float64(n))
 	return res, nil
 }
 

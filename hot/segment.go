@@ -189,37 +189,38 @@ func (s *segment) firstAtOrAfterTime(pos, ts, limit int64) (int64, error) {
 }
 
 // read returns whole batches from pos up to about maxBytes (at least one
-// batch), never past limit.
-func (s *segment) read(pos, limit int64, maxBytes int) ([]byte, error) {
+// batch), never past limit, and how many batches that is.
+func (s *segment) read(pos, limit int64, maxBytes int) ([]byte, int, error) {
 	if pos >= limit {
-		return nil, nil
+		return nil, 0, nil
 	}
 	buf := make([]byte, min(int64(max(maxBytes, batch.HeaderSize)), limit-pos))
 	if _, err := s.f.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
+		return nil, 0, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
 	}
 	h, err := batch.ParseHeader(buf)
 	if err != nil {
-		return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
+		return nil, 0, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
 	}
 	if h.Size() > len(buf) {
 		// The first batch is larger than maxBytes: return it whole, as
 		// Kafka does, so a consumer always makes progress.
 		buf = make([]byte, min(int64(h.Size()), limit-pos))
 		if _, err := s.f.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
+			return nil, 0, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
 		}
 	}
 	// Trim to whole batches.
-	end := 0
+	end, n := 0, 0
 	for end+batch.HeaderSize <= len(buf) {
 		h, err := batch.ParseHeader(buf[end:])
 		if err != nil || end+h.Size() > len(buf) {
 			break
 		}
 		end += h.Size()
+		n++
 	}
-	return buf[:end], nil
+	return buf[:end], n, nil
 }
 
 // recoverResult is what a scan of a segment established.
