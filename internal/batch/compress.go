@@ -263,31 +263,53 @@ func readLimited(r io.Reader, limit, hint int) ([]byte, error) {
 	}
 }
 
-// unsnappy decodes a raw snappy block or an xerial stream. Each block's
-// declared size is checked against the limit before it is decoded, so a
-// lying length costs nothing.
+// unsnappy decodes a raw snappy block or an xerial stream. A first pass
+// over an xerial stream checks its framing and adds up the blocks' declared
+// sizes, so the limit is enforced before anything is decoded and the output
+// is allocated once.
 func unsnappy(data []byte, limit int) ([]byte, error) {
 	if len(data) < xerialHeaderLen || !bytes.HasPrefix(data, xerialMagic) {
 		return snappyBlock(nil, data, limit)
 	}
-	rest := data[xerialHeaderLen:]
-	var out []byte
-	for i := 0; len(rest) > 0; i++ {
-		if len(rest) < 4 {
-			return nil, fmt.Errorf("%w: xerial snappy block %d: %d bytes left, a block length needs 4", ErrCorrupt, i, len(rest))
-		}
-		n := binary.BigEndian.Uint32(rest)
-		rest = rest[4:]
-		if uint64(n) > uint64(len(rest)) {
-			return nil, fmt.Errorf("%w: xerial snappy block %d: length %d, only %d bytes left", ErrCorrupt, i, n, len(rest))
-		}
-		var err error
-		if out, err = snappyBlock(out, rest[:n], limit); err != nil {
+	total := 0
+	for i, rest := 0, data[xerialHeaderLen:]; len(rest) > 0; i++ {
+		block, next, err := xerialBlock(rest, i)
+		if err != nil {
 			return nil, err
 		}
-		rest = rest[n:]
+		n, err := s2.DecodedLen(block)
+		if err != nil {
+			return nil, corruptf(Snappy, err)
+		}
+		if n > limit-total {
+			return nil, fmt.Errorf("%w: snappy records section expands past %d bytes", ErrTooLarge, limit)
+		}
+		total += n
+		rest = next
+	}
+	out := make([]byte, 0, total)
+	for i, rest := 0, data[xerialHeaderLen:]; len(rest) > 0; i++ {
+		block, next, _ := xerialBlock(rest, i) // checked above
+		var err error
+		if out, err = snappyBlock(out, block, limit); err != nil {
+			return nil, err
+		}
+		rest = next
 	}
 	return out, nil
+}
+
+// xerialBlock splits the next [length][block] off an xerial stream.
+func xerialBlock(rest []byte, i int) (block, next []byte, err error) {
+	if len(rest) < 4 {
+		return nil, nil, fmt.Errorf("%w: xerial snappy block %d: %d bytes left, a block length needs 4", ErrCorrupt, i, len(rest))
+	}
+	n := binary.BigEndian.Uint32(rest)
+	rest = rest[4:]
+	if uint64(n) > uint64(len(rest)) {
+		return nil, nil, fmt.Errorf("%w: xerial snappy block %d: length %d, only %d bytes left", ErrCorrupt, i, n, len(rest))
+	}
+	return rest[:n], rest[n:], nil
 }
 
 // snappyBlock decodes one raw snappy block and appends it to dst.

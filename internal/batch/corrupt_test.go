@@ -25,18 +25,10 @@ func setLength(b []byte) {
 // length are correct, so only the records themselves are wrong.
 func craft(t *testing.T, c Codec, raw []byte, n, lastDelta int32) []byte {
 	t.Helper()
-	body, err := Compress(c, raw)
-	if err != nil {
-		t.Fatal(err)
+	b := craftBatch(c, raw, n, lastDelta)
+	if b == nil {
+		t.Fatalf("%s: cannot compress the crafted records", c)
 	}
-	b := make([]byte, HeaderSize, HeaderSize+len(body))
-	b[magicPos] = Magic
-	binary.BigEndian.PutUint16(b[attributesPos:], uint16(c))
-	binary.BigEndian.PutUint32(b[lastOffsetDeltaPos:], uint32(lastDelta))
-	binary.BigEndian.PutUint32(b[numRecordsPos:], uint32(n))
-	b = append(b, body...)
-	setLength(b)
-	fixCRC(b)
 	return b
 }
 

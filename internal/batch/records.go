@@ -29,6 +29,9 @@ type Record struct {
 // justifies.
 const minRecordSize = 7
 
+// headerArenaChunk is how many record headers Decode allocates at a time.
+const headerArenaChunk = 256
+
 // DecodeOptions tunes decoding. The zero value is ready to use.
 type DecodeOptions struct {
 	// MaxUncompressed caps the size of a compressed batch's records section
@@ -102,6 +105,7 @@ func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
 func parseRecords(h Header, raw []byte) ([]Record, error) {
 	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
 	lastDelta := int64(-1)
+	var arena []RecordHeader
 	for i := 0; len(raw) > 0; i++ {
 		if i == int(h.NumRecords) {
 			return nil, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
@@ -110,7 +114,7 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 		if w <= 0 || n < 0 || n > int64(len(raw)-w) {
 			return nil, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, i)
 		}
-		r, delta, err := parseRecord(raw[w : w+int(n)])
+		r, delta, err := parseRecord(raw[w:w+int(n)], &arena)
 		if err != nil {
 			return nil, fmt.Errorf("%w: record %d: %s", ErrCorrupt, i, err)
 		}
@@ -135,8 +139,10 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 
 // parseRecord decodes one record body (everything after its length). The
 // returned record holds the raw timestamp delta; the caller makes it
-// absolute. Errors are plain descriptions for the caller to wrap.
-func parseRecord(b []byte) (Record, int64, error) {
+// absolute. Headers are carved from *arena, refilled in chunks, so a batch
+// costs a few header allocations rather than one per record. Errors are
+// plain descriptions for the caller to wrap.
+func parseRecord(b []byte, arena *[]RecordHeader) (Record, int64, error) {
 	d := recordReader{b: b}
 	var r Record
 	if len(d.b) < 1 {
@@ -145,18 +151,23 @@ func parseRecord(b []byte) (Record, int64, error) {
 	d.b = d.b[1:] // record attributes: unused by Kafka so far
 	r.Timestamp = d.varint(math.MinInt64, math.MaxInt64, "timestamp delta")
 	delta := d.varint(0, math.MaxInt32, "offset delta")
-	r.Key = d.bytes("key", true)
-	r.Value = d.bytes("value", true)
+	r.Key = d.bytes("key length", true)
+	r.Value = d.bytes("value length", true)
 	nh := d.varint(0, math.MaxInt32, "header count")
 	if d.err == nil && nh > int64(len(d.b)/2) {
 		// A header takes at least two bytes (two lengths).
 		d.err = fmt.Errorf("header count %d does not fit in the %d bytes left", nh, len(d.b))
 	}
 	if d.err == nil && nh > 0 {
-		r.Headers = make([]RecordHeader, nh)
+		if int64(cap(*arena)-len(*arena)) < nh {
+			*arena = make([]RecordHeader, 0, max(nh, headerArenaChunk))
+		}
+		n := len(*arena)
+		*arena = (*arena)[:n+int(nh)]
+		r.Headers = (*arena)[n : n+int(nh) : n+int(nh)]
 		for i := range r.Headers {
-			k := d.bytes("header key", false)
-			r.Headers[i] = RecordHeader{Key: string(k), Value: d.bytes("header value", true)}
+			k := d.bytes("header key length", false)
+			r.Headers[i] = RecordHeader{Key: string(k), Value: d.bytes("header value length", true)}
 		}
 	}
 	if d.err != nil {
@@ -194,19 +205,20 @@ func (d *recordReader) varint(lo, hi int64, what string) int64 {
 }
 
 // bytes reads a varint length and that many bytes; length -1 is null (nil)
-// when nullable. The result's capacity is clipped so a caller appending to
+// when nullable. what names the length field in errors; it is passed whole
+// rather than built here so the happy path does not allocate. The result's capacity is clipped so a caller appending to
 // it cannot overwrite the bytes that follow.
 func (d *recordReader) bytes(what string, nullable bool) []byte {
 	lo := int64(0)
 	if nullable {
 		lo = -1
 	}
-	n := d.varint(lo, math.MaxInt32, what+" length")
+	n := d.varint(lo, math.MaxInt32, what)
 	if d.err != nil || n < 0 {
 		return nil
 	}
 	if n > int64(len(d.b)) {
-		d.err = fmt.Errorf("%s length %d overruns the record (%d bytes left)", what, n, len(d.b))
+		d.err = fmt.Errorf("%s %d overruns the record (%d bytes left)", what, n, len(d.b))
 		return nil
 	}
 	v := d.b[:n:n]
