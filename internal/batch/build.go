@@ -52,6 +52,9 @@ func Build(recs []Record, opts BuildOptions) ([]byte, error) {
 	if opts.Codec < None || opts.Codec > Zstd {
 		return nil, fmt.Errorf("batch: build: %w", errUnknownCodec(opts.Codec))
 	}
+	if opts.BaseOffset > math.MaxInt64-int64(len(recs)-1) {
+		return nil, fmt.Errorf("batch: build: base offset %d + %d records overflows int64", opts.BaseOffset, len(recs))
+	}
 	if opts.Transactional && opts.Producer == nil {
 		return nil, errors.New("batch: build: a transactional batch needs a Producer")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -75,6 +76,7 @@ func TestCorruptBatches(t *testing.T) {
 				return b
 			}, ErrCorrupt},
 			{"last offset delta short", func(b []byte) []byte { bump(b[lastOffsetDeltaPos:], -1); fixCRC(b); return b }, ErrCorrupt},
+			{"base offset overflows", func(b []byte) []byte { putInt64(b[baseOffsetPos:], math.MaxInt64-1); return b }, ErrCorrupt},
 			{"unknown codec 5", func(b []byte) []byte { b[attributesPos+1] = b[attributesPos+1]&^7 | 5; fixCRC(b); return b }, ErrCorrupt},
 			{"records cut short", func(b []byte) []byte { b = b[:len(b)-5]; setLength(b); fixCRC(b); return b }, ErrCorrupt},
 			{"garbage records", func(b []byte) []byte {

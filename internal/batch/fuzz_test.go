@@ -3,6 +3,7 @@ package batch
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"math"
 	"reflect"
 	"testing"
 )
@@ -38,6 +39,13 @@ func FuzzDecode(f *testing.F) {
 	g[attributesPos+1] |= 0x08
 	fixCRC(g)
 	f.Add(g)
+
+	// Base offsets are outside the CRC: one near the top of int64.
+	top, err := Build(fuzzRecords(), BuildOptions{BaseOffset: math.MaxInt64 - 2})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(top)
 
 	opts := DecodeOptions{MaxUncompressed: 1 << 20}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -62,6 +62,11 @@ func (o DecodeOptions) Decode(b []byte) (Header, []Record, error) {
 	if err != nil {
 		return h, nil, err
 	}
+	if h.BaseOffset > math.MaxInt64-int64(h.LastOffsetDelta) {
+		// The base offset is outside the CRC, so only this check stands
+		// between a flipped bit there and offsets that wrap negative.
+		return h, nil, fmt.Errorf("%w: base offset %d + last offset delta %d overflows int64", ErrCorrupt, h.BaseOffset, h.LastOffsetDelta)
+	}
 	raw := b[HeaderSize:h.Size()]
 	if c := h.Codec(); c != None {
 		raw, err = Decompress(c, raw, o.MaxUncompressed)

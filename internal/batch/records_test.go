@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -152,6 +153,7 @@ func TestBuildRejects(t *testing.T) {
 		"unknown codec":           {sampleRecords()[:1], BuildOptions{Codec: 5}},
 		"negative codec":          {sampleRecords()[:1], BuildOptions{Codec: -1}},
 		"transaction no producer": {sampleRecords()[:1], BuildOptions{Transactional: true}},
+		"offsets overflow":        {sampleRecords()[:2], BuildOptions{BaseOffset: math.MaxInt64}},
 	} {
 		if _, err := Build(tc.recs, tc.opts); err == nil {
 			t.Errorf("%s: Build succeeded, want an error", name)
