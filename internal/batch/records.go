@@ -105,8 +105,8 @@ func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
 // each record's fields fill exactly its declared length, lengths are in
 // range, header keys are not null, and the section holds exactly the records
 // the header counts. It also requires offset deltas to increase and stay
-// within the batch's last offset delta, so offsets stay dense and ordered
-// the way the header promises.
+// within the batch's last offset delta, so offsets increase and stay inside
+// the range the header promises (gaps, as compaction leaves, are allowed).
 func parseRecords(h Header, raw []byte) ([]Record, error) {
 	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
 	lastDelta := int64(-1)
