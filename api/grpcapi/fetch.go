@@ -2,12 +2,14 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
@@ -92,7 +94,10 @@ func (s *Server) Fetch(ctx context.Context, req *tierlogv1.FetchRequest) (*tierl
 // FetchStream sends fetch responses from a position until the log end or,
 // with follow, until the client cancels or the limit is reached.
 func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.ServerStreamingServer[tierlogv1.FetchResponse]) error {
-	ctx := stream.Context()
+	// Waiting ends when the client goes away or the server closes.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(s.closing, cancel)()
 	freq := req.GetFetch()
 	if freq == nil {
 		return invalidf("fetch stream: fetch is required (topic, partition, start position)")
@@ -142,9 +147,24 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 			return nil
 		}
 		if err := s.b.Wait(ctx, p.topic, p.partition, off); err != nil {
-			return s.statusFor("FetchStream", err)
+			return s.waitFailed(p, off, err)
 		}
 	}
+}
+
+// waitFailed explains why a follow stream stopped waiting at off.
+func (s *Server) waitFailed(p fetchParams, off int64, err error) error {
+	if s.closing.Err() != nil {
+		return status.Errorf(codes.Unavailable, "fetch stream: %s/%d: server is shutting down; resume from offset %d", p.topic, p.partition, off)
+	}
+	if errors.Is(err, hot.ErrClosed) {
+		// The partition's log was closed under the stream: the topic was
+		// deleted (say so) or the broker is closing.
+		if _, _, oerr := s.b.Offsets(p.topic, p.partition); oerr != nil {
+			err = oerr
+		}
+	}
+	return s.statusFor("FetchStream", err)
 }
 
 // fetchOnce reads batches at off and fills one response with at most limit

@@ -242,3 +242,43 @@ func TestFetchStreamFollowWithLimitEnds(t *testing.T) {
 	}
 	checkOffsets(t, recs, 0, 4)
 }
+
+// followAt opens a follow stream at offset and waits until the server is
+// waiting in it: a produced record arrives, so the stream is past setup.
+func followAt(t *testing.T, e *testEnv, topic string, offset int64) tierlogv1.TierLog_FetchStreamClient {
+	t.Helper()
+	s, err := e.c.FetchStream(context.Background(), &tierlogv1.FetchStreamRequest{
+		Fetch:  &tierlogv1.FetchRequest{Topic: topic, Start: offsetStart(offset)},
+		Follow: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.produce(t, &tierlogv1.ProduceRequest{Topic: topic, Records: []*tierlogv1.Record{{Value: fmt.Appendf(nil, "v%d", offset)}}})
+	m, err := s.Recv()
+	if err != nil || len(m.Records) != 1 || m.Records[0].Offset != offset {
+		t.Fatalf("follow stream first message: %v, %v; want offset %d", m, err, offset)
+	}
+	return s
+}
+
+func TestFollowStreamEndsOnServerClose(t *testing.T) {
+	e := newEnv(t)
+	e.createTopic(t, "t", 1, nil)
+	s := followAt(t, e, "t", 0)
+	// Close ends the waiting stream, so GracefulStop (in cleanup) can finish.
+	e.srv.Close()
+	_, err := s.Recv()
+	wantStatus(t, err, codes.Unavailable, "shutting down", "resume from offset 1")
+}
+
+func TestFollowStreamEndsWhenTopicDeleted(t *testing.T) {
+	e := newEnv(t)
+	e.createTopic(t, "t", 1, nil)
+	s := followAt(t, e, "t", 0)
+	if _, err := e.c.DeleteTopic(context.Background(), &tierlogv1.DeleteTopicRequest{Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Recv()
+	wantStatus(t, err, codes.NotFound, "t")
+}

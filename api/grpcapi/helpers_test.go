@@ -23,6 +23,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // on a loopback port, and a client connected to it.
 type testEnv struct {
 	b    *broker.Broker
+	srv  *Server
+	g    *grpc.Server
 	c    tierlogv1.TierLogClient
 	conn *grpc.ClientConn
 }
@@ -43,7 +45,8 @@ func newEnv(tb testing.TB) *testEnv {
 		tb.Fatalf("listen: %v", err)
 	}
 	g := grpc.NewServer()
-	NewServer(b, Options{Logger: slog.New(slog.DiscardHandler)}).Register(g)
+	srv := NewServer(b, Options{Logger: slog.New(slog.DiscardHandler)})
+	srv.Register(g)
 	hs := RegisterHealth(g)
 	served := make(chan struct{})
 	go func() {
@@ -59,13 +62,14 @@ func newEnv(tb testing.TB) *testEnv {
 	tb.Cleanup(func() {
 		conn.Close()
 		hs.Shutdown()
-		g.Stop()
+		srv.Close()
+		g.GracefulStop()
 		<-served
 		if err := b.Close(); err != nil {
 			tb.Errorf("close broker: %v", err)
 		}
 	})
-	return &testEnv{b: b, c: tierlogv1.NewTierLogClient(conn), conn: conn}
+	return &testEnv{b: b, srv: srv, g: g, c: tierlogv1.NewTierLogClient(conn), conn: conn}
 }
 
 // createTopic creates a topic with flush.policy=os unless config says

@@ -1,6 +1,7 @@
 package grpcapi
 
 import (
+	"context"
 	"io"
 	"log/slog"
 
@@ -26,6 +27,12 @@ type Server struct {
 
 	b   *broker.Broker
 	log *slog.Logger
+
+	// closing is cancelled by Close to end follow streams, which would
+	// otherwise wait for new records until their clients cancel and keep
+	// grpc.Server.GracefulStop waiting forever.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 // NewServer returns a server for b. The caller keeps ownership of b and
@@ -35,7 +42,17 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Server{b: b, log: log}
+	closing, cancel := context.WithCancel(context.Background())
+	return &Server{b: b, log: log, closing: closing, close: cancel}
+}
+
+// Close ends every FetchStream that is waiting for records with UNAVAILABLE
+// (its message names the offset to resume from), and makes later streams
+// end instead of waiting. Unary RPCs and streams still reading are not
+// affected. Call it before grpc.Server.GracefulStop, which waits for every
+// open stream. It is idempotent.
+func (s *Server) Close() {
+	s.close()
 }
 
 // Register registers the TierLog service on g.
