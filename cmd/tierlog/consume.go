@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
+)
+
+type consumeFlags struct {
+	partition     int32
+	fromBeginning bool
+	offset        int64
+	since         string
+	max           int64
+	follow        bool
+	format        string
+}
+
+func newConsumeCmd() *cobra.Command {
+	var cfl consumeFlags
+	cmd := &cobra.Command{
+		Use:   "consume TOPIC",
+		Short: "Print records of a topic",
+		Long: `Print the records of TOPIC, partition by partition in partition order, each
+partition in offset order. Without --partition every partition is read.
+
+Where to start (at most one; default --from-beginning):
+  --from-beginning   the first record still held by each partition
+  --offset N         offset N in each partition
+  --since TIME       the first record at or after TIME (RFC 3339, e.g.
+                     2024-05-01T12:00:00Z)
+
+Without --follow the command stops at the end of the log as it was when each
+partition was reached, so the same data prints the same bytes every time.
+With --follow it keeps printing new records (from all partitions at once,
+interleaved) until interrupted or --max records were printed.
+
+Formats:
+  text  the value of each record followed by a newline
+  json  one object per line: {"partition","offset","timestamp" (RFC 3339,
+        UTC, milliseconds),"key","value","headers":[{"key","value"}]};
+        a null key or value is null, valid UTF-8 is a string, anything else
+        appears base64-encoded as "key_base64" / "value_base64" instead.`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	f := cmd.Flags()
+	f.Int32Var(&cfl.partition, "partition", -1, "read only this partition (default: all)")
+	f.BoolVar(&cfl.fromBeginning, "from-beginning", false, "start at the first record of each partition (the default)")
+	f.Int64Var(&cfl.offset, "offset", 0, "start at this offset in each partition")
+	f.StringVar(&cfl.since, "since", "", "start at the first record at or after this RFC 3339 time")
+	f.Int64Var(&cfl.max, "max", 0, "stop after this many records in total (0: no limit)")
+	f.BoolVarP(&cfl.follow, "follow", "f", false, "keep printing new records until interrupted")
+	f.StringVar(&cfl.format, "format", "text", "output format: text or json")
+	cmd.MarkFlagsMutuallyExclusive("from-beginning", "offset", "since")
+	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		return consume(cmd, cf, &cfl, args[0])
+	})
+	return cmd
+}
+
+func consume(cmd *cobra.Command, cf *clientFlags, cfl *consumeFlags, topic string) error {
+	if cfl.format != "text" && cfl.format != "json" {
+		return usageErrorf("--format %q: valid: text, json", cfl.format)
+	}
+	if cfl.max < 0 {
+		return usageErrorf("--max %d: want 0 (no limit) or more", cfl.max)
+	}
+	fetch := &tierlogv1.FetchRequest{Topic: topic, Start: &tierlogv1.FetchRequest_Earliest{Earliest: true}}
+	switch {
+	case cmd.Flags().Changed("offset"):
+		if cfl.offset < 0 {
+			return usageErrorf("--offset %d: want 0 or more", cfl.offset)
+		}
+		fetch.Start = &tierlogv1.FetchRequest_Offset{Offset: cfl.offset}
+	case cmd.Flags().Changed("since"):
+		t, err := time.Parse(time.RFC3339Nano, cfl.since)
+		if err != nil {
+			return usageErrorf("--since %q: want an RFC 3339 time such as 2024-05-01T12:00:00Z", cfl.since)
+		}
+		fetch.Start = &tierlogv1.FetchRequest_TimestampMs{TimestampMs: t.UnixMilli()}
+	}
+	partitionSet := cmd.Flags().Changed("partition")
+	if partitionSet && cfl.partition < 0 {
+		return usageErrorf("--partition %d: want 0 or more", cfl.partition)
+	}
+
+	ctx := cmd.Context()
+	if cfl.follow {
+		// Interrupting a follow is its normal end: stop cleanly, exit 0.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	client, done, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	partitions := []int32{cfl.partition}
+	if !partitionSet {
+		desc, err := client.DescribeTopic(ctx, &tierlogv1.DescribeTopicRequest{Name: topic})
+		if err != nil {
+			return cf.rpcError("consume "+topic, err)
+		}
+		partitions = partitions[:0]
+		for _, p := range desc.GetTopic().GetPartitions() {
+			partitions = append(partitions, p.GetPartition())
+		}
+		slices.Sort(partitions)
+	}
+
+	c := &consumer{client: client, fetch: fetch, follow: cfl.follow,
+		out: newPrinter(cmd.OutOrStdout(), cfl.format == "json", cfl.max)}
+	if cfl.follow && len(partitions) > 1 {
+		err = c.followAll(ctx, partitions)
+	} else {
+		err = c.readInOrder(ctx, partitions)
+	}
+	if cfl.follow && ctx.Err() != nil && isCanceled(err) {
+		err = nil
+	}
+	if err != nil {
+		err = cf.rpcError("consume "+topic, err)
+	}
+	return errors.Join(err, c.out.flush())
+}
+
+type consumer struct {
+	client tierlogv1.TierLogClient
+	fetch  *tierlogv1.FetchRequest // topic and start; partition set per stream
+	follow bool
+	out    *printer
+	mu     sync.Mutex // serializes out between followAll's streams
+}
+
+// readInOrder reads the partitions one after another.
+func (c *consumer) readInOrder(ctx context.Context, partitions []int32) error {
+	for _, p := range partitions {
+		full, err := c.stream(ctx, p, c.write)
+		if err != nil || full {
+			return err
+		}
+	}
+	return nil
+}
+
+// followAll follows every partition at once, printing responses as they
+// arrive, until ctx is done, a stream fails or --max is reached.
+func (c *consumer) followAll(ctx context.Context, partitions []int32) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for _, p := range partitions {
+		wg.Go(func() {
+			full, err := c.stream(ctx, p, func(resp *tierlogv1.FetchResponse) (bool, error) {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.write(resp)
+			})
+			if full || (err != nil && ctx.Err() == nil) {
+				errOnce.Do(func() { firstErr = err })
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		// Stopped by the caller's context (interrupt) or by --max.
+		if parent := context.Cause(ctx); !errors.Is(parent, context.Canceled) {
+			return parent
+		}
+	}
+	return firstErr
+}
+
+func (c *consumer) write(resp *tierlogv1.FetchResponse) (bool, error) {
+	return c.out.write(resp.GetPartition(), resp.GetRecords())
+}
+
+// stream reads one partition, passing each response to emit until the
+// stream ends (at the log end without follow), emit reports the limit
+// reached (full), or an error.
+func (c *consumer) stream(ctx context.Context, partition int32, emit func(*tierlogv1.FetchResponse) (bool, error)) (full bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := &tierlogv1.FetchStreamRequest{Fetch: cloneFetch(c.fetch, partition), Follow: c.follow, Limit: c.out.remaining()}
+	s, err := c.client.FetchStream(ctx, req)
+	if err != nil {
+		return false, err
+	}
+	for {
+		resp, err := s.Recv()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		full, err := emit(resp)
+		if err != nil || full {
+			return full, err
+		}
+	}
+}
+
+func cloneFetch(f *tierlogv1.FetchRequest, partition int32) *tierlogv1.FetchRequest {
+	return &tierlogv1.FetchRequest{Topic: f.GetTopic(), Partition: partition, Start: f.GetStart(),
+		MaxBytes: f.GetMaxBytes(), MaxRecords: f.GetMaxRecords()}
+}
+
+// printer writes records in the chosen format and counts them against --max.
+type printer struct {
+	w     *bufio.Writer
+	json  bool
+	max   int64
+	count int64
+	buf   []byte
+}
+
+func newPrinter(w io.Writer, json bool, max int64) *printer {
+	return &printer{w: bufio.NewWriterSize(w, 256<<10), json: json, max: max}
+}
+
+// remaining is the stream limit for the next partition: 0 means no limit.
+func (p *printer) remaining() int64 {
+	if p.max == 0 {
+		return 0
+	}
+	return p.max - p.count
+}
+
+// write prints records and flushes, so a follower sees each response as it
+// arrives. It reports whether --max was reached.
+func (p *printer) write(partition int32, recs []*tierlogv1.Record) (bool, error) {
+	for _, r := range recs {
+		if p.max > 0 && p.count >= p.max {
+			break
+		}
+		if p.json {
+			p.buf = appendJSONRecord(p.buf[:0], partition, r)
+		} else {
+			p.buf = append(append(p.buf[:0], r.GetValue()...), '\n')
+		}
+		if _, err := p.w.Write(p.buf); err != nil {
+			return false, fmt.Errorf("write output: %w", err)
+		}
+		p.count++
+	}
+	if err := p.flush(); err != nil {
+		return false, err
+	}
+	return p.max > 0 && p.count >= p.max, nil
+}
+
+func (p *printer) flush() error {
+	if err := p.w.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+var (
+	binDir    string
+	buildOnce sync.Once
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tierlog-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// binary builds the tierlog binary once per test run and returns its path.
+func binary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(binDir, "tierlog")
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bin
+}
+
+// cleanEnv is the test process environment without TIERLOG_* variables, so
+// the developer's shell cannot change what the tests see.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TIERLOG_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// eventually polls cond until it returns nil, failing with cond's last
+// error. The timeout only bounds a hung test; nothing depends on how fast
+// cond becomes true.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	last := &lastError{}
+	testutil.Eventually(t, 60*time.Second, func() bool {
+		last.err = cond()
+		return last.err == nil
+	}, "%s: %v", what, last)
+}
+
+// lastError prints the error held when the message is formatted.
+type lastError struct{ err error }
+
+func (l *lastError) String() string { return fmt.Sprint(l.err) }
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// node is a `tierlog serve` child process.
+type node struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	stderr   *syncBuffer
+	exited   chan struct{}
+	waitErr  error
+	grpcAddr string
+	httpAddr string
+}
+
+// startNode runs `tierlog serve` on ephemeral loopback ports and waits until
+// it has written its ready file.
+func startNode(t *testing.T, dataDir string, env []string, args ...string) *node {
+	t.Helper()
+	readyPath := filepath.Join(t.TempDir(), "ready.json")
+	all := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--ready-file", readyPath, "--log-level", "debug"}, args...)
+	n := &node{t: t, cmd: exec.Command(binary(t), all...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	n.cmd.Env = cleanEnv(env...)
+	n.cmd.Stdout = n.stderr
+	n.cmd.Stderr = n.stderr
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("start tierlog serve: %v", err)
+	}
+	go func() {
+		n.waitErr = n.cmd.Wait()
+		close(n.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-n.exited:
+		default:
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+		}
+		if t.Failed() {
+			t.Logf("tierlog serve output:\n%s", n.stderr.String())
+		}
+	})
+	var rf readyFile
+	eventually(t, "tierlog serve writes its ready file", func() error {
+		select {
+		case <-n.exited:
+			t.Fatalf("tierlog serve exited before ready: %v\n%s", n.waitErr, n.stderr.String())
+		default:
+		}
+		data, err := os.ReadFile(readyPath)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(data, &rf)
+	})
+	if rf.PID != n.cmd.Process.Pid {
+		t.Fatalf("ready file pid %d, want %d", rf.PID, n.cmd.Process.Pid)
+	}
+	n.grpcAddr, n.httpAddr = rf.GRPCAddr, rf.HTTPAddr
+	return n
+}
+
+// signal sends sig and returns the exit code once the process has exited.
+func (n *node) signal(sig syscall.Signal) int {
+	n.t.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		n.t.Fatalf("signal %v: %v", sig, err)
+	}
+	<-n.exited
+	return n.cmd.ProcessState.ExitCode()
+}
+
+// result is one finished CLI invocation.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// cli runs the tierlog binary as a client of n (nil: no --server) with the
+// given stdin and waits for it.
+func cli(t *testing.T, n *node, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	env := cleanEnv()
+	if n != nil {
+		env = append(env, "TIERLOG_SERVER="+n.grpcAddr)
+	}
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run tierlog %v: %v", args, err)
+	}
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
+}
+
+// ok runs cli and fails the test unless it exits 0.
+func ok(t *testing.T, n *node, stdin string, args ...string) string {
+	t.Helper()
+	r := cli(t, n, stdin, args...)
+	if r.code != 0 {
+		t.Fatalf("tierlog %s: exit %d\nstderr: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}

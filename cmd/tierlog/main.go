@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command ran and failed (server error, I/O error)
+	exitUsage = 2 // the command line or configuration is wrong
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var re *runError
+	if errors.As(err, &re) {
+		fmt.Fprintf(stderr, "tierlog: %v\n", re.err)
+		return exitError
+	}
+	// Anything else comes from parsing the command line: cobra's own errors
+	// (unknown command or flag, wrong number of arguments) or a usageError.
+	fmt.Fprintf(stderr, "tierlog: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+	return exitUsage
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tierlog",
+		Short: "tierlog is a Kafka-style log service with tiered storage",
+		Long: `tierlog is a Kafka-style log service with tiered storage.
+
+Run a node with 'tierlog serve'; the other commands are clients of a running
+node's gRPC API (--server, env TIERLOG_SERVER).
+
+Exit codes: 0 success, 1 the command failed (the server's error is printed),
+2 usage or configuration error.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Completion scripts are not worth a subcommand in a tool this small.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
+	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd())
+	return root
+}
+
+// usageError is a mistake in the command line or configuration: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...)}
+}
+
+// runError wraps an error returned by a command's body: exit code 1. Errors
+// that reach run without it were raised by cobra while parsing.
+type runError struct{ err error }
+
+func (e *runError) Error() string { return e.err.Error() }
+func (e *runError) Unwrap() error { return e.err }
+
+// runE adapts a command body so that its errors are told apart from parsing
+// errors: a usageError stays a usage error, anything else becomes a runError.
+func runE(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := f(cmd, args)
+		if err == nil {
+			return nil
+		}
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return err
+		}
+		return &runError{err: err}
+	}
+}
+
+// groupRunE makes a command that only groups subcommands reject unknown
+// subcommands as a usage error instead of printing help and exiting 0.
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+	}
+	return cmd.Help()
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/tierlog/tierlog/api/grpcapi"
+	"github.com/tierlog/tierlog/internal/broker"
+	"github.com/tierlog/tierlog/internal/config"
+	"github.com/tierlog/tierlog/internal/fileutil"
+	"github.com/tierlog/tierlog/internal/httpserver"
+)
+
+// maxGRPCMessageBytes bounds one request the server accepts. Fetches are
+// capped at 64 MiB by the API; a produce is bounded by the topic's
+// max.message.bytes (1 MiB by default), which an operator may raise.
+const maxGRPCMessageBytes = 64<<20 + 1<<20
+
+// httpShutdownTimeout bounds the wait for in-flight scrapes and probes.
+const httpShutdownTimeout = 5 * time.Second
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a tierlog node",
+		Long: `Run a tierlog node: the broker on --data-dir, the gRPC API on --grpc-addr
+and /metrics, /healthz and /readyz on --http-addr.
+
+Every setting can also come from the environment (TIERLOG_DATA_DIR,
+TIERLOG_GRPC_ADDR, ...) or a YAML file (--config FILE or TIERLOG_CONFIG)
+with keys data_dir, grpc_addr, ... Precedence: flag > env > file > default.
+
+Server-wide topic defaults (applied to topics that do not set their own):
+  flag  --default segment.bytes=1048576 --default flush.policy=always
+  env   TIERLOG_DEFAULT_SEGMENT_BYTES=1048576
+  YAML  topic_defaults: {segment.bytes: 1048576, flush.policy: always}
+
+SIGINT or SIGTERM shuts down gracefully: readiness turns off, open streams
+end, in-flight RPCs get --shutdown-timeout to finish, then the broker is
+closed (flushing and fsyncing every partition). A second signal kills the
+process at once.`,
+		Args: cobra.NoArgs,
+	}
+	config.BindFlags(cmd.Flags())
+	printConfig := cmd.Flags().Bool("print-config", false, "print the effective configuration as YAML and exit")
+	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
+		cfg, err := config.Load(config.Sources{Flags: cmd.Flags(), Environ: os.Environ()})
+		if err != nil {
+			return usageErrorf("%v", err)
+		}
+		defaults, err := broker.ParseTopicConfig(broker.DefaultTopicConfig(), cfg.TopicDefaults)
+		if err != nil {
+			return usageErrorf("topic defaults: %v", err)
+		}
+		if *printConfig {
+			cfg.TopicDefaults = defaults.Map()
+			out, err := cfg.YAML()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		}
+		logger := newLogger(cfg, cmd.ErrOrStderr())
+		if err := serve(cmd.Context(), cfg, defaults, logger); err != nil {
+			logger.Error("tierlog serve failed", "err", err)
+			return err
+		}
+		return nil
+	})
+	return cmd
+}
+
+func newLogger(cfg config.Server, w io.Writer) *slog.Logger {
+	var level slog.Level
+	// config.Load accepted only debug, info, warn and error.
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// readiness is what /readyz reports.
+type readiness struct {
+	brokerOpen  atomic.Bool
+	grpcServing atomic.Bool
+	draining    atomic.Bool
+}
+
+func (r *readiness) check() error {
+	switch {
+	case r.draining.Load():
+		return errors.New("shutting down")
+	case !r.brokerOpen.Load():
+		return errors.New("broker not open yet (recovering logs)")
+	case !r.grpcServing.Load():
+		return errors.New("gRPC not serving yet")
+	}
+	return nil
+}
+
+// serve runs the node until SIGINT/SIGTERM or a listener fails.
+func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, logger *slog.Logger) (err error) {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger.Info("tierlog starting", "pid", os.Getpid(), "config", cfg)
+
+	if cfg.ReadyFile != "" {
+		// A file left by a killed process would name dead addresses.
+		if err := os.Remove(cfg.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale ready file: %w", err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics collector: %w", err)
+		}
+	}
+
+	// HTTP first, so /healthz answers while the broker recovers its logs.
+	var ready readiness
+	httpSrv, err := httpserver.Listen(cfg.HTTPAddr, httpserver.Options{Gatherer: reg, Ready: ready.check, Logger: logger})
+	if err != nil {
+		return err
+	}
+	failed := make(chan error, 2) // one per server goroutine
+	go func() {
+		if err := httpSrv.Serve(); err != nil {
+			failed <- err
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+		defer cancel()
+		err = errors.Join(err, httpSrv.Shutdown(sctx))
+	}()
+
+	logger.Info("opening broker", "data_dir", cfg.DataDir)
+	start := time.Now()
+	b, err := broker.Open(broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("open broker in %s: %w", cfg.DataDir, err)
+	}
+	ready.brokerOpen.Store(true)
+	logger.Info("broker open", "data_dir", cfg.DataDir, "topics", len(b.Topics()), "took", time.Since(start).Round(time.Millisecond))
+	defer func() {
+		start := time.Now()
+		cerr := b.Close()
+		if cerr != nil {
+			cerr = fmt.Errorf("close broker: %w", cerr)
+			logger.Error("broker close failed", "err", cerr)
+		} else {
+			logger.Info("broker closed: partitions flushed and fsynced", "took", time.Since(start).Round(time.Millisecond))
+		}
+		err = errors.Join(err, cerr)
+	}()
+
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	drainer := newStreamDrainer()
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxGRPCMessageBytes),
+		grpc.ChainStreamInterceptor(drainer.intercept),
+	)
+	grpcapi.NewServer(b, grpcapi.Options{Logger: logger}).Register(gs)
+	health := grpcapi.RegisterHealth(gs)
+	go func() {
+		if err := gs.Serve(lis); err != nil {
+			failed <- fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
+		}
+	}()
+	ready.grpcServing.Store(true)
+
+	logger.Info("tierlog serving", "grpc_addr", lis.Addr().String(), "http_addr", httpSrv.Addr().String(), "data_dir", cfg.DataDir)
+	if cfg.ReadyFile != "" {
+		if err := writeReadyFile(cfg.ReadyFile, lis.Addr(), httpSrv.Addr()); err != nil {
+			gs.Stop()
+			return err
+		}
+		defer os.Remove(cfg.ReadyFile)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "cause", context.Cause(ctx).Error())
+	case runErr = <-failed:
+		logger.Error("listener failed, shutting down", "err", runErr)
+	}
+	stop() // from here a second signal kills the process
+
+	ready.draining.Store(true)
+	health.Shutdown()
+	drainer.drain()
+	gracefulStop(gs, cfg.ShutdownTimeout, logger)
+	return runErr
+}
+
+// gracefulStop lets in-flight RPCs finish for up to timeout, then cuts them.
+func gracefulStop(gs *grpc.Server, timeout time.Duration, logger *slog.Logger) {
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		logger.Info("gRPC server stopped", "took", time.Since(start).Round(time.Millisecond))
+	case <-t.C:
+		logger.Warn("gRPC requests still running after the shutdown timeout; cancelling them", "shutdown_timeout", timeout)
+		gs.Stop()
+		<-done
+	}
+}
+
+// readyFile is what --ready-file holds once the node serves.
+type readyFile struct {
+	GRPCAddr string `json:"grpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+	PID      int    `json:"pid"`
+}
+
+func writeReadyFile(path string, grpcAddr, httpAddr net.Addr) error {
+	data, err := json.Marshal(readyFile{GRPCAddr: grpcAddr.String(), HTTPAddr: httpAddr.String(), PID: os.Getpid()})
+	if err != nil {
+		return fmt.Errorf("encode ready file: %w", err)
+	}
+	// Atomic, so a reader polling for the file never sees half of it.
+	if err := fileutil.WriteFileAtomic(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write ready file %s: %w", path, err)
+	}
+	return nil
+}
