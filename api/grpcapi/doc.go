@@ -4,8 +4,8 @@
 // The server is a thin translation layer: it resolves fetch positions
 // (offset, timestamp, earliest, latest), builds a RecordBatch v2 from plain
 // records on produce (internal/batch), decodes stored batches on fetch, and
-// maps broker errors onto gRPC status codes in one place (statusFor). It holds
-// no state of its own besides the broker, so it can be registered on any
+// maps broker errors onto gRPC status codes in one place (statusCode). It holds
+// nothing but the broker and a shutdown signal, so it can be registered on any
 // *grpc.Server the caller configures (TLS, interceptors, message size limits):
 //
 //	s := grpcapi.NewServer(b, grpcapi.Options{Logger: logger})
@@ -15,7 +15,9 @@
 //	go g.Serve(lis)
 //	...
 //	hs.Shutdown() // NOT_SERVING while draining
+//	s.Close()     // end follow streams, which would otherwise never finish
 //	g.GracefulStop()
+//	b.Close()
 //
 // Message sizes: gRPC limits received messages to 4 MiB by default on both
 // sides. A produce of a larger batch fails with RESOURCE_EXHAUSTED before it
