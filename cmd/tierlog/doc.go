@@ -9,8 +9,8 @@
 // serve resolves its settings with internal/config (flag > TIERLOG_* env >
 // YAML file > default), opens the broker, serves the gRPC API
 // (api/grpcapi) and the HTTP endpoints (internal/httpserver), and shuts
-// down on SIGINT/SIGTERM: readiness off, open streams ended (see
-// streamDrainer), GracefulStop bounded by --shutdown-timeout, then
+// down on SIGINT/SIGTERM: readiness off, follow streams ended
+// (grpcapi.Server.Close), GracefulStop bounded by --shutdown-timeout, then
 // broker.Close, which flushes and fsyncs. --ready-file writes the bound
 // addresses once serving, so scripts and tests can use port 0.
 //

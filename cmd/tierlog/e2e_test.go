@@ -238,7 +238,7 @@ func TestEndToEnd(t *testing.T) {
 	if code := n.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM: exit code %d, want 0\n%s", code, n.stderr.String())
 	}
-	for _, w := range []string{"shutting down", "broker closed"} {
+	for _, w := range []string{"shutting down", "gRPC server stopped", "shutdown complete"} {
 		if !strings.Contains(n.stderr.String(), w) {
 			t.Errorf("shutdown log lacks %q:\n%s", w, n.stderr.String())
 		}
@@ -402,5 +402,37 @@ func TestErrorsAndExitCodes(t *testing.T) {
 	}
 	if cli(t, nil, "", "--help").code != 0 {
 		t.Error("--help does not exit 0")
+	}
+}
+
+// TestShutdownEndsFollowers checks that SIGTERM ends open follow streams
+// instead of waiting for them: with a shutdown timeout far longer than the
+// test, the server can only exit if the streams were ended. The follower is
+// told the server is unavailable and exits 1.
+func TestShutdownEndsFollowers(t *testing.T) {
+	n := startNode(t, filepath.Join(t.TempDir(), "data"), nil, "--shutdown-timeout", "1h")
+	ok(t, n, "", "topic", "create", "t", "--partitions", "2")
+	follow := exec.Command(binary(t), "consume", "t", "--follow")
+	follow.Env = cleanEnv("TIERLOG_SERVER=" + n.grpcAddr)
+	stdout, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var followErr syncBuffer
+	follow.Stderr = &followErr
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Once a record has come through, the follower's streams are open.
+	ok(t, n, "", "produce", "t", "--value", "x", "--partition", "1")
+	if got, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || got != "x\n" {
+		t.Fatalf("follow read %q, %v (stderr %s)", got, err, followErr.String())
+	}
+	if code := n.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM with a follower: exit %d\n%s", code, n.stderr.String())
+	}
+	err = follow.Wait()
+	if follow.ProcessState.ExitCode() != 1 || !strings.Contains(followErr.String(), "Unavailable") {
+		t.Errorf("follower after server shutdown: %v, stderr %q; want exit 1 naming Unavailable", err, followErr.String())
 	}
 }

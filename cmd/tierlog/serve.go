@@ -81,6 +81,7 @@ process at once.`,
 			logger.Error("tierlog serve failed", "err", err)
 			return err
 		}
+		logger.Info("shutdown complete")
 		return nil
 	})
 	return cmd
@@ -158,36 +159,27 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		err = errors.Join(err, httpSrv.Shutdown(sctx))
 	}()
 
+	// The broker logs its own "broker open" and "broker closed" lines.
 	logger.Info("opening broker", "data_dir", cfg.DataDir)
-	start := time.Now()
 	b, err := broker.Open(broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("open broker in %s: %w", cfg.DataDir, err)
 	}
 	ready.brokerOpen.Store(true)
-	logger.Info("broker open", "data_dir", cfg.DataDir, "topics", len(b.Topics()), "took", time.Since(start).Round(time.Millisecond))
 	defer func() {
-		start := time.Now()
-		cerr := b.Close()
-		if cerr != nil {
-			cerr = fmt.Errorf("close broker: %w", cerr)
-			logger.Error("broker close failed", "err", cerr)
-		} else {
-			logger.Info("broker closed: partitions flushed and fsynced", "took", time.Since(start).Round(time.Millisecond))
+		// Close flushes and fsyncs every partition, whatever its flush policy.
+		if cerr := b.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close broker: %w", cerr))
 		}
-		err = errors.Join(err, cerr)
 	}()
 
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
-	drainer := newStreamDrainer()
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(maxGRPCMessageBytes),
-		grpc.ChainStreamInterceptor(drainer.intercept),
-	)
-	grpcapi.NewServer(b, grpcapi.Options{Logger: logger}).Register(gs)
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxGRPCMessageBytes))
+	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger})
+	api.Register(gs)
 	health := grpcapi.RegisterHealth(gs)
 	go func() {
 		if err := gs.Serve(lis); err != nil {
@@ -208,7 +200,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	var runErr error
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down", "cause", context.Cause(ctx).Error())
+		logger.Info("shutting down", "cause", context.Cause(ctx).Error(), "shutdown_timeout", cfg.ShutdownTimeout)
 	case runErr = <-failed:
 		logger.Error("listener failed, shutting down", "err", runErr)
 	}
@@ -216,7 +208,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	ready.draining.Store(true)
 	health.Shutdown()
-	drainer.drain()
+	api.Close() // end follow streams, which GracefulStop would wait for forever
 	gracefulStop(gs, cfg.ShutdownTimeout, logger)
 	return runErr
 }
