@@ -272,12 +272,17 @@ func TestProduceManyLines(t *testing.T) {
 
 func TestHTTPEndpoints(t *testing.T) {
 	n := startNode(t, filepath.Join(t.TempDir(), "data"), nil)
+	// The --server flag works as well as TIERLOG_SERVER.
+	ok(t, nil, "", "topic", "create", "m", "--server", n.grpcAddr)
+	ok(t, nil, "a\nb\n", "produce", "m", "--server", n.grpcAddr)
 	base := "http://" + n.httpAddr
 	for _, c := range []struct{ path, want string }{
 		{"/healthz", "ok"},
 		{"/readyz", "ready"},
 		{"/metrics", "go_goroutines"},
 		{"/metrics", "process_cpu_seconds_total"},
+		// The broker's metrics land on the same registry.
+		{"/metrics", "tierlog_hot_records_in_total"},
 	} {
 		code, body, err := httpGet(base + c.path)
 		if err != nil || code != 200 || !strings.Contains(body, c.want) {
