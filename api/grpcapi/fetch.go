@@ -126,15 +126,16 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 		if err != nil {
 			return s.statusFor("FetchStream", err)
 		}
+		if resp.NextOffset <= off && off < resp.LogEndOffset {
+			// Below the log end every fetch must move forward (the broker
+			// returns at least one batch); looping here would spin.
+			return status.Errorf(codes.Internal, "fetch stream: %s/%d: fetch at offset %d below log end %d made no progress", p.topic, p.partition, off, resp.LogEndOffset)
+		}
 		if n > 0 {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
 			sent += int64(n)
-		} else if resp.NextOffset == off && off < resp.LogEndOffset {
-			// The broker promised at least one batch below the log end;
-			// looping here would spin.
-			return status.Errorf(codes.Internal, "fetch stream: %s/%d: no batches at offset %d below log end %d", p.topic, p.partition, off, resp.LogEndOffset)
 		}
 		off = resp.NextOffset
 		if limit > 0 && sent >= limit {
