@@ -13,8 +13,15 @@ import (
 // *OffsetOutOfRangeError. Readers see only what the flush policy has made
 // visible: under FlushAlways, fsynced batches.
 func (l *Log) Read(offset int64, maxBytes int) (FetchResult, error) {
+	return l.ReadBuf(offset, maxBytes, nil)
+}
+
+// ReadBuf is Read into buf's memory when it is large enough (the records
+// alias buf), so a reader that streams can reuse one buffer instead of
+// allocating a fresh one per read.
+func (l *Log) ReadBuf(offset int64, maxBytes int, buf []byte) (FetchResult, error) {
 	for attempt := 0; ; attempt++ {
-		res, err := l.read(offset, maxBytes)
+		res, err := l.read(offset, maxBytes, buf)
 		// A segment deleted by retention between lookup and read: the second
 		// attempt sees the new log start and reports the range.
 		if err != nil && attempt == 0 && errors.Is(err, os.ErrClosed) {
@@ -24,7 +31,7 @@ func (l *Log) Read(offset int64, maxBytes int) (FetchResult, error) {
 	}
 }
 
-func (l *Log) read(offset int64, maxBytes int) (FetchResult, error) {
+func (l *Log) read(offset int64, maxBytes int, buf []byte) (FetchResult, error) {
 	l.mu.RLock()
 	vis := l.visible.Load()
 	start := l.segments[0].base
@@ -52,7 +59,7 @@ func (l *Log) read(offset int64, maxBytes int) (FetchResult, error) {
 	if err != nil {
 		return res, err
 	}
-	data, n, err := s.read(pos, limit, maxBytes)
+	data, n, err := s.read(pos, limit, maxBytes, buf)
 	if err != nil {
 		return res, err
 	}

@@ -190,11 +190,11 @@ func (s *segment) firstAtOrAfterTime(pos, ts, limit int64) (int64, error) {
 
 // read returns whole batches from pos up to about maxBytes (at least one
 // batch), never past limit, and how many batches that is.
-func (s *segment) read(pos, limit int64, maxBytes int) ([]byte, int, error) {
+func (s *segment) read(pos, limit int64, maxBytes int, buf []byte) ([]byte, int, error) {
 	if pos >= limit {
 		return nil, 0, nil
 	}
-	buf := make([]byte, min(int64(max(maxBytes, batch.HeaderSize)), limit-pos))
+	buf = grow(buf, min(int64(max(maxBytes, batch.HeaderSize)), limit-pos))
 	if _, err := s.f.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
 		return nil, 0, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
 	}
@@ -205,7 +205,7 @@ func (s *segment) read(pos, limit int64, maxBytes int) ([]byte, int, error) {
 	if h.Size() > len(buf) {
 		// The first batch is larger than maxBytes: return it whole, as
 		// Kafka does, so a consumer always makes progress.
-		buf = make([]byte, min(int64(h.Size()), limit-pos))
+		buf = grow(buf, min(int64(h.Size()), limit-pos))
 		if _, err := s.f.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
 			return nil, 0, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
 		}
@@ -221,6 +221,15 @@ func (s *segment) read(pos, limit int64, maxBytes int) ([]byte, int, error) {
 		n++
 	}
 	return buf[:end], n, nil
+}
+
+// grow returns buf resized to n bytes, reusing its memory when it is large
+// enough.
+func grow(buf []byte, n int64) []byte {
+	if int64(cap(buf)) >= n {
+		return buf[:n]
+	}
+	return make([]byte, n)
 }
 
 // recoverResult is what a scan of a segment established.
