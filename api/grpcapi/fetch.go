@@ -246,6 +246,7 @@ func (s *Server) fetchOnce(p fetchParams, off int64, limit int) (*tierlogv1.Fetc
 			break
 		}
 	}
+	s.recordsOut.WithLabelValues(p.topic).Add(float64(n))
 	return resp, n, nil
 }
 

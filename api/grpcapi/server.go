@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -18,6 +20,8 @@ type Options struct {
 	// Logger receives errors the server cannot attribute to the caller
 	// (INTERNAL and UNAVAILABLE statuses). Nil discards them.
 	Logger *slog.Logger
+	// Registerer receives the API's metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
 }
 
 // Server implements tierlogv1.TierLogServer on a broker. It is safe for
@@ -27,6 +31,9 @@ type Server struct {
 
 	b   *broker.Broker
 	log *slog.Logger
+	// recordsOut counts records served by Fetch and FetchStream, by topic
+	// (the hot tier counts bytes and batches; only the API decodes records).
+	recordsOut *prometheus.CounterVec
 
 	// closing is cancelled by Close to end follow streams, which would
 	// otherwise wait for new records until their clients cancel and keep
@@ -43,7 +50,10 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	closing, cancel := context.WithCancel(context.Background())
-	return &Server{b: b, log: log, closing: closing, close: cancel}
+	recordsOut := promauto.With(opts.Registerer).NewCounterVec(prometheus.CounterOpts{
+		Name: "tierlog_grpc_records_out_total", Help: "Records served by Fetch and FetchStream.",
+	}, []string{"topic"})
+	return &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut}
 }
 
 // Close ends every FetchStream that is waiting for records with UNAVAILABLE

@@ -178,7 +178,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxGRPCMessageBytes))
-	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger})
+	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg})
 	api.Register(gs)
 	health := grpcapi.RegisterHealth(gs)
 	go func() {
