@@ -158,6 +158,8 @@ func (l *Log) load() error {
 		if err != nil {
 			return err
 		}
+		l.opts.Logger.Info("recovered segment by scanning", "segment", s.logPath(), "recovery_point", rp,
+			"valid_bytes", res.validEnd, "next_offset", res.next)
 		if res.cause != nil {
 			if res.next < rp {
 				return &CorruptionError{Segment: s.logPath(), Offset: res.next, Cause: res.cause}
