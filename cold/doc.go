@@ -1,0 +1,96 @@
+// Package cold is tierlog's cold tier: the Bucket interface every object
+// store sits behind, the remote segment format, and the chunk cache.
+//
+// # The Bucket contract
+//
+// Bucket has seven data methods: Upload, Get, GetRange, Attributes,
+// Exists, Delete and Iter (plus Name and Close). Every backend keeps the
+// same promises, checked by coldtest.AcceptanceTest:
+//
+//   - Keys are slash-separated and relative to the bucket's prefix: no
+//     leading or trailing slash, no empty, "." or ".." elements, no
+//     backslash or NUL, at most 1024 bytes. Invalid keys are refused by
+//     every backend alike, before any request.
+//   - Upload is all or nothing: the object is visible only when Upload
+//     returns nil. A reader shorter or longer than the announced size (or
+//     failing, or a canceled context) fails the upload and stores nothing.
+//     Large objects go up as multipart uploads (Options.PartSize).
+//   - A missing object yields an error wrapping ErrNotFound from Get,
+//     GetRange and Attributes; Exists reports false; Delete of a missing
+//     key succeeds. A key prefix ("directory") is not an object.
+//   - GetRange(off, length) returns min(length, size-off) bytes; length -1
+//     means to the end; off == size gives an empty reader; off > size is an
+//     error (not ErrNotFound). A reader never returns fewer bytes than the
+//     store announced as success: a truncated body fails with an error
+//     wrapping io.ErrUnexpectedEOF, which IsRetryable accepts.
+//   - Iter lists keys starting with prefix (a plain string prefix, as in
+//     S3: "t/0/000" matches "t/0/0001-…"), recursively, in byte-wise lexical
+//     order, and stops at f's first error, which it returns.
+//   - Errors say which bucket and key they concern, keep the SDK error in
+//     the chain (errors.As), and are classified by IsRetryable — the one
+//     function that decides what to retry.
+//
+// # Backends and URLs
+//
+// A bucket is named by a URL; package cold/bucketurl opens one:
+//
+//	file:///var/lib/tierlog/bucket
+//	s3://BUCKET/PREFIX?region=eu-west-1
+//	s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:9000&path_style=true&region=us-east-1
+//	minio://HOST:PORT/BUCKET/PREFIX?secure=false
+//
+// file (cold/filebucket): the local filesystem, the embedded default.
+// Writes are atomic (temporary file, fsync, rename, fsync directory).
+//
+// s3 (cold/s3bucket), aws-sdk-go-v2. Query parameters:
+//
+//	region      the bucket's region (default: the SDK's, from AWS_REGION or
+//	            the shared config; us-east-1 when an endpoint is given)
+//	endpoint    URL of an S3-compatible store (LocalStack, MinIO, …); no
+//	            scheme means https
+//	path_style  true: address the bucket in the path, not the host name
+//	            (needed by most S3-compatible stores; default false)
+//
+// Credentials come from the SDK's default chain: AWS_ACCESS_KEY_ID /
+// AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN), AWS_PROFILE and the shared
+// files ~/.aws/credentials and ~/.aws/config, web identity, container and
+// EC2 instance roles.
+//
+// minio (cold/miniobucket), minio-go/v7. Query parameters:
+//
+//	secure  false: plain HTTP (default true: HTTPS)
+//	region  the bucket's region (default: asked of the server)
+//
+// Credentials come from the environment, the first pair set of
+// MINIO_ACCESS_KEY / MINIO_SECRET_KEY, MINIO_ROOT_USER /
+// MINIO_ROOT_PASSWORD, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (with
+// AWS_SESSION_TOKEN).
+//
+// Unknown query parameters are refused (a typo must not silently fall
+// back to a default), and so is a URL with a user or password in it:
+// secrets never appear in URLs, logs or errors. Options.Credentials
+// overrides the environment for tests and embedding.
+//
+// At open, the remote backends list one key under the prefix, bounded by
+// Options.OpenTimeout, and fail with an error naming the URL and the
+// cause: wrong credentials, access denied, missing bucket, wrong region,
+// or unreachable endpoint.
+//
+// # Consistency
+//
+// S3 (since December 2020), MinIO and the filesystem give read-after-write
+// consistency for objects and listings: a key Upload returned for is seen
+// by the next Get, Attributes, Exists and Iter, and a Delete by the next
+// read. Nothing orders two concurrent Uploads of one key: one wins whole.
+// Tierlog does not rely on overwrites: every upload attempt has a unique
+// key, and a per-partition manifest names the committed ones; anything
+// else under the prefix is an orphan to clean (and incomplete multipart
+// uploads are aborted through MultipartAborter).
+//
+// # Retries
+//
+// Inside a backend, the SDK retries one request up to Options.MaxAttempts
+// times. What reaches the caller may still be retryable (IsRetryable);
+// loops above (the tiering daemon, the read path) retry with backoff and
+// jitter, and must stop when their own context is done.
+package cold

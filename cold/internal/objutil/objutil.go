@@ -1,0 +1,237 @@
+// Package objutil holds what the cold backends share: key and range checks,
+// a body reader that refuses to end early, and the default HTTP transport.
+// It is internal so that the cold API stays the small Bucket interface.
+package objutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// TempPrefix starts the name of the file backend's temporary files. Keys
+// whose last element starts with it are refused so that no object can be
+// mistaken for (or clobber) an upload in progress.
+const TempPrefix = ".tierlog-tmp-"
+
+// CheckKey reports whether key is a valid object key: non-empty,
+// slash-separated, relative (no leading slash), without empty, "." or ".."
+// elements, backslashes or NUL bytes. The same rule holds for every
+// backend, so a key that works on the filesystem works on S3 and back.
+func CheckKey(key string) error {
+	if key == "" {
+		return errors.New("empty key")
+	}
+	if len(key) > 1024 {
+		return fmt.Errorf("key %.40q... is %d bytes long, at most 1024 are allowed", key, len(key))
+	}
+	if strings.ContainsAny(key, "\\\x00") {
+		return fmt.Errorf("key %q contains a backslash or NUL byte", key)
+	}
+	for _, elem := range strings.Split(key, "/") {
+		switch {
+		case elem == "":
+			return fmt.Errorf("key %q has an empty path element (leading, trailing or double slash)", key)
+		case elem == "." || elem == "..":
+			return fmt.Errorf("key %q has a %q path element", key, elem)
+		case strings.HasPrefix(elem, TempPrefix):
+			return fmt.Errorf("key %q has an element starting with the reserved %q", key, TempPrefix)
+		}
+	}
+	return nil
+}
+
+// CheckPrefix reports whether prefix is a valid Iter prefix: empty, or a
+// key prefix that cannot climb out of the bucket (no "." or ".."
+// elements, no leading slash). A trailing slash is allowed and usual.
+func CheckPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if strings.ContainsAny(prefix, "\\\x00") {
+		return fmt.Errorf("prefix %q contains a backslash or NUL byte", prefix)
+	}
+	elems := strings.Split(prefix, "/")
+	for i, elem := range elems {
+		last := i == len(elems)-1
+		switch {
+		case elem == "" && !last:
+			return fmt.Errorf("prefix %q has an empty path element (leading or double slash)", prefix)
+		case elem == "." || elem == "..":
+			return fmt.Errorf("prefix %q has a %q path element", prefix, elem)
+		}
+	}
+	return nil
+}
+
+// CheckRange validates GetRange arguments.
+func CheckRange(off, length int64) error {
+	if off < 0 {
+		return fmt.Errorf("range offset %d is negative", off)
+	}
+	if length < -1 {
+		return fmt.Errorf("range length %d is invalid (want >= 0, or -1 for the rest of the object)", length)
+	}
+	return nil
+}
+
+// ExactReader returns a reader of body that fails with an error wrapping
+// io.ErrUnexpectedEOF if body ends before want bytes, and with an error if
+// it holds more. A truncated response must never look like a short object.
+// what names the object in the error.
+func ExactReader(body io.ReadCloser, want int64, what string) io.ReadCloser {
+	return &exactReader{body: body, left: want, want: want, what: what}
+}
+
+type exactReader struct {
+	body       io.ReadCloser
+	left, want int64
+	what       string
+	err        error
+}
+
+func (r *exactReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if int64(len(p)) > r.left+1 {
+		// Ask for at most one byte beyond the announced length, so that an
+		// overlong body shows without reading it all.
+		p = p[:r.left+1]
+	}
+	n, err := r.body.Read(p)
+	if int64(n) > r.left {
+		n = int(r.left)
+		r.left = 0
+		r.err = fmt.Errorf("%s: body longer than the %d bytes announced", r.what, r.want)
+		return n, r.err
+	}
+	r.left -= int64(n)
+	switch {
+	case err == io.EOF && r.left > 0:
+		r.err = fmt.Errorf("%s: body ended after %d of %d bytes: %w", r.what, r.want-r.left, r.want, io.ErrUnexpectedEOF)
+	case err == io.EOF:
+		r.err = io.EOF
+	case err != nil:
+		r.err = fmt.Errorf("%s: reading body after %d of %d bytes: %w", r.what, r.want-r.left, r.want, err)
+	default:
+		return n, nil
+	}
+	return n, r.err
+}
+
+func (r *exactReader) Close() error { return r.body.Close() }
+
+// Transport returns the HTTP transport the remote backends use unless
+// given one: the standard dialer and TLS settings, a response-header
+// timeout so a stalled server fails the attempt, and enough idle
+// connections per host for parallel ranged GETs and part uploads.
+func Transport(responseHeaderTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: 1 * time.Second,
+		ResponseHeaderTimeout: responseHeaderTimeout,
+	}
+}
+
+// ContextReader returns a reader of r that fails with ctx's error once ctx
+// is done, so a long copy from a slow source stops when its caller gives up.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader {
+	return ctxReader{ctx: ctx, r: r}
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// SizedReader returns a reader of r that holds exactly size bytes, or
+// fails: with an error wrapping io.ErrUnexpectedEOF if r ends early, and
+// with an error (instead of the last bytes) if r holds more. Backends
+// upload through it so that a caller's wrong size fails the upload rather
+// than storing a cut or padded object. key names the object in errors.
+func SizedReader(r io.Reader, size int64, key string) io.Reader {
+	return &sizedReader{r: r, left: size, size: size, key: key}
+}
+
+type sizedReader struct {
+	r          io.Reader
+	left, size int64
+	key        string
+	err        error
+}
+
+func (s *sizedReader) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.left == 0 {
+		s.err = s.checkEnd()
+		return 0, s.err
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.r.Read(p)
+	s.left -= int64(n)
+	if s.left == 0 {
+		// Check for surplus before handing over the last bytes, so the
+		// upload fails before it can complete.
+		if end := s.checkEnd(); end != io.EOF {
+			s.err = end
+			return 0, end
+		}
+		return n, nil
+	}
+	switch {
+	case err == io.EOF:
+		s.err = fmt.Errorf("upload %s: the reader ended after %d bytes, size says %d: %w", s.key, s.size-s.left, s.size, io.ErrUnexpectedEOF)
+	case err != nil:
+		s.err = fmt.Errorf("upload %s: reading after %d bytes: %w", s.key, s.size-s.left, err)
+	default:
+		return n, nil
+	}
+	return n, s.err
+}
+
+// checkEnd reads one byte more: io.EOF if there is none, else an error.
+func (s *sizedReader) checkEnd() error {
+	var one [1]byte
+	for range 100 {
+		n, err := s.r.Read(one[:])
+		if n > 0 {
+			return fmt.Errorf("upload %s: the reader holds more than the %d bytes size says", s.key, s.size)
+		}
+		if err == io.EOF {
+			return io.EOF
+		}
+		if err != nil {
+			return fmt.Errorf("upload %s: reading after %d bytes: %w", s.key, s.size, err)
+		}
+	}
+	return fmt.Errorf("upload %s: the reader returned no data and no EOF 100 times", s.key)
+}

@@ -1,0 +1,86 @@
+package objutil
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestCheckKey(t *testing.T) {
+	for _, key := range []string{"a", "a/b", "topic/0/00000000000000001000-3-x.seg", "a.b", ".hidden/x", "a..b"} {
+		if err := CheckKey(key); err != nil {
+			t.Errorf("CheckKey(%q) = %v, want nil", key, err)
+		}
+	}
+	for _, key := range []string{"", "/a", "a/", "a//b", ".", "..", "../a", "a/..", "a/./b", "a\\b", "a\x00b",
+		".tierlog-tmp-1", "a/.tierlog-tmp-x", strings.Repeat("k", 1025)} {
+		if err := CheckKey(key); err == nil {
+			t.Errorf("CheckKey(%q) = nil, want an error", key)
+		}
+	}
+}
+
+func TestCheckPrefix(t *testing.T) {
+	for _, p := range []string{"", "a", "a/", "a/b", "a/b/", "a.", "a/b."} {
+		if err := CheckPrefix(p); err != nil {
+			t.Errorf("CheckPrefix(%q) = %v, want nil", p, err)
+		}
+	}
+	for _, p := range []string{"/", "/a", "a//", "../", "a/../", "..", "a/.", "a\\"} {
+		if err := CheckPrefix(p); err == nil {
+			t.Errorf("CheckPrefix(%q) = nil, want an error", p)
+		}
+	}
+}
+
+func TestExactReader(t *testing.T) {
+	data := []byte("0123456789")
+	read := func(body []byte, want int64) ([]byte, error) {
+		r := ExactReader(io.NopCloser(iotest.HalfReader(bytes.NewReader(body))), want, "obj")
+		defer r.Close()
+		return io.ReadAll(r)
+	}
+	if got, err := read(data, 10); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("exact: %q, %v", got, err)
+	}
+	if got, err := read(nil, 0); err != nil || len(got) != 0 {
+		t.Errorf("empty: %q, %v", got, err)
+	}
+	got, err := read(data[:7], 10)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "7 of 10") {
+		t.Errorf("short body: %q, %v; want io.ErrUnexpectedEOF after 7 of 10", got, err)
+	}
+	if got, err := read(data, 8); err == nil || len(got) > 8 {
+		t.Errorf("long body: %q, %v; want an error and at most 8 bytes", got, err)
+	}
+	boom := errors.New("reset")
+	r := ExactReader(io.NopCloser(io.MultiReader(bytes.NewReader(data[:3]), iotest.ErrReader(boom))), 10, "obj")
+	if _, err := io.ReadAll(r); !errors.Is(err, boom) {
+		t.Errorf("failing body: %v, want %v", err, boom)
+	}
+}
+
+func TestSizedReader(t *testing.T) {
+	data := []byte("0123456789")
+	for _, tc := range []struct {
+		size    int64
+		wantErr bool
+	}{{10, false}, {0, true}, {9, true}, {11, true}, {100, true}} {
+		got, err := io.ReadAll(SizedReader(iotest.OneByteReader(bytes.NewReader(data)), tc.size, "k"))
+		if tc.wantErr != (err != nil) {
+			t.Errorf("size %d: %q, %v", tc.size, got, err)
+		}
+		if tc.wantErr && tc.size > 0 && tc.size <= 10 && int64(len(got)) >= tc.size {
+			t.Errorf("size %d of a longer reader: handed out all %d bytes before failing", tc.size, len(got))
+		}
+		if tc.size > 10 && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("size %d of a shorter reader: %v, want io.ErrUnexpectedEOF", tc.size, err)
+		}
+	}
+	if got, err := io.ReadAll(SizedReader(bytes.NewReader(nil), 0, "k")); err != nil || len(got) != 0 {
+		t.Errorf("empty: %q, %v", got, err)
+	}
+}

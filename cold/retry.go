@@ -1,0 +1,143 @@
+package cold
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"syscall"
+)
+
+// IsRetryable is the one function that decides whether an error from a
+// Bucket method may succeed if the same call is made again. Every retry
+// loop (the SDKs' own, the tiering daemon's, the read path's) asks it, so
+// the answer is the same everywhere.
+//
+// The reasoning: retry what a healthy store can return while it is busy,
+// restarting, or reached over a flaky network, and nothing that will fail
+// the same way every time.
+//
+//	error                                          retryable  why
+//	nil, ErrNotFound                               no         an answer, not a failure
+//	context.Canceled                               no         the caller gave up
+//	context.DeadlineExceeded, net timeouts         yes        one attempt ran out of time
+//	io.ErrUnexpectedEOF (truncated body)           yes        the connection broke mid-transfer
+//	connection reset / refused / aborted, EPIPE    yes        the server restarted or a proxy dropped us
+//	EOF before a response, use of closed conn      yes        a pooled keep-alive connection was closed
+//	TLS certificate errors                         no         configuration; retrying cannot fix it
+//	DNS "no such host"                             no         configuration (temporary DNS failures: yes)
+//	HTTP 500, 502, 503, 504, 408, 429              yes        server busy or failing, throttling
+//	HTTP 501 and every other 4xx                   no         the request is wrong or not allowed
+//	S3 codes SlowDown, InternalError,              yes        S3 asks for a retry (some come as 400/403:
+//	  ServiceUnavailable, RequestTimeout,                     RequestTimeout, RequestTimeTooSkewed;
+//	  RequestTimeTooSkewed, OperationAborted,                 the SDKs correct the clock skew and
+//	  Throttling, ExpiredToken, XMinio*Quorum,                refresh expired tokens)
+//	  XMinioServerNotInitialized
+//	anything else                                  no         unknown failures fail fast, loudly
+//
+// A deadline is retryable because it usually is a per-attempt timeout; a
+// retry loop must still stop when its own context is done, which is
+// cheaper to check there (ctx.Err() != nil) than to guess here.
+//
+// IsRetryable sees through wrapping (errors.As). Backends keep the SDK
+// error in the chain; an error exposing HTTPStatusCode() int or
+// ErrorCode() string (aws-sdk-go-v2's response and API errors do; the
+// minio backend wraps minio.ErrorResponse so that it does) is classified
+// by them.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return false
+	case errors.Is(err, ErrNotFound):
+		return false
+	}
+	// The store answered: its error code and status decide.
+	var coded interface{ ErrorCode() string }
+	if errors.As(err, &coded) {
+		if retryableCodes[coded.ErrorCode()] {
+			return true
+		}
+	}
+	var status interface{ HTTPStatusCode() int }
+	if errors.As(err, &status) && status.HTTPStatusCode() != 0 {
+		return retryableStatus(status.HTTPStatusCode())
+	}
+	return retryableTransport(err)
+}
+
+// retryableCodes are S3 (and MinIO) error codes that ask for a retry
+// whatever the status code they come with.
+var retryableCodes = map[string]bool{
+	"SlowDown":                   true,
+	"InternalError":              true,
+	"ServiceUnavailable":         true,
+	"RequestTimeout":             true, // 400: the socket was idle too long
+	"RequestTimeTooSkewed":       true, // 403: the SDK adjusts its clock offset
+	"OperationAborted":           true, // 409: a conflicting operation is in flight
+	"Throttling":                 true,
+	"ThrottlingException":        true,
+	"RequestThrottled":           true,
+	"ExpiredToken":               true, // the credential provider refreshes
+	"XMinioServerNotInitialized": true,
+	"XMinioReadQuorum":           true,
+	"XMinioWriteQuorum":          true,
+}
+
+func retryableStatus(code int) bool {
+	switch code {
+	case 408, 429, 500, 502, 503, 504:
+		return true
+	}
+	return false
+}
+
+// retryableTransport classifies errors that never got an HTTP status: the
+// request was not sent, the response never came, or the body broke.
+func retryableTransport(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	// Misconfiguration that no retry can fix, even though it surfaces as a
+	// network error.
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalidCert x509.CertificateInvalidError
+	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) || errors.As(err, &invalidCert) {
+		return false
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return dnsErr.IsTimeout || dnsErr.IsTemporary
+	}
+	for _, errno := range []syscall.Errno{syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.ECONNABORTED,
+		syscall.EPIPE, syscall.ETIMEDOUT, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ENETDOWN} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return true
+	}
+	// A keep-alive connection the server closed just as we reused it shows
+	// up as a bare EOF inside the request error, before any response.
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) && errors.Is(urlErr.Err, io.EOF) {
+		return true
+	}
+	var sendErr interface{ ConnectionError() bool }
+	if errors.As(err, &sendErr) && sendErr.ConnectionError() && errors.Is(err, io.EOF) {
+		return true
+	}
+	return false
+}
