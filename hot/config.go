@@ -119,6 +119,10 @@ type Options struct {
 	// sealed segment. The tiering daemon uses it to keep segments whose upload
 	// is not yet committed.
 	DeletionGuard func(SegmentInfo) bool
+	// InitialOffset is the first offset of a log created empty. A partition
+	// restored from the cold tier starts its local log where the remote
+	// history ends.
+	InitialOffset int64
 	// BackgroundInterval is how often the background worker checks
 	// segment age and retention; 0 means 5s.
 	BackgroundInterval time.Duration

@@ -192,7 +192,7 @@ func (l *Log) load() error {
 		}
 	}
 	if len(l.segments) == 0 {
-		s, err := l.openSegment(rp, true)
+		s, err := l.openSegment(max(rp, l.opts.InitialOffset), true)
 		if err != nil {
 			return err
 		}

@@ -260,3 +260,22 @@ func TestSegmentFileNames(t *testing.T) {
 		}
 	}
 }
+
+func TestInitialOffset(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, testConfig(FlushAlways), Options{InitialOffset: 5000})
+	if l.StartOffset() != 5000 || l.EndOffset() != 5000 {
+		t.Fatalf("new log at %d..%d, want 5000", l.StartOffset(), l.EndOffset())
+	}
+	res := appendRecords(t, l, 2, 5, 10)
+	if res[0].BaseOffset != 5000 {
+		t.Fatalf("first append at %d", res[0].BaseOffset)
+	}
+	l.Close()
+	// An existing log ignores the option.
+	l = openLog(t, dir, testConfig(FlushAlways), Options{InitialOffset: 1})
+	defer l.Close()
+	if l.StartOffset() != 5000 || l.EndOffset() != 5010 {
+		t.Fatalf("reopened log at %d..%d", l.StartOffset(), l.EndOffset())
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,6 +17,14 @@ type Server struct {
 	LogLevel        string        // log_level: debug, info, warn or error
 	ShutdownTimeout time.Duration // shutdown_timeout: how long in-flight RPCs may take to finish on shutdown
 	ReadyFile       string        // ready_file: if set, the bound addresses are written there once serving
+
+	// Bucket is the cold tier's URL (bucket): file:///path, s3://bucket/prefix?…
+	// or minio://host:port/bucket/prefix?…; empty means a file:// bucket in
+	// DataDir/bucket; "none" runs without tiering.
+	Bucket          string
+	CacheBytes      int64 // cache_bytes: budget of the remote chunk cache
+	UploadRate      int64 // upload_rate: tiering upload bytes/s, 0 unlimited
+	TieringParallel int   // tiering_concurrency: partitions uploading at once
 
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
 	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
@@ -32,6 +41,8 @@ func Default() Server {
 		LogFormat:       "text",
 		LogLevel:        "info",
 		ShutdownTimeout: 10 * time.Second,
+		CacheBytes:      256 << 20,
+		TieringParallel: 2,
 		TopicDefaults:   map[string]string{},
 	}
 }
@@ -122,10 +133,46 @@ var settings = []setting{
 		},
 	},
 	{
+		name: "bucket", usage: "cold tier URL: file:///path, s3://bucket/prefix?region=…&endpoint=…&path_style=true, minio://host:port/bucket/prefix?secure=false, or none (default: file:// under the data directory)",
+		get: func(c *Server) string { return c.Bucket },
+		set: func(c *Server, v string) error { c.Bucket = v; return nil },
+	},
+	{
+		name: "cache_bytes", usage: "bytes of decompressed remote chunks kept in memory for historical reads",
+		get: func(c *Server) string { return strconv.FormatInt(c.CacheBytes, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.CacheBytes, v, 1<<20) },
+	},
+	{
+		name: "upload_rate", usage: "cap on tiering upload bandwidth in bytes per second (0: unlimited)",
+		get: func(c *Server) string { return strconv.FormatInt(c.UploadRate, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.UploadRate, v, 0) },
+	},
+	{
+		name: "tiering_concurrency", usage: "partitions uploading segments at once",
+		get: func(c *Server) string { return strconv.Itoa(c.TieringParallel) },
+		set: func(c *Server, v string) error {
+			var n int64
+			if err := setInt(&n, v, 1); err != nil {
+				return err
+			}
+			c.TieringParallel = int(n)
+			return nil
+		},
+	},
+	{
 		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",
 		get: func(c *Server) string { return c.ReadyFile },
 		set: func(c *Server, v string) error { c.ReadyFile = v; return nil },
 	},
+}
+
+func setInt(dst *int64, v string, minimum int64) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < minimum {
+		return fmt.Errorf("%q is not an integer >= %d", v, minimum)
+	}
+	*dst = n
+	return nil
 }
 
 func setAddr(dst *string, v string) error {
