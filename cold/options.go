@@ -22,10 +22,9 @@ const (
 	DefaultMaxAttempts = 3
 	// DefaultOpenTimeout bounds the reachability check at open.
 	DefaultOpenTimeout = 15 * time.Second
-	// DefaultResponseHeaderTimeout bounds the wait for a response's headers
-	// once the request is sent, so a stalled server fails the attempt (as a
-	// retryable timeout) instead of hanging it.
-	DefaultResponseHeaderTimeout = 60 * time.Second
+	// DefaultStallTimeout is how long a connection may move no bytes
+	// before the request fails (as a retryable timeout) instead of hanging.
+	DefaultStallTimeout = 60 * time.Second
 )
 
 // Options configure a remote backend. The zero value is usable: every zero
@@ -46,11 +45,12 @@ type Options struct {
 	// OpenTimeout bounds the check at open that the bucket is reachable and
 	// the credentials work (0: DefaultOpenTimeout).
 	OpenTimeout time.Duration
-	// ResponseHeaderTimeout bounds the wait for response headers after a
-	// request is sent (0: DefaultResponseHeaderTimeout). Ignored when
-	// Transport is set. Reading a body is bounded only by the caller's
-	// context.
-	ResponseHeaderTimeout time.Duration
+	// StallTimeout: a request fails with a retryable timeout when its
+	// connection has moved no bytes for this long, waiting for the
+	// response or in the middle of a body, either way (0:
+	// DefaultStallTimeout). A slow transfer that keeps moving is not cut;
+	// the caller's context bounds the whole. Ignored when Transport is set.
+	StallTimeout time.Duration
 	// Transport carries the backend's HTTP requests (nil: a transport of
 	// our own with the timeouts above). Tests and metrics wrap it.
 	Transport http.RoundTripper
@@ -99,11 +99,11 @@ func (o Options) WithDefaults() (Options, error) {
 	if o.OpenTimeout < 0 {
 		return o, fmt.Errorf("cold: open timeout %v must be positive", o.OpenTimeout)
 	}
-	if o.ResponseHeaderTimeout == 0 {
-		o.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
 	}
-	if o.ResponseHeaderTimeout < 0 {
-		return o, fmt.Errorf("cold: response header timeout %v must be positive", o.ResponseHeaderTimeout)
+	if o.StallTimeout < 0 {
+		return o, fmt.Errorf("cold: stall timeout %v must be positive", o.StallTimeout)
 	}
 	return o, nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -131,25 +132,79 @@ func (r *exactReader) Read(p []byte) (int, error) {
 func (r *exactReader) Close() error { return r.body.Close() }
 
 // Transport returns the HTTP transport the remote backends use unless
-// given one: the standard dialer and TLS settings, a response-header
-// timeout so a stalled server fails the attempt, and enough idle
-// connections per host for parallel ranged GETs and part uploads.
-func Transport(responseHeaderTimeout time.Duration) *http.Transport {
-	return &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: 1 * time.Second,
-		ResponseHeaderTimeout: responseHeaderTimeout,
-	}
+// given one (see ConfigureTransport).
+func Transport(stall time.Duration) *http.Transport {
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
+	ConfigureTransport(tr, stall)
+	return tr
 }
+
+// ConfigureTransport sets tr up for object storage: the standard dial and
+// TLS timeouts, enough idle connections per host for parallel ranged GETs
+// and part uploads, and a stall timeout: every read and write on a
+// connection must move a byte within stall, so a server that stops
+// answering (before the headers or in the middle of a body) fails the
+// attempt with a retryable timeout instead of hanging it. A slow transfer
+// that keeps moving is not cut.
+func ConfigureTransport(tr *http.Transport, stall time.Duration) {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dialer.DialContext(ctx, network, addr)
+		if err != nil || stall <= 0 {
+			return conn, err
+		}
+		return &stallConn{Conn: conn, stall: stall}, nil
+	}
+	tr.ForceAttemptHTTP2 = true
+	tr.MaxIdleConns = 256
+	tr.MaxIdleConnsPerHost = 64
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.ExpectContinueTimeout = 1 * time.Second
+}
+
+// stallConn renews a deadline before each read and write.
+type stallConn struct {
+	net.Conn
+	stall time.Duration
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.stall)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &StallError{Op: "read", Stall: c.stall, Err: err}
+	}
+	return n, err
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &StallError{Op: "write", Stall: c.stall, Err: err}
+	}
+	return n, err
+}
+
+// StallError says a connection moved no bytes for Stall. It is a net.Error
+// whose Timeout is true, which cold.IsRetryable accepts.
+type StallError struct {
+	Op    string
+	Stall time.Duration
+	Err   error
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("connection stalled: no bytes could be %s for %v", map[string]string{"read": "read", "write": "written"}[e.Op], e.Stall)
+}
+func (e *StallError) Unwrap() error   { return e.Err }
+func (e *StallError) Timeout() bool   { return true }
+func (e *StallError) Temporary() bool { return true }
 
 // ContextReader returns a reader of r that fails with ctx's error once ctx
 // is done, so a long copy from a slow source stops when its caller gives up.
@@ -234,4 +289,18 @@ func (s *sizedReader) checkEnd() error {
 		}
 	}
 	return fmt.Errorf("upload %s: the reader returned no data and no EOF 100 times", s.key)
+}
+
+// BucketPrefix turns the path of a bucket URL ("/logs/prod", "/logs/",
+// "" or "/") into the prefix prepended to keys: "" or "logs/prod/".
+func BucketPrefix(path string) (string, error) {
+	p := strings.Trim(path, "/")
+	if p == "" {
+		return "", nil
+	}
+	p += "/"
+	if err := CheckPrefix(p); err != nil {
+		return "", fmt.Errorf("bucket prefix: %w", err)
+	}
+	return p, nil
 }

@@ -1,0 +1,185 @@
+package s3bucket_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/minio/minio-go/v7"
+	"go.uber.org/goleak"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/coldtest"
+	"github.com/tierlog/tierlog/cold/s3bucket"
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func creds(m *testutil.MinIO) *cold.Credentials {
+	return &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}
+}
+
+func open(t *testing.T, rawURL string, opts cold.Options) *s3bucket.Bucket {
+	t.Helper()
+	b, err := s3bucket.Open(context.Background(), rawURL, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func TestAcceptance(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	t.Run("with prefix", func(t *testing.T) {
+		coldtest.AcceptanceTest(t, open(t, m.S3URL(m.Bucket, "tier/prod"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
+	})
+	t.Run("bucket root", func(t *testing.T) {
+		coldtest.AcceptanceTest(t, open(t, m.S3URL(m.NewBucket(t), ""), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
+	})
+}
+
+// Credentials from the SDK's environment chain, as a server takes them.
+func TestCredentialsFromEnvironment(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", m.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", m.SecretKey)
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	b := open(t, m.S3URL(m.Bucket, "env"), cold.Options{})
+	if _, err := b.Upload(context.Background(), "k", strings.NewReader("v"), 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeysLiveUnderThePrefix(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	b := open(t, m.S3URL(m.Bucket, "a/b"), cold.Options{Credentials: creds(m)})
+	ctx := context.Background()
+	if _, err := b.Upload(ctx, "t/0/seg", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	var raw []string
+	for o := range m.Client().ListObjects(ctx, m.Bucket, minio.ListObjectsOptions{Recursive: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		raw = append(raw, o.Key)
+	}
+	if len(raw) != 1 || raw[0] != "a/b/t/0/seg" {
+		t.Errorf("objects in the bucket: %q, want [a/b/t/0/seg]", raw)
+	}
+	// Another prefix sees nothing of it.
+	other := open(t, m.S3URL(m.Bucket, "a/bc"), cold.Options{Credentials: creds(m)})
+	if err := other.Iter(ctx, "", func(k string) error { return errors.New("saw " + k) }); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestAbortIncompleteUploads(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	b := open(t, m.S3URL(m.Bucket, "p"), cold.Options{Credentials: creds(m)})
+	ctx := context.Background()
+	// MinIO lists multipart uploads only for an exact object name (not by
+	// prefix), so the daemon aborts by key: it knows the keys it started.
+	key := "t/0/00000000000000000000-1-abc.seg"
+	out, err := b.Client().CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(m.Bucket), Key: aws.String("p/" + key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.AbortIncompleteUploads(ctx, "t/", 0); err != nil {
+		t.Errorf("abort by prefix: %v", err)
+	} else {
+		t.Logf("abort by directory prefix found %d", n)
+	}
+	if n, err := b.AbortIncompleteUploads(ctx, key, time.Hour); err != nil || n != 0 {
+		t.Errorf("abort uploads older than an hour: %d, %v; want 0", n, err)
+	}
+	if n, err := b.AbortIncompleteUploads(ctx, key, 0); err != nil || n != 1 {
+		t.Errorf("abort uploads older than 0: %d, %v; want 1", n, err)
+	}
+	_, err = b.Client().UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(m.Bucket), Key: aws.String("p/" + key),
+		UploadId: out.UploadId, PartNumber: aws.Int32(1), Body: bytes.NewReader([]byte("x"))})
+	if err == nil {
+		t.Errorf("upload part after abort succeeded")
+	}
+	if n, err := b.AbortIncompleteUploads(ctx, key, 0); err != nil || n != 0 {
+		t.Errorf("abort again: %d, %v; want 0", n, err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().String()
+	ln.Close()
+	fast := cold.Options{OpenTimeout: 5 * time.Second, MaxAttempts: 1}
+	wrong := fast
+	wrong.Credentials = &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: "not-the-secret-xyzzy"}
+	unknownKey := fast
+	unknownKey.Credentials = &cold.Credentials{AccessKeyID: "nobody", SecretAccessKey: "not-the-secret-xyzzy"}
+	good := fast
+	good.Credentials = creds(m)
+	for _, tc := range []struct {
+		name, url string
+		opts      cold.Options
+		want      string
+	}{
+		{"wrong secret", m.S3URL(m.Bucket, ""), wrong, "wrong credentials"},
+		{"unknown access key", m.S3URL(m.Bucket, ""), unknownKey, "wrong credentials"},
+		{"missing bucket", m.S3URL("no-such-bucket", ""), good, `bucket "no-such-bucket" does not exist`},
+		{"unreachable", "s3://b/p?endpoint=http://" + closedPort + "&path_style=true&region=us-east-1", good, "endpoint unreachable"},
+		{"unknown parameter", "s3://b/p?regoin=x", good, `unknown parameter "regoin"`},
+		{"secret in URL", "s3://key:topsecret@b/p", good, "credentials do not belong in the URL"},
+		{"bad path_style", "s3://b/p?path_style=maybe", good, "path_style"},
+		{"no bucket", "s3:///p", good, "no bucket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := s3bucket.Open(ctx, tc.url, tc.opts)
+			if err == nil {
+				b.Close()
+				t.Fatalf("Open(%s) succeeded", tc.url)
+			}
+			msg := err.Error()
+			t.Log(msg)
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("Open(%s) = %q, want it to say %q", tc.url, msg, tc.want)
+			}
+			if strings.Contains(msg, "xyzzy") || strings.Contains(msg, "topsecret") || strings.Contains(msg, m.SecretKey) {
+				t.Errorf("error shows a secret: %q", msg)
+			}
+			if !strings.Contains(msg, "s3://") {
+				t.Errorf("error does not name the bucket URL: %q", msg)
+			}
+		})
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	c, err := s3bucket.ParseURL("s3://logs/tier/prod/?region=eu-west-1&endpoint=minio.local:9000&path_style=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s3bucket.Config{Bucket: "logs", Prefix: "tier/prod/", Region: "eu-west-1", Endpoint: "https://minio.local:9000", PathStyle: true}
+	if c != want {
+		t.Errorf("ParseURL = %+v, want %+v", c, want)
+	}
+	again, err := s3bucket.ParseURL(c.URL())
+	if err != nil || again != c {
+		t.Errorf("ParseURL(URL()) = %+v, %v; want %+v", again, err, c)
+	}
+	if _, err := s3bucket.ParseURL("s3://logs/../x"); err == nil {
+		t.Errorf("a prefix with .. parsed")
+	}
+}
