@@ -3,7 +3,14 @@ GO        ?= go
 FUZZTIME  ?= 10s
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve
+.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve minio
+
+# The MinIO server the S3 and MinIO backend tests run against: built from
+# source at the version pinned in internal/testutil/minio_version.txt (the
+# tests read the same file), cached between runs, rebuilt only if missing.
+MINIO_VERSION     := $(shell cat internal/testutil/minio_version.txt)
+TIERLOG_CACHE_DIR ?= $(HOME)/.cache/tierlog
+MINIO_BIN         := $(TIERLOG_CACHE_DIR)/minio-$(MINIO_VERSION)/minio
 
 build:
 	$(GO) build -o bin/tierlog ./cmd/tierlog
@@ -13,10 +20,23 @@ serve:
 
 # Every test: formatting and vet, unit, fault and crash tests (race
 # detector on), short fuzz runs of every decoder, the compose file check.
-test: vet
+test: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
+test: vet minio
 	$(GO) test $(TESTFLAGS) ./...
 	$(MAKE) fuzz
 	$(MAKE) compose-check
+
+minio: $(MINIO_BIN)
+
+# Built into a temporary directory and moved into place, so an interrupted
+# build never leaves a binary that looks complete. Takes ~3 minutes.
+$(MINIO_BIN):
+	@echo "building MinIO server $(MINIO_VERSION) into $(dir $@) (once; takes a few minutes)"
+	rm -rf $(dir $@).tmp
+	GOBIN=$(abspath $(dir $@).tmp) GOFLAGS= $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+	mkdir -p $(dir $@)
+	mv $(dir $@).tmp/minio $@
+	rm -rf $(dir $@).tmp
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/tierlogv1/')); \
