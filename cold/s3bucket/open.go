@@ -245,8 +245,10 @@ func diagnose(err error, bucket string, timeout time.Duration) string {
 		return "wrong region: the bucket lives in another region (set ?region=)"
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("endpoint unreachable: no answer within %v", timeout)
-	case status == 0:
+	case status == 0 && objutil.IsNetworkError(err):
 		return "endpoint unreachable"
+	case status == 0:
+		return "the check failed"
 	}
 	return fmt.Sprintf("the store refused the check (HTTP %d %s)", status, code)
 }

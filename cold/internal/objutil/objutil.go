@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -303,4 +304,13 @@ func BucketPrefix(path string) (string, error) {
 		return "", fmt.Errorf("bucket prefix: %w", err)
 	}
 	return p, nil
+}
+
+// IsNetworkError reports whether err happened on the way to the server
+// (dial, TLS, connection broken, no response), as opposed to an answer.
+func IsNetworkError(err error) bool {
+	var netErr net.Error
+	var urlErr *url.Error
+	var sendErr interface{ ConnectionError() bool }
+	return errors.As(err, &netErr) || errors.As(err, &urlErr) || (errors.As(err, &sendErr) && sendErr.ConnectionError())
 }
