@@ -7,10 +7,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 )
+
+// storedBufs pools scratch buffers for compressed chunk bytes.
+var storedBufs sync.Pool
 
 // rateChunk is the most bytes read from a body between two rate limiter
 // waits; also the smallest limiter burst.
@@ -301,9 +305,25 @@ func (r *Reader) getRun(o *object, run []*entry, next *int) error {
 	}
 	got := 0
 	defer func() { count(got) }()
+	// Compressed bytes are dead once decoded: one scratch buffer serves
+	// every compressed chunk of the run. A raw chunk's buffer becomes the
+	// cached chunk, so it gets its own.
+	scratch, _ := storedBufs.Get().(*[]byte)
+	if scratch == nil {
+		scratch = new([]byte)
+	}
+	defer storedBufs.Put(scratch)
 	for *next < len(run) {
 		e := run[*next]
-		buf := make([]byte, e.info.StoredSize)
+		var buf []byte
+		if e.info.Codec == ChunkRaw {
+			buf = make([]byte, e.info.StoredSize)
+		} else {
+			if int64(cap(*scratch)) < e.info.StoredSize {
+				*scratch = make([]byte, e.info.StoredSize)
+			}
+			buf = (*scratch)[:e.info.StoredSize]
+		}
 		n, err := io.ReadFull(body, buf)
 		got += n
 		if err != nil {

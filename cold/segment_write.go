@@ -60,6 +60,9 @@ func (o SegmentOptions) withDefaults() (SegmentOptions, error) {
 	return o, nil
 }
 
+// chunkBufs pools a chunk buffer and a compression buffer.
+var chunkBufs sync.Pool
+
 // Encoders are pooled per level because building one costs hundreds of KiB
 // of tables. Concurrency 1: EncodeAll then starts no goroutines.
 var encoderPools [zstd.SpeedBestCompression + 1]sync.Pool
@@ -84,6 +87,19 @@ func WriteSegment(w io.Writer, log io.Reader, opts SegmentOptions) (*Footer, err
 		return nil, err
 	}
 	sw := &segWriter{opts: opts, out: &hashWriter{w: w, h: sha256.New()}}
+	// Buffers for one chunk and its compressed form, reused across
+	// segments: growing them by appends would copy each chunk several times.
+	bufs, _ := chunkBufs.Get().(*[2][]byte)
+	if bufs == nil || cap(bufs[0]) < opts.ChunkBytes {
+		bufs = &[2][]byte{make([]byte, 0, opts.ChunkBytes), make([]byte, 0, opts.ChunkBytes)}
+	}
+	sw.chunk, sw.comp = bufs[0][:0], bufs[1][:0]
+	defer func() {
+		if cap(sw.chunk) <= 2*DefaultChunkBytes && cap(sw.comp) <= 2*DefaultChunkBytes {
+			bufs[0], bufs[1] = sw.chunk[:0], sw.comp[:0]
+			chunkBufs.Put(bufs)
+		}
+	}()
 	if !opts.NoCompression {
 		if sw.enc, err = getEncoder(opts.Level); err != nil {
 			return nil, fmt.Errorf("cold: zstd encoder: %w", err)
