@@ -51,7 +51,7 @@ type ReaderOptions struct {
 	// 100ms and 5s).
 	RetryBase, RetryMax time.Duration
 	// FooterCacheSize bounds the footers kept in memory (default
-	// DefaultFooterCacheSize; a footer of a 64 MiB segment is about 1.3 KiB).
+	// DefaultFooterCacheSize; a footer of a 64 MiB segment is about 1.2 KiB).
 	FooterCacheSize int
 	// Logger receives retries and corruption reports (nil: slog.Default()).
 	Logger *slog.Logger
