@@ -1,0 +1,177 @@
+package coldtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/testutil/faultproxy"
+)
+
+// FaultStall is the stall timeout FaultTest opens buckets with: stalled
+// requests fail after it.
+const FaultStall = 300 * time.Millisecond
+
+// FaultTest checks a remote backend against the faults of p, a faultproxy
+// in front of the real store: every fault yields an error that
+// cold.IsRetryable classifies as it should, a read never returns short or
+// wrong data as success, and a failed upload leaves no object. open must
+// return the backend under test pointed at p, opened with opts (plus its
+// credentials); FaultTest sets MaxAttempts, StallTimeout and PartSize.
+func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts cold.Options) cold.Bucket) {
+	t.Helper()
+	ctx := context.Background()
+	// One attempt: every fault reaches the test instead of being retried.
+	b := open(t, cold.Options{MaxAttempts: 1, StallTimeout: FaultStall, PartSize: cold.MinPartSize})
+	const key = Root + "faults/object"
+	data := Data(42, 200<<10)
+	upload(t, b, key, data)
+	t.Cleanup(func() { p.Clear(); deleteAll(t, b, Root) })
+
+	// Each case installs one rule, runs op, and checks its error.
+	for _, tc := range []struct {
+		name      string
+		rule      faultproxy.Rule
+		op        func(t *testing.T) error
+		retryable bool
+	}{
+		{"GET 503 SlowDown", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 503}, readOp(b, key, 0, -1, data), true},
+		{"GET 500 InternalError", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 500}, readOp(b, key, 0, -1, data), true},
+		{"GET 429", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 429}, readOp(b, key, 0, -1, data), true},
+		{"GET 403 AccessDenied", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, readOp(b, key, 0, -1, data), false},
+		{"GET reset", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Reset}, readOp(b, key, 0, -1, data), true},
+		{"GET stalled", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Stall}, readOp(b, key, 0, -1, data), true},
+		{"GET truncated", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Truncate, After: 1000}, readOp(b, key, 0, -1, data), true},
+		{"GET body stalled", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.StallBody, After: 1000}, readOp(b, key, 0, -1, data), true},
+		{"ranged GET truncated", faultproxy.Rule{RangeOnly: true, Fault: faultproxy.Truncate, After: 10}, readOp(b, key, 5000, 100000, data), true},
+		{"ranged GET reset", faultproxy.Rule{RangeOnly: true, Fault: faultproxy.Reset}, readOp(b, key, 5000, 100000, data), true},
+		{"HEAD 503", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { _, err := b.Attributes(ctx, key); return err }, true},
+		{"HEAD reset", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Reset}, func(*testing.T) error { _, err := b.Exists(ctx, key); return err }, true},
+		{"DELETE 503", faultproxy.Rule{Method: "DELETE", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { return b.Delete(ctx, key) }, true},
+		{"LIST 500", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 500}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, true},
+		{"LIST 403", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, false},
+		{"PUT 503", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/put-503", Data(1, 1000)), true},
+		{"PUT reset", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/put-reset", Data(2, 1000)), true},
+		{"PUT stalled", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Stall}, uploadOp(b, Root+"faults/put-stall", Data(3, 1000)), true},
+		{"part upload 503", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=2", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/parts-503", Data(4, LargeSize)), true},
+		{"part upload reset", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/parts-reset", Data(5, LargeSize)), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.Clear()
+			tc.rule.Times = 1
+			h := p.Add(tc.rule)
+			err := tc.op(t)
+			p.Clear()
+			if h.Injected() != 1 {
+				t.Fatalf("the rule injected %d faults, want 1 (does it match the backend's requests?); op error: %v", h.Injected(), err)
+			}
+			if err == nil {
+				t.Fatalf("no error through the fault")
+			}
+			if errors.Is(err, cold.ErrNotFound) {
+				t.Errorf("fault reported as not found: %v", err)
+			}
+			if got := cold.IsRetryable(err); got != tc.retryable {
+				t.Errorf("IsRetryable(%v) = %v, want %v", err, got, tc.retryable)
+			}
+		})
+	}
+
+	t.Run("slow body arrives intact", func(t *testing.T) {
+		h := p.Add(faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Slow, ChunkSize: 64 << 10, Delay: 5 * time.Millisecond, Times: 1})
+		defer p.Clear()
+		if err := readOp(b, key, 0, -1, data)(t); err != nil {
+			t.Errorf("slow read: %v", err)
+		}
+		if h.Injected() != 1 {
+			t.Errorf("slow rule injected %d", h.Injected())
+		}
+	})
+
+	// Truncations at many places of many reads: each read gives the exact
+	// bytes or a retryable error, never short data.
+	t.Run("never short data", func(t *testing.T) {
+		defer p.Clear()
+		failed := 0
+		for i := range 30 {
+			p.Clear()
+			p.Add(faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Truncate, After: int64(i * 7001 % len(data)), Times: 1})
+			off, length := int64(i*997%len(data)), int64(-1)
+			if i%2 == 1 {
+				length = int64(i * 3001)
+			}
+			// readOp fails the test if a successful read is short or wrong.
+			if err := readOp(b, key, off, length, data)(t); err != nil {
+				failed++
+				if !cold.IsRetryable(err) {
+					t.Errorf("read %d [%d,+%d): IsRetryable(%v) = false", i, off, length, err)
+				}
+			}
+		}
+		if failed == 0 {
+			t.Errorf("no read of 30 failed: the truncations did not bite")
+		}
+	})
+
+	// With retries inside the backend, transient faults are absorbed.
+	t.Run("backend retries", func(t *testing.T) {
+		rb := open(t, cold.Options{MaxAttempts: 3, StallTimeout: FaultStall, PartSize: cold.MinPartSize})
+		defer p.Clear()
+		// 500, not 503 SlowDown: the SDKs wait longer before retrying throttling.
+		h := p.Add(faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 500, Times: 2})
+		if err := readOp(rb, key, 0, -1, data)(t); err != nil {
+			t.Errorf("read through two 500s with 3 attempts: %v", err)
+		}
+		if h.Injected() != 2 {
+			t.Errorf("injected %d 500s, want 2", h.Injected())
+		}
+		p.Clear()
+		h = p.Add(faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Reset, Times: 1})
+		if ok, err := rb.Exists(ctx, key); !ok || err != nil {
+			t.Errorf("Exists through one reset with 3 attempts: %v, %v", ok, err)
+		}
+		if h.Injected() != 1 {
+			t.Errorf("injected %d resets, want 1", h.Injected())
+		}
+	})
+}
+
+// readOp reads [off, off+length) of key. It returns the read's error, and
+// fails the test if the read returned bytes that are not the object's, or
+// fewer bytes than the range holds without an error.
+func readOp(b cold.Bucket, key string, off, length int64, want []byte) func(t *testing.T) error {
+	return func(t *testing.T) error {
+		t.Helper()
+		got, err := ReadAll(context.Background(), b, key, off, length)
+		end := int64(len(want))
+		if length >= 0 && off+length < end {
+			end = off + length
+		}
+		if !bytes.HasPrefix(want[off:end], got) {
+			t.Errorf("read %s [%d,+%d) returned %d bytes that are not the object's (error %v)", key, off, length, len(got), err)
+		}
+		if err == nil && int64(len(got)) != end-off {
+			t.Errorf("read %s [%d,+%d) returned %d of %d bytes as success", key, off, length, len(got), end-off)
+		}
+		return err
+	}
+}
+
+// uploadOp uploads data under key and returns the upload's error; it fails
+// the test if a failed upload left an object behind.
+func uploadOp(b cold.Bucket, key string, data []byte) func(t *testing.T) error {
+	return func(t *testing.T) error {
+		t.Helper()
+		_, err := b.Upload(context.Background(), key, onlyReader{bytes.NewReader(data)}, int64(len(data)))
+		if err == nil {
+			return nil
+		}
+		if ok, xerr := b.Exists(context.Background(), key); ok || xerr != nil {
+			t.Errorf("upload %s failed (%v) but left an object: exists %v, %v", key, err, ok, xerr)
+		}
+		return err
+	}
+}
