@@ -147,10 +147,18 @@ func lastNext(t testing.TB, b []byte) int64 {
 	return next
 }
 
+// bucketMaker returns an empty bucket (or an empty prefix of one) for a
+// test, wrapped for counting.
+type bucketMaker func(t testing.TB) *countingBucket
+
 func TestReaderEveryOffsetAllCodecs(t *testing.T) {
-	for _, codec := range []batch.Codec{batch.None, batch.Gzip, batch.Snappy, batch.LZ4, batch.Zstd} {
+	testReaderEveryOffset(t, newFileBucket, []batch.Codec{batch.None, batch.Gzip, batch.Snappy, batch.LZ4, batch.Zstd})
+}
+
+func testReaderEveryOffset(t *testing.T, mk bucketMaker, codecs []batch.Codec) {
+	for _, codec := range codecs {
 		t.Run(codec.String(), func(t *testing.T) {
-			b := newFileBucket(t)
+			b := mk(t)
 			log, hs := buildLog(t, segSpec{base: 500, nBatches: 40, recs: 5, size: 200, codec: codec, ts: 1000})
 			seg, f := putSegment(t, b, "t/0/500.seg", log, cold.SegmentOptions{ChunkBytes: len(log) / 6})
 			r, _ := newReader(t, b, cold.ChunkCacheOptions{}, cold.ReaderOptions{})
@@ -214,8 +222,10 @@ func TestReaderMaxBytesStaysInSegment(t *testing.T) {
 	}
 }
 
-func TestReaderOffsetForTime(t *testing.T) {
-	b := newFileBucket(t)
+func TestReaderOffsetForTime(t *testing.T) { testReaderOffsetForTime(t, newFileBucket) }
+
+func testReaderOffsetForTime(t *testing.T, mk bucketMaker) {
+	b := mk(t)
 	log, hs := buildLog(t, segSpec{base: 10, nBatches: 40, recs: 3, size: 150, codec: batch.LZ4, ts: 1_000_000})
 	seg, _ := putSegment(t, b, "s", log, cold.SegmentOptions{ChunkBytes: 2 << 10})
 	r, _ := newReader(t, b, cold.ChunkCacheOptions{}, cold.ReaderOptions{})
@@ -261,14 +271,16 @@ func TestReaderFooterOneGet(t *testing.T) {
 	}
 }
 
-func TestReaderSequentialReplayGETs(t *testing.T) {
+func TestReaderSequentialReplayGETs(t *testing.T) { testReaderSequentialGETs(t, newFileBucket) }
+
+func testReaderSequentialGETs(t *testing.T, mk bucketMaker) {
 	log, _ := buildLog(t, segSpec{base: 0, nBatches: 256, recs: 8, size: 100})
 	for _, tc := range []struct {
 		name     string
 		prefetch int64
 	}{{"no prefetch", -1}, {"prefetch", 8 << 10}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newFileBucket(t)
+			b := mk(t)
 			seg, f := putSegment(t, b, "s", log, cold.SegmentOptions{ChunkBytes: 2 << 10})
 			// A main cache too small for a chunk: everything rests on the
 			// window, as in a replay larger than the cache.
@@ -294,8 +306,10 @@ func TestReaderSequentialReplayGETs(t *testing.T) {
 	}
 }
 
-func TestReaderConcurrentMissesOneGET(t *testing.T) {
-	b := newFileBucket(t)
+func TestReaderConcurrentMissesOneGET(t *testing.T) { testReaderConcurrentMisses(t, newFileBucket) }
+
+func testReaderConcurrentMisses(t *testing.T, mk bucketMaker) {
+	b := mk(t)
 	log, _ := buildLog(t, segSpec{base: 0, nBatches: 40, recs: 4, size: 200})
 	seg, f := putSegment(t, b, "s", log, cold.SegmentOptions{ChunkBytes: 4 << 10})
 	c := f.Chunks[2]
@@ -335,7 +349,9 @@ func TestReaderConcurrentMissesOneGET(t *testing.T) {
 	}
 }
 
-func TestReaderCorruptObjects(t *testing.T) {
+func TestReaderCorruptObjects(t *testing.T) { testReaderCorrupt(t, newFileBucket) }
+
+func testReaderCorrupt(t *testing.T, mk bucketMaker) {
 	log, _ := buildLog(t, segSpec{base: 0, nBatches: 60, recs: 4, size: 200})
 	obj, f := writeObject(t, log, cold.SegmentOptions{ChunkBytes: 4 << 10})
 	c3 := f.Chunks[3]
@@ -354,7 +370,7 @@ func TestReaderCorruptObjects(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newFileBucket(t)
+			b := mk(t)
 			key := "audit/0/00000000000000000000-0-x.seg"
 			bad := tc.bytes()
 			if _, err := b.Upload(context.Background(), key, bytes.NewReader(bad), int64(len(bad))); err != nil {

@@ -57,6 +57,9 @@ func readFooter(ctx context.Context, b Bucket, key string, size int64, gets func
 func getAll(ctx context.Context, b Bucket, key string, off, length int64, gets func(n int)) ([]byte, error) {
 	rc, err := b.GetRange(ctx, key, off, length)
 	if err != nil {
+		if gets != nil {
+			gets(0)
+		}
 		return nil, fmt.Errorf("cold: get %s bytes %d-%d: %w", key, off, off+length-1, err)
 	}
 	defer rc.Close()
