@@ -545,3 +545,41 @@ func deleteAll(t testing.TB, b cold.Bucket, prefix string) {
 		}
 	}
 }
+
+// VersioningTest checks a backend on a bucket with versioning enabled:
+// Upload and Attributes report the same non-empty VersionID, an overwrite
+// makes a new version, and a deleted object (a delete marker on S3) reads
+// as ErrNotFound.
+func VersioningTest(t *testing.T, b cold.Bucket) {
+	t.Helper()
+	ctx := context.Background()
+	key := Root + "versioned/object"
+	t.Cleanup(func() { deleteAll(t, b, Root) })
+	first := upload(t, b, key, []byte("v1"))
+	if first.VersionID == "" {
+		t.Fatalf("Upload to a versioned bucket returned no VersionID")
+	}
+	attrs, err := b.Attributes(ctx, key)
+	if err != nil || attrs.VersionID != first.VersionID {
+		t.Errorf("Attributes: version %q, %v; Upload said %q", attrs.VersionID, err, first.VersionID)
+	}
+	second := upload(t, b, Root+"versioned/object", Data(9, cold.MinPartSize+1)) // multipart
+	if second.VersionID == "" || second.VersionID == first.VersionID {
+		t.Errorf("overwrite: version %q, first was %q; want a new one", second.VersionID, first.VersionID)
+	}
+	if attrs, err := b.Attributes(ctx, key); err != nil || attrs.VersionID != second.VersionID {
+		t.Errorf("Attributes after overwrite: version %q, %v; want %q", attrs.VersionID, err, second.VersionID)
+	}
+	if err := b.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Attributes(ctx, key); !errors.Is(err, cold.ErrNotFound) {
+		t.Errorf("Attributes after delete: %v, want ErrNotFound", err)
+	}
+	if _, err := ReadAll(ctx, b, key, 0, -1); !errors.Is(err, cold.ErrNotFound) {
+		t.Errorf("Get after delete: %v, want ErrNotFound", err)
+	}
+	if ok, err := b.Exists(ctx, key); ok || err != nil {
+		t.Errorf("Exists after delete: %v, %v", ok, err)
+	}
+}

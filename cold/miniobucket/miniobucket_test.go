@@ -195,3 +195,11 @@ func TestResponseErrorClassification(t *testing.T) {
 		}
 	}
 }
+
+func TestVersionedBucket(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	if err := m.Client().EnableVersioning(context.Background(), m.Bucket); err != nil {
+		t.Fatalf("enable versioning: %v", err)
+	}
+	coldtest.VersioningTest(t, open(t, m.MinIOURL(m.Bucket, "v"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
+}

@@ -183,3 +183,26 @@ func TestParseURL(t *testing.T) {
 		t.Errorf("a prefix with .. parsed")
 	}
 }
+
+func TestVersionedBucket(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	if err := m.Client().EnableVersioning(context.Background(), m.Bucket); err != nil {
+		t.Fatalf("enable versioning: %v", err)
+	}
+	coldtest.VersioningTest(t, open(t, m.S3URL(m.Bucket, "v"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
+}
+
+// Without any credentials the error says where to put them, quickly.
+func TestOpenWithoutCredentials(t *testing.T) {
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	_, err := s3bucket.Open(context.Background(), "s3://bucket/p?endpoint=http://127.0.0.1:1&region=us-east-1", cold.Options{})
+	if err == nil || !strings.Contains(err.Error(), "AWS_ACCESS_KEY_ID") || !strings.Contains(err.Error(), "s3://bucket/p/") {
+		t.Errorf("Open without credentials: %v, want an error naming the URL and AWS_ACCESS_KEY_ID", err)
+	}
+	t.Log(err)
+}
