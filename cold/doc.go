@@ -87,10 +87,20 @@
 // else under the prefix is an orphan to clean (and incomplete multipart
 // uploads are aborted through MultipartAborter).
 //
-// # Retries
+// # Options, timeouts and retries
 //
-// Inside a backend, the SDK retries one request up to Options.MaxAttempts
-// times. What reaches the caller may still be retryable (IsRetryable);
-// loops above (the tiering daemon, the read path) retry with backoff and
-// jitter, and must stop when their own context is done.
+// Options (all zero values take defaults): PartSize (multipart threshold
+// and part size, 16 MiB, at least 5 MiB), PartConcurrency (4),
+// MaxAttempts (3 attempts per request inside the SDK), OpenTimeout (15 s
+// for the check at open), StallTimeout (60 s: a connection that moves no
+// byte for that long, before the response or mid-body, fails the request
+// with a retryable timeout), Transport (a custom http.RoundTripper, e.g.
+// for metrics), Credentials (static keys instead of the environment).
+//
+// The caller's context bounds every call, including reading a returned
+// body. What reaches the caller after the SDK's attempts may still be
+// retryable (IsRetryable); loops above (the tiering daemon, the read path)
+// retry with backoff and jitter, and must stop when their own context is
+// done. An upload retried from the top needs its reader again: keep the
+// segment on disk and reopen it.
 package cold

@@ -17,12 +17,9 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
-	"go.uber.org/goleak"
 
 	"github.com/tierlog/tierlog/cold"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // awsErr builds the error chain aws-sdk-go-v2 returns for a response with
 // status and code: OperationError → ResponseError → smithy ResponseError
