@@ -104,7 +104,8 @@ func StartMinIO(t testing.TB) *MinIO {
 		if lastErr = m.start(t, bin, dir); lastErr == nil {
 			break
 		}
-		if !strings.Contains(lastErr.Error(), "address already in use") {
+		// MinIO says "port is already in use" in its log.
+		if !strings.Contains(m.logTail(), "already in use") {
 			break
 		}
 	}
