@@ -89,7 +89,7 @@ func (s *Server) ListOffsets(ctx context.Context, req *tierlogv1.ListOffsetsRequ
 		case *tierlogv1.ListOffsetsRequest_Earliest:
 			po.Offset = start
 		case *tierlogv1.ListOffsetsRequest_TimestampMs:
-			if po.Offset, err = s.b.OffsetForTime(topic, p, spec.TimestampMs); err != nil {
+			if po.Offset, err = s.b.OffsetForTime(ctx, topic, p, spec.TimestampMs); err != nil {
 				return nil, s.statusFor("ListOffsets", err)
 			}
 		default: // latest, or no spec given

@@ -58,7 +58,7 @@ func checkFetch(req *tierlogv1.FetchRequest) (fetchParams, error) {
 }
 
 // startOffset resolves the request's start position to an offset.
-func (s *Server) startOffset(req *tierlogv1.FetchRequest) (int64, error) {
+func (s *Server) startOffset(ctx context.Context, req *tierlogv1.FetchRequest) (int64, error) {
 	topic, part := req.GetTopic(), req.GetPartition()
 	switch st := req.GetStart().(type) {
 	case *tierlogv1.FetchRequest_Offset:
@@ -67,7 +67,7 @@ func (s *Server) startOffset(req *tierlogv1.FetchRequest) (int64, error) {
 		if st.TimestampMs < 0 {
 			return 0, invalidf("fetch: timestamp_ms %d is negative: use Unix milliseconds, or earliest/latest", st.TimestampMs)
 		}
-		return s.b.OffsetForTime(topic, part, st.TimestampMs)
+		return s.b.OffsetForTime(ctx, topic, part, st.TimestampMs)
 	case *tierlogv1.FetchRequest_Latest:
 		_, end, err := s.b.Offsets(topic, part)
 		return end, err
@@ -83,11 +83,11 @@ func (s *Server) Fetch(ctx context.Context, req *tierlogv1.FetchRequest) (*tierl
 	if err != nil {
 		return nil, err
 	}
-	off, err := s.startOffset(req)
+	off, err := s.startOffset(ctx, req)
 	if err != nil {
 		return nil, s.statusFor("Fetch", err)
 	}
-	resp, _, err := s.fetchOnce(p, off, p.maxRecords)
+	resp, _, err := s.fetchOnce(ctx, p, off, p.maxRecords)
 	return resp, s.statusFor("Fetch", err)
 }
 
@@ -110,7 +110,7 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 	if limit < 0 {
 		return invalidf("fetch stream: limit %d is negative: use 0 for no limit or a positive count", limit)
 	}
-	off, err := s.startOffset(freq)
+	off, err := s.startOffset(ctx, freq)
 	if err != nil {
 		return s.statusFor("FetchStream", err)
 	}
@@ -122,7 +122,7 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 				per = int(rem)
 			}
 		}
-		resp, n, err := s.fetchOnce(p, off, per)
+		resp, n, err := s.fetchOnce(ctx, p, off, per)
 		if err != nil {
 			return s.statusFor("FetchStream", err)
 		}
@@ -172,8 +172,8 @@ func (s *Server) waitFailed(p fetchParams, off int64, err error) error {
 // records (0: no limit) and about p.maxBytes bytes. It returns the number of
 // records at or above off that the response carries (in raw mode, counted
 // from the batches' offset ranges).
-func (s *Server) fetchOnce(p fetchParams, off int64, limit int) (*tierlogv1.FetchResponse, int, error) {
-	res, err := s.b.Fetch(p.topic, p.partition, off, p.maxBytes)
+func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit int) (*tierlogv1.FetchResponse, int, error) {
+	res, err := s.b.Fetch(ctx, p.topic, p.partition, off, p.maxBytes)
 	if err != nil {
 		return nil, 0, err
 	}

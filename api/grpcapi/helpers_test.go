@@ -31,7 +31,7 @@ type testEnv struct {
 
 func newEnv(tb testing.TB) *testEnv {
 	tb.Helper()
-	b, err := broker.Open(broker.Options{
+	b, err := broker.Open(context.Background(), broker.Options{
 		Dir:      tb.TempDir(),
 		Defaults: broker.DefaultTopicConfig(),
 		Logger:   slog.New(slog.DiscardHandler),

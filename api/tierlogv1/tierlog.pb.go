@@ -1476,6 +1476,274 @@ func (x *PartitionOffset) GetLogEndOffset() int64 {
 	return 0
 }
 
+type TierStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One topic; empty means every topic.
+	Topic         string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierStatusRequest) Reset() {
+	*x = TierStatusRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierStatusRequest) ProtoMessage() {}
+
+func (x *TierStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierStatusRequest.ProtoReflect.Descriptor instead.
+func (*TierStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TierStatusRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+type TierStatusResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Partitions []*PartitionTierStatus `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// Hits / (hits + misses) of the remote chunk cache since start.
+	CacheHitRate float64 `protobuf:"fixed64,2,opt,name=cache_hit_rate,json=cacheHitRate,proto3" json:"cache_hit_rate,omitempty"`
+	// The bucket's URL (no secrets), or empty without tiering.
+	Bucket        string `protobuf:"bytes,3,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierStatusResponse) Reset() {
+	*x = TierStatusResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierStatusResponse) ProtoMessage() {}
+
+func (x *TierStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierStatusResponse.ProtoReflect.Descriptor instead.
+func (*TierStatusResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TierStatusResponse) GetPartitions() []*PartitionTierStatus {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TierStatusResponse) GetCacheHitRate() float64 {
+	if x != nil {
+		return x.CacheHitRate
+	}
+	return 0
+}
+
+func (x *TierStatusResponse) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+type PartitionTierStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// remote.storage.enable and a bucket configured.
+	Remote           bool  `protobuf:"varint,3,opt,name=remote,proto3" json:"remote,omitempty"`
+	LocalSegments    int32 `protobuf:"varint,4,opt,name=local_segments,json=localSegments,proto3" json:"local_segments,omitempty"`
+	LocalBytes       int64 `protobuf:"varint,5,opt,name=local_bytes,json=localBytes,proto3" json:"local_bytes,omitempty"`
+	LocalStartOffset int64 `protobuf:"varint,6,opt,name=local_start_offset,json=localStartOffset,proto3" json:"local_start_offset,omitempty"`
+	LogEndOffset     int64 `protobuf:"varint,7,opt,name=log_end_offset,json=logEndOffset,proto3" json:"log_end_offset,omitempty"`
+	RemoteSegments   int32 `protobuf:"varint,8,opt,name=remote_segments,json=remoteSegments,proto3" json:"remote_segments,omitempty"`
+	// Object bytes in the bucket (compressed) and the segment bytes they hold.
+	RemoteBytes    int64 `protobuf:"varint,9,opt,name=remote_bytes,json=remoteBytes,proto3" json:"remote_bytes,omitempty"`
+	RemoteRawBytes int64 `protobuf:"varint,10,opt,name=remote_raw_bytes,json=remoteRawBytes,proto3" json:"remote_raw_bytes,omitempty"`
+	// First offset served from the bucket; -1 when nothing is remote.
+	RemoteStartOffset int64 `protobuf:"varint,11,opt,name=remote_start_offset,json=remoteStartOffset,proto3" json:"remote_start_offset,omitempty"`
+	// Sealed local segments not yet committed to the bucket.
+	UploadLagSegments int32 `protobuf:"varint,12,opt,name=upload_lag_segments,json=uploadLagSegments,proto3" json:"upload_lag_segments,omitempty"`
+	UploadLagBytes    int64 `protobuf:"varint,13,opt,name=upload_lag_bytes,json=uploadLagBytes,proto3" json:"upload_lag_bytes,omitempty"`
+	// Age of the oldest of them, in milliseconds.
+	UploadLagAgeMs  int64 `protobuf:"varint,14,opt,name=upload_lag_age_ms,json=uploadLagAgeMs,proto3" json:"upload_lag_age_ms,omitempty"`
+	ManifestVersion int64 `protobuf:"varint,15,opt,name=manifest_version,json=manifestVersion,proto3" json:"manifest_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PartitionTierStatus) Reset() {
+	*x = PartitionTierStatus{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionTierStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionTierStatus) ProtoMessage() {}
+
+func (x *PartitionTierStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionTierStatus.ProtoReflect.Descriptor instead.
+func (*PartitionTierStatus) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PartitionTierStatus) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PartitionTierStatus) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetRemote() bool {
+	if x != nil {
+		return x.Remote
+	}
+	return false
+}
+
+func (x *PartitionTierStatus) GetLocalSegments() int32 {
+	if x != nil {
+		return x.LocalSegments
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetLocalBytes() int64 {
+	if x != nil {
+		return x.LocalBytes
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetLocalStartOffset() int64 {
+	if x != nil {
+		return x.LocalStartOffset
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetLogEndOffset() int64 {
+	if x != nil {
+		return x.LogEndOffset
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetRemoteSegments() int32 {
+	if x != nil {
+		return x.RemoteSegments
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetRemoteBytes() int64 {
+	if x != nil {
+		return x.RemoteBytes
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetRemoteRawBytes() int64 {
+	if x != nil {
+		return x.RemoteRawBytes
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetRemoteStartOffset() int64 {
+	if x != nil {
+		return x.RemoteStartOffset
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetUploadLagSegments() int32 {
+	if x != nil {
+		return x.UploadLagSegments
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetUploadLagBytes() int64 {
+	if x != nil {
+		return x.UploadLagBytes
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetUploadLagAgeMs() int64 {
+	if x != nil {
+		return x.UploadLagAgeMs
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetManifestVersion() int64 {
+	if x != nil {
+		return x.ManifestVersion
+	}
+	return 0
+}
+
 var File_tierlog_v1_tierlog_proto protoreflect.FileDescriptor
 
 const file_tierlog_v1_tierlog_proto_rawDesc = "" +
@@ -1594,12 +1862,38 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12(\n" +
 	"\x10log_start_offset\x18\x03 \x01(\x03R\x0elogStartOffset\x12$\n" +
-	"\x0elog_end_offset\x18\x04 \x01(\x03R\flogEndOffset*[\n" +
+	"\x0elog_end_offset\x18\x04 \x01(\x03R\flogEndOffset\")\n" +
+	"\x11TierStatusRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\"\x93\x01\n" +
+	"\x12TierStatusResponse\x12?\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x1f.tierlog.v1.PartitionTierStatusR\n" +
+	"partitions\x12$\n" +
+	"\x0ecache_hit_rate\x18\x02 \x01(\x01R\fcacheHitRate\x12\x16\n" +
+	"\x06bucket\x18\x03 \x01(\tR\x06bucket\"\xd3\x04\n" +
+	"\x13PartitionTierStatus\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06remote\x18\x03 \x01(\bR\x06remote\x12%\n" +
+	"\x0elocal_segments\x18\x04 \x01(\x05R\rlocalSegments\x12\x1f\n" +
+	"\vlocal_bytes\x18\x05 \x01(\x03R\n" +
+	"localBytes\x12,\n" +
+	"\x12local_start_offset\x18\x06 \x01(\x03R\x10localStartOffset\x12$\n" +
+	"\x0elog_end_offset\x18\a \x01(\x03R\flogEndOffset\x12'\n" +
+	"\x0fremote_segments\x18\b \x01(\x05R\x0eremoteSegments\x12!\n" +
+	"\fremote_bytes\x18\t \x01(\x03R\vremoteBytes\x12(\n" +
+	"\x10remote_raw_bytes\x18\n" +
+	" \x01(\x03R\x0eremoteRawBytes\x12.\n" +
+	"\x13remote_start_offset\x18\v \x01(\x03R\x11remoteStartOffset\x12.\n" +
+	"\x13upload_lag_segments\x18\f \x01(\x05R\x11uploadLagSegments\x12(\n" +
+	"\x10upload_lag_bytes\x18\r \x01(\x03R\x0euploadLagBytes\x12)\n" +
+	"\x11upload_lag_age_ms\x18\x0e \x01(\x03R\x0euploadLagAgeMs\x12)\n" +
+	"\x10manifest_version\x18\x0f \x01(\x03R\x0fmanifestVersion*[\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DURABILITY_PAGE_CACHE\x10\x01\x12\x16\n" +
-	"\x12DURABILITY_FSYNCED\x10\x022\xea\x04\n" +
+	"\x12DURABILITY_FSYNCED\x10\x022\xb7\x05\n" +
 	"\aTierLog\x12B\n" +
 	"\aProduce\x12\x1a.tierlog.v1.ProduceRequest\x1a\x1b.tierlog.v1.ProduceResponse\x12<\n" +
 	"\x05Fetch\x12\x18.tierlog.v1.FetchRequest\x1a\x19.tierlog.v1.FetchResponse\x12J\n" +
@@ -1609,7 +1903,9 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\n" +
 	"ListTopics\x12\x1d.tierlog.v1.ListTopicsRequest\x1a\x1e.tierlog.v1.ListTopicsResponse\x12T\n" +
 	"\rDescribeTopic\x12 .tierlog.v1.DescribeTopicRequest\x1a!.tierlog.v1.DescribeTopicResponse\x12N\n" +
-	"\vListOffsets\x12\x1e.tierlog.v1.ListOffsetsRequest\x1a\x1f.tierlog.v1.ListOffsetsResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
+	"\vListOffsets\x12\x1e.tierlog.v1.ListOffsetsRequest\x1a\x1f.tierlog.v1.ListOffsetsResponse\x12K\n" +
+	"\n" +
+	"TierStatus\x12\x1d.tierlog.v1.TierStatusRequest\x1a\x1e.tierlog.v1.TierStatusResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
 
 var (
 	file_tierlog_v1_tierlog_proto_rawDescOnce sync.Once
@@ -1624,7 +1920,7 @@ func file_tierlog_v1_tierlog_proto_rawDescGZIP() []byte {
 }
 
 var file_tierlog_v1_tierlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tierlog_v1_tierlog_proto_goTypes = []any{
 	(Durability)(0),               // 0: tierlog.v1.Durability
 	(*Header)(nil),                // 1: tierlog.v1.Header
@@ -1647,8 +1943,11 @@ var file_tierlog_v1_tierlog_proto_goTypes = []any{
 	(*ListOffsetsRequest)(nil),    // 18: tierlog.v1.ListOffsetsRequest
 	(*ListOffsetsResponse)(nil),   // 19: tierlog.v1.ListOffsetsResponse
 	(*PartitionOffset)(nil),       // 20: tierlog.v1.PartitionOffset
-	nil,                           // 21: tierlog.v1.CreateTopicRequest.ConfigEntry
-	nil,                           // 22: tierlog.v1.TopicInfo.ConfigEntry
+	(*TierStatusRequest)(nil),     // 21: tierlog.v1.TierStatusRequest
+	(*TierStatusResponse)(nil),    // 22: tierlog.v1.TierStatusResponse
+	(*PartitionTierStatus)(nil),   // 23: tierlog.v1.PartitionTierStatus
+	nil,                           // 24: tierlog.v1.CreateTopicRequest.ConfigEntry
+	nil,                           // 25: tierlog.v1.TopicInfo.ConfigEntry
 }
 var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	1,  // 0: tierlog.v1.Record.headers:type_name -> tierlog.v1.Header
@@ -1656,34 +1955,37 @@ var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	0,  // 2: tierlog.v1.ProduceResponse.durability:type_name -> tierlog.v1.Durability
 	5,  // 3: tierlog.v1.FetchStreamRequest.fetch:type_name -> tierlog.v1.FetchRequest
 	2,  // 4: tierlog.v1.FetchResponse.records:type_name -> tierlog.v1.Record
-	21, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
+	24, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
 	16, // 6: tierlog.v1.CreateTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
 	16, // 7: tierlog.v1.ListTopicsResponse.topics:type_name -> tierlog.v1.TopicInfo
 	16, // 8: tierlog.v1.DescribeTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
 	17, // 9: tierlog.v1.TopicInfo.partitions:type_name -> tierlog.v1.PartitionInfo
-	22, // 10: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
+	25, // 10: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
 	20, // 11: tierlog.v1.ListOffsetsResponse.partitions:type_name -> tierlog.v1.PartitionOffset
-	3,  // 12: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
-	5,  // 13: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
-	6,  // 14: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
-	8,  // 15: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
-	10, // 16: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
-	12, // 17: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
-	14, // 18: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
-	18, // 19: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
-	4,  // 20: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
-	7,  // 21: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
-	7,  // 22: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
-	9,  // 23: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
-	11, // 24: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
-	13, // 25: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
-	15, // 26: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
-	19, // 27: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	23, // 12: tierlog.v1.TierStatusResponse.partitions:type_name -> tierlog.v1.PartitionTierStatus
+	3,  // 13: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
+	5,  // 14: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
+	6,  // 15: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
+	8,  // 16: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
+	10, // 17: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
+	12, // 18: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
+	14, // 19: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
+	18, // 20: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
+	21, // 21: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
+	4,  // 22: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
+	7,  // 23: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
+	7,  // 24: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
+	9,  // 25: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
+	11, // 26: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
+	13, // 27: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
+	15, // 28: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
+	19, // 29: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
+	22, // 30: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_tierlog_v1_tierlog_proto_init() }
@@ -1711,7 +2013,7 @@ func file_tierlog_v1_tierlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tierlog_v1_tierlog_proto_rawDesc), len(file_tierlog_v1_tierlog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

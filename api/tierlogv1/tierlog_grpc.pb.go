@@ -51,6 +51,7 @@ const (
 	TierLog_ListTopics_FullMethodName    = "/tierlog.v1.TierLog/ListTopics"
 	TierLog_DescribeTopic_FullMethodName = "/tierlog.v1.TierLog/DescribeTopic"
 	TierLog_ListOffsets_FullMethodName   = "/tierlog.v1.TierLog/ListOffsets"
+	TierLog_TierStatus_FullMethodName    = "/tierlog.v1.TierLog/TierStatus"
 )
 
 // TierLogClient is the client API for TierLog service.
@@ -85,6 +86,9 @@ type TierLogClient interface {
 	// ListOffsets resolves earliest / latest / a timestamp to an offset, for
 	// one partition or for every partition of a topic.
 	ListOffsets(ctx context.Context, in *ListOffsetsRequest, opts ...grpc.CallOption) (*ListOffsetsResponse, error)
+	// Tiering state per partition: what is local, what is in the bucket, how
+	// far uploads lag, and the remote chunk cache's hit rate.
+	TierStatus(ctx context.Context, in *TierStatusRequest, opts ...grpc.CallOption) (*TierStatusResponse, error)
 }
 
 type tierLogClient struct {
@@ -184,6 +188,16 @@ func (c *tierLogClient) ListOffsets(ctx context.Context, in *ListOffsetsRequest,
 	return out, nil
 }
 
+func (c *tierLogClient) TierStatus(ctx context.Context, in *TierStatusRequest, opts ...grpc.CallOption) (*TierStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TierStatusResponse)
+	err := c.cc.Invoke(ctx, TierLog_TierStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TierLogServer is the server API for TierLog service.
 // All implementations must embed UnimplementedTierLogServer
 // for forward compatibility.
@@ -216,6 +230,9 @@ type TierLogServer interface {
 	// ListOffsets resolves earliest / latest / a timestamp to an offset, for
 	// one partition or for every partition of a topic.
 	ListOffsets(context.Context, *ListOffsetsRequest) (*ListOffsetsResponse, error)
+	// Tiering state per partition: what is local, what is in the bucket, how
+	// far uploads lag, and the remote chunk cache's hit rate.
+	TierStatus(context.Context, *TierStatusRequest) (*TierStatusResponse, error)
 	mustEmbedUnimplementedTierLogServer()
 }
 
@@ -249,6 +266,9 @@ func (UnimplementedTierLogServer) DescribeTopic(context.Context, *DescribeTopicR
 }
 func (UnimplementedTierLogServer) ListOffsets(context.Context, *ListOffsetsRequest) (*ListOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOffsets not implemented")
+}
+func (UnimplementedTierLogServer) TierStatus(context.Context, *TierStatusRequest) (*TierStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TierStatus not implemented")
 }
 func (UnimplementedTierLogServer) mustEmbedUnimplementedTierLogServer() {}
 func (UnimplementedTierLogServer) testEmbeddedByValue()                 {}
@@ -408,6 +428,24 @@ func _TierLog_ListOffsets_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TierLog_TierStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TierStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).TierStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_TierStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).TierStatus(ctx, req.(*TierStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TierLog_ServiceDesc is the grpc.ServiceDesc for TierLog service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -442,6 +480,10 @@ var TierLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListOffsets",
 			Handler:    _TierLog_ListOffsets_Handler,
+		},
+		{
+			MethodName: "TierStatus",
+			Handler:    _TierLog_TierStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

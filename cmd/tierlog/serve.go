@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,10 +21,13 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tierlog/tierlog/api/grpcapi"
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/internal/config"
 	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/internal/httpserver"
+	"github.com/tierlog/tierlog/tiering"
 )
 
 // maxGRPCMessageBytes bounds one request the server accepts. Fetches are
@@ -161,8 +165,17 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	// The broker logs its own "broker open" and "broker closed" lines.
 	logger.Info("opening broker", "data_dir", cfg.DataDir)
-	b, err := broker.Open(broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg})
+	bucket, err := openBucket(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	b, err := broker.Open(ctx, broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
+		Bucket: bucket, CacheBytes: cfg.CacheBytes,
+		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate}})
+	if err != nil {
+		if bucket != nil {
+			bucket.Close()
+		}
 		return fmt.Errorf("open broker in %s: %w", cfg.DataDir, err)
 	}
 	ready.brokerOpen.Store(true)
@@ -250,4 +263,28 @@ func writeReadyFile(path string, grpcAddr, httpAddr net.Addr) error {
 		return fmt.Errorf("write ready file %s: %w", path, err)
 	}
 	return nil
+}
+
+// openBucket opens the cold tier the configuration names: by default a
+// filesystem bucket under the data directory; "none" turns tiering off.
+func openBucket(ctx context.Context, cfg config.Server) (cold.Bucket, error) {
+	raw := cfg.Bucket
+	switch raw {
+	case "none":
+		return nil, nil
+	case "":
+		dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "bucket"))
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create the default bucket directory: %w", err)
+		}
+		raw = "file://" + dir
+	}
+	b, err := bucketurl.Open(ctx, raw, cold.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open bucket: %w", err)
+	}
+	return b, nil
 }

@@ -18,9 +18,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/internal/partitioner"
+	"github.com/tierlog/tierlog/tiering"
 )
 
 // Options configure a broker.
@@ -31,12 +33,26 @@ type Options struct {
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	// MaxPartitions bounds a topic's partition count; 0 means 10000.
 	MaxPartitions int32
+	// Bucket is the cold tier; nil runs the node without tiering.
+	Bucket cold.Bucket
+	// Tiering configures the daemon (TmpDir, Logger and Registry are
+	// filled in by the broker).
+	Tiering tiering.DaemonOptions
+	// Cache configures the remote reader's chunk cache and prefetch.
+	Cache cold.ReaderOptions
+	// CacheBytes is the chunk cache's budget (0: 256 MiB).
+	CacheBytes int64
 }
 
 // Broker owns the topics of one node and their partition logs.
 type Broker struct {
 	opts    Options
 	metrics *hot.Metrics
+	// With a bucket: the store, the remote reader and the tiering daemon.
+	store  *tiering.Store
+	cache  *cold.ChunkCache
+	reader *cold.Reader
+	daemon *tiering.Daemon
 
 	mu     sync.RWMutex
 	topics map[string]*topic
@@ -47,7 +63,7 @@ type topic struct {
 	name      string
 	overrides map[string]string // what the topic sets; the rest follows the server defaults
 	cfg       TopicConfig
-	logs      []*hot.Log
+	parts     []*tiering.Partition
 	rr        atomic.Uint32 // round-robin for keyless records
 }
 
@@ -62,7 +78,9 @@ type topicMeta struct {
 const topicMetaFile = "topic.json"
 
 // Open opens every topic under opts.Dir, recovering each partition log.
-func Open(opts Options) (*Broker, error) {
+// With a bucket it also claims the bucket prefix, restores topics recorded
+// there when the data directory has none, and starts the tiering daemon.
+func Open(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -72,7 +90,7 @@ func Open(opts Options) (*Broker, error) {
 	if opts.Defaults == (TopicConfig{}) {
 		opts.Defaults = DefaultTopicConfig()
 	}
-	if err := opts.Defaults.hotConfig().Validate(); err != nil {
+	if err := opts.Defaults.hotConfig(opts.Bucket != nil).Validate(); err != nil {
 		return nil, fmt.Errorf("%w: server defaults: %v", ErrInvalidConfig, err)
 	}
 	b := &Broker{opts: opts, metrics: hot.NewMetrics(opts.Registerer), topics: map[string]*topic{}}
@@ -82,6 +100,21 @@ func Open(opts Options) (*Broker, error) {
 	entries, err := os.ReadDir(b.topicsDir())
 	if err != nil {
 		return nil, err
+	}
+	if opts.Bucket != nil {
+		if err := b.openTiering(ctx); err != nil {
+			return nil, err
+		}
+		if len(entries) == 0 {
+			// A node with no topics and a bucket that has some: restore them
+			// (their partitions then restore from their manifests).
+			if err := b.restoreTopics(ctx); err != nil {
+				return nil, err
+			}
+			if entries, err = os.ReadDir(b.topicsDir()); err != nil {
+				return nil, err
+			}
+		}
 	}
 	for _, e := range entries {
 		if !e.IsDir() {
@@ -104,40 +137,68 @@ func Open(opts Options) (*Broker, error) {
 			b.Close()
 			return nil, fmt.Errorf("broker: %s/%s: %w", e.Name(), topicMetaFile, err)
 		}
-		t, err := b.openTopic(m)
+		t, err := b.openTopic(ctx, m)
 		if err != nil {
 			b.Close()
 			return nil, err
 		}
 		b.topics[m.Name] = t
 	}
-	opts.Logger.Info("broker open", "dir", opts.Dir, "topics", len(b.topics))
+	if b.daemon != nil {
+		b.daemon.Start()
+	}
+	opts.Logger.Info("broker open", "dir", opts.Dir, "topics", len(b.topics), "bucket", bucketName(opts.Bucket))
 	return b, nil
+}
+
+func bucketName(bk cold.Bucket) string {
+	if bk == nil {
+		return "none"
+	}
+	return bk.Name()
 }
 
 func (b *Broker) topicsDir() string { return filepath.Join(b.opts.Dir, "topics") }
 
 func (b *Broker) topicDir(name string) string { return filepath.Join(b.topicsDir(), name) }
 
-func (b *Broker) openTopic(m topicMeta) (*topic, error) {
+func (b *Broker) openTopic(ctx context.Context, m topicMeta) (*topic, error) {
 	cfg, err := ParseTopicConfig(b.opts.Defaults, m.Config)
 	if err != nil {
 		return nil, fmt.Errorf("broker: topic %s: %w", m.Name, err)
 	}
 	t := &topic{name: m.Name, overrides: m.Config, cfg: cfg}
 	for p := range m.Partitions {
-		l, err := hot.Open(filepath.Join(b.topicDir(m.Name), strconv.Itoa(int(p))), cfg.hotConfig(), hot.Options{
-			Logger: b.opts.Logger.With("topic", m.Name, "partition", p), Metrics: b.metrics, Topic: m.Name, Partition: p,
-		})
+		part, err := tiering.OpenPartition(ctx, b.partitionOptions(m.Name, p, cfg))
 		if err != nil {
-			for _, l := range t.logs {
-				l.Close()
-			}
+			t.close()
 			return nil, fmt.Errorf("broker: topic %s partition %d: %w", m.Name, p, err)
 		}
-		t.logs = append(t.logs, l)
+		t.parts = append(t.parts, part)
+		if b.daemon != nil {
+			b.daemon.Add(part)
+		}
 	}
 	return t, nil
+}
+
+func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering.PartitionOptions {
+	logger := b.opts.Logger.With("topic", name, "partition", p)
+	return tiering.PartitionOptions{
+		Dir: filepath.Join(b.topicDir(name), strconv.Itoa(int(p))), Topic: name, Partition: p,
+		Hot:        cfg.hotConfig(b.store != nil),
+		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p},
+		Store:      b.store, Reader: b.reader, Remote: cfg.RemoteStorageEnable, Retention: cfg.retention(),
+		Logger: logger,
+	}
+}
+
+func (t *topic) close() error {
+	var errs []error
+	for _, p := range t.parts {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
 }
 
 var topicNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
@@ -167,7 +228,7 @@ func (b *Broker) CreateTopic(name string, partitions int32, config map[string]st
 	if err != nil {
 		return TopicInfo{}, err
 	}
-	if err := cfg.hotConfig().Validate(); err != nil {
+	if err := cfg.hotConfig(b.store != nil).Validate(); err != nil {
 		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	b.mu.Lock()
@@ -183,16 +244,21 @@ func (b *Broker) CreateTopic(name string, partitions int32, config map[string]st
 	if err := fileutil.MkdirAllDurable(dir); err != nil {
 		return TopicInfo{}, err
 	}
-	t, err := b.openTopic(m)
+	if b.store != nil {
+		// The bucket learns of the topic first, so a node restored from the
+		// bucket knows every topic that was ever acknowledged.
+		if err := b.store.PutTopic(context.Background(), tiering.TopicMeta{Name: name, Partitions: partitions, Config: m.Config}); err != nil {
+			return TopicInfo{}, fmt.Errorf("broker: record topic %s in %s: %w", name, b.store.Bucket.Name(), err)
+		}
+	}
+	t, err := b.openTopic(context.Background(), m)
 	if err != nil {
 		os.RemoveAll(dir)
 		return TopicInfo{}, err
 	}
-	raw, _ := json.MarshalIndent(m, "", "  ")
-	if err := fileutil.WriteFileAtomic(filepath.Join(dir, topicMetaFile), raw, 0o644); err != nil {
-		for _, l := range t.logs {
-			l.Close()
-		}
+	if err := writeTopicMeta(dir, m); err != nil {
+		b.removeFromDaemon(t)
+		t.close()
 		os.RemoveAll(dir)
 		return TopicInfo{}, err
 	}
@@ -220,11 +286,15 @@ func (b *Broker) DeleteTopic(name string) error {
 	if err := fileutil.SyncDir(b.topicDir(name)); err != nil {
 		return err
 	}
+	b.removeFromDaemon(t)
 	var errs []error
-	for _, l := range t.logs {
-		errs = append(errs, l.Delete())
+	for _, p := range t.parts {
+		errs = append(errs, p.Delete())
 	}
 	errs = append(errs, os.RemoveAll(b.topicDir(name)), fileutil.SyncDir(b.topicsDir()))
+	if b.store != nil {
+		errs = append(errs, b.store.DeleteTopic(context.Background(), name, int32(len(t.parts))))
+	}
 	b.opts.Logger.Info("topic deleted", "topic", name)
 	return errors.Join(errs...)
 }
@@ -249,9 +319,9 @@ type TopicInfo struct {
 
 func (t *topic) info() TopicInfo {
 	ti := TopicInfo{Name: t.name, Config: t.cfg.Map(), Overrides: maps.Clone(t.overrides)}
-	for p, l := range t.logs {
-		pi := PartitionInfo{Partition: int32(p), StartOffset: l.StartOffset(), EndOffset: l.EndOffset()}
-		for _, s := range l.Segments() {
+	for p, part := range t.parts {
+		pi := PartitionInfo{Partition: int32(p), StartOffset: part.StartOffset(), EndOffset: part.EndOffset()}
+		for _, s := range part.Log().Segments() {
 			pi.Segments++
 			pi.Bytes += s.Size
 		}
@@ -300,16 +370,16 @@ func (b *Broker) topic(name string) (*topic, error) {
 	return t, nil
 }
 
-// Log returns a partition's log.
-func (b *Broker) Log(name string, partition int32) (*hot.Log, error) {
+// Partition returns a topic's partition.
+func (b *Broker) Partition(name string, partition int32) (*tiering.Partition, error) {
 	t, err := b.topic(name)
 	if err != nil {
 		return nil, err
 	}
-	if partition < 0 || int(partition) >= len(t.logs) {
-		return nil, fmt.Errorf("%w: topic %s has partitions 0 to %d, not %d", ErrInvalidPartition, name, len(t.logs)-1, partition)
+	if partition < 0 || int(partition) >= len(t.parts) {
+		return nil, fmt.Errorf("%w: topic %s has partitions 0 to %d, not %d", ErrInvalidPartition, name, len(t.parts)-1, partition)
 	}
-	return t.logs[partition], nil
+	return t.parts[partition], nil
 }
 
 // PickPartition chooses a partition the way Kafka's default partitioner
@@ -319,7 +389,7 @@ func (b *Broker) PickPartition(name string, key []byte) (int32, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := int32(len(t.logs))
+	n := int32(len(t.parts))
 	if key != nil {
 		return partitioner.ForKey(key, n), nil
 	}
@@ -329,51 +399,53 @@ func (b *Broker) PickPartition(name string, key []byte) (int32, error) {
 // Append appends one batch to a partition; see hot.Log.Append for what the
 // result promises.
 func (b *Broker) Append(name string, partition int32, batch []byte) (hot.AppendResult, error) {
-	l, err := b.Log(name, partition)
+	p, err := b.Partition(name, partition)
 	if err != nil {
 		return hot.AppendResult{}, err
 	}
-	return l.Append(batch)
+	return p.Append(batch)
 }
 
-// Fetch reads whole batches from the batch containing offset.
-func (b *Broker) Fetch(name string, partition int32, offset int64, maxBytes int) (hot.FetchResult, error) {
-	l, err := b.Log(name, partition)
+// Fetch reads whole batches from the batch containing offset, from the hot
+// tier or, below the local log start, from the bucket.
+func (b *Broker) Fetch(ctx context.Context, name string, partition int32, offset int64, maxBytes int) (hot.FetchResult, error) {
+	p, err := b.Partition(name, partition)
 	if err != nil {
 		return hot.FetchResult{}, err
 	}
-	return l.Read(offset, maxBytes)
+	return p.Read(ctx, offset, maxBytes)
 }
 
 // OffsetForTime returns the first offset whose batch has a timestamp >= ts
 // (Unix ms), or the end offset if none.
-func (b *Broker) OffsetForTime(name string, partition int32, ts int64) (int64, error) {
-	l, err := b.Log(name, partition)
+func (b *Broker) OffsetForTime(ctx context.Context, name string, partition int32, ts int64) (int64, error) {
+	p, err := b.Partition(name, partition)
 	if err != nil {
 		return 0, err
 	}
-	return l.OffsetForTime(ts)
+	return p.OffsetForTime(ctx, ts)
 }
 
-// Offsets returns a partition's log start and end offsets.
+// Offsets returns a partition's log start (remote or local) and end offsets.
 func (b *Broker) Offsets(name string, partition int32) (start, end int64, err error) {
-	l, err := b.Log(name, partition)
+	p, err := b.Partition(name, partition)
 	if err != nil {
 		return 0, 0, err
 	}
-	return l.StartOffset(), l.EndOffset(), nil
+	return p.StartOffset(), p.EndOffset(), nil
 }
 
 // Wait blocks until the partition's end offset is past offset or ctx ends.
 func (b *Broker) Wait(ctx context.Context, name string, partition int32, offset int64) error {
-	l, err := b.Log(name, partition)
+	p, err := b.Partition(name, partition)
 	if err != nil {
 		return err
 	}
-	return l.Wait(ctx, offset)
+	return p.Wait(ctx, offset)
 }
 
-// Close closes every partition log (fsyncing and sealing what is pending).
+// Close stops the tiering daemon and closes every partition log (fsyncing
+// and sealing what is pending).
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -383,11 +455,19 @@ func (b *Broker) Close() error {
 	b.closed = true
 	ts := b.topics
 	b.mu.Unlock()
+	if b.daemon != nil {
+		b.daemon.Close()
+	}
 	var errs []error
 	for _, t := range ts {
-		for _, l := range t.logs {
-			errs = append(errs, l.Close())
-		}
+		errs = append(errs, t.close())
+	}
+	if b.reader != nil {
+		errs = append(errs, b.reader.Close())
+		b.cache.Close()
+	}
+	if b.opts.Bucket != nil {
+		errs = append(errs, b.opts.Bucket.Close())
 	}
 	b.opts.Logger.Info("broker closed")
 	return errors.Join(errs...)

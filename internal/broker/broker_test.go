@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t *testing.T, dir string) *Broker {
 	t.Helper()
-	b, err := Open(Options{Dir: dir})
+	b, err := Open(context.Background(), Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +88,8 @@ func TestBadInput(t *testing.T) {
 		{"small segment", second(b.CreateTopic("z", 1, map[string]string{"segment.bytes": "10"})), ErrInvalidConfig},
 		{"unknown topic", second(b.Append("nope", 0, testutil.Batch(t, 0, 1, 1, 1))), ErrUnknownTopic},
 		{"partition too high", second(b.Append("t", 2, testutil.Batch(t, 0, 1, 1, 1))), ErrInvalidPartition},
-		{"negative partition", second(b.Fetch("t", -1, 0, 100)), ErrInvalidPartition},
-		{"offset out of range", second(b.Fetch("t", 0, 5, 100)), hot.ErrOffsetOutOfRange},
+		{"negative partition", second(b.Fetch(context.Background(), "t", -1, 0, 100)), ErrInvalidPartition},
+		{"offset out of range", second(b.Fetch(context.Background(), "t", 0, 5, 100)), hot.ErrOffsetOutOfRange},
 	} {
 		if !errors.Is(c.err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, c.err, c.want)
@@ -141,7 +141,7 @@ func TestFetchWaitOffsets(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("wait did not wake on append")
 	}
-	res, err := b.Fetch("t", 0, 1, 1<<20)
+	res, err := b.Fetch(context.Background(), "t", 0, 1, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,10 +149,10 @@ func TestFetchWaitOffsets(t *testing.T) {
 	if len(recs) != 3 || res.EndOffset != 3 {
 		t.Fatalf("fetch: %d records, end %d", len(recs), res.EndOffset)
 	}
-	if off, _ := b.OffsetForTime("t", 0, 501); off != 0 {
+	if off, _ := b.OffsetForTime(context.Background(), "t", 0, 501); off != 0 {
 		t.Fatalf("offset for time: %d", off)
 	}
-	if off, _ := b.OffsetForTime("t", 0, 503); off != 3 {
+	if off, _ := b.OffsetForTime(context.Background(), "t", 0, 503); off != 3 {
 		t.Fatalf("offset for a time past the end: %d", off)
 	}
 	if s, e, _ := b.Offsets("t", 0); s != 0 || e != 3 {

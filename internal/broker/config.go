@@ -22,6 +22,14 @@ type TopicConfig struct {
 	FlushPolicy     hot.FlushPolicy // flush.policy: always | interval | os
 	FlushMessages   int64           // flush.messages (interval); 0 = off
 	FlushMs         int64           // flush.ms (interval)
+	// LocalRetentionMs and LocalRetentionBytes (local.retention.ms/bytes)
+	// bound what stays on local disk once uploaded; -2 means "same as
+	// retention.ms/bytes", as in Kafka.
+	LocalRetentionMs    int64
+	LocalRetentionBytes int64
+	// RemoteStorageEnable (remote.storage.enable) tiers sealed segments to
+	// the bucket.
+	RemoteStorageEnable bool
 }
 
 // DefaultTopicConfig holds the server's built-in defaults: 64 MiB or 1 hour
@@ -37,6 +45,11 @@ func DefaultTopicConfig() TopicConfig {
 		FlushPolicy:     hot.FlushAlways,
 		FlushMessages:   0,
 		FlushMs:         1000,
+		// A day of history on local disk; everything older is served from
+		// the bucket.
+		LocalRetentionMs:    86_400_000,
+		LocalRetentionBytes: -2,
+		RemoteStorageEnable: true,
 	}
 }
 
@@ -71,6 +84,22 @@ var configKeys = map[string]configKey{
 	"retention.bytes": intKey("-1 (unlimited) or a non-negative integer", -1, 1<<62, func(c *TopicConfig) *int64 { return &c.RetentionBytes }),
 	"flush.messages":  intKey("0 (off) or a positive integer", 0, 1<<62, func(c *TopicConfig) *int64 { return &c.FlushMessages }),
 	"flush.ms":        intKey("a positive integer (milliseconds)", 1, 1<<62, func(c *TopicConfig) *int64 { return &c.FlushMs }),
+	"local.retention.ms": intKey("-2 (same as retention.ms), -1 (forever) or a positive integer (milliseconds)", -2, 1<<62,
+		func(c *TopicConfig) *int64 { return &c.LocalRetentionMs }),
+	"local.retention.bytes": intKey("-2 (same as retention.bytes), -1 (unlimited) or a non-negative integer", -2, 1<<62,
+		func(c *TopicConfig) *int64 { return &c.LocalRetentionBytes }),
+	"remote.storage.enable": {
+		valid: "true or false",
+		set: func(c *TopicConfig, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.RemoteStorageEnable = b
+			return nil
+		},
+		get: func(c TopicConfig) string { return strconv.FormatBool(c.RemoteStorageEnable) },
+	},
 	"max.message.bytes": {
 		valid: fmt.Sprintf("an integer from 128 to %d", hot.MaxSegmentBytes),
 		set: func(c *TopicConfig, v string) error {
@@ -122,13 +151,33 @@ func (c TopicConfig) Map() map[string]string {
 	return m
 }
 
-// hotConfig translates a topic config into the partition log's.
-func (c TopicConfig) hotConfig() hot.Config {
+// localRetention resolves local.retention.* against retention.*: the
+// limits the hot tier enforces when the topic is tiered.
+func (c TopicConfig) localRetention() (ms, bytes int64) {
+	ms, bytes = c.LocalRetentionMs, c.LocalRetentionBytes
+	if ms == -2 {
+		ms = c.RetentionMs
+	}
+	if bytes == -2 {
+		bytes = c.RetentionBytes
+	}
+	return ms, bytes
+}
+
+// hotConfig translates a topic config into the partition log's. With
+// tiering on (tiered), the hot tier enforces local retention - and only on
+// segments whose upload is committed (the deletion guard); total retention
+// is the tiering daemon's job. Without it, the hot tier is the whole log.
+func (c TopicConfig) hotConfig(tiered bool) hot.Config {
 	h := hot.DefaultConfig()
 	h.SegmentBytes = c.SegmentBytes
 	h.SegmentAge = time.Duration(c.SegmentMs) * time.Millisecond
-	h.RetentionAge = time.Duration(c.RetentionMs) * time.Millisecond
-	h.RetentionBytes = c.RetentionBytes
+	retMs, retBytes := c.RetentionMs, c.RetentionBytes
+	if tiered && c.RemoteStorageEnable {
+		retMs, retBytes = c.localRetention()
+	}
+	h.RetentionAge = time.Duration(retMs) * time.Millisecond
+	h.RetentionBytes = retBytes
 	h.MaxMessageBytes = int(c.MaxMessageBytes)
 	h.FlushPolicy = c.FlushPolicy
 	h.FlushMessages = c.FlushMessages

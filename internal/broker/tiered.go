@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/fileutil"
+	"github.com/tierlog/tierlog/tiering"
+)
+
+// openTiering claims the bucket and builds the remote reader and the
+// tiering daemon. The broker owns the bucket from here on and closes it.
+func (b *Broker) openTiering(ctx context.Context) error {
+	store, err := tiering.OpenStore(ctx, b.opts.Bucket, b.opts.Dir)
+	if err != nil {
+		return err
+	}
+	b.store = store
+	budget := b.opts.CacheBytes
+	if budget <= 0 {
+		budget = 256 << 20
+	}
+	cache, err := cold.NewChunkCache(cold.ChunkCacheOptions{MaxBytes: budget, Registerer: b.opts.Registerer})
+	if err != nil {
+		return err
+	}
+	ro := b.opts.Cache
+	ro.Logger = b.opts.Logger
+	ro.Registerer = b.opts.Registerer
+	if b.reader, err = cold.NewReader(b.opts.Bucket, cache, ro); err != nil {
+		cache.Close()
+		return err
+	}
+	b.cache = cache
+	do := b.opts.Tiering
+	do.TmpDir = filepath.Join(b.opts.Dir, "tiering-tmp")
+	do.Logger = b.opts.Logger
+	do.Registry = b.opts.Registerer
+	b.daemon = tiering.NewDaemon(store, do)
+	return nil
+}
+
+// restoreTopics recreates, in an empty data directory, the topics the
+// bucket records.
+func (b *Broker) restoreTopics(ctx context.Context) error {
+	ts, err := b.store.Topics(ctx)
+	if err != nil {
+		return fmt.Errorf("broker: list topics in %s: %w", b.opts.Bucket.Name(), err)
+	}
+	for _, t := range ts {
+		if err := ValidateTopicName(t.Name); err != nil {
+			return fmt.Errorf("broker: bucket %s records a bad topic: %w", b.opts.Bucket.Name(), err)
+		}
+		m := topicMeta{Name: t.Name, Partitions: t.Partitions, Config: t.Config, Created: time.Now().UTC()}
+		if m.Config == nil {
+			m.Config = map[string]string{}
+		}
+		dir := b.topicDir(t.Name)
+		if err := fileutil.MkdirAllDurable(dir); err != nil {
+			return err
+		}
+		if err := writeTopicMeta(dir, m); err != nil {
+			return err
+		}
+		b.opts.Logger.Info("restoring topic from the bucket", "topic", t.Name, "partitions", t.Partitions, "bucket", b.opts.Bucket.Name())
+	}
+	return nil
+}
+
+func writeTopicMeta(dir string, m topicMeta) error {
+	raw, _ := json.MarshalIndent(m, "", "  ")
+	return fileutil.WriteFileAtomic(filepath.Join(dir, topicMetaFile), raw, 0o644)
+}
+
+func (b *Broker) removeFromDaemon(t *topic) {
+	if b.daemon == nil {
+		return
+	}
+	for _, p := range t.parts {
+		b.daemon.Remove(p)
+	}
+}
+
+// retention is the topic's total retention, which the tiering daemon
+// enforces on remote segments.
+func (c TopicConfig) retention() tiering.Retention {
+	return tiering.Retention{Age: time.Duration(c.RetentionMs) * time.Millisecond, Bytes: c.RetentionBytes}
+}
+
+// TierStatus reports the tiering state of every partition of a topic, or
+// of every topic when name is empty.
+func (b *Broker) TierStatus(name string) ([]tiering.Status, error) {
+	var ts []*topic
+	if name != "" {
+		t, err := b.topic(name)
+		if err != nil {
+			return nil, err
+		}
+		ts = []*topic{t}
+	} else {
+		b.mu.RLock()
+		for _, t := range b.topics {
+			ts = append(ts, t)
+		}
+		b.mu.RUnlock()
+	}
+	now := time.Now()
+	var out []tiering.Status
+	for _, t := range ts {
+		for _, p := range t.parts {
+			out = append(out, p.Status(now))
+		}
+	}
+	return out, nil
+}
+
+// CacheHitRate is the remote chunk cache's hit rate (0 with no bucket).
+func (b *Broker) CacheHitRate() float64 {
+	if b.cache == nil {
+		return 0
+	}
+	return b.cache.HitRate()
+}
+
+// Tiering returns the tiering daemon (nil without a bucket), for tests and
+// operator commands that want a pass now.
+func (b *Broker) Tiering() *tiering.Daemon { return b.daemon }
+
+// BucketName is the bucket's URL without secrets, or "" without tiering.
+func (b *Broker) BucketName() string {
+	if b.opts.Bucket == nil {
+		return ""
+	}
+	return b.opts.Bucket.Name()
+}

@@ -1,0 +1,551 @@
+package tiering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/hot"
+)
+
+// DaemonOptions configure the tiering daemon.
+type DaemonOptions struct {
+	// Concurrency bounds partitions uploading at once (default 2).
+	Concurrency int
+	// UploadBytesPerSec caps upload bandwidth so tiering cannot starve
+	// producers of disk and network; 0 is unlimited.
+	UploadBytesPerSec int64
+	// Interval between passes over the partitions (default 1s). A pass
+	// costs no bucket request for a partition with nothing to do.
+	Interval time.Duration
+	// CleanupInterval between orphan and stale-multipart sweeps (default
+	// 1h); one also runs at start.
+	CleanupInterval time.Duration
+	// StaleMultipart: incomplete multipart uploads older than this are
+	// aborted (default 1h).
+	StaleMultipart time.Duration
+	// ChunkBytes of the remote segment format (default 4 MiB).
+	ChunkBytes int
+	// TmpDir holds objects being built before upload.
+	TmpDir   string
+	Backoff  Backoff
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Now      func() time.Time
+}
+
+// Daemon moves sealed segments to the bucket, enforces total retention on
+// remote segments and cleans up what failed attempts left behind.
+type Daemon struct {
+	store   *Store
+	opts    DaemonOptions
+	limiter *rate.Limiter
+	m       *daemonMetrics
+
+	mu    sync.Mutex
+	parts map[*Partition]struct{}
+	wake  chan struct{}
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewDaemon returns a daemon for store; Start runs it.
+func NewDaemon(store *Store, o DaemonOptions) *Daemon {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 2
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.CleanupInterval <= 0 {
+		o.CleanupInterval = time.Hour
+	}
+	if o.StaleMultipart <= 0 {
+		o.StaleMultipart = time.Hour
+	}
+	if o.ChunkBytes <= 0 {
+		o.ChunkBytes = 4 << 20
+	}
+	if o.Backoff.Attempts <= 0 {
+		o.Backoff = defaultBackoff
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	d := &Daemon{store: store, opts: o, m: newDaemonMetrics(o.Registry), parts: map[*Partition]struct{}{},
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	if o.UploadBytesPerSec > 0 {
+		d.limiter = rate.NewLimiter(rate.Limit(o.UploadBytesPerSec), int(min(o.UploadBytesPerSec, 1<<20)))
+	}
+	return d
+}
+
+// Add puts a partition under the daemon's care.
+func (d *Daemon) Add(p *Partition) {
+	d.mu.Lock()
+	d.parts[p] = struct{}{}
+	d.mu.Unlock()
+	d.Wake()
+}
+
+// Remove takes a partition away (topic deleted), waiting for a pass in
+// progress on it to finish.
+func (d *Daemon) Remove(p *Partition) {
+	d.mu.Lock()
+	delete(d.parts, p)
+	d.mu.Unlock()
+	p.tierMu.Lock()
+	p.tierMu.Unlock() //nolint:staticcheck // waits for a running pass
+}
+
+// Wake asks for a pass now (a segment was sealed, a test wants progress).
+func (d *Daemon) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the daemon until Close.
+func (d *Daemon) Start() {
+	if d.opts.TmpDir != "" {
+		os.RemoveAll(d.opts.TmpDir) // objects half-built before a restart
+		os.MkdirAll(d.opts.TmpDir, 0o755)
+	}
+	go d.run()
+}
+
+// Close stops the daemon, cancelling uploads in flight; their manifest
+// entries stay copy_started and are cleaned at the next start.
+func (d *Daemon) Close() {
+	close(d.stop)
+	<-d.done
+}
+
+func (d *Daemon) run() {
+	defer close(d.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-d.stop
+		cancel()
+	}()
+	tick := time.NewTicker(d.opts.Interval)
+	defer tick.Stop()
+	lastCleanup := time.Time{}
+	for {
+		if time.Since(lastCleanup) >= d.opts.CleanupInterval {
+			d.cleanupAll(ctx)
+			lastCleanup = time.Now()
+		}
+		d.pass(ctx)
+		select {
+		case <-d.stop:
+			return
+		case <-tick.C:
+		case <-d.wake:
+		}
+	}
+}
+
+func (d *Daemon) partitions() []*Partition {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*Partition, 0, len(d.parts))
+	for p := range d.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
+// pass tiers every partition once, Concurrency at a time.
+func (d *Daemon) pass(ctx context.Context) {
+	sem := make(chan struct{}, d.opts.Concurrency)
+	var wg sync.WaitGroup
+	for _, p := range d.partitions() {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d.tier(ctx, p)
+		}()
+	}
+	wg.Wait()
+}
+
+// tier uploads a partition's sealed segments in offset order, then applies
+// remote retention and brings the bucket's manifest copy up to date.
+func (d *Daemon) tier(ctx context.Context, p *Partition) {
+	if !p.tierMu.TryLock() {
+		return
+	}
+	defer p.tierMu.Unlock()
+	p.mu.RLock()
+	remote := p.remote
+	p.mu.RUnlock()
+	now := time.Now()
+	if remote && !now.Before(p.retryAt) {
+		for _, s := range d.pending(p) {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := d.upload(ctx, p, s); err != nil {
+				d.m.uploads.WithLabelValues("failed").Inc()
+				// Back off this partition (the retries inside upload are
+				// spent): 1s, 2s, 4s ... up to a minute between passes.
+				p.failures++
+				wait := min(time.Minute, d.opts.Interval<<min(p.failures-1, 6))
+				p.retryAt = now.Add(wait)
+				if ctx.Err() == nil {
+					d.opts.Logger.Warn("upload failed; will retry", "topic", p.topic, "partition", p.partition,
+						"segment", s.BaseOffset, "retry_in", wait, "err", err)
+				}
+				break // keep offsets in order: retry this one first
+			}
+			p.failures = 0
+		}
+	}
+	if err := d.applyRetention(ctx, p); err != nil && ctx.Err() == nil {
+		d.opts.Logger.Warn("remote retention", "topic", p.topic, "partition", p.partition, "err", err)
+	}
+	if err := d.copyManifest(ctx, p); err != nil && ctx.Err() == nil {
+		d.opts.Logger.Warn("copy manifest to bucket", "topic", p.topic, "partition", p.partition, "err", err)
+	}
+}
+
+// pending lists sealed local segments not yet committed remotely.
+func (d *Daemon) pending(p *Partition) []hot.SegmentInfo {
+	p.mu.RLock()
+	done := p.m.uploadedUpTo()
+	p.mu.RUnlock()
+	var out []hot.SegmentInfo
+	for _, s := range p.log.SealedSegments() {
+		if s.BaseOffset >= done && s.NextOffset > s.BaseOffset {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// upload moves one sealed segment to the bucket: announce the attempt in the
+// manifest, build the object, upload it under the attempt's unique key,
+// verify it, then commit. A failure after the announcement withdraws it;
+// the object (if any) is an orphan for the next sweep.
+func (d *Daemon) upload(ctx context.Context, p *Partition, s hot.SegmentInfo) (err error) {
+	start := time.Now()
+	id := newID()
+	entry := RemoteSegment{BaseOffset: s.BaseOffset, NextOffset: s.NextOffset, ID: id,
+		Key: segmentKey(p.topic, p.partition, s.BaseOffset, 0, id), State: CopyStarted}
+	if err := p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) }); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if werr := p.commit(func(m *Manifest) { m.removeID(id) }); werr != nil {
+				err = errors.Join(err, werr)
+			}
+		}
+	}()
+
+	obj, err := d.build(p, s, id)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(obj.path)
+	attrs, err := d.put(ctx, entry.Key, obj)
+	if err != nil {
+		return err
+	}
+	if err := d.verify(ctx, entry.Key, obj); err != nil {
+		return err
+	}
+	entry.State = CopyFinished
+	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, s.Size, len(obj.footer.Chunks), obj.sha256
+	entry.FirstTimestamp, entry.MaxTimestamp = obj.footer.FirstTimestamp, obj.footer.MaxTimestamp
+	entry.ETag, entry.VersionID = attrs.ETag, attrs.VersionID
+	entry.UploadedAt = d.opts.Now().UTC()
+	if err := p.commit(func(m *Manifest) { m.replace(entry) }); err != nil {
+		return err
+	}
+	d.m.uploads.WithLabelValues("ok").Inc()
+	d.m.uploadBytes.Add(float64(obj.size))
+	d.m.uploadRawBytes.Add(float64(s.Size))
+	d.m.uploadSeconds.Observe(time.Since(start).Seconds())
+	d.opts.Logger.Info("segment uploaded", "topic", p.topic, "partition", p.partition, "base_offset", s.BaseOffset,
+		"next_offset", s.NextOffset, "key", entry.Key, "bytes", obj.size, "raw_bytes", s.Size, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// put uploads the built object under the rate limit, retrying what
+// cold.IsRetryable calls transient.
+func (d *Daemon) put(ctx context.Context, key string, obj *object) (cold.Attributes, error) {
+	var attrs cold.Attributes
+	err := retryWith(ctx, d.opts.Backoff, func(err error) {
+		d.m.retries.WithLabelValues("put").Inc()
+		d.opts.Logger.Debug("retrying upload", "key", key, "err", err)
+	}, func() error {
+		f, err := os.Open(obj.path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var r io.Reader = f
+		if d.limiter != nil {
+			r = &limitedReader{ctx: ctx, r: f, l: d.limiter}
+		}
+		attrs, err = d.store.Bucket.Upload(ctx, key, r, obj.size)
+		return err
+	})
+	if err != nil {
+		return attrs, fmt.Errorf("upload %s to %s: %w", key, d.store.Bucket.Name(), err)
+	}
+	return attrs, nil
+}
+
+// verify checks the stored object before the manifest may name it: its size
+// and its footer, read back from the bucket, must be what was built.
+func (d *Daemon) verify(ctx context.Context, key string, obj *object) error {
+	return retryWith(ctx, d.opts.Backoff, func(error) { d.m.retries.WithLabelValues("verify").Inc() }, func() error {
+		a, err := d.store.Bucket.Attributes(ctx, key)
+		if err != nil {
+			return err
+		}
+		if a.Size != obj.size {
+			return fmt.Errorf("verify %s: stored %d bytes, uploaded %d", key, a.Size, obj.size)
+		}
+		return obj.verifyFooter(ctx, d.store.Bucket, key)
+	})
+}
+
+// copyManifest uploads the current manifest version to the bucket if it is
+// newer than the last copy, and deletes copies older than the previous one.
+func (d *Daemon) copyManifest(ctx context.Context, p *Partition) error {
+	m := p.Manifest()
+	p.mu.RLock()
+	copied := p.copied
+	p.mu.RUnlock()
+	if m.Version <= copied {
+		return nil
+	}
+	key := manifestKey(p.topic, p.partition, m.Version)
+	raw := m.encode()
+	err := retry(ctx, func() error {
+		_, err := d.store.Bucket.Upload(ctx, key, strings.NewReader(string(raw)), int64(len(raw)))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.copied = max(p.copied, m.Version)
+	p.mu.Unlock()
+	return nil
+}
+
+// applyRetention deletes remote segments past total retention, oldest
+// first: raise the log start and mark delete_started, delete the object,
+// drop the entry.
+func (d *Daemon) applyRetention(ctx context.Context, p *Partition) error {
+	p.mu.RLock()
+	r := p.retention
+	m := p.m.clone()
+	p.mu.RUnlock()
+	if r.Age <= 0 && r.Bytes < 0 {
+		return d.finishDeletes(ctx, p)
+	}
+	now := d.opts.Now()
+	total := int64(0)
+	committed := m.committed()
+	for _, s := range committed {
+		total += s.RawSize
+	}
+	local := p.log.Segments()
+	for _, s := range local {
+		if s.BaseOffset >= m.uploadedUpTo() {
+			total += s.Size
+		}
+	}
+	var victims []RemoteSegment
+	for _, s := range committed {
+		byAge := r.Age > 0 && s.MaxTimestamp >= 0 && now.UnixMilli()-s.MaxTimestamp > r.Age.Milliseconds()
+		bySize := r.Bytes >= 0 && total-s.RawSize >= r.Bytes
+		if !byAge && !bySize {
+			break
+		}
+		victims = append(victims, s)
+		total -= s.RawSize
+	}
+	if len(victims) > 0 {
+		last := victims[len(victims)-1]
+		err := p.commit(func(m *Manifest) {
+			m.LogStartOffset = max(m.LogStartOffset, last.NextOffset)
+			for i := range m.Segments {
+				if m.Segments[i].NextOffset <= last.NextOffset && m.Segments[i].State == CopyFinished {
+					m.Segments[i].State = DeleteStarted
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		d.opts.Logger.Info("remote retention", "topic", p.topic, "partition", p.partition, "segments", len(victims), "log_start_offset", last.NextOffset)
+	}
+	return d.finishDeletes(ctx, p)
+}
+
+// finishDeletes deletes the objects of delete_started entries and drops
+// them from the manifest.
+func (d *Daemon) finishDeletes(ctx context.Context, p *Partition) error {
+	m := p.Manifest()
+	for _, s := range m.Segments {
+		if s.State != DeleteStarted {
+			continue
+		}
+		if err := retry(ctx, func() error { return d.store.Bucket.Delete(ctx, s.Key) }); err != nil {
+			return err
+		}
+		d.m.deletes.Inc()
+		if err := p.commit(func(m *Manifest) { m.removeID(s.ID) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cleanupAll sweeps every partition for orphans and aborts stale multipart
+// uploads.
+func (d *Daemon) cleanupAll(ctx context.Context) {
+	for _, p := range d.partitions() {
+		if err := d.cleanup(ctx, p); err != nil && ctx.Err() == nil {
+			d.opts.Logger.Warn("orphan cleanup", "topic", p.topic, "partition", p.partition, "err", err)
+		}
+	}
+}
+
+// cleanup withdraws copy_started entries left by a crash (their objects
+// become orphans), then deletes every object under the partition's prefix
+// that the manifest does not name: segment objects of failed attempts and
+// manifest copies older than the last two. It also aborts the partition's
+// stale multipart uploads.
+func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
+	p.tierMu.Lock()
+	defer p.tierMu.Unlock()
+	m := p.Manifest()
+	var stale []string
+	for _, s := range m.Segments {
+		if s.State == CopyStarted {
+			stale = append(stale, s.ID)
+		}
+	}
+	if len(stale) > 0 {
+		if err := p.commit(func(m *Manifest) {
+			for _, id := range stale {
+				m.removeID(id)
+			}
+		}); err != nil {
+			return err
+		}
+		m = p.Manifest()
+	}
+	named := map[string]bool{}
+	for _, s := range m.Segments {
+		named[s.Key] = true
+	}
+	prefix := PartitionPrefix(p.topic, p.partition)
+	var orphans, copies []string
+	err := d.store.Bucket.Iter(ctx, prefix, func(key string) error {
+		if _, ok := parseManifestKey(key); ok {
+			copies = append(copies, key) // lexical order is version order
+		} else if strings.HasSuffix(key, ".seg") && !named[key] {
+			orphans = append(orphans, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(copies) > 2 {
+		orphans = append(orphans, copies[:len(copies)-2]...) // keep the newest two
+	}
+	for _, key := range orphans {
+		if err := retry(ctx, func() error { return d.store.Bucket.Delete(ctx, key) }); err != nil {
+			return err
+		}
+		if strings.HasSuffix(key, ".seg") {
+			d.m.orphans.Inc()
+			d.opts.Logger.Info("deleted orphan object", "key", key)
+		}
+	}
+	if ab, ok := d.store.Bucket.(cold.MultipartAborter); ok {
+		n, err := ab.AbortIncompleteUploads(ctx, prefix, d.opts.StaleMultipart)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			d.opts.Logger.Info("aborted stale multipart uploads", "prefix", prefix, "count", n)
+		}
+	}
+	return nil
+}
+
+func (m *Manifest) removeID(id string) {
+	for i, s := range m.Segments {
+		if s.ID == id {
+			m.Segments = append(m.Segments[:i], m.Segments[i+1:]...)
+			return
+		}
+	}
+}
+
+func (m *Manifest) replace(e RemoteSegment) {
+	for i, s := range m.Segments {
+		if s.ID == e.ID {
+			m.Segments[i] = e
+			return
+		}
+	}
+}
+
+// limitedReader paces reads through a rate limiter.
+type limitedReader struct {
+	ctx context.Context
+	r   io.Reader
+	l   *rate.Limiter
+}
+
+func (lr *limitedReader) Read(b []byte) (int, error) {
+	if len(b) > lr.l.Burst() {
+		b = b[:lr.l.Burst()]
+	}
+	n, err := lr.r.Read(b)
+	if n > 0 {
+		if werr := lr.l.WaitN(lr.ctx, n); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}
+
+// tmpPath names the file an object is built in.
+func (d *Daemon) tmpPath(id string) string {
+	dir := d.opts.TmpDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, id+".seg")
+}

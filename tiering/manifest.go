@@ -1,0 +1,184 @@
+package tiering
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/tierlog/tierlog/internal/fileutil"
+)
+
+// SegmentState is where a remote segment is in its life. Every transition is
+// written to the manifest (fsynced) before the action it announces, so a
+// crash at any point leaves a manifest that says what to finish or undo.
+type SegmentState string
+
+const (
+	// CopyStarted: an upload under Key began. If the node restarts in this
+	// state the object (whole, partial or absent) is deleted and the segment
+	// is uploaded again under a new key: every attempt has its own name.
+	CopyStarted SegmentState = "copy_started"
+	// CopyFinished: the object is uploaded and verified; the segment is
+	// committed. Reads may use it and the local copy may be deleted.
+	CopyFinished SegmentState = "copy_finished"
+	// DeleteStarted: retention is deleting the object. Reads no longer use
+	// it (LogStartOffset has moved past it).
+	DeleteStarted SegmentState = "delete_started"
+)
+
+// ManifestFormat is the version of the manifest's JSON layout.
+const ManifestFormat = 1
+
+// RemoteSegment is one manifest entry.
+type RemoteSegment struct {
+	BaseOffset  int64        `json:"base_offset"`
+	NextOffset  int64        `json:"next_offset"`
+	LeaderEpoch int32        `json:"leader_epoch"`
+	ID          string       `json:"id"`  // unique per upload attempt
+	Key         string       `json:"key"` // object key
+	State       SegmentState `json:"state"`
+
+	Size           int64     `json:"size,omitempty"`     // object bytes
+	RawSize        int64     `json:"raw_size,omitempty"` // segment bytes before compression
+	Chunks         int       `json:"chunks,omitempty"`
+	SHA256         string    `json:"sha256,omitempty"` // of the whole object
+	ETag           string    `json:"etag,omitempty"`
+	VersionID      string    `json:"version_id,omitempty"` // S3 object version, for Object Lock
+	FirstTimestamp int64     `json:"first_timestamp,omitempty"`
+	MaxTimestamp   int64     `json:"max_timestamp,omitempty"`
+	UploadedAt     time.Time `json:"uploaded_at,omitzero"`
+
+	// Room for the audit log's Merkle tree: its size and root after this
+	// segment (see DESIGN.md, "Audit-grade history").
+	TreeSize int64  `json:"tree_size,omitempty"`
+	TreeRoot string `json:"tree_root,omitempty"`
+}
+
+// Manifest lists a partition's remote segments. Version grows by one with
+// every change; the bucket keeps a copy of recent versions.
+type Manifest struct {
+	Format    int    `json:"format"`
+	Version   int64  `json:"version"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// LogStartOffset is the first offset the remote tier still serves
+	// (raised by retention before it deletes).
+	LogStartOffset int64           `json:"log_start_offset"`
+	Segments       []RemoteSegment `json:"segments"`
+}
+
+// committed returns the segments that serve reads, in offset order.
+func (m *Manifest) committed() []RemoteSegment {
+	var out []RemoteSegment
+	for _, s := range m.Segments {
+		if s.State == CopyFinished && s.NextOffset > m.LogStartOffset {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// find returns the committed segment containing offset.
+func (m *Manifest) find(offset int64) (RemoteSegment, bool) {
+	c := m.committed()
+	i := sort.Search(len(c), func(i int) bool { return c[i].NextOffset > offset })
+	if i < len(c) && c[i].BaseOffset <= offset && offset >= m.LogStartOffset {
+		return c[i], true
+	}
+	return RemoteSegment{}, false
+}
+
+// isCommitted reports whether the local segment [base, next) is covered by
+// committed remote segments (the deletion guard).
+func (m *Manifest) isCommitted(base, next int64) bool {
+	for _, s := range m.Segments {
+		if s.State == CopyFinished && s.BaseOffset <= base && s.NextOffset >= next {
+			return true
+		}
+	}
+	return false
+}
+
+// uploadedUpTo is the offset after the last committed segment (or the
+// remote log start if none): local segments below it are in the bucket.
+func (m *Manifest) uploadedUpTo() int64 {
+	end := m.LogStartOffset
+	for _, s := range m.Segments {
+		if s.State == CopyFinished || s.State == CopyStarted {
+			end = max(end, s.NextOffset)
+		}
+	}
+	return end
+}
+
+// remoteStart is the first offset served remotely, or -1 if none is.
+func (m *Manifest) remoteStart() int64 {
+	c := m.committed()
+	if len(c) == 0 {
+		return -1
+	}
+	return max(c[0].BaseOffset, m.LogStartOffset)
+}
+
+func (m *Manifest) clone() *Manifest {
+	c := *m
+	c.Segments = slices.Clone(m.Segments)
+	return &c
+}
+
+func (m *Manifest) validate() error {
+	if m.Format != ManifestFormat {
+		return fmt.Errorf("manifest format %d, this build reads %d", m.Format, ManifestFormat)
+	}
+	for i := 1; i < len(m.Segments); i++ {
+		if m.Segments[i].BaseOffset < m.Segments[i-1].NextOffset {
+			return fmt.Errorf("manifest segments overlap at offset %d", m.Segments[i].BaseOffset)
+		}
+	}
+	return nil
+}
+
+func decodeManifest(b []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("tiering: manifest: %w", err)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("tiering: manifest: %w", err)
+	}
+	return &m, nil
+}
+
+func (m *Manifest) encode() []byte {
+	b, _ := json.MarshalIndent(m, "", "  ")
+	return append(b, '\n')
+}
+
+const localManifestFile = "remote-manifest.json"
+
+// loadLocalManifest reads the partition's manifest; ok is false if there
+// is none yet.
+func loadLocalManifest(path string) (*Manifest, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	m, err := decodeManifest(b)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, true, nil
+}
+
+// saveLocalManifest writes the manifest atomically and durably: the
+// manifest on local disk is the partition's source of truth.
+func saveLocalManifest(path string, m *Manifest) error {
+	return fileutil.WriteFileAtomic(path, m.encode(), 0o644)
+}

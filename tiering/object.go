@@ -1,0 +1,72 @@
+package tiering
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/hot"
+)
+
+// object is a remote segment built on local disk, ready to upload.
+type object struct {
+	path   string
+	size   int64
+	sha256 string
+	footer *cold.Footer
+}
+
+// build writes the remote form of a sealed segment (chunked, compressed,
+// with footer) to a temporary file. WriteSegment validates every batch's
+// CRC on the way: corrupt local data is never uploaded.
+func (d *Daemon) build(p *Partition, s hot.SegmentInfo, id string) (*object, error) {
+	src, err := os.Open(s.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	path := d.tmpPath(id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	dst, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	w := bufio.NewWriterSize(dst, 1<<20)
+	f, err := cold.WriteSegment(w, bufio.NewReaderSize(src, 1<<20), cold.SegmentOptions{ChunkBytes: d.opts.ChunkBytes})
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("build remote segment of %s: %w", s.Path, err)
+	}
+	if f.BaseOffset != s.BaseOffset || f.NextOffset != s.NextOffset {
+		os.Remove(path)
+		return nil, fmt.Errorf("build remote segment of %s: it holds offsets %d..%d, the log said %d..%d",
+			s.Path, f.BaseOffset, f.NextOffset, s.BaseOffset, s.NextOffset)
+	}
+	return &object{path: path, size: f.ObjectSize, sha256: hex.EncodeToString(f.SHA256[:]), footer: f}, nil
+}
+
+// verifyFooter reads the stored object's footer back from the bucket and
+// checks it describes what was built.
+func (o *object) verifyFooter(ctx context.Context, b cold.Bucket, key string) error {
+	f, err := cold.ReadFooter(ctx, b, key, o.size)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", key, err)
+	}
+	if f.BaseOffset != o.footer.BaseOffset || f.NextOffset != o.footer.NextOffset || len(f.Chunks) != len(o.footer.Chunks) || f.RawSize != o.footer.RawSize {
+		return fmt.Errorf("verify %s: stored footer (offsets %d..%d, %d chunks) differs from the one built (%d..%d, %d chunks)",
+			key, f.BaseOffset, f.NextOffset, len(f.Chunks), o.footer.BaseOffset, o.footer.NextOffset, len(o.footer.Chunks))
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+package tiering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/hot"
+)
+
+// Retention is the partition's total retention (local + remote), from
+// retention.ms and retention.bytes; <= 0 / < 0 means unlimited.
+type Retention struct {
+	Age   time.Duration
+	Bytes int64
+}
+
+// PartitionOptions open a tiered partition.
+type PartitionOptions struct {
+	Dir       string
+	Topic     string
+	Partition int32
+	Hot       hot.Config
+	// HotOptions are passed to hot.Open; DeletionGuard and InitialOffset are
+	// set by the partition.
+	HotOptions hot.Options
+	// Store and Reader are nil when the node has no bucket: the partition is
+	// then its hot log alone.
+	Store  *Store
+	Reader *cold.Reader
+	// Remote is remote.storage.enable for the topic.
+	Remote    bool
+	Retention Retention
+	Logger    *slog.Logger
+}
+
+// Partition is one partition as readers see it: the hot log for recent
+// offsets and the remote segments of its manifest for older ones, behind one
+// read path. The consumer cannot tell which tier served it, except by speed.
+type Partition struct {
+	topic     string
+	partition int32
+	dir       string
+	log       *hot.Log
+	store     *Store
+	reader    *cold.Reader
+	logger    *slog.Logger
+
+	mu        sync.RWMutex
+	m         *Manifest
+	remote    bool
+	retention Retention
+	copied    int64 // manifest version last copied to the bucket
+
+	tierMu sync.Mutex // one tiering pass at a time
+	// Guarded by tierMu: consecutive failed uploads and when to try again.
+	failures int
+	retryAt  time.Time
+}
+
+// OpenPartition opens the manifest and the hot log of a partition. With no
+// local manifest but one in the bucket, the partition is being restored: it
+// adopts the bucket's manifest and, if its local log is empty, starts it
+// where the remote history ends.
+func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Partition{topic: o.Topic, partition: o.Partition, dir: o.Dir, store: o.Store, reader: o.Reader,
+		logger: o.Logger, remote: o.Remote, retention: o.Retention}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	m, ok, err := loadLocalManifest(p.manifestPath())
+	if err != nil {
+		return nil, err
+	}
+	if !ok && p.store != nil {
+		m, ok, err = p.store.latestManifest(ctx, o.Topic, o.Partition)
+		if err != nil {
+			return nil, fmt.Errorf("tiering: %s/%d: look for a manifest in %s: %w", o.Topic, o.Partition, p.store.Bucket.Name(), err)
+		}
+		if ok {
+			p.logger.Info("restoring partition from the bucket", "topic", o.Topic, "partition", o.Partition,
+				"manifest_version", m.Version, "remote_segments", len(m.committed()), "remote_end", m.uploadedUpTo())
+			if err := saveLocalManifest(p.manifestPath(), m); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !ok {
+		m = &Manifest{Format: ManifestFormat, Topic: o.Topic, Partition: o.Partition}
+	}
+	p.m = m
+	p.copied = m.Version
+	ho := o.HotOptions
+	ho.InitialOffset = m.uploadedUpTo()
+	ho.DeletionGuard = p.mayDeleteLocal
+	if p.log, err = hot.Open(o.Dir, o.Hot, ho); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Partition) manifestPath() string { return filepath.Join(p.dir, localManifestFile) }
+
+// mayDeleteLocal is the hot log's deletion guard: with tiering on, a local
+// segment goes only once committed segments in the bucket cover it - even
+// if that overruns local retention (status reports it as upload lag).
+func (p *Partition) mayDeleteLocal(s hot.SegmentInfo) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.remote || p.store == nil {
+		return true
+	}
+	return p.m.isCommitted(s.BaseOffset, s.NextOffset)
+}
+
+// SetConfig applies a changed topic config.
+func (p *Partition) SetConfig(cfg hot.Config, remote bool, r Retention) error {
+	p.mu.Lock()
+	p.remote, p.retention = remote, r
+	p.mu.Unlock()
+	return p.log.SetConfig(cfg)
+}
+
+// Log is the partition's hot log.
+func (p *Partition) Log() *hot.Log { return p.log }
+
+// Manifest returns a copy of the current manifest.
+func (p *Partition) Manifest() *Manifest {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.m.clone()
+}
+
+// StartOffset is the first offset the partition serves, remote or local.
+func (p *Partition) StartOffset() int64 {
+	local := p.log.StartOffset()
+	p.mu.RLock()
+	rs := p.m.remoteStart()
+	p.mu.RUnlock()
+	if rs >= 0 && rs < local {
+		return rs
+	}
+	return local
+}
+
+// EndOffset is the next offset to be written (readers see everything below).
+func (p *Partition) EndOffset() int64 { return p.log.EndOffset() }
+
+// Wait blocks until the end offset passes offset.
+func (p *Partition) Wait(ctx context.Context, offset int64) error { return p.log.Wait(ctx, offset) }
+
+// Append appends one batch to the hot log.
+func (p *Partition) Append(b []byte) (hot.AppendResult, error) { return p.log.Append(b) }
+
+// Read returns whole batches from the batch containing offset: from the hot
+// log at or above its start, otherwise from the remote segment that holds
+// offset (one segment's worth at most; the caller continues at the next
+// offset).
+func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.FetchResult, error) {
+	res, err := p.log.Read(offset, maxBytes)
+	var oor *hot.OffsetOutOfRangeError
+	if err == nil || !errors.As(err, &oor) || offset >= oor.Start {
+		res.StartOffset = p.StartOffset()
+		if oor != nil {
+			oor.Start = res.StartOffset
+		}
+		return res, err
+	}
+	p.mu.RLock()
+	seg, ok := p.m.find(offset)
+	p.mu.RUnlock()
+	start, end := p.StartOffset(), p.log.EndOffset()
+	if !ok || p.reader == nil {
+		return hot.FetchResult{StartOffset: start, EndOffset: end}, &hot.OffsetOutOfRangeError{Offset: offset, Start: start, End: end}
+	}
+	data, err := p.reader.Read(ctx, cold.SegmentRef{Key: seg.Key, Size: seg.Size}, offset, maxBytes)
+	if err != nil {
+		return hot.FetchResult{StartOffset: start, EndOffset: end}, fmt.Errorf("tiering: %s/%d: remote read at offset %d: %w", p.topic, p.partition, offset, err)
+	}
+	return hot.FetchResult{Records: data, StartOffset: start, EndOffset: end}, nil
+}
+
+// OffsetForTime returns the first offset whose batch has a timestamp >= ts,
+// looking in remote-only segments first, then in the hot log.
+func (p *Partition) OffsetForTime(ctx context.Context, ts int64) (int64, error) {
+	local := p.log.StartOffset()
+	p.mu.RLock()
+	segs := p.m.committed()
+	p.mu.RUnlock()
+	for _, s := range segs {
+		if s.BaseOffset >= local || p.reader == nil {
+			break
+		}
+		if s.MaxTimestamp < ts {
+			continue
+		}
+		off, found, err := p.reader.OffsetForTime(ctx, cold.SegmentRef{Key: s.Key, Size: s.Size}, ts)
+		if err != nil {
+			return 0, fmt.Errorf("tiering: %s/%d: remote time lookup: %w", p.topic, p.partition, err)
+		}
+		if found {
+			return off, nil
+		}
+	}
+	return p.log.OffsetForTime(ts)
+}
+
+// commit applies change to a copy of the manifest, bumps its version and
+// writes it durably to local disk before it takes effect.
+func (p *Partition) commit(change func(m *Manifest)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.m.clone()
+	change(m)
+	m.Version++
+	if err := saveLocalManifest(p.manifestPath(), m); err != nil {
+		return fmt.Errorf("tiering: %s/%d: save manifest: %w", p.topic, p.partition, err)
+	}
+	p.m = m
+	return nil
+}
+
+// Close closes the hot log.
+func (p *Partition) Close() error { return p.log.Close() }
+
+// Delete closes the partition and removes its local data.
+func (p *Partition) Delete() error { return p.log.Delete() }
