@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,14 +37,16 @@ import (
 // evicted only after PrefetchTTL (its reader went away). In-flight chunks
 // are never evicted. When the window has no room, a prefetch is cut short
 // (the reader fetches on demand later), but a demand fetch proceeds: the
-// reader needs that chunk now. That overdraft is bounded by the number of
-// concurrent GETs times the chunk size, and is paid back as soon as
-// something in the window becomes evictable.
+// reader needs that chunk now. That overdraft is at most one chunk per
+// read waiting for a chunk that was not in memory, and is paid back as soon
+// as something in the window becomes evictable.
 //
 // Memory held, therefore: main ≤ MaxBytes − WindowBytes (ristretto's cost
 // accounting, each entry costed at its length plus entryOverhead), window ≤
-// WindowBytes + overdraft. Slices handed to callers are the cache's own
-// memory; a Reader copies out of them before returning.
+// WindowBytes + overdraft. Outside the budget: one compressed chunk of
+// scratch per GET in flight (Reader's MaxConcurrentGets), and a chunk
+// evicted while a Reader is still copying batches out of it, until the copy
+// ends (a Reader never returns cache memory to its caller).
 
 // Defaults for ChunkCacheOptions.
 const (
@@ -95,7 +98,7 @@ type chunkKey struct {
 	idx int
 }
 
-func (k chunkKey) String() string { return fmt.Sprintf("%s#%d", k.obj, k.idx) }
+func (k chunkKey) String() string { return k.obj + "#" + strconv.Itoa(k.idx) }
 
 // cachedChunk is a main-cache value. It repeats its key: ristretto keys by a
 // 128-bit hash, and a chunk served for the wrong key would be wrong bytes.
