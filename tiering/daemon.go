@@ -446,10 +446,19 @@ func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 	p.tierMu.Lock()
 	defer p.tierMu.Unlock()
 	m := p.Manifest()
+	ab, canAbort := d.store.Bucket.(cold.MultipartAborter)
 	var stale []string
 	for _, s := range m.Segments {
 		if s.State == CopyStarted {
 			stale = append(stale, s.ID)
+			// No upload of this partition runs now (tierMu), so a multipart
+			// upload of a withdrawn attempt is dead whatever its age. MinIO
+			// lists multipart uploads only by exact key, so ask per key.
+			if canAbort {
+				if _, err := ab.AbortIncompleteUploads(ctx, s.Key, 0); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if len(stale) > 0 {
@@ -491,7 +500,9 @@ func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 			d.opts.Logger.Info("deleted orphan object", "key", key)
 		}
 	}
-	if ab, ok := d.store.Bucket.(cold.MultipartAborter); ok {
+	if canAbort {
+		// By prefix: effective on AWS S3 (MinIO answers only exact keys and
+		// expires stale uploads itself after 24 hours).
 		n, err := ab.AbortIncompleteUploads(ctx, prefix, d.opts.StaleMultipart)
 		if err != nil {
 			return err

@@ -56,7 +56,7 @@ func newEnv(t *testing.T, bucket cold.Bucket, dataDir string) *env {
 	}
 	t.Cleanup(func() { reader.Close(); cache.Close() })
 	e := &env{t: t, dataDir: dataDir, bucket: bucket, store: store, reader: reader}
-	e.daemon = NewDaemon(store, DaemonOptions{TmpDir: filepath.Join(dataDir, "tmp"), ChunkBytes: 16 << 10, Logger: testLogger(t),
+	e.daemon = NewDaemon(store, DaemonOptions{TmpDir: filepath.Join(dataDir, "tmp"), ChunkBytes: 16 << 10, Logger: testLogger(t), Interval: 10 * time.Millisecond,
 		Backoff: Backoff{Attempts: 4, Base: 5 * time.Millisecond, Max: 50 * time.Millisecond}})
 	return e
 }

@@ -177,8 +177,14 @@ func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.F
 	}
 	p.mu.RLock()
 	seg, ok := p.m.find(offset)
+	next, hasNext := p.m.find(seg.NextOffset)
 	p.mu.RUnlock()
 	start, end := p.StartOffset(), p.log.EndOffset()
+	if ok && hasNext && p.reader != nil && offset >= seg.BaseOffset+(seg.NextOffset-seg.BaseOffset)/2 {
+		// A replay half way through a segment: fetch the next one's footer
+		// and first chunks now, so the boundary does not stall it.
+		p.reader.Prefetch(cold.SegmentRef{Key: next.Key, Size: next.Size})
+	}
 	if !ok || p.reader == nil {
 		return hot.FetchResult{StartOffset: start, EndOffset: end}, &hot.OffsetOutOfRangeError{Offset: offset, Start: start, End: end}
 	}
