@@ -3,8 +3,8 @@ package tiering
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
