@@ -47,12 +47,15 @@ vet:
 fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/batch
 	$(GO) test -run=NONE -fuzz='^FuzzRecover$$' -fuzztime=$(FUZZTIME) ./hot
+	$(GO) test -run=NONE -fuzz='^FuzzParseFooter$$' -fuzztime=$(FUZZTIME) ./cold
+	$(GO) test -run=NONE -fuzz='^FuzzDecodeChunk$$' -fuzztime=$(FUZZTIME) ./cold
 
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=10m
 
 # Benchmarks print figures next to references measured in the same run.
-bench:
+bench: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
+bench: minio
 	$(GO) test -run=NONE -bench=. -benchtime=3s ./hot ./internal/batch ./api/...
 
 # Regenerate api/tierlogv1 from api/proto (pinned buf and plugins, fetched
