@@ -105,10 +105,11 @@ func (m *Manifest) isCommitted(base, next int64) bool {
 
 // uploadedUpTo is the offset after the last committed segment (or the
 // remote log start if none): local segments below it are in the bucket.
+// An attempt still in copy_started does not count: it may never finish.
 func (m *Manifest) uploadedUpTo() int64 {
 	end := m.LogStartOffset
 	for _, s := range m.Segments {
-		if s.State == CopyFinished || s.State == CopyStarted {
+		if s.State == CopyFinished || s.State == DeleteStarted {
 			end = max(end, s.NextOffset)
 		}
 	}
