@@ -135,9 +135,12 @@ func (m *Manifest) validate() error {
 	if m.Format != ManifestFormat {
 		return fmt.Errorf("manifest format %d, this build reads %d", m.Format, ManifestFormat)
 	}
-	for i := 1; i < len(m.Segments); i++ {
-		if m.Segments[i].BaseOffset < m.Segments[i-1].NextOffset {
-			return fmt.Errorf("manifest segments overlap at offset %d", m.Segments[i].BaseOffset)
+	// Committed segments must not overlap; attempts in flight may repeat a
+	// range (a retry after a withdrawal that did not land).
+	c := m.committed()
+	for i := 1; i < len(c); i++ {
+		if c[i].BaseOffset < c[i-1].NextOffset {
+			return fmt.Errorf("manifest segments overlap at offset %d", c[i].BaseOffset)
 		}
 	}
 	return nil
