@@ -1,0 +1,55 @@
+// Package tiering joins the hot and cold tiers: the tiered Partition (one
+// read path serving an offset from the hot log or from the bucket), the
+// per-partition manifest, the Store (the bucket as tiering sees it) and the
+// Daemon that moves sealed segments to the bucket.
+//
+// # The manifest
+//
+// Each partition's remote segments are listed in a manifest kept on local
+// disk (remote-manifest.json in the partition directory, written atomically
+// and fsynced) - the source of truth - and copied to the bucket after
+// changes (manifest-<version>.json; the newest two are kept) so a node that
+// lost its disk can rebuild the partition. Every segment moves through
+// explicit states, each written before the action it announces:
+//
+//	copy_started   an upload under a key unique to this attempt began
+//	copy_finished  uploaded, verified (size, footer read back): committed
+//	delete_started retention raised the log start past it; the object goes next
+//	(entry removed) the object is deleted
+//
+// A crash at any point is resumable: a copy_started entry found at start is
+// withdrawn and its object (whole, partial or absent) becomes an orphan;
+// delete_started entries are finished. Orphans - objects under the
+// partition's prefix that no manifest entry names - are deleted at start and
+// every hour, as are stale multipart uploads.
+//
+// # Upload
+//
+// For each partition, one at a time in offset order, the daemon takes the
+// sealed segments past the last committed one, builds the remote object
+// (cold.WriteSegment: chunked, zstd, footer, every batch's CRC checked) in a
+// temporary file, uploads it under the rate limit with retries (backoff with
+// full jitter; cold.IsRetryable decides), verifies it and commits. Partitions
+// upload concurrently up to DaemonOptions.Concurrency.
+//
+// # Local and total retention
+//
+// The hot log applies local.retention.* with a deletion guard: a local
+// segment is deleted only once committed remote segments cover it, however
+// far that overruns local retention (Status reports the overrun as upload
+// lag). The daemon applies retention.* (the whole log) to remote segments.
+//
+// # Reads
+//
+// Partition.Read serves offsets at or above the hot log's start from the hot
+// log, older ones from the committed remote segment holding them through a
+// cold.Reader (ranged GETs of chunks, checksum-verified, cached, prefetched).
+// A read half way through a remote segment prefetches the next one.
+//
+// # Restore
+//
+// OpenStore claims the bucket prefix with an identity marker (cluster.json):
+// a prefix owned by another cluster is refused; a fresh data directory adopts
+// the marker's id. A partition with no local manifest adopts the newest copy
+// in the bucket and starts its hot log where the remote history ends.
+package tiering
