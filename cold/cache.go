@@ -2,7 +2,6 @@ package cold
 
 import (
 	"container/list"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -119,11 +118,6 @@ type entry struct {
 	readyAt  time.Time
 	elem     *list.Element // in used or fresh once ready
 }
-
-// errAborted completes an entry whose download was abandoned without a
-// verdict on its bytes (an earlier chunk of the same GET was corrupt): a
-// waiter fetches it again itself.
-var errAborted = errors.New("cold: chunk download abandoned")
 
 // NewChunkCache builds a cache; Close releases it.
 func NewChunkCache(opts ChunkCacheOptions) (*ChunkCache, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,9 @@ type ReaderOptions struct {
 	// MaxConcurrentGets bounds the GETs in flight, prefetches included
 	// (default DefaultMaxConcurrentGets).
 	MaxConcurrentGets int
+	// DecodeConcurrency bounds the chunks being verified and decompressed
+	// at once (default GOMAXPROCS).
+	DecodeConcurrency int
 	// ReadRateLimit caps the bytes per second received from the bucket by
 	// this Reader (0: unlimited), so a replay cannot starve producers.
 	ReadRateLimit int64
@@ -70,6 +74,9 @@ func (o ReaderOptions) withDefaults() (ReaderOptions, error) {
 	if o.MaxConcurrentGets == 0 {
 		o.MaxConcurrentGets = DefaultMaxConcurrentGets
 	}
+	if o.DecodeConcurrency == 0 {
+		o.DecodeConcurrency = runtime.GOMAXPROCS(0)
+	}
 	if o.GetAttempts == 0 {
 		o.GetAttempts = DefaultGetAttempts
 	}
@@ -85,7 +92,7 @@ func (o ReaderOptions) withDefaults() (ReaderOptions, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.MaxRangeBytes < 1 || o.MaxConcurrentGets < 1 || o.GetAttempts < 1 || o.FooterCacheSize < 1 ||
+	if o.MaxRangeBytes < 1 || o.MaxConcurrentGets < 1 || o.DecodeConcurrency < 1 || o.GetAttempts < 1 || o.FooterCacheSize < 1 ||
 		o.ReadRateLimit < 0 || o.RetryBase < 0 || o.RetryMax < o.RetryBase {
 		return o, fmt.Errorf("cold: reader options out of range: max range %d, concurrent GETs %d, attempts %d, footer cache %d, rate %d (all but the rate must be positive), retry %v..%v",
 			o.MaxRangeBytes, o.MaxConcurrentGets, o.GetAttempts, o.FooterCacheSize, o.ReadRateLimit, o.RetryBase, o.RetryMax)
@@ -114,15 +121,16 @@ var ErrReaderClosed = errors.New("cold: reader closed")
 // chunk share one download. A Reader is safe for concurrent use; one per
 // bucket serves every partition.
 type Reader struct {
-	b       Bucket
-	cache   *ChunkCache
-	opts    ReaderOptions
-	m       *readerMetrics
-	footers *footerCache
-	sf      singleflight.Group
-	sem     chan struct{}
-	limiter *rate.Limiter
-	prefix  string // chunk cache key prefix: the bucket's name
+	b         Bucket
+	cache     *ChunkCache
+	opts      ReaderOptions
+	m         *readerMetrics
+	footers   *footerCache
+	sf        singleflight.Group
+	sem       chan struct{} // GETs in flight
+	decodeSem chan struct{} // chunks being decoded
+	limiter   *rate.Limiter
+	prefix    string // chunk cache key prefix: the bucket's name
 
 	ctx    context.Context // ends at Close; downloads run under it
 	cancel context.CancelFunc
@@ -149,9 +157,10 @@ func NewReader(b Bucket, cache *ChunkCache, opts ReaderOptions) (*Reader, error)
 	}
 	r := &Reader{
 		b: b, cache: cache, opts: opts, m: m,
-		footers: newFooterCache(opts.FooterCacheSize),
-		sem:     make(chan struct{}, opts.MaxConcurrentGets),
-		prefix:  b.Name() + "\x00",
+		footers:   newFooterCache(opts.FooterCacheSize),
+		sem:       make(chan struct{}, opts.MaxConcurrentGets),
+		decodeSem: make(chan struct{}, opts.DecodeConcurrency),
+		prefix:    b.Name() + "\x00",
 	}
 	if opts.ReadRateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(opts.ReadRateLimit), int(max(opts.ReadRateLimit, rateChunk)))

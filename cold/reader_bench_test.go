@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // benchSet is a tiered data set: the same audit-event segments stored
@@ -23,9 +24,9 @@ type benchSet struct {
 	objBytes   int64 // compressed object bytes
 }
 
-func newBenchSet(b *testing.B, segments, segBytes int) *benchSet {
+func newBenchSet(b *testing.B, bucket *countingBucket, segments, segBytes int) *benchSet {
 	b.Helper()
-	s := &benchSet{b: newFileBucket(b)}
+	s := &benchSet{b: bucket}
 	base := int64(0)
 	for i := range segments {
 		log, next := auditLog(b, uint64(100+i), base, segBytes)
@@ -43,12 +44,17 @@ func newBenchSet(b *testing.B, segments, segBytes int) *benchSet {
 // consumer replaying history does (maxBytes per fetch), with an empty cache
 // of cacheBytes, and returns the batch bytes read.
 func (s *benchSet) replayAll(b *testing.B, cacheBytes int64, maxBytes int) int64 {
+	return s.replayWith(b, cacheBytes, maxBytes, cold.ReaderOptions{})
+}
+
+func (s *benchSet) replayWith(b *testing.B, cacheBytes int64, maxBytes int, ro cold.ReaderOptions) int64 {
 	cache, err := cold.NewChunkCache(cold.ChunkCacheOptions{MaxBytes: cacheBytes})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cache.Close()
-	r, err := cold.NewReader(s.b, cache, cold.ReaderOptions{Logger: slog.New(slog.DiscardHandler)})
+	ro.Logger = slog.New(slog.DiscardHandler)
+	r, err := cold.NewReader(s.b, cache, ro)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -100,8 +106,17 @@ func (s *benchSet) getAll(b *testing.B, objs []cold.SegmentRef) int64 {
 // raw GET rates, their ratio, and GETs per chunk. On a filesystem bucket the
 // GETs are page-cache copies, so the ratio is a floor; against a network
 // store the compressed replay moves a sixth of the bytes.
-func BenchmarkColdReplay(b *testing.B) {
-	s := newBenchSet(b, 4, 16<<20)
+func BenchmarkColdReplay(b *testing.B) { benchColdReplay(b, newFileBucket(b)) }
+
+// BenchmarkColdReplayMinIO is BenchmarkColdReplay against a real MinIO
+// server on 127.0.0.1 (sharing the machine's cores with the benchmark).
+func BenchmarkColdReplayMinIO(b *testing.B) {
+	m := testutil.StartMinIO(b)
+	benchColdReplay(b, minioMaker(m, m.Endpoint, cold.Options{})(b))
+}
+
+func benchColdReplay(b *testing.B, bucket *countingBucket) {
+	s := newBenchSet(b, bucket, 4, 16<<20)
 	chunks := 0
 	for _, f := range s.footers {
 		chunks += len(f.Chunks)
@@ -137,7 +152,7 @@ func BenchmarkColdReplay(b *testing.B) {
 // BenchmarkWarmRead reads a segment whose chunks are all cached, 1 MiB per
 // Read: the cost of the cache and the copy out.
 func BenchmarkWarmRead(b *testing.B) {
-	s := newBenchSet(b, 1, 16<<20)
+	s := newBenchSet(b, newFileBucket(b), 1, 16<<20)
 	cache, err := cold.NewChunkCache(cold.ChunkCacheOptions{MaxBytes: 128 << 20})
 	if err != nil {
 		b.Fatal(err)

@@ -113,7 +113,7 @@ func (r *Reader) chunk(ctx context.Context, o *object, i int) ([]byte, error) {
 	from, to := r.plan(o, i)
 	k := chunkKey{o.ckey, i}
 	cs := o.footer.Chunks
-	for tries := 0; ; tries++ {
+	for {
 		data, e := r.cache.lookup(k)
 		if data != nil {
 			r.cache.hit()
@@ -146,9 +146,6 @@ func (r *Reader) chunk(ctx context.Context, o *object, i int) ([]byte, error) {
 		case <-e.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		}
-		if errors.Is(e.err, errAborted) && tries < 3 {
-			continue
 		}
 		if e.err != nil {
 			return nil, e.err
@@ -209,60 +206,51 @@ func (r *Reader) startRuns(o *object, runs [][]*entry, demand *entry) {
 			}
 			go func() {
 				defer r.wg.Done()
-				r.fetchRun(o, part)
+				r.fetchRun(o, part, false)
 			}()
 		}
 	}
 }
 
-// fetchRun downloads a run of adjacent chunks with one ranged GET,
-// handing each chunk to the cache as soon as its bytes have arrived and
-// verified, so a reader waiting for the first does not wait for the last.
-// A failed GET resumes from the first chunk not yet delivered.
-func (r *Reader) fetchRun(o *object, run []*entry) {
-	fail := func(from int, err, rest error) {
-		r.cache.complete(run[from], nil, err)
-		for _, e := range run[from+1:] {
-			r.cache.complete(e, nil, rest)
+// fetchRun downloads a run of adjacent chunks with one ranged GET. Each
+// chunk is handed to a decoder as soon as its stored bytes have arrived, so
+// a reader waiting for the first chunk does not wait for the last, and the
+// chunks of a run decompress in parallel while the rest of the body is
+// still arriving. A GET that fails resumes from the first chunk whose bytes
+// did not all arrive. retried says the run is the one retry of a chunk that
+// failed its checksum.
+func (r *Reader) fetchRun(o *object, run []*entry, retried bool) {
+	fail := func(from int, err error) {
+		for _, e := range run[from:] {
+			r.cache.complete(e, nil, err)
 		}
 	}
 	select {
 	case r.sem <- struct{}{}:
 		defer func() { <-r.sem }()
 	case <-r.ctx.Done():
-		fail(0, ErrReaderClosed, ErrReaderClosed)
+		fail(0, ErrReaderClosed)
 		return
 	}
-	next, attempt, checksumRetried := 0, 0, false
+	next, attempt := 0, 0
 	delay := r.opts.RetryBase
 	for next < len(run) {
 		attempt++
 		before := next
-		err := r.getRun(o, run, &next)
+		err := r.getRun(o, run, &next, retried)
 		if err == nil {
 			return
 		}
 		if next > before {
 			attempt, delay = 1, r.opts.RetryBase
 		}
-		var ce *CorruptObjectError
-		truncated := errors.As(err, &ce) && errors.Is(err, io.ErrUnexpectedEOF)
-		checksum := ce != nil && !truncated
-		retry := attempt < r.opts.GetAttempts && r.ctx.Err() == nil
-		switch {
-		case checksum:
-			r.m.checksumFailures.Inc()
-			retry = retry && !checksumRetried
-			checksumRetried = true
-		case truncated:
-		default:
-			retry = retry && IsRetryable(err)
-		}
 		if r.ctx.Err() != nil {
-			fail(next, ErrReaderClosed, ErrReaderClosed)
+			fail(next, ErrReaderClosed)
 			return
 		}
-		if (truncated && attempt == 1) || (!retry && ce == nil) {
+		truncated := errors.Is(err, ErrCorruptObject) && errors.Is(err, io.ErrUnexpectedEOF)
+		retry := attempt < r.opts.GetAttempts && (truncated || IsRetryable(err))
+		if (truncated && attempt == 1) || !retry {
 			// A short body or a refused range may mean the object is not
 			// the size the manifest says: that is corruption, not bad luck.
 			if serr := r.checkSize(o.key, o.size, run[next].info.Index); serr != nil {
@@ -271,25 +259,21 @@ func (r *Reader) fetchRun(o *object, run []*entry) {
 		}
 		if !retry {
 			r.opts.Logger.Error("cold: chunk download failed", "key", o.key, "chunk", run[next].info.Index, "attempts", attempt, "err", err)
-			rest := err
-			if checksum {
-				rest = errAborted // later chunks may be fine: their readers try again
-			}
-			fail(next, err, rest)
+			fail(next, err)
 			return
 		}
 		r.m.getRetries.Inc()
 		r.opts.Logger.Warn("cold: retrying chunk download", "key", o.key, "chunk", run[next].info.Index, "attempt", attempt, "err", err)
 		if !r.sleep(&delay) {
-			fail(next, ErrReaderClosed, ErrReaderClosed)
+			fail(next, ErrReaderClosed)
 			return
 		}
 	}
 }
 
-// getRun sends one GET for run[*next:] and delivers chunks in order,
-// advancing *next past each one delivered.
-func (r *Reader) getRun(o *object, run []*entry, next *int) error {
+// getRun sends one GET for run[*next:] and reads the chunks' stored bytes
+// in order, passing each to decode and advancing *next past it.
+func (r *Reader) getRun(o *object, run []*entry, next *int, retried bool) error {
 	first, last := run[*next].info, run[len(run)-1].info
 	off, length := first.StoredPos, last.StoredPos+last.StoredSize-first.StoredPos
 	count := r.countGet("chunks")
@@ -305,44 +289,80 @@ func (r *Reader) getRun(o *object, run []*entry, next *int) error {
 	}
 	got := 0
 	defer func() { count(got) }()
-	// Compressed bytes are dead once decoded: one scratch buffer serves
-	// every compressed chunk of the run. A raw chunk's buffer becomes the
-	// cached chunk, so it gets its own.
-	scratch, _ := storedBufs.Get().(*[]byte)
-	if scratch == nil {
-		scratch = new([]byte)
-	}
-	defer storedBufs.Put(scratch)
 	for *next < len(run) {
 		e := run[*next]
+		// A raw chunk's buffer becomes the cached chunk; compressed bytes
+		// are dead once decoded, so their buffers are pooled.
 		var buf []byte
+		var pooled *[]byte
 		if e.info.Codec == ChunkRaw {
 			buf = make([]byte, e.info.StoredSize)
 		} else {
-			if int64(cap(*scratch)) < e.info.StoredSize {
-				*scratch = make([]byte, e.info.StoredSize)
+			pooled, _ = storedBufs.Get().(*[]byte)
+			if pooled == nil || int64(cap(*pooled)) < e.info.StoredSize {
+				b := make([]byte, e.info.StoredSize)
+				pooled = &b
 			}
-			buf = (*scratch)[:e.info.StoredSize]
+			buf = (*pooled)[:e.info.StoredSize]
 		}
 		n, err := io.ReadFull(body, buf)
 		got += n
 		if err != nil {
+			if pooled != nil {
+				storedBufs.Put(pooled)
+			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return &CorruptObjectError{Key: o.key, Chunk: e.info.Index, Err: io.ErrUnexpectedEOF,
 					Reason: fmt.Sprintf("response ends after %d of the chunk's %d bytes (truncated object or body)", n, e.info.StoredSize)}
 			}
 			return fmt.Errorf("cold: get %s chunk %d: %w", o.key, e.info.Index, err)
 		}
+		*next++
+		r.decode(o, e, buf, pooled, retried)
+	}
+	return nil
+}
+
+// decode verifies and decompresses a chunk's stored bytes on a decoder
+// goroutine (at most DecodeConcurrency at a time: when all are busy, the
+// download waits, which bounds the memory of bytes not yet decoded) and
+// completes its entry. A chunk that fails its checksum is downloaded once
+// more on its own (a body cut or garbled in transit can look corrupt) and
+// then reported.
+func (r *Reader) decode(o *object, e *entry, buf []byte, pooled *[]byte, retried bool) {
+	r.decodeSem <- struct{}{}
+	if !r.track() {
+		<-r.decodeSem
+		r.cache.complete(e, nil, ErrReaderClosed)
+		return
+	}
+	go func() {
+		defer r.wg.Done()
+		defer func() { <-r.decodeSem }()
 		start := time.Now()
 		data, err := DecodeChunk(buf, e.info)
 		r.m.decompress.Observe(time.Since(start).Seconds())
-		if err != nil {
-			return withKey(err, o.key)
+		if pooled != nil {
+			storedBufs.Put(pooled)
 		}
-		r.cache.complete(e, data, nil)
-		*next++
-	}
-	return nil
+		if err == nil {
+			r.cache.complete(e, data, nil)
+			return
+		}
+		err = withKey(err, o.key)
+		r.m.checksumFailures.Inc()
+		if retried || r.ctx.Err() != nil || !r.track() {
+			r.opts.Logger.Error("cold: corrupt remote segment", "key", o.key, "chunk", e.info.Index, "err", err)
+			r.cache.complete(e, nil, err)
+			return
+		}
+		r.m.getRetries.Inc()
+		r.opts.Logger.Warn("cold: chunk failed its checksum, downloading it again", "key", o.key, "chunk", e.info.Index, "err", err)
+		go func() {
+			defer r.wg.Done()
+			r.fetchRun(o, []*entry{e}, true)
+		}()
+	}()
 }
 
 // retry runs f until it succeeds, fails for good, or the attempts run out:
