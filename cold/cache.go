@@ -42,8 +42,9 @@ import (
 //
 // Memory held, therefore: main ≤ MaxBytes − WindowBytes (ristretto's cost
 // accounting, each entry costed at its length plus entryOverhead), window ≤
-// WindowBytes + overdraft. Outside the budget: one compressed chunk of
-// scratch per GET in flight (Reader's MaxConcurrentGets), and a chunk
+// WindowBytes + overdraft. Outside the budget: the compressed bytes of
+// chunks being received or decoded (at most a Reader's MaxConcurrentGets +
+// DecodeConcurrency compressed chunks), and a chunk
 // evicted while a Reader is still copying batches out of it, until the copy
 // ends (a Reader never returns cache memory to its caller).
 
