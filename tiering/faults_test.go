@@ -31,7 +31,7 @@ func proxiedBucket(t *testing.T, scheme string) (cold.Bucket, *faultproxy.Proxy)
 		url = "s3://" + m.Bucket + "/cluster?endpoint=" + proxy.URL + "&path_style=true&region=" + testutil.MinIORegion
 	}
 	b, err := bucketurl.Open(context.Background(), url, cold.Options{
-		MaxAttempts: 1, StallTimeout: time.Second,
+		MaxAttempts: 1, StallTimeout: 2 * time.Second,
 		Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey},
 	})
 	if err != nil {

@@ -12,8 +12,11 @@ import (
 )
 
 // FaultStall is the stall timeout FaultTest opens buckets with: stalled
-// requests fail after it.
-const FaultStall = 300 * time.Millisecond
+// requests fail after it. It must stay well above the longest pause a
+// healthy request sees on a loaded 2-core machine under the race detector
+// (300ms was seen to fail a 5 MiB part upload there), or a fault test
+// meant for another fault trips on a stall instead.
+const FaultStall = 2 * time.Second
 
 // FaultTest checks a remote backend against the faults of p, a faultproxy
 // in front of the real store: every fault yields an error that
