@@ -2,10 +2,12 @@ package cold_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -332,5 +334,127 @@ func TestFooterLookups(t *testing.T) {
 		if c := f.Chunks[i]; h.BaseOffset >= c.NextOffset || c.MaxTimestamp < h.MaxTimestamp {
 			t.Fatalf("time %d: chunk %d %+v is not the one holding batch %d", h.MaxTimestamp, i, c, h.BaseOffset)
 		}
+	}
+}
+
+// rewriteFooter applies edit to obj's footer bytes and fixes the footer
+// CRC in the trailer, so only the footer's own consistency checks stand
+// between the edit and a reader.
+func rewriteFooter(obj []byte, edit func(fb []byte)) []byte {
+	b := bytes.Clone(obj)
+	n := int(binary.BigEndian.Uint32(b[len(b)-cold.SegmentTrailerSize:]))
+	fb := b[len(b)-cold.SegmentTrailerSize-n : len(b)-cold.SegmentTrailerSize]
+	edit(fb)
+	binary.BigEndian.PutUint32(b[len(b)-12:], crc32.Checksum(fb, castagnoli))
+	return b
+}
+
+// Footer layout positions (docs/format.md): fixed part, then 72-byte chunk
+// entries, then 12-byte epoch entries.
+const (
+	fixedLen = 72
+	entryLen = 72
+)
+
+func chunkField(i, at int) int { return fixedLen + i*entryLen + at }
+
+func TestParseFooterChecksConsistency(t *testing.T) {
+	log, _ := buildLog(t, segSpec{base: 40, nBatches: 20, recs: 5, size: 200, epochs: 2})
+	obj, f := writeObject(t, log, cold.SegmentOptions{ChunkBytes: 4 << 10})
+	if _, err := cold.ParseFooter(rewriteFooter(obj, func([]byte) {}), int64(len(obj))); err != nil {
+		t.Fatalf("unedited footer: %v", err)
+	}
+	n := len(f.Chunks)
+	epochs := fixedLen + n*entryLen
+	put64 := func(at int, v int64) func([]byte) {
+		return func(fb []byte) { binary.BigEndian.PutUint64(fb[at:], uint64(v)) }
+	}
+	put32 := func(at int, v uint32) func([]byte) {
+		return func(fb []byte) { binary.BigEndian.PutUint32(fb[at:], v) }
+	}
+	add64 := func(at int, d int64) func([]byte) {
+		return func(fb []byte) { binary.BigEndian.PutUint64(fb[at:], binary.BigEndian.Uint64(fb[at:])+uint64(d)) }
+	}
+	cases := map[string]func([]byte){
+		"no chunks":                put32(8, 0),
+		"too many chunks":          put32(8, uint32(n+5)),
+		"entry length below v1":    func(fb []byte) { binary.BigEndian.PutUint16(fb[2:], 10) },
+		"base offset":              add64(16, 1),
+		"next offset":              add64(24, 1),
+		"max timestamp":            add64(40, 1),
+		"first timestamp":          add64(32, -1),
+		"raw size":                 add64(48, 1),
+		"batch count":              add64(56, 1),
+		"records beyond offsets":   put64(64, 1<<40),
+		"chunk stored position":    add64(chunkField(1, 40), 1),
+		"chunk raw position":       add64(chunkField(1, 32), 1),
+		"chunk offsets overlap":    put64(chunkField(1, 0), f.Chunks[0].FirstOffset),
+		"chunk empty offsets":      put64(chunkField(1, 8), f.Chunks[1].FirstOffset),
+		"chunk size zero":          put32(chunkField(1, 48), 0),
+		"chunk unknown codec":      func(fb []byte) { fb[chunkField(1, 68)] = 9 },
+		"raw chunk shorter stored": func(fb []byte) { fb[chunkField(1, 68)] = byte(cold.ChunkRaw) },
+		"chunk batches zero":       put32(chunkField(1, 64), 0),
+		"chunks end before footer": add64(chunkField(n-1, 40), -1),
+		"epoch not at base":        add64(epochs+4, 1),
+		"epochs out of order":      put64(epochs+12+4, 0),
+		"epoch beyond next offset": put64(epochs+12+4, f.NextOffset),
+	}
+	for name, edit := range cases {
+		t.Run(name, func(t *testing.T) {
+			bad := rewriteFooter(obj, edit)
+			_, err := cold.ParseFooter(bad, int64(len(bad)))
+			if !errors.Is(err, cold.ErrCorruptObject) {
+				t.Fatalf("err %v, want ErrCorruptObject", err)
+			}
+		})
+	}
+}
+
+func TestReadFooterOneShot(t *testing.T) {
+	b := newFileBucket(t)
+	log, _ := buildLog(t, segSpec{nBatches: 5, recs: 2, size: 50})
+	seg, want := putSegment(t, b, "one", log, cold.SegmentOptions{})
+	f, err := cold.ReadFooter(context.Background(), b, seg.Key, seg.Size)
+	if err != nil || f.NextOffset != want.NextOffset || f.ObjectSize != seg.Size || b.gets.Load() != 1 {
+		t.Fatalf("footer %+v, err %v, %d GETs", f, err, b.gets.Load())
+	}
+	if _, err := cold.ReadFooter(context.Background(), b, "missing", seg.Size); !errors.Is(err, cold.ErrNotFound) {
+		t.Fatalf("missing object: %v", err)
+	}
+	if _, err := cold.ReadFooter(context.Background(), b, seg.Key, 10); !errors.Is(err, cold.ErrCorruptObject) {
+		t.Fatalf("size below any segment: %v", err)
+	}
+	if cold.ChunkZstd.String() != "zstd" || cold.ChunkRaw.String() != "raw" || cold.ChunkCodec(7).String() != "codec(7)" {
+		t.Fatal("codec names")
+	}
+}
+
+// A chunk whose checksums match but whose batches disagree with the chunk
+// table (a writer bug, or an attacker who recomputed the CRCs) is reported,
+// not served.
+func TestReaderChunkDisagreesWithTable(t *testing.T) {
+	log, _ := buildLog(t, segSpec{base: 0, nBatches: 20, recs: 5, size: 200})
+	obj, f := writeObject(t, log, cold.SegmentOptions{ChunkBytes: 4 << 10, NoCompression: true})
+	c := f.Chunks[1]
+	obj = bytes.Clone(obj)
+	binary.BigEndian.PutUint32(obj[c.StoredPos+8:], 5) // first batch's length
+	crc := crc32.Checksum(obj[c.StoredPos:c.StoredPos+c.StoredSize], castagnoli)
+	obj = rewriteFooter(obj, func(fb []byte) {
+		binary.BigEndian.PutUint32(fb[chunkField(1, 56):], crc)
+		binary.BigEndian.PutUint32(fb[chunkField(1, 60):], crc)
+	})
+	b := newFileBucket(t)
+	if _, err := b.Upload(context.Background(), "k", bytes.NewReader(obj), int64(len(obj))); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := newReader(t, b, cold.ChunkCacheOptions{}, cold.ReaderOptions{})
+	seg := cold.SegmentRef{Key: "k", Size: int64(len(obj))}
+	got, err := r.Read(context.Background(), seg, c.FirstOffset, 1<<20)
+	var ce *cold.CorruptObjectError
+	if got != nil || !errors.As(err, &ce) || ce.Chunk != 1 || ce.Key != "k" {
+		t.Fatalf("read: %d bytes, %v", len(got), err)
+	}
+	if _, _, err := r.OffsetForTime(context.Background(), seg, f.Chunks[1].MaxTimestamp); !errors.Is(err, cold.ErrCorruptObject) {
+		t.Fatalf("by time: %v", err)
 	}
 }
