@@ -24,6 +24,7 @@ type Server struct {
 	Bucket          string
 	CacheBytes      int64 // cache_bytes: budget of the remote chunk cache
 	UploadRate      int64 // upload_rate: tiering upload bytes/s, 0 unlimited
+	RemoteReadRate  int64 // remote_read_rate: historical read bytes/s from the bucket, 0 unlimited
 	TieringParallel int   // tiering_concurrency: partitions uploading at once
 
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
@@ -146,6 +147,11 @@ var settings = []setting{
 		name: "upload_rate", usage: "cap on tiering upload bandwidth in bytes per second (0: unlimited)",
 		get: func(c *Server) string { return strconv.FormatInt(c.UploadRate, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.UploadRate, v, 0) },
+	},
+	{
+		name: "remote_read_rate", usage: "cap on bytes per second read from the bucket for historical fetches (0: unlimited)",
+		get: func(c *Server) string { return strconv.FormatInt(c.RemoteReadRate, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.RemoteReadRate, v, 0) },
 	},
 	{
 		name: "tiering_concurrency", usage: "partitions uploading segments at once",
