@@ -109,7 +109,11 @@ func WriteSegment(w io.Writer, log io.Reader, opts SegmentOptions) (*Footer, err
 	if err := sw.out.write(appendHeader(nil)); err != nil {
 		return nil, err
 	}
-	if err := sw.readBatches(bufio.NewReaderSize(log, 256<<10)); err != nil {
+	br, ok := log.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(log, 256<<10)
+	}
+	if err := sw.readBatches(br); err != nil {
 		return nil, err
 	}
 	f := &sw.footer
