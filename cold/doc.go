@@ -103,4 +103,27 @@
 // retry with backoff and jitter, and must stop when their own context is
 // done. An upload retried from the top needs its reader again: keep the
 // segment on disk and reopen it.
+//
+// # Remote segments, the reader and the cache
+//
+// WriteSegment turns a sealed hot segment into one object: chunks of about
+// 4 MiB cut at batch boundaries, each zstd-compressed unless that does not
+// shrink it, each with CRC-32C of its stored and raw bytes, then a footer
+// (chunk table, offset and time range, leader-epoch table, footer CRC,
+// format version) and a fixed trailer so ReadFooter finds the footer with
+// one ranged GET of the tail. docs/format.md draws the byte layout.
+//
+// A Reader serves reads of such objects: it finds the chunk by offset or
+// timestamp in the (cached) footer, fetches just that byte range, verifies
+// and decompresses it, and keeps it in a ChunkCache. Concurrent misses of
+// one chunk share one GET; a sequential reader gets the following chunks
+// prefetched with one ranged GET for each run of adjacent chunks, decoded
+// as their bytes arrive so the first batches are served before the whole
+// range is in. Corrupt bytes are reported (ErrCorruptObject, naming the
+// key and chunk) and never served or cached.
+//
+// ChunkCache (cache.go) holds decompressed chunks under a byte budget: a
+// bounded window for chunks being downloaded, prefetched or just used
+// (reserved before a download starts, never evicted while in use) in front
+// of a ristretto cache for the rest.
 package cold
