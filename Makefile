@@ -58,6 +58,16 @@ bench: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
 bench: minio
 	$(GO) test -run=NONE -bench=. -benchtime=3s ./hot ./internal/batch ./api/...
 
+# The tiering benchmark of the README: TIER_BYTES of JSON audit events
+# through upload, cold and warm replay against a local MinIO, each figure
+# next to a reference from the same run. 1 GiB takes a few minutes; run it
+# on an otherwise idle machine. Not part of test or bench.
+TIER_BYTES ?= 1073741824
+.PHONY: bench-tier
+bench-tier: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
+bench-tier: minio
+	$(GO) test -run=NONE -bench=BenchmarkTiering -benchtime=1x -timeout=60m ./tiering -tiering.bytes=$(TIER_BYTES)
+
 # Regenerate api/tierlogv1 from api/proto (pinned buf and plugins, fetched
 # through the Go module proxy).
 proto:

@@ -178,21 +178,15 @@ func procStatus(field string) (int64, bool) {
 // upload started and ended (from the "segment uploaded" record's time and
 // its took attribute) and every warning.
 type uploadLog struct {
-	mu         sync.Mutex
-	starts     []time.Time
-	ends       []time.Time
-	warnings   []string
-	minLevel   slog.Level
-	uploadsMsg string
+	mu       sync.Mutex
+	starts   []time.Time
+	ends     []time.Time
+	warnings []string
 }
 
-func newUploadLog() *uploadLog {
-	return &uploadLog{minLevel: slog.LevelInfo, uploadsMsg: "segment uploaded"}
-}
-
-func (h *uploadLog) Enabled(_ context.Context, l slog.Level) bool { return l >= h.minLevel }
-func (h *uploadLog) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h *uploadLog) WithGroup(string) slog.Handler             { return h }
+func (h *uploadLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h *uploadLog) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *uploadLog) WithGroup(string) slog.Handler                { return h }
 
 func (h *uploadLog) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
@@ -204,7 +198,7 @@ func (h *uploadLog) Handle(_ context.Context, r slog.Record) error {
 		h.warnings = append(h.warnings, b.String())
 		return nil
 	}
-	if r.Message != h.uploadsMsg {
+	if r.Message != "segment uploaded" {
 		return nil
 	}
 	var took time.Duration
