@@ -213,3 +213,23 @@ func TestLogValue(t *testing.T) {
 		}
 	}
 }
+
+// TestLogValueHidesURLPasswords: a password put in the bucket URL by
+// mistake never reaches the log; the rest of the URL does.
+func TestLogValueHidesURLPasswords(t *testing.T) {
+	for _, c := range []struct{ bucket, want string }{
+		{"minio://key:topsecret@h:9000/b/p?secure=false", "minio://key:xxxxx@h:9000/b/p?secure=false"},
+		{"s3://b/p?endpoint=http://key:topsecret@h:9000&region=r", "endpoint=http%3A%2F%2Fkey%3Axxxxx%40h%3A9000"},
+		{"s3://b/p?endpoint=http://h:9000", "s3://b/p?endpoint=http://h:9000"},
+		{"file:///var/lib/tierlog/bucket", "file:///var/lib/tierlog/bucket"},
+		{"none", "none"},
+		{"%zz:topsecret", "(unparseable URL)"},
+	} {
+		cfg := mustLoad(t, []string{"--bucket", c.bucket}, nil, nil)
+		var b strings.Builder
+		slog.New(slog.NewTextHandler(&b, nil)).Info("config", "config", cfg)
+		if strings.Contains(b.String(), "topsecret") || !strings.Contains(b.String(), c.want) {
+			t.Errorf("bucket %s logged as %q; want %q and no password", c.bucket, b.String(), c.want)
+		}
+	}
+}

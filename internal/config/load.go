@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -214,12 +215,18 @@ func (c Server) YAML() ([]byte, error) {
 }
 
 // LogValue lets the configuration be logged as one structured group. No
-// setting today is secret; one that is (object-store credentials) must be
-// left out here.
+// setting is meant to be secret (credentials come from each SDK's
+// environment), but a bucket URL may carry a password by mistake: it is
+// logged with passwords hidden. A setting that is secret must be left out
+// here.
 func (c Server) LogValue() slog.Value {
 	attrs := make([]slog.Attr, 0, len(settings)+1)
 	for _, s := range settings {
-		attrs = append(attrs, slog.String(s.name, s.get(&c)))
+		v := s.get(&c)
+		if s.name == "bucket" {
+			v = redactURL(v)
+		}
+		attrs = append(attrs, slog.String(s.name, v))
 	}
 	td := make([]any, 0, len(c.TopicDefaults))
 	for _, k := range slices.Sorted(maps.Keys(c.TopicDefaults)) {
@@ -227,4 +234,27 @@ func (c Server) LogValue() slog.Value {
 	}
 	attrs = append(attrs, slog.Group(topicDefaultsKey, td...))
 	return slog.GroupValue(attrs...)
+}
+
+// redactURL hides the passwords a URL may hold - in its user info, or in
+// a URL-valued query parameter such as s3's endpoint= - so that it can be
+// logged. A string that does not parse is hidden whole: it may hold one.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	q := u.Query()
+	changed := false
+	for _, vs := range q {
+		for i, v := range vs {
+			if vu, err := url.Parse(v); err == nil && vu.User != nil {
+				vs[i], changed = vu.Redacted(), true
+			}
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
