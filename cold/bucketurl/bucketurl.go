@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/filebucket"
+	"github.com/tierlog/tierlog/cold/internal/objutil"
 	"github.com/tierlog/tierlog/cold/miniobucket"
 	"github.com/tierlog/tierlog/cold/s3bucket"
 )
@@ -21,7 +23,12 @@ var Schemes = []string{"file", "s3", "minio"}
 func Open(ctx context.Context, rawURL string, opts cold.Options) (cold.Bucket, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("bucket URL %q: %w", rawURL, redact(err))
+		if strings.Contains(rawURL, "@") {
+			// It may hold user info with a password; it cannot be parsed
+			// to hide just that.
+			return nil, fmt.Errorf("bucket URL (not shown: it may hold a password) does not parse: %w", objutil.ParseError(err))
+		}
+		return nil, fmt.Errorf("bucket URL %q: %w", rawURL, objutil.ParseError(err))
 	}
 	switch u.Scheme {
 	case "file":
@@ -31,28 +38,20 @@ func Open(ctx context.Context, rawURL string, opts cold.Options) (cold.Bucket, e
 	case "minio":
 		return miniobucket.Open(ctx, rawURL, opts)
 	case "":
-		return nil, fmt.Errorf("bucket URL %q has no scheme; want file:///PATH, s3://BUCKET/PREFIX or minio://HOST:PORT/BUCKET/PREFIX", u.Redacted())
+		return nil, fmt.Errorf("bucket URL %q has no scheme; want file:///PATH, s3://BUCKET/PREFIX or minio://HOST:PORT/BUCKET/PREFIX", objutil.RedactURL(u))
 	}
-	return nil, fmt.Errorf("bucket URL %s: unknown scheme %q (valid: file, s3, minio)", u.Redacted(), u.Scheme)
+	return nil, fmt.Errorf("bucket URL %s: unknown scheme %q (valid: file, s3, minio)", objutil.RedactURL(u), u.Scheme)
 }
 
 func openFile(u *url.URL) (cold.Bucket, error) {
 	if u.Host != "" && u.Host != "localhost" {
-		return nil, fmt.Errorf("bucket URL %s: a file URL names a local absolute path, file:///PATH (three slashes), not host %q", u.Redacted(), u.Host)
+		return nil, fmt.Errorf("bucket URL %s: a file URL names a local absolute path, file:///PATH (three slashes), not host %q", objutil.RedactURL(u), u.Host)
 	}
 	if u.RawQuery != "" {
-		return nil, fmt.Errorf("bucket URL %s: file URLs take no parameters", u.Redacted())
+		return nil, fmt.Errorf("bucket URL %s: file URLs take no parameters", objutil.RedactURL(u))
 	}
 	if u.Path == "" || u.Path[0] != '/' {
-		return nil, fmt.Errorf("bucket URL %s: want an absolute path, file:///PATH", u.Redacted())
+		return nil, fmt.Errorf("bucket URL %s: want an absolute path, file:///PATH", objutil.RedactURL(u))
 	}
 	return filebucket.New(u.Path)
-}
-
-// redact drops the URL from a url.Error: the raw URL may hold a password.
-func redact(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
 }

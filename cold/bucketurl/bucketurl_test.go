@@ -58,6 +58,14 @@ func TestOpenErrors(t *testing.T) {
 		{"ftp://user:hunter2@host/p", `unknown scheme "ftp"`},
 		{"s3://user:hunter2@bucket/p", "credentials do not belong"},
 		{"%zz", "invalid URL escape"},
+		// A password in a URL that does not parse, or in an endpoint
+		// parameter, is not echoed either.
+		{"s3://user:hunter2@bucket%zz/p", "invalid URL escape"},
+		{"s3://bucket/p?endpoint=http://user:hunter2@host:9000", "credentials do not belong in the endpoint URL"},
+		{"s3://bucket/p?endpoint=http://user:hunter2@host:9000&bogus=1", "s3://bucket/p"},
+		{"gs://bucket/p?endpoint=http://user:hunter2@host:9000", `unknown scheme "gs"`},
+		{"s3://bucket/p?endpoint=http://user:hunter2@host:bad", "is not a URL like http://host:port"},
+		{"minio://user:hunter2@host%zz/bucket/p", "invalid URL escape"},
 	} {
 		_, err := bucketurl.Open(context.Background(), tc.url, cold.Options{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -51,7 +51,7 @@ func (c Config) URL() string {
 func ParseURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Config{}, fmt.Errorf("miniobucket: bad URL: %w", err)
+		return Config{}, fmt.Errorf("miniobucket: bad URL: %w", objutil.ParseError(err))
 	}
 	if u.Scheme != "minio" {
 		return Config{}, fmt.Errorf("miniobucket: URL %s: scheme %q, want minio", u.Redacted(), u.Scheme)

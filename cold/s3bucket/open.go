@@ -68,20 +68,23 @@ func readableEscape(s string) string {
 func ParseURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Config{}, fmt.Errorf("s3bucket: bad URL: %w", err)
+		return Config{}, fmt.Errorf("s3bucket: bad URL: %w", objutil.ParseError(err))
 	}
+	// Errors name the URL as shown, with any password (in the user info or
+	// the endpoint parameter) hidden.
+	shown := objutil.RedactURL(u)
 	if u.Scheme != "s3" {
-		return Config{}, fmt.Errorf("s3bucket: URL %s: scheme %q, want s3", u.Redacted(), u.Scheme)
+		return Config{}, fmt.Errorf("s3bucket: URL %s: scheme %q, want s3", shown, u.Scheme)
 	}
 	if u.User != nil {
-		return Config{}, fmt.Errorf("s3bucket: URL %s: credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use a profile", u.Redacted())
+		return Config{}, fmt.Errorf("s3bucket: URL %s: credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use a profile", shown)
 	}
 	c := Config{Bucket: u.Host}
 	if c.Bucket == "" {
-		return Config{}, fmt.Errorf("s3bucket: URL %s: no bucket (want s3://BUCKET/PREFIX)", raw)
+		return Config{}, fmt.Errorf("s3bucket: URL %s: no bucket (want s3://BUCKET/PREFIX)", shown)
 	}
 	if c.Prefix, err = objutil.BucketPrefix(u.Path); err != nil {
-		return Config{}, fmt.Errorf("s3bucket: URL %s: %w", raw, err)
+		return Config{}, fmt.Errorf("s3bucket: URL %s: %w", shown, err)
 	}
 	for k, v := range u.Query() {
 		val := v[len(v)-1]
@@ -95,17 +98,20 @@ func ParseURL(raw string) (Config, error) {
 			}
 			eu, err := url.Parse(c.Endpoint)
 			if err != nil || eu.Host == "" {
-				return Config{}, fmt.Errorf("s3bucket: URL %s: endpoint %q is not a URL like http://host:port", raw, val)
+				if strings.Contains(val, "@") {
+					val = "(not shown: it may hold a password)"
+				}
+				return Config{}, fmt.Errorf("s3bucket: URL %s: endpoint %q is not a URL like http://host:port", shown, val)
 			}
 			if eu.User != nil {
-				return Config{}, fmt.Errorf("s3bucket: URL %s: credentials do not belong in the endpoint URL", u.Redacted())
+				return Config{}, fmt.Errorf("s3bucket: URL %s: credentials do not belong in the endpoint URL", shown)
 			}
 		case "path_style":
 			if c.PathStyle, err = strconv.ParseBool(val); err != nil {
-				return Config{}, fmt.Errorf("s3bucket: URL %s: path_style=%q, want true or false", raw, val)
+				return Config{}, fmt.Errorf("s3bucket: URL %s: path_style=%q, want true or false", shown, val)
 			}
 		default:
-			return Config{}, fmt.Errorf("s3bucket: URL %s: unknown parameter %q (valid: region, endpoint, path_style)", raw, k)
+			return Config{}, fmt.Errorf("s3bucket: URL %s: unknown parameter %q (valid: region, endpoint, path_style)", shown, k)
 		}
 	}
 	return c, nil

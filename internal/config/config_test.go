@@ -220,6 +220,7 @@ func TestLogValueHidesURLPasswords(t *testing.T) {
 	for _, c := range []struct{ bucket, want string }{
 		{"minio://key:topsecret@h:9000/b/p?secure=false", "minio://key:xxxxx@h:9000/b/p?secure=false"},
 		{"s3://b/p?endpoint=http://key:topsecret@h:9000&region=r", "endpoint=http%3A%2F%2Fkey%3Axxxxx%40h%3A9000"},
+		{"s3://b/p?endpoint=http://key:topsecret@h:bad", "endpoint=%28hidden%29"},
 		{"s3://b/p?endpoint=http://h:9000", "s3://b/p?endpoint=http://h:9000"},
 		{"file:///var/lib/tierlog/bucket", "file:///var/lib/tierlog/bucket"},
 		{"none", "none"},

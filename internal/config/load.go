@@ -248,8 +248,13 @@ func redactURL(raw string) string {
 	changed := false
 	for _, vs := range q {
 		for i, v := range vs {
-			if vu, err := url.Parse(v); err == nil && vu.User != nil {
+			vu, err := url.Parse(v)
+			switch {
+			case err == nil && vu.User != nil:
 				vs[i], changed = vu.Redacted(), true
+			case err != nil && strings.Contains(v, "@"):
+				// Unparsed, it may still hold user info.
+				vs[i], changed = "(hidden)", true
 			}
 		}
 	}

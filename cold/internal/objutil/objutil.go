@@ -311,3 +311,41 @@ func IsNetworkError(err error) bool {
 	var sendErr interface{ ConnectionError() bool }
 	return errors.As(err, &netErr) || errors.As(err, &urlErr) || (errors.As(err, &sendErr) && sendErr.ConnectionError())
 }
+
+// RedactURL is u as text with every password hidden: the one in its user
+// info and those in URL-valued query parameters (s3's endpoint=). Errors
+// name a bucket URL through it, since a user may put a secret there by
+// mistake.
+func RedactURL(u *url.URL) string {
+	c := *u
+	if c.RawQuery != "" {
+		q := c.Query()
+		changed := false
+		for _, vs := range q {
+			for i, v := range vs {
+				vu, err := url.Parse(v)
+				switch {
+				case err == nil && vu.User != nil:
+					vs[i], changed = vu.Redacted(), true
+				case err != nil && strings.Contains(v, "@"):
+					// Unparsed, it may still hold user info.
+					vs[i], changed = "(hidden)", true
+				}
+			}
+		}
+		if changed {
+			c.RawQuery = q.Encode()
+		}
+	}
+	return c.Redacted()
+}
+
+// ParseError is url.Parse's error without the URL it quotes, which may
+// hold a password; the cause ("invalid URL escape ...") stays.
+func ParseError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}

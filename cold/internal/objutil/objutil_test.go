@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/url"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -82,5 +83,26 @@ func TestSizedReader(t *testing.T) {
 	}
 	if got, err := io.ReadAll(SizedReader(bytes.NewReader(nil), 0, "k")); err != nil || len(got) != 0 {
 		t.Errorf("empty: %q, %v", got, err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"s3://b/p?region=r", "s3://b/p?region=r"},
+		{"minio://key:hunter2@h:9000/b/p?secure=false", "minio://key:xxxxx@h:9000/b/p?secure=false"},
+		{"s3://b/p?endpoint=http://key:hunter2@h:9000", "s3://b/p?endpoint=http%3A%2F%2Fkey%3Axxxxx%40h%3A9000"},
+		{"s3://b/p?endpoint=http://key:hunter2@h:bad", "s3://b/p?endpoint=%28hidden%29"},
+	} {
+		u, err := url.Parse(c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := RedactURL(u); got != c.want {
+			t.Errorf("RedactURL(%s) = %s, want %s", c.in, got, c.want)
+		}
+	}
+	_, err := url.Parse("s3://key:hunter2@b%zz/p")
+	if got := ParseError(err).Error(); strings.Contains(got, "hunter2") || !strings.Contains(got, "invalid URL escape") {
+		t.Errorf("ParseError = %q, want the cause without the URL", got)
 	}
 }
