@@ -261,6 +261,12 @@ func TestTieringStartupErrors(t *testing.T) {
 			[]string{"s3://tierlog/p", "http://127.0.0.1:1", "unreachable"}},
 		{"minio no credentials", m.MinIOURL(m.Bucket, "p"), nil,
 			[]string{"minio://" + m.Endpoint + "/" + m.Bucket + "/p", "no credentials", "MINIO_ACCESS_KEY"}},
+		// A secret put where it does not belong is refused, and not echoed
+		// (the start-up log line shows the configuration, bucket included).
+		{"minio secret in the URL", "minio://" + m.AccessKey + ":" + secret + "@" + m.Endpoint + "/" + m.Bucket + "/p?secure=false", m.Env(),
+			[]string{"minio://" + m.AccessKey + ":xxxxx@" + m.Endpoint + "/" + m.Bucket + "/p", "credentials do not belong in the URL"}},
+		{"s3 secret in the endpoint", "s3://" + m.Bucket + "/p?endpoint=http://" + m.AccessKey + ":" + secret + "@" + m.Endpoint + "&path_style=true", m.Env(),
+			[]string{"s3://" + m.Bucket + "/p", "credentials do not belong in the endpoint URL"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
