@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/metrics"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,12 +115,14 @@ func (r requests) String() string {
 // rssSampler records the process's peak resident set between start and
 // stop, two ways: the kernel's high-water mark (VmHWM, reset at start by
 // writing 5 to /proc/self/clear_refs) and VmRSS sampled every 5ms, in
-// case the reset is not allowed.
+// case the reset is not allowed. It also samples the Go heap live after
+// the last GC: RSS minus that is the collector's headroom (GOGC), which
+// GOMEMLIMIT bounds.
 type rssSampler struct {
-	base, peak int64 // bytes
-	hwmReset   bool
-	stopc      chan struct{}
-	done       chan struct{}
+	base, peak, livePeak int64 // bytes
+	hwmReset             bool
+	stopc                chan struct{}
+	done                 chan struct{}
 }
 
 func startRSS() *rssSampler {
@@ -127,6 +130,7 @@ func startRSS() *rssSampler {
 	s.hwmReset = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 	s.base, _ = procStatus("VmRSS")
 	s.peak = s.base
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(5 * time.Millisecond)
@@ -139,20 +143,25 @@ func startRSS() *rssSampler {
 				if v, ok := procStatus("VmRSS"); ok {
 					s.peak = max(s.peak, v)
 				}
+				metrics.Read(live)
+				if live[0].Value.Kind() == metrics.KindUint64 {
+					s.livePeak = max(s.livePeak, int64(live[0].Value.Uint64()))
+				}
 			}
 		}
 	}()
 	return s
 }
 
-// stop ends sampling and returns the RSS at start and the peak since.
-func (s *rssSampler) stop() (base, peak int64) {
+// stop ends sampling and returns the RSS at start, the peak RSS since, and
+// the largest live heap seen.
+func (s *rssSampler) stop() (base, peak, livePeak int64) {
 	close(s.stopc)
 	<-s.done
 	if hwm, ok := procStatus("VmHWM"); ok && s.hwmReset {
 		s.peak = max(s.peak, hwm)
 	}
-	return s.base, s.peak
+	return s.base, s.peak, s.livePeak
 }
 
 // procStatus reads a kB field of /proc/self/status, in bytes.

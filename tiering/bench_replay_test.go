@@ -92,6 +92,9 @@ type coldResult struct {
 	// evicted unread.
 	readerGets, chunkGets, chunksFetched, prefetchUnused int64
 	rssBase, rssPeak, budget                             int64
+	livePeak                                             int64 // Go heap live after GC
+	// boundaryWait is the time spent in the first read of each segment.
+	boundaryWait time.Duration
 }
 
 // coldReplay replays the whole history through the tiered read path with
@@ -112,11 +115,21 @@ func (tb *tierBench) coldReplay(gen generated, budget int64) coldResult {
 	req0 := tb.rc.snapshot()
 	rss := startRSS()
 	res := coldResult{budget: budget}
+	bases := map[int64]bool{}
+	for _, s := range tb.segs {
+		bases[s.BaseOffset] = true
+	}
 	res.replayed = replay(b, func(off int64) ([]byte, error) {
-		res, err := p.Read(context.Background(), off, benchFetchBytes)
-		return res.Records, err
+		start := time.Now()
+		rr, err := p.Read(context.Background(), off, benchFetchBytes)
+		if bases[off] {
+			// The first read of a segment waits for its footer and first
+			// chunk unless they were prefetched.
+			res.boundaryWait += time.Since(start)
+		}
+		return rr.Records, err
 	}, 0, gen.next, true)
-	res.rssBase, res.rssPeak = rss.stop()
+	res.rssBase, res.rssPeak, res.livePeak = rss.stop()
 	res.reqs = tb.rc.snapshot().since(req0)
 	res.readerGets = r.GetRequests()
 	res.chunkGets = int64(metric(reg, "tierlog_cold_get_requests_total", "kind", "chunks"))

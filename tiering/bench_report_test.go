@@ -78,6 +78,7 @@ func (r *report) print(b *testing.B) {
 	row("  keys+values", rate(c.recordBytes, c.d), "", "", "")
 	row("  segment bytes", rate(c.batchBytes, c.d),
 		"raw 4 MiB ranged GETs of the stored bytes "+rate(r.rawGet.bytes, r.rawGet.d), fmt.Sprintf("%.2f", coldRatio), target(coldRatio, 1.0))
+	row("  first reads of segments", dur(c.boundaryWait), fmt.Sprintf("in all, over %d segments (footer and first chunk, unless prefetched)", r.segments))
 	row("  (for scale)", "", "hot replay of the same history, decoded "+rate(r.hot.batchBytes, r.hot.d),
 		fmt.Sprintf("%.2f", mbps(c.batchBytes, c.d)/mbps(r.hot.batchBytes, r.hot.d)))
 	row("WARM REPLAY", "", fmt.Sprintf("%.0f MiB (%d segments) held in a %.0f MiB cache; median of %d rounds", mib(wr.segBytes), wr.segments, mib(wr.cacheBytes), warmRounds), "", "")
@@ -96,6 +97,7 @@ func (r *report) print(b *testing.B) {
 	row("  raw GET reference", r.rawGetReqs.String())
 	row("MEMORY", "", "during the cold replay", "", "")
 	row("  peak RSS", fmt.Sprintf("%.0f MiB", mib(c.rssPeak)), fmt.Sprintf("cache budget %.0f MiB; RSS before the replay %.0f MiB", mib(c.budget), mib(c.rssBase)))
+	row("  peak live heap", fmt.Sprintf("%.0f MiB", mib(c.livePeak)), "Go heap live after a GC; peak RSS above it is GC headroom (GOGC, bounded by GOMEMLIMIT)")
 	row("  overhead", fmt.Sprintf("%.0f MiB", mib(c.rssPeak-c.budget)), "peak RSS - budget", "", fmt.Sprintf("(%d prefetched chunks evicted unread)", c.prefetchUnused))
 	w.Flush()
 	// To stdout rather than b.Log, which go test cuts to a few lines.
