@@ -92,17 +92,6 @@ func (m *Manifest) find(offset int64) (RemoteSegment, bool) {
 	return RemoteSegment{}, false
 }
 
-// isCommitted reports whether the local segment [base, next) is covered by
-// committed remote segments (the deletion guard).
-func (m *Manifest) isCommitted(base, next int64) bool {
-	for _, s := range m.Segments {
-		if s.State == CopyFinished && s.BaseOffset <= base && s.NextOffset >= next {
-			return true
-		}
-	}
-	return false
-}
-
 // uploadedUpTo is the offset after the last committed segment (or the
 // remote log start if none): local segments below it are in the bucket.
 // An attempt still in copy_started does not count: it may never finish.

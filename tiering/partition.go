@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tierlog/tierlog/cold"
@@ -58,6 +59,10 @@ type Partition struct {
 	retention Retention
 	copied    int64 // manifest version last copied to the bucket
 
+	// Copies of p.remote and p.m.uploadedUpTo() for the deletion guard.
+	remoteOn atomic.Bool
+	uploaded atomic.Int64
+
 	tierMu sync.Mutex // one tiering pass at a time
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
 	failures int
@@ -99,6 +104,8 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	}
 	p.m = m
 	p.copied = m.Version
+	p.remoteOn.Store(o.Remote)
+	p.uploaded.Store(m.uploadedUpTo())
 	ho := o.HotOptions
 	ho.InitialOffset = m.uploadedUpTo()
 	ho.DeletionGuard = p.mayDeleteLocal
@@ -113,19 +120,21 @@ func (p *Partition) manifestPath() string { return filepath.Join(p.dir, localMan
 // mayDeleteLocal is the hot log's deletion guard: with tiering on, a local
 // segment goes only once committed segments in the bucket cover it - even
 // if that overruns local retention (status reports it as upload lag).
+//
+// It runs under the hot log's lock, so it reads only atomics: taking p.mu
+// here would stall appends behind a manifest commit's fsync.
 func (p *Partition) mayDeleteLocal(s hot.SegmentInfo) bool {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if !p.remote || p.store == nil {
+	if !p.remoteOn.Load() || p.store == nil {
 		return true
 	}
-	return p.m.isCommitted(s.BaseOffset, s.NextOffset)
+	return s.NextOffset <= p.uploaded.Load()
 }
 
 // SetConfig applies a changed topic config.
 func (p *Partition) SetConfig(cfg hot.Config, remote bool, r Retention) error {
 	p.mu.Lock()
 	p.remote, p.retention = remote, r
+	p.remoteOn.Store(remote)
 	p.mu.Unlock()
 	return p.log.SetConfig(cfg)
 }
@@ -232,6 +241,7 @@ func (p *Partition) commit(change func(m *Manifest)) error {
 		return fmt.Errorf("tiering: %s/%d: save manifest: %w", p.topic, p.partition, err)
 	}
 	p.m = m
+	p.uploaded.Store(m.uploadedUpTo())
 	return nil
 }
 
