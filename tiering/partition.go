@@ -101,6 +101,13 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	}
 	if !ok {
 		m = &Manifest{Format: ManifestFormat, Topic: o.Topic, Partition: o.Partition}
+		if p.store != nil {
+			// Written now so the next start finds it locally instead of
+			// listing the bucket again.
+			if err := saveLocalManifest(p.manifestPath(), m); err != nil {
+				return nil, err
+			}
+		}
 	}
 	p.m = m
 	p.copied = m.Version
