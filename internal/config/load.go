@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/tierlog/tierlog/internal/urlredact"
 )
 
 // BindFlags registers one flag per setting on fs, plus --config FILE and the
@@ -224,7 +225,7 @@ func (c Server) LogValue() slog.Value {
 	for _, s := range settings {
 		v := s.get(&c)
 		if s.name == "bucket" {
-			v = redactURL(v)
+			v = urlredact.String(v)
 		}
 		attrs = append(attrs, slog.String(s.name, v))
 	}
@@ -234,32 +235,4 @@ func (c Server) LogValue() slog.Value {
 	}
 	attrs = append(attrs, slog.Group(topicDefaultsKey, td...))
 	return slog.GroupValue(attrs...)
-}
-
-// redactURL hides the passwords a URL may hold - in its user info, or in
-// a URL-valued query parameter such as s3's endpoint= - so that it can be
-// logged. A string that does not parse is hidden whole: it may hold one.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	q := u.Query()
-	changed := false
-	for _, vs := range q {
-		for i, v := range vs {
-			vu, err := url.Parse(v)
-			switch {
-			case err == nil && vu.User != nil:
-				vs[i], changed = vu.Redacted(), true
-			case err != nil && strings.Contains(v, "@"):
-				// Unparsed, it may still hold user info.
-				vs[i], changed = "(hidden)", true
-			}
-		}
-	}
-	if changed {
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tierlog/tierlog/internal/urlredact"
 )
 
 // TempPrefix starts the name of the file backend's temporary files. Keys
@@ -312,33 +314,9 @@ func IsNetworkError(err error) bool {
 	return errors.As(err, &netErr) || errors.As(err, &urlErr) || (errors.As(err, &sendErr) && sendErr.ConnectionError())
 }
 
-// RedactURL is u as text with every password hidden: the one in its user
-// info and those in URL-valued query parameters (s3's endpoint=). Errors
-// name a bucket URL through it, since a user may put a secret there by
-// mistake.
-func RedactURL(u *url.URL) string {
-	c := *u
-	if c.RawQuery != "" {
-		q := c.Query()
-		changed := false
-		for _, vs := range q {
-			for i, v := range vs {
-				vu, err := url.Parse(v)
-				switch {
-				case err == nil && vu.User != nil:
-					vs[i], changed = vu.Redacted(), true
-				case err != nil && strings.Contains(v, "@"):
-					// Unparsed, it may still hold user info.
-					vs[i], changed = "(hidden)", true
-				}
-			}
-		}
-		if changed {
-			c.RawQuery = q.Encode()
-		}
-	}
-	return c.Redacted()
-}
+// RedactURL is u as text with every password hidden (urlredact.URL).
+// Errors name a bucket URL through it.
+func RedactURL(u *url.URL) string { return urlredact.URL(u) }
 
 // ParseError is url.Parse's error without the URL it quotes, which may
 // hold a password; the cause ("invalid URL escape ...") stays.
