@@ -48,7 +48,7 @@ func (r *report) print(b *testing.B) {
 		if v >= t {
 			return fmt.Sprintf(">= %.1f: met", t)
 		}
-		return fmt.Sprintf(">= %.1f: MISSED by %.0f%%", t, 100*(1-v/t))
+		return fmt.Sprintf(">= %.1f: MISSED by %.1f%%", t, 100*(1-v/t))
 	}
 
 	g, c, wr := r.gen, r.cold, r.warm

@@ -49,6 +49,12 @@ const (
 // timing; it fails if a replay returns anything but the records produced.
 //
 //	go test -run=NONE -bench=BenchmarkTiering -benchtime=1x ./tiering [-tiering.bytes=67108864]
+//
+// Each phase labels its goroutines (pprof label "phase": produce, upload,
+// rawput, rawget, cold, hot, warm), so with -cpuprofile=cpu.prof,
+// `go tool pprof -tagfocus=phase=cold` shows the cold replay alone.
+// GOMEMLIMIT applies as usual; the warm phase's cache (-tiering.warm plus
+// 64 MiB) must fit under it.
 func BenchmarkTiering(b *testing.B) {
 	ctx := context.Background()
 	tb := &tierBench{b: b, rc: newRequestCounter()}
