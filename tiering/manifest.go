@@ -82,12 +82,12 @@ func (m *Manifest) committed() []RemoteSegment {
 	return out
 }
 
-// find returns the committed segment containing offset.
-func (m *Manifest) find(offset int64) (RemoteSegment, bool) {
-	c := m.committed()
-	i := sort.Search(len(c), func(i int) bool { return c[i].NextOffset > offset })
-	if i < len(c) && c[i].BaseOffset <= offset && offset >= m.LogStartOffset {
-		return c[i], true
+// findSegment returns the segment of committed (in offset order, as
+// committed() returns them) that contains offset.
+func findSegment(committed []RemoteSegment, offset int64) (RemoteSegment, bool) {
+	i := sort.Search(len(committed), func(i int) bool { return committed[i].NextOffset > offset })
+	if i < len(committed) && committed[i].BaseOffset <= offset {
+		return committed[i], true
 	}
 	return RemoteSegment{}, false
 }

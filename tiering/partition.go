@@ -55,6 +55,7 @@ type Partition struct {
 
 	mu        sync.RWMutex
 	m         *Manifest
+	view      []RemoteSegment // m.committed(), recomputed when m changes: reads search it without copying
 	remote    bool
 	retention Retention
 	copied    int64 // manifest version last copied to the bucket
@@ -109,10 +110,9 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 			}
 		}
 	}
-	p.m = m
+	p.setManifest(m)
 	p.copied = m.Version
 	p.remoteOn.Store(o.Remote)
-	p.uploaded.Store(m.uploadedUpTo())
 	ho := o.HotOptions
 	ho.InitialOffset = m.uploadedUpTo()
 	ho.DeletionGuard = p.mayDeleteLocal
@@ -123,6 +123,14 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 }
 
 func (p *Partition) manifestPath() string { return filepath.Join(p.dir, localManifestFile) }
+
+// setManifest installs m and what is derived from it. Called with p.mu held
+// (or before the partition is shared).
+func (p *Partition) setManifest(m *Manifest) {
+	p.m = m
+	p.view = m.committed()
+	p.uploaded.Store(m.uploadedUpTo())
+}
 
 // mayDeleteLocal is the hot log's deletion guard: with tiering on, a local
 // segment goes only once committed segments in the bucket cover it - even
@@ -160,10 +168,11 @@ func (p *Partition) Manifest() *Manifest {
 func (p *Partition) StartOffset() int64 {
 	local := p.log.StartOffset()
 	p.mu.RLock()
-	rs := p.m.remoteStart()
-	p.mu.RUnlock()
-	if rs >= 0 && rs < local {
-		return rs
+	defer p.mu.RUnlock()
+	if len(p.view) > 0 {
+		if rs := max(p.view[0].BaseOffset, p.m.LogStartOffset); rs < local {
+			return rs
+		}
 	}
 	return local
 }
@@ -192,8 +201,8 @@ func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.F
 		return res, err
 	}
 	p.mu.RLock()
-	seg, ok := p.m.find(offset)
-	next, hasNext := p.m.find(seg.NextOffset)
+	seg, ok := findSegment(p.view, offset)
+	next, hasNext := findSegment(p.view, seg.NextOffset)
 	p.mu.RUnlock()
 	start, end := p.StartOffset(), p.log.EndOffset()
 	if ok && hasNext && p.reader != nil && offset >= seg.BaseOffset+(seg.NextOffset-seg.BaseOffset)/2 {
@@ -216,7 +225,7 @@ func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.F
 func (p *Partition) OffsetForTime(ctx context.Context, ts int64) (int64, error) {
 	local := p.log.StartOffset()
 	p.mu.RLock()
-	segs := p.m.committed()
+	segs := p.view // never modified in place: commits install a new slice
 	p.mu.RUnlock()
 	for _, s := range segs {
 		if s.BaseOffset >= local || p.reader == nil {
@@ -247,8 +256,7 @@ func (p *Partition) commit(change func(m *Manifest)) error {
 	if err := saveLocalManifest(p.manifestPath(), m); err != nil {
 		return fmt.Errorf("tiering: %s/%d: save manifest: %w", p.topic, p.partition, err)
 	}
-	p.m = m
-	p.uploaded.Store(m.uploadedUpTo())
+	p.setManifest(m)
 	return nil
 }
 
