@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -133,6 +134,8 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 			return fmt.Errorf("remove stale ready file: %w", err)
 		}
 	}
+
+	setMemoryLimit(cfg, logger)
 
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
@@ -287,4 +290,22 @@ func openBucket(ctx context.Context, cfg config.Server) (cold.Bucket, error) {
 		return nil, fmt.Errorf("open bucket: %w", err)
 	}
 	return b, nil
+}
+
+// memoryHeadroom is what the process needs beside the chunk cache: fetch
+// and produce buffers, gRPC, indexes, the Go runtime.
+const memoryHeadroom = 512 << 20
+
+// setMemoryLimit gives the Go runtime a soft memory limit of the chunk
+// cache's budget plus headroom, unless GOMEMLIMIT says otherwise. Without
+// one the garbage collector lets the heap grow to about twice the live
+// cache before collecting (measured: peak RSS ~2x --cache-bytes during a
+// cold replay); with it, RSS stays near budget + a fixed overhead.
+func setMemoryLimit(cfg config.Server, logger *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := cfg.CacheBytes + memoryHeadroom
+	debug.SetMemoryLimit(limit)
+	logger.Info("soft memory limit", "bytes", limit, "cache_bytes", cfg.CacheBytes, "override", "GOMEMLIMIT")
 }
