@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"math"
 	"sync"
@@ -60,11 +59,9 @@ func (o SegmentOptions) withDefaults() (SegmentOptions, error) {
 	return o, nil
 }
 
-// chunkBufs pools a chunk buffer and a compression buffer.
-var chunkBufs sync.Pool
-
 // Encoders are pooled per level because building one costs hundreds of KiB
-// of tables. Concurrency 1: EncodeAll then starts no goroutines.
+// of tables. Concurrency 1: EncodeAll then starts no goroutines; chunks are
+// compressed in parallel by taking one encoder each.
 var encoderPools [zstd.SpeedBestCompression + 1]sync.Pool
 
 func getEncoder(l zstd.EncoderLevel) (*zstd.Encoder, error) {
@@ -86,26 +83,9 @@ func WriteSegment(w io.Writer, log io.Reader, opts SegmentOptions) (*Footer, err
 	if err != nil {
 		return nil, err
 	}
-	sw := &segWriter{opts: opts, out: &hashWriter{w: w, h: sha256.New()}}
-	// Buffers for one chunk and its compressed form, reused across
-	// segments: growing them by appends would copy each chunk several times.
-	bufs, _ := chunkBufs.Get().(*[2][]byte)
-	if bufs == nil || cap(bufs[0]) < opts.ChunkBytes {
-		bufs = &[2][]byte{make([]byte, 0, opts.ChunkBytes), make([]byte, 0, opts.ChunkBytes)}
-	}
-	sw.chunk, sw.comp = bufs[0][:0], bufs[1][:0]
-	defer func() {
-		if cap(sw.chunk) <= 2*DefaultChunkBytes && cap(sw.comp) <= 2*DefaultChunkBytes {
-			bufs[0], bufs[1] = sw.chunk[:0], sw.comp[:0]
-			chunkBufs.Put(bufs)
-		}
-	}()
-	if !opts.NoCompression {
-		if sw.enc, err = getEncoder(opts.Level); err != nil {
-			return nil, fmt.Errorf("cold: zstd encoder: %w", err)
-		}
-		defer encoderPools[opts.Level].Put(sw.enc)
-	}
+	sw := &segWriter{opts: opts, out: &hashWriter{w: w, h: sha256.New()}, sem: make(chan struct{}, compressWorkers())}
+	sw.chunk = getBuf(opts.ChunkBytes)
+	defer sw.release()
 	if err := sw.out.write(appendHeader(nil)); err != nil {
 		return nil, err
 	}
@@ -126,16 +106,18 @@ func WriteSegment(w io.Writer, log io.Reader, opts SegmentOptions) (*Footer, err
 	return f, nil
 }
 
-// segWriter accumulates one chunk of batches at a time.
+// segWriter accumulates one chunk of batches at a time and hands each full
+// chunk to a compression job; jobs run in parallel (one per core) and their
+// results are written in chunk order.
 type segWriter struct {
 	opts   SegmentOptions
-	enc    *zstd.Encoder
 	out    *hashWriter
 	footer Footer
 	chunk  []byte    // the current chunk's batches
 	cur    ChunkInfo // the current chunk's entry, being filled
-	comp   []byte    // reused compression output
 	rawPos int64
+	jobs   []*chunkJob   // submitted, not yet written, in chunk order
+	sem    chan struct{} // bounds jobs compressing at once
 }
 
 func (sw *segWriter) readBatches(r *bufio.Reader) error {
@@ -176,7 +158,15 @@ func (sw *segWriter) readBatches(r *bufio.Reader) error {
 	if f.Batches == 0 {
 		return errors.New("cold: write segment: the segment holds no batches")
 	}
-	return sw.flush()
+	if err := sw.flush(); err != nil {
+		return err
+	}
+	for len(sw.jobs) > 0 {
+		if err := sw.writeDone(true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // addBatch records a validated batch in the chunk and segment totals.
@@ -205,44 +195,21 @@ func (sw *segWriter) batchErr(start int, err error) error {
 	return fmt.Errorf("cold: write segment: batch at position %d: %w", sw.rawPos+int64(start), err)
 }
 
-// flush compresses the current chunk (keeping it raw if zstd does not
-// shrink it), writes it and adds its table entry.
+// flush hands the current chunk to a compression job and writes out the
+// jobs that have finished, in order.
 func (sw *segWriter) flush() error {
 	if len(sw.chunk) == 0 {
 		return nil
 	}
 	c := sw.cur
-	c.Index = len(sw.footer.Chunks)
-	raw := sw.chunk
-	c.RawPos, c.RawSize = sw.rawPos, int64(len(raw))
-	c.RawCRC = crc32.Checksum(raw, castagnoli)
-	stored, codec := raw, ChunkRaw
-	if sw.enc != nil {
-		sw.comp = sw.enc.EncodeAll(raw, sw.comp[:0])
-		if len(sw.comp) < len(raw) {
-			stored, codec = sw.comp, ChunkZstd
-		}
-	}
-	c.Codec = codec
-	c.StoredPos, c.StoredSize = sw.out.n, int64(len(stored))
-	c.StoredCRC = c.RawCRC
-	if codec != ChunkRaw {
-		c.StoredCRC = crc32.Checksum(stored, castagnoli)
-	}
-	if err := sw.out.write(stored); err != nil {
-		return err
-	}
-	sw.footer.Chunks = append(sw.footer.Chunks, c)
-	sw.footer.RawSize += c.RawSize
+	c.Index = len(sw.footer.Chunks) + len(sw.jobs)
+	c.RawPos, c.RawSize = sw.rawPos, int64(len(sw.chunk))
 	sw.rawPos += c.RawSize
-	sw.chunk, sw.cur = sw.chunk[:0], ChunkInfo{}
-	if cap(sw.comp) > 2*sw.opts.ChunkBytes {
-		sw.comp = nil // a huge single batch: do not keep its buffer
-	}
-	if cap(sw.chunk) > 2*sw.opts.ChunkBytes {
-		sw.chunk = nil
-	}
-	return nil
+	sw.submit(&chunkJob{info: c, raw: sw.chunk, done: make(chan struct{})})
+	sw.chunk, sw.cur = getBuf(sw.opts.ChunkBytes), ChunkInfo{}
+	// Keep at most one job per worker queued behind the running ones, so
+	// memory stays a few chunks whatever the segment's size.
+	return sw.writeDone(len(sw.jobs) > cap(sw.sem))
 }
 
 // readAppend appends n bytes from r to b, growing b as the bytes arrive so
