@@ -198,26 +198,18 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 	p.mu.RLock()
 	remote := p.remote
 	p.mu.RUnlock()
-	now := time.Now()
-	if remote && !now.Before(p.retryAt) {
-		for _, s := range d.pending(p) {
-			if ctx.Err() != nil {
-				return
+	if now := time.Now(); remote && !now.Before(p.retryAt) {
+		if s, err := d.uploadPending(ctx, p); err != nil {
+			d.m.uploads.WithLabelValues("failed").Inc()
+			// Back off this partition (the retries inside upload are
+			// spent): 1s, 2s, 4s ... up to a minute between passes.
+			p.failures++
+			wait := min(time.Minute, d.opts.Interval<<min(p.failures-1, 6))
+			p.retryAt = now.Add(wait)
+			if ctx.Err() == nil {
+				d.opts.Logger.Warn("upload failed; will retry", "topic", p.topic, "partition", p.partition,
+					"segment", s.BaseOffset, "retry_in", wait, "err", err)
 			}
-			if err := d.upload(ctx, p, s); err != nil {
-				d.m.uploads.WithLabelValues("failed").Inc()
-				// Back off this partition (the retries inside upload are
-				// spent): 1s, 2s, 4s ... up to a minute between passes.
-				p.failures++
-				wait := min(time.Minute, d.opts.Interval<<min(p.failures-1, 6))
-				p.retryAt = now.Add(wait)
-				if ctx.Err() == nil {
-					d.opts.Logger.Warn("upload failed; will retry", "topic", p.topic, "partition", p.partition,
-						"segment", s.BaseOffset, "retry_in", wait, "err", err)
-				}
-				break // keep offsets in order: retry this one first
-			}
-			p.failures = 0
 		}
 	}
 	if err := d.applyRetention(ctx, p); err != nil && ctx.Err() == nil {
@@ -242,13 +234,77 @@ func (d *Daemon) pending(p *Partition) []hot.SegmentInfo {
 	return out
 }
 
-// upload moves one sealed segment to the bucket: announce the attempt in the
-// manifest, build the object, upload it under the attempt's unique key,
-// verify it, then commit. A failure after the announcement withdraws it;
-// the object (if any) is an orphan for the next sweep.
-func (d *Daemon) upload(ctx context.Context, p *Partition, s hot.SegmentInfo) (err error) {
+// built is a segment's object, built ahead of its upload.
+type built struct {
+	s   hot.SegmentInfo
+	id  string
+	obj *object
+	err error
+}
+
+// uploadPending uploads a partition's pending segments in offset order,
+// building the next object while the previous one uploads (building is
+// local CPU work, uploading mostly waiting on the network). It stops at the
+// first failure - offsets stay in order: that segment is retried first -
+// and returns the segment that failed.
+func (d *Daemon) uploadPending(ctx context.Context, p *Partition) (hot.SegmentInfo, error) {
+	pending := d.pending(p)
+	if len(pending) == 0 {
+		return hot.SegmentInfo{}, nil
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	ahead := make(chan built, 1)
+	go func() {
+		defer close(ahead)
+		for _, s := range pending {
+			b := built{s: s, id: newID()}
+			b.obj, b.err = d.build(p, s, b.id)
+			select {
+			case ahead <- b:
+			case <-bctx.Done():
+				b.discard()
+				return
+			}
+			if b.err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		for b := range ahead { // objects built for uploads that will not happen
+			b.discard()
+		}
+	}()
+	for b := range ahead {
+		if b.err == nil && ctx.Err() != nil {
+			b.err = ctx.Err()
+		}
+		if b.err == nil {
+			b.err = d.upload(ctx, p, b)
+		}
+		b.discard()
+		if b.err != nil {
+			return b.s, b.err
+		}
+		p.failures = 0
+	}
+	return hot.SegmentInfo{}, nil
+}
+
+func (b built) discard() {
+	if b.obj != nil {
+		os.Remove(b.obj.path)
+	}
+}
+
+// upload moves one built segment to the bucket: announce the attempt in the
+// manifest, upload the object under the attempt's unique key, verify it,
+// then commit. A failure after the announcement withdraws it; the object
+// (if any) is an orphan for the next sweep.
+func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) {
 	start := time.Now()
-	id := newID()
+	s, id, obj := b.s, b.id, b.obj
 	entry := RemoteSegment{BaseOffset: s.BaseOffset, NextOffset: s.NextOffset, ID: id,
 		Key: segmentKey(p.topic, p.partition, s.BaseOffset, 0, id), State: CopyStarted}
 	if err := p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) }); err != nil {
@@ -262,11 +318,6 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, s hot.SegmentInfo) (e
 		}
 	}()
 
-	obj, err := d.build(p, s, id)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(obj.path)
 	attrs, err := d.put(ctx, entry.Key, obj)
 	if err != nil {
 		return err
