@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 func TestTierReadBackAndRestore(t *testing.T) {
@@ -54,7 +55,7 @@ func TestLocalSegmentsStayUntilCommitted(t *testing.T) {
 	produce(t, p, 300)
 	p.Log().Roll()
 	// Local retention says keep nothing, but nothing is uploaded yet.
-	eventuallySealed(t, p)
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(p.Log().SealedSegments()) == len(p.Log().Segments())-1 }, "segments sealed")
 	before := len(p.Log().Segments())
 	if n := p.Log().ApplyRetention(time.Now()); n != 0 {
 		t.Fatalf("local retention deleted %d segments before their upload was committed", n)
@@ -150,15 +151,4 @@ func TestPrefixOwnedByAnotherCluster(t *testing.T) {
 		t.Fatalf("open on a foreign prefix: %v", err)
 	}
 	t.Log(err)
-}
-
-func eventuallySealed(t *testing.T, p *Partition) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(p.Log().SealedSegments()) != len(p.Log().Segments())-1 {
-		if time.Now().After(deadline) {
-			t.Fatal("segments not sealed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
