@@ -105,6 +105,7 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string) (*Store, erro
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	hadLocal := local != ""
 	var marker clusterMarker
 	rc, err := b.Get(ctx, clusterMarkerKey)
 	switch {
@@ -136,11 +137,14 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string) (*Store, erro
 			return nil, fmt.Errorf("tiering: write cluster marker to %s: %w", b.Name(), err)
 		}
 	}
-	if err := fileutil.MkdirAllDurable(dataDir); err != nil {
-		return nil, err
-	}
-	if err := fileutil.WriteFileAtomic(idPath, []byte(local+"\n"), 0o644); err != nil {
-		return nil, err
+	if !hadLocal {
+		// Only a new or restoring node records its id; a restart has it.
+		if err := fileutil.MkdirAllDurable(dataDir); err != nil {
+			return nil, err
+		}
+		if err := fileutil.WriteFileAtomic(idPath, []byte(local+"\n"), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	return &Store{Bucket: b, ClusterID: local}, nil
 }
