@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,12 +80,16 @@ func intKey(valid string, lo, hi int64, field func(c *TopicConfig) *int64) confi
 var configKeys = map[string]configKey{
 	"segment.bytes": intKey(fmt.Sprintf("an integer from 1024 to %d", hot.MaxSegmentBytes), 1024, hot.MaxSegmentBytes,
 		func(c *TopicConfig) *int64 { return &c.SegmentBytes }),
-	"segment.ms":      intKey("a positive integer (milliseconds)", 1, 1<<62, func(c *TopicConfig) *int64 { return &c.SegmentMs }),
-	"retention.ms":    intKey("-1 (forever) or a positive integer (milliseconds)", -1, 1<<62, func(c *TopicConfig) *int64 { return &c.RetentionMs }),
+	// The millisecond keys take any value up to Kafka's Long.MAX_VALUE
+	// (9223372036854775807, the "forever" its tools write); msDuration caps
+	// what no time.Duration can hold at the largest one (292 years), which
+	// is forever for every timestamp a record can carry until 2262.
+	"segment.ms":      intKey("a positive integer (milliseconds)", 1, math.MaxInt64, func(c *TopicConfig) *int64 { return &c.SegmentMs }),
+	"retention.ms":    intKey("-1 (forever) or a positive integer (milliseconds)", -1, math.MaxInt64, func(c *TopicConfig) *int64 { return &c.RetentionMs }),
 	"retention.bytes": intKey("-1 (unlimited) or a non-negative integer", -1, 1<<62, func(c *TopicConfig) *int64 { return &c.RetentionBytes }),
 	"flush.messages":  intKey("0 (off) or a positive integer", 0, 1<<62, func(c *TopicConfig) *int64 { return &c.FlushMessages }),
-	"flush.ms":        intKey("a positive integer (milliseconds)", 1, 1<<62, func(c *TopicConfig) *int64 { return &c.FlushMs }),
-	"local.retention.ms": intKey("-2 (same as retention.ms), -1 (forever) or a positive integer (milliseconds)", -2, 1<<62,
+	"flush.ms":        intKey("a positive integer (milliseconds)", 1, math.MaxInt64, func(c *TopicConfig) *int64 { return &c.FlushMs }),
+	"local.retention.ms": intKey("-2 (same as retention.ms), -1 (forever) or a positive integer (milliseconds)", -2, math.MaxInt64,
 		func(c *TopicConfig) *int64 { return &c.LocalRetentionMs }),
 	"local.retention.bytes": intKey("-2 (same as retention.bytes), -1 (unlimited) or a non-negative integer", -2, 1<<62,
 		func(c *TopicConfig) *int64 { return &c.LocalRetentionBytes }),
@@ -171,16 +176,28 @@ func (c TopicConfig) localRetention() (ms, bytes int64) {
 func (c TopicConfig) hotConfig(tiered bool) hot.Config {
 	h := hot.DefaultConfig()
 	h.SegmentBytes = c.SegmentBytes
-	h.SegmentAge = time.Duration(c.SegmentMs) * time.Millisecond
+	h.SegmentAge = msDuration(c.SegmentMs)
 	retMs, retBytes := c.RetentionMs, c.RetentionBytes
 	if tiered && c.RemoteStorageEnable {
 		retMs, retBytes = c.localRetention()
 	}
-	h.RetentionAge = time.Duration(retMs) * time.Millisecond
+	h.RetentionAge = msDuration(retMs)
 	h.RetentionBytes = retBytes
 	h.MaxMessageBytes = int(c.MaxMessageBytes)
 	h.FlushPolicy = c.FlushPolicy
 	h.FlushMessages = c.FlushMessages
-	h.FlushInterval = time.Duration(c.FlushMs) * time.Millisecond
+	h.FlushInterval = msDuration(c.FlushMs)
 	return h
+}
+
+// msDuration converts a millisecond setting to a duration, saturating at
+// the largest duration (about 292 years) instead of wrapping: past
+// 9223372036854 ms the product overflows int64 nanoseconds and "keep for
+// centuries" became "delete now" (or "roll on every append").
+// Negative values (-1 forever, -2 inherit) pass through as they are.
+func msDuration(ms int64) time.Duration {
+	if ms > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
 }

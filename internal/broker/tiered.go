@@ -88,7 +88,7 @@ func (b *Broker) removeFromDaemon(t *topic) {
 // retention is the topic's total retention, which the tiering daemon
 // enforces on remote segments.
 func (c TopicConfig) retention() tiering.Retention {
-	return tiering.Retention{Age: time.Duration(c.RetentionMs) * time.Millisecond, Bytes: c.RetentionBytes}
+	return tiering.Retention{Age: msDuration(c.RetentionMs), Bytes: c.RetentionBytes}
 }
 
 // TierStatus reports the tiering state of every partition of a topic, or
