@@ -78,6 +78,9 @@ type TopicMeta struct {
 	Name       string            `json:"name"`
 	Partitions int32             `json:"partitions"`
 	Config     map[string]string `json:"config"`
+	// Deleting is the tombstone of a topic whose deletion started: a
+	// restore must finish deleting it (DeleteTopic), never bring it back.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // Store is the bucket as the tiering layer sees it: identity, topic
@@ -177,20 +180,32 @@ func (s *Store) PutTopic(ctx context.Context, t TopicMeta) error {
 }
 
 // DeleteTopic removes a topic's metadata and every object of its
-// partitions from the bucket.
+// partitions from the bucket. It first turns the topic's record into a
+// tombstone, so a deletion cut short (bucket down, node crashed or lost its
+// disk) is finished by whoever reads the record next instead of restoring
+// the topic; the record goes last, once nothing of the topic is left.
+// Calling it again after a failure resumes it.
 func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) error {
+	tomb := TopicMeta{Name: name, Partitions: partitions, Deleting: true}
+	if err := retry(ctx, func() error { return s.putJSON(ctx, topicsPrefix+name+".json", tomb) }); err != nil {
+		return fmt.Errorf("tiering: mark topic %s deleted in %s: %w", name, s.Bucket.Name(), err)
+	}
 	for p := range partitions {
 		err := s.Bucket.Iter(ctx, PartitionPrefix(name, p), func(key string) error {
 			return retry(ctx, func() error { return s.Bucket.Delete(ctx, key) })
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("tiering: delete objects of %s/%d from %s: %w", name, p, s.Bucket.Name(), err)
 		}
 	}
-	return retry(ctx, func() error { return s.Bucket.Delete(ctx, topicsPrefix+name+".json") })
+	if err := retry(ctx, func() error { return s.Bucket.Delete(ctx, topicsPrefix+name+".json") }); err != nil {
+		return fmt.Errorf("tiering: delete record of topic %s from %s: %w", name, s.Bucket.Name(), err)
+	}
+	return nil
 }
 
-// Topics lists the topics recorded in the bucket.
+// Topics lists the topics recorded in the bucket, tombstones (Deleting)
+// included.
 func (s *Store) Topics(ctx context.Context) ([]TopicMeta, error) {
 	var out []TopicMeta
 	err := s.Bucket.Iter(ctx, topicsPrefix, func(key string) error {

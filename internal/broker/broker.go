@@ -31,8 +31,16 @@ type Options struct {
 	Defaults   TopicConfig // server-wide defaults for keys a topic does not set
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
-	// MaxPartitions bounds a topic's partition count; 0 means 10000.
+	// MaxPartitions bounds a topic's partition count; 0 means 10000 (or
+	// MaxNodePartitions if lower).
 	MaxPartitions int32
+	// MaxNodePartitions bounds the partitions of all topics on this node
+	// together (each holds open files and memory); 0 means
+	// DefaultMaxNodePartitions. A create past it is refused.
+	MaxNodePartitions int
+	// DeleteRetryInterval is how often a topic deletion the bucket did not
+	// complete is retried in the background; 0 means 10s.
+	DeleteRetryInterval time.Duration
 	// Bucket is the cold tier; nil runs the node without tiering.
 	Bucket cold.Bucket
 	// Tiering configures the daemon (TmpDir, Logger and Registry are
@@ -54,10 +62,26 @@ type Broker struct {
 	reader *cold.Reader
 	daemon *tiering.Daemon
 
+	lock *dirLock // the data directory's, held until Close
+
+	// mu guards the maps and closed, and is held only for map updates:
+	// never across bucket requests or bulk file I/O, which appends and
+	// fetches would otherwise wait for (they take it to find a partition).
 	mu     sync.RWMutex
 	topics map[string]*topic
-	closed bool
+	// pending reserves the names of topics being created or deleted, so
+	// create and delete of one name are serialised end to end while the
+	// slow part of each runs without mu.
+	pending map[string]*pendingTopic
+	closed  bool
+	ctx     context.Context // cancelled by Close: ends bucket retries of lifecycle work
+	cancel  context.CancelFunc
+	ops     sync.WaitGroup // creates and deletes in flight and the deletion retrier
 }
+
+// DefaultMaxNodePartitions is the node's partition limit when
+// Options.MaxNodePartitions is 0.
+const DefaultMaxNodePartitions = 10000
 
 type topic struct {
 	name      string
@@ -73,19 +97,37 @@ type topicMeta struct {
 	Partitions int32             `json:"partitions"`
 	Config     map[string]string `json:"config"`
 	Created    time.Time         `json:"created"`
+	// State is empty for a live topic. A topic.json saying "creating" or
+	// "deleting" is a topic that never was acknowledged or is being
+	// deleted: open finishes deleting it, locally and in the bucket.
+	State string `json:"state,omitempty"`
 }
+
+const (
+	stateCreating = "creating"
+	stateDeleting = "deleting"
+)
 
 const topicMetaFile = "topic.json"
 
 // Open opens every topic under opts.Dir, recovering each partition log.
-// With a bucket it also claims the bucket prefix, restores topics recorded
-// there when the data directory has none, and starts the tiering daemon.
+// It locks the data directory first: a second broker on it fails with
+// ErrDirLocked. With a bucket it also claims the bucket prefix, restores
+// topics recorded there when the data directory has none, and starts the
+// tiering daemon. Deletions cut short are resumed in the background.
 func Open(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.MaxNodePartitions <= 0 {
+		opts.MaxNodePartitions = DefaultMaxNodePartitions
+	}
 	if opts.MaxPartitions <= 0 {
 		opts.MaxPartitions = 10000
+	}
+	opts.MaxPartitions = int32(min(int(opts.MaxPartitions), opts.MaxNodePartitions))
+	if opts.DeleteRetryInterval <= 0 {
+		opts.DeleteRetryInterval = 10 * time.Second
 	}
 	if opts.Defaults == (TopicConfig{}) {
 		opts.Defaults = DefaultTopicConfig()
@@ -93,26 +135,46 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 	if err := opts.Defaults.hotConfig(opts.Bucket != nil).Validate(); err != nil {
 		return nil, fmt.Errorf("%w: server defaults: %v", ErrInvalidConfig, err)
 	}
-	b := &Broker{opts: opts, metrics: hot.NewMetrics(opts.Registerer), topics: map[string]*topic{}}
-	if err := fileutil.MkdirAllDurable(b.topicsDir()); err != nil {
+	if err := fileutil.MkdirAllDurable(opts.Dir); err != nil {
 		return nil, fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
 	}
-	entries, err := os.ReadDir(b.topicsDir())
+	lock, err := lockDir(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
+	b := &Broker{opts: opts, metrics: hot.NewMetrics(opts.Registerer), topics: map[string]*topic{},
+		pending: map[string]*pendingTopic{}, lock: lock}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if err := b.open(ctx); err != nil {
+		b.abortOpen()
+		b.cancel()
+		lock.release()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Broker) open(ctx context.Context) error {
+	opts := b.opts
+	if err := fileutil.MkdirAllDurable(b.topicsDir()); err != nil {
+		return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
+	}
+	entries, err := os.ReadDir(b.topicsDir())
+	if err != nil {
+		return err
+	}
 	if opts.Bucket != nil {
 		if err := b.openTiering(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		if len(entries) == 0 {
 			// A node with no topics and a bucket that has some: restore them
 			// (their partitions then restore from their manifests).
 			if err := b.restoreTopics(ctx); err != nil {
-				return nil, err
+				return err
 			}
 			if entries, err = os.ReadDir(b.topicsDir()); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -123,32 +185,50 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 		raw, err := os.ReadFile(filepath.Join(b.topicsDir(), e.Name(), topicMetaFile))
 		if errors.Is(err, os.ErrNotExist) {
 			// A creation that crashed before its metadata landed: the topic
-			// was never acknowledged, so it never existed.
+			// was never acknowledged, and nothing of it reached the bucket.
 			opts.Logger.Warn("removing incomplete topic directory", "dir", e.Name())
 			os.RemoveAll(filepath.Join(b.topicsDir(), e.Name()))
 			continue
 		}
 		if err != nil {
-			b.Close()
-			return nil, err
+			return err
 		}
 		var m topicMeta
 		if err := json.Unmarshal(raw, &m); err != nil {
-			b.Close()
-			return nil, fmt.Errorf("broker: %s/%s: %w", e.Name(), topicMetaFile, err)
+			return fmt.Errorf("broker: %s/%s: %w", e.Name(), topicMetaFile, err)
+		}
+		if m.State != "" {
+			// Deleted, or created and never acknowledged: finish deleting it.
+			opts.Logger.Info("resuming deletion of topic", "topic", m.Name, "state", m.State)
+			b.pending[m.Name] = &pendingTopic{deleting: true, meta: m}
+			continue
 		}
 		t, err := b.openTopic(ctx, m)
 		if err != nil {
-			b.Close()
-			return nil, err
+			return err
 		}
 		b.topics[m.Name] = t
+		b.addToDaemon(t)
 	}
 	if b.daemon != nil {
 		b.daemon.Start()
 	}
+	b.ops.Add(1)
+	go b.retryDeletions()
 	opts.Logger.Info("broker open", "dir", opts.Dir, "topics", len(b.topics), "bucket", bucketName(opts.Bucket))
-	return b, nil
+	return nil
+}
+
+// abortOpen closes what a failed open opened. The daemon has not started
+// and the bucket stays the caller's to close.
+func (b *Broker) abortOpen() {
+	for _, t := range b.topics {
+		t.close()
+	}
+	if b.reader != nil {
+		b.reader.Close()
+		b.cache.Close()
+	}
 }
 
 func bucketName(bk cold.Bucket) string {
@@ -175,9 +255,6 @@ func (b *Broker) openTopic(ctx context.Context, m topicMeta) (*topic, error) {
 			return nil, fmt.Errorf("broker: topic %s partition %d: %w", m.Name, p, err)
 		}
 		t.parts = append(t.parts, part)
-		if b.daemon != nil {
-			b.daemon.Add(part)
-		}
 	}
 	return t, nil
 }
@@ -210,93 +287,6 @@ func ValidateTopicName(name string) error {
 		return fmt.Errorf("%w: %q: use 1 to 249 characters from a-z A-Z 0-9 . _ - (not \".\" or \"..\")", ErrInvalidTopicName, name)
 	}
 	return nil
-}
-
-// CreateTopic creates a topic with the given partitions and config
-// overrides. The topic exists once its metadata file is durable.
-func (b *Broker) CreateTopic(name string, partitions int32, config map[string]string) (TopicInfo, error) {
-	if err := ValidateTopicName(name); err != nil {
-		return TopicInfo{}, err
-	}
-	if partitions < 1 || partitions > b.opts.MaxPartitions {
-		return TopicInfo{}, fmt.Errorf("%w: %d partitions: valid range is 1 to %d", ErrInvalidPartition, partitions, b.opts.MaxPartitions)
-	}
-	if config == nil {
-		config = map[string]string{}
-	}
-	cfg, err := ParseTopicConfig(b.opts.Defaults, config)
-	if err != nil {
-		return TopicInfo{}, err
-	}
-	if err := cfg.hotConfig(b.store != nil).Validate(); err != nil {
-		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return TopicInfo{}, ErrClosed
-	}
-	if _, ok := b.topics[name]; ok {
-		return TopicInfo{}, fmt.Errorf("%w: %s", ErrTopicExists, name)
-	}
-	m := topicMeta{Name: name, Partitions: partitions, Config: maps.Clone(config), Created: time.Now().UTC()}
-	dir := b.topicDir(name)
-	if err := fileutil.MkdirAllDurable(dir); err != nil {
-		return TopicInfo{}, err
-	}
-	if b.store != nil {
-		// The bucket learns of the topic first, so a node restored from the
-		// bucket knows every topic that was ever acknowledged.
-		if err := b.store.PutTopic(context.Background(), tiering.TopicMeta{Name: name, Partitions: partitions, Config: m.Config}); err != nil {
-			return TopicInfo{}, fmt.Errorf("broker: record topic %s in %s: %w", name, b.store.Bucket.Name(), err)
-		}
-	}
-	t, err := b.openTopic(context.Background(), m)
-	if err != nil {
-		os.RemoveAll(dir)
-		return TopicInfo{}, err
-	}
-	if err := writeTopicMeta(dir, m); err != nil {
-		b.removeFromDaemon(t)
-		t.close()
-		os.RemoveAll(dir)
-		return TopicInfo{}, err
-	}
-	b.topics[name] = t
-	b.opts.Logger.Info("topic created", "topic", name, "partitions", partitions, "config", config)
-	return t.info(), nil
-}
-
-// DeleteTopic closes and removes a topic and all its data.
-func (b *Broker) DeleteTopic(name string) error {
-	b.mu.Lock()
-	t, ok := b.topics[name]
-	if ok {
-		delete(b.topics, name)
-	}
-	b.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrUnknownTopic, name)
-	}
-	// Remove the metadata first: a crash mid-way leaves a directory without
-	// topic.json, which Open cleans up, never a half-deleted live topic.
-	if err := os.Remove(filepath.Join(b.topicDir(name), topicMetaFile)); err != nil {
-		return err
-	}
-	if err := fileutil.SyncDir(b.topicDir(name)); err != nil {
-		return err
-	}
-	b.removeFromDaemon(t)
-	var errs []error
-	for _, p := range t.parts {
-		errs = append(errs, p.Delete())
-	}
-	errs = append(errs, os.RemoveAll(b.topicDir(name)), fileutil.SyncDir(b.topicsDir()))
-	if b.store != nil {
-		errs = append(errs, b.store.DeleteTopic(context.Background(), name, int32(len(t.parts))))
-	}
-	b.opts.Logger.Info("topic deleted", "topic", name)
-	return errors.Join(errs...)
 }
 
 // PartitionInfo describes one partition.
@@ -445,7 +435,9 @@ func (b *Broker) Wait(ctx context.Context, name string, partition int32, offset 
 }
 
 // Close stops the tiering daemon and closes every partition log (fsyncing
-// and sealing what is pending).
+// and sealing what is pending). Creates and deletes in flight are cut
+// short (their bucket retries end) and waited for; a deletion left
+// unfinished resumes at the next open. The data directory is unlocked last.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -453,8 +445,12 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	ts := b.topics
 	b.mu.Unlock()
+	b.cancel()
+	b.ops.Wait()
+	b.mu.RLock()
+	ts := b.topics
+	b.mu.RUnlock()
 	if b.daemon != nil {
 		b.daemon.Close()
 	}
@@ -469,6 +465,7 @@ func (b *Broker) Close() error {
 	if b.opts.Bucket != nil {
 		errs = append(errs, b.opts.Bucket.Close())
 	}
+	b.lock.release()
 	b.opts.Logger.Info("broker closed")
 	return errors.Join(errs...)
 }

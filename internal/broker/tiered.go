@@ -76,6 +76,15 @@ func writeTopicMeta(dir string, m topicMeta) error {
 	return fileutil.WriteFileAtomic(filepath.Join(dir, topicMetaFile), raw, 0o644)
 }
 
+func (b *Broker) addToDaemon(t *topic) {
+	if b.daemon == nil {
+		return
+	}
+	for _, p := range t.parts {
+		b.daemon.Add(p)
+	}
+}
+
 func (b *Broker) removeFromDaemon(t *topic) {
 	if b.daemon == nil {
 		return

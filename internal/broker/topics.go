@@ -1,0 +1,321 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tierlog/tierlog/internal/fileutil"
+	"github.com/tierlog/tierlog/tiering"
+)
+
+// Topic lifecycle. A create or delete first reserves the name under b.mu
+// (pending), then does its file and bucket work without the lock, then
+// installs the result under b.mu again. Appends and fetches to other
+// topics therefore never wait for a bucket request or for thousands of
+// partitions to open, and a create and a delete of one name never overlap.
+//
+// A deletion is durable before anything is removed: topic.json says
+// "deleting" and the bucket's topic record becomes a tombstone. Until the
+// bucket holds nothing of the topic the name stays reserved - a create of
+// it fails with ErrTopicDeletionPending - and the deletion is retried in
+// the background, at every open, and by a repeated DeleteTopic. We chose
+// this over a per-incarnation topic id because the bucket's key layout
+// (and the restore path that reads it) stays as it is, and because it is
+// Kafka's behaviour ("marked for deletion"); the cost is that a name is
+// unusable while the bucket is unreachable.
+
+// pendingTopic reserves a name whose topic is being created or deleted.
+type pendingTopic struct {
+	deleting bool
+	parts    int32     // partitions a create reserves against the node limit
+	meta     topicMeta // what a deletion removes
+
+	mu   sync.Mutex // one deletion attempt at a time
+	done bool       // guarded by mu: the deletion finished
+}
+
+// partitionsInUse counts the partitions of live topics and of creates in
+// flight. Called with b.mu held.
+func (b *Broker) partitionsInUse() int {
+	n := 0
+	for _, t := range b.topics {
+		n += len(t.parts)
+	}
+	for _, p := range b.pending {
+		if !p.deleting {
+			n += int(p.parts)
+		}
+	}
+	return n
+}
+
+// CreateTopic creates a topic with the given partitions and config
+// overrides. The topic exists once its metadata file is durable.
+func (b *Broker) CreateTopic(name string, partitions int32, config map[string]string) (TopicInfo, error) {
+	if err := ValidateTopicName(name); err != nil {
+		return TopicInfo{}, err
+	}
+	if partitions < 1 || partitions > b.opts.MaxPartitions {
+		return TopicInfo{}, fmt.Errorf("%w: %d partitions: valid range is 1 to %d", ErrInvalidPartition, partitions, b.opts.MaxPartitions)
+	}
+	if config == nil {
+		config = map[string]string{}
+	}
+	cfg, err := ParseTopicConfig(b.opts.Defaults, config)
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	if err := cfg.hotConfig(b.store != nil).Validate(); err != nil {
+		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	m := topicMeta{Name: name, Partitions: partitions, Config: maps.Clone(config), Created: time.Now().UTC(), State: stateCreating}
+	op := &pendingTopic{parts: partitions, meta: m}
+	if err := b.reserve(name, op); err != nil {
+		return TopicInfo{}, err
+	}
+	defer b.ops.Done()
+	t, err := b.create(op)
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	b.opts.Logger.Info("topic created", "topic", name, "partitions", partitions, "config", config)
+	return t.info(), nil
+}
+
+// reserve claims name for op, or says why it cannot be.
+func (b *Broker) reserve(name string, op *pendingTopic) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if _, ok := b.topics[name]; ok {
+		return fmt.Errorf("%w: %s", ErrTopicExists, name)
+	}
+	if p, ok := b.pending[name]; ok {
+		if p.deleting {
+			return fmt.Errorf("%w: %s: its deletion from %s is not finished yet; retry later", ErrTopicDeletionPending, name, b.bucketWhere())
+		}
+		return fmt.Errorf("%w: %s (being created)", ErrTopicExists, name)
+	}
+	if used := b.partitionsInUse(); used+int(op.parts) > b.opts.MaxNodePartitions {
+		return fmt.Errorf("%w: %d more would make %d, past the limit of %d (max_node_partitions); %d are free",
+			ErrTooManyPartitions, op.parts, used+int(op.parts), b.opts.MaxNodePartitions, max(0, b.opts.MaxNodePartitions-used))
+	}
+	b.pending[name] = op
+	b.ops.Add(1)
+	return nil
+}
+
+func (b *Broker) bucketWhere() string {
+	if b.opts.Bucket == nil {
+		return "the data directory"
+	}
+	return b.opts.Bucket.Name()
+}
+
+// create does the work of a reserved create. A local record saying
+// "creating" is durable before the bucket hears of the topic, so whatever
+// fails (or crashes) after that point is undone as a deletion - locally and
+// in the bucket - and never restored as a topic nobody acknowledged.
+func (b *Broker) create(op *pendingTopic) (*topic, error) {
+	m, name := op.meta, op.meta.Name
+	dir := b.topicDir(name)
+	if err := fileutil.MkdirAllDurable(dir); err != nil {
+		b.release(name, op)
+		return nil, fmt.Errorf("broker: create topic %s: %w", name, err)
+	}
+	if err := writeTopicMeta(dir, m); err != nil {
+		os.RemoveAll(dir)
+		b.release(name, op)
+		return nil, fmt.Errorf("broker: create topic %s: %w", name, err)
+	}
+	var t *topic
+	err := func() error {
+		if b.store != nil {
+			// The bucket learns of the topic before it is acknowledged, so a
+			// node restored from the bucket knows every topic that ever was.
+			tm := tiering.TopicMeta{Name: name, Partitions: m.Partitions, Config: m.Config}
+			if err := b.store.PutTopic(b.ctx, tm); err != nil {
+				return fmt.Errorf("broker: record topic %s in %s: %w", name, b.store.Bucket.Name(), err)
+			}
+		}
+		var err error
+		if t, err = b.openTopic(b.ctx, m); err != nil {
+			return err
+		}
+		live := m
+		live.State = ""
+		return writeTopicMeta(dir, live)
+	}()
+	if err != nil {
+		if t != nil {
+			t.close()
+		}
+		b.abortCreate(op, err)
+		return nil, err
+	}
+	b.mu.Lock()
+	b.topics[name] = t
+	delete(b.pending, name)
+	b.mu.Unlock()
+	b.addToDaemon(t)
+	return t, nil
+}
+
+// release frees a reservation that left nothing behind.
+func (b *Broker) release(name string, op *pendingTopic) {
+	b.mu.Lock()
+	if b.pending[name] == op {
+		delete(b.pending, name)
+	}
+	b.mu.Unlock()
+}
+
+// abortCreate turns a failed create into a deletion of what it left.
+func (b *Broker) abortCreate(op *pendingTopic, cause error) {
+	op.mu.Lock() // before the retrier can see it as a deletion
+	defer op.mu.Unlock()
+	b.mu.Lock()
+	op.deleting = true
+	op.meta.State = stateDeleting
+	b.mu.Unlock()
+	name := op.meta.Name
+	if err := writeTopicMeta(b.topicDir(name), op.meta); err != nil {
+		// topic.json still says "creating", which open treats alike.
+		b.opts.Logger.Warn("record failed create as deleting", "topic", name, "err", err)
+	}
+	if err := b.finishDeleteLocked(op); err != nil {
+		b.opts.Logger.Warn("cleaning up a failed create; will retry", "topic", name, "cause", cause, "err", err)
+	}
+}
+
+// DeleteTopic deletes a topic and all its data, locally and in the bucket.
+// Once it returns nil nothing of the topic is left. If the bucket fails,
+// the deletion is durable but unfinished: the topic is gone for clients,
+// the error wraps ErrTopicDeletionPending, and the deletion is retried in
+// the background (and by calling DeleteTopic again) until it completes.
+func (b *Broker) DeleteTopic(name string) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if op, ok := b.pending[name]; ok {
+		if !op.deleting {
+			b.mu.Unlock()
+			return fmt.Errorf("%w: %s (still being created)", ErrUnknownTopic, name)
+		}
+		// Deleted before but not finished: a retried delete resumes it.
+		b.ops.Add(1)
+		b.mu.Unlock()
+		defer b.ops.Done()
+		return b.finishDelete(op)
+	}
+	t, ok := b.topics[name]
+	if !ok {
+		b.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	meta := topicMeta{Name: name, Partitions: int32(len(t.parts)), Config: t.overrides, Created: time.Now().UTC(), State: stateDeleting}
+	op := &pendingTopic{deleting: true, meta: meta}
+	// Held until this call is done with op: the background retrier must
+	// not remove the directory before the tombstone is in it and the
+	// partitions are closed.
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	delete(b.topics, name)
+	b.pending[name] = op
+	b.ops.Add(1)
+	b.mu.Unlock()
+	defer b.ops.Done()
+
+	// The tombstone is durable before anything is removed: a crash from
+	// here on resumes the deletion at the next open.
+	if err := writeTopicMeta(b.topicDir(name), meta); err != nil {
+		b.mu.Lock()
+		b.topics[name] = t
+		delete(b.pending, name)
+		b.mu.Unlock()
+		op.done = true // for a retrier that found op meanwhile: nothing to do
+		return fmt.Errorf("broker: delete topic %s: record the deletion: %w", name, err)
+	}
+	// Off the daemon before the bucket is cleaned: no tiering pass starts
+	// on these partitions after Remove returns (and a running one is
+	// waited for), so nothing is uploaded behind the deletion's back.
+	b.removeFromDaemon(t)
+	if err := t.close(); err != nil {
+		b.opts.Logger.Warn("close deleted topic", "topic", name, "err", err)
+	}
+	return b.finishDeleteLocked(op)
+}
+
+// finishDelete removes a deleted topic's objects from the bucket, then its
+// directory, then the reservation. It is safe to call again after a
+// failure, and from several goroutines (they take turns).
+func (b *Broker) finishDelete(op *pendingTopic) error {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	return b.finishDeleteLocked(op)
+}
+
+func (b *Broker) finishDeleteLocked(op *pendingTopic) error {
+	if op.done {
+		return nil
+	}
+	name := op.meta.Name
+	if b.store != nil {
+		if err := b.store.DeleteTopic(b.ctx, name, op.meta.Partitions); err != nil {
+			return fmt.Errorf("%w: %s: deleted here, but not yet from %s (retrying in the background): %w",
+				ErrTopicDeletionPending, name, b.store.Bucket.Name(), err)
+		}
+	}
+	if err := errors.Join(os.RemoveAll(b.topicDir(name)), fileutil.SyncDir(b.topicsDir())); err != nil {
+		return fmt.Errorf("%w: %s: remove %s: %w", ErrTopicDeletionPending, name, b.topicDir(name), err)
+	}
+	op.done = true
+	b.mu.Lock()
+	if b.pending[name] == op {
+		delete(b.pending, name)
+	}
+	b.mu.Unlock()
+	b.opts.Logger.Info("topic deleted", "topic", name)
+	return nil
+}
+
+// retryDeletions finishes unfinished deletions every DeleteRetryInterval
+// (at once after open, for those a restart resumes) until Close.
+func (b *Broker) retryDeletions() {
+	defer b.ops.Done()
+	tick := time.NewTicker(b.opts.DeleteRetryInterval)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+		b.mu.RLock()
+		var ops []*pendingTopic
+		for _, op := range b.pending {
+			if op.deleting {
+				ops = append(ops, op)
+			}
+		}
+		b.mu.RUnlock()
+		for _, op := range ops {
+			if b.ctx.Err() != nil {
+				return
+			}
+			if err := b.finishDelete(op); err != nil {
+				b.opts.Logger.Warn("topic deletion unfinished; will retry", "topic", op.meta.Name, "in", b.opts.DeleteRetryInterval, "err", err)
+			}
+		}
+	}
+}
