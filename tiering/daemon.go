@@ -104,13 +104,16 @@ func (d *Daemon) Add(p *Partition) {
 }
 
 // Remove takes a partition away (topic deleted), waiting for a pass in
-// progress on it to finish.
+// progress on it to finish. Once it returns, no pass or sweep touches the
+// bucket for p - not even one that listed p before the removal - so a
+// deletion that lists the bucket after Remove sees every object p has.
 func (d *Daemon) Remove(p *Partition) {
 	d.mu.Lock()
 	delete(d.parts, p)
 	d.mu.Unlock()
 	p.tierMu.Lock()
-	p.tierMu.Unlock() //nolint:staticcheck // waits for a running pass
+	p.removed = true
+	p.tierMu.Unlock()
 }
 
 // Wake asks for a pass now (a segment was sealed, a test wants progress).
@@ -195,6 +198,9 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 		return
 	}
 	defer p.tierMu.Unlock()
+	if p.removed {
+		return
+	}
 	p.mu.RLock()
 	remote := p.remote
 	p.mu.RUnlock()
@@ -496,6 +502,9 @@ func (d *Daemon) cleanupAll(ctx context.Context) {
 func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 	p.tierMu.Lock()
 	defer p.tierMu.Unlock()
+	if p.removed {
+		return nil
+	}
 	m := p.Manifest()
 	ab, canAbort := d.store.Bucket.(cold.MultipartAborter)
 	var stale []string

@@ -68,6 +68,10 @@ type Partition struct {
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
 	failures int
 	retryAt  time.Time
+	// removed (guarded by tierMu) is set by Daemon.Remove: a pass or sweep
+	// that took a snapshot of the partitions before the removal must not
+	// touch the bucket for a topic whose deletion is listing it.
+	removed bool
 }
 
 // OpenPartition opens the manifest and the hot log of a partition. With no
