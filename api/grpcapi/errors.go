@@ -25,6 +25,11 @@ func statusCode(err error) codes.Code {
 		return codes.DeadlineExceeded
 	case errors.Is(err, broker.ErrUnknownTopic):
 		return codes.NotFound
+	case errors.Is(err, broker.ErrTopicDeletionPending):
+		// The name frees up once the bucket is clean: retry later.
+		return codes.Unavailable
+	case errors.Is(err, broker.ErrTooManyPartitions):
+		return codes.ResourceExhausted
 	case errors.Is(err, broker.ErrTopicExists):
 		return codes.AlreadyExists
 	case errors.Is(err, broker.ErrInvalidPartition),

@@ -173,7 +173,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		return err
 	}
 	b, err := broker.Open(ctx, broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
-		Bucket: bucket, CacheBytes: cfg.CacheBytes, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
+		Bucket: bucket, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
 		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate}})
 	if err != nil {
 		if bucket != nil {

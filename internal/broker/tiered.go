@@ -59,12 +59,21 @@ func (b *Broker) restoreTopics(ctx context.Context) error {
 		if m.Config == nil {
 			m.Config = map[string]string{}
 		}
+		if t.Deleting {
+			// A tombstone: the topic was deleted and the deletion cut short.
+			// Recorded locally as deleting, open finishes it.
+			m.State = stateDeleting
+			b.opts.Logger.Info("finishing deletion of topic recorded in the bucket", "topic", t.Name, "bucket", b.opts.Bucket.Name())
+		}
 		dir := b.topicDir(t.Name)
 		if err := fileutil.MkdirAllDurable(dir); err != nil {
 			return err
 		}
 		if err := writeTopicMeta(dir, m); err != nil {
 			return err
+		}
+		if t.Deleting {
+			continue
 		}
 		b.opts.Logger.Info("restoring topic from the bucket", "topic", t.Name, "partitions", t.Partitions, "bucket", b.opts.Bucket.Name())
 	}

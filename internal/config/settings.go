@@ -26,6 +26,9 @@ type Server struct {
 	UploadRate      int64 // upload_rate: tiering upload bytes/s, 0 unlimited
 	RemoteReadRate  int64 // remote_read_rate: historical read bytes/s from the bucket, 0 unlimited
 	TieringParallel int   // tiering_concurrency: partitions uploading at once
+	// MaxNodePartitions (max_node_partitions) bounds the partitions of all
+	// topics on the node together; a create past it is refused.
+	MaxNodePartitions int
 
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
 	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
@@ -44,7 +47,10 @@ func Default() Server {
 		ShutdownTimeout: 10 * time.Second,
 		CacheBytes:      256 << 20,
 		TieringParallel: 2,
-		TopicDefaults:   map[string]string{},
+		// Each partition holds open files and memory; the sum over all
+		// topics must leave descriptors for connections and segment rolls.
+		MaxNodePartitions: 10000,
+		TopicDefaults:     map[string]string{},
 	}
 }
 
@@ -162,6 +168,18 @@ var settings = []setting{
 				return err
 			}
 			c.TieringParallel = int(n)
+			return nil
+		},
+	},
+	{
+		name: "max_node_partitions", usage: "the most partitions all topics on this node may have together; a topic create past it is refused",
+		get: func(c *Server) string { return strconv.Itoa(c.MaxNodePartitions) },
+		set: func(c *Server, v string) error {
+			var n int64
+			if err := setInt(&n, v, 1); err != nil {
+				return err
+			}
+			c.MaxNodePartitions = int(n)
 			return nil
 		},
 	},
