@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -296,10 +297,35 @@ func TestCreateDeleteRaceKeepsAcknowledgedRecords(t *testing.T) {
 				return err == nil || errors.Is(err, ErrTopicExists) || errors.Is(err, ErrUnknownTopic) ||
 					errors.Is(err, ErrTopicDeletionPending) || strings.Contains(err.Error(), "closed")
 			}
-			var wg sync.WaitGroup
+			// Two deleters run until each has deleted the topic 10 times; two
+			// writers create and produce until the deleters are done, then
+			// once more, so the last incarnation holds their records.
+			var wg, deleters sync.WaitGroup
+			deleters.Add(2)
+			stopped := make(chan struct{})
+			go func() { deleters.Wait(); close(stopped) }()
+			watchdog := time.Now().Add(2 * time.Minute)
 			for g := range 4 {
+				deleter := g%2 == 0
 				wg.Go(func() {
-					for i := range 40 {
+					if deleter {
+						defer deleters.Done()
+					}
+					for i, deletes, last := 0, 0, false; !last; i++ {
+						if deleter && deletes == 10 {
+							return
+						}
+						select {
+						case <-stopped:
+							last = true
+						default:
+						}
+						if time.Now().After(watchdog) { // a hang, not a timing figure
+							t.Errorf("goroutine %d: stuck after %d rounds (%d deletes)", g, i, deletes)
+							return
+						}
+						runtime.Gosched() // rounds refused at once would spin
+
 						if _, err := b.CreateTopic("race", 1, nil); !expected(err) {
 							mu.Lock()
 							bad = append(bad, err)
@@ -310,7 +336,7 @@ func TestCreateDeleteRaceKeepsAcknowledgedRecords(t *testing.T) {
 							if err != nil {
 								break
 							}
-							v := int64(g*100000 + i*10 + k)
+							v := int64(g*1000000 + i*10 + k)
 							res, err := p.Append(testutil.Batch(t, v, 1, 30, 1))
 							mu.Lock()
 							if err == nil {
@@ -320,8 +346,11 @@ func TestCreateDeleteRaceKeepsAcknowledgedRecords(t *testing.T) {
 							}
 							mu.Unlock()
 						}
-						if g%2 == 0 {
-							if err := b.DeleteTopic("race"); !expected(err) {
+						if deleter {
+							err := b.DeleteTopic("race")
+							if err == nil {
+								deletes++
+							} else if !expected(err) {
 								mu.Lock()
 								bad = append(bad, err)
 								mu.Unlock()
@@ -365,7 +394,11 @@ func TestCreateDeleteRaceKeepsAcknowledgedRecords(t *testing.T) {
 				}
 				checked++
 			}
-			t.Logf("%d acknowledged records of the surviving topic checked, %d acknowledged in all", checked, len(acks))
+			incarnations := map[any]bool{}
+			for _, a := range acks {
+				incarnations[a.p] = true
+			}
+			t.Logf("%d acknowledged records of the surviving topic checked; %d acknowledged in all, in %d incarnations", checked, len(acks), len(incarnations))
 		})
 	}
 }
