@@ -422,7 +422,7 @@ func TestCreateDoesNotStallOtherTopics(t *testing.T) {
 	note := func(s string) { omu.Lock(); order = append(order, s); omu.Unlock() }
 	created := make(chan error, 1)
 	go func() {
-		_, err := b.CreateTopic("big", 200, nil)
+		_, err := b.CreateTopic("big", 100, nil)
 		note("create")
 		created <- err
 	}()
