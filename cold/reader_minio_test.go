@@ -53,7 +53,9 @@ func TestReaderMinIO(t *testing.T) {
 func TestReaderMinIOFaults(t *testing.T) {
 	m := testutil.StartMinIO(t)
 	p := faultproxy.Start(t, m.URL())
-	mk := minioMaker(m, p.Addr, cold.Options{MaxAttempts: 1, StallTimeout: 300 * time.Millisecond})
+	// 2s, not less: on a loaded machine a shorter stall timeout turns a slow
+	// but healthy request (the set-up upload) into a stall.
+	mk := minioMaker(m, p.Addr, cold.Options{MaxAttempts: 1, StallTimeout: 2 * time.Second})
 	b := mk(t)
 	// Incompressible values: chunks stored raw, full size, so body faults
 	// land inside them.
