@@ -142,6 +142,13 @@ func (l *Log) syncDirty() (uint64, error) {
 	for _, s := range dirty {
 		if err := l.timedSync(s); err != nil {
 			l.mu.Lock()
+			// Sealing may have fsynced this rolled segment meanwhile, and
+			// retention then closed it: its bytes are durable, so the
+			// failure of this redundant fsync is not a failure of the log.
+			if s.durable {
+				l.mu.Unlock()
+				continue
+			}
 			err = l.failLocked(err)
 			l.mu.Unlock()
 			return 0, err

@@ -35,10 +35,10 @@ type Log struct {
 	mu       sync.RWMutex
 	segments []*segment
 	active   *segment
-	next     int64     // next offset to assign
-	written  *position // end of the last write
-	seq      uint64    // appends written so far; group commit waits on it
-	dirty    []*segment
+	next     int64      // next offset to assign
+	written  *position  // end of the last write
+	seq      uint64     // appends written so far; group commit waits on it
+	dirty    []*segment // written since their last fsync; never a sealed segment
 	toSeal   []*segment
 	unsynced int64 // records written since the last fsync (flush.messages)
 	failed   error
@@ -241,6 +241,11 @@ func (l *Log) sealSegment(s *segment) error {
 		return err
 	}
 	l.mu.Lock()
+	// A rolled segment takes no more writes, so this fsync covers it for
+	// good: it leaves the flush list, which otherwise would fsync it again
+	// (after retention closed it) or, under flush.policy=os, grow forever.
+	s.durable = true
+	l.dirty = slices.DeleteFunc(l.dirty, func(d *segment) bool { return d == s })
 	s.closeIndex()
 	x := indexes{offsets: s.idx.offsets, times: s.idx.times}
 	l.mu.Unlock()

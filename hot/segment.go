@@ -43,7 +43,9 @@ type segment struct {
 	created    time.Time
 	rolled     bool // no more appends
 	sealed     bool // rolled and fsynced, index files written
-	dirty      bool // written since the last fsync
+	// durable: rolled and fsynced by sealing, so every byte of it is on disk
+	// and it is off the log's flush list for good.
+	durable bool
 }
 
 func segmentPrefix(dir string, base int64) string {
@@ -78,7 +80,6 @@ func (s *segment) append(b []byte, h batch.Header, indexInterval int) error {
 		return fmt.Errorf("hot: write %s at position %d: %w", s.logPath(), s.size, err)
 	}
 	s.indexBatch(h, s.size, indexInterval)
-	s.dirty = true
 	return nil
 }
 
