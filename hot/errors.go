@@ -21,6 +21,11 @@ var ErrCorruptBatch = errors.New("corrupt batch")
 // write is never followed by a silent success.
 var ErrLogFailed = errors.New("log failed")
 
+// ErrOverlappingSegments: Open found a segment whose offsets overlap the
+// segment before it (two writers in one directory). The log refuses to open
+// and removes nothing; the error names both files.
+var ErrOverlappingSegments = errors.New("hot: overlapping segments")
+
 // ErrClosed means the log was closed.
 var ErrClosed = errors.New("log closed")
 

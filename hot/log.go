@@ -142,6 +142,13 @@ func (l *Log) load() error {
 	slices.Sort(bases)
 	rp := readRecoveryPoint(l.dir)
 	for i, base := range bases {
+		if n := len(l.segments); n > 0 && base < l.segments[n-1].next {
+			// Two writers appended into one directory (or a segment was
+			// copied in): the same offsets would be served twice.
+			prev := l.segments[n-1]
+			return fmt.Errorf("%w: %s holds offsets %d to %d but %s starts at %d; one directory holds two logs (two writers?): move one segment out after checking which holds the acknowledged records",
+				ErrOverlappingSegments, prev.logPath(), prev.base, prev.next-1, segmentPrefix(l.dir, base)+".log", base)
+		}
 		s, err := l.openSegment(base, false)
 		if err != nil {
 			return err

@@ -3,10 +3,15 @@ package hot
 import (
 	"encoding/binary"
 	"errors"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tierlog/tierlog/internal/batch"
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
@@ -183,4 +188,90 @@ func writeAt(t *testing.T, path string, at int64, b []byte) {
 	if _, err := f.WriteAt(b, at); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestOverlappingSegmentsRefuseToOpen is issue 6 item 9 (last sentence):
+// two writers appending into one directory leave segments whose offsets
+// overlap; recovery accepted them and served duplicate offsets. Open must
+// refuse, name both files, and remove nothing.
+func TestOverlappingSegmentsRefuseToOpen(t *testing.T) {
+	t.Run("scanned segments", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSegment(t, dir, 0, 30)  // offsets 0..29
+		writeSegment(t, dir, 20, 30) // offsets 20..49: another writer's
+		checkOverlapRefused(t, dir, "00000000000000000000.log", "00000000000000000020.log")
+	})
+	t.Run("sealed segments below the recovery point", func(t *testing.T) {
+		dir := t.TempDir()
+		l := openLog(t, dir, testConfig(FlushAlways), Options{})
+		appendRecords(t, l, 250, 5, 100)
+		segs := l.Segments()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// A segment starting inside the first, trusted, sealed segment.
+		inside := segs[1].BaseOffset - 10
+		writeSegment(t, dir, inside, 20)
+		checkOverlapRefused(t, dir, filepath.Base(segs[0].Path), filepath.Base(segmentPrefix(dir, inside)+".log"))
+	})
+}
+
+// writeSegment writes a segment file of n records (batches of 5, value
+// size 100) from offset base, as another writer would have.
+func writeSegment(t *testing.T, dir string, base int64, n int) {
+	t.Helper()
+	var data []byte
+	for off := base; off < base+int64(n); off += 5 {
+		b := testutil.Batch(t, off, 5, 100, 1_000_000+off)
+		batch.SetBaseOffset(b, off)
+		data = append(data, b...)
+	}
+	if err := os.WriteFile(segmentPrefix(dir, base)+".log", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkOverlapRefused(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	before := dirContents(t, dir)
+	l, err := Open(dir, testConfig(FlushAlways), Options{})
+	if err == nil {
+		l.Close()
+		t.Fatal("open accepted segments whose offsets overlap")
+	}
+	if !errors.Is(err, ErrOverlappingSegments) {
+		t.Fatalf("open: %v, want ErrOverlappingSegments", err)
+	}
+	for _, n := range names {
+		if !strings.Contains(err.Error(), n) {
+			t.Errorf("error does not name %s: %v", n, err)
+		}
+	}
+	t.Log(err)
+	// Index files may have been written for segments checked before the
+	// overlap was found (derived data); no segment is removed or changed.
+	if after := dirContents(t, dir); !maps.Equal(before, after) {
+		t.Fatalf("a refused open changed the segments: %v, then %v", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
+	}
+}
+
+// dirContents maps each .log file in dir to its contents.
+func dirContents(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
 }
