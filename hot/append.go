@@ -44,8 +44,7 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 	now := l.opts.Now()
 	if l.shouldRollLocked(len(b), now) {
 		if err := l.rollLocked(); err != nil {
-			err = l.failLocked(err)
-			l.mu.Unlock()
+			l.mu.Unlock() // retriable: nothing was written, the next append retries the roll
 			return AppendResult{}, err
 		}
 	}
@@ -192,11 +191,13 @@ func (l *Log) shouldRollLocked(n int, now time.Time) bool {
 // rollLocked starts a new active segment at the next offset. The old one is
 // handed to the background worker, which fsyncs it and writes its indexes
 // (sealing); a crash before that is covered by recovery, which scans every
-// segment past the recovery point.
+// segment past the recovery point. A new segment that cannot be opened (out
+// of file descriptors, say) changes nothing: the error wraps ErrRetriable
+// and the log stays usable, so the next append tries the roll again.
 func (l *Log) rollLocked() error {
 	s, err := l.openSegment(l.next, true)
 	if err != nil {
-		return err
+		return fmt.Errorf("hot: roll to a new segment at offset %d (%w): %w", l.next, ErrRetriable, err)
 	}
 	l.active.rolled = true
 	l.toSeal = append(l.toSeal, l.active)
@@ -210,7 +211,8 @@ func (l *Log) rollLocked() error {
 }
 
 // Roll closes the active segment to appends now (if it holds anything), so
-// that it is sealed and can be tiered.
+// that it is sealed and can be tiered. If the new segment cannot be opened
+// the error wraps ErrRetriable and nothing changes.
 func (l *Log) Roll() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -223,10 +225,7 @@ func (l *Log) Roll() error {
 	if l.active.size == 0 {
 		return nil
 	}
-	if err := l.rollLocked(); err != nil {
-		return l.failLocked(err)
-	}
-	return nil
+	return l.rollLocked()
 }
 
 // Flush fsyncs everything appended so far.

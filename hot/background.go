@@ -75,7 +75,9 @@ func (l *Log) maintain(now time.Time) {
 	l.mu.Lock()
 	if l.failed == nil && !l.closed && l.active.size > 0 && now.Sub(l.active.created) >= l.cfg.SegmentAge {
 		if err := l.rollLocked(); err != nil {
-			l.failLocked(err)
+			// Retriable: the segment keeps taking appends and the next
+			// tick (or append) tries again.
+			l.opts.Logger.Warn("roll aged segment", "topic", l.opts.Topic, "partition", l.opts.Partition, "err", err)
 		}
 	}
 	l.mu.Unlock()

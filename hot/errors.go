@@ -26,6 +26,13 @@ var ErrLogFailed = errors.New("log failed")
 // and removes nothing; the error names both files.
 var ErrOverlappingSegments = errors.New("hot: overlapping segments")
 
+// ErrRetriable is wrapped by an append (or roll) that failed for a reason
+// that may pass, such as a new segment file that could not be opened
+// (EMFILE, ENFILE): nothing was written, the log is not failed, and the
+// same call may succeed later. Callers map it to a retriable status
+// (gRPC UNAVAILABLE, Kafka a retriable error code).
+var ErrRetriable = errors.New("retriable: nothing was written, try again")
+
 // ErrClosed means the log was closed.
 var ErrClosed = errors.New("log closed")
 

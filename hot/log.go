@@ -234,7 +234,9 @@ func (l *Log) openSegment(base int64, create bool) (*segment, error) {
 	s.f = f
 	if create {
 		if err := fileutil.SyncDir(l.dir); err != nil {
+			// Leave no empty file behind: a retried roll creates it again.
 			f.Close()
+			os.Remove(s.logPath())
 			return nil, err
 		}
 	}

@@ -43,6 +43,10 @@ func statusCode(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, hot.ErrOffsetOutOfRange):
 		return codes.OutOfRange
+	case errors.Is(err, hot.ErrRetriable):
+		// Nothing was written and the log is intact (e.g. a new segment
+		// could not be opened for lack of descriptors): a retry may succeed.
+		return codes.Unavailable
 	case errors.Is(err, hot.ErrClosed), errors.Is(err, broker.ErrClosed):
 		// The broker is shutting down; another node (or this one after a
 		// restart) will serve the request.
