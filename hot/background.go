@@ -110,6 +110,7 @@ func (l *Log) ApplyRetention(now time.Time) int {
 			break
 		}
 		victims = append(victims, s)
+		s.deleted.Store(true)
 		l.segments = l.segments[1:]
 		total -= s.size
 	}

@@ -2,8 +2,6 @@ package hot
 
 import (
 	"context"
-	"errors"
-	"os"
 	"sort"
 )
 
@@ -20,29 +18,32 @@ func (l *Log) Read(offset int64, maxBytes int) (FetchResult, error) {
 // alias buf), so a reader that streams can reuse one buffer instead of
 // allocating a fresh one per read.
 func (l *Log) ReadBuf(offset int64, maxBytes int, buf []byte) (FetchResult, error) {
-	for attempt := 0; ; attempt++ {
-		res, err := l.read(offset, maxBytes, buf)
-		// A segment deleted by retention between lookup and read: the second
-		// attempt sees the new log start and reports the range.
-		if err != nil && attempt == 0 && errors.Is(err, os.ErrClosed) {
+	for {
+		res, s, err := l.read(offset, maxBytes, buf)
+		// Retention deleted the segment between lookup and read (its file
+		// closed: a short read or ErrClosed). The read lost a race, not
+		// found damage: it answers as a read after the deletion does, with
+		// the new start (out of range, or the next segment's batches).
+		if err != nil && s != nil && s.deleted.Load() {
 			continue
 		}
 		return res, err
 	}
 }
 
-func (l *Log) read(offset int64, maxBytes int, buf []byte) (FetchResult, error) {
+// read returns the segment it read from (nil if none) with its result.
+func (l *Log) read(offset int64, maxBytes int, buf []byte) (FetchResult, *segment, error) {
 	l.mu.RLock()
 	vis := l.visible.Load()
 	start := l.segments[0].base
 	res := FetchResult{StartOffset: start, EndOffset: vis.offset}
 	if offset < start || offset > vis.offset {
 		l.mu.RUnlock()
-		return res, &OffsetOutOfRangeError{Offset: offset, Start: start, End: vis.offset}
+		return res, nil, &OffsetOutOfRangeError{Offset: offset, Start: start, End: vis.offset}
 	}
 	if offset == vis.offset {
 		l.mu.RUnlock()
-		return res, nil
+		return res, nil, nil
 	}
 	s := l.segmentForLocked(offset)
 	limit := s.size
@@ -57,16 +58,16 @@ func (l *Log) read(offset int64, maxBytes int, buf []byte) (FetchResult, error) 
 
 	pos, err := s.scanFrom(from, offset, limit)
 	if err != nil {
-		return res, err
+		return res, s, err
 	}
 	data, n, err := s.read(pos, limit, maxBytes, buf)
 	if err != nil {
-		return res, err
+		return res, s, err
 	}
 	res.Records = data
 	l.m.bytesOut.Add(float64(len(data)))
 	l.m.batchesOut.Add(float64(n))
-	return res, nil
+	return res, s, nil
 }
 
 // segmentForLocked returns the last segment whose base is <= offset.

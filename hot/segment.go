@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tierlog/tierlog/internal/batch"
@@ -46,6 +47,10 @@ type segment struct {
 	// durable: rolled and fsynced by sealing, so every byte of it is on disk
 	// and it is off the log's flush list for good.
 	durable bool
+	// deleted is set (under the log lock) when retention takes the segment
+	// off the log, before its file is closed: a reader whose read of it
+	// failed then knows it lost a race and retries at the new start.
+	deleted atomic.Bool
 }
 
 func segmentPrefix(dir string, base int64) string {
