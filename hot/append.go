@@ -93,6 +93,7 @@ type groupCommit struct {
 	cond    *sync.Cond
 	synced  uint64 // appends known durable
 	running bool
+	waiting int // callers waiting for the fsync in flight
 }
 
 func (g *groupCommit) init() { g.cond = sync.NewCond(&g.mu) }
@@ -105,7 +106,9 @@ func (l *Log) syncTo(seq uint64) error {
 	defer g.mu.Unlock()
 	for g.synced < seq {
 		if g.running {
+			g.waiting++
 			g.cond.Wait()
+			g.waiting--
 			continue
 		}
 		g.running = true
@@ -156,6 +159,13 @@ func (l *Log) syncDirty() (uint64, error) {
 	l.m.m.fsyncBatch.Observe(float64(seq - prevSeq))
 	l.publish(target)
 	return seq, nil
+}
+
+// waitingNow is how many callers wait for the fsync in flight.
+func (g *groupCommit) waitingNow() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting
 }
 
 func (g *groupCommit) syncedLocked() uint64 {

@@ -314,31 +314,41 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true // from here on no append starts
+	seq := l.seq
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	var errs []error
+	l.mu.RLock()
+	failed := l.failed
+	l.mu.RUnlock()
+	if failed == nil {
+		// The final fsync goes through the group commit: it waits for an
+		// fsync in flight, and the appends waiting on that one are released
+		// by this one. Fsyncing on the side and closing the files made
+		// their own fsync hit a closed file, and appends whose bytes Close
+		// had made durable were reported failed (and retried: duplicates).
+		if err := l.syncTo(seq); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	l.mu.Lock()
 	failed, pending, a := l.failed, l.toSeal, l.active
 	l.toSeal = nil
 	l.mu.Unlock()
-	var errs []error
 	if failed == nil {
 		for _, s := range pending {
 			errs = append(errs, l.sealSegment(s))
 		}
-		if err := l.timedSync(a); err != nil {
+		l.mu.Lock()
+		a.closeIndex()
+		x := indexes{offsets: a.idx.offsets, times: a.idx.times}
+		next := l.next
+		l.mu.Unlock()
+		if err := x.write(a.prefix); err != nil {
 			errs = append(errs, err)
-		} else {
-			l.mu.Lock()
-			a.closeIndex()
-			x := indexes{offsets: a.idx.offsets, times: a.idx.times}
-			next := l.next
-			l.mu.Unlock()
-			if err := x.write(a.prefix); err != nil {
-				errs = append(errs, err)
-			} else if errors.Join(errs...) == nil {
-				errs = append(errs, l.writeRecoveryPoint(next))
-			}
+		} else if errors.Join(errs...) == nil {
+			errs = append(errs, l.writeRecoveryPoint(next))
 		}
 	}
 	l.mu.Lock()
