@@ -199,7 +199,7 @@ func (l *Log) shouldRollLocked(n int, now time.Time) bool {
 }
 
 // rollLocked starts a new active segment at the next offset. The old one is
-// handed to the background worker, which fsyncs it and writes its indexes
+// handed to the log's scheduler job, which fsyncs it and writes its indexes
 // (sealing); a crash before that is covered by recovery, which scans every
 // segment past the recovery point. A new segment that cannot be opened (out
 // of file descriptors, say) changes nothing: the error wraps ErrRetriable
@@ -213,10 +213,7 @@ func (l *Log) rollLocked() error {
 	l.toSeal = append(l.toSeal, l.active)
 	l.segments = append(l.segments, s)
 	l.active = s
-	select {
-	case l.work <- struct{}{}:
-	default:
-	}
+	l.sched.kick(l) // seal the rolled segment now
 	return nil
 }
 

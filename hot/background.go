@@ -6,28 +6,78 @@ import (
 	"github.com/tierlog/tierlog/internal/fileutil"
 )
 
-// background seals rolled segments, runs the interval flush, rolls segments
-// that have aged past segment.ms and applies local retention.
-func (l *Log) background() {
-	defer close(l.done)
+// bgState is when a log's background work is next due. Only the log's
+// scheduler job touches it, and a log has at most one job at a time.
+type bgState struct {
+	nextMaint  time.Time     // age roll and retention
+	nextFlush  time.Time     // interval flush; zero unless flush.policy=interval
+	flushEvery time.Duration // flush.ms that nextFlush was planned with
+}
+
+func (b *bgState) next() time.Time {
+	if !b.nextFlush.IsZero() && b.nextFlush.Before(b.nextMaint) {
+		return b.nextFlush
+	}
+	return b.nextMaint
+}
+
+// startBackground hands the log to its scheduler: the one in Options, or a
+// private one (one goroutine while the log is open).
+func (l *Log) startBackground() error {
+	l.sched = l.opts.Scheduler
+	if l.sched == nil {
+		l.sched, l.ownSched = NewScheduler(SchedulerOptions{Workers: 1}), true
+	}
+	now := time.Now()
+	l.bg.nextMaint = now.Add(l.opts.BackgroundInterval)
+	l.planFlush(now)
+	return l.sched.register(l, l.bg.next())
+}
+
+// stopBackground takes the log off its scheduler, waiting for a job under
+// way. Call once, after setting l.closed.
+func (l *Log) stopBackground() {
+	close(l.stop)
+	l.sched.unregister(l)
+	if l.ownSched {
+		l.sched.Close()
+	}
+}
+
+// runBackground is the log's scheduler job: it seals rolled segments, runs
+// the interval flush and the maintenance (age roll, retention) when they
+// are due, and returns when it is next due.
+func (l *Log) runBackground(now time.Time) time.Time {
 	l.mu.RLock()
-	flushEvery := l.cfg.FlushInterval
+	closed := l.closed
 	l.mu.RUnlock()
-	maint := time.NewTicker(l.opts.BackgroundInterval)
-	defer maint.Stop()
-	flush := time.NewTicker(flushEvery)
-	defer flush.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-l.work:
-			l.sealPending()
-		case <-flush.C:
-			l.intervalFlush()
-		case <-maint.C:
-			l.maintain(l.opts.Now())
-		}
+	if closed {
+		return now.Add(time.Hour) // Close takes the log off the scheduler
+	}
+	l.sealPending()
+	if !l.bg.nextFlush.IsZero() && !now.Before(l.bg.nextFlush) {
+		l.intervalFlush()
+		l.bg.nextFlush = time.Time{}
+	}
+	l.planFlush(now)
+	if !now.Before(l.bg.nextMaint) {
+		l.maintain(l.opts.Now())
+		l.bg.nextMaint = now.Add(l.opts.BackgroundInterval)
+	}
+	return l.bg.next()
+}
+
+// planFlush schedules the next interval flush from the current config
+// (SetConfig may have changed the policy or flush.ms).
+func (l *Log) planFlush(now time.Time) {
+	l.mu.RLock()
+	policy, every := l.cfg.FlushPolicy, l.cfg.FlushInterval
+	l.mu.RUnlock()
+	switch {
+	case policy != FlushInterval:
+		l.bg.nextFlush = time.Time{}
+	case l.bg.nextFlush.IsZero() || every != l.bg.flushEvery:
+		l.bg.nextFlush, l.bg.flushEvery = now.Add(every), every
 	}
 }
 

@@ -123,9 +123,13 @@ type Options struct {
 	// restored from the cold tier starts its local log where the remote
 	// history ends.
 	InitialOffset int64
-	// BackgroundInterval is how often the background worker checks
-	// segment age and retention; 0 means 5s.
+	// BackgroundInterval is how often the background work checks segment
+	// age and retention; 0 means 5s.
 	BackgroundInterval time.Duration
+	// Scheduler runs the log's background work (sealing, interval flush,
+	// age roll, retention) with other logs' on shared goroutines. nil: the
+	// log makes a private one, which holds one goroutine while it is open.
+	Scheduler *Scheduler
 }
 
 func (o *Options) fill() {

@@ -49,9 +49,13 @@ type Log struct {
 
 	gc groupCommit
 
-	work chan struct{} // wakes the background worker
-	stop chan struct{}
-	done chan struct{}
+	// Background work (sealing, interval flush, age roll, retention) runs
+	// on a scheduler shared with other logs; slot and bg belong to it.
+	sched    *Scheduler
+	ownSched bool // a private scheduler, closed with the log
+	slot     schedSlot
+	bg       bgState
+	stop     chan struct{} // closed by Close: wakes Wait
 }
 
 // Open opens or creates the log in dir, recovering its tail: segments not
@@ -65,7 +69,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := fileutil.MkdirAllDurable(dir); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, cfg: cfg, opts: opts, work: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Log{dir: dir, cfg: cfg, opts: opts, stop: make(chan struct{})}
 	l.m = opts.Metrics.forPartition(opts.Topic, opts.Partition)
 	l.gc.init()
 	ch := make(chan struct{})
@@ -78,7 +82,12 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	}
 	l.publishLocked()
 	l.updateGauges()
-	go l.background()
+	if err := l.startBackground(); err != nil {
+		for _, s := range l.segments {
+			s.close()
+		}
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -90,6 +99,7 @@ func (l *Log) SetConfig(cfg Config) error {
 	l.mu.Lock()
 	l.cfg = cfg
 	l.mu.Unlock()
+	l.sched.kick(l) // replan the interval flush
 	return nil
 }
 
@@ -304,7 +314,7 @@ func (l *Log) updateGauges() {
 	l.m.endOffset.Set(float64(l.visible.Load().offset))
 }
 
-// Close stops the background worker, fsyncs and seals what is pending,
+// Close takes the log off its scheduler, fsyncs and seals what is pending,
 // writes the active segment's indexes and moves the recovery point to the
 // log end, so the next open needs no scan.
 func (l *Log) Close() error {
@@ -316,8 +326,7 @@ func (l *Log) Close() error {
 	l.closed = true // from here on no append starts
 	seq := l.seq
 	l.mu.Unlock()
-	close(l.stop)
-	<-l.done
+	l.stopBackground()
 	var errs []error
 	l.mu.RLock()
 	failed := l.failed

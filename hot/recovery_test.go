@@ -21,8 +21,7 @@ func crash(l *Log) {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
-	close(l.stop)
-	<-l.done
+	l.stopBackground()
 	for _, s := range l.segments {
 		s.f.Close()
 	}
