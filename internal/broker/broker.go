@@ -56,6 +56,7 @@ type Options struct {
 type Broker struct {
 	opts    Options
 	metrics *hot.Metrics
+	sched   *hot.Scheduler // runs every partition log's background work
 	// With a bucket: the store, the remote reader and the tiering daemon.
 	store  *tiering.Store
 	cache  *cold.ChunkCache
@@ -143,7 +144,7 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{opts: opts, metrics: hot.NewMetrics(opts.Registerer), topics: map[string]*topic{},
-		pending: map[string]*pendingTopic{}, lock: lock}
+		pending: map[string]*pendingTopic{}, lock: lock, sched: hot.NewScheduler(hot.SchedulerOptions{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if err := b.open(ctx); err != nil {
 		b.abortOpen()
@@ -225,6 +226,7 @@ func (b *Broker) abortOpen() {
 	for _, t := range b.topics {
 		t.close()
 	}
+	b.sched.Close()
 	if b.reader != nil {
 		b.reader.Close()
 		b.cache.Close()
@@ -264,7 +266,7 @@ func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering
 	return tiering.PartitionOptions{
 		Dir: filepath.Join(b.topicDir(name), strconv.Itoa(int(p))), Topic: name, Partition: p,
 		Hot:        cfg.hotConfig(b.store != nil),
-		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p},
+		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p, Scheduler: b.sched},
 		Store:      b.store, Reader: b.reader, Remote: cfg.RemoteStorageEnable, Retention: cfg.retention(),
 		Logger: logger,
 	}
@@ -458,6 +460,7 @@ func (b *Broker) Close() error {
 	for _, t := range ts {
 		errs = append(errs, t.close())
 	}
+	errs = append(errs, b.sched.Close())
 	if b.reader != nil {
 		errs = append(errs, b.reader.Close())
 		b.cache.Close()
