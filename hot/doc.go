@@ -35,11 +35,28 @@
 //
 // The active segment rolls when the next batch would take it past
 // segment.bytes, or once it is older than segment.ms (checked on append and
-// by a background tick, so an idle partition still rolls). A rolled segment
-// is sealed in the background: fsynced, its final time-index entry added, its
-// index files written atomically (temp file, fsync, rename, fsync dir), and
-// the recovery point moved past it. A sealed segment never changes again;
-// SealedSegments lists them for the tiering daemon.
+// by the background work, so an idle partition still rolls). A new segment
+// that cannot be opened (EMFILE, say) fails only that append, with an error
+// wrapping ErrRetriable: nothing was written, the log is not failed, and the
+// next append retries the roll. A rolled segment is sealed in the
+// background: fsynced, taken off the flush list, its final time-index entry
+// added, its index files written atomically (temp file, fsync, rename, fsync
+// dir), and the recovery point moved past it. A sealed segment never changes
+// again; SealedSegments lists them for the tiering daemon.
+//
+// # Background work
+//
+// Sealing, the interval flush, age rolls and retention run on a Scheduler
+// shared by many logs (Options.Scheduler; the broker makes one): a timer
+// heap, one dispatcher goroutine while any log is open, and at most
+// SchedulerOptions.Workers jobs at once, one per log. An idle log holds no
+// goroutine; a roll asks for its log's job at once so sealing starts
+// promptly. Without a scheduler, Open makes a private one.
+//
+// Close takes the log off its scheduler, then makes its final fsync through
+// the group commit, so appends waiting on an fsync in flight are released
+// by it and acknowledged, never reported failed after Close made them
+// durable.
 //
 // # Recovery
 //
@@ -51,14 +68,18 @@
 // out-of-sequence batch and everything after it (later segments included) is
 // removed, and indexes are rebuilt. Damage found below the recovery point is
 // data that was acknowledged as durable: Open refuses with *CorruptionError
-// instead of truncating it, and rewrites nothing.
+// instead of truncating it, and rewrites nothing. A segment whose offsets
+// overlap the one before it (two writers in one directory) makes Open
+// refuse with ErrOverlappingSegments naming both files.
 //
 // # Retention
 //
-// ApplyRetention (run by the background tick) deletes the oldest sealed
+// ApplyRetention (run by the background work) deletes the oldest sealed
 // segments past retention.ms or beyond retention.bytes, never the active
 // one, and never one that Options.DeletionGuard refuses — the hook by which
-// tiering keeps segments whose upload is not committed.
+// tiering keeps segments whose upload is not committed. A read whose segment
+// retention deleted under it answers as a read at the new start: an
+// *OffsetOutOfRangeError with the new range.
 //
 //	l, err := hot.Open(dir, hot.DefaultConfig(), hot.Options{Topic: "audit"})
 //	res, err := l.Append(batchBytes)        // res.Durability: fsynced
