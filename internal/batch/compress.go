@@ -221,6 +221,9 @@ func unlz4(data []byte, limit int) ([]byte, error) {
 }
 
 func unzstd(data []byte, limit int) ([]byte, error) {
+	if err := zstdFramesFit(data, limit); err != nil {
+		return nil, err
+	}
 	d := zstdReaders.Get().(*zstd.Decoder)
 	if d == nil {
 		return nil, errors.New("batch: zstd decoder could not be built")
@@ -326,4 +329,68 @@ func snappyBlock(dst, block []byte, limit int) ([]byte, error) {
 		return nil, corruptf(Snappy, err)
 	}
 	return dst[:len(dst)+n], nil
+}
+
+// zstdFramesFit walks the frame and block headers of a zstd payload without
+// decoding anything and checks that the content sizes the frames declare add
+// up to at most limit. The streaming decoder sizes its buffers from a
+// frame's declared content size (a single-segment frame's window is its
+// content size), so without this a 100-byte frame declaring 64 MiB costs a
+// 64 MiB allocation before the limit or the frame's real length can fail it
+// - tens of milliseconds per batch, which stalled FuzzDecode and let a
+// producer make every append allocate that much. Malformed framing is left
+// to the decoder, which reports it.
+func zstdFramesFit(data []byte, limit int) error {
+	declared := uint64(0)
+	for rest := data; len(rest) > 0; {
+		var h zstd.Header
+		body, err := h.DecodeAndStrip(rest)
+		if err != nil {
+			return nil // not a frame header: the decoder says what is wrong
+		}
+		if h.Skippable {
+			if uint64(h.SkippableSize) > uint64(len(body)) {
+				return nil
+			}
+			rest = body[h.SkippableSize:]
+			continue
+		}
+		if h.HasFCS {
+			declared += h.FrameContentSize
+			if h.FrameContentSize > uint64(limit) || declared > uint64(limit) {
+				return fmt.Errorf("%w: zstd frames declare %d bytes of content, more than the %d allowed", ErrTooLarge, declared, limit)
+			}
+		}
+		if rest = skipZstdBlocks(body, h.HasCheckSum); rest == nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// skipZstdBlocks returns what follows the blocks (and checksum) of the frame
+// whose blocks start body, or nil if the blocks run past the end.
+func skipZstdBlocks(body []byte, checksum bool) []byte {
+	for len(body) >= 3 {
+		bh := uint32(body[0]) | uint32(body[1])<<8 | uint32(body[2])<<16
+		body = body[3:]
+		size := int(bh >> 3)
+		if (bh>>1)&3 == 1 { // RLE block: one byte repeated size times
+			size = 1
+		}
+		if size > len(body) {
+			return nil
+		}
+		body = body[size:]
+		if bh&1 != 0 { // last block
+			if checksum {
+				if len(body) < 4 {
+					return nil
+				}
+				body = body[4:]
+			}
+			return body
+		}
+	}
+	return nil
 }

@@ -2,9 +2,11 @@ package batch
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"math"
 	"reflect"
+	"runtime"
 	"testing"
 )
 
@@ -46,6 +48,10 @@ func FuzzDecode(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(top)
+
+	// A zstd frame declaring far more content than the limit: it used to
+	// cost a 64 MiB allocation per try (see TestZstdDeclaredSizeCheckedFirst).
+	f.Add(craftRawBatch(Zstd, zstdFrameDeclaring(64<<20, 'x'), 1, 0))
 
 	opts := DecodeOptions{MaxUncompressed: 1 << 20}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -110,13 +116,52 @@ func checkDecode(t *testing.T, opts DecodeOptions, data []byte) {
 	}
 }
 
-// craftBatch is craft without a *testing.T, for fuzz seeding; nil if
-// compression fails.
-func craftBatch(c Codec, raw []byte, n, lastDelta int32) []byte {
-	body, err := Compress(c, raw)
+// zstdFrameDeclaring is a single-segment zstd frame whose header declares
+// fcs bytes of content and whose one raw block holds the single byte c.
+func zstdFrameDeclaring(fcs uint32, c byte) []byte {
+	return []byte{0x28, 0xb5, 0x2f, 0xfd, 0xa0, // magic; single segment, 4-byte content size
+		byte(fcs), byte(fcs >> 8), byte(fcs >> 16), byte(fcs >> 24),
+		0x09, 0x00, 0x00, c} // last raw block of 1 byte
+}
+
+// TestZstdDeclaredSizeCheckedFirst is FuzzDecode's slow input: a 13-byte
+// zstd frame whose header declares 64 MiB of content. The streaming decoder
+// sized its window from that before finding the frame short, so each try
+// allocated 64 MiB (tens of ms: the fuzzer sat at 0 execs/sec), and a
+// producer could make every append do the same. Decompress must refuse it
+// from the header, allocating next to nothing, also when the big frame
+// follows a small valid one.
+func TestZstdDeclaredSizeCheckedFirst(t *testing.T) {
+	small, err := Compress(Zstd, []byte("hello"))
 	if err != nil {
-		return nil
+		t.Fatal(err)
 	}
+	for name, payload := range map[string][]byte{
+		"one frame":          zstdFrameDeclaring(64<<20, 'x'),
+		"after a good frame": append(small, zstdFrameDeclaring(64<<20, 'x')...),
+		"frames adding up":   append(zstdFrameDeclaring(600<<10, 'x'), zstdFrameDeclaring(600<<10, 'y')...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := Decompress(Zstd, payload, 1<<20)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrTooLarge) {
+				t.Errorf("error %v, want ErrTooLarge (the frames declare more than the 1 MiB limit)", err)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
+				t.Errorf("refusing the frame allocated %d bytes, want under 256 KiB", n)
+			}
+		})
+	}
+	// A frame whose declared size fits still decodes.
+	if out, err := Decompress(Zstd, append(small, zstdFrameDeclaring(1, 'x')...), 1<<20); err != nil || string(out) != "hellox" {
+		t.Fatalf("two fitting frames: %q, %v", out, err)
+	}
+}
+
+// craftRawBatch frames an already compressed records section.
+func craftRawBatch(c Codec, body []byte, n, lastDelta int32) []byte {
 	b := make([]byte, HeaderSize, HeaderSize+len(body))
 	b[magicPos] = Magic
 	binary.BigEndian.PutUint16(b[attributesPos:], uint16(c))
@@ -126,4 +171,14 @@ func craftBatch(c Codec, raw []byte, n, lastDelta int32) []byte {
 	setLength(b)
 	fixCRC(b)
 	return b
+}
+
+// craftBatch is craft without a *testing.T, for fuzz seeding; nil if
+// compression fails.
+func craftBatch(c Codec, raw []byte, n, lastDelta int32) []byte {
+	body, err := Compress(c, raw)
+	if err != nil {
+		return nil
+	}
+	return craftRawBatch(c, body, n, lastDelta)
 }
