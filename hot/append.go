@@ -8,9 +8,11 @@ import (
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
-// Append validates one RecordBatch v2 (length, magic, CRC-32C, record count,
-// max.message.bytes), assigns its base offset (written into b: the caller
-// hands the buffer over) and appends it. It returns once the flush policy's
+// Append validates one RecordBatch v2 from a producer as Kafka's log
+// validator does (max.message.bytes, then checkBatch: CRC-32C, dense
+// offsets, every record decompressed and parsed, no control batch),
+// stamps the topic's timestamp type, the log's leader epoch and its base
+// offset (written into b: the caller hands the buffer over) and appends it. It returns once the flush policy's
 // promise holds: under FlushAlways the batch is fsynced (group commit shares
 // one fsync among concurrent appends); under FlushInterval it is fsynced
 // inline only when flush.messages unflushed records have gathered; otherwise
@@ -18,17 +20,18 @@ import (
 func (l *Log) Append(b []byte) (AppendResult, error) {
 	start := time.Now()
 	l.mu.RLock()
-	maxBytes := l.cfg.MaxMessageBytes
+	cfg := l.cfg
 	l.mu.RUnlock()
-	if len(b) > maxBytes {
-		return AppendResult{}, &TooLargeError{Size: len(b), Max: maxBytes}
+	if len(b) > cfg.MaxMessageBytes {
+		return AppendResult{}, &TooLargeError{Size: len(b), Max: cfg.MaxMessageBytes}
 	}
-	h, err := batch.Validate(b)
+	// Validation (decompressing and parsing every record) and any CRC
+	// rewrite happen before the lock, so appends to the log do not queue
+	// behind them.
+	now := l.opts.Now()
+	h, err := checkBatch(b, cfg, now)
 	if err != nil {
-		return AppendResult{}, fmt.Errorf("%w: %v", ErrCorruptBatch, err)
-	}
-	if h.Size() != len(b) {
-		return AppendResult{}, fmt.Errorf("%w: batch length field says %d bytes, %d were given (one batch per append)", ErrCorruptBatch, h.Size(), len(b))
+		return AppendResult{}, err
 	}
 
 	l.mu.Lock()
@@ -41,8 +44,7 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 		l.mu.Unlock()
 		return AppendResult{}, err
 	}
-	now := l.opts.Now()
-	if l.shouldRollLocked(len(b), now) {
+	if l.shouldRollLocked(len(b), now) || l.offsetsOverflowLocked(h.NumRecords) {
 		if err := l.rollLocked(); err != nil {
 			l.mu.Unlock() // retriable: nothing was written, the next append retries the roll
 			return AppendResult{}, err
@@ -51,6 +53,9 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 	base := l.next
 	batch.SetBaseOffset(b, base)
 	h.BaseOffset = base
+	// The epoch is the log's, not the producer's (outside the CRC).
+	batch.SetLeaderEpoch(b, l.opts.LeaderEpoch)
+	h.PartitionLeaderEpoch = l.opts.LeaderEpoch
 	if err := l.active.append(b, h, l.cfg.IndexIntervalBytes); err != nil {
 		err = l.failLocked(err)
 		l.mu.Unlock()

@@ -47,6 +47,9 @@ type Config struct {
 	FlushInterval   time.Duration // flush.ms (interval)
 	// IndexIntervalBytes is the log bytes between sparse index entries.
 	IndexIntervalBytes int
+	// TimestampType (message.timestamp.type) says whose clock batches
+	// carry; empty means CreateTime.
+	TimestampType TimestampType
 }
 
 // MaxSegmentBytes bounds segment.bytes: index entries hold 32-bit positions.
@@ -63,6 +66,7 @@ func DefaultConfig() Config {
 		FlushPolicy:        FlushAlways,
 		FlushInterval:      time.Second,
 		IndexIntervalBytes: 4096,
+		TimestampType:      CreateTime,
 	}
 }
 
@@ -80,6 +84,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("flush.ms %d: must be positive", c.FlushInterval.Milliseconds())
 	case c.IndexIntervalBytes <= 0:
 		return fmt.Errorf("index interval %d: must be positive", c.IndexIntervalBytes)
+	}
+	if c.TimestampType != "" {
+		if _, err := ParseTimestampType(string(c.TimestampType)); err != nil {
+			return err
+		}
 	}
 	_, err := ParseFlushPolicy(string(c.FlushPolicy))
 	return err
@@ -130,6 +139,10 @@ type Options struct {
 	// age roll, retention) with other logs' on shared goroutines. nil: the
 	// log makes a private one, which holds one goroutine while it is open.
 	Scheduler *Scheduler
+	// LeaderEpoch is the partition leader epoch Append stamps on every
+	// batch, whatever the producer sent (0 on a single node; replication
+	// moves it with SetLeaderEpoch).
+	LeaderEpoch int32
 }
 
 func (o *Options) fill() {

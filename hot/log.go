@@ -56,6 +56,10 @@ type Log struct {
 	slot     schedSlot
 	bg       bgState
 	stop     chan struct{} // closed by Close: wakes Wait
+
+	// maxRelOffset bounds next offset - active segment base (see
+	// offsetsOverflowLocked); maxRelativeOffset except in tests.
+	maxRelOffset int64
 }
 
 // Open opens or creates the log in dir, recovering its tail: segments not
@@ -69,7 +73,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	if err := fileutil.MkdirAllDurable(dir); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, cfg: cfg, opts: opts, stop: make(chan struct{})}
+	l := &Log{dir: dir, cfg: cfg, opts: opts, maxRelOffset: maxRelativeOffset, stop: make(chan struct{})}
 	l.m = opts.Metrics.forPartition(opts.Topic, opts.Partition)
 	l.gc.init()
 	ch := make(chan struct{})

@@ -68,10 +68,10 @@ func (h Header) Codec() Codec { return Codec(h.Attributes & 0x07) }
 
 // LogAppendTime reports whether the batch's timestamps are the broker's
 // append time rather than the producer's create time.
-func (h Header) LogAppendTime() bool { return h.Attributes&0x08 != 0 }
+func (h Header) LogAppendTime() bool { return h.Attributes&attrLogAppendTime != 0 }
 
 // Control reports whether the batch is a transaction control batch.
-func (h Header) Control() bool { return h.Attributes&0x20 != 0 }
+func (h Header) Control() bool { return h.Attributes&attrControl != 0 }
 
 // ErrShortBatch means fewer bytes are present than a batch header or its
 // declared length needs. At the tail of a segment it marks a torn write.

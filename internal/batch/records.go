@@ -101,32 +101,58 @@ func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
 }
 
 // parseRecords decodes the h.NumRecords records framed in raw, the
-// uncompressed records section. It checks what Kafka's own reader checks:
-// each record's fields fill exactly its declared length, lengths are in
-// range, header keys are not null, and the section holds exactly the records
-// the header counts. It also requires offset deltas to increase and stay
-// within the batch's last offset delta, so offsets increase and stay inside
-// the range the header promises (gaps, as compaction leaves, are allowed).
+// uncompressed records section. See walkRecords for what it checks.
 func parseRecords(h Header, raw []byte) ([]Record, error) {
-	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
-	lastDelta := int64(-1)
-	var arena []RecordHeader
-	for i := 0; len(raw) > 0; i++ {
-		if i == int(h.NumRecords) {
-			return nil, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
+	recs, _, err := walkRecords(h, raw, true, false)
+	return recs, err
+}
+
+// walkRecords walks the h.NumRecords records framed in raw, the uncompressed
+// records section, and checks what Kafka's own reader checks: each record's
+// fields fill exactly its declared length, lengths are in range, header keys
+// are not null, and the section holds exactly the records the header counts.
+// It also requires offset deltas to increase and stay within the batch's
+// last offset delta, so offsets increase and stay inside the range the
+// header promises; gaps, as compaction leaves them, are allowed unless dense
+// is set, when record i must have offset delta i (a producer's batch).
+//
+// With keep it returns the decoded records; without, it only checks them
+// and allocates nothing per record (the append path). It also returns the
+// largest timestamp delta, from which the batch's create-time max
+// timestamp follows.
+func walkRecords(h Header, raw []byte, keep, dense bool) ([]Record, int64, error) {
+	var recs []Record
+	var arena *[]RecordHeader
+	if keep {
+		recs = make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
+		arena = new([]RecordHeader)
+	}
+	lastDelta, maxTsDelta := int64(-1), int64(math.MinInt64)
+	n := 0
+	for ; len(raw) > 0; n++ {
+		if n == int(h.NumRecords) {
+			return nil, 0, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
 		}
-		n, w := binary.Varint(raw)
-		if w <= 0 || n < 0 || n > int64(len(raw)-w) {
-			return nil, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, i)
+		l, w := binary.Varint(raw)
+		if w <= 0 || l < 0 || l > int64(len(raw)-w) {
+			return nil, 0, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, n)
 		}
-		r, delta, err := parseRecord(raw[w:w+int(n)], &arena)
+		r, delta, err := parseRecord(raw[w:w+int(l)], arena)
 		if err != nil {
-			return nil, fmt.Errorf("%w: record %d: %s", ErrCorrupt, i, err)
+			return nil, 0, fmt.Errorf("%w: record %d: %s", ErrCorrupt, n, err)
+		}
+		if dense && delta != int64(n) {
+			return nil, 0, fmt.Errorf("%w: record %d: offset delta %d, a producer numbers the records of a batch 0, 1, 2, ... so it must be %d", ErrCorrupt, n, delta, n)
 		}
 		if delta <= lastDelta || delta > int64(h.LastOffsetDelta) {
-			return nil, fmt.Errorf("%w: record %d: offset delta %d, want above %d and at most the last offset delta %d", ErrCorrupt, i, delta, lastDelta, h.LastOffsetDelta)
+			return nil, 0, fmt.Errorf("%w: record %d: offset delta %d, want above %d and at most the last offset delta %d", ErrCorrupt, n, delta, lastDelta, h.LastOffsetDelta)
 		}
 		lastDelta = delta
+		maxTsDelta = max(maxTsDelta, r.Timestamp)
+		raw = raw[w+int(l):]
+		if !keep {
+			continue
+		}
 		r.Offset = h.BaseOffset + delta
 		if h.LogAppendTime() {
 			r.Timestamp = h.MaxTimestamp
@@ -134,19 +160,19 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 			r.Timestamp += h.FirstTimestamp
 		}
 		recs = append(recs, r)
-		raw = raw[w+int(n):]
 	}
-	if len(recs) != int(h.NumRecords) {
-		return nil, fmt.Errorf("%w: header counts %d records, records section holds %d", ErrCorrupt, h.NumRecords, len(recs))
+	if n != int(h.NumRecords) {
+		return nil, 0, fmt.Errorf("%w: header counts %d records, records section holds %d", ErrCorrupt, h.NumRecords, n)
 	}
-	return recs, nil
+	return recs, maxTsDelta, nil
 }
 
 // parseRecord decodes one record body (everything after its length). The
 // returned record holds the raw timestamp delta; the caller makes it
 // absolute. Headers are carved from *arena, refilled in chunks, so a batch
-// costs a few header allocations rather than one per record. Errors are
-// plain descriptions for the caller to wrap.
+// costs a few header allocations rather than one per record; a nil arena
+// checks the headers without keeping them. Errors are plain descriptions
+// for the caller to wrap.
 func parseRecord(b []byte, arena *[]RecordHeader) (Record, int64, error) {
 	d := recordReader{b: b}
 	var r Record
@@ -163,7 +189,12 @@ func parseRecord(b []byte, arena *[]RecordHeader) (Record, int64, error) {
 		// A header takes at least two bytes (two lengths).
 		d.err = fmt.Errorf("header count %d does not fit in the %d bytes left", nh, len(d.b))
 	}
-	if d.err == nil && nh > 0 {
+	if d.err == nil && nh > 0 && arena == nil {
+		for range nh {
+			d.bytes("header key length", false)
+			d.bytes("header value length", true)
+		}
+	} else if d.err == nil && nh > 0 {
 		if int64(cap(*arena)-len(*arena)) < nh {
 			*arena = make([]RecordHeader, 0, max(nh, headerArenaChunk))
 		}
