@@ -31,6 +31,9 @@ type TopicConfig struct {
 	// RemoteStorageEnable (remote.storage.enable) tiers sealed segments to
 	// the bucket.
 	RemoteStorageEnable bool
+	// TimestampType (message.timestamp.type): CreateTime keeps producers'
+	// timestamps, LogAppendTime stamps each batch with the append time.
+	TimestampType hot.TimestampType
 }
 
 // DefaultTopicConfig holds the server's built-in defaults: 64 MiB or 1 hour
@@ -51,6 +54,7 @@ func DefaultTopicConfig() TopicConfig {
 		LocalRetentionMs:    86_400_000,
 		LocalRetentionBytes: -2,
 		RemoteStorageEnable: true,
+		TimestampType:       hot.CreateTime,
 	}
 }
 
@@ -116,6 +120,15 @@ var configKeys = map[string]configKey{
 			return nil
 		},
 		get: func(c TopicConfig) string { return strconv.Itoa(int(c.MaxMessageBytes)) },
+	},
+	"message.timestamp.type": {
+		valid: "CreateTime or LogAppendTime",
+		set: func(c *TopicConfig, v string) error {
+			t, err := hot.ParseTimestampType(strings.TrimSpace(v))
+			c.TimestampType = t
+			return err
+		},
+		get: func(c TopicConfig) string { return string(c.TimestampType) },
 	},
 	"flush.policy": {
 		valid: "always, interval or os",
@@ -187,6 +200,7 @@ func (c TopicConfig) hotConfig(tiered bool) hot.Config {
 	h.FlushPolicy = c.FlushPolicy
 	h.FlushMessages = c.FlushMessages
 	h.FlushInterval = msDuration(c.FlushMs)
+	h.TimestampType = c.TimestampType
 	return h
 }
 
