@@ -9,11 +9,14 @@ import (
 // an offset the log does not hold.
 var ErrOffsetOutOfRange = errors.New("offset out of range")
 
-// ErrTooLarge is wrapped by *TooLargeError: a batch exceeds max.message.bytes.
+// ErrTooLarge is wrapped by *TooLargeError (a batch exceeds
+// max.message.bytes) and by refusals of batches that expand past the
+// decompression limit or hold more than batch.RecordLimit records.
 var ErrTooLarge = errors.New("batch too large")
 
-// ErrCorruptBatch wraps a batch rejected on append (bad length, magic, CRC,
-// record count). Nothing was written.
+// ErrCorruptBatch wraps a batch rejected on append: bad length, magic or
+// CRC, offsets that are not dense, records that do not decompress or parse,
+// a control batch, a timestamp type the topic refuses. Nothing was written.
 var ErrCorruptBatch = errors.New("corrupt batch")
 
 // ErrLogFailed means an earlier write or fsync failed. The log refuses every

@@ -35,15 +35,19 @@
 //     SetLeaderEpoch, which touch only the fields outside the CRC.
 //   - records.go: Decode and DecodeAll turn batches into Records with
 //     absolute offsets and timestamps.
+//   - validate.go: CheckProduced, what a leader checks before storing a
+//     producer's batch (Kafka's log validator: dense offsets, every record
+//     decompressed and parsed, no control batches, RecordLimit records at
+//     most), and SetMaxTimestamp, which stamps the timestamp type.
 //   - build.go: Build frames Records into a batch as a Kafka producer would.
 //   - compress.go: Compress and Decompress for gzip, snappy (raw or in the
 //     xerial framing the Java producer writes), LZ4 frames and zstd, with a
 //     size limit against decompression bombs.
 //
-// The leader stores producers' batches as they arrive, compression included;
-// only the gRPC API builds batches itself, and consumers decompress. So the
-// produce path needs Validate alone, and Decode serves readers, tests and
-// tools:
+// The leader stores producers' batches as they arrive, compression included,
+// after CheckProduced has read every record once (so no batch a consumer
+// cannot decode is ever stored); only the gRPC API builds batches itself,
+// and consumers decompress. Decode serves readers, tests and tools:
 //
 //	b, err := batch.Build(recs, batch.BuildOptions{Codec: batch.Zstd})
 //	...
