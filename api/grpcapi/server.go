@@ -40,6 +40,8 @@ type Server struct {
 	// grpc.Server.GracefulStop waiting forever.
 	closing context.Context
 	close   context.CancelFunc
+	// drain counts the RPCs Stop lets finish.
+	drain *drainTracker
 }
 
 // NewServer returns a server for b. The caller keeps ownership of b and
@@ -53,7 +55,14 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 	recordsOut := promauto.With(opts.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "tierlog_grpc_records_out_total", Help: "Records served by Fetch and FetchStream.",
 	}, []string{"topic"})
-	return &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut}
+	return &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut, drain: newDrainTracker()}
+}
+
+// ServerOptions are the options the grpc.Server that s is registered on
+// needs for Stop to drain it (a tap handle and a stats handler that count
+// unary RPCs in flight). Pass them to grpc.NewServer with the caller's own.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.InTapHandle(s.drain.tap), grpc.StatsHandler(s.drain)}
 }
 
 // Close ends every FetchStream that is waiting for records with UNAVAILABLE

@@ -56,7 +56,8 @@ Server-wide topic defaults (applied to topics that do not set their own):
   YAML  topic_defaults: {segment.bytes: 1048576, flush.policy: always}
 
 SIGINT or SIGTERM shuts down gracefully: readiness turns off, open streams
-end, in-flight RPCs get --shutdown-timeout to finish, then the broker is
+end, in-flight unary RPCs get --shutdown-timeout to finish, every stream is
+cut (a client that stopped reading cannot hold the exit), then the broker is
 closed (flushing and fsyncing every partition). A second signal kills the
 process at once.`,
 		Args: cobra.NoArgs,
@@ -193,8 +194,8 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	if err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxGRPCMessageBytes))
 	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg})
+	gs := grpc.NewServer(append(api.ServerOptions(), grpc.MaxRecvMsgSize(maxGRPCMessageBytes))...)
 	api.Register(gs)
 	health := grpcapi.RegisterHealth(gs)
 	go func() {
@@ -224,29 +225,11 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	ready.draining.Store(true)
 	health.Shutdown()
-	api.Close() // end follow streams, which GracefulStop would wait for forever
-	gracefulStop(gs, cfg.ShutdownTimeout, logger)
+	// Unary RPCs get up to the timeout; streams end at once (a stream
+	// blocked sending to a client that stopped reading would otherwise hold
+	// the exit for the whole timeout).
+	api.Stop(gs, cfg.ShutdownTimeout)
 	return runErr
-}
-
-// gracefulStop lets in-flight RPCs finish for up to timeout, then cuts them.
-func gracefulStop(gs *grpc.Server, timeout time.Duration, logger *slog.Logger) {
-	start := time.Now()
-	done := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(done)
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-done:
-		logger.Info("gRPC server stopped", "took", time.Since(start).Round(time.Millisecond))
-	case <-t.C:
-		logger.Warn("gRPC requests still running after the shutdown timeout; cancelling them", "shutdown_timeout", timeout)
-		gs.Stop()
-		<-done
-	}
 }
 
 // readyFile is what --ready-file holds once the node serves.

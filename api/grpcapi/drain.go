@@ -1,0 +1,124 @@
+package grpcapi
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+
+	"github.com/tierlog/tierlog/api/tierlogv1"
+)
+
+// streamingMethods never finish on their own: a follow stream waits for
+// records, a health Watch for status changes. Shutdown cuts them; every
+// other RPC is drained (a Produce cut half way would be retried by its
+// client and could store its records twice).
+var streamingMethods = map[string]bool{
+	tierlogv1.TierLog_FetchStream_FullMethodName: true,
+	"/grpc.health.v1.Health/Watch":               true,
+}
+
+// drainTracker counts RPCs that shutdown must let finish. The count goes
+// up in the tap handle, which the transport calls when a request's headers
+// arrive and before its handler is scheduled, so an RPC that has started
+// to run is always counted; it goes down at the RPC's stats End event.
+// Once shutdown begins the tap refuses new RPCs (UNAVAILABLE, which clients
+// retry elsewhere or later), so the count can only fall.
+type drainTracker struct {
+	mu       sync.Mutex
+	closing  bool
+	inFlight int
+	idle     chan struct{} // closed once closing and inFlight == 0
+}
+
+type drainedKey struct{}
+
+func newDrainTracker() *drainTracker {
+	return &drainTracker{idle: make(chan struct{})}
+}
+
+// tap is a tap.ServerInHandle.
+func (d *drainTracker) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if streamingMethods[info.FullMethodName] {
+		return ctx, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing {
+		return ctx, status.Errorf(codes.Unavailable, "%s: server is shutting down", info.FullMethodName)
+	}
+	d.inFlight++
+	return context.WithValue(ctx, drainedKey{}, true), nil
+}
+
+func (d *drainTracker) done() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inFlight--
+	if d.closing && d.inFlight == 0 {
+		close(d.idle)
+	}
+}
+
+// close refuses new RPCs and returns a channel closed once none is in
+// flight.
+func (d *drainTracker) close() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.closing {
+		d.closing = true
+		if d.inFlight == 0 {
+			close(d.idle)
+		}
+	}
+	return d.idle
+}
+
+// drainTracker is a stats.Handler only to see each RPC end.
+func (d *drainTracker) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (d *drainTracker) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.End); ok && ctx.Value(drainedKey{}) != nil {
+		d.done()
+	}
+}
+func (d *drainTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (d *drainTracker) HandleConn(context.Context, stats.ConnStats) {}
+
+// Stop shuts g down for a process exit: it ends follow streams that wait
+// for records (Close), refuses new RPCs, lets the unary RPCs in flight
+// finish for up to timeout, then closes every connection. Closing the
+// connections is what ends a stream blocked sending to a client that
+// stopped reading: cancelling its context is not enough, because Send waits
+// on the transport's flow control, and grpc.Server.GracefulStop alone would
+// wait for it until the timeout. g must have been created with the options
+// of ServerOptions.
+func (s *Server) Stop(g *grpc.Server, timeout time.Duration) {
+	start := time.Now()
+	s.Close()
+	drained := s.drain.close()
+	stopped := make(chan struct{})
+	go func() {
+		g.GracefulStop() // returns once every connection has closed
+		close(stopped)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-drained:
+		g.Stop() // only streams are left: cut them
+		<-stopped
+	case <-t.C:
+		s.log.Warn("gRPC requests still running after the shutdown timeout; cancelling them", "shutdown_timeout", timeout)
+		g.Stop()
+		<-stopped
+	}
+	s.log.Info("gRPC server stopped", "took", time.Since(start).Round(time.Millisecond))
+}
