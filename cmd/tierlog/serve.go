@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -20,12 +21,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/tierlog/tierlog/api/grpcapi"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/internal/config"
+	"github.com/tierlog/tierlog/internal/connlimit"
 	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/internal/httpserver"
 	"github.com/tierlog/tierlog/tiering"
@@ -35,6 +38,9 @@ import (
 // capped at 64 MiB by the API; a produce is bounded by the topic's
 // max.message.bytes (1 MiB by default), which an operator may raise.
 const maxGRPCMessageBytes = 64<<20 + 1<<20
+
+// handshakeTimeout bounds the HTTP/2 handshake of a new gRPC connection.
+const handshakeTimeout = 10 * time.Second
 
 // httpShutdownTimeout bounds the wait for in-flight scrapes and probes.
 const httpShutdownTimeout = 5 * time.Second
@@ -137,6 +143,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}
 
 	setMemoryLimit(cfg, logger)
+	grpcConns := connectionLimit(cfg, raiseFileLimit(logger), logger)
 
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
@@ -151,7 +158,9 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	// HTTP first, so /healthz answers while the broker recovers its logs.
 	var ready readiness
-	httpSrv, err := httpserver.Listen(cfg.HTTPAddr, httpserver.Options{Gatherer: reg, Ready: ready.check, Logger: logger})
+	conns := connlimit.NewMetrics(reg)
+	httpSrv, err := httpserver.Listen(cfg.HTTPAddr, httpserver.Options{Gatherer: reg, Ready: ready.check, Logger: logger,
+		MaxConns: int(cfg.HTTPMaxConnections), Conns: conns, IdleTimeout: cfg.ConnIdleTimeout})
 	if err != nil {
 		return err
 	}
@@ -194,8 +203,16 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	if err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
+	lis = connlimit.Wrap(lis, connlimit.Options{Name: "grpc", Max: grpcConns, Metrics: conns, Logger: logger})
 	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg})
-	gs := grpc.NewServer(append(api.ServerOptions(), grpc.MaxRecvMsgSize(maxGRPCMessageBytes))...)
+	gs := grpc.NewServer(append(api.ServerOptions(),
+		grpc.MaxRecvMsgSize(maxGRPCMessageBytes),
+		// A connection that never completes the HTTP/2 handshake holds a
+		// descriptor for this long (gRPC's default is 120 s).
+		grpc.ConnectionTimeout(handshakeTimeout),
+		// A connection without an RPC for this long is closed (GOAWAY).
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.ConnIdleTimeout}),
+	)...)
 	api.Register(gs)
 	health := grpcapi.RegisterHealth(gs)
 	go func() {
@@ -291,4 +308,48 @@ func setMemoryLimit(cfg config.Server, logger *slog.Logger) {
 	limit := cfg.CacheBytes + memoryHeadroom
 	debug.SetMemoryLimit(limit)
 	logger.Info("soft memory limit", "bytes", limit, "cache_bytes", cfg.CacheBytes, "override", "GOMEMLIMIT")
+}
+
+// raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit (the Go
+// runtime does so too on Linux, but only since Go 1.19 and silently) and
+// returns the soft limit in effect, 0 if it cannot be read.
+func raiseFileLimit(logger *slog.Logger) int64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		logger.Warn("cannot read the file descriptor limit", "err", err)
+		return 0
+	}
+	if rl.Cur < rl.Max {
+		raised := syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+			logger.Warn("cannot raise the file descriptor limit", "soft", rl.Cur, "hard", rl.Max, "err", err)
+		} else {
+			rl = raised
+		}
+	}
+	return int64(min(rl.Cur, math.MaxInt32))
+}
+
+// minConnections is the least connection cap derived from a small
+// descriptor limit.
+const minConnections = 16
+
+// connectionLimit returns the gRPC connection cap: --max-connections, or
+// the descriptor limit less the reserve for segment files (--fd-reserve,
+// default half the limit) and the HTTP listener's connections.
+func connectionLimit(cfg config.Server, nofile int64, logger *slog.Logger) int {
+	reserve := cfg.FDReserve
+	if reserve == 0 {
+		reserve = nofile / 2
+	}
+	limit, from := cfg.MaxConnections, "max_connections"
+	if limit == 0 {
+		limit, from = max(minConnections, nofile-reserve-cfg.HTTPMaxConnections), "descriptor limit - fd_reserve - http_max_connections"
+		if nofile == 0 {
+			limit, from = 1024, "default (descriptor limit unknown)"
+		}
+	}
+	logger.Info("connection limit", "grpc_max_connections", limit, "from", from, "nofile", nofile,
+		"fd_reserve", reserve, "http_max_connections", cfg.HTTPMaxConnections, "idle_timeout", cfg.ConnIdleTimeout)
+	return int(min(limit, math.MaxInt32))
 }

@@ -30,6 +30,22 @@ type Server struct {
 	// topics on the node together; a create past it is refused.
 	MaxNodePartitions int
 
+	// MaxConnections caps open gRPC connections (max_connections); 0
+	// derives it from the file descriptor limit minus FDReserve.
+	MaxConnections int64
+	// HTTPMaxConnections caps open connections to /metrics, /healthz and
+	// /readyz (http_max_connections), apart from gRPC so a gRPC flood
+	// cannot silence the probes.
+	HTTPMaxConnections int64
+	// FDReserve is how many file descriptors are kept for segment files,
+	// the bucket and the runtime (fd_reserve); 0 means half the limit.
+	FDReserve int64
+	// ConnIdleTimeout closes connections idle that long (conn_idle_timeout).
+	ConnIdleTimeout time.Duration
+	// FetchBudgetBytes bounds the bytes of fetch and stream responses held
+	// in memory at once, server-wide (fetch_budget_bytes).
+	FetchBudgetBytes int64
+
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
 	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
 	TopicDefaults map[string]string
@@ -49,8 +65,11 @@ func Default() Server {
 		TieringParallel: 2,
 		// Each partition holds open files and memory; the sum over all
 		// topics must leave descriptors for connections and segment rolls.
-		MaxNodePartitions: 10000,
-		TopicDefaults:     map[string]string{},
+		MaxNodePartitions:  10000,
+		HTTPMaxConnections: 64,
+		ConnIdleTimeout:    5 * time.Minute,
+		FetchBudgetBytes:   256 << 20,
+		TopicDefaults:      map[string]string{},
 	}
 }
 
@@ -131,12 +150,7 @@ var settings = []setting{
 		name: "shutdown_timeout", usage: "how long in-flight RPCs may run after SIGINT/SIGTERM before they are cut off",
 		get: func(c *Server) string { return c.ShutdownTimeout.String() },
 		set: func(c *Server, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("%q is not a positive duration (e.g. 10s, 1m)", v)
-			}
-			c.ShutdownTimeout = d
-			return nil
+			return setDuration(&c.ShutdownTimeout, v)
 		},
 	},
 	{
@@ -184,6 +198,31 @@ var settings = []setting{
 		},
 	},
 	{
+		name: "max_connections", usage: "most gRPC connections open at once; past it new connections are closed on accept (0: the file descriptor limit minus fd_reserve)",
+		get: func(c *Server) string { return strconv.FormatInt(c.MaxConnections, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.MaxConnections, v, 0) },
+	},
+	{
+		name: "http_max_connections", usage: "most connections to the HTTP listener (/metrics, /healthz, /readyz) open at once",
+		get: func(c *Server) string { return strconv.FormatInt(c.HTTPMaxConnections, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.HTTPMaxConnections, v, 1) },
+	},
+	{
+		name: "fd_reserve", usage: "file descriptors kept for segment files, the bucket and the runtime, not given to connections (0: half the limit)",
+		get: func(c *Server) string { return strconv.FormatInt(c.FDReserve, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.FDReserve, v, 0) },
+	},
+	{
+		name: "conn_idle_timeout", usage: "close gRPC and HTTP connections idle this long",
+		get: func(c *Server) string { return c.ConnIdleTimeout.String() },
+		set: func(c *Server, v string) error { return setDuration(&c.ConnIdleTimeout, v) },
+	},
+	{
+		name: "fetch_budget_bytes", usage: "bytes of fetch and stream responses held in memory at once, server-wide; a fetch past it waits (part of the soft memory limit)",
+		get: func(c *Server) string { return strconv.FormatInt(c.FetchBudgetBytes, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.FetchBudgetBytes, v, 1<<20) },
+	},
+	{
 		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",
 		get: func(c *Server) string { return c.ReadyFile },
 		set: func(c *Server, v string) error { c.ReadyFile = v; return nil },
@@ -196,6 +235,15 @@ func setInt(dst *int64, v string, minimum int64) error {
 		return fmt.Errorf("%q is not an integer >= %d", v, minimum)
 	}
 	*dst = n
+	return nil
+}
+
+func setDuration(dst *time.Duration, v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%q is not a positive duration (e.g. 10s, 1m)", v)
+	}
+	*dst = d
 	return nil
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tierlog/tierlog/internal/connlimit"
 )
 
 // Options configure the endpoints.
@@ -23,7 +25,17 @@ type Options struct {
 	Ready func() error
 	// Logger receives serving errors; nil discards them.
 	Logger *slog.Logger
+	// MaxConns caps the connections open at once (0: no cap); past it new
+	// connections are closed on accept. Conns receives its metrics.
+	MaxConns int
+	Conns    *connlimit.Metrics
+	// IdleTimeout closes keep-alive connections idle that long (0: 2
+	// minutes). Without it an idle connection is kept forever.
+	IdleTimeout time.Duration
 }
+
+// defaultIdleTimeout applies when Options.IdleTimeout is zero.
+const defaultIdleTimeout = 2 * time.Minute
 
 // Handler returns the mux with /metrics, /healthz and /readyz.
 func Handler(opts Options) http.Handler {
@@ -69,11 +81,19 @@ func Listen(addr string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpserver: listen on %s: %w", addr, err)
 	}
+	if opts.MaxConns > 0 {
+		ln = connlimit.Wrap(ln, connlimit.Options{Name: "http", Max: opts.MaxConns, Metrics: opts.Conns, Logger: opts.Logger})
+	}
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = defaultIdleTimeout
+	}
 	return &Server{
 		ln: ln,
 		srv: &http.Server{
 			Handler:           Handler(opts),
 			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       idle,
 			ErrorLog:          slog.NewLogLogger(logger(opts.Logger).Handler(), slog.LevelWarn),
 		},
 	}, nil

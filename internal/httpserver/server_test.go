@@ -1,6 +1,7 @@
 package httpserver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,5 +100,70 @@ func TestListenError(t *testing.T) {
 	_, err := Listen("256.0.0.1:1", Options{})
 	if err == nil || !strings.Contains(err.Error(), "listen on 256.0.0.1:1") {
 		t.Fatalf("got %v, want an error naming the address", err)
+	}
+}
+
+// TestConnectionLimitAndIdleTimeout: connections past MaxConns are closed on
+// accept, and an idle keep-alive connection is closed after IdleTimeout.
+func TestConnectionLimitAndIdleTimeout(t *testing.T) {
+	srv, err := Listen("127.0.0.1:0", Options{MaxConns: 2, IdleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	defer func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		<-served
+	}()
+	healthz := func(c net.Conn) error {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.ReadAll(resp.Body)
+		return err
+	}
+	var conns []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := healthz(c); err != nil {
+			t.Fatalf("/healthz within the limit: %v", err)
+		}
+		conns = append(conns, c)
+	}
+	over, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if err := healthz(over); err == nil {
+		t.Fatal("/healthz on a third connection with two open succeeded, want it closed on accept")
+	}
+	// The two kept-alive connections go idle; the server must close them.
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("idle connection %d: read %v, want EOF (closed by the idle timeout)", i, err)
+		}
+	}
+	// Their slots are free again.
+	c, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := healthz(c); err != nil {
+		t.Fatalf("/healthz after idle connections were closed: %v", err)
 	}
 }

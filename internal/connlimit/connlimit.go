@@ -1,0 +1,114 @@
+// Package connlimit bounds the connections a listener keeps open, so a
+// flood of clients (or idle connections nobody closes) cannot use up the
+// process's file descriptors, which the logs need for their segment files.
+//
+// A connection past the limit is accepted and closed at once, so its client
+// gets a prompt EOF it can retry on, instead of waiting in the kernel's
+// accept queue (what golang.org/x/net/netutil.LimitListener does) for a
+// slot that an idle connection may hold for minutes.
+//
+//	m := connlimit.NewMetrics(reg)
+//	ln = connlimit.Wrap(ln, connlimit.Options{Name: "grpc", Max: 1000, Metrics: m, Logger: logger})
+package connlimit
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics are shared by every limited listener of a process, labelled by
+// listener name.
+type Metrics struct {
+	active   *prometheus.GaugeVec
+	rejected *prometheus.CounterVec
+}
+
+// NewMetrics registers the listeners' metrics on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	return &Metrics{
+		active: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tierlog_server_connections_active", Help: "Open connections, by listener.",
+		}, []string{"listener"}),
+		rejected: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "tierlog_server_connections_rejected_total", Help: "Connections closed on accept because the listener was at its limit, by listener.",
+		}, []string{"listener"}),
+	}
+}
+
+// Options configure one limited listener.
+type Options struct {
+	Name    string // listener label in metrics and logs, e.g. "grpc"
+	Max     int    // most connections open at once; must be positive
+	Metrics *Metrics
+	Logger  *slog.Logger // nil discards the warnings
+}
+
+// rejectLogEvery spaces the warnings a flood causes.
+const rejectLogEvery = 10 * time.Second
+
+// Wrap returns ln limited to opts.Max open connections.
+func Wrap(ln net.Listener, opts Options) net.Listener {
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &listener{Listener: ln, opts: opts,
+		active:   opts.Metrics.active.WithLabelValues(opts.Name),
+		rejected: opts.Metrics.rejected.WithLabelValues(opts.Name)}
+}
+
+type listener struct {
+	net.Listener
+	opts     Options
+	open     atomic.Int64
+	active   prometheus.Gauge
+	rejected prometheus.Counter
+	lastLog  atomic.Int64 // unix nanoseconds of the last rejection warning
+}
+
+// Accept returns the next connection within the limit, closing the ones
+// past it.
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > int64(l.opts.Max) {
+			l.open.Add(-1)
+			c.Close()
+			l.rejected.Inc()
+			now := time.Now().UnixNano()
+			if last := l.lastLog.Load(); now-last >= int64(rejectLogEvery) && l.lastLog.CompareAndSwap(last, now) {
+				l.opts.Logger.Warn("connection limit reached; closing new connections", "listener", l.opts.Name,
+					"max_connections", l.opts.Max, "remote", c.RemoteAddr().String())
+			}
+			continue
+		}
+		l.active.Inc()
+		return &conn{Conn: c, l: l}, nil
+	}
+}
+
+type conn struct {
+	net.Conn
+	l    *listener
+	once sync.Once
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.open.Add(-1)
+		c.l.active.Dec()
+	})
+	return err
+}

@@ -1,0 +1,93 @@
+package connlimit
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+
+	tltest "github.com/tierlog/tierlog/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestLimit: past Max, new connections are closed at once; closing an
+// accepted one frees its slot.
+func TestLimit(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	ln := Wrap(raw, Options{Name: "test", Max: 2, Metrics: m})
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := dial(), dial()
+	sa, sb := <-accepted, <-accepted
+	over := dial()
+	// The server side closed it on accept: the client reads EOF.
+	_ = over.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on a connection past the limit: %v, want EOF", err)
+	}
+	over.Close()
+	if got := value(t, m.rejected.WithLabelValues("test")); got != 1 {
+		t.Fatalf("rejected = %v, want 1", got)
+	}
+	if got := value(t, m.active.WithLabelValues("test")); got != 2 {
+		t.Fatalf("active = %v, want 2", got)
+	}
+	sa.Close()
+	sa.Close() // a second Close must not free a second slot
+	c := dial()
+	sc := <-accepted
+	if got := value(t, m.active.WithLabelValues("test")); got != 2 {
+		t.Fatalf("active after one close and one accept = %v, want 2", got)
+	}
+	over2 := dial()
+	tltest.Eventually(t, time.Minute, func() bool {
+		return value(t, m.rejected.WithLabelValues("test")) == 2
+	}, "third connection with two open was not rejected")
+	for _, x := range []net.Conn{a, b, c, over2, sb, sc} {
+		x.Close()
+	}
+	ln.Close()
+	for range accepted {
+	}
+}
+
+// value reads a gauge or counter.
+func value(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Gauge != nil {
+		return d.Gauge.GetValue()
+	}
+	return d.Counter.GetValue()
+}
