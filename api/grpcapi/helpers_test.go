@@ -44,8 +44,8 @@ func newEnv(tb testing.TB) *testEnv {
 		b.Close()
 		tb.Fatalf("listen: %v", err)
 	}
-	g := grpc.NewServer()
 	srv := NewServer(b, Options{Logger: slog.New(slog.DiscardHandler)})
+	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(80<<20))...)
 	srv.Register(g)
 	hs := RegisterHealth(g)
 	served := make(chan struct{})

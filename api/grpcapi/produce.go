@@ -12,6 +12,9 @@ import (
 // Produce appends the request's records (built into one batch) or its raw
 // batch to one partition.
 func (s *Server) Produce(ctx context.Context, req *tierlogv1.ProduceRequest) (*tierlogv1.ProduceResponse, error) {
+	if err := produceRejected(req); err != nil {
+		return nil, err
+	}
 	if req.GetTopic() == "" {
 		return nil, invalidf("produce: topic is required")
 	}
@@ -48,6 +51,8 @@ func (s *Server) produceBatch(req *tierlogv1.ProduceRequest) ([]byte, error) {
 		return raw, nil
 	case len(recs) == 0:
 		return nil, invalidf("produce: no records: set records (one or more) or batch (a RecordBatch v2)")
+	case len(recs) > MaxProduceRecords:
+		return nil, invalidf("produce: %d records in one request: at most %d (send several requests)", len(recs), MaxProduceRecords)
 	}
 	codec := batch.None
 	if c := req.GetCompression(); c != "" {

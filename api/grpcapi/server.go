@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec produceCodec wraps
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -59,10 +61,16 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 }
 
 // ServerOptions are the options the grpc.Server that s is registered on
-// needs for Stop to drain it (a tap handle and a stats handler that count
-// unary RPCs in flight). Pass them to grpc.NewServer with the caller's own.
+// needs: for Stop to drain it (a tap handle and a stats handler that count
+// unary RPCs in flight), and a codec that checks a Produce request before
+// decoding its records (produceCodec). Pass them to grpc.NewServer with the
+// caller's own.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.InTapHandle(s.drain.tap), grpc.StatsHandler(s.drain)}
+	return []grpc.ServerOption{
+		grpc.InTapHandle(s.drain.tap),
+		grpc.StatsHandler(s.drain),
+		grpc.ForceServerCodecV2(produceCodec{s: s, base: encoding.GetCodecV2("proto")}),
+	}
 }
 
 // Close ends every FetchStream that is waiting for records with UNAVAILABLE
