@@ -1,6 +1,7 @@
 package grpcapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 
@@ -20,10 +21,35 @@ const (
 	// maxMaxBytes bounds max_bytes so one request cannot make the server
 	// hold an arbitrary amount of memory.
 	maxMaxBytes = 64 << 20
-	// recordOverhead approximates the protobuf framing of one decoded record
-	// (offset, timestamp, tags and lengths) when sizing a decoded response.
-	recordOverhead = 32
+	// recordOverhead is what one decoded record costs in memory beside its
+	// key, value and headers: the tierlogv1.Record struct (~130 bytes), its
+	// pointer in the response and its encoding (offset, timestamp, tags and
+	// lengths). Sizing decoded responses by it bounds their memory by
+	// max_bytes, however small the records.
+	recordOverhead = 160
 )
+
+// need is the fetch budget one response of p takes: the bytes read from
+// the log, plus as much again for decoded records. A response may exceed
+// it by one batch larger than max_bytes.
+func (s *Server) need(p fetchParams) int64 {
+	n := int64(p.maxBytes)
+	if !p.raw {
+		n *= 2
+	}
+	return n
+}
+
+// reserve takes n bytes of the fetch budget, waiting while other responses
+// hold it, and returns the function that gives them back. A request for
+// more than the whole budget takes all of it.
+func (s *Server) reserve(ctx context.Context, n int64) (func(), error) {
+	n = min(n, s.budgetSize)
+	if err := s.budget.Acquire(ctx, n); err != nil {
+		return nil, err
+	}
+	return func() { s.budget.Release(n) }, nil
+}
 
 // fetchParams is a validated fetch request.
 type fetchParams struct {
@@ -87,6 +113,13 @@ func (s *Server) Fetch(ctx context.Context, req *tierlogv1.FetchRequest) (*tierl
 	if err != nil {
 		return nil, s.statusFor("Fetch", err)
 	}
+	release, err := s.reserve(ctx, s.need(p))
+	if err != nil {
+		return nil, s.statusFor("Fetch", err)
+	}
+	// Released when the handler returns: gRPC then encodes the response
+	// and queues it on the connection, which is not counted.
+	defer release()
 	resp, _, err := s.fetchOnce(ctx, p, off, p.maxRecords)
 	return resp, s.statusFor("Fetch", err)
 }
@@ -114,8 +147,26 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 	if err != nil {
 		return s.statusFor("FetchStream", err)
 	}
+	// The stream takes two responses' worth of the budget while it sends:
+	// one for the response being built and one for the previous, which may
+	// still sit in the connection's buffers when its client reads slowly
+	// (Send returns once the message is queued; the next Send blocks until
+	// it has gone). It takes both at once, so it never waits for budget
+	// while holding some (no deadlock), and gives them back when it is
+	// caught up and waits for records.
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	var sent int64
 	for {
+		if release == nil {
+			if release, err = s.reserve(ctx, 2*s.need(p)); err != nil {
+				return s.statusFor("FetchStream", err)
+			}
+		}
 		per := p.maxRecords
 		if limit > 0 {
 			if rem := limit - sent; per == 0 || rem < int64(per) {
@@ -147,6 +198,8 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 		if !req.GetFollow() {
 			return nil
 		}
+		release()
+		release = nil
 		if err := s.b.Wait(ctx, p.topic, p.partition, off); err != nil {
 			return s.waitFailed(p, off, err)
 		}
@@ -189,23 +242,15 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 	}
 	n, size := 0, 0
 	for buf := res.Records; len(buf) > 0; {
-		var (
-			h    batch.Header
-			recs []batch.Record
-			err  error
-		)
-		if p.raw {
-			h, err = batch.Peek(buf)
-		} else {
-			h, recs, err = batch.Decode(buf)
+		h, err := batch.Peek(buf)
+		if err == nil && h.Size() > len(buf) {
+			err = batch.ErrShortBatch
 		}
 		if err != nil {
 			if n == 0 && resp.NextOffset == off {
 				return nil, 0, status.Errorf(codes.Internal, "fetch: %s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
 			}
-			// Serve what was readable; the next fetch starts at this batch
-			// and reports the failure.
-			break
+			break // serve what was readable; the next fetch reports the failure
 		}
 		whole := buf[:h.Size()]
 		buf = buf[h.Size():]
@@ -223,19 +268,32 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 		}
 		full := false
 		if !h.Control() { // transaction markers are not user records
-			for _, r := range recs {
+			// Records of a compressed batch alias its decompressed section:
+			// copy them so a response does not keep all of it alive.
+			compressed := h.Codec() != batch.None
+			_, err = batch.DecodeOptions{}.Each(whole, func(r batch.Record) bool {
 				if r.Offset < off {
-					continue
+					return true
 				}
 				rsize := recordSize(r)
 				if n > 0 && (size+rsize > p.maxBytes || (limit > 0 && n >= limit)) {
 					full = true
-					break
+					return false // stop decoding at the response's budget
+				}
+				if compressed {
+					r = cloneRecord(r)
 				}
 				resp.Records = append(resp.Records, recordProto(r))
 				size += rsize
 				n++
 				resp.NextOffset = r.Offset + 1
+				return true
+			})
+			if err != nil {
+				if n == 0 && resp.NextOffset == off {
+					return nil, 0, status.Errorf(codes.Internal, "fetch: %s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
+				}
+				break
 			}
 		}
 		if full {
@@ -248,6 +306,19 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 	}
 	s.recordsOut.WithLabelValues(p.topic).Add(float64(n))
 	return resp, n, nil
+}
+
+// cloneRecord copies r's bytes out of the buffer they alias.
+func cloneRecord(r batch.Record) batch.Record {
+	r.Key, r.Value = bytes.Clone(r.Key), bytes.Clone(r.Value)
+	if len(r.Headers) > 0 {
+		hs := make([]batch.RecordHeader, len(r.Headers))
+		for i, h := range r.Headers {
+			hs[i] = batch.RecordHeader{Key: h.Key, Value: bytes.Clone(h.Value)}
+		}
+		r.Headers = hs
+	}
+	return r
 }
 
 func recordSize(r batch.Record) int {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec produceCodec wraps
@@ -24,7 +25,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the API's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
+	// FetchBudgetBytes bounds the memory of fetch and stream responses in
+	// flight, server-wide (0: DefaultFetchBudget). A fetch waits for its
+	// share before it reads from the log, so slow consumers get
+	// back-pressure rather than the server buffering for them.
+	FetchBudgetBytes int64
 }
+
+// DefaultFetchBudget is the fetch budget when Options leave it zero.
+const DefaultFetchBudget = 256 << 20
 
 // Server implements tierlogv1.TierLogServer on a broker. It is safe for
 // concurrent use; every RPC goes straight to the broker.
@@ -44,6 +53,9 @@ type Server struct {
 	close   context.CancelFunc
 	// drain counts the RPCs Stop lets finish.
 	drain *drainTracker
+	// budget holds the bytes of fetch responses in flight; see reserve.
+	budget     *semaphore.Weighted
+	budgetSize int64
 }
 
 // NewServer returns a server for b. The caller keeps ownership of b and
@@ -57,7 +69,12 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 	recordsOut := promauto.With(opts.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "tierlog_grpc_records_out_total", Help: "Records served by Fetch and FetchStream.",
 	}, []string{"topic"})
-	return &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut, drain: newDrainTracker()}
+	size := opts.FetchBudgetBytes
+	if size <= 0 {
+		size = DefaultFetchBudget
+	}
+	return &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut, drain: newDrainTracker(),
+		budget: semaphore.NewWeighted(size), budgetSize: size}
 }
 
 // ServerOptions are the options the grpc.Server that s is registered on

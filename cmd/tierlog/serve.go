@@ -204,7 +204,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	lis = connlimit.Wrap(lis, connlimit.Options{Name: "grpc", Max: grpcConns, Metrics: conns, Logger: logger})
-	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg})
+	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg, FetchBudgetBytes: cfg.FetchBudgetBytes})
 	gs := grpc.NewServer(append(api.ServerOptions(),
 		grpc.MaxRecvMsgSize(maxGRPCMessageBytes),
 		// A connection that never completes the HTTP/2 handshake holds a
@@ -292,12 +292,13 @@ func openBucket(ctx context.Context, cfg config.Server) (cold.Bucket, error) {
 	return b, nil
 }
 
-// memoryHeadroom is what the process needs beside the chunk cache: fetch
-// and produce buffers, gRPC, indexes, the Go runtime.
-const memoryHeadroom = 512 << 20
+// memoryHeadroom is what the process needs beside the chunk cache and the
+// fetch budget: produce requests, gRPC, indexes, the Go runtime.
+const memoryHeadroom = 256 << 20
 
 // setMemoryLimit gives the Go runtime a soft memory limit of the chunk
-// cache's budget plus headroom, unless GOMEMLIMIT says otherwise. Without
+// cache's budget, the fetch budget and headroom, unless GOMEMLIMIT says
+// otherwise. Without
 // one the garbage collector lets the heap grow to about twice the live
 // cache before collecting (measured: peak RSS ~2x --cache-bytes during a
 // cold replay); with it, RSS stays near budget + a fixed overhead.
@@ -305,9 +306,9 @@ func setMemoryLimit(cfg config.Server, logger *slog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	limit := cfg.CacheBytes + memoryHeadroom
+	limit := cfg.CacheBytes + cfg.FetchBudgetBytes + memoryHeadroom
 	debug.SetMemoryLimit(limit)
-	logger.Info("soft memory limit", "bytes", limit, "cache_bytes", cfg.CacheBytes, "override", "GOMEMLIMIT")
+	logger.Info("soft memory limit", "bytes", limit, "cache_bytes", cfg.CacheBytes, "fetch_budget_bytes", cfg.FetchBudgetBytes, "override", "GOMEMLIMIT")
 }
 
 // raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit (the Go

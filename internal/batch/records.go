@@ -103,8 +103,15 @@ func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
 // parseRecords decodes the h.NumRecords records framed in raw, the
 // uncompressed records section. See walkRecords for what it checks.
 func parseRecords(h Header, raw []byte) ([]Record, error) {
-	recs, _, err := walkRecords(h, raw, true, false)
-	return recs, err
+	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
+	_, err := walkRecords(h, raw, false, func(r Record) bool {
+		recs = append(recs, r)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
 }
 
 // walkRecords walks the h.NumRecords records framed in raw, the uncompressed
@@ -116,41 +123,40 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 // header promises; gaps, as compaction leaves them, are allowed unless dense
 // is set, when record i must have offset delta i (a producer's batch).
 //
-// With keep it returns the decoded records; without, it only checks them
-// and allocates nothing per record (the append path). It also returns the
-// largest timestamp delta, from which the batch's create-time max
-// timestamp follows.
-func walkRecords(h Header, raw []byte, keep, dense bool) ([]Record, int64, error) {
-	var recs []Record
+// Each decoded record goes to yield, and the walk stops early (without the
+// checks that need the whole section) when yield returns false. With a nil
+// yield it only checks, allocating nothing per record (the append path).
+// It returns the largest timestamp delta, from which the batch's
+// create-time max timestamp follows.
+func walkRecords(h Header, raw []byte, dense bool, yield func(Record) bool) (int64, error) {
 	var arena *[]RecordHeader
-	if keep {
-		recs = make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
+	if yield != nil {
 		arena = new([]RecordHeader)
 	}
 	lastDelta, maxTsDelta := int64(-1), int64(math.MinInt64)
 	n := 0
 	for ; len(raw) > 0; n++ {
 		if n == int(h.NumRecords) {
-			return nil, 0, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
+			return 0, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
 		}
 		l, w := binary.Varint(raw)
 		if w <= 0 || l < 0 || l > int64(len(raw)-w) {
-			return nil, 0, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, n)
+			return 0, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, n)
 		}
 		r, delta, err := parseRecord(raw[w:w+int(l)], arena)
 		if err != nil {
-			return nil, 0, fmt.Errorf("%w: record %d: %s", ErrCorrupt, n, err)
+			return 0, fmt.Errorf("%w: record %d: %s", ErrCorrupt, n, err)
 		}
 		if dense && delta != int64(n) {
-			return nil, 0, fmt.Errorf("%w: record %d: offset delta %d, a producer numbers the records of a batch 0, 1, 2, ... so it must be %d", ErrCorrupt, n, delta, n)
+			return 0, fmt.Errorf("%w: record %d: offset delta %d, a producer numbers the records of a batch 0, 1, 2, ... so it must be %d", ErrCorrupt, n, delta, n)
 		}
 		if delta <= lastDelta || delta > int64(h.LastOffsetDelta) {
-			return nil, 0, fmt.Errorf("%w: record %d: offset delta %d, want above %d and at most the last offset delta %d", ErrCorrupt, n, delta, lastDelta, h.LastOffsetDelta)
+			return 0, fmt.Errorf("%w: record %d: offset delta %d, want above %d and at most the last offset delta %d", ErrCorrupt, n, delta, lastDelta, h.LastOffsetDelta)
 		}
 		lastDelta = delta
 		maxTsDelta = max(maxTsDelta, r.Timestamp)
 		raw = raw[w+int(l):]
-		if !keep {
+		if yield == nil {
 			continue
 		}
 		r.Offset = h.BaseOffset + delta
@@ -159,12 +165,14 @@ func walkRecords(h Header, raw []byte, keep, dense bool) ([]Record, int64, error
 		} else {
 			r.Timestamp += h.FirstTimestamp
 		}
-		recs = append(recs, r)
+		if !yield(r) {
+			return maxTsDelta, nil
+		}
 	}
 	if n != int(h.NumRecords) {
-		return nil, 0, fmt.Errorf("%w: header counts %d records, records section holds %d", ErrCorrupt, h.NumRecords, n)
+		return 0, fmt.Errorf("%w: header counts %d records, records section holds %d", ErrCorrupt, h.NumRecords, n)
 	}
-	return recs, maxTsDelta, nil
+	return maxTsDelta, nil
 }
 
 // parseRecord decodes one record body (everything after its length). The

@@ -83,7 +83,7 @@ func (o ProduceOptions) CheckProduced(b []byte) (Produced, error) {
 			return p, err
 		}
 	}
-	_, maxDelta, err := walkRecords(h, raw, false, true)
+	maxDelta, err := walkRecords(h, raw, true, nil)
 	if err != nil {
 		return p, err
 	}
