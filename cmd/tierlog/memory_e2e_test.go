@@ -68,8 +68,8 @@ func emptyRecords(topic string, n int) []byte {
 // TestMemoryUnderLoad runs the clients that took the server to gigabytes
 // (issue 6, item 15) against the real binary and holds its peak RSS
 // (VmHWM) under memoryBound: a 64 MB Produce of 32 M empty records, 10 M
-// records to a missing topic, 20 concurrent decoded fetches of a 1 M-record
-// zstd batch, and 50 follow streams with 64 MiB max_bytes whose clients
+// records to a missing topic, a 1 M-record zstd batch (refused), 20
+// concurrent decoded fetches of the largest zstd batch accepted, and 50 follow streams with 64 MiB max_bytes whose clients
 // stop reading. A monitor kills the server as soon as it passes the bound,
 // so a regression fails the test without exhausting the machine.
 func TestMemoryUnderLoad(t *testing.T) {
@@ -123,15 +123,25 @@ func TestMemoryUnderLoad(t *testing.T) {
 	}
 	defer conn.Close()
 
-	// A 1 M-record zstd batch (~1 MB) and 100 MB of 1,000 KiB batches.
+	// A 1 M-record zstd batch (~1 MB) is refused (at most
+	// batch.RecordLimit(max.message.bytes) records per batch); the largest
+	// batch that is accepted is what the decoded fetches below read.
 	recs := make([]batch.Record, 1<<20)
 	zb, err := batch.Build(recs, batch.BuildOptions{Codec: batch.Zstd})
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, err = c.Produce(context.Background(), &tierlogv1.ProduceRequest{Topic: "z", Partition: new(int32), Batch: zb})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("produce of a 1 M-record batch (%d bytes): %v, want InvalidArgument", len(zb), err)
+	}
+	recs = recs[:batch.RecordLimit(1048588)]
+	if zb, err = batch.Build(recs, batch.BuildOptions{Codec: batch.Zstd}); err != nil {
+		t.Fatal(err)
+	}
 	recs = nil
 	if _, err := c.Produce(context.Background(), &tierlogv1.ProduceRequest{Topic: "z", Partition: new(int32), Batch: zb}); err != nil {
-		t.Fatalf("produce the 1 M-record batch (%d bytes): %v", len(zb), err)
+		t.Fatalf("produce the largest accepted batch (%d bytes): %v", len(zb), err)
 	}
 	produceFiller(t, c, "s", 100, 1000<<10)
 
@@ -159,9 +169,9 @@ func TestMemoryUnderLoad(t *testing.T) {
 			defer wg.Done()
 			f, err := c.Fetch(context.Background(), &tierlogv1.FetchRequest{Topic: "z", MaxBytes: 64 << 20})
 			if err != nil {
-				errs <- fmt.Errorf("decoded fetch of the 1 M-record batch: %v", err)
+				errs <- fmt.Errorf("decoded fetch of the largest batch: %v", err)
 			} else if len(f.Records) == 0 {
-				errs <- fmt.Errorf("decoded fetch of the 1 M-record batch returned no records")
+				errs <- fmt.Errorf("decoded fetch of the largest batch returned no records")
 			}
 		}()
 	}
