@@ -102,6 +102,7 @@ func (f *fakeBroker) handle(b []byte) ([]byte, error) {
 			{ApiKey: int16(kmsg.Produce), MinVersion: 3, MaxVersion: 8},
 			{ApiKey: int16(kmsg.Metadata), MinVersion: 1, MaxVersion: 8},
 			{ApiKey: int16(kmsg.ApiVersions), MinVersion: 0, MaxVersion: 3},
+			{ApiKey: int16(kmsg.InitProducerID), MinVersion: 0, MaxVersion: 1},
 		}
 		resp = v
 	case *kmsg.MetadataRequest:
@@ -114,6 +115,11 @@ func (f *fakeBroker) handle(b []byte) ([]byte, error) {
 		topic.Topic = kmsg.StringPtr(fakeTopic)
 		topic.Partitions = []kmsg.MetadataResponseTopicPartition{p}
 		v.Topics = []kmsg.MetadataResponseTopic{topic}
+		resp = v
+	case *kmsg.InitProducerIDRequest:
+		// An idempotent producer asks for its id first.
+		v := kmsg.NewPtrInitProducerIDResponse()
+		v.ProducerID, v.ProducerEpoch = 4711, 0
 		resp = v
 	case *kmsg.ProduceRequest:
 		v := kmsg.NewPtrProduceResponse()
@@ -152,16 +158,23 @@ func (f *fakeBroker) handle(b []byte) ([]byte, error) {
 // given codec and returns the batches the client put on the wire.
 func produceWithKgo(t *testing.T, codec kgo.CompressionCodec, recs []Record) [][]byte {
 	t.Helper()
+	return produceWithKgoOpts(t, codec, recs, kgo.DisableIdempotentWrite())
+}
+
+// produceWithKgoOpts is produceWithKgo with extra client options; without
+// kgo.DisableIdempotentWrite the client is an idempotent producer (kgo's
+// default), whose batches carry a producer id, epoch and sequence.
+func produceWithKgoOpts(t *testing.T, codec kgo.CompressionCodec, recs []Record, extra ...kgo.Opt) [][]byte {
+	t.Helper()
 	f := &fakeBroker{}
-	opts := []kgo.Opt{
+	opts := append([]kgo.Opt{
 		kgo.SeedBrokers("fake:9092"),
 		kgo.Dialer(f.dial),
 		kgo.DefaultProduceTopic(fakeTopic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.DisableIdempotentWrite(),
 		kgo.ProducerBatchCompression(codec),
 		kgo.ProducerLinger(50 * time.Millisecond), // only batching, never correctness, depends on it
-	}
+	}, extra...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
