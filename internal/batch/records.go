@@ -121,7 +121,11 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 // It also requires offset deltas to increase and stay within the batch's
 // last offset delta, so offsets increase and stay inside the range the
 // header promises; gaps, as compaction leaves them, are allowed unless dense
-// is set, when record i must have offset delta i (a producer's batch).
+// is set, when record i must have offset delta i (a producer's batch). With
+// dense it also applies Kafka's reader rule that a 32-bit varint takes at
+// most 5 bytes: Kafka (ByteUtils.readVarint) and franz-go refuse longer
+// encodings, which Go's binary.Varint accepts, so a batch holding one would
+// be stored and then unreadable by every Kafka client.
 //
 // Each decoded record goes to yield, and the walk stops early (without the
 // checks that need the whole section) when yield returns false. With a nil
@@ -140,10 +144,13 @@ func walkRecords(h Header, raw []byte, dense bool, yield func(Record) bool) (int
 			return 0, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
 		}
 		l, w := binary.Varint(raw)
+		if dense && w > maxVarint32Len {
+			return 0, fmt.Errorf("%w: record %d: length takes %d varint bytes, Kafka reads at most %d", ErrCorrupt, n, w, maxVarint32Len)
+		}
 		if w <= 0 || l < 0 || l > int64(len(raw)-w) {
 			return 0, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, n)
 		}
-		r, delta, err := parseRecord(raw[w:w+int(l)], arena)
+		r, delta, err := parseRecord(raw[w:w+int(l)], arena, dense)
 		if err != nil {
 			return 0, fmt.Errorf("%w: record %d: %s", ErrCorrupt, n, err)
 		}
@@ -181,8 +188,8 @@ func walkRecords(h Header, raw []byte, dense bool, yield func(Record) bool) (int
 // costs a few header allocations rather than one per record; a nil arena
 // checks the headers without keeping them. Errors are plain descriptions
 // for the caller to wrap.
-func parseRecord(b []byte, arena *[]RecordHeader) (Record, int64, error) {
-	d := recordReader{b: b}
+func parseRecord(b []byte, arena *[]RecordHeader, strict bool) (Record, int64, error) {
+	d := recordReader{b: b, strict: strict}
 	var r Record
 	if len(d.b) < 1 {
 		return r, 0, fmt.Errorf("attributes missing")
@@ -223,12 +230,18 @@ func parseRecord(b []byte, arena *[]RecordHeader) (Record, int64, error) {
 	return r, delta, nil
 }
 
+// maxVarint32Len is the most bytes Kafka reads for a 32-bit varint.
+const maxVarint32Len = 5
+
 // recordReader reads the zigzag varints and varint-length byte strings of
 // a record body. The first failure sticks and later reads return zero
-// values, so parseRecord checks once at the end.
+// values, so parseRecord checks once at the end. With strict, a 32-bit
+// field (every one but the timestamp delta) may take at most
+// maxVarint32Len bytes, as Kafka's reader requires.
 type recordReader struct {
-	b   []byte
-	err error
+	b      []byte
+	err    error
+	strict bool
 }
 
 func (d *recordReader) varint(lo, hi int64, what string) int64 {
@@ -238,6 +251,10 @@ func (d *recordReader) varint(lo, hi int64, what string) int64 {
 	v, w := binary.Varint(d.b)
 	if w <= 0 {
 		d.err = fmt.Errorf("%s: truncated or overlong varint", what)
+		return 0
+	}
+	if d.strict && hi <= math.MaxInt32 && w > maxVarint32Len {
+		d.err = fmt.Errorf("%s takes %d varint bytes, Kafka reads at most %d", what, w, maxVarint32Len)
 		return 0
 	}
 	if v < lo || v > hi {
