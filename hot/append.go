@@ -1,7 +1,9 @@
 package hot
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -150,9 +152,13 @@ func (l *Log) syncDirty() (uint64, error) {
 		if err := l.timedSync(s); err != nil {
 			l.mu.Lock()
 			// Sealing may have fsynced this rolled segment meanwhile, and
-			// retention then closed it: its bytes are durable, so the
-			// failure of this redundant fsync is not a failure of the log.
-			if s.durable {
+			// retention then closed it: its bytes are durable, so this
+			// redundant fsync that never ran is not a failure of the log.
+			// Any other error is: an fsync that ran and failed may have
+			// consumed the writeback error that let sealing's fsync
+			// succeed (Linux reports it once), so that success proves
+			// nothing.
+			if s.durable && errors.Is(err, os.ErrClosed) {
 				l.mu.Unlock()
 				continue
 			}
