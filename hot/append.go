@@ -31,24 +31,33 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 	// rewrite happen before the lock, so appends to the log do not queue
 	// behind them.
 	now := l.opts.Now()
+	// Stamping rewrites header fields of b; an append refused after it
+	// puts them back, so that retrying the same buffer after ErrRetriable
+	// is the same call (a stamped LogAppendTime batch would be refused).
+	var sent [batch.HeaderSize]byte
+	copy(sent[:], b)
 	h, err := checkBatch(b, cfg, now)
 	if err != nil {
+		copy(b, sent[:])
 		return AppendResult{}, err
 	}
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
+		copy(b, sent[:])
 		return AppendResult{}, ErrClosed
 	}
 	if l.failed != nil {
 		err := l.failLocked(nil)
 		l.mu.Unlock()
+		copy(b, sent[:])
 		return AppendResult{}, err
 	}
 	if l.shouldRollLocked(len(b), now) || l.offsetsOverflowLocked(h.NumRecords) {
 		if err := l.rollLocked(); err != nil {
 			l.mu.Unlock() // retriable: nothing was written, the next append retries the roll
+			copy(b, sent[:])
 			return AppendResult{}, err
 		}
 	}
