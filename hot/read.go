@@ -81,6 +81,20 @@ func (l *Log) segmentForLocked(offset int64) *segment {
 // the answer has batch granularity: records before it in that batch may be
 // older, and readers skip them by timestamp if they care.
 func (l *Log) OffsetForTime(ts int64) (int64, error) {
+	for {
+		off, s, err := l.offsetForTime(ts)
+		// As in ReadBuf: a scan whose segment retention deleted under it
+		// lost a race; the answer is the one after the deletion.
+		if err != nil && s != nil && s.deleted.Load() {
+			continue
+		}
+		return off, err
+	}
+}
+
+// offsetForTime returns the segment it scanned (nil if none) with its
+// answer.
+func (l *Log) offsetForTime(ts int64) (int64, *segment, error) {
 	l.mu.RLock()
 	vis := l.visible.Load()
 	var s *segment
@@ -92,7 +106,7 @@ func (l *Log) OffsetForTime(ts int64) (int64, error) {
 	}
 	if s == nil {
 		l.mu.RUnlock()
-		return vis.offset, nil
+		return vis.offset, nil, nil
 	}
 	limit := s.size
 	if s == vis.seg {
@@ -102,12 +116,12 @@ func (l *Log) OffsetForTime(ts int64) (int64, error) {
 	l.mu.RUnlock()
 	off, err := s.firstAtOrAfterTime(from, ts, limit)
 	if err != nil {
-		return 0, err
+		return 0, s, err
 	}
 	if off < 0 || off > vis.offset {
-		return vis.offset, nil
+		return vis.offset, s, nil
 	}
-	return off, nil
+	return off, s, nil
 }
 
 // StartOffset is the first offset held locally.
