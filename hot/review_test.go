@@ -220,3 +220,92 @@ func TestOffsetForTimeRacingRetention(t *testing.T) {
 		}
 	})
 }
+
+// A read or time lookup that finds the log closed under it (the broker
+// closing, or a topic being deleted) scanned a closed file and answered
+// "short batch" - InvalidArgument at the gRPC API, as if the client had
+// asked something malformed, which ends a follow stream - instead of
+// ErrClosed (Unavailable: retry elsewhere or later).
+func TestReadRacingCloseAnswersErrClosed(t *testing.T) {
+	setup := func(t *testing.T) (*Log, *holdFS, string) {
+		dir := t.TempDir()
+		h := &holdFS{}
+		l := openLog(t, dir, testConfig(FlushAlways), Options{OpenFile: h.open})
+		appendRecords(t, l, 10, 5, 100)
+		return l, h, segmentPrefix(dir, 0) + ".log"
+	}
+	t.Run("read after Close is not a short batch", func(t *testing.T) {
+		l, _, _ := setup(t)
+		l.Close()
+		if _, err := l.Read(10, 1<<20); !errors.Is(err, ErrClosed) {
+			t.Fatalf("read of a closed log: %v, want ErrClosed", err)
+		}
+		if _, err := l.OffsetForTime(1_000_010); !errors.Is(err, ErrClosed) {
+			t.Fatalf("OffsetForTime of a closed log: %v, want ErrClosed", err)
+		}
+	})
+	t.Run("read under way when Close closes the file is not a short batch", func(t *testing.T) {
+		l, h, seg0 := setup(t)
+		h.arm(seg0, "readat")
+		entered, release := h.entered, h.release
+		done := make(chan error, 1)
+		go func() {
+			_, err := l.Read(10, 1<<20)
+			done <- err
+		}()
+		<-entered
+		l.Close()
+		release <- nil
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Fatalf("read racing Close: %v, want ErrClosed", err)
+		}
+	})
+}
+
+// A read error during the recovery scan (EIO from a failing disk, say) was
+// turned into "short batch" by the scanner, so recovery took it for a torn
+// tail and truncated the segment there: under flush.policy=always the
+// records after the recovery point are acknowledged as fsynced, and one
+// failed read at open deleted them. An I/O error must make Open fail and
+// leave the files alone.
+func TestRecoveryReadErrorTruncatesNothing(t *testing.T) {
+	t.Run("EIO while scanning the active segment after a crash", func(t *testing.T) {
+		dir := t.TempDir()
+		l := openLog(t, dir, testConfig(FlushAlways), Options{})
+		appendRecords(t, l, 20, 5, 100) // acknowledged as fsynced
+		// The crash: a copy of the directory as it is now, before Close
+		// writes indexes and moves the recovery point (still 0).
+		crashed := t.TempDir()
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			b, err := os.ReadFile(dir + "/" + e.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(crashed+"/"+e.Name(), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.Close()
+
+		h := &holdFS{}
+		h.arm(segmentPrefix(crashed, 0)+".log", "readat")
+		h.release <- syscall.EIO // the scan's first read fails
+		if l2, err := Open(crashed, testConfig(FlushAlways), Options{OpenFile: h.open}); err == nil {
+			n := l2.EndOffset()
+			l2.Close()
+			t.Logf("open through a read error succeeded with end offset %d", n)
+		} else {
+			t.Logf("open through a read error: %v", err)
+		}
+		l3 := openLog(t, crashed, testConfig(FlushAlways), Options{})
+		defer l3.Close()
+		if end := l3.EndOffset(); end != 100 {
+			t.Fatalf("after one failed read at open the log ends at %d, want 100: acknowledged records were truncated", end)
+		}
+		checkRecords(t, readAll(t, l3, 0), 0, 100, 100)
+	})
+}
