@@ -27,8 +27,18 @@ func (l *Log) ReadBuf(offset int64, maxBytes int, buf []byte) (FetchResult, erro
 		if err != nil && s != nil && s.deleted.Load() {
 			continue
 		}
+		if err != nil && s != nil && l.isClosed() {
+			// Close closed the file under the read: not bad input.
+			return res, ErrClosed
+		}
 		return res, err
 	}
+}
+
+func (l *Log) isClosed() bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.closed
 }
 
 // read returns the segment it read from (nil if none) with its result.
@@ -87,6 +97,9 @@ func (l *Log) OffsetForTime(ts int64) (int64, error) {
 		// lost a race; the answer is the one after the deletion.
 		if err != nil && s != nil && s.deleted.Load() {
 			continue
+		}
+		if err != nil && s != nil && l.isClosed() {
+			return 0, ErrClosed
 		}
 		return off, err
 	}

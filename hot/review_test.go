@@ -297,7 +297,9 @@ func TestRecoveryReadErrorTruncatesNothing(t *testing.T) {
 		if l2, err := Open(crashed, testConfig(FlushAlways), Options{OpenFile: h.open}); err == nil {
 			n := l2.EndOffset()
 			l2.Close()
-			t.Logf("open through a read error succeeded with end offset %d", n)
+			t.Errorf("open through a read error succeeded with end offset %d, want an error naming EIO", n)
+		} else if !errors.Is(err, syscall.EIO) {
+			t.Errorf("open through a read error: %v, want an error wrapping EIO", err)
 		} else {
 			t.Logf("open through a read error: %v", err)
 		}

@@ -116,6 +116,12 @@ func (sc *scanner) next(full bool) (batch.Header, []byte, error) {
 		return batch.Header{}, nil, io.EOF
 	}
 	hdr, err := sc.r.Peek(batch.HeaderSize)
+	if err != nil && !errors.Is(err, io.EOF) {
+		// A read that failed (EIO, a closed file) is not a torn tail:
+		// calling it a short batch made recovery truncate acknowledged
+		// records after one failed read, and readers report bad input.
+		return batch.Header{}, nil, fmt.Errorf("hot: read at position %d: %w", sc.pos, err)
+	}
 	if err != nil {
 		return batch.Header{}, nil, fmt.Errorf("%w: %d bytes left at position %d", batch.ErrShortBatch, len(hdr), sc.pos)
 	}
