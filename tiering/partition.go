@@ -72,6 +72,13 @@ type Partition struct {
 	// that took a snapshot of the partitions before the removal must not
 	// touch the bucket for a topic whose deletion is listing it.
 	removed bool
+
+	// testHookOffsetForTime runs in OffsetForTime between the remote and
+	// the local lookup, so a test can move the local start there.
+	testHookOffsetForTime func()
+	// testHookRemoteRead runs in Read between finding the remote segment
+	// and reading it, so a test can let retention delete it there.
+	testHookRemoteRead func()
 }
 
 // OpenPartition opens the manifest and the hot log of a partition. With no
@@ -194,8 +201,19 @@ func (p *Partition) Append(b []byte) (hot.AppendResult, error) { return p.log.Ap
 // log at or above its start, otherwise from the remote segment that holds
 // offset (one segment's worth at most; the caller continues at the next
 // offset).
+//
+// A read can lose a race with retention and must then answer as a read
+// issued after it would: one whose local segment was deleted under it reads
+// the segment from the bucket (local deletion waits for the segment's
+// commit, so the remote view holds it); one whose remote segment was deleted
+// under it answers out of range with the new valid range.
 func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.FetchResult, error) {
 	res, err := p.log.Read(offset, maxBytes)
+	if err != nil && !errors.Is(err, hot.ErrOffsetOutOfRange) && offset < p.log.StartOffset() {
+		// Whatever the hot log made of a segment deleted mid-read, the
+		// offset is now below its start: serve it as such.
+		err = &hot.OffsetOutOfRangeError{Offset: offset, Start: p.log.StartOffset(), End: p.log.EndOffset()}
+	}
 	var oor *hot.OffsetOutOfRangeError
 	if err == nil || !errors.As(err, &oor) || offset >= oor.Start {
 		res.StartOffset = p.StartOffset()
@@ -204,49 +222,84 @@ func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.F
 		}
 		return res, err
 	}
+	for {
+		p.mu.RLock()
+		seg, ok := findSegment(p.view, offset)
+		next, hasNext := findSegment(p.view, seg.NextOffset)
+		p.mu.RUnlock()
+		start, end := p.StartOffset(), p.log.EndOffset()
+		if !ok || p.reader == nil {
+			return hot.FetchResult{StartOffset: start, EndOffset: end}, &hot.OffsetOutOfRangeError{Offset: offset, Start: start, End: end}
+		}
+		if hasNext && offset >= seg.BaseOffset+(seg.NextOffset-seg.BaseOffset)/2 {
+			// A replay half way through a segment: fetch the next one's footer
+			// and first chunks now, so the boundary does not stall it.
+			p.reader.Prefetch(cold.SegmentRef{Key: next.Key, Size: next.Size})
+		}
+		if p.testHookRemoteRead != nil {
+			p.testHookRemoteRead()
+		}
+		data, err := p.reader.Read(ctx, cold.SegmentRef{Key: seg.Key, Size: seg.Size}, offset, maxBytes)
+		if err != nil {
+			if ctx.Err() == nil && !p.holds(seg) {
+				continue // remote retention took the segment meanwhile: answer as of now
+			}
+			return hot.FetchResult{StartOffset: start, EndOffset: end}, fmt.Errorf("tiering: %s/%d: remote read at offset %d: %w", p.topic, p.partition, offset, err)
+		}
+		return hot.FetchResult{Records: data, StartOffset: start, EndOffset: end}, nil
+	}
+}
+
+// holds reports whether seg still serves reads (retention has not taken it).
+func (p *Partition) holds(seg RemoteSegment) bool {
 	p.mu.RLock()
-	seg, ok := findSegment(p.view, offset)
-	next, hasNext := findSegment(p.view, seg.NextOffset)
-	p.mu.RUnlock()
-	start, end := p.StartOffset(), p.log.EndOffset()
-	if ok && hasNext && p.reader != nil && offset >= seg.BaseOffset+(seg.NextOffset-seg.BaseOffset)/2 {
-		// A replay half way through a segment: fetch the next one's footer
-		// and first chunks now, so the boundary does not stall it.
-		p.reader.Prefetch(cold.SegmentRef{Key: next.Key, Size: next.Size})
-	}
-	if !ok || p.reader == nil {
-		return hot.FetchResult{StartOffset: start, EndOffset: end}, &hot.OffsetOutOfRangeError{Offset: offset, Start: start, End: end}
-	}
-	data, err := p.reader.Read(ctx, cold.SegmentRef{Key: seg.Key, Size: seg.Size}, offset, maxBytes)
-	if err != nil {
-		return hot.FetchResult{StartOffset: start, EndOffset: end}, fmt.Errorf("tiering: %s/%d: remote read at offset %d: %w", p.topic, p.partition, offset, err)
-	}
-	return hot.FetchResult{Records: data, StartOffset: start, EndOffset: end}, nil
+	defer p.mu.RUnlock()
+	s, ok := findSegment(p.view, seg.BaseOffset)
+	return ok && s.ID == seg.ID
 }
 
 // OffsetForTime returns the first offset whose batch has a timestamp >= ts,
 // looking in remote-only segments first, then in the hot log.
+//
+// The two tiers are read at different moments. If local retention moves the
+// hot log's start between them, the segments it deleted were searched in
+// neither tier (not remotely: they were local; not locally: they are gone),
+// so the lookup starts again from the new local start. Likewise a remote
+// segment deleted by retention mid-lookup restarts it.
 func (p *Partition) OffsetForTime(ctx context.Context, ts int64) (int64, error) {
-	local := p.log.StartOffset()
-	p.mu.RLock()
-	segs := p.view // never modified in place: commits install a new slice
-	p.mu.RUnlock()
-	for _, s := range segs {
-		if s.BaseOffset >= local || p.reader == nil {
-			break
+retry:
+	for {
+		local := p.log.StartOffset()
+		p.mu.RLock()
+		segs := p.view // never modified in place: commits install a new slice
+		p.mu.RUnlock()
+		for _, s := range segs {
+			if s.BaseOffset >= local || p.reader == nil {
+				break
+			}
+			if s.MaxTimestamp < ts {
+				continue
+			}
+			off, found, err := p.reader.OffsetForTime(ctx, cold.SegmentRef{Key: s.Key, Size: s.Size}, ts)
+			if err != nil {
+				if ctx.Err() == nil && !p.holds(s) {
+					continue retry
+				}
+				return 0, fmt.Errorf("tiering: %s/%d: remote time lookup: %w", p.topic, p.partition, err)
+			}
+			if found {
+				return off, nil
+			}
 		}
-		if s.MaxTimestamp < ts {
-			continue
+		if p.testHookOffsetForTime != nil {
+			p.testHookOffsetForTime()
 		}
-		off, found, err := p.reader.OffsetForTime(ctx, cold.SegmentRef{Key: s.Key, Size: s.Size}, ts)
-		if err != nil {
-			return 0, fmt.Errorf("tiering: %s/%d: remote time lookup: %w", p.topic, p.partition, err)
+		off, err := p.log.OffsetForTime(ts)
+		if p.log.StartOffset() != local {
+			continue // the hot log lost segments that were not searched remotely
 		}
-		if found {
-			return off, nil
-		}
+		return off, err
 	}
-	return p.log.OffsetForTime(ts)
 }
 
 // commit applies change to a copy of the manifest, bumps its version and
