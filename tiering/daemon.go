@@ -336,7 +336,9 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	entry.FirstTimestamp, entry.MaxTimestamp = obj.footer.FirstTimestamp, obj.footer.MaxTimestamp
 	entry.ETag, entry.VersionID = attrs.ETag, attrs.VersionID
 	entry.UploadedAt = d.opts.Now().UTC()
-	if err := p.commit(func(m *Manifest) { m.replace(entry) }); err != nil {
+	// The bucket's manifest copy names the segment before the node acts on
+	// the commit (reads, local deletion): see commitDurable.
+	if err := p.commitDurable(ctx, func(m *Manifest) { m.replace(entry) }); err != nil {
 		return err
 	}
 	d.m.uploads.WithLabelValues("ok").Inc()
@@ -390,7 +392,8 @@ func (d *Daemon) verify(ctx context.Context, key string, obj *object) error {
 }
 
 // copyManifest uploads the current manifest version to the bucket if it is
-// newer than the last copy, and deletes copies older than the previous one.
+// newer than the last copy (changes that need not reach the bucket first:
+// announcements, withdrawals, finished deletes).
 func (d *Daemon) copyManifest(ctx context.Context, p *Partition) error {
 	m := p.Manifest()
 	p.mu.RLock()
@@ -399,13 +402,7 @@ func (d *Daemon) copyManifest(ctx context.Context, p *Partition) error {
 	if m.Version <= copied {
 		return nil
 	}
-	key := manifestKey(p.topic, p.partition, m.Version)
-	raw := m.encode()
-	err := retry(ctx, func() error {
-		_, err := d.store.Bucket.Upload(ctx, key, strings.NewReader(string(raw)), int64(len(raw)))
-		return err
-	})
-	if err != nil {
+	if err := p.putManifestCopy(ctx, m); err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -449,7 +446,7 @@ func (d *Daemon) applyRetention(ctx context.Context, p *Partition) error {
 	}
 	if len(victims) > 0 {
 		last := victims[len(victims)-1]
-		err := p.commit(func(m *Manifest) {
+		err := p.commitDurable(ctx, func(m *Manifest) {
 			m.LogStartOffset = max(m.LogStartOffset, last.NextOffset)
 			for i := range m.Segments {
 				if m.Segments[i].NextOffset <= last.NextOffset && m.Segments[i].State == CopyFinished {

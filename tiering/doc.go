@@ -7,9 +7,13 @@
 //
 // Each partition's remote segments are listed in a manifest kept on local
 // disk (remote-manifest.json in the partition directory, written atomically
-// and fsynced) - the source of truth - and copied to the bucket after
-// changes (manifest-<version>.json; the newest two are kept) so a node that
-// lost its disk can rebuild the partition. Every segment moves through
+// and fsynced) - the source of truth - and copied to the bucket
+// (manifest-<version>.json; the newest two are kept) so a node that lost its
+// disk can rebuild the partition. A change the node acts on - a segment
+// committed (reads use it, its local copy may go) or given up to retention
+// (its object is deleted next) - reaches the bucket's copy before it takes
+// effect locally, so the bucket never says less is committed than the node
+// acted on; other changes are copied at the end of a tiering pass. Every segment moves through
 // explicit states, each written before the action it announces:
 //
 //	copy_started   an upload under a key unique to this attempt began
@@ -51,5 +55,8 @@
 // OpenStore claims the bucket prefix with an identity marker (cluster.json):
 // a prefix owned by another cluster is refused; a fresh data directory adopts
 // the marker's id. A partition with no local manifest adopts the newest copy
-// in the bucket and starts its hot log where the remote history ends.
+// in the bucket, extends it with verified segment objects that continue it
+// (uploaded, but the crash came before their commit), and starts its hot
+// log past every offset a segment object in the bucket holds: a restore
+// never gives an offset to a second record.
 package tiering

@@ -1,6 +1,7 @@
 package tiering
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,34 +99,30 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	if err != nil {
 		return nil, err
 	}
+	next := int64(0)
 	if !ok && p.store != nil {
-		m, ok, err = p.store.latestManifest(ctx, o.Topic, o.Partition)
+		m, next, ok, err = p.restore(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("tiering: %s/%d: look for a manifest in %s: %w", o.Topic, o.Partition, p.store.Bucket.Name(), err)
+			return nil, fmt.Errorf("tiering: %s/%d: restore from %s: %w", o.Topic, o.Partition, p.store.Bucket.Name(), err)
 		}
 		if ok {
 			p.logger.Info("restoring partition from the bucket", "topic", o.Topic, "partition", o.Partition,
-				"manifest_version", m.Version, "remote_segments", len(m.committed()), "remote_end", m.uploadedUpTo())
-			if err := saveLocalManifest(p.manifestPath(), m); err != nil {
-				return nil, err
-			}
+				"manifest_version", m.Version, "remote_segments", len(m.committed()), "remote_end", m.uploadedUpTo(), "first_new_offset", next)
+		}
+		// Written now so the next start finds it locally instead of
+		// listing the bucket again.
+		if err := saveLocalManifest(p.manifestPath(), m); err != nil {
+			return nil, err
 		}
 	}
-	if !ok {
+	if m == nil {
 		m = &Manifest{Format: ManifestFormat, Topic: o.Topic, Partition: o.Partition}
-		if p.store != nil {
-			// Written now so the next start finds it locally instead of
-			// listing the bucket again.
-			if err := saveLocalManifest(p.manifestPath(), m); err != nil {
-				return nil, err
-			}
-		}
 	}
 	p.setManifest(m)
 	p.copied = m.Version
 	p.remoteOn.Store(o.Remote)
 	ho := o.HotOptions
-	ho.InitialOffset = m.uploadedUpTo()
+	ho.InitialOffset = max(m.uploadedUpTo(), next)
 	ho.DeletionGuard = p.mayDeleteLocal
 	if p.log, err = hot.Open(o.Dir, o.Hot, ho); err != nil {
 		return nil, err
@@ -303,17 +300,58 @@ retry:
 }
 
 // commit applies change to a copy of the manifest, bumps its version and
-// writes it durably to local disk before it takes effect.
+// writes it durably to local disk before it takes effect. Callers hold
+// tierMu (or own the partition alone), so the manifest cannot change
+// between the copy and the install; p.mu is held only for the install,
+// never across the fsync, so reads do not wait on it.
 func (p *Partition) commit(change func(m *Manifest)) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	return p.commitTo(nil, change)
+}
+
+// commitDurable is commit for a change the bucket must know before the node
+// acts on it: a segment becoming committed (reads use it, local retention
+// may delete the local copy) or leaving (its object is deleted next). The
+// new version is copied to the bucket first, so what the bucket says is
+// committed never falls behind what the node treats as committed: a node
+// that loses its disk after the commit restores from a copy that has it.
+func (p *Partition) commitDurable(ctx context.Context, change func(m *Manifest)) error {
+	return p.commitTo(ctx, change)
+}
+
+func (p *Partition) commitTo(ctx context.Context, change func(m *Manifest)) error {
+	p.mu.RLock()
 	m := p.m.clone()
+	p.mu.RUnlock()
 	change(m)
 	m.Version++
+	if ctx != nil {
+		if err := p.putManifestCopy(ctx, m); err != nil {
+			return err
+		}
+	}
 	if err := saveLocalManifest(p.manifestPath(), m); err != nil {
 		return fmt.Errorf("tiering: %s/%d: save manifest: %w", p.topic, p.partition, err)
 	}
+	p.mu.Lock()
 	p.setManifest(m)
+	if ctx != nil {
+		p.copied = max(p.copied, m.Version)
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// putManifestCopy writes m to the bucket as manifest-<version>.json.
+func (p *Partition) putManifestCopy(ctx context.Context, m *Manifest) error {
+	key := manifestKey(p.topic, p.partition, m.Version)
+	raw := m.encode()
+	err := retry(ctx, func() error {
+		_, err := p.store.Bucket.Upload(ctx, key, bytes.NewReader(raw), int64(len(raw)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("tiering: %s/%d: copy manifest version %d to %s: %w", p.topic, p.partition, m.Version, p.store.Bucket.Name(), err)
+	}
 	return nil
 }
 

@@ -36,7 +36,7 @@ func TestReadsRacingRetention(t *testing.T) {
 		batches int
 	}{
 		{"file", newFileBucket, 1500},
-		{"minio", minioBucket, 1000},
+		{"minio", minioBucket, 300},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.bucket(t), t.TempDir())
