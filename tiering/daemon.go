@@ -37,6 +37,11 @@ type DaemonOptions struct {
 	StaleMultipart time.Duration
 	// ChunkBytes of the remote segment format (default 4 MiB).
 	ChunkBytes int
+	// LocalDiskMaxBytes is the node's local-disk ceiling: once the local
+	// segments of all its partitions hold this many bytes, producers are
+	// refused with a retriable *LocalDiskFullError until uploads and local
+	// retention bring them below it. <= 0: no ceiling.
+	LocalDiskMaxBytes int64
 	// TmpDir holds objects being built before upload.
 	TmpDir   string
 	Backoff  Backoff
@@ -53,9 +58,12 @@ type Daemon struct {
 	limiter *rate.Limiter
 	m       *daemonMetrics
 
-	mu    sync.Mutex
-	parts map[*Partition]struct{}
-	wake  chan struct{}
+	mu       sync.Mutex
+	parts    map[*Partition]struct{}
+	wake     chan struct{}
+	refusing int // partitions refusing produce, as of the last checkDisk
+
+	disk nodeDisk
 
 	stop chan struct{}
 	done chan struct{}
@@ -89,6 +97,7 @@ func NewDaemon(store *Store, o DaemonOptions) *Daemon {
 	}
 	d := &Daemon{store: store, opts: o, m: newDaemonMetrics(o.Registry), parts: map[*Partition]struct{}{},
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	d.disk.limit = o.LocalDiskMaxBytes
 	if o.UploadBytesPerSec > 0 {
 		d.limiter = rate.NewLimiter(rate.Limit(o.UploadBytesPerSec), int(min(o.UploadBytesPerSec, 1<<20)))
 	}
@@ -100,6 +109,7 @@ func (d *Daemon) Add(p *Partition) {
 	d.mu.Lock()
 	d.parts[p] = struct{}{}
 	d.mu.Unlock()
+	p.node.Store(&d.disk)
 	d.Wake()
 }
 
@@ -148,6 +158,7 @@ func (d *Daemon) run() {
 		<-d.stop
 		cancel()
 	}()
+	go d.watchDisk(ctx)
 	tick := time.NewTicker(d.opts.Interval)
 	defer tick.Stop()
 	lastCleanup := time.Time{}
@@ -162,6 +173,22 @@ func (d *Daemon) run() {
 			return
 		case <-tick.C:
 		case <-d.wake:
+		}
+	}
+}
+
+// watchDisk checks the local-disk ceilings every interval, on its own: a
+// pass can spend minutes retrying uploads to a bucket that is down, which
+// is exactly when the ceiling matters.
+func (d *Daemon) watchDisk(ctx context.Context) {
+	tick := time.NewTicker(d.opts.Interval)
+	defer tick.Stop()
+	for {
+		d.checkDisk()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

@@ -13,6 +13,13 @@ type daemonMetrics struct {
 	retries        *prometheus.CounterVec
 	deletes        prometheus.Counter
 	orphans        prometheus.Counter
+
+	// The local-disk ceiling.
+	localBytes        prometheus.Gauge
+	localPendingBytes prometheus.Gauge
+	localMaxBytes     prometheus.Gauge
+	refusing          prometheus.Gauge
+	produceRefused    prometheus.Counter
 }
 
 func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
@@ -25,5 +32,11 @@ func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
 		retries:        f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_tiering_retries_total", Help: "Retried bucket operations by operation."}, []string{"op"}),
 		deletes:        f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_remote_deletes_total", Help: "Remote segments deleted by retention."}),
 		orphans:        f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_orphans_deleted_total", Help: "Objects of failed or abandoned uploads deleted."}),
+
+		localBytes:        f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_local_bytes", Help: "Bytes of local segments, all partitions of the node."}),
+		localPendingBytes: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_local_pending_upload_bytes", Help: "Bytes of local segments not yet uploaded to the bucket."}),
+		localMaxBytes:     f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_local_max_bytes", Help: "The node's local-disk ceiling (local_disk_max_bytes); 0 when there is none."}),
+		refusing:          f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_partitions_refusing_produce", Help: "Partitions refusing produce because a local-disk ceiling is reached."}),
+		produceRefused:    f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_produce_refused_total", Help: "Produce requests refused at a local-disk ceiling."}),
 	}
 }

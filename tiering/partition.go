@@ -39,7 +39,11 @@ type PartitionOptions struct {
 	// Remote is remote.storage.enable for the topic.
 	Remote    bool
 	Retention Retention
-	Logger    *slog.Logger
+	// LocalMaxBytes is the partition's own local-disk ceiling
+	// (local.disk.max.bytes): past it, appends are refused with a
+	// retriable *LocalDiskFullError. <= 0: only the node's ceiling applies.
+	LocalMaxBytes int64
+	Logger        *slog.Logger
 }
 
 // Partition is one partition as readers see it: the hot log for recent
@@ -64,6 +68,16 @@ type Partition struct {
 	// Copies of p.remote and p.m.uploadedUpTo() for the deletion guard.
 	remoteOn atomic.Bool
 	uploaded atomic.Int64
+
+	// The local-disk ceilings (see ceiling): the node's bytes (set by
+	// Daemon.Add), this partition's and its own cap; appends refused at a
+	// ceiling since the last check; whether it refused at the last check.
+	node         atomic.Pointer[nodeDisk]
+	localUsed    atomic.Int64
+	localPending atomic.Int64
+	localMax     int64
+	refusals     atomic.Int64
+	refusing     atomic.Bool
 
 	tierMu sync.Mutex // one tiering pass at a time
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
@@ -91,7 +105,7 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Partition{topic: o.Topic, partition: o.Partition, dir: o.Dir, store: o.Store, reader: o.Reader,
-		logger: o.Logger, remote: o.Remote, retention: o.Retention}
+		logger: o.Logger, remote: o.Remote, retention: o.Retention, localMax: o.LocalMaxBytes}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -191,8 +205,20 @@ func (p *Partition) EndOffset() int64 { return p.log.EndOffset() }
 // Wait blocks until the end offset passes offset.
 func (p *Partition) Wait(ctx context.Context, offset int64) error { return p.log.Wait(ctx, offset) }
 
-// Append appends one batch to the hot log.
-func (p *Partition) Append(b []byte) (hot.AppendResult, error) { return p.log.Append(b) }
+// Append appends one batch to the hot log, unless a local-disk ceiling is
+// reached: then it returns a *LocalDiskFullError (retriable) and the log
+// stays as it is - readable, and taking appends again once below it.
+func (p *Partition) Append(b []byte) (hot.AppendResult, error) {
+	if e := p.ceiling(); e != nil {
+		p.refusals.Add(1)
+		return hot.AppendResult{}, e
+	}
+	res, err := p.log.Append(b)
+	if err == nil {
+		p.appended(int64(len(b)))
+	}
+	return res, err
+}
 
 // Read returns whole batches from the batch containing offset: from the hot
 // log at or above its start, otherwise from the remote segment that holds

@@ -27,6 +27,12 @@ type Status struct {
 	LagBytes    int64
 	// LagAge is the age of the oldest of them (since it was sealed).
 	LagAge time.Duration
+
+	// LocalMaxBytes is the partition's own local-disk ceiling
+	// (local.disk.max.bytes; <= 0: none). ProduceRefused is why producers
+	// are refused now (a ceiling is reached), empty while they are not.
+	LocalMaxBytes  int64
+	ProduceRefused string
 }
 
 // Status reports the partition's local and remote holdings and upload lag.
@@ -35,7 +41,11 @@ func (p *Partition) Status(now time.Time) Status {
 	m, remote := p.m.clone(), p.remote
 	p.mu.RUnlock()
 	st := Status{Topic: p.topic, Partition: p.partition, Remote: remote && p.store != nil,
-		LocalStart: p.log.StartOffset(), EndOffset: p.log.EndOffset(), RemoteStart: m.remoteStart(), ManifestVersion: m.Version}
+		LocalStart: p.log.StartOffset(), EndOffset: p.log.EndOffset(), RemoteStart: m.remoteStart(), ManifestVersion: m.Version,
+		LocalMaxBytes: p.localMax}
+	if e := p.ceiling(); e != nil {
+		st.ProduceRefused = e.Error()
+	}
 	for _, s := range m.committed() {
 		st.RemoteSegments++
 		st.RemoteBytes += s.Size

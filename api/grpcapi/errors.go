@@ -11,6 +11,7 @@ import (
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/batch"
 	"github.com/tierlog/tierlog/internal/broker"
+	"github.com/tierlog/tierlog/tiering"
 )
 
 // statusCode decides the gRPC code for an error from the broker, the log or
@@ -51,6 +52,11 @@ func statusCode(err error) codes.Code {
 		// The broker is shutting down; another node (or this one after a
 		// restart) will serve the request.
 		return codes.Unavailable
+	case errors.Is(err, tiering.ErrLocalDiskFull):
+		// A local-disk ceiling is reached (the bucket is behind): retriable,
+		// the log is fine and takes appends again once below it. gRPC's own
+		// example of RESOURCE_EXHAUSTED is a file system out of space.
+		return codes.ResourceExhausted
 	case errors.Is(err, hot.ErrLogFailed):
 		// The partition refuses writes until it is reopened and recovered.
 		// That is a condition of this node, not of the request: in a cluster

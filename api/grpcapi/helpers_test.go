@@ -31,11 +31,16 @@ type testEnv struct {
 
 func newEnv(tb testing.TB) *testEnv {
 	tb.Helper()
-	b, err := broker.Open(context.Background(), broker.Options{
-		Dir:      tb.TempDir(),
-		Defaults: broker.DefaultTopicConfig(),
-		Logger:   slog.New(slog.DiscardHandler),
-	})
+	return newEnvWith(tb, broker.Options{Dir: tb.TempDir(), Defaults: broker.DefaultTopicConfig()})
+}
+
+// newEnvWith is newEnv with the broker's options (a bucket, tiering).
+func newEnvWith(tb testing.TB, opts broker.Options) *testEnv {
+	tb.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	b, err := broker.Open(context.Background(), opts)
 	if err != nil {
 		tb.Fatalf("open broker: %v", err)
 	}

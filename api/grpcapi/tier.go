@@ -13,7 +13,9 @@ func (s *Server) TierStatus(ctx context.Context, req *tierlogv1.TierStatusReques
 	if err != nil {
 		return nil, s.statusFor("TierStatus", err)
 	}
-	resp := &tierlogv1.TierStatusResponse{CacheHitRate: s.b.CacheHitRate(), Bucket: s.b.BucketName()}
+	disk := s.b.DiskStatus()
+	resp := &tierlogv1.TierStatusResponse{CacheHitRate: s.b.CacheHitRate(), Bucket: s.b.BucketName(),
+		LocalBytes: disk.Used, LocalPendingUploadBytes: disk.Pending, LocalMaxBytes: max(disk.Limit, 0)}
 	for _, st := range sts {
 		resp.Partitions = append(resp.Partitions, &tierlogv1.PartitionTierStatus{
 			Topic: st.Topic, Partition: st.Partition, Remote: st.Remote,
@@ -21,7 +23,7 @@ func (s *Server) TierStatus(ctx context.Context, req *tierlogv1.TierStatusReques
 			LogEndOffset: st.EndOffset, RemoteSegments: int32(st.RemoteSegments), RemoteBytes: st.RemoteBytes,
 			RemoteRawBytes: st.RemoteRawBytes, RemoteStartOffset: st.RemoteStart,
 			UploadLagSegments: int32(st.LagSegments), UploadLagBytes: st.LagBytes, UploadLagAgeMs: st.LagAge.Milliseconds(),
-			ManifestVersion: st.ManifestVersion,
+			ManifestVersion: st.ManifestVersion, LocalMaxBytes: st.LocalMaxBytes, ProduceRefused: st.ProduceRefused,
 		})
 	}
 	return resp, nil

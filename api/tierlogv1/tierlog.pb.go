@@ -1527,9 +1527,16 @@ type TierStatusResponse struct {
 	// Hits / (hits + misses) of the remote chunk cache since start.
 	CacheHitRate float64 `protobuf:"fixed64,2,opt,name=cache_hit_rate,json=cacheHitRate,proto3" json:"cache_hit_rate,omitempty"`
 	// The bucket's URL (no secrets), or empty without tiering.
-	Bucket        string `protobuf:"bytes,3,opt,name=bucket,proto3" json:"bucket,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bucket string `protobuf:"bytes,3,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// Bytes of local segments of all the node's partitions, and of them not
+	// yet uploaded; the node's local-disk ceiling (local_disk_max_bytes, 0
+	// when there is none). Past the ceiling producers are refused
+	// (RESOURCE_EXHAUSTED) until uploads and local retention free space.
+	LocalBytes              int64 `protobuf:"varint,4,opt,name=local_bytes,json=localBytes,proto3" json:"local_bytes,omitempty"`
+	LocalPendingUploadBytes int64 `protobuf:"varint,5,opt,name=local_pending_upload_bytes,json=localPendingUploadBytes,proto3" json:"local_pending_upload_bytes,omitempty"`
+	LocalMaxBytes           int64 `protobuf:"varint,6,opt,name=local_max_bytes,json=localMaxBytes,proto3" json:"local_max_bytes,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *TierStatusResponse) Reset() {
@@ -1583,6 +1590,27 @@ func (x *TierStatusResponse) GetBucket() string {
 	return ""
 }
 
+func (x *TierStatusResponse) GetLocalBytes() int64 {
+	if x != nil {
+		return x.LocalBytes
+	}
+	return 0
+}
+
+func (x *TierStatusResponse) GetLocalPendingUploadBytes() int64 {
+	if x != nil {
+		return x.LocalPendingUploadBytes
+	}
+	return 0
+}
+
+func (x *TierStatusResponse) GetLocalMaxBytes() int64 {
+	if x != nil {
+		return x.LocalMaxBytes
+	}
+	return 0
+}
+
 type PartitionTierStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -1605,8 +1633,14 @@ type PartitionTierStatus struct {
 	// Age of the oldest of them, in milliseconds.
 	UploadLagAgeMs  int64 `protobuf:"varint,14,opt,name=upload_lag_age_ms,json=uploadLagAgeMs,proto3" json:"upload_lag_age_ms,omitempty"`
 	ManifestVersion int64 `protobuf:"varint,15,opt,name=manifest_version,json=manifestVersion,proto3" json:"manifest_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The partition's own local-disk ceiling (local.disk.max.bytes; -1: only
+	// the node's applies).
+	LocalMaxBytes int64 `protobuf:"varint,16,opt,name=local_max_bytes,json=localMaxBytes,proto3" json:"local_max_bytes,omitempty"`
+	// Why producers are refused now (a local-disk ceiling is reached); empty
+	// while they are not.
+	ProduceRefused string `protobuf:"bytes,17,opt,name=produce_refused,json=produceRefused,proto3" json:"produce_refused,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PartitionTierStatus) Reset() {
@@ -1744,6 +1778,20 @@ func (x *PartitionTierStatus) GetManifestVersion() int64 {
 	return 0
 }
 
+func (x *PartitionTierStatus) GetLocalMaxBytes() int64 {
+	if x != nil {
+		return x.LocalMaxBytes
+	}
+	return 0
+}
+
+func (x *PartitionTierStatus) GetProduceRefused() string {
+	if x != nil {
+		return x.ProduceRefused
+	}
+	return ""
+}
+
 var File_tierlog_v1_tierlog_proto protoreflect.FileDescriptor
 
 const file_tierlog_v1_tierlog_proto_rawDesc = "" +
@@ -1864,13 +1912,17 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x10log_start_offset\x18\x03 \x01(\x03R\x0elogStartOffset\x12$\n" +
 	"\x0elog_end_offset\x18\x04 \x01(\x03R\flogEndOffset\")\n" +
 	"\x11TierStatusRequest\x12\x14\n" +
-	"\x05topic\x18\x01 \x01(\tR\x05topic\"\x93\x01\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\"\x99\x02\n" +
 	"\x12TierStatusResponse\x12?\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2\x1f.tierlog.v1.PartitionTierStatusR\n" +
 	"partitions\x12$\n" +
 	"\x0ecache_hit_rate\x18\x02 \x01(\x01R\fcacheHitRate\x12\x16\n" +
-	"\x06bucket\x18\x03 \x01(\tR\x06bucket\"\xd3\x04\n" +
+	"\x06bucket\x18\x03 \x01(\tR\x06bucket\x12\x1f\n" +
+	"\vlocal_bytes\x18\x04 \x01(\x03R\n" +
+	"localBytes\x12;\n" +
+	"\x1alocal_pending_upload_bytes\x18\x05 \x01(\x03R\x17localPendingUploadBytes\x12&\n" +
+	"\x0flocal_max_bytes\x18\x06 \x01(\x03R\rlocalMaxBytes\"\xa4\x05\n" +
 	"\x13PartitionTierStatus\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -1888,7 +1940,9 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x13upload_lag_segments\x18\f \x01(\x05R\x11uploadLagSegments\x12(\n" +
 	"\x10upload_lag_bytes\x18\r \x01(\x03R\x0euploadLagBytes\x12)\n" +
 	"\x11upload_lag_age_ms\x18\x0e \x01(\x03R\x0euploadLagAgeMs\x12)\n" +
-	"\x10manifest_version\x18\x0f \x01(\x03R\x0fmanifestVersion*[\n" +
+	"\x10manifest_version\x18\x0f \x01(\x03R\x0fmanifestVersion\x12&\n" +
+	"\x0flocal_max_bytes\x18\x10 \x01(\x03R\rlocalMaxBytes\x12'\n" +
+	"\x0fproduce_refused\x18\x11 \x01(\tR\x0eproduceRefused*[\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x19\n" +

@@ -184,7 +184,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}
 	b, err := broker.Open(ctx, broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
 		Bucket: bucket, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
-		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate}})
+		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax}})
 	if err != nil {
 		if bucket != nil {
 			bucket.Close()

@@ -48,7 +48,12 @@ hit rate.`,
 		if bucket == "" {
 			bucket = "none (tiering off)"
 		}
-		fmt.Fprintf(out, "Bucket: %s\nCache hit rate: %.1f%%\n\n", bucket, 100*resp.GetCacheHitRate())
+		fmt.Fprintf(out, "Bucket: %s\nCache hit rate: %.1f%%\n", bucket, 100*resp.GetCacheHitRate())
+		ceiling := "none"
+		if resp.GetLocalMaxBytes() > 0 {
+			ceiling = fmt.Sprintf("%d bytes (%.1f%% used)", resp.GetLocalMaxBytes(), 100*float64(resp.GetLocalBytes())/float64(resp.GetLocalMaxBytes()))
+		}
+		fmt.Fprintf(out, "Local disk: %d bytes, %d not yet uploaded; ceiling %s\n\n", resp.GetLocalBytes(), resp.GetLocalPendingUploadBytes(), ceiling)
 		parts := resp.GetPartitions()
 		slices.SortFunc(parts, func(a, b *tierlogv1.PartitionTierStatus) int {
 			if a.GetTopic() != b.GetTopic() {
@@ -74,7 +79,15 @@ hit rate.`,
 				p.GetRemoteRawBytes(), remoteStart, p.GetLogEndOffset(), p.GetUploadLagSegments(), p.GetUploadLagBytes(),
 				(time.Duration(p.GetUploadLagAgeMs()) * time.Millisecond).Round(time.Second))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, p := range parts {
+			if r := p.GetProduceRefused(); r != "" {
+				fmt.Fprintf(out, "\nPRODUCE REFUSED %s/%d: %s\n", p.GetTopic(), p.GetPartition(), r)
+			}
+		}
+		return nil
 	})
 	return cmd
 }

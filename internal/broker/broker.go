@@ -44,7 +44,8 @@ type Options struct {
 	// Bucket is the cold tier; nil runs the node without tiering.
 	Bucket cold.Bucket
 	// Tiering configures the daemon (TmpDir, Logger and Registry are
-	// filled in by the broker).
+	// filled in by the broker). Its LocalDiskMaxBytes is the node's
+	// local-disk ceiling: 0 means tiering.DefaultLocalDiskMax of Dir, -1 none.
 	Tiering tiering.DaemonOptions
 	// Cache configures the remote reader's chunk cache and prefetch.
 	Cache cold.ReaderOptions
@@ -268,7 +269,7 @@ func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering
 		Hot:        cfg.hotConfig(b.store != nil),
 		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p, Scheduler: b.sched},
 		Store:      b.store, Reader: b.reader, Remote: cfg.RemoteStorageEnable, Retention: cfg.retention(),
-		Logger: logger,
+		LocalMaxBytes: cfg.LocalDiskMaxBytes, Logger: logger,
 	}
 }
 

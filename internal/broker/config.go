@@ -34,6 +34,10 @@ type TopicConfig struct {
 	// TimestampType (message.timestamp.type): CreateTime keeps producers'
 	// timestamps, LogAppendTime stamps each batch with the append time.
 	TimestampType hot.TimestampType
+	// LocalDiskMaxBytes (local.disk.max.bytes) caps one partition's local
+	// segments: past it producers get a retriable error until uploads and
+	// local retention free space; -1 leaves only the server's ceiling.
+	LocalDiskMaxBytes int64
 }
 
 // DefaultTopicConfig holds the server's built-in defaults: 64 MiB or 1 hour
@@ -55,6 +59,7 @@ func DefaultTopicConfig() TopicConfig {
 		LocalRetentionBytes: -2,
 		RemoteStorageEnable: true,
 		TimestampType:       hot.CreateTime,
+		LocalDiskMaxBytes:   -1,
 	}
 }
 
@@ -97,6 +102,8 @@ var configKeys = map[string]configKey{
 		func(c *TopicConfig) *int64 { return &c.LocalRetentionMs }),
 	"local.retention.bytes": intKey("-2 (same as retention.bytes), -1 (unlimited) or a non-negative integer", -2, 1<<62,
 		func(c *TopicConfig) *int64 { return &c.LocalRetentionBytes }),
+	"local.disk.max.bytes": intKey("-1 (only the server's local_disk_max_bytes) or a positive integer (bytes of local segments per partition)", -1, 1<<62,
+		func(c *TopicConfig) *int64 { return &c.LocalDiskMaxBytes }),
 	"remote.storage.enable": {
 		valid: "true or false",
 		set: func(c *TopicConfig, v string) error {

@@ -40,6 +40,13 @@ func (b *Broker) openTiering(ctx context.Context) error {
 	do.TmpDir = filepath.Join(b.opts.Dir, "tiering-tmp")
 	do.Logger = b.opts.Logger
 	do.Registry = b.opts.Registerer
+	if do.LocalDiskMaxBytes == 0 {
+		if do.LocalDiskMaxBytes, err = tiering.DefaultLocalDiskMax(b.opts.Dir); err != nil {
+			cache.Close()
+			return err
+		}
+	}
+	b.opts.Logger.Info("local disk ceiling", "local_disk_max_bytes", do.LocalDiskMaxBytes, "dir", b.opts.Dir)
 	b.daemon = tiering.NewDaemon(store, do)
 	return nil
 }
@@ -134,6 +141,15 @@ func (b *Broker) TierStatus(name string) ([]tiering.Status, error) {
 		}
 	}
 	return out, nil
+}
+
+// DiskStatus is the node's local disk use against its ceiling (zero with
+// no bucket: then nothing is held back for upload and there is no ceiling).
+func (b *Broker) DiskStatus() tiering.DiskStatus {
+	if b.daemon == nil {
+		return tiering.DiskStatus{}
+	}
+	return b.daemon.DiskStatus()
 }
 
 // CacheHitRate is the remote chunk cache's hit rate (0 with no bucket).

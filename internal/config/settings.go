@@ -45,6 +45,9 @@ type Server struct {
 	// FetchBudgetBytes bounds the bytes of fetch and stream responses held
 	// in memory at once, server-wide (fetch_budget_bytes).
 	FetchBudgetBytes int64
+	// LocalDiskMax (local_disk_max_bytes) is the node's local-disk ceiling:
+	// 0 means 90% of the data directory's file system, -1 none.
+	LocalDiskMax int64
 
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
 	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
@@ -221,6 +224,11 @@ var settings = []setting{
 		name: "fetch_budget_bytes", usage: "bytes of fetch and stream responses held in memory at once, server-wide; a fetch past it waits (part of the soft memory limit)",
 		get: func(c *Server) string { return strconv.FormatInt(c.FetchBudgetBytes, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.FetchBudgetBytes, v, 1<<20) },
+	},
+	{
+		name: "local_disk_max_bytes", usage: "ceiling on the bytes of local segments of all partitions; past it producers get a retriable error until uploads catch up and local retention frees space (0: 90% of the data directory's file system; -1: none)",
+		get: func(c *Server) string { return strconv.FormatInt(c.LocalDiskMax, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.LocalDiskMax, v, -1) },
 	},
 	{
 		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",

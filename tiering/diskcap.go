@@ -1,0 +1,149 @@
+package tiering
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+)
+
+// ErrLocalDiskFull is wrapped by *LocalDiskFullError: a produce was refused
+// because local segments reached the local-disk ceiling. It is retriable:
+// nothing is wrong with the request or the log, and producing resumes by
+// itself once uploads catch up and local retention frees space.
+var ErrLocalDiskFull = errors.New("local disk ceiling reached")
+
+// LocalDiskFullError says which ceiling refused a produce, how full it is
+// and how much of that waits for the bucket.
+type LocalDiskFullError struct {
+	Topic     string
+	Partition int32
+	// Setting names the ceiling: the server's local_disk_max_bytes (all
+	// partitions of the node) or the topic's local.disk.max.bytes (this
+	// partition).
+	Setting string
+	Used    int64 // bytes of local segments under that ceiling
+	Limit   int64
+	// Pending of Used are not yet uploaded: they stay on local disk until
+	// the bucket has them, however long it is down.
+	Pending int64
+}
+
+func (e *LocalDiskFullError) Error() string {
+	return fmt.Sprintf("tiering: %s/%d: produce refused, retry later: local segments hold %d bytes, at the %s ceiling of %d; %d of them are not yet uploaded to the bucket; producing resumes by itself once uploads catch up and local retention frees space",
+		e.Topic, e.Partition, e.Used, e.Setting, e.Limit, e.Pending)
+}
+
+func (e *LocalDiskFullError) Unwrap() error { return ErrLocalDiskFull }
+
+// Settings that name the ceilings in LocalDiskFullError.
+const (
+	NodeDiskSetting      = "local_disk_max_bytes"
+	PartitionDiskSetting = "local.disk.max.bytes"
+)
+
+// DiskStatus is the node's use of local disk against its ceiling.
+type DiskStatus struct {
+	Used    int64 // bytes of local segments, all partitions
+	Pending int64 // of them, not yet uploaded
+	Limit   int64 // local_disk_max_bytes; <= 0: none
+	// Refusing counts partitions whose producers are refused now.
+	Refusing int
+}
+
+// nodeDisk is the node's local segment bytes: measured by checkDisk every
+// interval, and between measurements raised by every append, so the
+// ceiling holds to within one batch per partition rather than one interval
+// of producing.
+type nodeDisk struct {
+	limit         int64
+	used, pending atomic.Int64
+}
+
+// DiskStatus reports the node's local disk use.
+func (d *Daemon) DiskStatus() DiskStatus {
+	d.mu.Lock()
+	refusing := d.refusing
+	d.mu.Unlock()
+	return DiskStatus{Used: d.disk.used.Load(), Pending: d.disk.pending.Load(), Limit: d.disk.limit, Refusing: refusing}
+}
+
+// ceiling returns the error an append gets now, or nil. Only partitions in
+// a daemon's care have ceilings: without a bucket nothing waits for an
+// upload, and nothing measures the bytes.
+func (p *Partition) ceiling() *LocalDiskFullError {
+	nd := p.node.Load()
+	if nd == nil {
+		return nil
+	}
+	if u := nd.used.Load(); nd.limit > 0 && u >= nd.limit {
+		return &LocalDiskFullError{Topic: p.topic, Partition: p.partition, Setting: NodeDiskSetting, Used: u, Limit: nd.limit, Pending: nd.pending.Load()}
+	}
+	if u := p.localUsed.Load(); p.localMax > 0 && u >= p.localMax {
+		return &LocalDiskFullError{Topic: p.topic, Partition: p.partition, Setting: PartitionDiskSetting, Used: u, Limit: p.localMax, Pending: p.localPending.Load()}
+	}
+	return nil
+}
+
+// appended counts an appended batch against the ceilings until the next
+// measurement.
+func (p *Partition) appended(n int64) {
+	nd := p.node.Load()
+	if nd == nil {
+		return
+	}
+	p.localUsed.Add(n)
+	nd.used.Add(n)
+	if p.remoteOn.Load() {
+		p.localPending.Add(n)
+		nd.pending.Add(n)
+	}
+}
+
+// checkDisk measures local segment bytes of every partition and of the
+// node (the appends' running counts then start again from the truth:
+// retention and uploads only ever lower them), and logs partitions that
+// start or stop refusing produce.
+func (d *Daemon) checkDisk() {
+	var used, pending int64
+	parts := d.partitions()
+	for _, p := range parts {
+		var u, pend int64
+		done := p.uploaded.Load()
+		remote := p.remoteOn.Load()
+		for _, s := range p.log.Segments() {
+			u += s.Size
+			if remote && s.NextOffset > done {
+				pend += s.Size
+			}
+		}
+		p.localUsed.Store(u)
+		p.localPending.Store(pend)
+		used += u
+		pending += pend
+	}
+	d.disk.used.Store(used)
+	d.disk.pending.Store(pending)
+	refusing := 0
+	for _, p := range parts {
+		e := p.ceiling()
+		was := p.refusing.Swap(e != nil)
+		switch {
+		case e != nil && !was:
+			d.opts.Logger.Warn("local disk ceiling reached; refusing produce", "topic", p.topic, "partition", p.partition,
+				"setting", e.Setting, "used_bytes", e.Used, "limit_bytes", e.Limit, "pending_upload_bytes", e.Pending)
+		case e == nil && was:
+			d.opts.Logger.Info("below the local disk ceiling again; accepting produce", "topic", p.topic, "partition", p.partition)
+		}
+		if e != nil {
+			refusing++
+		}
+		d.m.produceRefused.Add(float64(p.refusals.Swap(0)))
+	}
+	d.mu.Lock()
+	d.refusing = refusing
+	d.mu.Unlock()
+	d.m.localBytes.Set(float64(used))
+	d.m.localPendingBytes.Set(float64(pending))
+	d.m.localMaxBytes.Set(float64(max(d.disk.limit, 0)))
+	d.m.refusing.Set(float64(refusing))
+}
