@@ -158,7 +158,12 @@ func (d *Daemon) run() {
 		<-d.stop
 		cancel()
 	}()
-	go d.watchDisk(ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		d.watchDisk(ctx)
+	}()
+	defer func() { cancel(); <-watching }()
 	tick := time.NewTicker(d.opts.Interval)
 	defer tick.Stop()
 	lastCleanup := time.Time{}

@@ -43,6 +43,16 @@
 // far that overruns local retention (Status reports the overrun as upload
 // lag). The daemon applies retention.* (the whole log) to remote segments.
 //
+// # Local-disk ceiling
+//
+// Local segments wait for their upload however long the bucket is down, so
+// the node caps them: DaemonOptions.LocalDiskMaxBytes for all its
+// partitions, PartitionOptions.LocalMaxBytes for one. Appends add their
+// bytes to running counts that the daemon re-measures every interval on a
+// goroutine of its own (a pass can be stuck retrying a dead bucket); at a
+// ceiling Append returns a retriable *LocalDiskFullError, reads go on, and
+// appends are taken again once uploads and local retention free space.
+//
 // # Reads
 //
 // Partition.Read serves offsets at or above the hot log's start from the hot
