@@ -120,6 +120,9 @@ func StartMinIO(t testing.TB) *MinIO {
 		t.Fatalf("MinIO client: %v", err)
 	}
 	m.Bucket = m.NewBucket(t)
+	if err := m.waitIAM(30 * time.Second); err != nil {
+		t.Fatalf("MinIO %s: %v\n%s", m.Endpoint, err, m.logTail())
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("MinIO log (%s):\n%s", m.Endpoint, m.logTail())
@@ -232,6 +235,39 @@ func (m *MinIO) logTail() string {
 		lines = lines[len(lines)-40:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// waitIAM waits until the server checks access keys. The root user works
+// as soon as MinIO is live, but any other key gets 503
+// XMinioIAMNotInitialized until its IAM subsystem has started, which turned
+// tests of wrong credentials into flakes on a loaded machine.
+func (m *MinIO) waitIAM(timeout time.Duration) error {
+	c, err := minio.New(m.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4("tierlog-unknown-key", "tierlog-unknown-secret", ""),
+		Region: MinIORegion,
+	})
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = nil
+		// A LIST, not a HEAD: only a response with a body names the error.
+		for obj := range c.ListObjects(ctx, m.Bucket, minio.ListObjectsOptions{MaxKeys: 1}) {
+			if obj.Err != nil {
+				err = obj.Err
+			}
+		}
+		cancel()
+		if code := minio.ToErrorResponse(err).Code; code != "XMinioIAMNotInitialized" && code != "XMinioServerNotInitialized" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("IAM not initialized after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a server that says "try again"
+	}
 }
 
 // NewBucket creates another empty bucket on the server and returns its
