@@ -55,3 +55,40 @@ type Bucket interface {
 type MultipartAborter interface {
 	AbortIncompleteUploads(ctx context.Context, prefix string, olderThan time.Duration) (int, error)
 }
+
+// ErrPreconditionFailed is returned (wrapped) by UploadIf when its
+// condition does not hold; check it with errors.Is. It is an answer, not
+// a failure: IsRetryable says no.
+var ErrPreconditionFailed = errors.New("cold: precondition failed")
+
+// Condition is what UploadIf requires of the object's current state. Set
+// exactly one field.
+type Condition struct {
+	// IfAbsent: no object of that key exists (S3's If-None-Match: *).
+	IfAbsent bool
+	// IfMatch: the object exists with this ETag (S3's If-Match).
+	IfMatch string
+}
+
+// ConditionalUploader is implemented by every backend: an upload that
+// takes effect only if the object is as the caller last saw it, so that
+// one writer can own a prefix (compare-and-swap on a small record).
+//
+// UploadIf stores a small object (at most Options.PartSize bytes, sent in
+// one request) if cond holds, atomically with respect to every other
+// upload of the key, and returns ErrPreconditionFailed if it does not (an
+// IfMatch on a missing object included). When the reply to a conditional
+// upload is lost, a retry (the SDK's or the caller's) may report
+// ErrPreconditionFailed for an upload that took effect: a caller that sees
+// it re-reads the object to learn whether it was its own.
+type ConditionalUploader interface {
+	UploadIf(ctx context.Context, key string, r io.Reader, size int64, cond Condition) (Attributes, error)
+}
+
+// Check reports whether exactly one of the condition's fields is set.
+func (c Condition) Check() error {
+	if c.IfAbsent == (c.IfMatch != "") {
+		return errors.New("cold: a condition needs exactly one of IfAbsent and IfMatch")
+	}
+	return nil
+}

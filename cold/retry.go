@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // IsRetryable is the one function that decides whether an error from a
@@ -21,10 +24,14 @@ import (
 // the same way every time.
 //
 //	error                                          retryable  why
-//	nil, ErrNotFound                               no         an answer, not a failure
+//	nil, ErrNotFound, ErrPreconditionFailed        no         an answer, not a failure (backends map
+//	                                                          a 404 to ErrNotFound even when its
+//	                                                          body was cut short)
 //	context.Canceled                               no         the caller gave up
 //	context.DeadlineExceeded, net timeouts         yes        one attempt ran out of time
-//	io.ErrUnexpectedEOF (truncated body)           yes        the connection broke mid-transfer
+//	a reply that ended early, whatever its status  yes        the connection broke mid-transfer:
+//	  (io.ErrUnexpectedEOF; headers cut short)                a body cut short, even of a 200 or a
+//	                                                          403, says nothing about the next try
 //	connection reset / refused / aborted, EPIPE    yes        the server restarted or a proxy dropped us
 //	EOF before a response, use of closed conn      yes        a pooled keep-alive connection was closed
 //	TLS certificate errors                         no         configuration; retrying cannot fix it
@@ -54,8 +61,10 @@ func IsRetryable(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return false
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrPreconditionFailed):
 		return false
+	case brokenReply(err):
+		return true
 	}
 	// The store answered: its error code and status decide.
 	var coded interface{ ErrorCode() string }
@@ -80,6 +89,7 @@ var retryableCodes = map[string]bool{
 	"RequestTimeout":             true, // 400: the socket was idle too long
 	"RequestTimeTooSkewed":       true, // 403: the SDK adjusts its clock offset
 	"OperationAborted":           true, // 409: a conflicting operation is in flight
+	"ConditionalRequestConflict": true, // 409: a concurrent conditional write; S3 asks for a retry
 	"Throttling":                 true,
 	"ThrottlingException":        true,
 	"RequestThrottled":           true,
@@ -97,10 +107,29 @@ func retryableStatus(code int) bool {
 	return false
 }
 
+// brokenReply reports a reply that ended early: a body shorter than its
+// Content-Length (io.ErrUnexpectedEOF, also when an SDK failed to decode
+// it), or status line and headers cut short. Go's transport reports the
+// latter only in words ("net/http: HTTP/1.x transport connection broken:
+// malformed ..."), and minio-go replaces an EOF before the reply with
+// words of its own ("Connection closed by foreign host ... Retry again."),
+// so those two are matched by text.
+func brokenReply(err error) bool {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var urlErr *url.Error
+	if !errors.As(err, &urlErr) || urlErr.Err == nil {
+		return false
+	}
+	msg := urlErr.Err.Error()
+	return strings.Contains(msg, "transport connection broken") || strings.HasPrefix(msg, "Connection closed by foreign host")
+}
+
 // retryableTransport classifies errors that never got an HTTP status: the
 // request was not sent, the response never came, or the body broke.
 func retryableTransport(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	// Misconfiguration that no retry can fix, even though it surfaces as a
@@ -140,4 +169,42 @@ func retryableTransport(err error) bool {
 		return true
 	}
 	return false
+}
+
+// Backoff shapes a Retry loop.
+type Backoff struct {
+	// Attempts is the number of tries, the first included (0: no limit
+	// but the context's).
+	Attempts int
+	// Base is the longest delay before the second try; it doubles with
+	// each try up to Max. Each delay is drawn uniformly below it (full
+	// jitter), so many callers retrying after one outage do not return in
+	// lockstep.
+	Base time.Duration
+	Max  time.Duration
+}
+
+// Retry runs f until it succeeds, returns an error IsRetryable calls
+// permanent, the attempts run out, or ctx ends; it returns f's last error
+// (not ctx's, which would hide why the store failed). onRetry, if set,
+// sees each error that is retried.
+func Retry(ctx context.Context, b Backoff, onRetry func(error), f func() error) error {
+	var err error
+	delay := b.Base
+	for attempt := 1; ; attempt++ {
+		if err = f(); err == nil || !IsRetryable(err) || (b.Attempts > 0 && attempt >= b.Attempts) || ctx.Err() != nil {
+			return err
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(delay) + 1)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(delay*2, b.Max)
+	}
 }

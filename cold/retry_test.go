@@ -36,6 +36,18 @@ func awsErr(status int, code string) error {
 	return &smithy.OperationError{ServiceID: "S3", OperationName: "GetObject", Err: resp}
 }
 
+// awsErrWrapping is the chain aws-sdk-go-v2 returns when a response with
+// status failed to deserialize with err.
+func awsErrWrapping(status int, err error) error {
+	resp := &awshttp.ResponseError{
+		ResponseError: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+			Err:      &smithy.DeserializationError{Err: err},
+		},
+	}
+	return &smithy.OperationError{ServiceID: "S3", OperationName: "ListObjectsV2", Err: resp}
+}
+
 func TestIsRetryableTable(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -79,6 +91,12 @@ func TestIsRetryableTable(t *testing.T) {
 		{"code only, retryable", &smithy.GenericAPIError{Code: "SlowDown"}, true},
 		{"code only, other", &smithy.GenericAPIError{Code: "AccessDenied"}, false},
 		{"unknown", errors.New("something odd"), false},
+		// A reply cut short is transient whatever its status said.
+		{"200 with a truncated body", awsErrWrapping(200, fmt.Errorf("deserialization failed: %w", io.ErrUnexpectedEOF)), true},
+		{"403 with a truncated body", awsErrWrapping(403, fmt.Errorf("failed to copy error response body, %w", io.ErrUnexpectedEOF)), true},
+		{"headers cut short", &url.Error{Op: "Get", URL: "u", Err: errors.New(`net/http: HTTP/1.x transport connection broken: malformed MIME header: missing colon: "C"`)}, true},
+		{"minio-go's EOF before a reply", &url.Error{Op: "Put", URL: "u", Err: errors.New("Connection closed by foreign host u. Retry again.")}, true},
+		{"url.Error of a bad request", &url.Error{Op: "Get", URL: "u", Err: errors.New("unsupported protocol scheme \"ftp\"")}, false},
 	} {
 		if got := cold.IsRetryable(tc.err); got != tc.want {
 			t.Errorf("%s: IsRetryable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
@@ -152,6 +170,22 @@ func TestIsRetryableRealNetworkErrors(t *testing.T) {
 		err := get(context.Background(), srv.URL)
 		if !errors.Is(err, io.ErrUnexpectedEOF) || !cold.IsRetryable(err) {
 			t.Errorf("got %v; want a retryable error wrapping io.ErrUnexpectedEOF", err)
+		}
+	})
+
+	t.Run("headers cut short", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Le"))
+			conn.Close()
+		}))
+		defer srv.Close()
+		err := get(context.Background(), srv.URL)
+		if err == nil || !cold.IsRetryable(err) {
+			t.Errorf("IsRetryable(%v) = false, want true", err)
 		}
 	})
 

@@ -59,6 +59,7 @@ func AcceptanceTest(t *testing.T, b cold.Bucket) {
 	t.Run("Canceled", func(t *testing.T) { testCanceled(t, b) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, b) })
 	t.Run("AbortIncompleteUploads", func(t *testing.T) { testAbort(t, b) })
+	t.Run("Conditional", func(t *testing.T) { testConditional(t, b) })
 }
 
 // Data returns n deterministic pseudo-random bytes (incompressible, so no

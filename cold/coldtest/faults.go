@@ -34,33 +34,54 @@ func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts c
 	upload(t, b, key, data)
 	t.Cleanup(func() { p.Clear(); deleteAll(t, b, Root) })
 
-	// Each case installs one rule, runs op, and checks its error.
+	const missing = Root + "faults/missing"
+	list := func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }
+
+	// Each case installs one rule, runs op, and checks its error: a fault
+	// is never success, never "not found" (but for notFound cases), and
+	// retryable as the case says.
 	for _, tc := range []struct {
 		name      string
 		rule      faultproxy.Rule
 		op        func(t *testing.T) error
 		retryable bool
+		notFound  bool // the answer is a 404: cold.ErrNotFound, whatever befell its body
 	}{
-		{"GET 503 SlowDown", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 503}, readOp(b, key, 0, -1, data), true},
-		{"GET 500 InternalError", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 500}, readOp(b, key, 0, -1, data), true},
-		{"GET 429", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 429}, readOp(b, key, 0, -1, data), true},
-		{"GET 403 AccessDenied", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, readOp(b, key, 0, -1, data), false},
-		{"GET reset", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Reset}, readOp(b, key, 0, -1, data), true},
-		{"GET stalled", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Stall}, readOp(b, key, 0, -1, data), true},
-		{"GET truncated", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Truncate, After: 1000}, readOp(b, key, 0, -1, data), true},
-		{"GET body stalled", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.StallBody, After: 1000}, readOp(b, key, 0, -1, data), true},
-		{"ranged GET truncated", faultproxy.Rule{RangeOnly: true, Fault: faultproxy.Truncate, After: 10}, readOp(b, key, 5000, 100000, data), true},
-		{"ranged GET reset", faultproxy.Rule{RangeOnly: true, Fault: faultproxy.Reset}, readOp(b, key, 5000, 100000, data), true},
-		{"HEAD 503", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { _, err := b.Attributes(ctx, key); return err }, true},
-		{"HEAD reset", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Reset}, func(*testing.T) error { _, err := b.Exists(ctx, key); return err }, true},
-		{"DELETE 503", faultproxy.Rule{Method: "DELETE", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { return b.Delete(ctx, key) }, true},
-		{"LIST 500", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 500}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, true},
-		{"LIST 403", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, false},
-		{"PUT 503", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/put-503", Data(1, 1000)), true},
-		{"PUT reset", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/put-reset", Data(2, 1000)), true},
-		{"PUT stalled", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Stall}, uploadOp(b, Root+"faults/put-stall", Data(3, 1000)), true},
-		{"part upload 503", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=2", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/parts-503", Data(4, LargeSize)), true},
-		{"part upload reset", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/parts-reset", Data(5, LargeSize)), true},
+		{"GET 503 SlowDown", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 503}, readOp(b, key, 0, -1, data), true, false},
+		{"GET 500 InternalError", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 500}, readOp(b, key, 0, -1, data), true, false},
+		{"GET 429", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 429}, readOp(b, key, 0, -1, data), true, false},
+		{"GET 403 AccessDenied", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, readOp(b, key, 0, -1, data), false, false},
+		{"GET reset", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Reset}, readOp(b, key, 0, -1, data), true, false},
+		{"GET stalled", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Stall}, readOp(b, key, 0, -1, data), true, false},
+		{"GET truncated", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.Truncate, After: 1000}, readOp(b, key, 0, -1, data), true, false},
+		{"GET body stalled", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.StallBody, After: 1000}, readOp(b, key, 0, -1, data), true, false},
+		{"ranged GET truncated", faultproxy.Rule{RangeOnly: true, Fault: faultproxy.Truncate, After: 10}, readOp(b, key, 5000, 100000, data), true, false},
+		{"ranged GET reset", faultproxy.Rule{RangeOnly: true, Fault: faultproxy.Reset}, readOp(b, key, 5000, 100000, data), true, false},
+		{"HEAD 503", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { _, err := b.Attributes(ctx, key); return err }, true, false},
+		{"HEAD reset", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Reset}, func(*testing.T) error { _, err := b.Exists(ctx, key); return err }, true, false},
+		{"DELETE 503", faultproxy.Rule{Method: "DELETE", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { return b.Delete(ctx, key) }, true, false},
+		{"LIST 500", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 500}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, true, false},
+		{"LIST 403", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, false, false},
+		{"PUT 503", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/put-503", Data(1, 1000)), true, false},
+		{"PUT reset", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/put-reset", Data(2, 1000)), true, false},
+		{"PUT stalled", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Stall}, uploadOp(b, Root+"faults/put-stall", Data(3, 1000)), true, false},
+		{"part upload 503", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=2", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/parts-503", Data(4, LargeSize)), true, false},
+		{"part upload reset", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/parts-reset", Data(5, LargeSize)), true, false},
+
+		// Replies that end early, for every request kind: a transient
+		// fault, whatever the status, except that a 404 is an answer.
+		{"GET 404 body truncated", faultproxy.Rule{Method: "GET", PathContains: "faults/missing", Fault: faultproxy.Truncate, After: 20}, getOp(b, missing), false, true},
+		{"GET 404 body truncated at once", faultproxy.Rule{Method: "GET", PathContains: "faults/missing", Fault: faultproxy.Truncate}, getOp(b, missing), false, true},
+		{"GET reply cut in the headers", faultproxy.Rule{Method: "GET", PathContains: "faults/object", Fault: faultproxy.CutHeaders, After: 40}, readOp(b, key, 0, -1, data), true, false},
+		{"HEAD reply cut", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Truncate, After: 40}, func(*testing.T) error { _, err := b.Attributes(ctx, key); return err }, true, false},
+		{"HEAD 404 reply cut", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Truncate, After: 10}, func(*testing.T) error { _, err := b.Exists(ctx, missing); return err }, true, false},
+		{"LIST body truncated", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Truncate, After: 100}, list, true, false},
+		{"LIST body truncated at once", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Truncate}, list, true, false},
+		{"LIST 403 body truncated", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied", After: 30}, list, true, false},
+		{"PUT reply cut", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Truncate, After: 12}, putOp(b, Root+"faults/put-cut", Data(6, 1000)), true, false},
+		{"part upload reply cut", faultproxy.Rule{Method: "PUT", QueryContains: "partNumber=", Fault: faultproxy.Truncate}, uploadOp(b, Root+"faults/parts-cut", Data(7, LargeSize)), true, false},
+		{"complete multipart reply truncated", faultproxy.Rule{Method: "POST", QueryContains: "uploadId=", Fault: faultproxy.Truncate, After: 60}, putOp(b, Root+"faults/complete-cut", Data(8, LargeSize)), true, false},
+		{"DELETE reply cut", faultproxy.Rule{Method: "DELETE", Fault: faultproxy.Truncate, After: 5}, func(*testing.T) error { return b.Delete(ctx, Root+"faults/put-cut") }, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p.Clear()
@@ -74,8 +95,8 @@ func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts c
 			if err == nil {
 				t.Fatalf("no error through the fault")
 			}
-			if errors.Is(err, cold.ErrNotFound) {
-				t.Errorf("fault reported as not found: %v", err)
+			if got := errors.Is(err, cold.ErrNotFound); got != tc.notFound {
+				t.Errorf("errors.Is(%v, cold.ErrNotFound) = %v, want %v", err, got, tc.notFound)
 			}
 			if got := cold.IsRetryable(err); got != tc.retryable {
 				t.Errorf("IsRetryable(%v) = %v, want %v", err, got, tc.retryable)
@@ -159,6 +180,30 @@ func readOp(b cold.Bucket, key string, off, length int64, want []byte) func(t *t
 		if err == nil && int64(len(got)) != end-off {
 			t.Errorf("read %s [%d,+%d) returned %d of %d bytes as success", key, off, length, len(got), end-off)
 		}
+		return err
+	}
+}
+
+// getOp reads the whole object key and returns the read's error; it fails
+// the test if the read succeeds.
+func getOp(b cold.Bucket, key string) func(t *testing.T) error {
+	return func(t *testing.T) error {
+		t.Helper()
+		got, err := ReadAll(context.Background(), b, key, 0, -1)
+		if err == nil {
+			t.Errorf("read of %s returned %d bytes", key, len(got))
+		}
+		return err
+	}
+}
+
+// putOp uploads data under key and returns the upload's error. Unlike
+// uploadOp it allows an object to exist afterwards: when the reply to the
+// last request is lost, the store may have stored the object.
+func putOp(b cold.Bucket, key string, data []byte) func(t *testing.T) error {
+	return func(t *testing.T) error {
+		t.Helper()
+		_, err := b.Upload(context.Background(), key, onlyReader{bytes.NewReader(data)}, int64(len(data)))
 		return err
 	}
 }

@@ -24,7 +24,10 @@ type Bucket struct {
 	name string
 }
 
-var _ cold.Bucket = (*Bucket)(nil)
+var (
+	_ cold.Bucket              = (*Bucket)(nil)
+	_ cold.ConditionalUploader = (*Bucket)(nil)
+)
 
 // New opens the bucket rooted at dir, creating the directory if it is
 // missing. dir must be absolute or relative to the working directory; it is
@@ -73,6 +76,20 @@ func (b *Bucket) path(key string) (string, error) {
 // directory fsynced. A crash leaves either the old object or the new one
 // (and at worst a temporary file that Iter does not list).
 func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	return b.upload(ctx, key, r, size, nil)
+}
+
+// UploadIf is Upload if cond holds. The check and the rename happen under
+// the bucket's lock (an flock every upload's rename takes, in this process
+// or another), so no upload of the key can slip in between.
+func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int64, cond cold.Condition) (cold.Attributes, error) {
+	if err := cond.Check(); err != nil {
+		return cold.Attributes{}, fmt.Errorf("filebucket: upload %s: %w", key, err)
+	}
+	return b.upload(ctx, key, r, size, &cond)
+}
+
+func (b *Bucket) upload(ctx context.Context, key string, r io.Reader, size int64, cond *cold.Condition) (cold.Attributes, error) {
 	path, err := b.path(key)
 	if err != nil {
 		return cold.Attributes{}, err
@@ -115,11 +132,8 @@ func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64
 	if err := f.Close(); err != nil {
 		return cold.Attributes{}, fmt.Errorf("filebucket: upload %s: close %s: %w", key, tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
-			return cold.Attributes{}, fmt.Errorf("filebucket: upload %s: keys under %s/ exist, a filesystem bucket cannot also hold an object of that name", key, key)
-		}
-		return cold.Attributes{}, fmt.Errorf("filebucket: upload %s: %w", key, err)
+	if err := b.rename(ctx, key, tmp, path, cond); err != nil {
+		return cold.Attributes{}, err
 	}
 	done = true
 	if err := fileutil.SyncDir(dir); err != nil {
@@ -127,6 +141,40 @@ func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64
 	}
 	return attributes(st), nil
 }
+
+// rename moves the finished temporary file over the object, under the
+// bucket's lock, if cond (when set) holds.
+func (b *Bucket) rename(ctx context.Context, key, tmp, path string, cond *cold.Condition) error {
+	unlock, err := lockFile(filepath.Join(b.root, lockName))
+	if err != nil {
+		return fmt.Errorf("filebucket: upload %s: lock the bucket: %w", key, err)
+	}
+	defer unlock()
+	if cond != nil {
+		cur, err := b.Attributes(ctx, key)
+		switch {
+		case err != nil && !errors.Is(err, cold.ErrNotFound):
+			return err
+		case cond.IfAbsent && err == nil:
+			return fmt.Errorf("filebucket: upload %s if absent: the object exists: %w", key, cold.ErrPreconditionFailed)
+		case cond.IfMatch != "" && err != nil:
+			return fmt.Errorf("filebucket: upload %s if ETag %s: the object does not exist: %w", key, cond.IfMatch, cold.ErrPreconditionFailed)
+		case cond.IfMatch != "" && cur.ETag != cond.IfMatch:
+			return fmt.Errorf("filebucket: upload %s if ETag %s: the object's ETag is %s: %w", key, cond.IfMatch, cur.ETag, cold.ErrPreconditionFailed)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+			return fmt.Errorf("filebucket: upload %s: keys under %s/ exist, a filesystem bucket cannot also hold an object of that name", key, key)
+		}
+		return fmt.Errorf("filebucket: upload %s: %w", key, err)
+	}
+	return nil
+}
+
+// lockName is the bucket's lock file, in its root; the reserved prefix
+// keeps it out of Iter and away from any key.
+const lockName = objutil.TempPrefix + "lock"
 
 // createTemp creates the object's directories (each made durable in its
 // parent) and a temporary file in the innermost one. A concurrent Delete
@@ -229,7 +277,10 @@ type sectionFile struct {
 func (s *sectionFile) Close() error { return s.f.Close() }
 
 // Attributes returns the object's size, modification time and an ETag
-// made of both (it changes whenever the object is rewritten).
+// made of both and the file's inode number. Every upload renames a new
+// file over the object, so the inode changes with each rewrite even when
+// size and (coarse) modification time do not: If-Match cannot mistake a
+// newer object for the one its caller saw.
 func (b *Bucket) Attributes(ctx context.Context, key string) (cold.Attributes, error) {
 	path, err := b.path(key)
 	if err != nil {
@@ -252,7 +303,7 @@ func attributes(st fs.FileInfo) cold.Attributes {
 	return cold.Attributes{
 		Size:         st.Size(),
 		LastModified: st.ModTime(),
-		ETag:         fmt.Sprintf("%x-%x", st.ModTime().UnixNano(), st.Size()),
+		ETag:         fmt.Sprintf("%x-%x-%x", st.ModTime().UnixNano(), st.Size(), inode(st)),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -27,8 +28,9 @@ type Bucket struct {
 }
 
 var (
-	_ cold.Bucket           = (*Bucket)(nil)
-	_ cold.MultipartAborter = (*Bucket)(nil)
+	_ cold.Bucket              = (*Bucket)(nil)
+	_ cold.MultipartAborter    = (*Bucket)(nil)
+	_ cold.ConditionalUploader = (*Bucket)(nil)
 )
 
 // Name returns the bucket's minio:// URL.
@@ -133,6 +135,37 @@ func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64
 		ETag:         unquote(info.ETag),
 		VersionID:    info.VersionID,
 	}, nil
+}
+
+// UploadIf stores a small object with one conditional PUT (If-None-Match:
+// * or If-Match: "etag"); see cold.ConditionalUploader.
+func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int64, cond cold.Condition) (cold.Attributes, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return cold.Attributes{}, err
+	}
+	if err := cond.Check(); err != nil {
+		return cold.Attributes{}, fmt.Errorf("miniobucket %s: upload %s: %w", b.name, key, err)
+	}
+	data, err := objutil.ReadSmall(r, size, b.opts.PartSize, key)
+	if err != nil {
+		return cold.Attributes{}, fmt.Errorf("miniobucket %s: %w", b.name, err)
+	}
+	opts := minio.PutObjectOptions{DisableMultipart: true}
+	if cond.IfAbsent {
+		opts.SetMatchETagExcept("*")
+	} else {
+		opts.SetMatchETag(cond.IfMatch)
+	}
+	info, err := b.client.PutObject(ctx, b.bucket, obj, bytes.NewReader(data), int64(len(data)), opts)
+	if err != nil {
+		var resp minio.ErrorResponse
+		if errors.As(err, &resp) && (resp.StatusCode == http.StatusPreconditionFailed || resp.Code == "PreconditionFailed" || resp.StatusCode == http.StatusNotFound) {
+			return cold.Attributes{}, fmt.Errorf("miniobucket %s: upload %s if %+v: %w (%w)", b.name, key, cond, cold.ErrPreconditionFailed, wrap(err))
+		}
+		return cold.Attributes{}, b.errf("upload", key, err)
+	}
+	return cold.Attributes{Size: info.Size, LastModified: info.LastModified, ETag: unquote(info.ETag), VersionID: info.VersionID}, nil
 }
 
 // Get returns the whole object, verifying its full-object checksum where

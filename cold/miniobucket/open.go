@@ -1,9 +1,11 @@
 package miniobucket
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -151,7 +153,7 @@ func New(ctx context.Context, c Config, opts cold.Options) (*Bucket, error) {
 		Creds:        credentials.NewStaticV4(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken),
 		Secure:       c.Secure,
 		Region:       c.Region,
-		Transport:    transport,
+		Transport:    notFoundBodies{transport},
 		BucketLookup: minio.BucketLookupPath,
 		MaxRetries:   opts.MaxAttempts,
 	})
@@ -167,6 +169,34 @@ func New(ctx context.Context, c Config, opts cold.Options) (*Bucket, error) {
 	return b, nil
 }
 
+// notFoundBodies keeps a 404 a 404 (and a 412 a 412) when its body is cut
+// short. minio-go reads an error reply's body before it looks at the
+// status and, if the read fails, returns the read's error alone: the 404
+// is lost and a missing object looks like a broken connection. Here such a
+// body is read in full (error bodies are small) and, if that fails,
+// replaced by an empty one, from which minio-go answers by the status
+// (NoSuchKey for an object, NoSuchBucket for a bucket, PreconditionFailed).
+type notFoundBodies struct{ next http.RoundTripper }
+
+// maxErrorBody bounds what notFoundBodies reads of a 404 body.
+const maxErrorBody = 1 << 20
+
+func (t notFoundBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || (resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusPreconditionFailed) {
+		return resp, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
+	if err != nil {
+		body = nil
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
 // check lists one key under the prefix: that needs a reachable server,
 // working credentials, an existing bucket and list permission, and the
 // error code says which one is missing.
@@ -174,20 +204,27 @@ func (b *Bucket) check(ctx context.Context) error {
 	timeout := b.opts.OpenTimeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var err error
-	answered := false
-	for obj := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix, Recursive: true, MaxKeys: 1}) {
-		if !answered {
-			// One answer (a key or an error) is enough; canceling ends
-			// the listing and closes the channel.
-			answered, err = true, obj.Err
-			cancel()
+	// Transient failures are retried (past minio-go's own attempts) until
+	// the open timeout: a flaky store must not stop a server's start.
+	err := cold.Retry(ctx, objutil.OpenBackoff, nil, func() error {
+		lctx, stop := context.WithCancel(ctx)
+		defer stop()
+		var err error
+		answered := false
+		for obj := range b.client.ListObjects(lctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix, Recursive: true, MaxKeys: 1}) {
+			if !answered {
+				// One answer (a key or an error) is enough; canceling
+				// ends the listing and closes the channel.
+				answered, err = true, wrap(obj.Err)
+				stop()
+			}
 		}
-	}
+		return err
+	})
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("miniobucket: open %s: %s: %w", b.name, diagnose(err, b.bucket, timeout), wrap(err))
+	return fmt.Errorf("miniobucket: open %s: %s: %w", b.name, diagnose(err, b.bucket, timeout), err)
 }
 
 // diagnose says in words why the open check failed.

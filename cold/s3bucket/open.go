@@ -215,10 +215,15 @@ func (b *Bucket) check(ctx context.Context, creds aws.CredentialsProvider) error
 	if _, err := creds.Retrieve(ctx); err != nil {
 		return fmt.Errorf("s3bucket: open %s: no usable credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE): %w", b.name, err)
 	}
-	_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
-		Bucket:  aws.String(b.bucket),
-		Prefix:  aws.String(b.prefix),
-		MaxKeys: aws.Int32(1),
+	// Transient failures are retried (past the SDK's own attempts) until
+	// the open timeout: a flaky store must not stop a server's start.
+	err := cold.Retry(ctx, objutil.OpenBackoff, nil, func() error {
+		_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+			Bucket:  aws.String(b.bucket),
+			Prefix:  aws.String(b.prefix),
+			MaxKeys: aws.Int32(1),
+		})
+		return err
 	})
 	if err == nil {
 		return nil

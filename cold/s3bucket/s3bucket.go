@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -32,8 +33,9 @@ type Bucket struct {
 }
 
 var (
-	_ cold.Bucket           = (*Bucket)(nil)
-	_ cold.MultipartAborter = (*Bucket)(nil)
+	_ cold.Bucket              = (*Bucket)(nil)
+	_ cold.MultipartAborter    = (*Bucket)(nil)
+	_ cold.ConditionalUploader = (*Bucket)(nil)
 )
 
 // Name returns the bucket's s3:// URL.
@@ -69,8 +71,10 @@ func (b *Bucket) errf(op, key string, err error) error {
 }
 
 // isNotFound reports a missing object: NoSuchKey from GET, a bare 404
-// ("NotFound") from HEAD. NoSuchBucket is not "not found": a vanished
-// bucket is a configuration failure, not an absent object.
+// ("NotFound") from HEAD, and any 404 whose body was cut short (the SDK
+// then fails to decode it and knows only the status). NoSuchBucket is not
+// "not found": a vanished bucket is a configuration failure, not an absent
+// object.
 func isNotFound(err error) bool {
 	var nsk *types.NoSuchKey
 	var nf *types.NotFound
@@ -78,7 +82,11 @@ func isNotFound(err error) bool {
 		return true
 	}
 	var api smithy.APIError
-	return errors.As(err, &api) && (api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound")
+	if errors.As(err, &api) {
+		return api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound"
+	}
+	var status interface{ HTTPStatusCode() int }
+	return errors.As(err, &status) && status.HTTPStatusCode() == http.StatusNotFound
 }
 
 // Upload stores the object with the transfer manager: one PUT up to
@@ -116,6 +124,48 @@ func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64
 		ETag:      unquote(aws.ToString(out.ETag)),
 		VersionID: aws.ToString(out.VersionID),
 	}, nil
+}
+
+// UploadIf stores a small object with one conditional PutObject
+// (If-None-Match: * or If-Match: "etag"); see cold.ConditionalUploader.
+func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int64, cond cold.Condition) (cold.Attributes, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return cold.Attributes{}, err
+	}
+	if err := cond.Check(); err != nil {
+		return cold.Attributes{}, fmt.Errorf("s3bucket %s: upload %s: %w", b.name, key, err)
+	}
+	data, err := objutil.ReadSmall(r, size, b.opts.PartSize, key)
+	if err != nil {
+		return cold.Attributes{}, fmt.Errorf("s3bucket %s: %w", b.name, err)
+	}
+	in := &s3.PutObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj),
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))}
+	if cond.IfAbsent {
+		in.IfNoneMatch = aws.String("*")
+	} else {
+		in.IfMatch = aws.String(`"` + cond.IfMatch + `"`)
+	}
+	out, err := b.client.PutObject(ctx, in)
+	if err != nil {
+		if preconditionFailed(err) {
+			return cold.Attributes{}, fmt.Errorf("s3bucket %s: upload %s if %+v: %w (%w)", b.name, key, cond, cold.ErrPreconditionFailed, err)
+		}
+		return cold.Attributes{}, b.errf("upload", key, err)
+	}
+	return cold.Attributes{Size: int64(len(data)), ETag: unquote(aws.ToString(out.ETag)), VersionID: aws.ToString(out.VersionId)}, nil
+}
+
+// preconditionFailed reports a conditional write refused: a 412 (whatever
+// befell its body), or a 404 for an If-Match on a missing object.
+func preconditionFailed(err error) bool {
+	var api smithy.APIError
+	if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+		return true
+	}
+	var status interface{ HTTPStatusCode() int }
+	return errors.As(err, &status) && (status.HTTPStatusCode() == http.StatusPreconditionFailed || status.HTTPStatusCode() == http.StatusNotFound)
 }
 
 type countingReader struct {

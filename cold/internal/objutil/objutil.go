@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/urlredact"
 )
 
@@ -130,6 +131,10 @@ func (r *exactReader) Read(p []byte) (int, error) {
 }
 
 func (r *exactReader) Close() error { return r.body.Close() }
+
+// OpenBackoff paces the retries of the reachability check at open, which
+// go on until the open timeout.
+var OpenBackoff = cold.Backoff{Base: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // Transport returns the HTTP transport the remote backends use unless
 // given one (see ConfigureTransport).
@@ -326,4 +331,24 @@ func ParseError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// ReadSmall reads the body of a conditional upload, which goes in one
+// request: all of r, which must hold size bytes (size -1: any number) and
+// at most limit. key names the object in errors.
+func ReadSmall(r io.Reader, size, limit int64, key string) ([]byte, error) {
+	if size > limit {
+		return nil, fmt.Errorf("conditional upload %s: %d bytes, at most %d are allowed", key, size, limit)
+	}
+	if size >= 0 {
+		r = SizedReader(r, size, key)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("conditional upload %s: %w", key, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("conditional upload %s: more than the %d bytes allowed", key, limit)
+	}
+	return data, nil
 }

@@ -1,6 +1,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,9 @@ type Fault int
 const (
 	// Error answers with Rule.Status (default 503) and an S3-style XML
 	// error body with Rule.Code (default "SlowDown" for 503, 429,
-	// "InternalError" otherwise), without forwarding the request.
+	// "InternalError" otherwise), without forwarding the request. With
+	// Rule.After > 0, the body is cut after After bytes (the
+	// Content-Length announces all of it).
 	Error Fault = iota + 1
 	// Reset closes the connection with a TCP RST before any response.
 	Reset
@@ -35,14 +38,21 @@ const (
 	Slow
 	// Truncate forwards the request, sends the response headers (with the
 	// real Content-Length) and Rule.After bytes of the body, then closes
-	// the connection.
+	// the connection. A reply without a body (to a HEAD, or of length 0,
+	// as PUT and DELETE replies are) is cut as CutHeaders cuts it.
 	Truncate
 	// StallBody forwards the request, sends the headers and Rule.After
 	// bytes of the body, then sends nothing more until the client gives up.
 	StallBody
+	// CutHeaders forwards the request (the server acts on it), then sends
+	// only the first Rule.After bytes of the reply's status line and
+	// headers (at least one, so the client cannot mistake it for an idle
+	// connection closed under it and resend on its own) and closes the
+	// connection: the reply is lost, the request may have taken effect.
+	CutHeaders
 )
 
-var faultNames = map[Fault]string{Error: "error", Reset: "reset", Stall: "stall", Slow: "slow", Truncate: "truncate", StallBody: "stall-body"}
+var faultNames = map[Fault]string{Error: "error", Reset: "reset", Stall: "stall", Slow: "slow", Truncate: "truncate", StallBody: "stall-body", CutHeaders: "cut-headers"}
 
 func (f Fault) String() string {
 	if n, ok := faultNames[f]; ok {
@@ -63,7 +73,8 @@ type Rule struct {
 	// Status and Code of an Error (defaults above).
 	Status int
 	Code   string
-	// After is the number of body bytes Truncate and StallBody let through.
+	// After is the number of body bytes Truncate, StallBody and Error let
+	// through, or of header bytes CutHeaders lets through.
 	After int64
 	// Delay and ChunkSize shape a Slow body.
 	Delay     time.Duration
@@ -165,10 +176,25 @@ func New(target string, opts Options) (*Proxy, error) {
 		FlushInterval: -1, // pass every write on at once: slow and truncated bodies arrive as sent
 		ErrorLog:      log.New(logWriter(logf), "faultproxy: ", 0),
 		ModifyResponse: func(resp *http.Response) error {
-			if h, ok := resp.Request.Context().Value(bodyFaultKey{}).(*Handle); ok {
-				resp.Body = p.faultyBody(resp.Request.Context(), resp.Body, h.rule)
+			h, ok := resp.Request.Context().Value(bodyFaultKey{}).(*Handle)
+			if !ok {
+				return nil
 			}
+			bodyless := resp.Request.Method == http.MethodHead || resp.ContentLength == 0
+			if h.rule.Fault == CutHeaders || (h.rule.Fault == Truncate && bodyless) {
+				return &cutReply{resp: resp, after: h.rule.After}
+			}
+			resp.Body = p.faultyBody(resp.Request.Context(), resp.Body, h.rule)
 			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var cut *cutReply
+			if errors.As(err, &cut) {
+				cut.send(w)
+				return
+			}
+			logf("faultproxy: %v", err)
+			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(p.serve), ErrorLog: log.New(logWriter(logf), "faultproxy: ", 0)}
@@ -305,8 +331,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		case <-p.closing:
 		}
 		panic(http.ErrAbortHandler) // close without answering
-	case Slow, Truncate, StallBody:
-		p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyFaultKey{}, h)))
+	case Slow, Truncate, StallBody, CutHeaders:
+		p.rp.ServeHTTP(headerFlusher{w}, r.WithContext(context.WithValue(r.Context(), bodyFaultKey{}, h)))
 	default:
 		http.Error(w, fmt.Sprintf("faultproxy: unknown fault %v", h.rule.Fault), http.StatusInternalServerError)
 	}
@@ -337,9 +363,56 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, rule Rule) {
 		code, r.URL.Path)
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		io.WriteString(w, body)
+	if r.Method == http.MethodHead {
+		return
 	}
+	if rule.After > 0 && rule.After < int64(len(body)) {
+		// Send the headers and the first bytes, then drop the connection.
+		io.WriteString(w, body[:rule.After])
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	io.WriteString(w, body)
+}
+
+// headerFlusher sends the headers as soon as they are written, so a body
+// cut before its first byte still arrives as a status and headers (the
+// reverse proxy would otherwise flush them only with body bytes).
+type headerFlusher struct{ http.ResponseWriter }
+
+func (w headerFlusher) WriteHeader(code int) {
+	w.ResponseWriter.WriteHeader(code)
+	if code >= 200 {
+		http.NewResponseController(w.ResponseWriter).Flush()
+	}
+}
+
+func (w headerFlusher) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// cutReply is the reply a CutHeaders fault (or a Truncate of a reply
+// without a body) cuts; the reverse proxy hands it to its ErrorHandler.
+type cutReply struct {
+	resp  *http.Response
+	after int64
+}
+
+func (c *cutReply) Error() string { return "faultproxy: reply cut in its headers" }
+
+// send writes the first bytes of the reply's head to the raw connection
+// and closes it.
+func (c *cutReply) send(w http.ResponseWriter) {
+	c.resp.Body.Close()
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "HTTP/1.1 %s\r\n", c.resp.Status)
+	c.resp.Header.Write(&head)
+	head.WriteString("\r\n")
+	n := min(max(c.after, 1), int64(head.Len()-1))
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	conn.Write(head.Bytes()[:n])
+	conn.Close()
 }
 
 // errInjected ends a faulty body; the reverse proxy then aborts the

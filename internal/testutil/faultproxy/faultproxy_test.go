@@ -258,3 +258,55 @@ func TestProbabilityIsSeeded(t *testing.T) {
 		t.Errorf("probability 0.5 injected %d of %d", errs, len(a))
 	}
 }
+
+// A 404 (or any error status) can lose the end of its body too.
+func TestTruncateErrorStatus(t *testing.T) {
+	p, c := setup(t)
+	p.Add(Rule{Method: "GET", Fault: Error, Status: 404, Code: "NoSuchKey", After: 20, Times: 1})
+	resp, body, err := get(t, c, context.Background(), p.URL+"/b/missing")
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("truncated error body: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if resp == nil || resp.StatusCode != 404 || len(body) != 20 {
+		t.Errorf("truncated error reply: %v, %d body bytes; want a 404 with 20", resp, len(body))
+	}
+}
+
+// Replies without a body (HEAD, an empty PUT reply) and CutHeaders lose
+// their headers part way; the server still got the request.
+func TestCutHeaders(t *testing.T) {
+	p, c := setup(t)
+	for _, tc := range []struct {
+		name   string
+		method string
+		rule   Rule
+	}{
+		{"HEAD truncated", http.MethodHead, Rule{Method: "HEAD", Fault: Truncate, After: 30}},
+		{"PUT reply truncated", http.MethodPut, Rule{Method: "PUT", Fault: Truncate}},
+		{"GET headers cut", http.MethodGet, Rule{PathContains: "/b/obj", Fault: CutHeaders, After: 5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.Clear()
+			tc.rule.Times = 1
+			h := p.Add(tc.rule)
+			// A reused connection first, so a client that resends on a
+			// connection closed before any reply would hide the fault.
+			if _, _, err := get(t, c, context.Background(), p.URL+"/warm"); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(tc.method, p.URL+"/b/obj", strings.NewReader("data"))
+			resp, err := c.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("%s through a cut reply: status %s, want an error", tc.method, resp.Status)
+			}
+			// Cut in the middle of a line, the reply reads as malformed.
+			if !strings.Contains(err.Error(), "transport connection broken") {
+				t.Errorf("cut reply: %v, want a broken connection", err)
+			}
+			if h.Injected() != 1 {
+				t.Errorf("injected %d, want 1", h.Injected())
+			}
+		})
+	}
+}
