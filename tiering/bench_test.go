@@ -64,7 +64,7 @@ func BenchmarkTiering(b *testing.B) {
 	defer tb.bucket.Close()
 	dataDir := filepath.Join(b.TempDir(), "node")
 	var err error
-	if tb.store, err = tiering.OpenStore(ctx, tb.bucket, dataDir); err != nil {
+	if tb.store, err = tiering.OpenStore(ctx, tb.bucket, dataDir, tiering.StoreOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	tb.partDir = filepath.Join(dataDir, benchTopic, "0")

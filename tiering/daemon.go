@@ -226,6 +226,9 @@ func (d *Daemon) pass(ctx context.Context) {
 // tier uploads a partition's sealed segments in offset order, then applies
 // remote retention and brings the bucket's manifest copy up to date.
 func (d *Daemon) tier(ctx context.Context, p *Partition) {
+	if d.store.Fenced() != nil {
+		return // another node owns the prefix; the store logged why
+	}
 	if !p.tierMu.TryLock() {
 		return
 	}

@@ -42,7 +42,20 @@ func newFileBucket(t *testing.T) cold.Bucket {
 // newEnv opens a store on bucket for a node whose data lives in dataDir.
 func newEnv(t *testing.T, bucket cold.Bucket, dataDir string) *env {
 	t.Helper()
-	store, err := OpenStore(context.Background(), bucket, dataDir)
+	return newEnvOpts(t, bucket, dataDir, StoreOptions{})
+}
+
+// restoreEnv is newEnv for a node restoring another's prefix: it takes the
+// prefix over.
+func restoreEnv(t *testing.T, bucket cold.Bucket, dataDir string) *env {
+	t.Helper()
+	return newEnvOpts(t, bucket, dataDir, StoreOptions{Takeover: true})
+}
+
+func newEnvOpts(t *testing.T, bucket cold.Bucket, dataDir string, opts StoreOptions) *env {
+	t.Helper()
+	opts.Logger = testLogger(t)
+	store, err := OpenStore(context.Background(), bucket, dataDir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

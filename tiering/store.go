@@ -13,8 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/fileutil"
@@ -86,21 +86,34 @@ type TopicMeta struct {
 // Store is the bucket as the tiering layer sees it: identity, topic
 // metadata, manifests and segment objects.
 type Store struct {
+	// Bucket writes only while this node owns the prefix: its uploads
+	// and deletes fail with ErrFenced once another node took it over.
 	Bucket    cold.Bucket
 	ClusterID string
+	owner     *ownership
 }
 
-type clusterMarker struct {
-	ClusterID string    `json:"cluster_id"`
-	Created   time.Time `json:"created"`
+// Fenced returns nil while this node owns the bucket prefix, and the
+// reason (wrapping ErrFenced) once another node took it over.
+func (s *Store) Fenced() error {
+	if s.owner == nil {
+		return nil
+	}
+	return s.owner.isFenced()
 }
 
-// OpenStore claims the bucket prefix for the cluster whose id is kept in
-// dataDir (creating one for a new cluster). A prefix already owned by a
-// different cluster is refused, so two clusters never write one prefix. A
-// fresh data directory adopts the id it finds in the bucket: that is a node
-// restoring its history from the bucket.
-func OpenStore(ctx context.Context, b cold.Bucket, dataDir string) (*Store, error) {
+// OpenStore claims the bucket prefix for this node (see owner.go) and for
+// the cluster whose id is kept in dataDir (creating one for a new
+// cluster). A prefix owned by a different cluster is refused, so two
+// clusters never write one prefix; a prefix owned by another node of the
+// cluster is refused unless opts.Takeover. A fresh data directory adopts
+// the cluster id it finds in the bucket: that is a node restoring its
+// history from the bucket, which needs opts.Takeover if the prefix has an
+// owner. Reads and writes of the marker are retried like every request.
+func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOptions) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	idPath := filepath.Join(dataDir, clusterIDFile)
 	local := ""
 	if raw, err := os.ReadFile(idPath); err == nil {
@@ -108,48 +121,25 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string) (*Store, erro
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	hadLocal := local != ""
-	var marker clusterMarker
-	rc, err := b.Get(ctx, clusterMarkerKey)
-	switch {
-	case err == nil:
-		raw, rerr := io.ReadAll(rc)
-		rc.Close()
-		if rerr != nil {
-			return nil, fmt.Errorf("tiering: read %s/%s: %w", b.Name(), clusterMarkerKey, rerr)
-		}
-		if err := json.Unmarshal(raw, &marker); err != nil || marker.ClusterID == "" {
-			return nil, fmt.Errorf("tiering: %s/%s is not a tierlog cluster marker", b.Name(), clusterMarkerKey)
-		}
-	case errors.Is(err, cold.ErrNotFound):
-	default:
-		return nil, fmt.Errorf("tiering: read cluster marker in %s: %w", b.Name(), err)
+	node, err := nodeID(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("tiering: node id in %s: %w", dataDir, err)
 	}
-	switch {
-	case marker.ClusterID != "" && local != "" && marker.ClusterID != local:
-		return nil, fmt.Errorf("tiering: bucket %s belongs to cluster %s, but data directory %s belongs to cluster %s: one prefix has one writer; use another bucket prefix",
-			b.Name(), marker.ClusterID, dataDir, local)
-	case marker.ClusterID == "" && local == "":
-		local = newID() + newID()
-	case local == "":
-		local = marker.ClusterID
+	host, _ := os.Hostname()
+	abs, _ := filepath.Abs(dataDir)
+	o := &ownership{b: b, logger: opts.Logger, me: ownerRecord{NodeID: node, Host: host, PID: os.Getpid(), DataDir: abs}}
+	cluster, err := o.claim(ctx, local, dataDir, opts.Takeover)
+	if err != nil {
+		return nil, err
 	}
-	if marker.ClusterID == "" {
-		raw, _ := json.Marshal(clusterMarker{ClusterID: local, Created: time.Now().UTC()})
-		if _, err := b.Upload(ctx, clusterMarkerKey, bytes.NewReader(raw), int64(len(raw))); err != nil {
-			return nil, fmt.Errorf("tiering: write cluster marker to %s: %w", b.Name(), err)
-		}
-	}
-	if !hadLocal {
+	if local == "" {
 		// Only a new or restoring node records its id; a restart has it.
-		if err := fileutil.MkdirAllDurable(dataDir); err != nil {
-			return nil, err
-		}
-		if err := fileutil.WriteFileAtomic(idPath, []byte(local+"\n"), 0o644); err != nil {
+		if err := fileutil.WriteFileAtomic(idPath, []byte(cluster+"\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
-	return &Store{Bucket: b, ClusterID: local}, nil
+	registerOwnerMetrics(opts.Registerer, o)
+	return &Store{Bucket: o.bucket(), ClusterID: cluster, owner: o}, nil
 }
 
 func (s *Store) putJSON(ctx context.Context, key string, v any) error {
@@ -208,16 +198,19 @@ func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) 
 // included.
 func (s *Store) Topics(ctx context.Context) ([]TopicMeta, error) {
 	var out []TopicMeta
-	err := s.Bucket.Iter(ctx, topicsPrefix, func(key string) error {
-		if !strings.HasSuffix(key, ".json") {
+	err := retry(ctx, func() error {
+		out = out[:0]
+		return s.Bucket.Iter(ctx, topicsPrefix, func(key string) error {
+			if !strings.HasSuffix(key, ".json") {
+				return nil
+			}
+			var t TopicMeta
+			if err := retry(ctx, func() error { return s.getJSON(ctx, key, &t) }); err != nil {
+				return fmt.Errorf("tiering: %s: %w", key, err)
+			}
+			out = append(out, t)
 			return nil
-		}
-		var t TopicMeta
-		if err := s.getJSON(ctx, key, &t); err != nil {
-			return fmt.Errorf("tiering: %s: %w", key, err)
-		}
-		out = append(out, t)
-		return nil
+		})
 	})
 	return out, err
 }
@@ -226,17 +219,19 @@ func (s *Store) Topics(ctx context.Context) ([]TopicMeta, error) {
 // bucket (one LIST, done only when a node has no local manifest).
 func (s *Store) latestManifest(ctx context.Context, topic string, partition int32) (*Manifest, bool, error) {
 	best, bestKey := int64(-1), ""
-	err := s.Bucket.Iter(ctx, PartitionPrefix(topic, partition), func(key string) error {
-		if v, ok := parseManifestKey(key); ok && v > best {
-			best, bestKey = v, key
-		}
-		return nil
+	err := retry(ctx, func() error {
+		return s.Bucket.Iter(ctx, PartitionPrefix(topic, partition), func(key string) error {
+			if v, ok := parseManifestKey(key); ok && v > best {
+				best, bestKey = v, key
+			}
+			return nil
+		})
 	})
 	if err != nil || bestKey == "" {
 		return nil, false, err
 	}
 	var raw json.RawMessage
-	if err := s.getJSON(ctx, bestKey, &raw); err != nil {
+	if err := retry(ctx, func() error { return s.getJSON(ctx, bestKey, &raw) }); err != nil {
 		return nil, false, err
 	}
 	m, err := decodeManifest(raw)

@@ -34,7 +34,7 @@ func TestTierReadBackAndRestore(t *testing.T) {
 	p.Close()
 
 	// A node that lost its disk: same bucket, empty data directory.
-	e2 := newEnv(t, bucket, t.TempDir())
+	e2 := restoreEnv(t, bucket, t.TempDir())
 	if e2.store.ClusterID != e.store.ClusterID {
 		t.Fatalf("restored node took cluster id %s, bucket's is %s", e2.store.ClusterID, e.store.ClusterID)
 	}
@@ -146,7 +146,7 @@ func TestPrefixOwnedByAnotherCluster(t *testing.T) {
 	newEnv(t, bucket, t.TempDir())
 	other := t.TempDir()
 	os.WriteFile(filepath.Join(other, clusterIDFile), []byte("someone-else\n"), 0o644)
-	_, err := OpenStore(context.Background(), bucket, other)
+	_, err := OpenStore(context.Background(), bucket, other, StoreOptions{})
 	if err == nil || !strings.Contains(err.Error(), "one prefix has one writer") {
 		t.Fatalf("open on a foreign prefix: %v", err)
 	}

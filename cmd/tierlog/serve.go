@@ -70,6 +70,9 @@ process at once.`,
 	}
 	config.BindFlags(cmd.Flags())
 	printConfig := cmd.Flags().Bool("print-config", false, "print the effective configuration as YAML and exit")
+	// A flag only, not a setting: a takeover written into a config file
+	// or the environment would repeat at every restart.
+	takeover := cmd.Flags().Bool("takeover", false, "claim the bucket prefix even if another node owns it (restoring its data here): the old owner is fenced off and stops writing to the bucket")
 	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
 		cfg, err := config.Load(config.Sources{Flags: cmd.Flags(), Environ: os.Environ()})
 		if err != nil {
@@ -89,7 +92,7 @@ process at once.`,
 			return err
 		}
 		logger := newLogger(cfg, cmd.ErrOrStderr())
-		if err := serve(cmd.Context(), cfg, defaults, logger); err != nil {
+		if err := serve(cmd.Context(), cfg, defaults, *takeover, logger); err != nil {
 			logger.Error("tierlog serve failed", "err", err)
 			return err
 		}
@@ -130,7 +133,7 @@ func (r *readiness) check() error {
 }
 
 // serve runs the node until SIGINT/SIGTERM or a listener fails.
-func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, logger *slog.Logger) (err error) {
+func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, takeover bool, logger *slog.Logger) (err error) {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger.Info("tierlog starting", "pid", os.Getpid(), "config", cfg)
@@ -183,7 +186,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		return err
 	}
 	b, err := broker.Open(ctx, broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
-		Bucket: bucket, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
+		Bucket: bucket, Takeover: takeover, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
 		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax}})
 	if err != nil {
 		if bucket != nil {

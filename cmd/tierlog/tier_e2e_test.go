@@ -93,11 +93,12 @@ func tierRoundTrip(t *testing.T, m *testutil.MinIO, bucketURL string, nLines int
 	}
 
 	// Lose the disk: a new node on an empty data directory and the same
-	// bucket restores the topic and serves its whole history.
+	// bucket takes the prefix over (its owner is gone), restores the topic
+	// and serves its whole history.
 	if err := os.RemoveAll(dataDir); err != nil {
 		t.Fatal(err)
 	}
-	n = startNode(t, dataDir, env, "--bucket", bucketURL)
+	n = startNode(t, dataDir, env, "--bucket", bucketURL, "--takeover")
 	t.Logf("%v: restarted on an empty data directory", time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(n.stderr.String(), "restoring topic from the bucket") {
 		t.Errorf("the restarted node does not log that it restores the topic")

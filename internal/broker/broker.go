@@ -43,6 +43,9 @@ type Options struct {
 	DeleteRetryInterval time.Duration
 	// Bucket is the cold tier; nil runs the node without tiering.
 	Bucket cold.Bucket
+	// Takeover claims the bucket prefix even if another node owns it,
+	// fencing that node off (tiering.StoreOptions.Takeover).
+	Takeover bool
 	// Tiering configures the daemon (TmpDir, Logger and Registry are
 	// filled in by the broker). Its LocalDiskMaxBytes is the node's
 	// local-disk ceiling: 0 means tiering.DefaultLocalDiskMax of Dir, -1 none.

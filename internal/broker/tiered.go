@@ -15,7 +15,8 @@ import (
 // openTiering claims the bucket and builds the remote reader and the
 // tiering daemon. The broker owns the bucket from here on and closes it.
 func (b *Broker) openTiering(ctx context.Context) error {
-	store, err := tiering.OpenStore(ctx, b.opts.Bucket, b.opts.Dir)
+	store, err := tiering.OpenStore(ctx, b.opts.Bucket, b.opts.Dir, tiering.StoreOptions{
+		Takeover: b.opts.Takeover, Logger: b.opts.Logger, Registerer: b.opts.Registerer})
 	if err != nil {
 		return err
 	}
