@@ -10,10 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
-	"log/slog"
 	"strings"
 
 	"github.com/tierlog/tierlog/cold"
