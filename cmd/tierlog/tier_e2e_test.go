@@ -98,6 +98,10 @@ func tierRoundTrip(t *testing.T, m *testutil.MinIO, bucketURL string, nLines int
 	if err := os.RemoveAll(dataDir); err != nil {
 		t.Fatal(err)
 	}
+	// Without --takeover the prefix's recorded owner keeps it: refused.
+	if r, _ := serveFails(t, env, "--bucket", bucketURL); !strings.Contains(r.stderr, "is owned by node") || !strings.Contains(r.stderr, "--takeover") {
+		t.Errorf("a new node on an owned prefix: exit %d, want a refusal naming the owner and --takeover:\n%s", r.code, r.stderr)
+	}
 	n = startNode(t, dataDir, env, "--bucket", bucketURL, "--takeover")
 	t.Logf("%v: restarted on an empty data directory", time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(n.stderr.String(), "restoring topic from the bucket") {
