@@ -157,7 +157,13 @@ func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int
 	} else {
 		opts.SetMatchETag(cond.IfMatch)
 	}
-	info, err := b.client.PutObject(ctx, b.bucket, obj, bytes.NewReader(data), int64(len(data)), opts)
+	// Not a Seeker, so minio-go makes one attempt: its retry seeks the
+	// body back while the failed attempt's transport may still be reading
+	// it (a data race), and a retried conditional upload can be refused
+	// for its own first attempt anyway. The caller retries, with a new
+	// reader.
+	body := struct{ io.Reader }{bytes.NewReader(data)}
+	info, err := b.client.PutObject(ctx, b.bucket, obj, body, int64(len(data)), opts)
 	if err != nil {
 		var resp minio.ErrorResponse
 		if errors.As(err, &resp) && (resp.StatusCode == http.StatusPreconditionFailed || resp.Code == "PreconditionFailed" || resp.StatusCode == http.StatusNotFound) {

@@ -53,6 +53,11 @@ func (f *faultBucket) Upload(ctx context.Context, key string, r io.Reader, size 
 	return a, err
 }
 
+// UploadIf passes conditional uploads (the owner record) through untouched.
+func (f *faultBucket) UploadIf(ctx context.Context, key string, r io.Reader, size int64, cond cold.Condition) (cold.Attributes, error) {
+	return f.Bucket.(cold.ConditionalUploader).UploadIf(ctx, key, r, size, cond)
+}
+
 func (f *faultBucket) Delete(ctx context.Context, key string) error {
 	f.mu.Lock()
 	fail := f.failDeletes
@@ -78,7 +83,9 @@ func tieredNode(t *testing.T, dir, bucketDir string) (*Broker, *faultBucket) {
 		t.Fatal(err)
 	}
 	fb := &faultBucket{Bucket: inner}
-	b, err := Open(context.Background(), Options{Dir: dir, Bucket: fb, DeleteRetryInterval: 20 * time.Millisecond,
+	// Takeover: a node on an empty dir restores the prefix of one that is
+	// gone (for a restart of the owner it changes nothing).
+	b, err := Open(context.Background(), Options{Dir: dir, Bucket: fb, Takeover: true, DeleteRetryInterval: 20 * time.Millisecond,
 		Tiering: tiering.DaemonOptions{Interval: 10 * time.Millisecond,
 			Backoff: tiering.Backoff{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}}})
 	if err != nil {
