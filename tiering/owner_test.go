@@ -12,9 +12,9 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-// minioBucket opens a fresh prefix on a real MinIO server with the s3 or
+// remoteBucket opens a fresh prefix on a real MinIO server with the s3 or
 // minio backend.
-func minioBucket(t *testing.T, scheme string) cold.Bucket {
+func remoteBucket(t *testing.T, scheme string) cold.Bucket {
 	m := testutil.StartMinIO(t)
 	b, err := bucketurl.Open(context.Background(), remoteURL(scheme, m, m.Endpoint, "owned"),
 		cold.Options{Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
@@ -35,8 +35,8 @@ func TestOnePrefixOneWriter(t *testing.T) {
 		open func(t *testing.T) cold.Bucket
 	}{
 		{"file", newFileBucket},
-		{"s3", func(t *testing.T) cold.Bucket { return minioBucket(t, "s3") }},
-		{"minio", func(t *testing.T) cold.Bucket { return minioBucket(t, "minio") }},
+		{"s3", func(t *testing.T) cold.Bucket { return remoteBucket(t, "s3") }},
+		{"minio", func(t *testing.T) cold.Bucket { return remoteBucket(t, "minio") }},
 	} {
 		t.Run(bk.name, func(t *testing.T) {
 			ctx := context.Background()

@@ -81,7 +81,7 @@ func TestRestoreAfterCrashNeverReusesOffsets(t *testing.T) {
 					t.Fatal(err)
 				}
 
-				e2 := newEnv(t, bucket, t.TempDir())
+				e2 := restoreEnv(t, bucket, t.TempDir())
 				p2 := e2.open("t", 0, true)
 				defer p2.Close()
 				if p2.EndOffset() < uploaded {
