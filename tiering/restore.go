@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -48,12 +49,16 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 	adopted := 0
 	for len(byBase[end]) > 0 {
 		keys := byBase[end]
-		delete(byBase, end)
 		slices.Sort(keys)
 		var seg RemoteSegment
 		found := false
 		for _, key := range keys {
 			if seg, err = p.inspect(ctx, key); err != nil {
+				if !unusable(err) {
+					// The bucket failed, not the object: carrying on would
+					// give the object's offsets to new records.
+					return nil, 0, false, err
+				}
 				p.logger.Warn("restore: segment object past the manifest does not verify; not adopted", "key", key, "err", err)
 				continue
 			}
@@ -63,8 +68,9 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 			}
 		}
 		if !found {
-			break
+			break // the objects stay in byBase: new offsets start past them
 		}
+		delete(byBase, end)
 		m.Segments = append(m.Segments, seg)
 		end = seg.NextOffset
 		adopted++
@@ -80,8 +86,12 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 		ok = true
 		for _, key := range keys {
 			seen := base + 1
-			if seg, err := p.inspect(ctx, key); err == nil {
+			seg, err := p.inspect(ctx, key)
+			switch {
+			case err == nil:
 				seen = max(seen, seg.NextOffset)
+			case !unusable(err):
+				return nil, 0, false, err
 			}
 			next = max(next, seen)
 		}
@@ -99,6 +109,13 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 	return m, next, ok, nil
 }
 
+// unusable reports whether inspect failed on the object itself (corrupt,
+// not a segment of this key, gone) rather than on the bucket: only then may
+// a restore go on without it.
+func unusable(err error) bool {
+	return errors.Is(err, cold.ErrCorruptObject) || errors.Is(err, cold.ErrNotFound)
+}
+
 // inspect reads a segment object's footer and digest, checks the footer
 // matches the key, and returns it as a committed manifest entry.
 func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, error) {
@@ -112,7 +129,7 @@ func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, err
 		return RemoteSegment{}, err
 	}
 	if f.BaseOffset != base {
-		return RemoteSegment{}, fmt.Errorf("tiering: %s: footer says base offset %d, the key %d", key, f.BaseOffset, base)
+		return RemoteSegment{}, fmt.Errorf("tiering: %s: footer says base offset %d, the key %d: %w", key, f.BaseOffset, base, cold.ErrCorruptObject)
 	}
 	h := sha256.New()
 	err := retry(ctx, func() error {
