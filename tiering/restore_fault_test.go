@@ -90,3 +90,43 @@ func TestRestoreThroughFaultsNeverReusesOffsets(t *testing.T) {
 	start := p2.StartOffset()
 	checkRecords(t, readAll(t, p2, start), start, uploaded)
 }
+
+// A crash between an upload's commit reaching the bucket (commitDurable
+// copies the manifest there first) and the local manifest being saved
+// leaves the bucket's newest manifest naming a verified object while the
+// local one still says copy_started. The restart's sweep must not delete
+// that object: the bucket says it is committed, and a node that loses its
+// disk afterwards restores from that manifest.
+func TestRestartKeepsObjectTheBucketCommitted(t *testing.T) {
+	bucket := newFileBucket(t)
+	e := newEnv(t, bucket, t.TempDir())
+	p := e.open("t", 0, true)
+	entry, b := uploadUncommitted(t, e, p)
+	m := p.Manifest()
+	m.replace(entry)
+	m.Version++
+	if err := p.putManifestCopy(context.Background(), m); err != nil { // commitDurable's first step
+		t.Fatal(err)
+	}
+	uploaded := b.s.NextOffset
+	p.Close() // the crash: the local manifest still says copy_started
+
+	e2 := newEnv(t, bucket, e.dataDir) // the restart, same disk
+	p2 := e2.open("t", 0, true)
+	if err := e2.daemon.cleanup(context.Background(), p2); err != nil { // the start-up sweep
+		t.Fatal(err)
+	}
+	if _, err := bucket.Attributes(context.Background(), entry.Key); err != nil {
+		t.Errorf("the start-up sweep deleted %s, which the bucket's manifest version %d commits: %v", entry.Key, m.Version, err)
+	}
+	p2.Close()
+	if err := os.RemoveAll(e.dataDir); err != nil { // then the disk is lost
+		t.Fatal(err)
+	}
+
+	e3 := newEnv(t, bucket, t.TempDir())
+	p3 := e3.open("t", 0, true)
+	defer p3.Close()
+	start := p3.StartOffset()
+	checkRecords(t, readAll(t, p3, start), start, uploaded)
+}
