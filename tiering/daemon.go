@@ -1,6 +1,7 @@
 package tiering
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -526,7 +528,8 @@ func (d *Daemon) cleanupAll(ctx context.Context) {
 	}
 }
 
-// cleanup withdraws copy_started entries left by a crash (their objects
+// cleanup commits copy_started entries left by a crash whose objects were
+// uploaded whole (adoptFinished) and withdraws the rest (their objects
 // become orphans), then deletes every object under the partition's prefix
 // that the manifest does not name: segment objects of failed attempts and
 // manifest copies older than the last two. It also aborts the partition's
@@ -539,6 +542,10 @@ func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 	}
 	m := p.Manifest()
 	ab, canAbort := d.store.Bucket.(cold.MultipartAborter)
+	if err := d.adoptFinished(ctx, p, m); err != nil {
+		return err
+	}
+	m = p.Manifest()
 	var stale []string
 	for _, s := range m.Segments {
 		if s.State == CopyStarted {
@@ -602,6 +609,60 @@ func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 		if n > 0 {
 			d.opts.Logger.Info("aborted stale multipart uploads", "prefix", prefix, "count", n)
 		}
+	}
+	return nil
+}
+
+// adoptFinished commits the copy_started attempts whose object is in the
+// bucket, whole and holding what the entry announced: the crash came after
+// the upload, perhaps after its commit reached the bucket's manifest copy
+// (commitDurable writes there first). Withdrawing such an attempt would
+// delete an object the bucket says is committed, and a node that then lost
+// its disk would restore a manifest naming a missing object. Attempts are
+// adopted in offset order from the end of the committed ones, so committed
+// segments never overlap. A bucket error stops the sweep: nothing is
+// withdrawn on a guess.
+func (d *Daemon) adoptFinished(ctx context.Context, p *Partition, m *Manifest) error {
+	var started []RemoteSegment
+	for _, s := range m.Segments {
+		if s.State == CopyStarted {
+			started = append(started, s)
+		}
+	}
+	slices.SortFunc(started, func(a, b RemoteSegment) int { return cmp.Compare(a.BaseOffset, b.BaseOffset) })
+	end := m.uploadedUpTo()
+	var adopt []RemoteSegment
+	for _, s := range started {
+		if s.BaseOffset != end {
+			continue
+		}
+		seg, err := p.inspect(ctx, s.Key)
+		if err != nil {
+			if unusable(err) {
+				continue // never uploaded, or not whole: withdrawn below
+			}
+			return err
+		}
+		if seg.ID != s.ID || seg.BaseOffset != s.BaseOffset || seg.NextOffset != s.NextOffset {
+			continue
+		}
+		adopt = append(adopt, seg)
+		end = seg.NextOffset
+	}
+	if len(adopt) == 0 {
+		return nil
+	}
+	err := p.commitDurable(ctx, func(m *Manifest) {
+		for _, seg := range adopt {
+			m.replace(seg)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, seg := range adopt {
+		d.opts.Logger.Info("committed a segment uploaded before a restart", "topic", p.topic, "partition", p.partition,
+			"key", seg.Key, "base_offset", seg.BaseOffset, "next_offset", seg.NextOffset)
 	}
 	return nil
 }
