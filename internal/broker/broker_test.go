@@ -16,7 +16,12 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if runRestoreChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func open(t *testing.T, dir string) *Broker {
 	t.Helper()
