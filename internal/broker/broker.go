@@ -115,6 +115,10 @@ const (
 
 const topicMetaFile = "topic.json"
 
+// restoreMarkerFile, in the data directory, says a restore of topics from
+// the bucket began and has not finished.
+const restoreMarkerFile = "restore-in-progress"
+
 // Open opens every topic under opts.Dir, recovering each partition log.
 // It locks the data directory first: a second broker on it fails with
 // ErrDirLocked. With a bucket it also claims the bucket prefix, restores
@@ -172,11 +176,22 @@ func (b *Broker) open(ctx context.Context) error {
 		if err := b.openTiering(ctx); err != nil {
 			return err
 		}
-		if len(entries) == 0 {
+		marker := filepath.Join(opts.Dir, restoreMarkerFile)
+		_, statErr := os.Stat(marker)
+		if len(entries) == 0 || statErr == nil {
 			// A node with no topics and a bucket that has some: restore them
-			// (their partitions then restore from their manifests).
+			// (their partitions then restore from their manifests). The
+			// marker makes a restore cut short resume at the next open:
+			// the topics it recorded locally no longer leave the directory
+			// empty.
+			if err := fileutil.WriteFileAtomic(marker, nil, 0o644); err != nil {
+				return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
+			}
 			if err := b.restoreTopics(ctx); err != nil {
 				return err
+			}
+			if err := errors.Join(os.Remove(marker), fileutil.SyncDir(opts.Dir)); err != nil {
+				return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
 			}
 			if entries, err = os.ReadDir(b.topicsDir()); err != nil {
 				return err

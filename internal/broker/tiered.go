@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -53,7 +54,8 @@ func (b *Broker) openTiering(ctx context.Context) error {
 }
 
 // restoreTopics recreates, in an empty data directory, the topics the
-// bucket records.
+// bucket records. Resuming a restore cut short, it keeps the topics it
+// already recorded as they are.
 func (b *Broker) restoreTopics(ctx context.Context) error {
 	ts, err := b.store.Topics(ctx)
 	if err != nil {
@@ -74,6 +76,9 @@ func (b *Broker) restoreTopics(ctx context.Context) error {
 			b.opts.Logger.Info("finishing deletion of topic recorded in the bucket", "topic", t.Name, "bucket", b.opts.Bucket.Name())
 		}
 		dir := b.topicDir(t.Name)
+		if _, err := os.Stat(filepath.Join(dir, topicMetaFile)); err == nil {
+			continue // recorded by the restore a crash cut short
+		}
 		if err := fileutil.MkdirAllDurable(dir); err != nil {
 			return err
 		}
