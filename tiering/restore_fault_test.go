@@ -130,3 +130,37 @@ func TestRestartKeepsObjectTheBucketCommitted(t *testing.T) {
 	start := p3.StartOffset()
 	checkRecords(t, readAll(t, p3, start), start, uploaded)
 }
+
+// The bucket's manifest copy can name an attempt still copy_started: a
+// pass copies the manifest after a restart whose sweep could not withdraw
+// the attempt (the bucket failed) and whose upload retry failed too. If the
+// object of that attempt is whole, it holds acknowledged records; a node
+// that loses its disk then must adopt it (or at least start past it), not
+// give its offsets to new records.
+func TestRestoreAdoptsAttemptTheManifestCopyNames(t *testing.T) {
+	bucket := newFileBucket(t)
+	e := newEnv(t, bucket, t.TempDir())
+	p := e.open("t", 0, true)
+	_, b := uploadUncommitted(t, e, p)
+	if err := e.daemon.copyManifest(context.Background(), p); err != nil { // the end of a pass
+		t.Fatal(err)
+	}
+	uploaded := b.s.NextOffset
+	p.Close()
+	if err := os.RemoveAll(e.dataDir); err != nil { // the disk is lost
+		t.Fatal(err)
+	}
+
+	e2 := newEnv(t, bucket, t.TempDir())
+	p2 := e2.open("t", 0, true)
+	defer p2.Close()
+	if p2.EndOffset() < uploaded {
+		t.Fatalf("restored log ends at %d, but offsets up to %d are in a whole object in the bucket: new records would reuse them", p2.EndOffset(), uploaded-1)
+	}
+	start := p2.StartOffset()
+	checkRecords(t, readAll(t, p2, start), start, uploaded)
+	if err := e2.daemon.cleanup(context.Background(), p2); err != nil { // the start-up sweep
+		t.Fatal(err)
+	}
+	checkRecords(t, readAll(t, p2, start), start, uploaded)
+}
