@@ -31,6 +31,11 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 	if !ok {
 		m = &Manifest{Format: ManifestFormat, Topic: p.topic, Partition: p.partition}
 	}
+	// An attempt the copy still calls copy_started (a pass copied the
+	// manifest while a crash's attempt waited to be withdrawn) may have a
+	// whole object of acknowledged records: judge its object like any
+	// other the manifest does not commit.
+	m.Segments = slices.DeleteFunc(m.Segments, func(s RemoteSegment) bool { return s.State == CopyStarted })
 	named := map[string]bool{}
 	for _, s := range m.Segments {
 		named[s.Key] = true
