@@ -138,7 +138,17 @@ func (l *Log) maintain(now time.Time) {
 // ApplyRetention deletes the oldest sealed segments past retention.ms or
 // beyond retention.bytes, oldest first, never the active segment, and never
 // a segment the deletion guard refuses. It returns how many it deleted.
-func (l *Log) ApplyRetention(now time.Time) int {
+func (l *Log) ApplyRetention(now time.Time) int { return l.applyRetention(now, -1) }
+
+// ShrinkTo deletes the oldest sealed segments, as retention does, until the
+// log's segments hold at most maxBytes, whatever retention keeps: for a
+// caller that must free disk (a tiered log at its local-disk ceiling). The
+// deletion guard still decides which segments may go.
+func (l *Log) ShrinkTo(maxBytes int64) int { return l.applyRetention(time.Now(), max(maxBytes, 0)) }
+
+// applyRetention is ApplyRetention that also deletes while the segments
+// hold more than limit bytes (limit < 0: no such bound).
+func (l *Log) applyRetention(now time.Time, limit int64) int {
 	l.mu.Lock()
 	cfg := l.cfg
 	var total int64
@@ -153,7 +163,8 @@ func (l *Log) ApplyRetention(now time.Time) int {
 		}
 		byTime := cfg.RetentionAge > 0 && s.maxTs >= 0 && now.UnixMilli()-s.maxTs > cfg.RetentionAge.Milliseconds()
 		bySize := cfg.RetentionBytes >= 0 && total-s.size >= cfg.RetentionBytes
-		if !byTime && !bySize {
+		byLimit := limit >= 0 && total > limit
+		if !byTime && !bySize && !byLimit {
 			break
 		}
 		if l.opts.DeletionGuard != nil && !l.opts.DeletionGuard(s.info()) {

@@ -123,6 +123,9 @@ func (d *Daemon) checkDisk() {
 	}
 	d.disk.used.Store(used)
 	d.disk.pending.Store(pending)
+	if freed := d.freeUploaded(parts); freed > 0 {
+		d.disk.used.Add(-freed)
+	}
 	refusing := 0
 	for _, p := range parts {
 		e := p.ceiling()
@@ -146,4 +149,37 @@ func (d *Daemon) checkDisk() {
 	d.m.localPendingBytes.Set(float64(pending))
 	d.m.localMaxBytes.Set(float64(max(d.disk.limit, 0)))
 	d.m.refusing.Set(float64(refusing))
+}
+
+// freeUploaded deletes, at a ceiling, the local copies of segments the
+// bucket already holds, whatever local retention would keep: they are the
+// one thing that frees space without losing a record (reads of them go to
+// the bucket), and keeping them would refuse producers until local
+// retention lets them go - a day by default - although nothing waits for
+// an upload. Only tiered partitions: for the others the deletion guard
+// allows anything. It returns the bytes freed and lowers the partitions'
+// counts.
+func (d *Daemon) freeUploaded(parts []*Partition) int64 {
+	nodeFull := d.disk.limit > 0 && d.disk.used.Load() >= d.disk.limit
+	var freed int64
+	for _, p := range parts {
+		partFull := p.localMax > 0 && p.localUsed.Load() >= p.localMax
+		if (!nodeFull && !partFull) || !p.remoteOn.Load() || p.store == nil {
+			continue
+		}
+		target := int64(0) // at the node's ceiling: every uploaded copy
+		if !nodeFull {
+			target = p.localMax - 1
+		}
+		if p.log.ShrinkTo(target) == 0 {
+			continue
+		}
+		var u int64
+		for _, s := range p.log.Segments() {
+			u += s.Size
+		}
+		freed += p.localUsed.Load() - u
+		p.localUsed.Store(u)
+	}
+	return freed
 }

@@ -51,7 +51,9 @@
 // bytes to running counts that the daemon re-measures every interval on a
 // goroutine of its own (a pass can be stuck retrying a dead bucket); at a
 // ceiling Append returns a retriable *LocalDiskFullError, reads go on, and
-// appends are taken again once uploads and local retention free space.
+// appends are taken again once uploads free space: at a ceiling the daemon
+// deletes local copies of uploaded segments whatever local retention keeps
+// (Log.ShrinkTo; the deletion guard still spares what is not uploaded).
 //
 // # Reads
 //
