@@ -63,7 +63,7 @@ func TestRestoreThroughFaultsNeverReusesOffsets(t *testing.T) {
 	// Every GET of a segment object fails for as long as one restore
 	// retries it (defaultBackoff: 6 tries), then the bucket is well again.
 	h := proxy.Add(faultproxy.Rule{Method: "GET", PathContains: ".seg", Fault: faultproxy.Error, Status: 503, Times: defaultBackoff.Attempts})
-	e2 := newEnv(t, bucket, t.TempDir())
+	e2 := restoreEnv(t, bucket, t.TempDir())
 	p2, err := OpenPartition(context.Background(), PartitionOptions{
 		Dir: e2.dataDir + "/t/0", Topic: "t", Hot: hotConfig(),
 		Store: e2.store, Reader: e2.reader, Remote: true, Retention: Retention{Bytes: -1},
@@ -124,7 +124,7 @@ func TestRestartKeepsObjectTheBucketCommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e3 := newEnv(t, bucket, t.TempDir())
+	e3 := restoreEnv(t, bucket, t.TempDir())
 	p3 := e3.open("t", 0, true)
 	defer p3.Close()
 	start := p3.StartOffset()
@@ -151,7 +151,7 @@ func TestRestoreAdoptsAttemptTheManifestCopyNames(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e2 := newEnv(t, bucket, t.TempDir())
+	e2 := restoreEnv(t, bucket, t.TempDir())
 	p2 := e2.open("t", 0, true)
 	defer p2.Close()
 	if p2.EndOffset() < uploaded {

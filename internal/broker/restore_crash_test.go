@@ -33,7 +33,7 @@ func runRestoreChild() bool {
 		os.Exit(3)
 	}
 	logger := slog.New(&killAfter{n: 3, msg: "restoring topic from the bucket"})
-	if _, err := Open(context.Background(), Options{Dir: dir, Bucket: bk, Logger: logger}); err != nil {
+	if _, err := Open(context.Background(), Options{Dir: dir, Bucket: bk, Logger: logger, Takeover: true}); err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(4)
 	}
@@ -72,7 +72,7 @@ func TestRestoreResumesAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := tiering.OpenStore(context.Background(), bk, t.TempDir()) // the node that wrote the bucket
+	store, err := tiering.OpenStore(context.Background(), bk, t.TempDir(), tiering.StoreOptions{}) // the node that wrote the bucket
 	if err != nil {
 		t.Fatal(err)
 	}
