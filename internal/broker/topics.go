@@ -159,11 +159,14 @@ func (b *Broker) create(op *pendingTopic) (*topic, error) {
 		b.abortCreate(op, err)
 		return nil, err
 	}
+	// Into the daemon before the topic is visible: a delete can only find
+	// it after this, so its Remove always follows the Add (the other way
+	// round, the daemon would keep a deleted partition for ever).
+	b.addToDaemon(t)
 	b.mu.Lock()
 	b.topics[name] = t
 	delete(b.pending, name)
 	b.mu.Unlock()
-	b.addToDaemon(t)
 	return t, nil
 }
 
