@@ -164,6 +164,12 @@ func ParseTopicConfig(base TopicConfig, kv map[string]string) (TopicConfig, erro
 			return base, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, k, err)
 		}
 	}
+	// The active segment alone may fill a smaller ceiling, and it rolls
+	// (so it can be uploaded and the space freed) only at segment.ms:
+	// producers would be refused for that long.
+	if c.LocalDiskMaxBytes >= 0 && c.LocalDiskMaxBytes < 2*c.SegmentBytes {
+		return base, fmt.Errorf("%w: local.disk.max.bytes %d: must be -1 or at least twice segment.bytes (%d), or the active segment alone could fill it", ErrInvalidConfig, c.LocalDiskMaxBytes, 2*c.SegmentBytes)
+	}
 	return c, nil
 }
 

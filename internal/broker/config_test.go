@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +84,28 @@ func TestHugeRetentionConvertsWithoutWrapping(t *testing.T) {
 	}
 	if _, err := ParseTopicConfig(DefaultTopicConfig(), map[string]string{"retention.ms": "9223372036854775808"}); err == nil {
 		t.Error("a retention.ms past Long.MAX_VALUE was accepted")
+	}
+}
+
+// A partition ceiling the active segment alone could fill would refuse
+// producers until segment.ms rolls it: refused at create.
+func TestLocalDiskMaxBytesAtLeastTwoSegments(t *testing.T) {
+	base := DefaultTopicConfig()
+	for _, tc := range []struct {
+		kv map[string]string
+		ok bool
+	}{
+		{map[string]string{"segment.bytes": "1048576", "local.disk.max.bytes": "2097151"}, false},
+		{map[string]string{"segment.bytes": "1048576", "local.disk.max.bytes": "0"}, false},
+		{map[string]string{"segment.bytes": "1048576", "local.disk.max.bytes": "2097152"}, true},
+		{map[string]string{"segment.bytes": "1048576", "local.disk.max.bytes": "-1"}, true},
+	} {
+		_, err := ParseTopicConfig(base, tc.kv)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: err %v, want ok=%v", tc.kv, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "twice segment.bytes") {
+			t.Errorf("%v: error %q does not say why", tc.kv, err)
+		}
 	}
 }
