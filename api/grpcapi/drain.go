@@ -10,26 +10,31 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
-
-	"github.com/tierlog/tierlog/api/tierlogv1"
 )
 
-// streamingMethods never finish on their own: a follow stream waits for
-// records, a health Watch for status changes. Shutdown cuts them; every
-// other RPC is drained (a Produce cut half way would be retried by its
-// client and could store its records twice).
-var streamingMethods = map[string]bool{
-	tierlogv1.TierLog_FetchStream_FullMethodName: true,
-	"/grpc.health.v1.Health/Watch":               true,
-}
-
-// drainTracker counts RPCs that shutdown must let finish. The count goes
-// up in the tap handle, which the transport calls when a request's headers
-// arrive and before its handler is scheduled, so an RPC that has started
-// to run is always counted; it goes down at the RPC's stats End event.
-// Once shutdown begins the tap refuses new RPCs (UNAVAILABLE, which clients
+// drainTracker counts RPCs that shutdown must let finish: the unary ones
+// (a Produce cut half way would be retried by its client and could store
+// its records twice). Streams are not counted: a follow stream waits for
+// records, a health Watch for status changes, and Stop cuts them.
+//
+// The count goes up in the tap handle, which the transport calls when a
+// request's headers arrive and before its handler is scheduled, so an RPC
+// that has started to run is always counted; it goes down at the RPC's
+// stats End event. Only RPCs that will get an End event may be counted:
+// gRPC runs no handler and reports no End for an unknown service or method
+// (it answers UNIMPLEMENTED itself) nor for a request whose deadline has
+// already passed, so the tap counts only the unary methods registered on
+// the grpc.Server and lets expired requests through uncounted. Once
+// shutdown begins the tap refuses new RPCs (UNAVAILABLE, which clients
 // retry elsewhere or later), so the count can only fall.
 type drainTracker struct {
+	// services returns the grpc.Server's services; it is read once, at the
+	// first RPC, when every service has been registered (gRPC refuses
+	// registrations after Serve).
+	services  func() map[string]grpc.ServiceInfo
+	unaryOnce sync.Once
+	unary     map[string]bool // full method names of the unary methods
+
 	mu       sync.Mutex
 	closing  bool
 	inFlight int
@@ -38,13 +43,30 @@ type drainTracker struct {
 
 type drainedKey struct{}
 
-func newDrainTracker() *drainTracker {
-	return &drainTracker{idle: make(chan struct{})}
+func newDrainTracker(services func() map[string]grpc.ServiceInfo) *drainTracker {
+	return &drainTracker{services: services, idle: make(chan struct{})}
+}
+
+// isUnary says whether gRPC will run a unary handler for method.
+func (d *drainTracker) isUnary(method string) bool {
+	d.unaryOnce.Do(func() {
+		d.unary = make(map[string]bool)
+		for svc, info := range d.services() {
+			for _, m := range info.Methods {
+				if !m.IsClientStream && !m.IsServerStream {
+					d.unary["/"+svc+"/"+m.Name] = true
+				}
+			}
+		}
+	})
+	return d.unary[method]
 }
 
 // tap is a tap.ServerInHandle.
 func (d *drainTracker) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if streamingMethods[info.FullMethodName] {
+	if !d.isUnary(info.FullMethodName) || ctx.Err() != nil {
+		// A stream (Stop cuts it), or an RPC gRPC answers without a handler
+		// (no End event would take it off the count).
 		return ctx, nil
 	}
 	d.mu.Lock()

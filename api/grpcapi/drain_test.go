@@ -42,6 +42,18 @@ func TestStopNotHeldByRPCsThatNeverRan(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Draining still covers the unary methods.
+	for _, m := range []string{tierlogv1.TierLog_Produce_FullMethodName, tierlogv1.TierLog_Fetch_FullMethodName, healthpb.Health_Check_FullMethodName} {
+		if !e.srv.drain.isUnary(m) {
+			t.Errorf("%s is not drained on Stop", m)
+		}
+	}
+	for _, m := range []string{tierlogv1.TierLog_FetchStream_FullMethodName, healthpb.Health_Watch_FullMethodName} {
+		if e.srv.drain.isUnary(m) {
+			t.Errorf("stream %s is waited for on Stop", m)
+		}
+	}
+
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -53,6 +54,9 @@ type Server struct {
 	close   context.CancelFunc
 	// drain counts the RPCs Stop lets finish.
 	drain *drainTracker
+	// grpc is the server Register registered s on; drain asks it which
+	// methods are unary.
+	grpc atomic.Pointer[grpc.Server]
 	// budget holds the bytes of fetch responses in flight; see reserve.
 	budget     *semaphore.Weighted
 	budgetSize int64
@@ -73,8 +77,15 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 	if size <= 0 {
 		size = DefaultFetchBudget
 	}
-	return &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut, drain: newDrainTracker(),
+	s := &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut,
 		budget: semaphore.NewWeighted(size), budgetSize: size}
+	s.drain = newDrainTracker(func() map[string]grpc.ServiceInfo {
+		if g := s.grpc.Load(); g != nil {
+			return g.GetServiceInfo()
+		}
+		return nil
+	})
+	return s
 }
 
 // ServerOptions are the options the grpc.Server that s is registered on
@@ -99,8 +110,10 @@ func (s *Server) Close() {
 	s.close()
 }
 
-// Register registers the TierLog service on g.
+// Register registers the TierLog service on g, which must have been
+// created with ServerOptions.
 func (s *Server) Register(g *grpc.Server) {
+	s.grpc.Store(g)
 	tierlogv1.RegisterTierLogServer(g, s)
 }
 
