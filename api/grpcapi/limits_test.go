@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/internal/batch"
 )
 
 // rawCodec sends pre-encoded request bytes as they are, so a test can send
@@ -70,5 +71,40 @@ func TestProduceCheckedBeforeDecoding(t *testing.T) {
 	// A request within the limits still works.
 	if _, err := e.c.Produce(context.Background(), &tierlogv1.ProduceRequest{Topic: "t", Records: []*tierlogv1.Record{{Value: []byte("v")}}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProduceCheckDoesNotOversizeHeaders: the pre-decoding check sizes a
+// request's records from their wire bytes; it must not count more than
+// the batch will hold, or it refuses a valid request. A record of 200,000
+// small headers builds a batch of ~800 KB, within the default
+// max.message.bytes, but its headers take twice that on the wire (tags and
+// lengths of each Header message).
+func TestProduceCheckDoesNotOversizeHeaders(t *testing.T) {
+	e := newEnv(t)
+	e.createTopic(t, "t", 1, nil)
+	const n = 200_000
+	hdrs := make([]*tierlogv1.Header, n)
+	bhdrs := make([]batch.RecordHeader, n)
+	for i := range hdrs {
+		hdrs[i] = &tierlogv1.Header{Key: "k", Value: []byte("v")}
+		bhdrs[i] = batch.RecordHeader{Key: "k", Value: []byte("v")}
+	}
+	built, err := batch.Build([]batch.Record{{Timestamp: 1, Value: []byte("v"), Headers: bhdrs}}, batch.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxMessageBytes = 1048588 // the default
+	if len(built) > maxMessageBytes {
+		t.Fatalf("test batch is %d bytes, want at most %d", len(built), maxMessageBytes)
+	}
+	_, err = e.c.Produce(context.Background(), &tierlogv1.ProduceRequest{Topic: "t", Partition: new(int32),
+		Records: []*tierlogv1.Record{{TimestampMs: 1, Value: []byte("v"), Headers: hdrs}}})
+	if err != nil {
+		t.Fatalf("produce of one record whose batch is %d bytes (max.message.bytes %d): %v", len(built), maxMessageBytes, err)
+	}
+	f := e.fetch(t, &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: 64 << 20})
+	if len(f.Records) != 1 || len(f.Records[0].Headers) != n {
+		t.Fatalf("fetched %d records, want 1 with %d headers", len(f.Records), n)
 	}
 }
