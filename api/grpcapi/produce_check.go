@@ -94,30 +94,55 @@ func scanProduce(b []byte) (produceShape, error) {
 	return sh, nil
 }
 
-// payloadBytes is the key, value and header bytes of one wire Record.
+// payloadBytes is a lower bound of what one wire Record adds to a batch
+// beyond minRecordBytes: its key and value bytes and, for each header, its
+// key and value bytes and their two lengths. As proto decoding does, the
+// last of a repeated key or value counts. It must not count more than the
+// batch holds (the proto tags and lengths of a Header are twice the batch
+// bytes of a small one), or checkProduce refuses valid requests.
 func payloadBytes(rec []byte) int64 {
-	var total int64
-	for len(rec) > 0 {
-		num, typ, n := protowire.ConsumeTag(rec)
+	var key, value, headers int64
+	eachBytesField(rec, func(num protowire.Number, v []byte) {
+		switch num {
+		case 3:
+			key = int64(len(v))
+		case 4:
+			value = int64(len(v))
+		case 5:
+			var hk, hv int64
+			eachBytesField(v, func(num protowire.Number, v []byte) {
+				switch num {
+				case 1:
+					hk = int64(len(v))
+				case 2:
+					hv = int64(len(v))
+				}
+			})
+			headers += 2 + hk + hv
+		}
+	})
+	return key + value + headers
+}
+
+// eachBytesField calls f with each length-delimited field of the message
+// b, stopping at the first malformed field (proto decoding reports it).
+func eachBytesField(b []byte, f func(protowire.Number, []byte)) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return total
+			return
 		}
-		rec = rec[n:]
-		m := protowire.ConsumeFieldValue(num, typ, rec)
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
-			return total
+			return
 		}
-		switch {
-		case (num == 3 || num == 4) && typ == protowire.BytesType:
-			v, _ := protowire.ConsumeBytes(rec)
-			total += int64(len(v))
-		case num == 5 && typ == protowire.BytesType:
-			v, _ := protowire.ConsumeBytes(rec)
-			total += 2 + int64(len(v)) // lengths of key and value plus their bytes, about
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b)
+			f(num, v)
 		}
-		rec = rec[m:]
+		b = b[m:]
 	}
-	return total
 }
 
 // checkProduce refuses a request from its shape, before its records are
