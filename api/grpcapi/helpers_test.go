@@ -37,6 +37,13 @@ func newEnv(tb testing.TB) *testEnv {
 // newEnvWith is newEnv with the broker's options (a bucket, tiering).
 func newEnvWith(tb testing.TB, opts broker.Options) *testEnv {
 	tb.Helper()
+	return newEnvServer(tb, opts, Options{})
+}
+
+// newEnvServer is newEnvWith with the server's options too (its Logger is
+// replaced).
+func newEnvServer(tb testing.TB, opts broker.Options, sopts Options) *testEnv {
+	tb.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -49,7 +56,8 @@ func newEnvWith(tb testing.TB, opts broker.Options) *testEnv {
 		b.Close()
 		tb.Fatalf("listen: %v", err)
 	}
-	srv := NewServer(b, Options{Logger: slog.New(slog.DiscardHandler)})
+	sopts.Logger = slog.New(slog.DiscardHandler)
+	srv := NewServer(b, sopts)
 	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(80<<20))...)
 	srv.Register(g)
 	hs := RegisterHealth(g)

@@ -1,0 +1,65 @@
+package grpcapi
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/broker"
+)
+
+// produceMiB appends n batches of one 1000 KiB record to t/0.
+func produceMiB(t *testing.T, e *testEnv, n int) {
+	t.Helper()
+	for i := range n {
+		b, err := batch.Build([]batch.Record{{Timestamp: 1, Value: bytes.Repeat([]byte{byte('a' + i%26)}, 1000<<10)}}, batch.BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.produce(t, &tierlogv1.ProduceRequest{Topic: "t", Partition: new(int32), Batch: b})
+	}
+}
+
+// TestStalledStreamDoesNotStarveOtherFetches: the fetch budget gives a
+// slow consumer back-pressure; it must not stop every other client. One
+// client opens a stream (max_bytes within the API's range) and stops
+// reading; another client's small fetch must still be served.
+func TestStalledStreamDoesNotStarveOtherFetches(t *testing.T) {
+	const budget = 16 << 20
+	e := newEnvServer(t, broker.Options{Dir: t.TempDir(), Defaults: broker.DefaultTopicConfig()}, Options{FetchBudgetBytes: budget})
+	e.createTopic(t, "t", 1, nil)
+	// 40 MiB: more than a stalled client's transport absorbs, so the
+	// stream ends up blocked in Send.
+	produceMiB(t, e, 40)
+
+	stalled, err := grpc.NewClient(e.conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(128<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := tierlogv1.NewTierLogClient(stalled).FetchStream(ctx, &tierlogv1.FetchStreamRequest{
+		Fetch: &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: 8 << 20, Raw: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil { // the stream runs; now its client stops reading
+		t.Fatal(err)
+	}
+
+	fctx, fcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer fcancel()
+	if _, err := e.c.Fetch(fctx, &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: 1 << 10, Raw: true}); err != nil {
+		t.Fatalf("a 1 KiB fetch while another client's stream (max_bytes 8 MiB) is stalled: %v "+
+			"(the stalled stream holds the whole %d MiB fetch budget for as long as its client does not read)", err, budget>>20)
+	}
+}
