@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"bytes"
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -61,5 +62,45 @@ func TestStalledStreamDoesNotStarveOtherFetches(t *testing.T) {
 	if _, err := e.c.Fetch(fctx, &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: 1 << 10, Raw: true}); err != nil {
 		t.Fatalf("a 1 KiB fetch while another client's stream (max_bytes 8 MiB) is stalled: %v "+
 			"(the stalled stream holds the whole %d MiB fetch budget for as long as its client does not read)", err, budget>>20)
+	}
+}
+
+// TestDecodedFetchOfCompressedBatchStaysInBudget: a decoded fetch takes
+// 2 x max_bytes of the fetch budget, so what it allocates must stay near
+// that. A stored zstd batch (under 1 MiB, within max.message.bytes and the
+// record limit) whose records section is 50 MiB is decompressed whole by
+// every decoded fetch of it, however small its max_bytes: 100 concurrent
+// fetches of 1 KiB each hold 5 GB while the budget counts 200 KiB.
+func TestDecodedFetchOfCompressedBatchStaysInBudget(t *testing.T) {
+	e := newEnvServer(t, broker.Options{Dir: t.TempDir(), Defaults: broker.DefaultTopicConfig()}, Options{FetchBudgetBytes: 16 << 20})
+	e.createTopic(t, "t", 1, nil)
+	const n, size = 100_000, 500
+	recs := make([]batch.Record, n)
+	v := bytes.Repeat([]byte{'x'}, size)
+	for i := range recs {
+		recs[i] = batch.Record{Offset: int64(i), Timestamp: 1, Value: v}
+	}
+	b, err := batch.Build(recs, batch.BuildOptions{Codec: batch.Zstd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("zstd batch of %d records of %d bytes: %d bytes", n, size, len(b))
+	e.produce(t, &tierlogv1.ProduceRequest{Topic: "t", Partition: new(int32), Batch: b})
+	recs, b = nil, nil
+
+	const maxBytes = 1 << 10
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f := e.fetch(t, &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: maxBytes, MaxRecords: 1})
+	runtime.ReadMemStats(&after)
+	if len(f.Records) != 1 {
+		t.Fatalf("got %d records, want 1", len(f.Records))
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("decoded fetch of 1 record (max_bytes %d) allocated %d KiB", maxBytes, alloc>>10)
+	if alloc > 8<<20 {
+		t.Errorf("decoded fetch of 1 record with max_bytes %d took %d bytes of fetch budget but allocated %d MiB: "+
+			"the compressed batch is decompressed whole outside the budget", maxBytes, 2*maxBytes, alloc>>20)
 	}
 }
