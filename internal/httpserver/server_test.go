@@ -167,3 +167,41 @@ func TestConnectionLimitAndIdleTimeout(t *testing.T) {
 		t.Fatalf("/healthz after idle connections were closed: %v", err)
 	}
 }
+
+// TestHealthzNotLockedOutByIdleConnections: the connection cap protects
+// descriptors; it must not let idle keep-alive connections (a scraper's or
+// any client's pool) lock the liveness probe out until they time out
+// (conn_idle_timeout, 5 minutes by default; a kubelet restarts the node
+// after a few failed probes). At the cap, an idle connection should give
+// way to a new one.
+func TestHealthzNotLockedOutByIdleConnections(t *testing.T) {
+	srv, err := Listen("127.0.0.1:0", Options{MaxConns: 2, IdleTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	defer func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		<-served
+	}()
+	// Two pooled clients, each with one idle keep-alive connection.
+	for i := range 2 {
+		c := &http.Client{Transport: &http.Transport{}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("http://" + srv.Addr().String() + "/metrics")
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := probe.Get("http://" + srv.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("/healthz while two idle keep-alive connections fill the cap: %v", err)
+	}
+	resp.Body.Close()
+}
