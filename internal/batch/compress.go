@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
@@ -341,31 +342,47 @@ func snappyBlock(dst, block []byte, limit int) ([]byte, error) {
 // producer make every append allocate that much. Malformed framing is left
 // to the decoder, which reports it.
 func zstdFramesFit(data []byte, limit int) error {
-	declared := uint64(0)
+	if declared, _ := zstdFrames(data); declared > uint64(limit) {
+		return fmt.Errorf("%w: zstd frames declare %d bytes of content, more than the %d allowed", ErrTooLarge, declared, limit)
+	}
+	return nil
+}
+
+// zstdFrames walks the frame headers of a zstd payload and returns the sum
+// of the content sizes they declare (saturating) and the largest window a
+// decoder needs for them (a single-segment frame's window is its content
+// size). It stops at the first malformed frame: the decoder reports that.
+func zstdFrames(data []byte) (declared, window uint64) {
 	for rest := data; len(rest) > 0; {
 		var h zstd.Header
 		body, err := h.DecodeAndStrip(rest)
 		if err != nil {
-			return nil // not a frame header: the decoder says what is wrong
+			return declared, window
 		}
 		if h.Skippable {
 			if uint64(h.SkippableSize) > uint64(len(body)) {
-				return nil
+				return declared, window
 			}
 			rest = body[h.SkippableSize:]
 			continue
 		}
 		if h.HasFCS {
-			declared += h.FrameContentSize
-			if h.FrameContentSize > uint64(limit) || declared > uint64(limit) {
-				return fmt.Errorf("%w: zstd frames declare %d bytes of content, more than the %d allowed", ErrTooLarge, declared, limit)
+			if h.FrameContentSize > math.MaxUint64-declared {
+				declared = math.MaxUint64
+			} else {
+				declared += h.FrameContentSize
 			}
 		}
+		if h.SingleSegment {
+			window = max(window, h.FrameContentSize)
+		} else {
+			window = max(window, h.WindowSize)
+		}
 		if rest = skipZstdBlocks(body, h.HasCheckSum); rest == nil {
-			return nil
+			return declared, window
 		}
 	}
-	return nil
+	return declared, window
 }
 
 // skipZstdBlocks returns what follows the blocks (and checksum) of the frame

@@ -69,6 +69,7 @@ func FuzzDecode(f *testing.F) {
 
 func checkDecode(t *testing.T, opts DecodeOptions, data []byte) {
 	h, recs, err := opts.Decode(data)
+	checkEach(t, opts, data, recs, err)
 	if err != nil {
 		if recs != nil {
 			t.Fatalf("records returned with error %v", err)

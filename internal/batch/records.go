@@ -2,7 +2,9 @@ package batch
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 )
 
@@ -104,7 +106,7 @@ func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
 // uncompressed records section. See walkRecords for what it checks.
 func parseRecords(h Header, raw []byte) ([]Record, error) {
 	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
-	_, err := walkRecords(h, raw, false, func(r Record) bool {
+	_, err := walkRecords(h, &sectionSource{raw: raw}, false, func(r Record) bool {
 		recs = append(recs, r)
 		return true
 	})
@@ -114,8 +116,38 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 	return recs, nil
 }
 
-// walkRecords walks the h.NumRecords records framed in raw, the uncompressed
-// records section, and checks what Kafka's own reader checks: each record's
+// recordSource hands walkRecords the framed records of a records section
+// one at a time: an uncompressed section in memory (sectionSource) or a
+// compressed one decompressed as it is read (streamSource).
+type recordSource interface {
+	// next returns the body of the next record (the bytes after its
+	// length) and the width of its length varint, or io.EOF at the end of
+	// the section. A length that runs past the section is errOverrun. The
+	// body stays valid until the next call.
+	next() (body []byte, w int, err error)
+}
+
+// errOverrun is a record length that runs past the records section.
+var errOverrun = errors.New("length overruns the records section")
+
+// sectionSource is a recordSource over an uncompressed records section.
+type sectionSource struct{ raw []byte }
+
+func (s *sectionSource) next() ([]byte, int, error) {
+	if len(s.raw) == 0 {
+		return nil, 0, io.EOF
+	}
+	l, w := binary.Varint(s.raw)
+	if w <= 0 || l < 0 || l > int64(len(s.raw)-w) {
+		return nil, w, errOverrun
+	}
+	body := s.raw[w : w+int(l)]
+	s.raw = s.raw[w+int(l):]
+	return body, w, nil
+}
+
+// walkRecords walks the h.NumRecords records that src frames, the
+// uncompressed records section, and checks what Kafka's own reader checks: each record's
 // fields fill exactly its declared length, lengths are in range, header keys
 // are not null, and the section holds exactly the records the header counts.
 // It also requires offset deltas to increase and stay within the batch's
@@ -132,25 +164,31 @@ func parseRecords(h Header, raw []byte) ([]Record, error) {
 // yield it only checks, allocating nothing per record (the append path).
 // It returns the largest timestamp delta, from which the batch's
 // create-time max timestamp follows.
-func walkRecords(h Header, raw []byte, dense bool, yield func(Record) bool) (int64, error) {
+func walkRecords(h Header, src recordSource, dense bool, yield func(Record) bool) (int64, error) {
 	var arena *[]RecordHeader
 	if yield != nil {
 		arena = new([]RecordHeader)
 	}
 	lastDelta, maxTsDelta := int64(-1), int64(math.MinInt64)
 	n := 0
-	for ; len(raw) > 0; n++ {
+	for ; ; n++ {
+		body, w, err := src.next()
+		if err == io.EOF {
+			break
+		}
 		if n == int(h.NumRecords) {
 			return 0, fmt.Errorf("%w: records section holds more than the %d records the header counts", ErrCorrupt, h.NumRecords)
 		}
-		l, w := binary.Varint(raw)
 		if dense && w > maxVarint32Len {
 			return 0, fmt.Errorf("%w: record %d: length takes %d varint bytes, Kafka reads at most %d", ErrCorrupt, n, w, maxVarint32Len)
 		}
-		if w <= 0 || l < 0 || l > int64(len(raw)-w) {
-			return 0, fmt.Errorf("%w: record %d: length overruns the records section", ErrCorrupt, n)
+		if errors.Is(err, errOverrun) {
+			return 0, fmt.Errorf("%w: record %d: %v", ErrCorrupt, n, err)
 		}
-		r, delta, err := parseRecord(raw[w:w+int(l)], arena, dense)
+		if err != nil {
+			return 0, err // the codec's stream failed: already says what and why
+		}
+		r, delta, err := parseRecord(body, arena, dense)
 		if err != nil {
 			return 0, fmt.Errorf("%w: record %d: %s", ErrCorrupt, n, err)
 		}
@@ -162,7 +200,6 @@ func walkRecords(h Header, raw []byte, dense bool, yield func(Record) bool) (int
 		}
 		lastDelta = delta
 		maxTsDelta = max(maxTsDelta, r.Timestamp)
-		raw = raw[w+int(l):]
 		if yield == nil {
 			continue
 		}

@@ -83,7 +83,7 @@ func (o ProduceOptions) CheckProduced(b []byte) (Produced, error) {
 			return p, err
 		}
 	}
-	maxDelta, err := walkRecords(h, raw, true, nil)
+	maxDelta, err := walkRecords(h, &sectionSource{raw: raw}, true, nil)
 	if err != nil {
 		return p, err
 	}
