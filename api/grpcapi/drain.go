@@ -113,14 +113,24 @@ func (d *drainTracker) TagConn(ctx context.Context, _ *stats.ConnTagInfo) contex
 }
 func (d *drainTracker) HandleConn(context.Context, stats.ConnStats) {}
 
+// stopGrace bounds how long Stop lets grpc.Server.GracefulStop run once
+// no unary RPC is left: long enough for the transport to write the answers
+// those RPCs queued (cutting the connections at once drops them, and a
+// client told its stored produce failed retries it and stores it twice),
+// short enough that streams blocked sending to clients that stopped
+// reading, which GracefulStop would wait for, hold the exit only briefly.
+const stopGrace = time.Second
+
 // Stop shuts g down for a process exit: it ends follow streams that wait
 // for records (Close), refuses new RPCs, lets the unary RPCs in flight
-// finish for up to timeout, then closes every connection. Closing the
+// finish for up to timeout, then lets GracefulStop flush their answers and
+// close the connections for up to stopGrace more (it returns at once when
+// no stream is left), and finally closes every connection. Closing the
 // connections is what ends a stream blocked sending to a client that
-// stopped reading: cancelling its context is not enough, because Send waits
-// on the transport's flow control, and grpc.Server.GracefulStop alone would
-// wait for it until the timeout. g must have been created with the options
-// of ServerOptions.
+// stopped reading: cancelling its context is not enough, because Send
+// waits on the transport's flow control, and GracefulStop alone would wait
+// for it until the timeout. g must have been created with the options of
+// ServerOptions.
 func (s *Server) Stop(g *grpc.Server, timeout time.Duration) {
 	start := time.Now()
 	s.Close()
@@ -135,8 +145,17 @@ func (s *Server) Stop(g *grpc.Server, timeout time.Duration) {
 	select {
 	case <-stopped:
 	case <-drained:
-		g.Stop() // only streams are left: cut them
-		<-stopped
+		// Only streams are left, and answers the transport has yet to
+		// write: give GracefulStop a moment to write them, then cut the
+		// streams.
+		grace := time.NewTimer(min(stopGrace, max(0, timeout-time.Since(start))))
+		defer grace.Stop()
+		select {
+		case <-stopped:
+		case <-grace.C:
+			g.Stop()
+			<-stopped
+		}
 	case <-t.C:
 		s.log.Warn("gRPC requests still running after the shutdown timeout; cancelling them", "shutdown_timeout", timeout)
 		g.Stop()

@@ -29,28 +29,6 @@ const (
 	recordOverhead = 160
 )
 
-// need is the fetch budget one response of p takes: the bytes read from
-// the log, plus as much again for decoded records. A response may exceed
-// it by one batch larger than max_bytes.
-func (s *Server) need(p fetchParams) int64 {
-	n := int64(p.maxBytes)
-	if !p.raw {
-		n *= 2
-	}
-	return n
-}
-
-// reserve takes n bytes of the fetch budget, waiting while other responses
-// hold it, and returns the function that gives them back. A request for
-// more than the whole budget takes all of it.
-func (s *Server) reserve(ctx context.Context, n int64) (func(), error) {
-	n = min(n, s.budgetSize)
-	if err := s.budget.Acquire(ctx, n); err != nil {
-		return nil, err
-	}
-	return func() { s.budget.Release(n) }, nil
-}
-
 // fetchParams is a validated fetch request.
 type fetchParams struct {
 	topic      string
@@ -113,14 +91,15 @@ func (s *Server) Fetch(ctx context.Context, req *tierlogv1.FetchRequest) (*tierl
 	if err != nil {
 		return nil, s.statusFor("Fetch", err)
 	}
-	release, err := s.reserve(ctx, s.need(p))
+	p = s.fit(p, 1)
+	h, err := s.reserve(ctx, s.need(p))
 	if err != nil {
 		return nil, s.statusFor("Fetch", err)
 	}
 	// Released when the handler returns: gRPC then encodes the response
 	// and queues it on the connection, which is not counted.
-	defer release()
-	resp, _, err := s.fetchOnce(ctx, p, off, p.maxRecords)
+	defer h.release()
+	resp, _, err := s.fetchOnce(ctx, p, off, p.maxRecords, h)
 	return resp, s.statusFor("Fetch", err)
 }
 
@@ -151,19 +130,22 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 	// one for the response being built and one for the previous, which may
 	// still sit in the connection's buffers when its client reads slowly
 	// (Send returns once the message is queued; the next Send blocks until
-	// it has gone). It takes both at once, so it never waits for budget
-	// while holding some (no deadlock), and gives them back when it is
-	// caught up and waits for records.
-	var release func()
+	// it has gone). Both together take at most one share of the budget
+	// (fit), so a stream whose client stopped reading holds only that. It
+	// takes both at once, so it never waits for budget while holding some
+	// (no deadlock), and gives them back when it is caught up and waits for
+	// records.
+	p = s.fit(p, 2)
+	var h *hold
 	defer func() {
-		if release != nil {
-			release()
+		if h != nil {
+			h.release()
 		}
 	}()
 	var sent int64
 	for {
-		if release == nil {
-			if release, err = s.reserve(ctx, 2*s.need(p)); err != nil {
+		if h == nil {
+			if h, err = s.reserve(ctx, 2*s.need(p)); err != nil {
 				return s.statusFor("FetchStream", err)
 			}
 		}
@@ -173,7 +155,7 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 				per = int(rem)
 			}
 		}
-		resp, n, err := s.fetchOnce(ctx, p, off, per)
+		resp, n, err := s.fetchOnce(ctx, p, off, per, h)
 		if err != nil {
 			return s.statusFor("FetchStream", err)
 		}
@@ -198,8 +180,8 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 		if !req.GetFollow() {
 			return nil
 		}
-		release()
-		release = nil
+		h.release()
+		h = nil
 		if err := s.b.Wait(ctx, p.topic, p.partition, off); err != nil {
 			return s.waitFailed(p, off, err)
 		}
@@ -224,8 +206,9 @@ func (s *Server) waitFailed(p fetchParams, off int64, err error) error {
 // fetchOnce reads batches at off and fills one response with at most limit
 // records (0: no limit) and about p.maxBytes bytes. It returns the number of
 // records at or above off that the response carries (in raw mode, counted
-// from the batches' offset ranges).
-func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit int) (*tierlogv1.FetchResponse, int, error) {
+// from the batches' offset ranges). Decoding a compressed batch takes its
+// decoder's memory from the fetch budget on top of h while it runs.
+func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit int, h *hold) (*tierlogv1.FetchResponse, int, error) {
 	res, err := s.b.Fetch(ctx, p.topic, p.partition, off, p.maxBytes)
 	if err != nil {
 		return nil, 0, err
@@ -242,8 +225,8 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 	}
 	n, size := 0, 0
 	for buf := res.Records; len(buf) > 0; {
-		h, err := batch.Peek(buf)
-		if err == nil && h.Size() > len(buf) {
+		bh, err := batch.Peek(buf)
+		if err == nil && bh.Size() > len(buf) {
 			err = batch.ErrShortBatch
 		}
 		if err != nil {
@@ -252,25 +235,40 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 			}
 			break // serve what was readable; the next fetch reports the failure
 		}
-		whole := buf[:h.Size()]
-		buf = buf[h.Size():]
-		if h.NextOffset() <= off {
+		whole := buf[:bh.Size()]
+		buf = buf[bh.Size():]
+		if bh.NextOffset() <= off {
 			continue // wholly below the requested offset
 		}
 		if p.raw {
 			resp.Batches = append(resp.Batches, whole)
-			n += int(h.NextOffset() - max(h.BaseOffset, off))
-			resp.NextOffset = h.NextOffset()
+			n += int(bh.NextOffset() - max(bh.BaseOffset, off))
+			resp.NextOffset = bh.NextOffset()
 			if limit > 0 && n >= limit {
 				break
 			}
 			continue
 		}
 		full := false
-		if !h.Control() { // transaction markers are not user records
-			// Records of a compressed batch alias its decompressed section:
-			// copy them so a response does not keep all of it alive.
-			compressed := h.Codec() != batch.None
+		if !bh.Control() { // transaction markers are not user records
+			// Records of a compressed batch alias the decoder's buffer:
+			// copy them. The decoder's memory comes from the budget; when
+			// it is not free at once and the response already has
+			// records, the response ends here rather than wait holding
+			// them.
+			compressed := bh.Codec() != batch.None
+			var took int64
+			if compressed {
+				mem := int64(batch.EachMemory(whole))
+				if n > 0 {
+					var ok bool
+					if took, ok = h.tryGrow(mem); !ok {
+						break
+					}
+				} else if took, err = h.grow(ctx, mem); err != nil {
+					return nil, 0, err
+				}
+			}
 			_, err = batch.DecodeOptions{}.Each(whole, func(r batch.Record) bool {
 				if r.Offset < off {
 					return true
@@ -289,6 +287,7 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 				resp.NextOffset = r.Offset + 1
 				return true
 			})
+			h.shrink(took)
 			if err != nil {
 				if n == 0 && resp.NextOffset == off {
 					return nil, 0, status.Errorf(codes.Internal, "fetch: %s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
@@ -299,7 +298,7 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 		if full {
 			break
 		}
-		resp.NextOffset = max(resp.NextOffset, h.NextOffset())
+		resp.NextOffset = max(resp.NextOffset, bh.NextOffset())
 		if limit > 0 && n >= limit {
 			break
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -30,11 +31,27 @@ type Options struct {
 	// flight, server-wide (0: DefaultFetchBudget). A fetch waits for its
 	// share before it reads from the log, so slow consumers get
 	// back-pressure rather than the server buffering for them.
+	//
+	// One response takes at most an eighth of the budget (a stream, which
+	// holds two responses, a sixteenth each): larger max_bytes are lowered
+	// to fit, so a few slow consumers cannot hold all of it.
 	FetchBudgetBytes int64
+	// FetchBudgetWait bounds how long a fetch waits for its share of the
+	// budget (0: DefaultFetchBudgetWait). Past it the fetch fails with
+	// RESOURCE_EXHAUSTED, which clients retry, rather than hanging behind
+	// consumers that stopped reading.
+	FetchBudgetWait time.Duration
 }
 
-// DefaultFetchBudget is the fetch budget when Options leave it zero.
-const DefaultFetchBudget = 256 << 20
+const (
+	// DefaultFetchBudget is the fetch budget when Options leave it zero.
+	DefaultFetchBudget = 256 << 20
+	// DefaultFetchBudgetWait is the fetch budget wait when Options leave
+	// it zero.
+	DefaultFetchBudgetWait = 5 * time.Second
+	// fetchShareDivisor: one response takes at most budget/fetchShareDivisor.
+	fetchShareDivisor = 8
+)
 
 // Server implements tierlogv1.TierLogServer on a broker. It is safe for
 // concurrent use; every RPC goes straight to the broker.
@@ -60,6 +77,9 @@ type Server struct {
 	// budget holds the bytes of fetch responses in flight; see reserve.
 	budget     *semaphore.Weighted
 	budgetSize int64
+	budgetWait time.Duration
+	// budgetUsed mirrors what budget has handed out, for the metric.
+	budgetUsed atomic.Int64
 }
 
 // NewServer returns a server for b. The caller keeps ownership of b and
@@ -77,8 +97,16 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 	if size <= 0 {
 		size = DefaultFetchBudget
 	}
+	wait := opts.FetchBudgetWait
+	if wait <= 0 {
+		wait = DefaultFetchBudgetWait
+	}
 	s := &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut,
-		budget: semaphore.NewWeighted(size), budgetSize: size}
+		budget: semaphore.NewWeighted(size), budgetSize: size, budgetWait: wait}
+	promauto.With(opts.Registerer).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tierlog_grpc_fetch_budget_used_bytes",
+		Help: "Fetch budget held by fetch and stream responses in flight (see --fetch-budget-bytes).",
+	}, func() float64 { return float64(s.budgetUsed.Load()) })
 	s.drain = newDrainTracker(func() map[string]grpc.ServiceInfo {
 		if g := s.grpc.Load(); g != nil {
 			return g.GetServiceInfo()
