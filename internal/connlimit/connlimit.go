@@ -27,6 +27,7 @@ import (
 type Metrics struct {
 	active   *prometheus.GaugeVec
 	rejected *prometheus.CounterVec
+	evicted  *prometheus.CounterVec
 }
 
 // NewMetrics registers the listeners' metrics on reg (nil: unregistered).
@@ -38,6 +39,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rejected: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "tierlog_server_connections_rejected_total", Help: "Connections closed on accept because the listener was at its limit, by listener.",
 		}, []string{"listener"}),
+		evicted: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "tierlog_server_connections_evicted_total", Help: "Idle connections closed to make room for a new one at the limit, by listener.",
+		}, []string{"listener"}),
 	}
 }
 
@@ -47,6 +51,12 @@ type Options struct {
 	Max     int    // most connections open at once; must be positive
 	Metrics *Metrics
 	Logger  *slog.Logger // nil discards the warnings
+	// Evict, if set, is called when a new connection arrives at the limit:
+	// it may close one open connection the server deems idle (a keep-alive
+	// connection between requests) and say whether it did, so the new one
+	// takes its slot instead of being closed. Idle pooled connections then
+	// cannot lock out a health probe until they time out.
+	Evict func() bool
 }
 
 // rejectLogEvery spaces the warnings a flood causes.
@@ -62,7 +72,8 @@ func Wrap(ln net.Listener, opts Options) net.Listener {
 	}
 	return &listener{Listener: ln, opts: opts,
 		active:   opts.Metrics.active.WithLabelValues(opts.Name),
-		rejected: opts.Metrics.rejected.WithLabelValues(opts.Name)}
+		rejected: opts.Metrics.rejected.WithLabelValues(opts.Name),
+		evicted:  opts.Metrics.evicted.WithLabelValues(opts.Name)}
 }
 
 type listener struct {
@@ -71,6 +82,7 @@ type listener struct {
 	open     atomic.Int64
 	active   prometheus.Gauge
 	rejected prometheus.Counter
+	evicted  prometheus.Counter
 	lastLog  atomic.Int64 // unix nanoseconds of the last rejection warning
 }
 
@@ -82,8 +94,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.open.Add(1) > int64(l.opts.Max) {
-			l.open.Add(-1)
+		if !l.take() {
 			c.Close()
 			l.rejected.Inc()
 			now := time.Now().UnixNano()
@@ -96,6 +107,26 @@ func (l *listener) Accept() (net.Conn, error) {
 		l.active.Inc()
 		return &conn{Conn: c, l: l}, nil
 	}
+}
+
+// take takes a slot for a new connection, evicting an idle one at the
+// limit if Evict can.
+func (l *listener) take() bool {
+	if l.open.Add(1) <= int64(l.opts.Max) {
+		return true
+	}
+	l.open.Add(-1)
+	if l.opts.Evict == nil || !l.opts.Evict() {
+		return false
+	}
+	// The evicted connection's Close freed its slot, unless a concurrent
+	// Accept took it first.
+	l.evicted.Inc()
+	if l.open.Add(1) <= int64(l.opts.Max) {
+		return true
+	}
+	l.open.Add(-1)
+	return false
 }
 
 type conn struct {

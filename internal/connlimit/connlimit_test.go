@@ -91,3 +91,63 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return d.Counter.GetValue()
 }
+
+// TestEvict: at the limit a new connection takes the slot of one that
+// Evict closes; when Evict closes none, the new one is closed on accept.
+func TestEvict(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	accepted := make(chan net.Conn, 10)
+	victim := make(chan net.Conn, 1)
+	ln := Wrap(raw, Options{Name: "test", Max: 1, Metrics: m, Evict: func() bool {
+		select {
+		case c := <-victim:
+			c.Close()
+			return true
+		default:
+			return false
+		}
+	}})
+	defer ln.Close()
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial()
+	first := <-accepted
+	victim <- first
+	dial()
+	second := <-accepted
+	if got := value(t, m.evicted.WithLabelValues("test")); got != 1 {
+		t.Fatalf("evicted = %v, want 1", got)
+	}
+	if got := value(t, m.active.WithLabelValues("test")); got != 1 {
+		t.Fatalf("active after an eviction = %v, want 1", got)
+	}
+	over := dial() // nothing to evict now
+	_ = over.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on a connection past the limit with none to evict: %v, want EOF", err)
+	}
+	second.Close()
+	ln.Close()
+	for range accepted {
+	}
+}

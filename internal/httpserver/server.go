@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,8 +26,10 @@ type Options struct {
 	Ready func() error
 	// Logger receives serving errors; nil discards them.
 	Logger *slog.Logger
-	// MaxConns caps the connections open at once (0: no cap); past it new
-	// connections are closed on accept. Conns receives its metrics.
+	// MaxConns caps the connections open at once (0: no cap). At the cap a
+	// new connection closes the longest-idle keep-alive connection to take
+	// its slot, or, when none is idle, is closed on accept. Conns receives
+	// its metrics.
 	MaxConns int
 	Conns    *connlimit.Metrics
 	// IdleTimeout closes keep-alive connections idle that long (0: 2
@@ -81,22 +84,66 @@ func Listen(addr string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpserver: listen on %s: %w", addr, err)
 	}
+	idle := &idleConns{since: make(map[net.Conn]time.Time)}
 	if opts.MaxConns > 0 {
-		ln = connlimit.Wrap(ln, connlimit.Options{Name: "http", Max: opts.MaxConns, Metrics: opts.Conns, Logger: opts.Logger})
+		ln = connlimit.Wrap(ln, connlimit.Options{Name: "http", Max: opts.MaxConns, Metrics: opts.Conns, Logger: opts.Logger,
+			Evict: idle.evict})
 	}
-	idle := opts.IdleTimeout
-	if idle <= 0 {
-		idle = defaultIdleTimeout
+	idleTimeout := opts.IdleTimeout
+	if idleTimeout <= 0 {
+		idleTimeout = defaultIdleTimeout
 	}
 	return &Server{
 		ln: ln,
 		srv: &http.Server{
 			Handler:           Handler(opts),
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       idle,
+			IdleTimeout:       idleTimeout,
+			ConnState:         idle.track,
 			ErrorLog:          slog.NewLogLogger(logger(opts.Logger).Handler(), slog.LevelWarn),
 		},
 	}, nil
+}
+
+// idleConns tracks the keep-alive connections waiting for their next
+// request, so that a new connection at the cap can take the slot of one.
+// A connection not yet past its first request (StateNew) is not idle: the
+// read-header timeout bounds it.
+type idleConns struct {
+	mu    sync.Mutex
+	since map[net.Conn]time.Time
+}
+
+// track is an http.Server.ConnState hook.
+func (ic *idleConns) track(c net.Conn, st http.ConnState) {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if st == http.StateIdle {
+		ic.since[c] = time.Now()
+	} else {
+		delete(ic.since, c)
+	}
+}
+
+// evict closes the connection idle longest and says whether there was
+// one. Closing a keep-alive connection between requests is what its idle
+// timeout does anyway; HTTP clients retry a request that meets it closed.
+func (ic *idleConns) evict() bool {
+	ic.mu.Lock()
+	var oldest net.Conn
+	var at time.Time
+	for c, t := range ic.since {
+		if oldest == nil || t.Before(at) {
+			oldest, at = c, t
+		}
+	}
+	delete(ic.since, oldest)
+	ic.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	_ = oldest.Close() // the server sees the close and forgets the connection
+	return true
 }
 
 // Addr is the bound address.

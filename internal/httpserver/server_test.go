@@ -103,8 +103,10 @@ func TestListenError(t *testing.T) {
 	}
 }
 
-// TestConnectionLimitAndIdleTimeout: connections past MaxConns are closed on
-// accept, and an idle keep-alive connection is closed after IdleTimeout.
+// TestConnectionLimitAndIdleTimeout: past MaxConns, a new connection is
+// closed on accept when none of the open ones is idle (here: two clients
+// still sending their first request), and an idle keep-alive connection is
+// closed after IdleTimeout.
 func TestConnectionLimitAndIdleTimeout(t *testing.T) {
 	srv, err := Listen("127.0.0.1:0", Options{MaxConns: 2, IdleTimeout: 300 * time.Millisecond})
 	if err != nil {
@@ -118,8 +120,9 @@ func TestConnectionLimitAndIdleTimeout(t *testing.T) {
 		}
 		<-served
 	}()
-	healthz := func(c net.Conn) error {
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+	const head = "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+	finish := func(c net.Conn) error {
+		if _, err := io.WriteString(c, "\r\n"); err != nil {
 			return err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -130,6 +133,13 @@ func TestConnectionLimitAndIdleTimeout(t *testing.T) {
 		_, err = io.ReadAll(resp.Body)
 		return err
 	}
+	healthz := func(c net.Conn) error {
+		if _, err := io.WriteString(c, head); err != nil {
+			return err
+		}
+		return finish(c)
+	}
+	// Two connections in the middle of their first request: busy, not idle.
 	var conns []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", srv.Addr().String())
@@ -137,8 +147,8 @@ func TestConnectionLimitAndIdleTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if err := healthz(c); err != nil {
-			t.Fatalf("/healthz within the limit: %v", err)
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
 		}
 		conns = append(conns, c)
 	}
@@ -148,7 +158,12 @@ func TestConnectionLimitAndIdleTimeout(t *testing.T) {
 	}
 	defer over.Close()
 	if err := healthz(over); err == nil {
-		t.Fatal("/healthz on a third connection with two open succeeded, want it closed on accept")
+		t.Fatal("/healthz on a third connection with two busy ones open succeeded, want it closed on accept")
+	}
+	for i, c := range conns {
+		if err := finish(c); err != nil {
+			t.Fatalf("/healthz within the limit, connection %d: %v", i, err)
+		}
 	}
 	// The two kept-alive connections go idle; the server must close them.
 	for i, c := range conns {
