@@ -25,7 +25,7 @@ import (
 // decoding's small structures (readers, the header arena).
 const (
 	eachReadBuffer = 64 << 10
-	eachOverhead   = 16 << 10
+	eachOverhead   = 64 << 10
 )
 
 // Codec state a streaming decode holds beside its read buffer, by codec
