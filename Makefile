@@ -42,6 +42,7 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/tierlogv1/')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
 
 # Short fuzz runs; `make fuzz-long FUZZTIME=10m` for a real session.
 fuzz:
