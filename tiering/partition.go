@@ -43,6 +43,11 @@ type PartitionOptions struct {
 	// (local.disk.max.bytes): past it, appends are refused with a
 	// retriable *LocalDiskFullError. <= 0: only the node's ceiling applies.
 	LocalMaxBytes int64
+	// New says the partition is being created, so the bucket holds nothing
+	// of it (a create of a name whose deletion is unfinished is refused):
+	// it starts empty without listing the bucket for a manifest - one LIST
+	// per partition saved, 10,000 for a 10,000-partition create.
+	New bool
 	Logger        *slog.Logger
 }
 
@@ -114,7 +119,7 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 		return nil, err
 	}
 	next := int64(0)
-	if !ok && p.store != nil {
+	if !ok && p.store != nil && !o.New {
 		m, next, ok, err = p.restore(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("tiering: %s/%d: restore from %s: %w", o.Topic, o.Partition, p.store.Bucket.Name(), err)
@@ -131,6 +136,11 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	}
 	if m == nil {
 		m = &Manifest{Format: ManifestFormat, Topic: o.Topic, Partition: o.Partition}
+		if o.New && p.store != nil {
+			if err := saveLocalManifest(p.manifestPath(), m); err != nil {
+				return nil, err
+			}
+		}
 	}
 	p.setManifest(m)
 	p.copied = m.Version

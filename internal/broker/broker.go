@@ -223,7 +223,7 @@ func (b *Broker) open(ctx context.Context) error {
 			b.pending[m.Name] = &pendingTopic{deleting: true, meta: m}
 			continue
 		}
-		t, err := b.openTopic(ctx, m)
+		t, err := b.openTopic(ctx, m, false)
 		if err != nil {
 			return err
 		}
@@ -263,14 +263,18 @@ func (b *Broker) topicsDir() string { return filepath.Join(b.opts.Dir, "topics")
 
 func (b *Broker) topicDir(name string) string { return filepath.Join(b.topicsDir(), name) }
 
-func (b *Broker) openTopic(ctx context.Context, m topicMeta) (*topic, error) {
+// openTopic opens every partition of a topic; isNew says the topic is
+// being created, so its partitions need not look for history in the bucket.
+func (b *Broker) openTopic(ctx context.Context, m topicMeta, isNew bool) (*topic, error) {
 	cfg, err := ParseTopicConfig(b.opts.Defaults, m.Config)
 	if err != nil {
 		return nil, fmt.Errorf("broker: topic %s: %w", m.Name, err)
 	}
 	t := &topic{name: m.Name, overrides: m.Config, cfg: cfg}
 	for p := range m.Partitions {
-		part, err := tiering.OpenPartition(ctx, b.partitionOptions(m.Name, p, cfg))
+		po := b.partitionOptions(m.Name, p, cfg)
+		po.New = isNew
+		part, err := tiering.OpenPartition(ctx, po)
 		if err != nil {
 			t.close()
 			return nil, fmt.Errorf("broker: topic %s partition %d: %w", m.Name, p, err)

@@ -32,6 +32,23 @@ type faultBucket struct {
 	holdUpload    string        // an Upload of this key waits for release
 	uploadHeld    chan struct{} // closed when the held upload started
 	releaseUpload chan struct{}
+	lists         map[string]int // Iter calls by prefix
+}
+
+func (f *faultBucket) Iter(ctx context.Context, prefix string, fn func(key string) error) error {
+	f.mu.Lock()
+	if f.lists == nil {
+		f.lists = map[string]int{}
+	}
+	f.lists[prefix]++
+	f.mu.Unlock()
+	return f.Bucket.Iter(ctx, prefix, fn)
+}
+
+func (f *faultBucket) listCount(prefix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists[prefix]
 }
 
 func (f *faultBucket) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
@@ -458,5 +475,26 @@ func TestCreateDoesNotStallOtherTopics(t *testing.T) {
 	defer omu.Unlock()
 	if len(order) < 1 || order[0] != "append+fetch" {
 		t.Fatalf("an append to another topic waited for the create's bucket request: order %v", order)
+	}
+}
+
+// A topic being created has nothing in the bucket (a create of a name whose
+// deletion is unfinished is refused), so its partitions must not list the
+// bucket for a manifest: a 10,000-partition create cost 10,000 LISTs.
+func TestCreateListsNothing(t *testing.T) {
+	dir, bucketDir := t.TempDir(), t.TempDir()
+	b, fb := tieredNode(t, dir, bucketDir)
+	defer b.Close()
+	if _, err := b.CreateTopic("fresh", 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	for p := range int32(20) {
+		if n := fb.listCount(tiering.PartitionPrefix("fresh", p)); n != 0 {
+			t.Fatalf("creating the topic listed partition %d's prefix %d times", p, n)
+		}
+	}
+	// Its partitions work as any other: produce and read back.
+	if _, err := b.Append("fresh", 3, testutil.Batch(t, 0, 10, 50, 1)); err != nil {
+		t.Fatal(err)
 	}
 }

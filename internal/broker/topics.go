@@ -145,7 +145,7 @@ func (b *Broker) create(op *pendingTopic) (*topic, error) {
 			}
 		}
 		var err error
-		if t, err = b.openTopic(b.ctx, m); err != nil {
+		if t, err = b.openTopic(b.ctx, m, true); err != nil {
 			return err
 		}
 		live := m
