@@ -47,8 +47,8 @@ type PartitionOptions struct {
 	// of it (a create of a name whose deletion is unfinished is refused):
 	// it starts empty without listing the bucket for a manifest - one LIST
 	// per partition saved, 10,000 for a 10,000-partition create.
-	New bool
-	Logger        *slog.Logger
+	New    bool
+	Logger *slog.Logger
 }
 
 // Partition is one partition as readers see it: the hot log for recent
