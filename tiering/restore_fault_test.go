@@ -145,22 +145,5 @@ func TestRestoreAdoptsAttemptTheManifestCopyNames(t *testing.T) {
 	if err := e.daemon.copyManifest(context.Background(), p); err != nil { // the end of a pass
 		t.Fatal(err)
 	}
-	uploaded := b.s.NextOffset
-	p.Close()
-	if err := os.RemoveAll(e.dataDir); err != nil { // the disk is lost
-		t.Fatal(err)
-	}
-
-	e2 := restoreEnv(t, bucket, t.TempDir())
-	p2 := e2.open("t", 0, true)
-	defer p2.Close()
-	if p2.EndOffset() < uploaded {
-		t.Fatalf("restored log ends at %d, but offsets up to %d are in a whole object in the bucket: new records would reuse them", p2.EndOffset(), uploaded-1)
-	}
-	start := p2.StartOffset()
-	checkRecords(t, readAll(t, p2, start), start, uploaded)
-	if err := e2.daemon.cleanup(context.Background(), p2); err != nil { // the start-up sweep
-		t.Fatal(err)
-	}
-	checkRecords(t, readAll(t, p2, start), start, uploaded)
+	loseDiskAndRestore(t, bucket, e, p, b.s.NextOffset)
 }

@@ -76,23 +76,8 @@ func TestRestoreAfterCrashNeverReusesOffsets(t *testing.T) {
 				defer b.discard()
 				crash(t, e.daemon, p, b)
 				uploaded := b.s.NextOffset // acknowledged and in the bucket
-				p.Close()
-				if err := os.RemoveAll(e.dataDir); err != nil { // the disk is lost
-					t.Fatal(err)
-				}
-
-				e2 := restoreEnv(t, bucket, t.TempDir())
-				p2 := e2.open("t", 0, true)
-				defer p2.Close()
-				if p2.EndOffset() < uploaded {
-					t.Fatalf("restored log ends at %d, but offsets up to %d were uploaded: they would be given again", p2.EndOffset(), uploaded-1)
-				}
+				e2, p2 := loseDiskAndRestore(t, bucket, e, p, uploaded)
 				start := p2.StartOffset()
-				checkRecords(t, readAll(t, p2, start), start, uploaded)
-				if err := e2.daemon.cleanup(context.Background(), p2); err != nil { // the start-up sweep
-					t.Fatal(err)
-				}
-				checkRecords(t, readAll(t, p2, start), start, uploaded)
 				named := map[string]bool{}
 				for _, s := range p2.Manifest().Segments {
 					named[s.Key] = true
@@ -113,4 +98,30 @@ func TestRestoreAfterCrashNeverReusesOffsets(t *testing.T) {
 			})
 		}
 	}
+}
+
+// loseDiskAndRestore closes p, deletes e's data directory (the disk is
+// lost) and restores partition t/0 on a new one. Offsets below uploaded
+// were acknowledged and are in the bucket: the restored log must not give
+// them again, and they must read back before and after the start-up sweep.
+// It returns the new node's env and partition (closed at the test's end).
+func loseDiskAndRestore(t *testing.T, bucket cold.Bucket, e *env, p *Partition, uploaded int64) (*env, *Partition) {
+	t.Helper()
+	p.Close()
+	if err := os.RemoveAll(e.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	e2 := restoreEnv(t, bucket, t.TempDir())
+	p2 := e2.open("t", 0, true)
+	t.Cleanup(func() { p2.Close() })
+	if p2.EndOffset() < uploaded {
+		t.Fatalf("restored log ends at %d, but offsets up to %d are in the bucket: new records would reuse them", p2.EndOffset(), uploaded-1)
+	}
+	start := p2.StartOffset()
+	checkRecords(t, readAll(t, p2, start), start, uploaded)
+	if err := e2.daemon.cleanup(context.Background(), p2); err != nil { // the start-up sweep
+		t.Fatal(err)
+	}
+	checkRecords(t, readAll(t, p2, start), start, uploaded)
+	return e2, p2
 }

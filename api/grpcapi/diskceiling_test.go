@@ -89,23 +89,21 @@ func TestLocalDiskCeilingWhileTheBucketIsDown(t *testing.T) {
 	}
 
 	proxy.Clear() // the bucket is back
-	testutil.Eventually(t, 60*time.Second, func() bool {
-		err := produce(1)
-		if err != nil && status.Code(err) != codes.ResourceExhausted {
-			t.Fatalf("produce after the bucket came back: %v", err)
-		}
-		return err == nil
-	}, "produce accepted again after the bucket came back")
-	// Uploads may still be catching up, so the ceiling can be reached again
-	// for a moment: a producer retries what is retriable, as clients do.
-	for range 5 {
+	// Produce resumes by itself. Uploads may still be catching up, so the
+	// ceiling can be reached again for a moment: a producer retries what is
+	// retriable, as clients do; any other error fails the test.
+	produceRetrying := func(n int) {
 		testutil.Eventually(t, 60*time.Second, func() bool {
-			err := produce(20)
+			err := produce(n)
 			if err != nil && status.Code(err) != codes.ResourceExhausted {
 				t.Fatalf("produce after the bucket came back: %v", err)
 			}
 			return err == nil
-		}, "produce accepted after the bucket came back")
+		}, "produce accepted again after the bucket came back")
+	}
+	produceRetrying(1)
+	for range 5 {
+		produceRetrying(20)
 	}
 	checkAll(t, e, acked)
 	if n := counterValue(t, reg, "tierlog_tiering_produce_refused_total"); n < 1 {
