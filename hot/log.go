@@ -45,7 +45,11 @@ type Log struct {
 	closed   bool
 
 	visible atomic.Pointer[position] // what readers may see
-	notify  atomic.Pointer[chan struct{}]
+	// sealedEnd is the next offset of the newest sealed segment (0: none),
+	// so the tiering daemon can tell without a lock or an allocation
+	// whether a partition has anything new to upload.
+	sealedEnd atomic.Int64
+	notify    atomic.Pointer[chan struct{}]
 
 	gc groupCommit
 
@@ -221,6 +225,9 @@ func (l *Log) load() error {
 	}
 	l.active = l.segments[len(l.segments)-1]
 	l.active.rolled, l.active.sealed = false, false
+	if len(l.segments) > 1 { // every segment before the active one is sealed now
+		l.sealedEnd.Store(l.active.base)
+	}
 	l.next = l.active.next
 	// Whatever recovery kept is now made durable, so the recovery point can
 	// move to the log end.
@@ -277,6 +284,9 @@ func (l *Log) sealSegment(s *segment) error {
 	}
 	l.mu.Lock()
 	s.sealed = true
+	if s.next > l.sealedEnd.Load() {
+		l.sealedEnd.Store(s.next)
+	}
 	l.mu.Unlock()
 	return nil
 }

@@ -177,6 +177,25 @@ func (l *Log) Segments() []SegmentInfo {
 	return out
 }
 
+// SealedEnd is the offset after the newest sealed segment, 0 if none is:
+// segments below it never change again. It takes no lock.
+func (l *Log) SealedEnd() int64 { return l.sealedEnd.Load() }
+
+// LocalBytes sums the .log bytes of the local segments and of those that
+// end after offset from (for the bytes not yet uploaded), without
+// allocating: the disk ceiling measures every partition each interval.
+func (l *Log) LocalBytes(from int64) (total, after int64) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, s := range l.segments {
+		total += s.size
+		if s.next > from {
+			after += s.size
+		}
+	}
+	return total, after
+}
+
 // SealedSegments lists the segments that will never change again (rolled,
 // fsynced, indexes written), oldest first: what the tiering daemon uploads.
 func (l *Log) SealedSegments() []SegmentInfo {

@@ -15,14 +15,14 @@ import (
 // wake 15% of a core).
 //
 // One dispatcher goroutine keeps the logs in a heap ordered by when each is
-// next due and sleeps until the first one is; it runs due logs on at most
-// Workers short-lived goroutines, one job per log at a time. A roll asks for
-// the log to run at once, so sealing starts promptly. The dispatcher runs
-// only while logs are registered: a scheduler with no open logs holds no
-// goroutine at all.
+// next due and sleeps until the first one is; it hands due logs to Workers
+// worker goroutines, one job per log at a time. A roll asks for the log to
+// run at once, so sealing starts promptly. The dispatcher and the workers
+// run only while logs are registered: a scheduler with no open logs holds no
+// goroutine at all, one with any holds 1 + Workers.
 type Scheduler struct {
-	sem  chan struct{} // one token per running job
-	wake chan struct{} // the heap changed: recompute the sleep
+	workers int
+	wake    chan struct{} // the heap changed: recompute the sleep
 
 	mu       sync.Mutex
 	jobDone  *sync.Cond // a job finished (Log.Close waits for its own)
@@ -46,7 +46,7 @@ func NewScheduler(o SchedulerOptions) *Scheduler {
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
-	s := &Scheduler{sem: make(chan struct{}, o.Workers), wake: make(chan struct{}, 1)}
+	s := &Scheduler{workers: o.Workers, wake: make(chan struct{}, 1)}
 	s.jobDone = sync.NewCond(&s.mu)
 	return s
 }
@@ -77,6 +77,12 @@ type schedSlot struct {
 }
 
 var errSchedulerClosed = errors.New("hot: scheduler closed")
+
+// coalesce is how early a log's periodic work may run so that it shares a
+// wake-up with others. Work that must not run early checks the time itself
+// (an age roll compares the segment's age), and a flush that runs early
+// only makes data durable sooner.
+const coalesce = 20 * time.Millisecond
 
 func (s *Scheduler) register(l *Log, due time.Time) error {
 	s.mu.Lock()
@@ -141,7 +147,22 @@ func (s *Scheduler) signal() {
 // loop is the dispatcher: it sleeps until the first log is due, then starts
 // a job for every due log, never more than Workers at once.
 func (s *Scheduler) loop(done chan struct{}) {
-	defer close(done)
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				s.run(j.l, j.at)
+			}
+		}()
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+		close(done)
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -152,11 +173,14 @@ func (s *Scheduler) loop(done chan struct{}) {
 			return
 		}
 		now := time.Now()
-		var ready []*Log
-		for len(s.due) > 0 && !s.due[0].slot.due.After(now) {
+		var ready []job
+		// Logs due within the next coalesce window run now too, as of
+		// their due time: with thousands of logs, one wake-up serves many
+		// instead of one each.
+		for len(s.due) > 0 && !s.due[0].slot.due.After(now.Add(coalesce)) {
 			l := heap.Pop(&s.due).(*Log)
 			l.slot.running = true
-			ready = append(ready, l)
+			ready = append(ready, job{l: l, at: later(now, l.slot.due)})
 		}
 		var sleep <-chan time.Time
 		if len(ready) == 0 && len(s.due) > 0 {
@@ -164,9 +188,8 @@ func (s *Scheduler) loop(done chan struct{}) {
 			sleep = timer.C
 		}
 		s.mu.Unlock()
-		for _, l := range ready {
-			s.sem <- struct{}{}
-			go s.run(l)
+		for _, j := range ready {
+			jobs <- j // waits while every worker is busy
 		}
 		if len(ready) > 0 {
 			continue
@@ -180,9 +203,8 @@ func (s *Scheduler) loop(done chan struct{}) {
 }
 
 // run does l's due work and puts it back in the heap at its next due time.
-func (s *Scheduler) run(l *Log) {
-	defer func() { <-s.sem }()
-	next := l.runBackground(time.Now())
+func (s *Scheduler) run(l *Log, at time.Time) {
+	next := l.runBackground(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l.slot.running = false
@@ -192,9 +214,25 @@ func (s *Scheduler) run(l *Log) {
 		}
 		l.slot.due = next
 		heap.Push(&s.due, l)
-		s.signal()
+		if l.slot.index == 0 {
+			s.signal() // due before what the dispatcher sleeps for
+		}
 	}
 	s.jobDone.Broadcast()
+}
+
+// job is one run of a log's background work, as of time at (its due time
+// when the dispatcher runs it a little early to share a wake-up).
+type job struct {
+	l  *Log
+	at time.Time
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // logHeap orders logs by when they are next due.

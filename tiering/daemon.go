@@ -215,6 +215,9 @@ func (d *Daemon) pass(ctx context.Context) {
 	sem := make(chan struct{}, d.opts.Concurrency)
 	var wg sync.WaitGroup
 	for _, p := range d.partitions() {
+		if !p.needsPass() {
+			continue // an idle partition costs no goroutine and no allocation
+		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -223,6 +226,27 @@ func (d *Daemon) pass(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// needsPass reports whether a tiering pass has anything to do for p: a
+// sealed segment past the committed ones, a manifest version not yet
+// copied to the bucket, a remote deletion to finish, or total retention to
+// evaluate. It reads atomics and scans the manifest under a read lock.
+func (p *Partition) needsPass() bool {
+	if p.remoteOn.Load() && p.log.SealedEnd() > p.uploaded.Load() {
+		return true
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.m.Version > p.copied || p.retention.Age > 0 || p.retention.Bytes >= 0 {
+		return true
+	}
+	for _, s := range p.m.Segments {
+		if s.State == DeleteStarted {
+			return true
+		}
+	}
+	return false
 }
 
 // tier uploads a partition's sealed segments in offset order, then applies

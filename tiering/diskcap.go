@@ -107,14 +107,9 @@ func (d *Daemon) checkDisk() {
 	var used, pending int64
 	parts := d.partitions()
 	for _, p := range parts {
-		var u, pend int64
-		done := p.uploaded.Load()
-		remote := p.remoteOn.Load()
-		for _, s := range p.log.Segments() {
-			u += s.Size
-			if remote && s.NextOffset > done {
-				pend += s.Size
-			}
+		u, pend := p.log.LocalBytes(p.uploaded.Load())
+		if !p.remoteOn.Load() {
+			pend = 0
 		}
 		p.localUsed.Store(u)
 		p.localPending.Store(pend)
@@ -174,10 +169,7 @@ func (d *Daemon) freeUploaded(parts []*Partition) int64 {
 		if p.log.ShrinkTo(target) == 0 {
 			continue
 		}
-		var u int64
-		for _, s := range p.log.Segments() {
-			u += s.Size
-		}
+		u, _ := p.log.LocalBytes(0)
 		freed += p.localUsed.Load() - u
 		p.localUsed.Store(u)
 	}
