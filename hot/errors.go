@@ -29,6 +29,11 @@ var ErrLogFailed = errors.New("log failed")
 // and removes nothing; the error names both files.
 var ErrOverlappingSegments = errors.New("hot: overlapping segments")
 
+// ErrSegmentGap: Open found offsets missing between two segments (a segment
+// file went missing). The log refuses to open rather than serve a hole that
+// no consumer can pass; it removes nothing, and the error names the range.
+var ErrSegmentGap = errors.New("hot: missing segment")
+
 // ErrRetriable is wrapped by an append (or roll) that failed for a reason
 // that may pass, such as a new segment file that could not be opened
 // (EMFILE, ENFILE): nothing was written, the log is not failed, and the

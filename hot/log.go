@@ -167,6 +167,14 @@ func (l *Log) load() error {
 			return fmt.Errorf("%w: %s holds offsets %d to %d but %s starts at %d; one directory holds two logs (two writers?): move one segment out after checking which holds the acknowledged records",
 				ErrOverlappingSegments, prev.logPath(), prev.base, prev.next-1, segmentPrefix(l.dir, base)+".log", base)
 		}
+		if n := len(l.segments); n > 0 && base > l.segments[n-1].next {
+			// Retention deletes from the front and recovery drops whole
+			// tails, so a hole means a segment file went missing: reads in
+			// it would return nothing for ever and stall every consumer.
+			prev := l.segments[n-1]
+			return fmt.Errorf("%w: %s ends before offset %d but the next segment, %s, starts at %d: offsets %d to %d are missing (a segment file deleted by hand?); restore it, or move the later segments out (the log then ends at offset %d)",
+				ErrSegmentGap, prev.logPath(), prev.next, segmentPrefix(l.dir, base)+".log", base, prev.next, base-1, prev.next)
+		}
 		s, err := l.openSegment(base, false)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package hot
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -198,7 +199,7 @@ func TestOverlappingSegmentsRefuseToOpen(t *testing.T) {
 		dir := t.TempDir()
 		writeSegment(t, dir, 0, 30)  // offsets 0..29
 		writeSegment(t, dir, 20, 30) // offsets 20..49: another writer's
-		checkOverlapRefused(t, dir, "00000000000000000000.log", "00000000000000000020.log")
+		checkOpenRefused(t, dir, ErrOverlappingSegments, "00000000000000000000.log", "00000000000000000020.log")
 	})
 	t.Run("sealed segments below the recovery point", func(t *testing.T) {
 		dir := t.TempDir()
@@ -211,7 +212,36 @@ func TestOverlappingSegmentsRefuseToOpen(t *testing.T) {
 		// A segment starting inside the first, trusted, sealed segment.
 		inside := segs[1].BaseOffset - 10
 		writeSegment(t, dir, inside, 20)
-		checkOverlapRefused(t, dir, filepath.Base(segs[0].Path), filepath.Base(segmentPrefix(dir, inside)+".log"))
+		checkOpenRefused(t, dir, ErrOverlappingSegments, filepath.Base(segs[0].Path), filepath.Base(segmentPrefix(dir, inside)+".log"))
+	})
+}
+
+// A segment file missing between two others leaves offsets no read can
+// serve: reads in the hole returned nothing for ever, stalling consumers.
+// The log must refuse to open, naming the missing range, and change nothing.
+func TestSegmentGapRefusesToOpen(t *testing.T) {
+	t.Run("scanned segments", func(t *testing.T) {
+		dir := t.TempDir()
+		writeSegment(t, dir, 0, 30)  // offsets 0..29
+		writeSegment(t, dir, 40, 30) // offsets 40..69: 30..39 missing
+		checkOpenRefused(t, dir, ErrSegmentGap, "00000000000000000000.log", "00000000000000000040.log", "offsets 30 to 39")
+	})
+	t.Run("sealed segments below the recovery point", func(t *testing.T) {
+		dir := t.TempDir()
+		l := openLog(t, dir, testConfig(FlushAlways), Options{})
+		appendRecords(t, l, 250, 5, 100)
+		segs := l.Segments()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if len(segs) < 3 {
+			t.Fatalf("%d segments, want at least 3", len(segs))
+		}
+		if err := removeSegmentFiles(segmentPrefix(dir, segs[1].BaseOffset)); err != nil {
+			t.Fatal(err)
+		}
+		checkOpenRefused(t, dir, ErrSegmentGap, filepath.Base(segs[0].Path), filepath.Base(segs[2].Path),
+			fmt.Sprintf("offsets %d to %d", segs[1].BaseOffset, segs[1].NextOffset-1))
 	})
 }
 
@@ -230,16 +260,16 @@ func writeSegment(t *testing.T, dir string, base int64, n int) {
 	}
 }
 
-func checkOverlapRefused(t *testing.T, dir string, names ...string) {
+func checkOpenRefused(t *testing.T, dir string, want error, names ...string) {
 	t.Helper()
 	before := dirContents(t, dir)
 	l, err := Open(dir, testConfig(FlushAlways), Options{})
 	if err == nil {
 		l.Close()
-		t.Fatal("open accepted segments whose offsets overlap")
+		t.Fatalf("open accepted the segments, want %v", want)
 	}
-	if !errors.Is(err, ErrOverlappingSegments) {
-		t.Fatalf("open: %v, want ErrOverlappingSegments", err)
+	if !errors.Is(err, want) {
+		t.Fatalf("open: %v, want %v", err, want)
 	}
 	for _, n := range names {
 		if !strings.Contains(err.Error(), n) {
@@ -248,7 +278,7 @@ func checkOverlapRefused(t *testing.T, dir string, names ...string) {
 	}
 	t.Log(err)
 	// Index files may have been written for segments checked before the
-	// overlap was found (derived data); no segment is removed or changed.
+	// problem was found (derived data); no segment is removed or changed.
 	if after := dirContents(t, dir); !maps.Equal(before, after) {
 		t.Fatalf("a refused open changed the segments: %v, then %v", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
 	}
