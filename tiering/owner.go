@@ -26,7 +26,8 @@ import (
 // written conditionally (If-None-Match: * to create it, If-Match: the
 // ETag last read to change it), so two nodes cannot both claim it. A node
 // that finds another owner refuses to start unless told to take over;
-// a takeover bumps the epoch. The old owner checks the marker before each
+// every claim, a restart's included, bumps the epoch, so of two processes
+// with one node id (a copied data directory) the later one writes. The old owner checks the marker before each
 // of its writes (the Store's Bucket does, see ownedBucket) and, finding
 // another owner, is fenced: every later write fails with ErrFenced, and
 // the daemon stops. A write that passed its check just before the
@@ -137,9 +138,12 @@ func (o *ownership) claim(ctx context.Context, local, dataDir string, takeover b
 			return "", fmt.Errorf("tiering: bucket %s belongs to cluster %s, but data directory %s belongs to cluster %s: one prefix has one writer; use another bucket prefix",
 				o.b.Name(), m.ClusterID, dataDir, local)
 		case found && m.Owner != nil && m.Owner.NodeID == o.me.NodeID:
-			// Ours: a restart, or our own write whose reply was lost.
-			o.me.Epoch, o.etag = m.Owner.Epoch, etag
-			return m.ClusterID, nil
+			// Ours: a restart, our own write whose reply was lost, or a
+			// copy of this data directory (a volume snapshot, a cloned
+			// VM) that carries the node id. Every start takes a new
+			// epoch below, so an older incarnation still running is
+			// fenced off at its next write instead of writing on beside
+			// this one.
 		case found && !takeover && (m.Owner != nil || local == ""):
 			owner := "a node that is not recorded (the marker predates owner records)"
 			if m.Owner != nil {
@@ -174,7 +178,7 @@ func (o *ownership) claim(ctx context.Context, local, dataDir string, takeover b
 		if err != nil {
 			return "", fmt.Errorf("tiering: write cluster marker to %s: %w", o.b.Name(), err)
 		}
-		if found && m.Owner != nil {
+		if found && m.Owner != nil && m.Owner.NodeID != o.me.NodeID {
 			o.logger.Warn("took over the bucket prefix: the old owner is fenced off", "bucket", o.b.Name(),
 				"old_owner", m.Owner.String(), "epoch", o.me.Epoch)
 		}
