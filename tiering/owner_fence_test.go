@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/bucketurl"
+	"github.com/tierlog/tierlog/internal/testutil"
+	"github.com/tierlog/tierlog/internal/testutil/faultproxy"
 )
 
 // ownerBackends are the buckets the ownership tests run on: the
@@ -66,5 +69,54 @@ func TestCopiedNodeIDOneWriter(t *testing.T) {
 				t.Fatalf("the original's write: %v, want ErrFenced", errA)
 			}
 		})
+	}
+}
+
+// A claim whose conditional PUT took effect but whose reply was lost (or
+// whose refusal came with its body cut short) is retried; the retry's
+// 412 must be recognised as the node's own claim, not as another owner:
+// the node starts, owns the prefix, and the node it took over from is
+// fenced.
+func TestClaimThroughLostReplies(t *testing.T) {
+	for _, scheme := range []string{"s3", "minio"} {
+		for _, rule := range []faultproxy.Rule{
+			{Method: "PUT", PathContains: clusterMarkerKey, Fault: faultproxy.CutHeaders, After: 5, Times: 1},
+			{Method: "PUT", PathContains: clusterMarkerKey, Fault: faultproxy.Error, Status: 412, Code: "PreconditionFailed", After: 20, Times: 1},
+			{Method: "HEAD", PathContains: clusterMarkerKey, Fault: faultproxy.Error, Status: 404, Code: "NoSuchKey", After: 0, Times: 1},
+		} {
+			t.Run(scheme+"/"+rule.Method+"-"+rule.Fault.String(), func(t *testing.T) {
+				ctx := context.Background()
+				m := testutil.StartMinIO(t)
+				proxy := faultproxy.Start(t, m.URL())
+				open := func() cold.Bucket {
+					b, err := bucketurl.Open(ctx, remoteURL(scheme, m, proxy.Addr, "owned"),
+						cold.Options{Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { b.Close() })
+					return b
+				}
+				h := proxy.Add(rule)
+				a, err := OpenStore(ctx, open(), t.TempDir(), StoreOptions{Logger: testLogger(t)})
+				if err != nil {
+					t.Fatalf("new node, %v injected %d times: %v", rule.Fault, h.Injected(), err)
+				}
+				h2 := proxy.Add(rule)
+				b, err := OpenStore(ctx, open(), t.TempDir(), StoreOptions{Takeover: true, Logger: testLogger(t)})
+				if err != nil {
+					t.Fatalf("takeover, %v injected %d times: %v", rule.Fault, h2.Injected(), err)
+				}
+				if h.Injected()+h2.Injected() == 0 {
+					t.Fatal("no fault injected")
+				}
+				if _, err := b.Bucket.Upload(ctx, "b.json", strings.NewReader("{}"), 2); err != nil {
+					t.Fatalf("the new owner cannot write: %v", err)
+				}
+				if _, err := a.Bucket.Upload(ctx, "a.json", strings.NewReader("{}"), 2); !errors.Is(err, ErrFenced) {
+					t.Fatalf("the old owner's write: %v, want ErrFenced", err)
+				}
+			})
+		}
 	}
 }
