@@ -144,6 +144,13 @@ func (o *ownership) claim(ctx context.Context, local, dataDir string, takeover b
 			// epoch below, so an older incarnation still running is
 			// fenced off at its next write instead of writing on beside
 			// this one.
+		case found && takeover && m.Owner != nil && local != "":
+			// This directory has a history of its own (an old owner
+			// restarted with --takeover left on, say): its manifests are
+			// behind the bucket, and its start-up sweep would delete
+			// segments the current owner committed.
+			return "", fmt.Errorf("tiering: bucket %s is owned by %s, and data directory %s holds data of its own, behind the bucket: --takeover restores into an empty data directory only. Move this one aside and start again with an empty --data-dir and --takeover",
+				o.b.Name(), m.Owner.String(), dataDir)
 		case found && !takeover && (m.Owner != nil || local == ""):
 			owner := "a node that is not recorded (the marker predates owner records)"
 			if m.Owner != nil {

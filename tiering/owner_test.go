@@ -132,3 +132,33 @@ func TestConcurrentClaimsOneWins(t *testing.T) {
 		t.Fatalf("%d of %d racing claims won, want 1", won, n)
 	}
 }
+
+// A takeover by a node whose data directory has a history of its own - an
+// old owner restarted with --takeover left on after another node took the
+// prefix over - must be refused: its manifests are behind the bucket, and
+// its start-up sweep would delete the segments the current owner committed.
+func TestTakeoverRefusedWithDataOfItsOwn(t *testing.T) {
+	ctx := context.Background()
+	bucket := newFileBucket(t)
+	aDir := t.TempDir()
+	a := newEnv(t, bucket, aDir)
+	pa := a.open("audit", 0, true)
+	produce(t, pa, 300)
+	a.settle(pa)
+	pa.Close()
+
+	b := restoreEnv(t, bucket, t.TempDir()) // takes the prefix over
+	pb := b.open("audit", 0, true)
+	defer pb.Close()
+	produce(t, pb, 300)
+	b.settle(pb)
+
+	_, err := OpenStore(ctx, bucket, aDir, StoreOptions{Takeover: true})
+	if err == nil || !strings.Contains(err.Error(), "empty data directory") || !strings.Contains(err.Error(), b.store.owner.me.NodeID) {
+		t.Fatalf("takeover by the old owner with its stale data: %v; want a refusal naming the owner and asking for an empty data directory", err)
+	}
+	t.Log(err)
+	if err := b.store.owner.check(ctx); err != nil {
+		t.Fatalf("the current owner was fenced by a refused takeover: %v", err)
+	}
+}
