@@ -47,7 +47,11 @@ type StoreOptions struct {
 	// off: for a node restoring the prefix while the old owner may still
 	// run. Without it such a start is refused.
 	Takeover bool
-	Logger   *slog.Logger
+	// ClaimTimeout bounds the whole claim of the prefix at start-up, retries
+	// included (default 2 minutes): a store that stalls must not hang the
+	// start for the sum of every request's retries and stall timeouts.
+	ClaimTimeout time.Duration
+	Logger       *slog.Logger
 	// Registerer takes the store's metrics (nil: none).
 	Registerer prometheus.Registerer
 }

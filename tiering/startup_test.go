@@ -3,7 +3,9 @@ package tiering
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/bucketurl"
@@ -78,5 +80,39 @@ func TestStartUpThroughFaults(t *testing.T) {
 			t.Logf("%d requests; injected %d 503s, %d resets, %d cut replies", proxy.Requests(),
 				proxy.Injected(faultproxy.Error), proxy.Injected(faultproxy.Reset), proxy.Injected(faultproxy.Truncate))
 		})
+	}
+}
+
+// TestStartUpClaimIsBounded: a store that answers the bucket check but then
+// stalls every request for the owner record must not hang the start for
+// the sum of every request's retries and stall timeouts (minutes): the
+// claim gives up at ClaimTimeout with an error that says so.
+func TestStartUpClaimIsBounded(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	proxy := faultproxy.Start(t, m.URL())
+	ctx := context.Background()
+	b, err := bucketurl.Open(ctx, remoteURL("s3", m, proxy.Addr, "stalled"),
+		cold.Options{Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	h := proxy.Add(faultproxy.Rule{PathContains: clusterMarkerKey, Fault: faultproxy.Stall})
+	done := make(chan error, 1)
+	go func() {
+		_, err := OpenStore(ctx, b, t.TempDir(), StoreOptions{ClaimTimeout: time.Second})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no answer within 1s") {
+			t.Fatalf("claim against a stalled store: %v; want an error saying it gave up", err)
+		}
+		t.Log(err)
+	case <-time.After(time.Minute): // far beyond the bound: the claim hangs
+		t.Fatal("the claim against a stalled store did not give up within a minute")
+	}
+	if h.Injected() == 0 {
+		t.Fatal("no request for the owner record was stalled: the test did not exercise the bound")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/fileutil"
@@ -128,7 +129,15 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOpt
 	host, _ := os.Hostname()
 	abs, _ := filepath.Abs(dataDir)
 	o := &ownership{b: b, logger: opts.Logger, me: ownerRecord{NodeID: node, Host: host, PID: os.Getpid(), DataDir: abs}}
-	cluster, err := o.claim(ctx, local, dataDir, opts.Takeover)
+	if opts.ClaimTimeout <= 0 {
+		opts.ClaimTimeout = 2 * time.Minute
+	}
+	cctx, cancel := context.WithTimeout(ctx, opts.ClaimTimeout)
+	cluster, err := o.claim(cctx, local, dataDir, opts.Takeover)
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, fmt.Errorf("tiering: claim the prefix of %s: no answer within %v: %w", b.Name(), opts.ClaimTimeout, err)
+	}
 	if err != nil {
 		return nil, err
 	}
