@@ -25,7 +25,7 @@ func eachAlloc(t *testing.T, b []byte) uint64 {
 	return after.TotalAlloc - before.TotalAlloc
 }
 
-func lz4Frame(t *testing.T, raw []byte, size lz4.BlockSize) []byte {
+func encodeLZ4Frame(t *testing.T, raw []byte, size lz4.BlockSize) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w := lz4.NewWriter(&buf)
@@ -51,7 +51,7 @@ func TestR5EachMemoryCountsEveryLZ4Frame(t *testing.T) {
 		recs[i] = Record{Timestamp: int64(i), Key: []byte("k"), Value: bytes.Repeat([]byte{byte(i)}, 100)}
 	}
 	raw := mustBuild(t, recs, BuildOptions{})[HeaderSize:]
-	body := append(lz4Frame(t, raw[:1000], lz4.Block64Kb), lz4Frame(t, raw[1000:], lz4.Block4Mb)...)
+	body := append(encodeLZ4Frame(t, raw[:1000], lz4.Block64Kb), encodeLZ4Frame(t, raw[1000:], lz4.Block4Mb)...)
 	n := int32(len(recs))
 	b := craftRawBatch(LZ4, body, n, n-1)
 	_, want, err := Decode(b)

@@ -94,24 +94,100 @@ func snappyState(data []byte) int {
 	return largest
 }
 
-// lz4State is two blocks of the size the first LZ4 frame declares (its
-// block descriptor), or of the largest size when it cannot be read.
+// lz4State is two blocks (a decoded and a compressed one) of each block
+// size the payload's LZ4 frames declare in their descriptors: a payload may
+// hold several frames, and the decoder pools its blocks by size, so a
+// 64 KiB frame followed by a 4 MiB one holds blocks of both. A payload whose
+// first frame cannot be read is charged the largest block (legacy frames
+// use 8 MiB); the walk stops at the first malformed frame, where the
+// decoder fails too.
 func lz4State(data []byte) int {
-	const frameMagic = 0x184D2204
-	if len(data) < 6 || binary.LittleEndian.Uint32(data) != frameMagic {
+	var sizes [8]bool // by the descriptor's block size index, 4 to 7
+	seen := false
+	for rest := data; len(rest) > 0; {
+		idx, next, ok := lz4Frame(rest)
+		if idx > 0 {
+			sizes[idx], seen = true, true
+		}
+		if !ok {
+			break
+		}
+		rest = next
+	}
+	if !seen {
 		return 2 * lz4MaxBlockBytes
 	}
-	switch (data[5] >> 4) & 7 {
-	case 4:
-		return 2 * (64 << 10)
-	case 5:
-		return 2 * (256 << 10)
-	case 6:
-		return 2 * (1 << 20)
-	case 7:
-		return 2 * (4 << 20)
+	state := 0
+	for idx, used := range sizes {
+		if used {
+			state += 2 * (1 << (8 + 2*idx)) // index 4 is 64 KiB, 7 is 4 MiB
+		}
 	}
-	return 2 * lz4MaxBlockBytes
+	return state
+}
+
+// lz4Frame reads the LZ4 frame at the start of data: its block size index
+// (0 for a skippable frame or an unreadable descriptor) and what follows
+// it, or ok false where the frame is malformed or cut short.
+func lz4Frame(data []byte) (idx int, next []byte, ok bool) {
+	const (
+		frameMagic     = 0x184D2204
+		skipMagic      = 0x184D2A50 // to 0x184D2A5F
+		flagBlockSum   = 0x10
+		flagContentLen = 0x08
+		flagContentSum = 0x04
+		flagDictID     = 0x01
+	)
+	le := binary.LittleEndian
+	if len(data) < 8 {
+		return 0, nil, false
+	}
+	if m := le.Uint32(data); m&^0xF == skipMagic {
+		n := uint64(le.Uint32(data[4:]))
+		if n > uint64(len(data)-8) {
+			return 0, nil, false
+		}
+		return 0, data[8+n:], true
+	} else if m != frameMagic {
+		return 0, nil, false
+	}
+	flg, bd := data[4], data[5]
+	idx = int(bd>>4) & 7
+	if idx < 4 {
+		return 0, nil, false
+	}
+	rest := data[6:]
+	skip := 1 // header checksum
+	if flg&flagContentLen != 0 {
+		skip += 8
+	}
+	if flg&flagDictID != 0 {
+		skip += 4
+	}
+	for len(rest) >= skip+4 {
+		rest = rest[skip:]
+		size := le.Uint32(rest)
+		rest = rest[4:]
+		if size == 0 { // end mark
+			if flg&flagContentSum != 0 {
+				if len(rest) < 4 {
+					return idx, nil, false
+				}
+				rest = rest[4:]
+			}
+			return idx, rest, true
+		}
+		n := uint64(size &^ (1 << 31)) // the high bit marks a stored block
+		if n > uint64(len(rest)) {
+			return idx, nil, false
+		}
+		rest = rest[n:]
+		skip = 0
+		if flg&flagBlockSum != 0 {
+			skip = 4
+		}
+	}
+	return idx, nil, false
 }
 
 // openStream returns a reader of the decompressed records section of a
