@@ -45,7 +45,7 @@ const maxRelativeOffset = math.MaxUint32
 // those fields; a batch that already holds them is left as sent. The
 // returned header describes b as it will be stored.
 func checkBatch(b []byte, cfg Config, now time.Time) (batch.Header, error) {
-	p, err := batch.ProduceOptions{MaxRecords: batch.RecordLimit(cfg.MaxMessageBytes)}.CheckProduced(b)
+	p, err := batch.ProduceOptions{MaxRecords: batch.RecordLimit(cfg.MaxMessageBytes), MaxHeaders: batch.HeaderLimit(cfg.MaxMessageBytes)}.CheckProduced(b)
 	if errors.Is(err, batch.ErrTooLarge) || errors.Is(err, batch.ErrTooManyRecords) {
 		return p.Header, fmt.Errorf("%w: %v (max.message.bytes %d)", ErrTooLarge, err, cfg.MaxMessageBytes)
 	}

@@ -26,7 +26,7 @@ func (o DecodeOptions) Each(b []byte, yield func(Record) bool) (Header, error) {
 	raw := b[HeaderSize:h.Size()]
 	c := h.Codec()
 	if c == None {
-		_, err = walkRecords(h, &sectionSource{raw: raw}, false, yield)
+		_, err = walkRecords(h, &sectionSource{raw: raw}, false, 0, yield)
 		return h, err
 	}
 	r, done, err := openStream(c, raw, o.MaxUncompressed)
@@ -34,6 +34,6 @@ func (o DecodeOptions) Each(b []byte, yield func(Record) bool) (Header, error) {
 		return h, err
 	}
 	defer done()
-	_, err = walkRecords(h, &streamSource{r: r}, false, yield)
+	_, err = walkRecords(h, &streamSource{r: r}, false, 0, yield)
 	return h, err
 }

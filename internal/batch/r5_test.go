@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"errors"
 	"runtime"
 	"testing"
 
@@ -65,24 +66,36 @@ func TestR5EachMemoryCountsEveryLZ4Frame(t *testing.T) {
 	}
 }
 
-// TestR5EachMemoryHeaderHeavyRecord: Each of a batch whose one record
-// carries many empty headers (2 bytes each in the record, 40 in the
-// decoded []RecordHeader) allocates some 20 times the record's size,
-// beyond both EachMemory and the record-sized read buffer it documents.
-// A producer can send such a batch raw; at the 64 MiB decompression limit
-// the one record decodes to over a gigabyte, none of it charged to the
-// fetch budget.
+// A record's headers decode to about 40 bytes each from 2 bytes on the
+// wire, which EachMemory cannot see without decompressing: a tiny zstd
+// batch of one record with 32 M empty headers made a decoded fetch of that
+// one record allocate over a gigabyte, outside the fetch budget. Producers
+// are now held to HeaderLimit (as many headers as an uncompressed batch of
+// the size limit could frame), so what Each allocates for a record is
+// bounded by that count, and a header bomb is refused before it is stored.
 func TestR5EachMemoryHeaderHeavyRecord(t *testing.T) {
-	hs := make([]RecordHeader, 200_000)
+	const maxBatch = 1048588
+	limit := HeaderLimit(maxBatch)
+	opts := ProduceOptions{MaxRecords: RecordLimit(maxBatch), MaxHeaders: limit}
+
+	bomb := mustBuild(t, []Record{{Timestamp: 1, Headers: make([]RecordHeader, limit+1)}}, BuildOptions{Codec: Zstd})
+	if _, err := opts.CheckProduced(bomb); !errors.Is(err, ErrTooManyRecords) {
+		t.Fatalf("a %d-byte zstd batch of %d headers: %v, want ErrTooManyRecords", len(bomb), limit+1, err)
+	}
+
+	hs := make([]RecordHeader, limit)
 	rec := Record{Timestamp: 1, Value: []byte("v"), Headers: hs}
 	for _, c := range []Codec{None, Gzip, Zstd} {
 		b := mustBuild(t, []Record{rec}, BuildOptions{Codec: c})
+		if _, err := opts.CheckProduced(b); err != nil {
+			t.Fatalf("%s: a batch at the header limit refused: %v", c, err)
+		}
 		recordSize := uint64(2 * len(hs))
 		alloc, charged := eachAlloc(t, b), uint64(EachMemory(b))
-		t.Logf("%s: record %d KiB, batch %d KiB: Each allocated %d KiB, EachMemory %d KiB", c, recordSize>>10, len(b)>>10, alloc>>10, charged>>10)
-		// Allowed: EachMemory, plus a read buffer grown (by doubling) to the record.
-		if alloc > charged+2*recordSize {
-			t.Errorf("%s: one record of %d KiB (%d headers) made Each allocate %d KiB: more than EachMemory (%d KiB) plus twice the record", c, recordSize>>10, len(hs), alloc>>10, charged>>10)
+		bound := charged + 2*recordSize + 48*uint64(len(hs)) // a read buffer grown to the record, ~40 B a decoded header
+		t.Logf("%s: record %d KiB, batch %d KiB: Each allocated %d KiB, EachMemory %d KiB, bound %d KiB", c, recordSize>>10, len(b)>>10, alloc>>10, charged>>10, bound>>10)
+		if alloc > bound {
+			t.Errorf("%s: one record of %d headers made Each allocate %d KiB, more than the %d KiB its headers account for", c, len(hs), alloc>>10, bound>>10)
 		}
 	}
 }

@@ -106,7 +106,7 @@ func (o DecodeOptions) DecodeAll(b []byte) ([]Record, error) {
 // uncompressed records section. See walkRecords for what it checks.
 func parseRecords(h Header, raw []byte) ([]Record, error) {
 	recs := make([]Record, 0, min(int(h.NumRecords), len(raw)/minRecordSize))
-	_, err := walkRecords(h, &sectionSource{raw: raw}, false, func(r Record) bool {
+	_, err := walkRecords(h, &sectionSource{raw: raw}, false, 0, func(r Record) bool {
 		recs = append(recs, r)
 		return true
 	})
@@ -163,14 +163,15 @@ func (s *sectionSource) next() ([]byte, int, error) {
 // checks that need the whole section) when yield returns false. With a nil
 // yield it only checks, allocating nothing per record (the append path).
 // It returns the largest timestamp delta, from which the batch's
-// create-time max timestamp follows.
-func walkRecords(h Header, src recordSource, dense bool, yield func(Record) bool) (int64, error) {
+// create-time max timestamp follows. maxHeaders > 0 caps the headers of
+// all records together (a producer's batch, see HeaderLimit).
+func walkRecords(h Header, src recordSource, dense bool, maxHeaders int, yield func(Record) bool) (int64, error) {
 	var arena *[]RecordHeader
 	if yield != nil {
 		arena = new([]RecordHeader)
 	}
 	lastDelta, maxTsDelta := int64(-1), int64(math.MinInt64)
-	n := 0
+	n, headers := 0, 0
 	for ; ; n++ {
 		body, w, err := src.next()
 		if err == io.EOF {
@@ -188,9 +189,12 @@ func walkRecords(h Header, src recordSource, dense bool, yield func(Record) bool
 		if err != nil {
 			return 0, err // the codec's stream failed: already says what and why
 		}
-		r, delta, err := parseRecord(body, arena, dense)
+		r, delta, nh, err := parseRecord(body, arena, dense)
 		if err != nil {
 			return 0, fmt.Errorf("%w: record %d: %s", ErrCorrupt, n, err)
+		}
+		if headers += nh; maxHeaders > 0 && headers > maxHeaders {
+			return 0, fmt.Errorf("%w: more than %d record headers in one batch (as many as an uncompressed batch of the size limit can hold); split the batch", ErrTooManyRecords, maxHeaders)
 		}
 		if dense && delta != int64(n) {
 			return 0, fmt.Errorf("%w: record %d: offset delta %d, a producer numbers the records of a batch 0, 1, 2, ... so it must be %d", ErrCorrupt, n, delta, n)
@@ -225,11 +229,11 @@ func walkRecords(h Header, src recordSource, dense bool, yield func(Record) bool
 // costs a few header allocations rather than one per record; a nil arena
 // checks the headers without keeping them. Errors are plain descriptions
 // for the caller to wrap.
-func parseRecord(b []byte, arena *[]RecordHeader, strict bool) (Record, int64, error) {
+func parseRecord(b []byte, arena *[]RecordHeader, strict bool) (Record, int64, int, error) {
 	d := recordReader{b: b, strict: strict}
 	var r Record
 	if len(d.b) < 1 {
-		return r, 0, fmt.Errorf("attributes missing")
+		return r, 0, 0, fmt.Errorf("attributes missing")
 	}
 	d.b = d.b[1:] // record attributes: unused by Kafka so far
 	r.Timestamp = d.varint(math.MinInt64, math.MaxInt64, "timestamp delta")
@@ -259,12 +263,12 @@ func parseRecord(b []byte, arena *[]RecordHeader, strict bool) (Record, int64, e
 		}
 	}
 	if d.err != nil {
-		return r, 0, d.err
+		return r, 0, 0, d.err
 	}
 	if len(d.b) != 0 {
-		return r, 0, fmt.Errorf("%d bytes left over after the headers", len(d.b))
+		return r, 0, 0, fmt.Errorf("%d bytes left over after the headers", len(d.b))
 	}
-	return r, delta, nil
+	return r, delta, int(nh), nil
 }
 
 // maxVarint32Len is the most bytes Kafka reads for a 32-bit varint.

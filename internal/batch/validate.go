@@ -31,6 +31,18 @@ func RecordLimit(maxBatchBytes int) int {
 	return max(1, (maxBatchBytes-HeaderSize)/minRecordSize)
 }
 
+// HeaderLimit is the most record headers (all records together) a batch
+// may hold when batches may be up to maxBatchBytes long: as many as an
+// uncompressed batch of that size can frame at two bytes a header. Like
+// RecordLimit it stops a small compressed batch from expanding into
+// millions of headers: a header of two bytes decodes to about 40, so 32 M
+// of them in a 64 MiB records section made a decoded fetch of one record
+// allocate over a gigabyte. With Kafka's 1 MiB max.message.bytes the limit
+// is 524,263 headers.
+func HeaderLimit(maxBatchBytes int) int {
+	return max(1, (maxBatchBytes-HeaderSize)/2)
+}
+
 // ProduceOptions say what a leader accepts from a producer. The zero value
 // applies only the decompression limit's default.
 type ProduceOptions struct {
@@ -40,6 +52,9 @@ type ProduceOptions struct {
 	// MaxRecords caps the batch's record count (see RecordLimit); zero or
 	// less means no cap beyond what the bytes allow.
 	MaxRecords int
+	// MaxHeaders caps the record headers of the whole batch (see
+	// HeaderLimit); zero or less means no cap beyond what the bytes allow.
+	MaxHeaders int
 }
 
 // Produced is what CheckProduced learned about a valid batch.
@@ -83,7 +98,7 @@ func (o ProduceOptions) CheckProduced(b []byte) (Produced, error) {
 			return p, err
 		}
 	}
-	maxDelta, err := walkRecords(h, &sectionSource{raw: raw}, true, nil)
+	maxDelta, err := walkRecords(h, &sectionSource{raw: raw}, true, o.MaxHeaders, nil)
 	if err != nil {
 		return p, err
 	}
