@@ -203,12 +203,7 @@ func TestOverlappingSegmentsRefuseToOpen(t *testing.T) {
 	})
 	t.Run("sealed segments below the recovery point", func(t *testing.T) {
 		dir := t.TempDir()
-		l := openLog(t, dir, testConfig(FlushAlways), Options{})
-		appendRecords(t, l, 250, 5, 100)
-		segs := l.Segments()
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
+		segs := closedLog(t, dir)
 		// A segment starting inside the first, trusted, sealed segment.
 		inside := segs[1].BaseOffset - 10
 		writeSegment(t, dir, inside, 20)
@@ -228,12 +223,7 @@ func TestSegmentGapRefusesToOpen(t *testing.T) {
 	})
 	t.Run("sealed segments below the recovery point", func(t *testing.T) {
 		dir := t.TempDir()
-		l := openLog(t, dir, testConfig(FlushAlways), Options{})
-		appendRecords(t, l, 250, 5, 100)
-		segs := l.Segments()
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
+		segs := closedLog(t, dir)
 		if len(segs) < 3 {
 			t.Fatalf("%d segments, want at least 3", len(segs))
 		}
@@ -243,6 +233,20 @@ func TestSegmentGapRefusesToOpen(t *testing.T) {
 		checkOpenRefused(t, dir, ErrSegmentGap, filepath.Base(segs[0].Path), filepath.Base(segs[2].Path),
 			fmt.Sprintf("offsets %d to %d", segs[1].BaseOffset, segs[1].NextOffset-1))
 	})
+}
+
+// closedLog writes 250 batches to a log in dir under FlushAlways and
+// closes it cleanly (every segment sealed, below the recovery point); it
+// returns the segments.
+func closedLog(t *testing.T, dir string) []SegmentInfo {
+	t.Helper()
+	l := openLog(t, dir, testConfig(FlushAlways), Options{})
+	appendRecords(t, l, 250, 5, 100)
+	segs := l.Segments()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return segs
 }
 
 // writeSegment writes a segment file of n records (batches of 5, value
