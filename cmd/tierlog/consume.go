@@ -21,7 +21,7 @@ import (
 type consumeFlags struct {
 	partition     int32
 	fromBeginning bool
-	offset        int64
+	offset        string
 	since         string
 	max           int64
 	follow        bool
@@ -36,11 +36,15 @@ func newConsumeCmd() *cobra.Command {
 		Long: `Print the records of TOPIC, partition by partition in partition order, each
 partition in offset order. Without --partition every partition is read.
 
-Where to start (at most one; default --from-beginning):
+Where to start (at most one; default --from-beginning, or --offset end
+with --follow, like tail -f):
   --from-beginning   the first record still held by each partition
   --offset N         offset N in each partition
-  --since TIME       the first record at or after TIME (RFC 3339, e.g.
-                     2024-05-01T12:00:00Z)
+  --offset end       the end of each partition: only records appended later
+  --offset -N        the last N records of each partition (kcat's -o -N)
+  --since TIME       the first record at or after TIME: a duration back from
+                     now (30m, 1h, 7d), a date (2026-11-30, midnight local
+                     time) or an RFC 3339 time (2026-11-30T12:00:00Z)
 
 Without --follow the command stops at the end of the log as it was when each
 partition was reached, so the same data prints the same bytes every time.
@@ -58,9 +62,9 @@ Formats:
 	cf := addClientFlags(cmd)
 	f := cmd.Flags()
 	f.Int32Var(&cfl.partition, "partition", -1, "read only this partition (default: all)")
-	f.BoolVar(&cfl.fromBeginning, "from-beginning", false, "start at the first record of each partition (the default)")
-	f.Int64Var(&cfl.offset, "offset", 0, "start at this offset in each partition")
-	f.StringVar(&cfl.since, "since", "", "start at the first record at or after this RFC 3339 time")
+	f.BoolVar(&cfl.fromBeginning, "from-beginning", false, "start at the first record of each partition (the default without --follow)")
+	f.StringVar(&cfl.offset, "offset", "", "where to start in each partition: "+offsetValid)
+	f.StringVar(&cfl.since, "since", "", "start at the first record at or after this time: 1h, 7d, 2026-11-30 or an RFC 3339 time")
 	f.Int64Var(&cfl.max, "max", 0, "stop after this many records in total (0: no limit)")
 	f.BoolVarP(&cfl.follow, "follow", "f", false, "keep printing new records until interrupted")
 	f.StringVar(&cfl.format, "format", "text", "output format: text or json")
@@ -79,18 +83,35 @@ func consume(cmd *cobra.Command, cf *clientFlags, cfl *consumeFlags, topic strin
 		return usageErrorf("--max %d: want 0 (no limit) or more", cfl.max)
 	}
 	fetch := &tierlogv1.FetchRequest{Topic: topic, Start: &tierlogv1.FetchRequest_Earliest{Earliest: true}}
+	if cfl.follow {
+		// Following with no start given is tail -f: new records only.
+		fetch.Start = &tierlogv1.FetchRequest_Latest{Latest: true}
+	}
+	var lastN int64 = -1 // the last N records of each partition; -1: not asked
 	switch {
+	case cmd.Flags().Changed("from-beginning"):
+		fetch.Start = &tierlogv1.FetchRequest_Earliest{Earliest: true}
 	case cmd.Flags().Changed("offset"):
-		if cfl.offset < 0 {
-			return usageErrorf("--offset %d: want 0 or more", cfl.offset)
-		}
-		fetch.Start = &tierlogv1.FetchRequest_Offset{Offset: cfl.offset}
-	case cmd.Flags().Changed("since"):
-		t, err := time.Parse(time.RFC3339Nano, cfl.since)
+		pos, err := parseOffset(cfl.offset)
 		if err != nil {
-			return usageErrorf("--since %q: want an RFC 3339 time such as 2024-05-01T12:00:00Z", cfl.since)
+			return usageErrorf("%v", err)
 		}
-		fetch.Start = &tierlogv1.FetchRequest_TimestampMs{TimestampMs: t.UnixMilli()}
+		switch pos.kind {
+		case startEarliest:
+			fetch.Start = &tierlogv1.FetchRequest_Earliest{Earliest: true}
+		case startLatest:
+			fetch.Start = &tierlogv1.FetchRequest_Latest{Latest: true}
+		case startOffset:
+			fetch.Start = &tierlogv1.FetchRequest_Offset{Offset: pos.n}
+		case startLastN:
+			lastN = pos.n
+		}
+	case cmd.Flags().Changed("since"):
+		t, err := parseSince(cfl.since, time.Now(), time.Local)
+		if err != nil {
+			return usageErrorf("%v", err)
+		}
+		fetch.Start = &tierlogv1.FetchRequest_TimestampMs{TimestampMs: max(t.UnixMilli(), 0)}
 	}
 	partitionSet := cmd.Flags().Changed("partition")
 	if partitionSet && cfl.partition < 0 {
@@ -125,6 +146,11 @@ func consume(cmd *cobra.Command, cf *clientFlags, cfl *consumeFlags, topic strin
 
 	c := &consumer{client: client, fetch: fetch, follow: cfl.follow,
 		out: newPrinter(cmd.OutOrStdout(), cfl.format == "json", cfl.max)}
+	if lastN >= 0 {
+		if c.offsets, err = lastOffsets(ctx, client, topic, lastN); err != nil {
+			return cf.rpcError("consume "+topic, err)
+		}
+	}
 	if cfl.follow && len(partitions) > 1 {
 		err = c.followAll(ctx, partitions)
 	} else {
@@ -142,9 +168,12 @@ func consume(cmd *cobra.Command, cf *clientFlags, cfl *consumeFlags, topic strin
 type consumer struct {
 	client tierlogv1.TierLogClient
 	fetch  *tierlogv1.FetchRequest // topic and start; partition set per stream
-	follow bool
-	out    *printer
-	mu     sync.Mutex // serializes out between followAll's streams
+	// offsets, when set, is the start offset of each partition (--offset -N),
+	// in place of fetch's start.
+	offsets map[int32]int64
+	follow  bool
+	out     *printer
+	mu      sync.Mutex // serializes out between followAll's streams
 }
 
 // readInOrder reads the partitions one after another.
@@ -201,7 +230,11 @@ func (c *consumer) write(resp *tierlogv1.FetchResponse) (bool, error) {
 func (c *consumer) stream(ctx context.Context, partition int32, emit func(*tierlogv1.FetchResponse) (bool, error)) (full bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &tierlogv1.FetchStreamRequest{Fetch: cloneFetch(c.fetch, partition), Follow: c.follow, Limit: c.out.remaining()}
+	fetch := cloneFetch(c.fetch, partition)
+	if off, ok := c.offsets[partition]; ok {
+		fetch.Start = &tierlogv1.FetchRequest_Offset{Offset: off}
+	}
+	req := &tierlogv1.FetchStreamRequest{Fetch: fetch, Follow: c.follow, Limit: c.out.remaining()}
 	s, err := c.client.FetchStream(ctx, req)
 	if err != nil {
 		return false, err
@@ -219,6 +252,22 @@ func (c *consumer) stream(ctx context.Context, partition int32, emit func(*tierl
 			return full, err
 		}
 	}
+}
+
+// lastOffsets is, for each partition, the offset n records before its end,
+// or its start offset if it holds fewer. Offsets are dense, so the records
+// from there to the end are the last n.
+func lastOffsets(ctx context.Context, client tierlogv1.TierLogClient, topic string, n int64) (map[int32]int64, error) {
+	resp, err := client.ListOffsets(ctx, &tierlogv1.ListOffsetsRequest{Topic: topic,
+		Spec: &tierlogv1.ListOffsetsRequest_Latest{Latest: true}})
+	if err != nil {
+		return nil, err
+	}
+	offs := make(map[int32]int64, len(resp.GetPartitions()))
+	for _, po := range resp.GetPartitions() {
+		offs[po.GetPartition()] = max(po.GetLogEndOffset()-n, po.GetLogStartOffset())
+	}
+	return offs, nil
 }
 
 func cloneFetch(f *tierlogv1.FetchRequest, partition int32) *tierlogv1.FetchRequest {
