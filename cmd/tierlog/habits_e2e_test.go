@@ -192,3 +192,81 @@ func TestConsumeStartPositions(t *testing.T) {
 		}
 	}
 }
+
+// TestProduceKeySeparator: --key-separator splits each line into key and
+// value; each key lands in the partition the server picks for it (the
+// murmur2 rule), a line without the separator gets a null key (kcat's
+// -K), and "partition offset" lines come out in input order.
+func TestProduceKeySeparator(t *testing.T) {
+	n := startNode(t, filepath.Join(t.TempDir(), "data"), nil)
+	ok(t, n, "", "topic", "create", "keyed", "--partitions", "4")
+	var input []string
+	for i := range 60 {
+		input = append(input, fmt.Sprintf("user%d:event %d: with a colon", i%7, i))
+	}
+	input = append(input, "no separator here", ":empty key", "user1:", "")
+	out := ok(t, n, joinLines(input), "produce", "keyed", "--key-separator", ":")
+	placed := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(placed) != len(input) {
+		t.Fatalf("produce printed %d lines for %d input lines:\n%s", len(placed), len(input), out)
+	}
+	recs := map[string]jsonRec{} // by "partition offset"
+	for _, r := range parseJSONLines(t, ok(t, n, "", "consume", "keyed", "--format", "json")) {
+		recs[fmt.Sprintf("%d %d", r.Partition, r.Offset)] = r
+	}
+	// The partition the server itself picks for a key (a one-record
+	// produce with --key), asked once per key.
+	serverPick := map[string]string{}
+	for i, line := range input {
+		r, found := recs[placed[i]]
+		if !found {
+			t.Fatalf("line %d %q: produce said %q, which consume does not hold", i+1, line, placed[i])
+		}
+		key, value, hasSep := strings.Cut(line, ":")
+		if !hasSep {
+			if r.Key != nil || r.Value == nil || *r.Value != line {
+				t.Errorf("line %d %q: stored key %v value %v, want a null key and the whole line", i+1, line, r.Key, r.Value)
+			}
+			continue
+		}
+		if r.Key == nil || *r.Key != key || r.Value == nil || *r.Value != value {
+			t.Errorf("line %d %q: stored key %v value %v, want %q and %q", i+1, line, r.Key, r.Value, key, value)
+			continue
+		}
+		if _, asked := serverPick[key]; !asked {
+			p := ok(t, n, "", "produce", "keyed", "--key", key, "--value", "probe")
+			serverPick[key], _, _ = strings.Cut(p, " ")
+		}
+		if part, _, _ := strings.Cut(placed[i], " "); part != serverPick[key] {
+			t.Errorf("line %d key %q in partition %s, but the server puts key %q in partition %s", i+1, key, part, key, serverPick[key])
+		}
+	}
+	if len(serverPick) < 3 {
+		t.Errorf("the keys landed in %d partitions; the test needs several", len(serverPick))
+	}
+
+	// With --partition every record goes there, keys kept.
+	out = ok(t, n, "a:1\nb:2\n", "produce", "keyed", "--key-separator", ":", "--partition", "3")
+	if !strings.HasPrefix(out, "3 ") || !strings.Contains(out, "\n3 ") {
+		t.Errorf("--key-separator --partition 3: %q, want both records in partition 3", out)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"produce", "keyed", "--key-separator", ":", "--key", "k"}, []string{"key", "key-separator"}},
+		{[]string{"produce", "keyed", "--key-separator", ":", "--value", "v"}, []string{"value", "key-separator"}},
+		{[]string{"produce", "keyed", "--key-separator", ""}, []string{"--key-separator", "at least one character"}},
+	} {
+		r := cli(t, n, "x:y\n", c.args...)
+		if r.code != 2 {
+			t.Errorf("tierlog %s: exit %d, want 2 (stderr %q)", strings.Join(c.args, " "), r.code, r.stderr)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("tierlog %s: stderr %q lacks %q", strings.Join(c.args, " "), r.stderr, w)
+			}
+		}
+	}
+}

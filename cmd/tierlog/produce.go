@@ -13,6 +13,7 @@ import (
 
 	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/partitioner"
 )
 
 // Batching defaults. 512 KiB of records stays well under Kafka's default
@@ -30,6 +31,7 @@ const (
 
 type produceFlags struct {
 	key         string
+	keySep      string
 	partition   int32
 	value       string
 	compression string
@@ -53,13 +55,21 @@ Lines that are available together are sent in one Produce call (one record
 batch) of up to --batch records and --batch-bytes bytes, so piping a large
 file is fast while typed lines are sent as soon as they are entered.
 
-Without --partition the server picks the partition: by the hash of --key if
-given, round-robin per batch otherwise.`,
+With --key-separator SEP (kcat's -K) each line is split at its first SEP:
+the part before is the record's key, the part after its value. A line
+without SEP is produced as kcat does: a null key and the whole line as the
+value.
+
+Without --partition the partition follows the key: murmur2 of the key
+modulo the partition count, as Kafka's clients compute it (records of one
+batch with different keys are sent to their own partitions); records with
+a null key go round-robin per batch.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&pf.key, "key", "", "key of every record (default: null key)")
+	f.StringVar(&pf.keySep, "key-separator", "", "split each input line at its first SEP into key and value (kcat's -K); a line without it gets a null key")
 	f.Int32Var(&pf.partition, "partition", -1, "partition to produce to (default: chosen by the server)")
 	f.StringVar(&pf.value, "value", "", "produce this one record instead of reading stdin")
 	f.StringVar(&pf.compression, "compression", "none", "batch compression: none, gzip, snappy, lz4 or zstd")
@@ -67,6 +77,8 @@ given, round-robin per batch otherwise.`,
 	f.IntVar(&pf.batchBytes, "batch-bytes", defaultBatchBytes, "at most about this many bytes of records per Produce call (also capped by the topic's max.message.bytes)")
 	f.StringArrayVar(&pf.headers, "header", nil, "record header as key=value added to every record; repeatable")
 	f.BoolVarP(&pf.quiet, "quiet", "q", false, "print one summary line instead of one line per record")
+	cmd.MarkFlagsMutuallyExclusive("key", "key-separator")
+	cmd.MarkFlagsMutuallyExclusive("value", "key-separator")
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
 		return produce(cmd, cf, &pf, args[0])
 	})
@@ -95,6 +107,9 @@ func produce(cmd *cobra.Command, cf *clientFlags, pf *produceFlags, topic string
 	if cmd.Flags().Changed("key") {
 		key = []byte(pf.key)
 	}
+	if cmd.Flags().Changed("key-separator") && pf.keySep == "" {
+		return usageErrorf("--key-separator \"\": want at least one character, e.g. --key-separator :")
+	}
 
 	client, done, err := cf.dial()
 	if err != nil {
@@ -118,6 +133,10 @@ func produce(cmd *cobra.Command, cf *clientFlags, pf *produceFlags, topic string
 		client: client, topic: topic, compression: pf.compression,
 		key: key, headers: hdrs, maxRecords: pf.batch, maxBytes: budget,
 		out: bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10), quiet: pf.quiet, cf: cf,
+		partitions: int32(len(desc.GetTopic().GetPartitions())),
+	}
+	if pf.keySep != "" {
+		p.keySep = []byte(pf.keySep)
 	}
 	if partitionSet {
 		p.partition = &pf.partition
@@ -143,6 +162,8 @@ type producer struct {
 	partition   *int32
 	compression string
 	key         []byte
+	keySep      []byte // split each line into key and value; nil: no
+	partitions  int32  // the topic's partition count, to place keyed records
 	headers     []*tierlogv1.Header
 	maxRecords  int
 	maxBytes    int
@@ -236,38 +257,122 @@ func readLines(ctx context.Context, r io.Reader, lines chan<- []byte) error {
 	}
 }
 
+// send produces values as records, in one Produce call per partition they
+// go to, and prints where each landed, in input order.
 func (p *producer) send(ctx context.Context, values [][]byte) error {
 	recs := make([]*tierlogv1.Record, len(values))
 	for i, v := range values {
+		key := p.key
+		if p.keySep != nil {
+			key, v = splitKey(v, p.keySep)
+		}
 		if v == nil {
 			v = []byte{} // an empty line is an empty value, not a null one
 		}
-		recs[i] = &tierlogv1.Record{Key: p.key, Value: v, Headers: p.headers}
+		recs[i] = &tierlogv1.Record{Key: key, Value: v, Headers: p.headers}
 	}
-	resp, err := p.client.Produce(ctx, &tierlogv1.ProduceRequest{
-		Topic: p.topic, Partition: p.partition, Records: recs, Compression: p.compression,
-	})
-	if err != nil {
-		return p.cf.statusError(err)
+	type landed struct {
+		partition int32
+		offset    int64
+		ok        bool
 	}
-	p.produced += int64(len(recs))
+	where := make([]landed, len(recs))
+	var sendErr error
+	for _, g := range p.group(recs) {
+		batch := make([]*tierlogv1.Record, len(g.idx))
+		for j, i := range g.idx {
+			batch[j] = recs[i]
+		}
+		resp, err := p.client.Produce(ctx, &tierlogv1.ProduceRequest{
+			Topic: p.topic, Partition: g.partition, Records: batch, Compression: p.compression,
+		})
+		if err != nil {
+			sendErr = p.cf.statusError(err)
+			break
+		}
+		p.produced += int64(len(batch))
+		for j, i := range g.idx {
+			where[i] = landed{resp.GetPartition(), resp.GetBaseOffset() + int64(j), true}
+		}
+	}
 	if p.quiet {
-		return nil
+		return sendErr
 	}
+	// What was stored is printed even when a later group failed.
 	var buf []byte
-	for i := range recs {
-		buf = strconv.AppendInt(buf[:0], int64(resp.GetPartition()), 10)
+	for _, w := range where {
+		if !w.ok {
+			continue
+		}
+		buf = strconv.AppendInt(buf[:0], int64(w.partition), 10)
 		buf = append(buf, ' ')
-		buf = strconv.AppendInt(buf, resp.GetBaseOffset()+int64(i), 10)
+		buf = strconv.AppendInt(buf, w.offset, 10)
 		buf = append(buf, '\n')
 		if _, err := p.out.Write(buf); err != nil {
-			return fmt.Errorf("write output: %w", err)
+			return errors.Join(sendErr, fmt.Errorf("write output: %w", err))
 		}
 	}
 	if err := p.out.Flush(); err != nil {
-		return fmt.Errorf("write output: %w", err)
+		return errors.Join(sendErr, fmt.Errorf("write output: %w", err))
 	}
-	return nil
+	return sendErr
+}
+
+// sendGroup is the records of one Produce call: indexes into the batch,
+// and the partition (nil: the server picks).
+type sendGroup struct {
+	partition *int32
+	idx       []int
+}
+
+// group splits records by the partition they must go to. One Produce call
+// goes to one partition, which the server picks from the first record's
+// key; records with per-line keys are therefore placed here, with the
+// same murmur2 rule, so every record of a key lands in the key's
+// partition. Input order is kept within each group.
+func (p *producer) group(recs []*tierlogv1.Record) []sendGroup {
+	all := make([]int, len(recs))
+	for i := range all {
+		all[i] = i
+	}
+	if p.keySep == nil || p.partition != nil || p.partitions < 1 {
+		return []sendGroup{{partition: p.partition, idx: all}}
+	}
+	const serverPicks = -1 // null keys: round-robin on the server
+	var order []int32
+	byPart := map[int32][]int{}
+	for i, r := range recs {
+		part := int32(serverPicks)
+		if r.Key != nil {
+			part = partitioner.ForKey(r.Key, p.partitions)
+		}
+		if _, seen := byPart[part]; !seen {
+			order = append(order, part)
+		}
+		byPart[part] = append(byPart[part], i)
+	}
+	groups := make([]sendGroup, 0, len(order))
+	for _, part := range order {
+		g := sendGroup{idx: byPart[part]}
+		if part != serverPicks {
+			g.partition = &part
+		}
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// splitKey splits line at its first sep into key and value; without sep
+// the key is null and the value is the whole line (kcat's -K).
+func splitKey(line, sep []byte) (key, value []byte) {
+	k, v, ok := bytes.Cut(line, sep)
+	if !ok {
+		return nil, line
+	}
+	if k == nil {
+		k = []byte{}
+	}
+	return k, v
 }
 
 func parseHeaders(kvs []string) ([]*tierlogv1.Header, error) {
