@@ -78,8 +78,8 @@ func (p *Partition) ceiling() *LocalDiskFullError {
 	if u := nd.used.Load(); nd.limit > 0 && u >= nd.limit {
 		return &LocalDiskFullError{Topic: p.topic, Partition: p.partition, Setting: NodeDiskSetting, Used: u, Limit: nd.limit, Pending: nd.pending.Load()}
 	}
-	if u := p.localUsed.Load(); p.localMax > 0 && u >= p.localMax {
-		return &LocalDiskFullError{Topic: p.topic, Partition: p.partition, Setting: PartitionDiskSetting, Used: u, Limit: p.localMax, Pending: p.localPending.Load()}
+	if u, limit := p.localUsed.Load(), p.localMax.Load(); limit > 0 && u >= limit {
+		return &LocalDiskFullError{Topic: p.topic, Partition: p.partition, Setting: PartitionDiskSetting, Used: u, Limit: limit, Pending: p.localPending.Load()}
 	}
 	return nil
 }
@@ -158,13 +158,14 @@ func (d *Daemon) freeUploaded(parts []*Partition) int64 {
 	nodeFull := d.disk.limit > 0 && d.disk.used.Load() >= d.disk.limit
 	var freed int64
 	for _, p := range parts {
-		partFull := p.localMax > 0 && p.localUsed.Load() >= p.localMax
+		localMax := p.localMax.Load()
+		partFull := localMax > 0 && p.localUsed.Load() >= localMax
 		if (!nodeFull && !partFull) || !p.remoteOn.Load() || p.store == nil {
 			continue
 		}
 		target := int64(0) // at the node's ceiling: every uploaded copy
 		if !nodeFull {
-			target = p.localMax - 1
+			target = localMax - 1
 		}
 		if p.log.ShrinkTo(target) == 0 {
 			continue

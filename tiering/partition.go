@@ -80,7 +80,7 @@ type Partition struct {
 	node         atomic.Pointer[nodeDisk]
 	localUsed    atomic.Int64
 	localPending atomic.Int64
-	localMax     int64
+	localMax     atomic.Int64 // local.disk.max.bytes; <= 0: none
 	refusals     atomic.Int64
 	refusing     atomic.Bool
 
@@ -110,7 +110,8 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Partition{topic: o.Topic, partition: o.Partition, dir: o.Dir, store: o.Store, reader: o.Reader,
-		logger: o.Logger, remote: o.Remote, retention: o.Retention, localMax: o.LocalMaxBytes}
+		logger: o.Logger, remote: o.Remote, retention: o.Retention}
+	p.localMax.Store(o.LocalMaxBytes)
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -185,6 +186,10 @@ func (p *Partition) SetConfig(cfg hot.Config, remote bool, r Retention) error {
 	p.mu.Unlock()
 	return p.log.SetConfig(cfg)
 }
+
+// SetLocalMaxBytes changes the partition's own local-disk ceiling
+// (local.disk.max.bytes; <= 0: none). Appends see it at once.
+func (p *Partition) SetLocalMaxBytes(n int64) { p.localMax.Store(n) }
 
 // Log is the partition's hot log.
 func (p *Partition) Log() *hot.Log { return p.log }

@@ -42,7 +42,7 @@ func (p *Partition) Status(now time.Time) Status {
 	p.mu.RUnlock()
 	st := Status{Topic: p.topic, Partition: p.partition, Remote: remote && p.store != nil,
 		LocalStart: p.log.StartOffset(), EndOffset: p.log.EndOffset(), RemoteStart: m.remoteStart(), ManifestVersion: m.Version,
-		LocalMaxBytes: p.localMax}
+		LocalMaxBytes: p.localMax.Load()}
 	if e := p.ceiling(); e != nil {
 		st.ProduceRefused = e.Error()
 	}

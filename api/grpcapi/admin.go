@@ -117,3 +117,19 @@ func topicProto(t broker.TopicInfo) *tierlogv1.TopicInfo {
 	}
 	return pt
 }
+
+// AlterTopicConfig changes a topic's configuration; the broker validates
+// the keys and values as it does for CreateTopic.
+func (s *Server) AlterTopicConfig(ctx context.Context, req *tierlogv1.AlterTopicConfigRequest) (*tierlogv1.AlterTopicConfigResponse, error) {
+	if req.GetName() == "" {
+		return nil, invalidf("alter topic config: name is required")
+	}
+	if len(req.GetSet()) == 0 && len(req.GetDelete()) == 0 {
+		return nil, invalidf("alter topic config %q: nothing to change: give keys to set or to delete", req.GetName())
+	}
+	info, err := s.b.AlterTopicConfig(req.GetName(), req.GetSet(), req.GetDelete())
+	if err != nil {
+		return nil, s.statusFor("AlterTopicConfig", err)
+	}
+	return &tierlogv1.AlterTopicConfigResponse{Topic: topicProto(info)}, nil
+}

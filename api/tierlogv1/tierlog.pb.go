@@ -1106,6 +1106,113 @@ func (x *DescribeTopicResponse) GetTopic() *TopicInfo {
 	return nil
 }
 
+type AlterTopicConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Kafka-named keys to set, e.g. "retention.ms" -> "86400000".
+	Set map[string]string `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Keys to return to the server defaults. A key may not be in both.
+	Delete        []string `protobuf:"bytes,3,rep,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterTopicConfigRequest) Reset() {
+	*x = AlterTopicConfigRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterTopicConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterTopicConfigRequest) ProtoMessage() {}
+
+func (x *AlterTopicConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterTopicConfigRequest.ProtoReflect.Descriptor instead.
+func (*AlterTopicConfigRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AlterTopicConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlterTopicConfigRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *AlterTopicConfigRequest) GetDelete() []string {
+	if x != nil {
+		return x.Delete
+	}
+	return nil
+}
+
+type AlterTopicConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic with its new effective configuration.
+	Topic         *TopicInfo `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterTopicConfigResponse) Reset() {
+	*x = AlterTopicConfigResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterTopicConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterTopicConfigResponse) ProtoMessage() {}
+
+func (x *AlterTopicConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterTopicConfigResponse.ProtoReflect.Descriptor instead.
+func (*AlterTopicConfigResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AlterTopicConfigResponse) GetTopic() *TopicInfo {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
 type TopicInfo struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1118,7 +1225,7 @@ type TopicInfo struct {
 
 func (x *TopicInfo) Reset() {
 	*x = TopicInfo{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[15]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1237,7 @@ func (x *TopicInfo) String() string {
 func (*TopicInfo) ProtoMessage() {}
 
 func (x *TopicInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[15]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1250,7 @@ func (x *TopicInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicInfo.ProtoReflect.Descriptor instead.
 func (*TopicInfo) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{15}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TopicInfo) GetName() string {
@@ -1181,7 +1288,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[16]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1300,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[16]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1313,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{16}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -1263,7 +1370,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[17]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1382,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[17]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1395,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{17}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -1372,7 +1479,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[18]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1491,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[18]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1504,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{18}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListOffsetsResponse) GetPartitions() []*PartitionOffset {
@@ -1420,7 +1527,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[19]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1539,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[19]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1552,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{19}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PartitionOffset) GetPartition() int32 {
@@ -1486,7 +1593,7 @@ type TierStatusRequest struct {
 
 func (x *TierStatusRequest) Reset() {
 	*x = TierStatusRequest{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[20]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1605,7 @@ func (x *TierStatusRequest) String() string {
 func (*TierStatusRequest) ProtoMessage() {}
 
 func (x *TierStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[20]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1618,7 @@ func (x *TierStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStatusRequest.ProtoReflect.Descriptor instead.
 func (*TierStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{20}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TierStatusRequest) GetTopic() string {
@@ -1541,7 +1648,7 @@ type TierStatusResponse struct {
 
 func (x *TierStatusResponse) Reset() {
 	*x = TierStatusResponse{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[21]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1660,7 @@ func (x *TierStatusResponse) String() string {
 func (*TierStatusResponse) ProtoMessage() {}
 
 func (x *TierStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[21]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1673,7 @@ func (x *TierStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierStatusResponse.ProtoReflect.Descriptor instead.
 func (*TierStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{21}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TierStatusResponse) GetPartitions() []*PartitionTierStatus {
@@ -1645,7 +1752,7 @@ type PartitionTierStatus struct {
 
 func (x *PartitionTierStatus) Reset() {
 	*x = PartitionTierStatus{}
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[22]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1764,7 @@ func (x *PartitionTierStatus) String() string {
 func (*PartitionTierStatus) ProtoMessage() {}
 
 func (x *PartitionTierStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tierlog_v1_tierlog_proto_msgTypes[22]
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1777,7 @@ func (x *PartitionTierStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionTierStatus.ProtoReflect.Descriptor instead.
 func (*PartitionTierStatus) Descriptor() ([]byte, []int) {
-	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{22}
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PartitionTierStatus) GetTopic() string {
@@ -1875,6 +1982,15 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x14DescribeTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"D\n" +
 	"\x15DescribeTopicResponse\x12+\n" +
+	"\x05topic\x18\x01 \x01(\v2\x15.tierlog.v1.TopicInfoR\x05topic\"\xbd\x01\n" +
+	"\x17AlterTopicConfigRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
+	"\x03set\x18\x02 \x03(\v2,.tierlog.v1.AlterTopicConfigRequest.SetEntryR\x03set\x12\x16\n" +
+	"\x06delete\x18\x03 \x03(\tR\x06delete\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\x18AlterTopicConfigResponse\x12+\n" +
 	"\x05topic\x18\x01 \x01(\v2\x15.tierlog.v1.TopicInfoR\x05topic\"\xd0\x01\n" +
 	"\tTopicInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
@@ -1947,7 +2063,7 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DURABILITY_PAGE_CACHE\x10\x01\x12\x16\n" +
-	"\x12DURABILITY_FSYNCED\x10\x022\xb7\x05\n" +
+	"\x12DURABILITY_FSYNCED\x10\x022\x96\x06\n" +
 	"\aTierLog\x12B\n" +
 	"\aProduce\x12\x1a.tierlog.v1.ProduceRequest\x1a\x1b.tierlog.v1.ProduceResponse\x12<\n" +
 	"\x05Fetch\x12\x18.tierlog.v1.FetchRequest\x1a\x19.tierlog.v1.FetchResponse\x12J\n" +
@@ -1956,7 +2072,8 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\vDeleteTopic\x12\x1e.tierlog.v1.DeleteTopicRequest\x1a\x1f.tierlog.v1.DeleteTopicResponse\x12K\n" +
 	"\n" +
 	"ListTopics\x12\x1d.tierlog.v1.ListTopicsRequest\x1a\x1e.tierlog.v1.ListTopicsResponse\x12T\n" +
-	"\rDescribeTopic\x12 .tierlog.v1.DescribeTopicRequest\x1a!.tierlog.v1.DescribeTopicResponse\x12N\n" +
+	"\rDescribeTopic\x12 .tierlog.v1.DescribeTopicRequest\x1a!.tierlog.v1.DescribeTopicResponse\x12]\n" +
+	"\x10AlterTopicConfig\x12#.tierlog.v1.AlterTopicConfigRequest\x1a$.tierlog.v1.AlterTopicConfigResponse\x12N\n" +
 	"\vListOffsets\x12\x1e.tierlog.v1.ListOffsetsRequest\x1a\x1f.tierlog.v1.ListOffsetsResponse\x12K\n" +
 	"\n" +
 	"TierStatus\x12\x1d.tierlog.v1.TierStatusRequest\x1a\x1e.tierlog.v1.TierStatusResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
@@ -1974,34 +2091,37 @@ func file_tierlog_v1_tierlog_proto_rawDescGZIP() []byte {
 }
 
 var file_tierlog_v1_tierlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_tierlog_v1_tierlog_proto_goTypes = []any{
-	(Durability)(0),               // 0: tierlog.v1.Durability
-	(*Header)(nil),                // 1: tierlog.v1.Header
-	(*Record)(nil),                // 2: tierlog.v1.Record
-	(*ProduceRequest)(nil),        // 3: tierlog.v1.ProduceRequest
-	(*ProduceResponse)(nil),       // 4: tierlog.v1.ProduceResponse
-	(*FetchRequest)(nil),          // 5: tierlog.v1.FetchRequest
-	(*FetchStreamRequest)(nil),    // 6: tierlog.v1.FetchStreamRequest
-	(*FetchResponse)(nil),         // 7: tierlog.v1.FetchResponse
-	(*CreateTopicRequest)(nil),    // 8: tierlog.v1.CreateTopicRequest
-	(*CreateTopicResponse)(nil),   // 9: tierlog.v1.CreateTopicResponse
-	(*DeleteTopicRequest)(nil),    // 10: tierlog.v1.DeleteTopicRequest
-	(*DeleteTopicResponse)(nil),   // 11: tierlog.v1.DeleteTopicResponse
-	(*ListTopicsRequest)(nil),     // 12: tierlog.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),    // 13: tierlog.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),  // 14: tierlog.v1.DescribeTopicRequest
-	(*DescribeTopicResponse)(nil), // 15: tierlog.v1.DescribeTopicResponse
-	(*TopicInfo)(nil),             // 16: tierlog.v1.TopicInfo
-	(*PartitionInfo)(nil),         // 17: tierlog.v1.PartitionInfo
-	(*ListOffsetsRequest)(nil),    // 18: tierlog.v1.ListOffsetsRequest
-	(*ListOffsetsResponse)(nil),   // 19: tierlog.v1.ListOffsetsResponse
-	(*PartitionOffset)(nil),       // 20: tierlog.v1.PartitionOffset
-	(*TierStatusRequest)(nil),     // 21: tierlog.v1.TierStatusRequest
-	(*TierStatusResponse)(nil),    // 22: tierlog.v1.TierStatusResponse
-	(*PartitionTierStatus)(nil),   // 23: tierlog.v1.PartitionTierStatus
-	nil,                           // 24: tierlog.v1.CreateTopicRequest.ConfigEntry
-	nil,                           // 25: tierlog.v1.TopicInfo.ConfigEntry
+	(Durability)(0),                  // 0: tierlog.v1.Durability
+	(*Header)(nil),                   // 1: tierlog.v1.Header
+	(*Record)(nil),                   // 2: tierlog.v1.Record
+	(*ProduceRequest)(nil),           // 3: tierlog.v1.ProduceRequest
+	(*ProduceResponse)(nil),          // 4: tierlog.v1.ProduceResponse
+	(*FetchRequest)(nil),             // 5: tierlog.v1.FetchRequest
+	(*FetchStreamRequest)(nil),       // 6: tierlog.v1.FetchStreamRequest
+	(*FetchResponse)(nil),            // 7: tierlog.v1.FetchResponse
+	(*CreateTopicRequest)(nil),       // 8: tierlog.v1.CreateTopicRequest
+	(*CreateTopicResponse)(nil),      // 9: tierlog.v1.CreateTopicResponse
+	(*DeleteTopicRequest)(nil),       // 10: tierlog.v1.DeleteTopicRequest
+	(*DeleteTopicResponse)(nil),      // 11: tierlog.v1.DeleteTopicResponse
+	(*ListTopicsRequest)(nil),        // 12: tierlog.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),       // 13: tierlog.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),     // 14: tierlog.v1.DescribeTopicRequest
+	(*DescribeTopicResponse)(nil),    // 15: tierlog.v1.DescribeTopicResponse
+	(*AlterTopicConfigRequest)(nil),  // 16: tierlog.v1.AlterTopicConfigRequest
+	(*AlterTopicConfigResponse)(nil), // 17: tierlog.v1.AlterTopicConfigResponse
+	(*TopicInfo)(nil),                // 18: tierlog.v1.TopicInfo
+	(*PartitionInfo)(nil),            // 19: tierlog.v1.PartitionInfo
+	(*ListOffsetsRequest)(nil),       // 20: tierlog.v1.ListOffsetsRequest
+	(*ListOffsetsResponse)(nil),      // 21: tierlog.v1.ListOffsetsResponse
+	(*PartitionOffset)(nil),          // 22: tierlog.v1.PartitionOffset
+	(*TierStatusRequest)(nil),        // 23: tierlog.v1.TierStatusRequest
+	(*TierStatusResponse)(nil),       // 24: tierlog.v1.TierStatusResponse
+	(*PartitionTierStatus)(nil),      // 25: tierlog.v1.PartitionTierStatus
+	nil,                              // 26: tierlog.v1.CreateTopicRequest.ConfigEntry
+	nil,                              // 27: tierlog.v1.AlterTopicConfigRequest.SetEntry
+	nil,                              // 28: tierlog.v1.TopicInfo.ConfigEntry
 }
 var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	1,  // 0: tierlog.v1.Record.headers:type_name -> tierlog.v1.Header
@@ -2009,37 +2129,41 @@ var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	0,  // 2: tierlog.v1.ProduceResponse.durability:type_name -> tierlog.v1.Durability
 	5,  // 3: tierlog.v1.FetchStreamRequest.fetch:type_name -> tierlog.v1.FetchRequest
 	2,  // 4: tierlog.v1.FetchResponse.records:type_name -> tierlog.v1.Record
-	24, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
-	16, // 6: tierlog.v1.CreateTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
-	16, // 7: tierlog.v1.ListTopicsResponse.topics:type_name -> tierlog.v1.TopicInfo
-	16, // 8: tierlog.v1.DescribeTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
-	17, // 9: tierlog.v1.TopicInfo.partitions:type_name -> tierlog.v1.PartitionInfo
-	25, // 10: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
-	20, // 11: tierlog.v1.ListOffsetsResponse.partitions:type_name -> tierlog.v1.PartitionOffset
-	23, // 12: tierlog.v1.TierStatusResponse.partitions:type_name -> tierlog.v1.PartitionTierStatus
-	3,  // 13: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
-	5,  // 14: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
-	6,  // 15: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
-	8,  // 16: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
-	10, // 17: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
-	12, // 18: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
-	14, // 19: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
-	18, // 20: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
-	21, // 21: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
-	4,  // 22: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
-	7,  // 23: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
-	7,  // 24: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
-	9,  // 25: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
-	11, // 26: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
-	13, // 27: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
-	15, // 28: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
-	19, // 29: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
-	22, // 30: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	26, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
+	18, // 6: tierlog.v1.CreateTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
+	18, // 7: tierlog.v1.ListTopicsResponse.topics:type_name -> tierlog.v1.TopicInfo
+	18, // 8: tierlog.v1.DescribeTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
+	27, // 9: tierlog.v1.AlterTopicConfigRequest.set:type_name -> tierlog.v1.AlterTopicConfigRequest.SetEntry
+	18, // 10: tierlog.v1.AlterTopicConfigResponse.topic:type_name -> tierlog.v1.TopicInfo
+	19, // 11: tierlog.v1.TopicInfo.partitions:type_name -> tierlog.v1.PartitionInfo
+	28, // 12: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
+	22, // 13: tierlog.v1.ListOffsetsResponse.partitions:type_name -> tierlog.v1.PartitionOffset
+	25, // 14: tierlog.v1.TierStatusResponse.partitions:type_name -> tierlog.v1.PartitionTierStatus
+	3,  // 15: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
+	5,  // 16: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
+	6,  // 17: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
+	8,  // 18: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
+	10, // 19: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
+	12, // 20: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
+	14, // 21: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
+	16, // 22: tierlog.v1.TierLog.AlterTopicConfig:input_type -> tierlog.v1.AlterTopicConfigRequest
+	20, // 23: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
+	23, // 24: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
+	4,  // 25: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
+	7,  // 26: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
+	7,  // 27: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
+	9,  // 28: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
+	11, // 29: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
+	13, // 30: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
+	15, // 31: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
+	17, // 32: tierlog.v1.TierLog.AlterTopicConfig:output_type -> tierlog.v1.AlterTopicConfigResponse
+	21, // 33: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
+	24, // 34: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
+	25, // [25:35] is the sub-list for method output_type
+	15, // [15:25] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_tierlog_v1_tierlog_proto_init() }
@@ -2056,7 +2180,7 @@ func file_tierlog_v1_tierlog_proto_init() {
 		(*FetchRequest_Earliest)(nil),
 		(*FetchRequest_Latest)(nil),
 	}
-	file_tierlog_v1_tierlog_proto_msgTypes[17].OneofWrappers = []any{
+	file_tierlog_v1_tierlog_proto_msgTypes[19].OneofWrappers = []any{
 		(*ListOffsetsRequest_Earliest)(nil),
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
@@ -2067,7 +2191,7 @@ func file_tierlog_v1_tierlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tierlog_v1_tierlog_proto_rawDesc), len(file_tierlog_v1_tierlog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

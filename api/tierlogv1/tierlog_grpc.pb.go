@@ -43,15 +43,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TierLog_Produce_FullMethodName       = "/tierlog.v1.TierLog/Produce"
-	TierLog_Fetch_FullMethodName         = "/tierlog.v1.TierLog/Fetch"
-	TierLog_FetchStream_FullMethodName   = "/tierlog.v1.TierLog/FetchStream"
-	TierLog_CreateTopic_FullMethodName   = "/tierlog.v1.TierLog/CreateTopic"
-	TierLog_DeleteTopic_FullMethodName   = "/tierlog.v1.TierLog/DeleteTopic"
-	TierLog_ListTopics_FullMethodName    = "/tierlog.v1.TierLog/ListTopics"
-	TierLog_DescribeTopic_FullMethodName = "/tierlog.v1.TierLog/DescribeTopic"
-	TierLog_ListOffsets_FullMethodName   = "/tierlog.v1.TierLog/ListOffsets"
-	TierLog_TierStatus_FullMethodName    = "/tierlog.v1.TierLog/TierStatus"
+	TierLog_Produce_FullMethodName          = "/tierlog.v1.TierLog/Produce"
+	TierLog_Fetch_FullMethodName            = "/tierlog.v1.TierLog/Fetch"
+	TierLog_FetchStream_FullMethodName      = "/tierlog.v1.TierLog/FetchStream"
+	TierLog_CreateTopic_FullMethodName      = "/tierlog.v1.TierLog/CreateTopic"
+	TierLog_DeleteTopic_FullMethodName      = "/tierlog.v1.TierLog/DeleteTopic"
+	TierLog_ListTopics_FullMethodName       = "/tierlog.v1.TierLog/ListTopics"
+	TierLog_DescribeTopic_FullMethodName    = "/tierlog.v1.TierLog/DescribeTopic"
+	TierLog_AlterTopicConfig_FullMethodName = "/tierlog.v1.TierLog/AlterTopicConfig"
+	TierLog_ListOffsets_FullMethodName      = "/tierlog.v1.TierLog/ListOffsets"
+	TierLog_TierStatus_FullMethodName       = "/tierlog.v1.TierLog/TierStatus"
 )
 
 // TierLogClient is the client API for TierLog service.
@@ -83,6 +84,11 @@ type TierLogClient interface {
 	// DescribeTopic describes one topic: partitions with their offsets,
 	// segment counts and sizes, and the effective configuration.
 	DescribeTopic(ctx context.Context, in *DescribeTopicRequest, opts ...grpc.CallOption) (*DescribeTopicResponse, error)
+	// AlterTopicConfig changes a topic's configuration while it runs: set
+	// overlays keys, delete returns keys to the server defaults. Validated as
+	// CreateTopic validates a config (INVALID_ARGUMENT changes nothing);
+	// durable on the node and in the bucket's topic record before it applies.
+	AlterTopicConfig(ctx context.Context, in *AlterTopicConfigRequest, opts ...grpc.CallOption) (*AlterTopicConfigResponse, error)
 	// ListOffsets resolves earliest / latest / a timestamp to an offset, for
 	// one partition or for every partition of a topic.
 	ListOffsets(ctx context.Context, in *ListOffsetsRequest, opts ...grpc.CallOption) (*ListOffsetsResponse, error)
@@ -178,6 +184,16 @@ func (c *tierLogClient) DescribeTopic(ctx context.Context, in *DescribeTopicRequ
 	return out, nil
 }
 
+func (c *tierLogClient) AlterTopicConfig(ctx context.Context, in *AlterTopicConfigRequest, opts ...grpc.CallOption) (*AlterTopicConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlterTopicConfigResponse)
+	err := c.cc.Invoke(ctx, TierLog_AlterTopicConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *tierLogClient) ListOffsets(ctx context.Context, in *ListOffsetsRequest, opts ...grpc.CallOption) (*ListOffsetsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListOffsetsResponse)
@@ -227,6 +243,11 @@ type TierLogServer interface {
 	// DescribeTopic describes one topic: partitions with their offsets,
 	// segment counts and sizes, and the effective configuration.
 	DescribeTopic(context.Context, *DescribeTopicRequest) (*DescribeTopicResponse, error)
+	// AlterTopicConfig changes a topic's configuration while it runs: set
+	// overlays keys, delete returns keys to the server defaults. Validated as
+	// CreateTopic validates a config (INVALID_ARGUMENT changes nothing);
+	// durable on the node and in the bucket's topic record before it applies.
+	AlterTopicConfig(context.Context, *AlterTopicConfigRequest) (*AlterTopicConfigResponse, error)
 	// ListOffsets resolves earliest / latest / a timestamp to an offset, for
 	// one partition or for every partition of a topic.
 	ListOffsets(context.Context, *ListOffsetsRequest) (*ListOffsetsResponse, error)
@@ -263,6 +284,9 @@ func (UnimplementedTierLogServer) ListTopics(context.Context, *ListTopicsRequest
 }
 func (UnimplementedTierLogServer) DescribeTopic(context.Context, *DescribeTopicRequest) (*DescribeTopicResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DescribeTopic not implemented")
+}
+func (UnimplementedTierLogServer) AlterTopicConfig(context.Context, *AlterTopicConfigRequest) (*AlterTopicConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AlterTopicConfig not implemented")
 }
 func (UnimplementedTierLogServer) ListOffsets(context.Context, *ListOffsetsRequest) (*ListOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOffsets not implemented")
@@ -410,6 +434,24 @@ func _TierLog_DescribeTopic_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TierLog_AlterTopicConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlterTopicConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).AlterTopicConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_AlterTopicConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).AlterTopicConfig(ctx, req.(*AlterTopicConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TierLog_ListOffsets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListOffsetsRequest)
 	if err := dec(in); err != nil {
@@ -476,6 +518,10 @@ var TierLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DescribeTopic",
 			Handler:    _TierLog_DescribeTopic_Handler,
+		},
+		{
+			MethodName: "AlterTopicConfig",
+			Handler:    _TierLog_AlterTopicConfig_Handler,
 		},
 		{
 			MethodName: "ListOffsets",

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
 )
@@ -15,11 +18,11 @@ import (
 func newTopicCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "topic",
-		Short: "Create, list, describe and delete topics",
+		Short: "Create, list, describe, alter and delete topics",
 		Args:  cobra.ArbitraryArgs,
 		RunE:  groupRunE,
 	}
-	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicDeleteCmd())
+	cmd.AddCommand(newTopicCreateCmd(), newTopicListCmd(), newTopicDescribeCmd(), newTopicAlterConfigCmd(), newTopicDeleteCmd())
 	return cmd
 }
 
@@ -128,26 +131,130 @@ func printTopic(cmd *cobra.Command, t *tierlogv1.TopicInfo) error {
 	return tw.Flush()
 }
 
-func newTopicDeleteCmd() *cobra.Command {
+func newTopicAlterConfigCmd() *cobra.Command {
+	var (
+		configs []string
+		deletes []string
+	)
 	cmd := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a topic and all its data",
-		Args:  cobra.ExactArgs(1),
+		Use:   "alter-config NAME",
+		Short: "Change a topic's settings while it runs",
+		Long: `Change the settings of topic NAME on the running server, as kafka-configs
+--alter does:
+
+  --config key=value     set a Kafka-named topic config (repeatable)
+  --delete-config key    return a key to the server's default (repeatable)
+
+Values are checked as 'topic create' checks them; a bad one changes nothing.
+The new settings are stored (and recorded in the bucket) before they apply,
+at once, to every partition. Prints each changed key's effective value.`,
+		Args: cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	cmd.Flags().StringArrayVar(&configs, "config", nil, "topic config to set, as key=value; repeatable")
+	cmd.Flags().StringArrayVar(&deletes, "delete-config", nil, "topic config key to return to the server default; repeatable")
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		kv, err := parseKeyValues("--config", configs)
+		if err != nil {
+			return err
+		}
+		if len(kv) == 0 && len(deletes) == 0 {
+			return usageErrorf("nothing to change: give --config key=value or --delete-config key")
+		}
+		for _, k := range deletes {
+			if _, both := kv[k]; both {
+				return usageErrorf("--config %s and --delete-config %s: set it or return it to the default, not both", k, k)
+			}
+		}
 		client, done, err := cf.dial()
 		if err != nil {
 			return err
 		}
 		defer done()
-		if _, err := client.DeleteTopic(cmd.Context(), &tierlogv1.DeleteTopicRequest{Name: args[0]}); err != nil {
-			return cf.rpcError("delete topic "+args[0], err)
+		resp, err := client.AlterTopicConfig(cmd.Context(), &tierlogv1.AlterTopicConfigRequest{Name: args[0], Set: kv, Delete: deletes})
+		if err != nil {
+			return cf.rpcError("alter config of topic "+args[0], err)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "deleted topic %s\n", args[0])
+		out := cmd.OutOrStdout()
+		eff := resp.GetTopic().GetConfig()
+		fmt.Fprintf(out, "altered config of topic %s:\n", args[0])
+		for _, k := range slices.Sorted(maps.Keys(kv)) {
+			fmt.Fprintf(out, "  %s=%s\n", k, eff[k])
+		}
+		for _, k := range slices.Sorted(slices.Values(deletes)) {
+			fmt.Fprintf(out, "  %s=%s (server default)\n", k, eff[k])
+		}
 		return nil
 	})
 	return cmd
+}
+
+func newTopicDeleteCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a topic and all its data, in the bucket too",
+		Long: `Delete topic NAME and all its data: its local segments and, with tiering,
+its whole history in the bucket (segments, manifests and the topic's
+record). Nothing of it can be restored afterwards.
+
+If the bucket holds history of the topic, the command asks for
+confirmation on a terminal; --yes skips the question. Without a terminal
+(a script, a pipe) it refuses unless --yes is given.`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking, even if the bucket holds history of the topic")
+	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		name := args[0]
+		client, done, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer done()
+		if !yes {
+			if err := confirmDelete(cmd, cf, client, name); err != nil {
+				return err
+			}
+		}
+		if _, err := client.DeleteTopic(cmd.Context(), &tierlogv1.DeleteTopicRequest{Name: name}); err != nil {
+			return cf.rpcError("delete topic "+name, err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "deleted topic %s\n", name)
+		return nil
+	})
+	return cmd
+}
+
+// confirmDelete asks before a delete that takes history in the bucket with
+// it: on a terminal it asks, elsewhere it refuses and names --yes.
+func confirmDelete(cmd *cobra.Command, cf *clientFlags, client tierlogv1.TierLogClient, name string) error {
+	st, err := client.TierStatus(cmd.Context(), &tierlogv1.TierStatusRequest{Topic: name})
+	if err != nil {
+		return cf.rpcError("delete topic "+name, err)
+	}
+	var segs int32
+	var bytes int64
+	for _, p := range st.GetPartitions() {
+		segs += p.GetRemoteSegments()
+		bytes += p.GetRemoteBytes()
+	}
+	if segs == 0 {
+		return nil
+	}
+	what := fmt.Sprintf("topic %s has %d segments (%d bytes) of history in %s; deleting the topic deletes them too", name, segs, bytes, st.GetBucket())
+	in := cmd.InOrStdin()
+	f, isFile := in.(*os.File)
+	if !isFile || !term.IsTerminal(int(f.Fd())) {
+		return usageErrorf("delete topic %s: %s; not a terminal to ask on: pass --yes to delete it", name, what)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s.\nDelete topic %s? [y/N] ", what, name)
+	answer, _ := bufio.NewReader(in).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return fmt.Errorf("delete topic %s: not confirmed; nothing was deleted", name)
 }
 
 // parseKeyValues parses repeated key=value flag values.

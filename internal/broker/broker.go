@@ -89,11 +89,23 @@ type Broker struct {
 const DefaultMaxNodePartitions = 10000
 
 type topic struct {
-	name      string
+	name     string
+	created  time.Time
+	settings atomic.Pointer[topicSettings] // replaced whole by AlterTopicConfig
+	parts    []*tiering.Partition
+	rr       atomic.Uint32 // round-robin for keyless records
+
+	// metaMu serialises the writers of the topic's metadata (topic.json
+	// and the bucket's topic record): AlterTopicConfig, and DeleteTopic's
+	// tombstone. Appends and fetches never take it.
+	metaMu  sync.Mutex
+	deleted bool // guarded by metaMu: DeleteTopic has begun; alters refuse
+}
+
+// topicSettings is a topic's configuration as one immutable value.
+type topicSettings struct {
 	overrides map[string]string // what the topic sets; the rest follows the server defaults
 	cfg       TopicConfig
-	parts     []*tiering.Partition
-	rr        atomic.Uint32 // round-robin for keyless records
 }
 
 // topicMeta is the persisted description of a topic (topic.json).
@@ -270,7 +282,8 @@ func (b *Broker) openTopic(ctx context.Context, m topicMeta, isNew bool) (*topic
 	if err != nil {
 		return nil, fmt.Errorf("broker: topic %s: %w", m.Name, err)
 	}
-	t := &topic{name: m.Name, overrides: m.Config, cfg: cfg}
+	t := &topic{name: m.Name, created: m.Created}
+	t.settings.Store(&topicSettings{overrides: m.Config, cfg: cfg})
 	for p := range m.Partitions {
 		po := b.partitionOptions(m.Name, p, cfg)
 		po.New = isNew
@@ -333,7 +346,8 @@ type TopicInfo struct {
 }
 
 func (t *topic) info() TopicInfo {
-	ti := TopicInfo{Name: t.name, Config: t.cfg.Map(), Overrides: maps.Clone(t.overrides)}
+	st := t.settings.Load()
+	ti := TopicInfo{Name: t.name, Config: st.cfg.Map(), Overrides: maps.Clone(st.overrides)}
 	for p, part := range t.parts {
 		pi := PartitionInfo{Partition: int32(p), StartOffset: part.StartOffset(), EndOffset: part.EndOffset()}
 		for _, s := range part.Log().Segments() {

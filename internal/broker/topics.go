@@ -224,7 +224,7 @@ func (b *Broker) DeleteTopic(name string) error {
 		b.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknownTopic, name)
 	}
-	meta := topicMeta{Name: name, Partitions: int32(len(t.parts)), Config: t.overrides, Created: time.Now().UTC(), State: stateDeleting}
+	meta := topicMeta{Name: name, Partitions: int32(len(t.parts)), Created: time.Now().UTC(), State: stateDeleting}
 	op := &pendingTopic{deleting: true, meta: meta}
 	// Held until this call is done with op: the background retrier must
 	// not remove the directory before the tombstone is in it and the
@@ -238,8 +238,17 @@ func (b *Broker) DeleteTopic(name string) error {
 	defer b.ops.Done()
 
 	// The tombstone is durable before anything is removed: a crash from
-	// here on resumes the deletion at the next open.
-	if err := writeTopicMeta(b.topicDir(name), meta); err != nil {
+	// here on resumes the deletion at the next open. An alter in flight
+	// finishes first (metaMu), and one after it finds the topic deleted,
+	// so neither topic.json nor the bucket's record is written over the
+	// tombstone with a live topic.
+	t.metaMu.Lock()
+	t.deleted = true
+	tomb := meta
+	tomb.Config = t.settings.Load().overrides
+	if err := writeTopicMeta(b.topicDir(name), tomb); err != nil {
+		t.deleted = false
+		t.metaMu.Unlock()
 		b.mu.Lock()
 		b.topics[name] = t
 		delete(b.pending, name)
@@ -247,6 +256,7 @@ func (b *Broker) DeleteTopic(name string) error {
 		op.done = true // for a retrier that found op meanwhile: nothing to do
 		return fmt.Errorf("broker: delete topic %s: record the deletion: %w", name, err)
 	}
+	t.metaMu.Unlock()
 	// Off the daemon before the bucket is cleaned: no tiering pass starts
 	// on these partitions after Remove returns (and a running one is
 	// waited for), so nothing is uploaded behind the deletion's back.

@@ -1,0 +1,83 @@
+package broker
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/tierlog/tierlog/tiering"
+)
+
+// AlterTopicConfig changes a running topic's settings: set overlays keys
+// on what the topic sets, del returns keys to the server defaults. The
+// result is validated as CreateTopic validates a config; a bad key or
+// value changes nothing. The new settings are durable in topic.json and,
+// with a bucket, in the bucket's topic record (so a restore from the
+// bucket gets them) before the open partitions apply them.
+//
+// If the bucket cannot be written the error says so and topic.json is put
+// back; a crash between the two writes leaves the new settings on this
+// node and the old ones in the bucket, which a repeated alter repairs.
+func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []string) (TopicInfo, error) {
+	for _, k := range del {
+		if _, ok := configKeys[k]; !ok {
+			return TopicInfo{}, fmt.Errorf("%w: delete unknown key %q (valid keys: %s)", ErrInvalidConfig, k, strings.Join(ConfigKeys(), ", "))
+		}
+		if _, ok := set[k]; ok {
+			return TopicInfo{}, fmt.Errorf("%w: key %q is both set and deleted; do one", ErrInvalidConfig, k)
+		}
+	}
+	t, err := b.topic(name)
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	t.metaMu.Lock()
+	defer t.metaMu.Unlock()
+	if t.deleted {
+		return TopicInfo{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	old := t.settings.Load()
+	over := maps.Clone(old.overrides)
+	if over == nil {
+		over = map[string]string{}
+	}
+	maps.Copy(over, set)
+	for _, k := range del {
+		delete(over, k)
+	}
+	cfg, err := ParseTopicConfig(b.opts.Defaults, over)
+	if err != nil {
+		return TopicInfo{}, err
+	}
+	hc := cfg.hotConfig(b.store != nil)
+	if err := hc.Validate(); err != nil {
+		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+
+	m := topicMeta{Name: name, Partitions: int32(len(t.parts)), Config: over, Created: t.created}
+	dir := b.topicDir(name)
+	if err := writeTopicMeta(dir, m); err != nil {
+		return TopicInfo{}, fmt.Errorf("broker: alter topic %s: %w", name, err)
+	}
+	if b.store != nil {
+		tm := tiering.TopicMeta{Name: name, Partitions: m.Partitions, Config: over}
+		if err := b.store.PutTopic(b.ctx, tm); err != nil {
+			m.Config = old.overrides
+			if rerr := writeTopicMeta(dir, m); rerr != nil {
+				b.opts.Logger.Warn("alter topic: put back topic.json", "topic", name, "err", rerr)
+			}
+			return TopicInfo{}, fmt.Errorf("broker: alter topic %s: record the config in %s: %w", name, b.store.Bucket.Name(), err)
+		}
+	}
+	t.settings.Store(&topicSettings{overrides: over, cfg: cfg})
+	for i, p := range t.parts {
+		if err := p.SetConfig(hc, cfg.RemoteStorageEnable, cfg.retention()); err != nil {
+			// Validated above: a failure here is a bug, not bad input.
+			return TopicInfo{}, fmt.Errorf("broker: alter topic %s partition %d: %w", name, i, err)
+		}
+		p.SetLocalMaxBytes(cfg.LocalDiskMaxBytes)
+	}
+	b.opts.Logger.Info("topic config altered", "topic", name, "set", set, "deleted", slices.Sorted(slices.Values(del)))
+	return t.info(), nil
+}
