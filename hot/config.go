@@ -128,6 +128,10 @@ type Options struct {
 	// sealed segment. The tiering daemon uses it to keep segments whose upload
 	// is not yet committed.
 	DeletionGuard func(SegmentInfo) bool
+	// OnSealed, if set, is called (without the log's lock) each time a
+	// rolled segment is sealed: the tiering daemon uses it to upload the
+	// segment at once instead of at its next pass.
+	OnSealed func()
 	// InitialOffset is the first offset of a log created empty. A partition
 	// restored from the cold tier starts its local log where the remote
 	// history ends.

@@ -296,6 +296,9 @@ func (l *Log) sealSegment(s *segment) error {
 		l.sealedEnd.Store(s.next)
 	}
 	l.mu.Unlock()
+	if l.opts.OnSealed != nil {
+		l.opts.OnSealed()
+	}
 	return nil
 }
 

@@ -65,7 +65,8 @@ type Daemon struct {
 	wake     chan struct{}
 	refusing int // partitions refusing produce, as of the last checkDisk
 
-	disk nodeDisk
+	disk    nodeDisk
+	checkMu sync.Mutex // serialises checkDisk
 
 	stop chan struct{}
 	done chan struct{}
@@ -112,6 +113,7 @@ func (d *Daemon) Add(p *Partition) {
 	d.parts[p] = struct{}{}
 	d.mu.Unlock()
 	p.node.Store(&d.disk)
+	p.daemon.Store(d)
 	d.Wake()
 }
 
@@ -123,6 +125,7 @@ func (d *Daemon) Remove(p *Partition) {
 	d.mu.Lock()
 	delete(d.parts, p)
 	d.mu.Unlock()
+	p.daemon.Store(nil)
 	p.tierMu.Lock()
 	p.removed = true
 	p.tierMu.Unlock()
@@ -265,7 +268,7 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 	p.mu.RLock()
 	remote := p.remote
 	p.mu.RUnlock()
-	if now := time.Now(); remote && !now.Before(p.retryAt) {
+	if now := time.Now(); remote && (p.urgent.Swap(false) || !now.Before(p.retryAt)) {
 		if s, err := d.uploadPending(ctx, p); err != nil {
 			d.m.uploads.WithLabelValues("failed").Inc()
 			// Back off this partition (the retries inside upload are

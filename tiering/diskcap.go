@@ -104,6 +104,8 @@ func (p *Partition) appended(n int64) {
 // retention and uploads only ever lower them), and logs partitions that
 // start or stop refusing produce.
 func (d *Daemon) checkDisk() {
+	d.checkMu.Lock() // the watcher's and CheckDisk's measurements, one at a time
+	defer d.checkMu.Unlock()
 	var used, pending int64
 	parts := d.partitions()
 	for _, p := range parts {
@@ -145,6 +147,10 @@ func (d *Daemon) checkDisk() {
 	d.m.localMaxBytes.Set(float64(max(d.disk.limit, 0)))
 	d.m.refusing.Set(float64(refusing))
 }
+
+// CheckDisk measures the local disk now rather than at the next interval
+// (after an upload-now, so the status that follows shows its effect).
+func (d *Daemon) CheckDisk() { d.checkDisk() }
 
 // freeUploaded deletes, at a ceiling, the local copies of segments the
 // bucket already holds, whatever local retention would keep: they are the

@@ -69,6 +69,9 @@ type Partition struct {
 	remote    bool
 	retention Retention
 	copied    int64 // manifest version last copied to the bucket
+	// changed is closed and replaced at every manifest install, so
+	// WaitUploaded sleeps until the uploaded offset may have moved.
+	changed chan struct{}
 
 	// Copies of p.remote and p.m.uploadedUpTo() for the deletion guard.
 	remoteOn atomic.Bool
@@ -83,6 +86,12 @@ type Partition struct {
 	localMax     atomic.Int64 // local.disk.max.bytes; <= 0: none
 	refusals     atomic.Int64
 	refusing     atomic.Bool
+
+	// daemon is the daemon tiering the partition (set by Daemon.Add), woken
+	// when the hot log seals a segment; urgent makes its next pass upload
+	// whatever the failure backoff says (UploadNow).
+	daemon atomic.Pointer[Daemon]
+	urgent atomic.Bool
 
 	tierMu sync.Mutex // one tiering pass at a time
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
@@ -149,6 +158,7 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	ho := o.HotOptions
 	ho.InitialOffset = max(m.uploadedUpTo(), next)
 	ho.DeletionGuard = p.mayDeleteLocal
+	ho.OnSealed = p.sealed
 	if p.log, err = hot.Open(o.Dir, o.Hot, ho); err != nil {
 		return nil, err
 	}
@@ -163,6 +173,10 @@ func (p *Partition) setManifest(m *Manifest) {
 	p.m = m
 	p.view = m.committed()
 	p.uploaded.Store(m.uploadedUpTo())
+	if p.changed != nil {
+		close(p.changed)
+	}
+	p.changed = make(chan struct{})
 }
 
 // mayDeleteLocal is the hot log's deletion guard: with tiering on, a local

@@ -42,6 +42,10 @@ func statusCode(err error) codes.Code {
 		errors.Is(err, batch.ErrShortBatch),
 		errors.Is(err, batch.ErrTooLarge):
 		return codes.InvalidArgument
+	case errors.Is(err, tiering.ErrNotTiered):
+		// The topic does not tier or the node has no bucket: a retry
+		// cannot succeed until that configuration changes.
+		return codes.FailedPrecondition
 	case errors.Is(err, hot.ErrOffsetOutOfRange):
 		return codes.OutOfRange
 	case errors.Is(err, hot.ErrRetriable):

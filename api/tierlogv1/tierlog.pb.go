@@ -1899,6 +1899,202 @@ func (x *PartitionTierStatus) GetProduceRefused() string {
 	return ""
 }
 
+type TierUploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// One partition; unset means every partition of the topic.
+	Partition *int32 `protobuf:"varint,2,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
+	// How long to wait for the bucket; 0 means 30 s.
+	TimeoutMs     int64 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierUploadRequest) Reset() {
+	*x = TierUploadRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierUploadRequest) ProtoMessage() {}
+
+func (x *TierUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierUploadRequest.ProtoReflect.Descriptor instead.
+func (*TierUploadRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TierUploadRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TierUploadRequest) GetPartition() int32 {
+	if x != nil && x.Partition != nil {
+		return *x.Partition
+	}
+	return 0
+}
+
+func (x *TierUploadRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type TierUploadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partitions    []*PartitionUpload     `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierUploadResponse) Reset() {
+	*x = TierUploadResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierUploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierUploadResponse) ProtoMessage() {}
+
+func (x *TierUploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierUploadResponse.ProtoReflect.Descriptor instead.
+func (*TierUploadResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TierUploadResponse) GetPartitions() []*PartitionUpload {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type PartitionUpload struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The log end offset when the call arrived: every offset below it is to
+	// be in the bucket.
+	TargetOffset int64 `protobuf:"varint,2,opt,name=target_offset,json=targetOffset,proto3" json:"target_offset,omitempty"`
+	// The offset after the last segment the bucket's manifest names as
+	// committed, when the call arrived and when it returned.
+	RemoteEndOffsetBefore int64 `protobuf:"varint,3,opt,name=remote_end_offset_before,json=remoteEndOffsetBefore,proto3" json:"remote_end_offset_before,omitempty"`
+	RemoteEndOffset       int64 `protobuf:"varint,4,opt,name=remote_end_offset,json=remoteEndOffset,proto3" json:"remote_end_offset,omitempty"`
+	// The bucket holds every offset below target_offset.
+	Done bool `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	// Why not, when not done (the timeout passed: the bucket is slow or down).
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionUpload) Reset() {
+	*x = PartitionUpload{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionUpload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionUpload) ProtoMessage() {}
+
+func (x *PartitionUpload) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionUpload.ProtoReflect.Descriptor instead.
+func (*PartitionUpload) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PartitionUpload) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionUpload) GetTargetOffset() int64 {
+	if x != nil {
+		return x.TargetOffset
+	}
+	return 0
+}
+
+func (x *PartitionUpload) GetRemoteEndOffsetBefore() int64 {
+	if x != nil {
+		return x.RemoteEndOffsetBefore
+	}
+	return 0
+}
+
+func (x *PartitionUpload) GetRemoteEndOffset() int64 {
+	if x != nil {
+		return x.RemoteEndOffset
+	}
+	return 0
+}
+
+func (x *PartitionUpload) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *PartitionUpload) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_tierlog_v1_tierlog_proto protoreflect.FileDescriptor
 
 const file_tierlog_v1_tierlog_proto_rawDesc = "" +
@@ -2058,12 +2254,30 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x11upload_lag_age_ms\x18\x0e \x01(\x03R\x0euploadLagAgeMs\x12)\n" +
 	"\x10manifest_version\x18\x0f \x01(\x03R\x0fmanifestVersion\x12&\n" +
 	"\x0flocal_max_bytes\x18\x10 \x01(\x03R\rlocalMaxBytes\x12'\n" +
-	"\x0fproduce_refused\x18\x11 \x01(\tR\x0eproduceRefused*[\n" +
+	"\x0fproduce_refused\x18\x11 \x01(\tR\x0eproduceRefused\"y\n" +
+	"\x11TierUploadRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12!\n" +
+	"\tpartition\x18\x02 \x01(\x05H\x00R\tpartition\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMsB\f\n" +
+	"\n" +
+	"_partition\"Q\n" +
+	"\x12TierUploadResponse\x12;\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x1b.tierlog.v1.PartitionUploadR\n" +
+	"partitions\"\xe3\x01\n" +
+	"\x0fPartitionUpload\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12#\n" +
+	"\rtarget_offset\x18\x02 \x01(\x03R\ftargetOffset\x127\n" +
+	"\x18remote_end_offset_before\x18\x03 \x01(\x03R\x15remoteEndOffsetBefore\x12*\n" +
+	"\x11remote_end_offset\x18\x04 \x01(\x03R\x0fremoteEndOffset\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error*[\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DURABILITY_PAGE_CACHE\x10\x01\x12\x16\n" +
-	"\x12DURABILITY_FSYNCED\x10\x022\x96\x06\n" +
+	"\x12DURABILITY_FSYNCED\x10\x022\xe3\x06\n" +
 	"\aTierLog\x12B\n" +
 	"\aProduce\x12\x1a.tierlog.v1.ProduceRequest\x1a\x1b.tierlog.v1.ProduceResponse\x12<\n" +
 	"\x05Fetch\x12\x18.tierlog.v1.FetchRequest\x1a\x19.tierlog.v1.FetchResponse\x12J\n" +
@@ -2076,7 +2290,9 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x10AlterTopicConfig\x12#.tierlog.v1.AlterTopicConfigRequest\x1a$.tierlog.v1.AlterTopicConfigResponse\x12N\n" +
 	"\vListOffsets\x12\x1e.tierlog.v1.ListOffsetsRequest\x1a\x1f.tierlog.v1.ListOffsetsResponse\x12K\n" +
 	"\n" +
-	"TierStatus\x12\x1d.tierlog.v1.TierStatusRequest\x1a\x1e.tierlog.v1.TierStatusResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
+	"TierStatus\x12\x1d.tierlog.v1.TierStatusRequest\x1a\x1e.tierlog.v1.TierStatusResponse\x12K\n" +
+	"\n" +
+	"TierUpload\x12\x1d.tierlog.v1.TierUploadRequest\x1a\x1e.tierlog.v1.TierUploadResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
 
 var (
 	file_tierlog_v1_tierlog_proto_rawDescOnce sync.Once
@@ -2091,7 +2307,7 @@ func file_tierlog_v1_tierlog_proto_rawDescGZIP() []byte {
 }
 
 var file_tierlog_v1_tierlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_tierlog_v1_tierlog_proto_goTypes = []any{
 	(Durability)(0),                  // 0: tierlog.v1.Durability
 	(*Header)(nil),                   // 1: tierlog.v1.Header
@@ -2119,9 +2335,12 @@ var file_tierlog_v1_tierlog_proto_goTypes = []any{
 	(*TierStatusRequest)(nil),        // 23: tierlog.v1.TierStatusRequest
 	(*TierStatusResponse)(nil),       // 24: tierlog.v1.TierStatusResponse
 	(*PartitionTierStatus)(nil),      // 25: tierlog.v1.PartitionTierStatus
-	nil,                              // 26: tierlog.v1.CreateTopicRequest.ConfigEntry
-	nil,                              // 27: tierlog.v1.AlterTopicConfigRequest.SetEntry
-	nil,                              // 28: tierlog.v1.TopicInfo.ConfigEntry
+	(*TierUploadRequest)(nil),        // 26: tierlog.v1.TierUploadRequest
+	(*TierUploadResponse)(nil),       // 27: tierlog.v1.TierUploadResponse
+	(*PartitionUpload)(nil),          // 28: tierlog.v1.PartitionUpload
+	nil,                              // 29: tierlog.v1.CreateTopicRequest.ConfigEntry
+	nil,                              // 30: tierlog.v1.AlterTopicConfigRequest.SetEntry
+	nil,                              // 31: tierlog.v1.TopicInfo.ConfigEntry
 }
 var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	1,  // 0: tierlog.v1.Record.headers:type_name -> tierlog.v1.Header
@@ -2129,41 +2348,44 @@ var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	0,  // 2: tierlog.v1.ProduceResponse.durability:type_name -> tierlog.v1.Durability
 	5,  // 3: tierlog.v1.FetchStreamRequest.fetch:type_name -> tierlog.v1.FetchRequest
 	2,  // 4: tierlog.v1.FetchResponse.records:type_name -> tierlog.v1.Record
-	26, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
+	29, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
 	18, // 6: tierlog.v1.CreateTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
 	18, // 7: tierlog.v1.ListTopicsResponse.topics:type_name -> tierlog.v1.TopicInfo
 	18, // 8: tierlog.v1.DescribeTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
-	27, // 9: tierlog.v1.AlterTopicConfigRequest.set:type_name -> tierlog.v1.AlterTopicConfigRequest.SetEntry
+	30, // 9: tierlog.v1.AlterTopicConfigRequest.set:type_name -> tierlog.v1.AlterTopicConfigRequest.SetEntry
 	18, // 10: tierlog.v1.AlterTopicConfigResponse.topic:type_name -> tierlog.v1.TopicInfo
 	19, // 11: tierlog.v1.TopicInfo.partitions:type_name -> tierlog.v1.PartitionInfo
-	28, // 12: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
+	31, // 12: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
 	22, // 13: tierlog.v1.ListOffsetsResponse.partitions:type_name -> tierlog.v1.PartitionOffset
 	25, // 14: tierlog.v1.TierStatusResponse.partitions:type_name -> tierlog.v1.PartitionTierStatus
-	3,  // 15: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
-	5,  // 16: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
-	6,  // 17: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
-	8,  // 18: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
-	10, // 19: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
-	12, // 20: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
-	14, // 21: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
-	16, // 22: tierlog.v1.TierLog.AlterTopicConfig:input_type -> tierlog.v1.AlterTopicConfigRequest
-	20, // 23: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
-	23, // 24: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
-	4,  // 25: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
-	7,  // 26: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
-	7,  // 27: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
-	9,  // 28: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
-	11, // 29: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
-	13, // 30: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
-	15, // 31: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
-	17, // 32: tierlog.v1.TierLog.AlterTopicConfig:output_type -> tierlog.v1.AlterTopicConfigResponse
-	21, // 33: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
-	24, // 34: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 15: tierlog.v1.TierUploadResponse.partitions:type_name -> tierlog.v1.PartitionUpload
+	3,  // 16: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
+	5,  // 17: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
+	6,  // 18: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
+	8,  // 19: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
+	10, // 20: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
+	12, // 21: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
+	14, // 22: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
+	16, // 23: tierlog.v1.TierLog.AlterTopicConfig:input_type -> tierlog.v1.AlterTopicConfigRequest
+	20, // 24: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
+	23, // 25: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
+	26, // 26: tierlog.v1.TierLog.TierUpload:input_type -> tierlog.v1.TierUploadRequest
+	4,  // 27: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
+	7,  // 28: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
+	7,  // 29: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
+	9,  // 30: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
+	11, // 31: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
+	13, // 32: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
+	15, // 33: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
+	17, // 34: tierlog.v1.TierLog.AlterTopicConfig:output_type -> tierlog.v1.AlterTopicConfigResponse
+	21, // 35: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
+	24, // 36: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
+	27, // 37: tierlog.v1.TierLog.TierUpload:output_type -> tierlog.v1.TierUploadResponse
+	27, // [27:38] is the sub-list for method output_type
+	16, // [16:27] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_tierlog_v1_tierlog_proto_init() }
@@ -2185,13 +2407,14 @@ func file_tierlog_v1_tierlog_proto_init() {
 		(*ListOffsetsRequest_Latest)(nil),
 		(*ListOffsetsRequest_TimestampMs)(nil),
 	}
+	file_tierlog_v1_tierlog_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tierlog_v1_tierlog_proto_rawDesc), len(file_tierlog_v1_tierlog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,6 +53,7 @@ const (
 	TierLog_AlterTopicConfig_FullMethodName = "/tierlog.v1.TierLog/AlterTopicConfig"
 	TierLog_ListOffsets_FullMethodName      = "/tierlog.v1.TierLog/ListOffsets"
 	TierLog_TierStatus_FullMethodName       = "/tierlog.v1.TierLog/TierStatus"
+	TierLog_TierUpload_FullMethodName       = "/tierlog.v1.TierLog/TierUpload"
 )
 
 // TierLogClient is the client API for TierLog service.
@@ -95,6 +96,14 @@ type TierLogClient interface {
 	// Tiering state per partition: what is local, what is in the bucket, how
 	// far uploads lag, and the remote chunk cache's hit rate.
 	TierStatus(ctx context.Context, in *TierStatusRequest, opts ...grpc.CallOption) (*TierStatusResponse, error)
+	// TierUpload uploads a topic's records to the bucket now: it rolls the
+	// active segment of each partition asked for (so its records need not
+	// wait for segment.bytes or segment.ms) and returns once the bucket's
+	// manifest names every segment up to the log end offset as it was when
+	// the call arrived, or the timeout passes (then the partitions left say
+	// so; the uploads go on in the background). FAILED_PRECONDITION when the
+	// topic does not tier (remote.storage.enable=false, or no bucket).
+	TierUpload(ctx context.Context, in *TierUploadRequest, opts ...grpc.CallOption) (*TierUploadResponse, error)
 }
 
 type tierLogClient struct {
@@ -214,6 +223,16 @@ func (c *tierLogClient) TierStatus(ctx context.Context, in *TierStatusRequest, o
 	return out, nil
 }
 
+func (c *tierLogClient) TierUpload(ctx context.Context, in *TierUploadRequest, opts ...grpc.CallOption) (*TierUploadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TierUploadResponse)
+	err := c.cc.Invoke(ctx, TierLog_TierUpload_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TierLogServer is the server API for TierLog service.
 // All implementations must embed UnimplementedTierLogServer
 // for forward compatibility.
@@ -254,6 +273,14 @@ type TierLogServer interface {
 	// Tiering state per partition: what is local, what is in the bucket, how
 	// far uploads lag, and the remote chunk cache's hit rate.
 	TierStatus(context.Context, *TierStatusRequest) (*TierStatusResponse, error)
+	// TierUpload uploads a topic's records to the bucket now: it rolls the
+	// active segment of each partition asked for (so its records need not
+	// wait for segment.bytes or segment.ms) and returns once the bucket's
+	// manifest names every segment up to the log end offset as it was when
+	// the call arrived, or the timeout passes (then the partitions left say
+	// so; the uploads go on in the background). FAILED_PRECONDITION when the
+	// topic does not tier (remote.storage.enable=false, or no bucket).
+	TierUpload(context.Context, *TierUploadRequest) (*TierUploadResponse, error)
 	mustEmbedUnimplementedTierLogServer()
 }
 
@@ -293,6 +320,9 @@ func (UnimplementedTierLogServer) ListOffsets(context.Context, *ListOffsetsReque
 }
 func (UnimplementedTierLogServer) TierStatus(context.Context, *TierStatusRequest) (*TierStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TierStatus not implemented")
+}
+func (UnimplementedTierLogServer) TierUpload(context.Context, *TierUploadRequest) (*TierUploadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TierUpload not implemented")
 }
 func (UnimplementedTierLogServer) mustEmbedUnimplementedTierLogServer() {}
 func (UnimplementedTierLogServer) testEmbeddedByValue()                 {}
@@ -488,6 +518,24 @@ func _TierLog_TierStatus_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TierLog_TierUpload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TierUploadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).TierUpload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_TierUpload_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).TierUpload(ctx, req.(*TierUploadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TierLog_ServiceDesc is the grpc.ServiceDesc for TierLog service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -530,6 +578,10 @@ var TierLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TierStatus",
 			Handler:    _TierLog_TierStatus_Handler,
+		},
+		{
+			MethodName: "TierUpload",
+			Handler:    _TierLog_TierUpload_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

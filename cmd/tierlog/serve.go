@@ -63,9 +63,11 @@ Server-wide topic defaults (applied to topics that do not set their own):
 
 SIGINT or SIGTERM shuts down gracefully: readiness turns off, open streams
 end, in-flight unary RPCs get --shutdown-timeout to finish, every stream is
-cut (a client that stopped reading cannot hold the exit), then the broker is
-closed (flushing and fsyncing every partition). A second signal kills the
-process at once.`,
+cut (a client that stopped reading cannot hold the exit), then the active
+segment of every tiered partition is rolled and uploaded, waiting at most
+--shutdown-upload-timeout for the bucket (so a node restored from the
+bucket loses nothing), then the broker is closed (flushing and fsyncing
+every partition). A second signal kills the process at once.`,
 		Args: cobra.NoArgs,
 	}
 	config.BindFlags(cmd.Flags())
@@ -249,7 +251,35 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	// blocked sending to a client that stopped reading would otherwise hold
 	// the exit for the whole timeout).
 	api.Stop(gs, cfg.ShutdownTimeout)
+	uploadAtShutdown(b, cfg.ShutdownUploadTimeout, logger)
 	return runErr
+}
+
+// uploadAtShutdown rolls every tiered partition's active segment and waits,
+// at most timeout, until the bucket's manifest names every record: then a
+// node that loses this data directory restores them all (serve --takeover).
+// It runs after the RPCs drained (no record arrives after the roll) and
+// before the broker closes, which cancels uploads still in flight; a bucket
+// that is down cannot hold the exit past timeout, and what is left (it
+// stays local, uploaded after the next start) is logged.
+func uploadAtShutdown(b *broker.Broker, timeout time.Duration, logger *slog.Logger) {
+	if timeout <= 0 {
+		return
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ups := b.UploadAll(ctx)
+	left := 0
+	for _, u := range ups {
+		if u.Err != nil {
+			left++
+			logger.Warn("shutdown: records left local, not in the bucket", "topic", u.Topic, "partition", u.Partition,
+				"bucket_holds_below", u.After, "log_end", u.Target, "err", u.Err)
+		}
+	}
+	logger.Info("shutdown: uploaded active segments", "partitions", len(ups), "left_local", left,
+		"took", time.Since(start).Round(time.Millisecond), "shutdown_upload_timeout", timeout)
 }
 
 // readyFile is what --ready-file holds once the node serves.

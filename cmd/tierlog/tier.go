@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,8 +14,8 @@ import (
 )
 
 func newTierCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tier", Short: "Inspect tiering to the bucket"}
-	cmd.AddCommand(newTierStatusCmd())
+	cmd := &cobra.Command{Use: "tier", Short: "Inspect tiering to the bucket and upload now"}
+	cmd.AddCommand(newTierStatusCmd(), newTierUploadCmd())
 	return cmd
 }
 
@@ -86,6 +88,67 @@ hit rate.`,
 			if r := p.GetProduceRefused(); r != "" {
 				fmt.Fprintf(out, "\nPRODUCE REFUSED %s/%d: %s\n", p.GetTopic(), p.GetPartition(), r)
 			}
+		}
+		return nil
+	})
+	return cmd
+}
+
+func newTierUploadCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "upload TOPIC",
+		Short: "Upload a topic's records to the bucket now, active segment included",
+		Long: `Roll the active segment of each partition of TOPIC (or of --partition N)
+and upload every segment not yet in the bucket now, instead of waiting for
+segment.bytes or segment.ms to seal it. Waits until the bucket's manifest
+names every record produced before the command ran, or --timeout passes
+(then it exits 1 naming the partitions left; the uploads go on in the
+background). Afterwards a node that loses its data directory restores all
+of those records from the bucket (serve --takeover).`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	partition := cmd.Flags().Int32("partition", -1, "upload only this partition (default: all)")
+	timeout := cmd.Flags().Duration("timeout", 30*time.Second, "how long to wait for the bucket")
+	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		if *timeout <= 0 {
+			return usageErrorf("--timeout %v: want a positive duration (e.g. 30s, 2m)", *timeout)
+		}
+		client, done, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer done()
+		req := &tierlogv1.TierUploadRequest{Topic: args[0], TimeoutMs: timeout.Milliseconds()}
+		if *partition >= 0 {
+			req.Partition = partition
+		}
+		// The server answers by its own timeout; this one covers a server
+		// that never does.
+		ctx, cancel := context.WithTimeout(cmd.Context(), *timeout+30*time.Second)
+		defer cancel()
+		resp, err := client.TierUpload(ctx, req)
+		if err != nil {
+			return cf.rpcError("tier upload "+args[0], err)
+		}
+		out := cmd.OutOrStdout()
+		var left []string
+		for _, p := range resp.GetPartitions() {
+			name := fmt.Sprintf("%s/%d", args[0], p.GetPartition())
+			switch {
+			case !p.GetDone():
+				left = append(left, fmt.Sprintf("%s: %s", name, p.GetError()))
+				fmt.Fprintf(out, "%s: NOT DONE: the bucket holds offsets below %d of the %d wanted\n", name, p.GetRemoteEndOffset(), p.GetTargetOffset())
+			case p.GetRemoteEndOffset() > p.GetRemoteEndOffsetBefore():
+				fmt.Fprintf(out, "%s: uploaded offsets %d-%d; the bucket holds every offset below %d\n", name,
+					p.GetRemoteEndOffsetBefore(), p.GetRemoteEndOffset()-1, p.GetRemoteEndOffset())
+			default:
+				fmt.Fprintf(out, "%s: nothing to upload; the bucket holds every offset below %d\n", name, p.GetRemoteEndOffset())
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("tier upload %s: not all uploaded within %v (is the bucket down? see tier status and the server log):\n  %s",
+				args[0], *timeout, strings.Join(left, "\n  "))
 		}
 		return nil
 	})

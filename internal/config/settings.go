@@ -17,6 +17,10 @@ type Server struct {
 	LogLevel        string        // log_level: debug, info, warn or error
 	ShutdownTimeout time.Duration // shutdown_timeout: how long in-flight RPCs may take to finish on shutdown
 	ReadyFile       string        // ready_file: if set, the bound addresses are written there once serving
+	// ShutdownUploadTimeout (shutdown_upload_timeout) bounds the upload of
+	// every tiered partition's active segment at a graceful shutdown, so a
+	// node restored from the bucket loses nothing; 0 turns it off.
+	ShutdownUploadTimeout time.Duration
 
 	// Bucket is the cold tier's URL (bucket): file:///path, s3://bucket/prefix?…
 	// or minio://host:port/bucket/prefix?…; empty means a file:// bucket in
@@ -58,14 +62,15 @@ type Server struct {
 // data in ./data, loopback listeners.
 func Default() Server {
 	return Server{
-		DataDir:         "./data",
-		GRPCAddr:        "127.0.0.1:7070",
-		HTTPAddr:        "127.0.0.1:7071",
-		LogFormat:       "text",
-		LogLevel:        "info",
-		ShutdownTimeout: 10 * time.Second,
-		CacheBytes:      256 << 20,
-		TieringParallel: 2,
+		DataDir:               "./data",
+		GRPCAddr:              "127.0.0.1:7070",
+		HTTPAddr:              "127.0.0.1:7071",
+		LogFormat:             "text",
+		LogLevel:              "info",
+		ShutdownTimeout:       10 * time.Second,
+		ShutdownUploadTimeout: 30 * time.Second,
+		CacheBytes:            256 << 20,
+		TieringParallel:       2,
 		// Each partition holds open files and memory; the sum over all
 		// topics must leave descriptors for connections and segment rolls.
 		MaxNodePartitions:  10000,
@@ -154,6 +159,18 @@ var settings = []setting{
 		get: func(c *Server) string { return c.ShutdownTimeout.String() },
 		set: func(c *Server, v string) error {
 			return setDuration(&c.ShutdownTimeout, v)
+		},
+	},
+	{
+		name: "shutdown_upload_timeout", usage: "on SIGINT/SIGTERM, once RPCs have drained, roll and upload every tiered partition's active segment, waiting at most this long for the bucket (0: off; what is left stays local)",
+		get: func(c *Server) string { return c.ShutdownUploadTimeout.String() },
+		set: func(c *Server, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("%q is not a duration >= 0 (e.g. 30s, 2m; 0 turns it off)", v)
+			}
+			c.ShutdownUploadTimeout = d
+			return nil
 		},
 	},
 	{

@@ -1,0 +1,71 @@
+package tiering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ErrNotTiered: the partition does not tier (its topic has
+// remote.storage.enable=false), so there is nothing to upload it to.
+var ErrNotTiered = errors.New("partition does not tier")
+
+// UploadNow rolls the partition's active segment (if it holds anything)
+// and asks the daemon for a pass now, past any failure backoff, so every
+// record appended so far goes to the bucket without waiting for
+// segment.bytes or segment.ms. It returns the target: the log end offset
+// before the roll, below which everything is to be uploaded; WaitUploaded
+// waits for it.
+//
+// The target is read before the roll, so records appended meanwhile are
+// in the rolled segment (it ends at or past the target), never only in
+// the new active one that no pass uploads.
+func (p *Partition) UploadNow() (int64, error) {
+	d := p.daemon.Load()
+	if d == nil || p.store == nil || !p.remoteOn.Load() {
+		return 0, fmt.Errorf("tiering: %s/%d: %w: remote.storage.enable=false", p.topic, p.partition, ErrNotTiered)
+	}
+	target := p.log.EndOffset()
+	if err := p.log.Roll(); err != nil {
+		return 0, fmt.Errorf("tiering: %s/%d: roll the active segment: %w", p.topic, p.partition, err)
+	}
+	p.urgent.Store(true)
+	// Sealing the rolled segment wakes the daemon again (p.sealed); this
+	// wake covers a roll that had nothing to seal and a backoff to skip.
+	d.Wake()
+	return target, nil
+}
+
+// UploadedEnd is the offset after the last segment the bucket's manifest
+// copy names as committed: every offset below it is in the bucket.
+func (p *Partition) UploadedEnd() int64 { return p.uploaded.Load() }
+
+// WaitUploaded blocks until the bucket's manifest names segments up to
+// target (UploadedEnd() >= target) or ctx ends. Segments become committed
+// only after the bucket's manifest copy names them (commitDurable), so
+// once it returns nil a node that loses its disk restores every offset
+// below target.
+func (p *Partition) WaitUploaded(ctx context.Context, target int64) error {
+	for {
+		p.mu.RLock()
+		done, changed := p.uploaded.Load() >= target, p.changed
+		p.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tiering: %s/%d: wait for the upload of offsets up to %d (the bucket holds up to %d): %w",
+				p.topic, p.partition, target, p.uploaded.Load(), context.Cause(ctx))
+		case <-changed:
+		}
+	}
+}
+
+// sealed is the hot log's OnSealed hook: a sealed segment can be uploaded
+// now rather than at the daemon's next pass.
+func (p *Partition) sealed() {
+	if d := p.daemon.Load(); d != nil {
+		d.Wake()
+	}
+}
