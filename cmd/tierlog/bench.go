@@ -30,6 +30,29 @@ func newBenchCmd() *cobra.Command {
 	return cmd
 }
 
+// defaultBenchTopic is the topic the bench commands use without one.
+const defaultBenchTopic = "tierlog-bench"
+
+// addBenchTopicFlag keeps the old --topic flag working, deprecated: the
+// topic is a positional argument, as for produce and consume.
+func addBenchTopicFlag(cmd *cobra.Command, topic *string) {
+	cmd.Flags().StringVar(topic, "topic", defaultBenchTopic, "topic")
+	_ = cmd.Flags().MarkDeprecated("topic", "give the topic as an argument: "+cmd.CommandPath()+" TOPIC")
+}
+
+// benchTopic is the topic argument, else the deprecated --topic, else the
+// default.
+func benchTopic(cmd *cobra.Command, args []string) (string, error) {
+	topic, _ := cmd.Flags().GetString("topic")
+	if len(args) == 1 {
+		if cmd.Flags().Changed("topic") && topic != args[0] {
+			return "", usageErrorf("topic %q and --topic %q disagree: give the topic once, as an argument", args[0], topic)
+		}
+		topic = args[0]
+	}
+	return topic, nil
+}
+
 type benchProduceFlags struct {
 	topic      string
 	partitions int32
@@ -44,18 +67,19 @@ type benchProduceFlags struct {
 func newBenchProduceCmd() *cobra.Command {
 	var bf benchProduceFlags
 	cmd := &cobra.Command{
-		Use:   "produce",
+		Use:   "produce [TOPIC]",
 		Short: "Produce generated records and report records/s, MB/s and produce-call latency",
-		Long: `Produce --records records of --record-size bytes, --batch records per Produce
-call, from --producers concurrent producers, and report throughput and the
-latency of Produce calls (p50, p99, p99.9, max). The topic is created with
---partitions and --config if it does not exist; each producer writes to its
-own partition (producer i to partition i mod partitions).`,
-		Args: cobra.NoArgs,
+		Long: `Produce --records records of --record-size bytes to TOPIC (default
+` + defaultBenchTopic + `), --batch records per Produce call, from --producers
+concurrent producers, and report throughput and the latency of Produce calls
+(p50, p99, p99.9, max). The topic is created with --partitions and --config
+if it does not exist; each producer writes to its own partition (producer i
+to partition i mod partitions).`,
+		Args: maxArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)
 	f := cmd.Flags()
-	f.StringVar(&bf.topic, "topic", "tierlog-bench", "topic to produce to")
+	addBenchTopicFlag(cmd, &bf.topic)
 	f.Int32Var(&bf.partitions, "partitions", 1, "partitions when the topic is created")
 	f.StringArrayVar(&bf.configs, "config", nil, "topic config key=value when the topic is created (e.g. flush.policy=always)")
 	f.IntVar(&bf.records, "records", 200_000, "records to produce in total")
@@ -63,7 +87,13 @@ own partition (producer i to partition i mod partitions).`,
 	f.IntVar(&bf.batch, "batch", 16, "records per Produce call (one batch)")
 	f.IntVar(&bf.producers, "producers", 1, "concurrent producers")
 	f.StringVar(&bf.codec, "compression", "none", "none, gzip, snappy, lz4 or zstd")
-	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error { return benchProduce(cmd, cf, &bf) })
+	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		var err error
+		if bf.topic, err = benchTopic(cmd, args); err != nil {
+			return err
+		}
+		return benchProduce(cmd, cf, &bf)
+	})
 	return cmd
 }
 
@@ -163,16 +193,20 @@ func newBenchConsumeCmd() *cobra.Command {
 	var topic string
 	var maxBytes int32
 	cmd := &cobra.Command{
-		Use:   "consume",
+		Use:   "consume [TOPIC]",
 		Short: "Read a whole topic from the beginning and report records/s and MB/s",
-		Long: `Stream every partition of --topic from the beginning to the current end
+		Long: `Stream every partition of TOPIC (default ` + defaultBenchTopic + `) from the beginning to the current end
 (one FetchStream per partition, all at once) and report throughput.`,
-		Args: cobra.NoArgs,
+		Args: maxArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)
-	cmd.Flags().StringVar(&topic, "topic", "tierlog-bench", "topic to read")
+	addBenchTopicFlag(cmd, &topic)
 	cmd.Flags().Int32Var(&maxBytes, "max-bytes", 1<<20, "bytes per streamed response")
-	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
+	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		var err error
+		if topic, err = benchTopic(cmd, args); err != nil {
+			return err
+		}
 		client, closeConn, err := cf.dial()
 		if err != nil {
 			return err

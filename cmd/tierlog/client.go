@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -16,30 +17,63 @@ import (
 	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
 )
 
-const defaultServer = "127.0.0.1:7070"
+// defaultServerPort is the gRPC port a --server without one gets: serve's
+// default --grpc-addr port.
+const defaultServerPort = "7070"
+
+const defaultServer = "127.0.0.1:" + defaultServerPort
+
+// serverFlag is the root's persistent flag every client command reads.
+const serverFlag = "server"
 
 // maxRecvMsgBytes bounds one gRPC response. A fetch returns at least one
 // whole batch even past max_bytes, and the server caps max_bytes at 64 MiB,
 // so leave room above that.
 const maxRecvMsgBytes = 80 << 20
 
-// clientFlags are the flags every client command takes.
+// clientFlags holds what every client command shares: the --server the
+// root defines for all of them, read when the command dials.
 type clientFlags struct {
-	server string
+	cmd    *cobra.Command
+	server string // host:port, set by dial
 }
 
+// addClientFlags returns the client settings of cmd; --server itself is a
+// persistent flag of the root (see addServerFlag), so that the root's help
+// lists it.
 func addClientFlags(cmd *cobra.Command) *clientFlags {
-	cf := &clientFlags{}
+	return &clientFlags{cmd: cmd}
+}
+
+// addServerFlag defines --server on the root for every client command.
+func addServerFlag(root *cobra.Command) {
 	def := defaultServer
 	if v := os.Getenv("TIERLOG_SERVER"); v != "" {
 		def = v
 	}
-	cmd.Flags().StringVar(&cf.server, "server", def, "host:port of the tierlog gRPC API (env TIERLOG_SERVER)")
-	return cf
+	root.PersistentFlags().String(serverFlag, def,
+		"host:port of the node's gRPC API (serve's --grpc-addr); the port defaults to "+defaultServerPort+" (env TIERLOG_SERVER)")
+}
+
+// serverAddr adds the default gRPC port to a --server without one, so that
+// "localhost" means localhost:7070 rather than gRPC's default of 443. A
+// gRPC target with a scheme (dns:///host:port, unix:path) is left alone.
+func serverAddr(s string) string {
+	if strings.Contains(s, ":/") || strings.HasPrefix(s, "unix:") {
+		return s
+	}
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return s
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	return net.JoinHostPort(host, defaultServerPort)
 }
 
 // dial connects lazily: the first RPC reports an unreachable server.
 func (cf *clientFlags) dial() (tierlogv1.TierLogClient, func(), error) {
+	if f := cf.cmd.Flag(serverFlag); f != nil {
+		cf.server = serverAddr(f.Value.String())
+	}
 	conn, err := grpc.NewClient(cf.server,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)),
@@ -63,6 +97,10 @@ func (cf *clientFlags) statusError(err error) error {
 	if !ok {
 		return err
 	}
+	if st.Code() == codes.Unavailable && isNotGRPC(st.Message()) {
+		return fmt.Errorf("server %s does not speak gRPC: it answered like an HTTP/1 server (%s); --server takes the node's gRPC address (serve's --grpc-addr, port %s by default), not its HTTP address (--http-addr, for /metrics and /healthz)",
+			cf.server, st.Message(), defaultServerPort)
+	}
 	if st.Code() == codes.Unavailable && isConnError(st.Message()) {
 		return fmt.Errorf("cannot reach server %s: %s", cf.server, st.Message())
 	}
@@ -73,6 +111,13 @@ func (cf *clientFlags) statusError(err error) error {
 // UNAVAILABLE the server itself returned (broker closing, log failed).
 func isConnError(msg string) bool {
 	return strings.Contains(msg, "connection error") || strings.Contains(msg, "name resolver") || strings.Contains(msg, "produced zero addresses")
+}
+
+// isNotGRPC tells that the server at the other end is not HTTP/2: an
+// HTTP/1 server answers gRPC's connection preface with a plain response,
+// which gRPC reads as a frame of an impossible size.
+func isNotGRPC(msg string) bool {
+	return strings.Contains(msg, "http2: frame too large")
 }
 
 // isCanceled reports whether err is the client's own cancellation (Ctrl-C).

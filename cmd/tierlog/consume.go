@@ -57,7 +57,7 @@ Formats:
         UTC, milliseconds),"key","value","headers":[{"key","value"}]};
         a null key or value is null, valid UTF-8 is a string, anything else
         appears base64-encoded as "key_base64" / "value_base64" instead.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)
 	f := cmd.Flags()

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes.
@@ -60,8 +62,67 @@ Exit codes: 0 success, 1 the command failed (the server's error is printed),
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
-	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd(), newTierCmd(), newBenchCmd())
+	addServerFlag(root)
+	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd(), newTierCmd(), newBenchCmd(), newVersionCmd())
+	hideRepeatedDefaults(root)
 	return root
+}
+
+// hideRepeatedDefaults drops pflag's "(default X)" from flags whose usage
+// already says what the default means in words ("(default: chosen by the
+// server)" for a -1 that is only a sentinel), so help does not show two.
+func hideRepeatedDefaults(cmd *cobra.Command) {
+	hide := func(f *pflag.Flag) {
+		if strings.Contains(f.Usage, "(default") {
+			f.DefValue = zeroDefault(f.Value.Type())
+		}
+	}
+	cmd.LocalFlags().VisitAll(hide)
+	cmd.PersistentFlags().VisitAll(hide)
+	for _, c := range cmd.Commands() {
+		hideRepeatedDefaults(c)
+	}
+}
+
+// zeroDefault is the DefValue pflag treats as "no default to show" for a
+// flag of the given type.
+func zeroDefault(typ string) string {
+	switch {
+	case strings.HasSuffix(typ, "Slice") || strings.HasSuffix(typ, "Array"):
+		return "[]"
+	case strings.HasPrefix(typ, "int") || strings.HasPrefix(typ, "uint") || strings.HasPrefix(typ, "float") || typ == "count":
+		return "0"
+	case typ == "bool":
+		return "false"
+	case typ == "duration":
+		return "0s"
+	}
+	return ""
+}
+
+// exactArgs is cobra.ExactArgs with an error that names the arguments
+// (TOPIC, NAME) instead of counting them, and shows the usage line.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(names):
+			return usageErrorf("missing %s: usage: %s", strings.Join(names[len(args):], " "), cmd.UseLine())
+		case len(args) > len(names):
+			return usageErrorf("unexpected argument %q: %s takes only %s: usage: %s", args[len(names)], cmd.CommandPath(), strings.Join(names, " "), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// maxArgs is cobra.MaximumNArgs with an error that names the optional
+// arguments.
+func maxArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > len(names) {
+			return usageErrorf("unexpected argument %q: %s takes at most %s: usage: %s", args[len(names)], cmd.CommandPath(), strings.Join(names, " "), cmd.UseLine())
+		}
+		return nil
+	}
 }
 
 // usageError is a mistake in the command line or configuration: exit code 2.

@@ -49,7 +49,7 @@ func newProduceCmd() *cobra.Command {
 		Long: `Produce records to TOPIC: one record per line of standard input (the line
 without its trailing newline; empty lines are empty records), or one record
 with --value. Prints "partition offset" for each record, in input order
-(or one summary line with --quiet).
+(nothing with --quiet).
 
 Lines that are available together are sent in one Produce call (one record
 batch) of up to --batch records and --batch-bytes bytes, so piping a large
@@ -64,7 +64,7 @@ Without --partition the partition follows the key: murmur2 of the key
 modulo the partition count, as Kafka's clients compute it (records of one
 batch with different keys are sent to their own partitions); records with
 a null key go round-robin per batch.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)
 	f := cmd.Flags()
@@ -76,7 +76,7 @@ a null key go round-robin per batch.`,
 	f.IntVar(&pf.batch, "batch", defaultBatchRecords, "at most this many records per Produce call")
 	f.IntVar(&pf.batchBytes, "batch-bytes", defaultBatchBytes, "at most about this many bytes of records per Produce call (also capped by the topic's max.message.bytes)")
 	f.StringArrayVar(&pf.headers, "header", nil, "record header as key=value added to every record; repeatable")
-	f.BoolVarP(&pf.quiet, "quiet", "q", false, "print one summary line instead of one line per record")
+	f.BoolVarP(&pf.quiet, "quiet", "q", false, "print nothing on success (errors still go to stderr)")
 	cmd.MarkFlagsMutuallyExclusive("key", "key-separator")
 	cmd.MarkFlagsMutuallyExclusive("value", "key-separator")
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
@@ -149,9 +149,6 @@ func produce(cmd *cobra.Command, cf *clientFlags, pf *produceFlags, topic string
 	}
 	if runErr != nil {
 		runErr = fmt.Errorf("produce to %s after %d records: %w", topic, p.produced, runErr)
-	}
-	if pf.quiet {
-		fmt.Fprintf(p.out, "produced %d records to %s\n", p.produced, topic)
 	}
 	return errors.Join(runErr, p.out.Flush())
 }

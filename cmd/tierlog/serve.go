@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -75,7 +76,15 @@ every partition). A second signal kills the process at once.`,
 	// A flag only, not a setting: a takeover written into a config file
 	// or the environment would repeat at every restart.
 	takeover := cmd.Flags().Bool("takeover", false, "claim the bucket prefix even if another node owns it (restoring its data here): the old owner is fenced off and stops writing to the bucket")
+	// The root's --server is for client commands; a hidden local flag of
+	// the same name keeps it out of serve's help and lets a mistaken
+	// `serve --server` say where the listen address goes.
+	cmd.Flags().String(serverFlag, "", "")
+	_ = cmd.Flags().MarkHidden(serverFlag)
 	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
+		if cmd.Flags().Changed(serverFlag) {
+			return usageErrorf("--server is for client commands; serve listens on --grpc-addr (default %s)", config.Default().GRPCAddr)
+		}
 		cfg, err := config.Load(config.Sources{Flags: cmd.Flags(), Environ: os.Environ()})
 		if err != nil {
 			return usageErrorf("%v", err)
@@ -86,6 +95,10 @@ every partition). A second signal kills the process at once.`,
 		}
 		if *printConfig {
 			cfg.TopicDefaults = defaults.Map()
+			// Show the bucket a start would open, not "" for the default.
+			if cfg.Bucket, err = bucketURL(cfg); err != nil {
+				return err
+			}
 			out, err := cfg.YAML()
 			if err != nil {
 				return err
@@ -304,25 +317,33 @@ func writeReadyFile(path string, grpcAddr, httpAddr net.Addr) error {
 // openBucket opens the cold tier the configuration names: by default a
 // filesystem bucket under the data directory; "none" turns tiering off.
 func openBucket(ctx context.Context, cfg config.Server) (cold.Bucket, error) {
-	raw := cfg.Bucket
-	switch raw {
-	case "none":
-		return nil, nil
-	case "":
-		dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "bucket"))
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+	raw, err := bucketURL(cfg)
+	if err != nil || raw == "none" {
+		return nil, err
+	}
+	if cfg.Bucket == "" {
+		if err := os.MkdirAll(strings.TrimPrefix(raw, "file://"), 0o755); err != nil {
 			return nil, fmt.Errorf("create the default bucket directory: %w", err)
 		}
-		raw = "file://" + dir
 	}
 	b, err := bucketurl.Open(ctx, raw, cold.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("open bucket: %w", err)
 	}
 	return b, nil
+}
+
+// bucketURL is the bucket the configuration names, with the default (a
+// file:// bucket in the data directory's "bucket" folder) made explicit.
+func bucketURL(cfg config.Server) (string, error) {
+	if cfg.Bucket != "" {
+		return cfg.Bucket, nil
+	}
+	dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "bucket"))
+	if err != nil {
+		return "", fmt.Errorf("default bucket: %w", err)
+	}
+	return "file://" + dir, nil
 }
 
 // memoryHeadroom is what the process needs beside the chunk cache and the

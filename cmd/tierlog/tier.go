@@ -28,7 +28,7 @@ func newTierStatusCmd() *cobra.Command {
 remotely, and the upload lag: sealed local segments not yet committed to the
 bucket, their bytes and the age of the oldest. Also the remote chunk cache's
 hit rate.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
@@ -105,7 +105,7 @@ names every record produced before the command ran, or --timeout passes
 (then it exits 1 naming the partitions left; the uploads go on in the
 background). Afterwards a node that loses its data directory restores all
 of those records from the bucket (serve --takeover).`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)
 	partition := cmd.Flags().Int32("partition", -1, "upload only this partition (default: all)")

@@ -39,7 +39,7 @@ func newTopicCreateCmd() *cobra.Command {
 --config key=value sets a Kafka-named topic config (repeatable), e.g.
   --config retention.ms=86400000 --config flush.policy=interval
 Keys not set take the server's defaults.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("NAME"),
 	}
 	cf := addClientFlags(cmd)
 	cmd.Flags().Int32Var(&partitions, "partitions", 1, "number of partitions, at least 1")
@@ -98,7 +98,7 @@ func newTopicDescribeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "describe NAME",
 		Short: "Show a topic's partitions (offsets, segments, bytes) and effective config",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs("NAME"),
 	}
 	cf := addClientFlags(cmd)
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
@@ -148,7 +148,7 @@ func newTopicAlterConfigCmd() *cobra.Command {
 Values are checked as 'topic create' checks them; a bad one changes nothing.
 The new settings are stored (and recorded in the bucket) before they apply,
 at once, to every partition. Prints each changed key's effective value.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("NAME"),
 	}
 	cf := addClientFlags(cmd)
 	cmd.Flags().StringArrayVar(&configs, "config", nil, "topic config to set, as key=value; repeatable")
@@ -201,7 +201,7 @@ record). Nothing of it can be restored afterwards.
 If the bucket holds history of the topic, the command asks for
 confirmation on a terminal; --yes skips the question. Without a terminal
 (a script, a pipe) it refuses unless --yes is given.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("NAME"),
 	}
 	cf := addClientFlags(cmd)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking, even if the bucket holds history of the topic")
