@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/internal/bytesize"
 )
 
 // The bench commands measure a running server end to end, through the same
@@ -83,7 +84,7 @@ to partition i mod partitions).`,
 	f.Int32Var(&bf.partitions, "partitions", 1, "partitions when the topic is created")
 	f.StringArrayVar(&bf.configs, "config", nil, "topic config key=value when the topic is created (e.g. flush.policy=always)")
 	f.IntVar(&bf.records, "records", 200_000, "records to produce in total")
-	f.IntVar(&bf.size, "record-size", 1024, "value bytes per record")
+	f.Var(bytesize.NewValue(&bf.size, 1024), "record-size", "value bytes per record, e.g. 1KiB")
 	f.IntVar(&bf.batch, "batch", 16, "records per Produce call (one batch)")
 	f.IntVar(&bf.producers, "producers", 1, "concurrent producers")
 	f.StringVar(&bf.codec, "compression", "none", "none, gzip, snappy, lz4 or zstd")
@@ -201,7 +202,7 @@ func newBenchConsumeCmd() *cobra.Command {
 	}
 	cf := addClientFlags(cmd)
 	addBenchTopicFlag(cmd, &topic)
-	cmd.Flags().Int32Var(&maxBytes, "max-bytes", 1<<20, "bytes per streamed response")
+	cmd.Flags().Var(bytesize.NewValue(&maxBytes, 1<<20), "max-bytes", "bytes per streamed response, e.g. 1MiB")
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
 		var err error
 		if topic, err = benchTopic(cmd, args); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/bytesize"
 	"github.com/tierlog/tierlog/internal/partitioner"
 )
 
@@ -74,7 +75,7 @@ a null key go round-robin per batch.`,
 	f.StringVar(&pf.value, "value", "", "produce this one record instead of reading stdin")
 	f.StringVar(&pf.compression, "compression", "none", "batch compression: none, gzip, snappy, lz4 or zstd")
 	f.IntVar(&pf.batch, "batch", defaultBatchRecords, "at most this many records per Produce call")
-	f.IntVar(&pf.batchBytes, "batch-bytes", defaultBatchBytes, "at most about this many bytes of records per Produce call (also capped by the topic's max.message.bytes)")
+	f.Var(bytesize.NewValue(&pf.batchBytes, defaultBatchBytes), "batch-bytes", "at most about this many bytes of records per Produce call (also capped by the topic's max.message.bytes)")
 	f.StringArrayVar(&pf.headers, "header", nil, "record header as key=value added to every record; repeatable")
 	f.BoolVarP(&pf.quiet, "quiet", "q", false, "print nothing on success (errors still go to stderr)")
 	cmd.MarkFlagsMutuallyExclusive("key", "key-separator")

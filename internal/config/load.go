@@ -20,11 +20,24 @@ import (
 func BindFlags(fs *pflag.FlagSet) {
 	def := Default()
 	for _, s := range settings {
-		fs.String(s.flag(), s.get(&def), s.usage+" (env "+s.env()+")")
+		typ := s.typ
+		if typ == "" {
+			typ = "string"
+		}
+		fs.Var(&flagValue{v: s.get(&def), typ: typ}, s.flag(), s.usage+" (env "+s.env()+")")
 	}
 	fs.String(configSetting, "", "YAML configuration file (env "+envPrefix+"CONFIG); flags and env override it")
 	fs.StringArray(defaultFlag, nil, "server-wide topic default as key=value, e.g. segment.bytes=1048576 or flush.policy=always; repeatable (env "+envDefaultPrefix+"<KEY>, e.g. "+topicEnvKey("segment.bytes")+")")
 }
+
+// flagValue holds a setting's flag text until Load checks it with the
+// setting's own parser (so a flag, the environment and the file accept the
+// same forms and fail with the same message); typ is what help shows.
+type flagValue struct{ v, typ string }
+
+func (f *flagValue) String() string     { return f.v }
+func (f *flagValue) Set(v string) error { f.v = v; return nil }
+func (f *flagValue) Type() string       { return f.typ }
 
 // Sources are the inputs of Load.
 type Sources struct {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tierlog/tierlog/internal/bytesize"
 )
 
 // Server is the resolved configuration of one `tierlog serve` process.
@@ -87,8 +89,11 @@ func Default() Server {
 type setting struct {
 	name  string
 	usage string
-	get   func(*Server) string
-	set   func(*Server, string) error
+	// typ names the value in flag help: size (a byte count that takes
+	// units, see setBytes), int, duration or, when empty, string.
+	typ string
+	get func(*Server) string
+	set func(*Server, string) error
 }
 
 func (s setting) flag() string { return strings.ReplaceAll(s.name, "_", "-") }
@@ -156,6 +161,7 @@ var settings = []setting{
 	},
 	{
 		name: "shutdown_timeout", usage: "how long in-flight RPCs may run after SIGINT/SIGTERM before they are cut off",
+		typ: "duration",
 		get: func(c *Server) string { return c.ShutdownTimeout.String() },
 		set: func(c *Server, v string) error {
 			return setDuration(&c.ShutdownTimeout, v)
@@ -180,21 +186,25 @@ var settings = []setting{
 	},
 	{
 		name: "cache_bytes", usage: "bytes of decompressed remote chunks kept in memory for historical reads",
-		get: func(c *Server) string { return strconv.FormatInt(c.CacheBytes, 10) },
-		set: func(c *Server, v string) error { return setInt(&c.CacheBytes, v, 1<<20) },
+		typ: "size",
+		get: func(c *Server) string { return bytesize.Format(c.CacheBytes) },
+		set: func(c *Server, v string) error { return setBytes(&c.CacheBytes, v, 1<<20) },
 	},
 	{
-		name: "upload_rate", usage: "cap on tiering upload bandwidth in bytes per second (0: unlimited)",
-		get: func(c *Server) string { return strconv.FormatInt(c.UploadRate, 10) },
-		set: func(c *Server, v string) error { return setInt(&c.UploadRate, v, 0) },
+		name: "upload_rate", usage: "cap on tiering upload bandwidth in bytes per second, e.g. 50MiB (0: unlimited)",
+		typ: "size",
+		get: func(c *Server) string { return bytesize.Format(c.UploadRate) },
+		set: func(c *Server, v string) error { return setBytes(&c.UploadRate, v, 0) },
 	},
 	{
-		name: "remote_read_rate", usage: "cap on bytes per second read from the bucket for historical fetches (0: unlimited)",
-		get: func(c *Server) string { return strconv.FormatInt(c.RemoteReadRate, 10) },
-		set: func(c *Server, v string) error { return setInt(&c.RemoteReadRate, v, 0) },
+		name: "remote_read_rate", usage: "cap on bytes per second read from the bucket for historical fetches, e.g. 100MiB (0: unlimited)",
+		typ: "size",
+		get: func(c *Server) string { return bytesize.Format(c.RemoteReadRate) },
+		set: func(c *Server, v string) error { return setBytes(&c.RemoteReadRate, v, 0) },
 	},
 	{
 		name: "tiering_concurrency", usage: "partitions uploading segments at once",
+		typ: "int",
 		get: func(c *Server) string { return strconv.Itoa(c.TieringParallel) },
 		set: func(c *Server, v string) error {
 			var n int64
@@ -207,6 +217,7 @@ var settings = []setting{
 	},
 	{
 		name: "max_node_partitions", usage: "the most partitions all topics on this node may have together; a topic create past it is refused",
+		typ: "int",
 		get: func(c *Server) string { return strconv.Itoa(c.MaxNodePartitions) },
 		set: func(c *Server, v string) error {
 			var n int64
@@ -219,33 +230,39 @@ var settings = []setting{
 	},
 	{
 		name: "max_connections", usage: "most gRPC connections open at once; past it new connections are closed on accept (0: the file descriptor limit minus fd_reserve)",
+		typ: "int",
 		get: func(c *Server) string { return strconv.FormatInt(c.MaxConnections, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.MaxConnections, v, 0) },
 	},
 	{
 		name: "http_max_connections", usage: "most connections to the HTTP listener (/metrics, /healthz, /readyz) open at once",
+		typ: "int",
 		get: func(c *Server) string { return strconv.FormatInt(c.HTTPMaxConnections, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.HTTPMaxConnections, v, 1) },
 	},
 	{
 		name: "fd_reserve", usage: "file descriptors kept for segment files, the bucket and the runtime, not given to connections (0: half the limit)",
+		typ: "int",
 		get: func(c *Server) string { return strconv.FormatInt(c.FDReserve, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.FDReserve, v, 0) },
 	},
 	{
 		name: "conn_idle_timeout", usage: "close gRPC and HTTP connections idle this long",
+		typ: "duration",
 		get: func(c *Server) string { return c.ConnIdleTimeout.String() },
 		set: func(c *Server, v string) error { return setDuration(&c.ConnIdleTimeout, v) },
 	},
 	{
 		name: "fetch_budget_bytes", usage: "bytes of fetch and stream responses held in memory at once, server-wide; a fetch past it waits (part of the soft memory limit)",
-		get: func(c *Server) string { return strconv.FormatInt(c.FetchBudgetBytes, 10) },
-		set: func(c *Server, v string) error { return setInt(&c.FetchBudgetBytes, v, 1<<20) },
+		typ: "size",
+		get: func(c *Server) string { return bytesize.Format(c.FetchBudgetBytes) },
+		set: func(c *Server, v string) error { return setBytes(&c.FetchBudgetBytes, v, 1<<20) },
 	},
 	{
 		name: "local_disk_max_bytes", usage: "ceiling on the bytes of local segments of all partitions; past it producers get a retriable error until uploads catch up and local retention frees space (0: 90% of the data directory's file system; -1: none)",
-		get: func(c *Server) string { return strconv.FormatInt(c.LocalDiskMax, 10) },
-		set: func(c *Server, v string) error { return setInt(&c.LocalDiskMax, v, -1) },
+		typ: "size",
+		get: func(c *Server) string { return bytesize.Format(c.LocalDiskMax) },
+		set: func(c *Server, v string) error { return setBytes(&c.LocalDiskMax, v, -1) },
 	},
 	{
 		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",
@@ -258,6 +275,20 @@ func setInt(dst *int64, v string, minimum int64) error {
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil || n < minimum {
 		return fmt.Errorf("%q is not an integer >= %d", v, minimum)
+	}
+	*dst = n
+	return nil
+}
+
+// setBytes reads a byte count with or without a unit (268435456, 256MiB,
+// 1GiB, 10MB): flags, environment and YAML accept the same forms.
+func setBytes(dst *int64, v string, minimum int64) error {
+	n, err := bytesize.Parse(v)
+	if err != nil {
+		return err
+	}
+	if n < minimum {
+		return fmt.Errorf("%q is less than %s", v, bytesize.Format(minimum))
 	}
 	*dst = n
 	return nil
