@@ -37,14 +37,18 @@ const defaultBenchTopic = "tierlog-bench"
 // addBenchTopicFlag keeps the old --topic flag working, deprecated: the
 // topic is a positional argument, as for produce and consume.
 func addBenchTopicFlag(cmd *cobra.Command, topic *string) {
-	cmd.Flags().StringVar(topic, "topic", defaultBenchTopic, "topic")
-	_ = cmd.Flags().MarkDeprecated("topic", "give the topic as an argument: "+cmd.CommandPath()+" TOPIC")
+	cmd.Flags().StringVar(topic, "topic", defaultBenchTopic, "deprecated: give the topic as an argument")
+	_ = cmd.Flags().MarkHidden("topic")
 }
 
 // benchTopic is the topic argument, else the deprecated --topic, else the
 // default.
 func benchTopic(cmd *cobra.Command, args []string) (string, error) {
 	topic, _ := cmd.Flags().GetString("topic")
+	if cmd.Flags().Changed("topic") {
+		// On stderr: stdout carries the results.
+		fmt.Fprintf(cmd.ErrOrStderr(), "tierlog: --topic is deprecated: give the topic as an argument: %s TOPIC\n", cmd.CommandPath())
+	}
 	if len(args) == 1 {
 		if cmd.Flags().Changed("topic") && topic != args[0] {
 			return "", usageErrorf("topic %q and --topic %q disagree: give the topic once, as an argument", args[0], topic)

@@ -377,7 +377,7 @@ func TestErrorsAndExitCodes(t *testing.T) {
 		{[]string{"topic", "create", "bad/name"}, 1, []string{"InvalidArgument"}},
 		{[]string{"topic", "create", "t2", "--config", "segment.bytes=huge"}, 1, []string{"segment.bytes"}},
 		{[]string{"topic", "describe", "nope"}, 1, []string{"NotFound"}},
-		{[]string{"topic", "create"}, 2, []string{"accepts 1 arg", "--help"}},
+		{[]string{"topic", "create"}, 2, []string{"missing NAME", "--help"}},
 		{[]string{"topic", "frobnicate"}, 2, []string{"unknown command"}},
 		{[]string{"frobnicate"}, 2, []string{"unknown command"}},
 		{[]string{"consume", "t", "--bogus"}, 2, []string{"unknown flag"}},
