@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -25,6 +26,9 @@ type Bucket struct {
 	name      string
 	opts      cold.Options
 	closeIdle func()
+	// sawS3 is set by the first reply with an S3 request ID; the open
+	// check refuses an endpoint that never sent one.
+	sawS3 atomic.Bool
 }
 
 var (

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +121,16 @@ func TestOpenErrors(t *testing.T) {
 	unknownKey.Credentials = &cold.Credentials{AccessKeyID: "nobody", SecretAccessKey: "not-the-secret-xyzzy"}
 	good := fast
 	good.Credentials = creds(m)
+	// Plain HTTP servers where the S3 port should be: a 404 page for
+	// every path (like tierlog's own --http-addr) and a web app answering
+	// 200 with HTML (like a store's console).
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	console := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<!doctype html><html><body>console</body></html>"))
+	}))
+	defer console.Close()
 	for _, tc := range []struct {
 		name, url string
 		opts      cold.Options
@@ -127,6 +139,8 @@ func TestOpenErrors(t *testing.T) {
 		{"wrong secret", m.MinIOURL(m.Bucket, ""), wrong, "wrong credentials"},
 		{"unknown access key", m.MinIOURL(m.Bucket, ""), unknownKey, "wrong credentials"},
 		{"missing bucket", m.MinIOURL("no-such-bucket", ""), good, `bucket "no-such-bucket" does not exist`},
+		{"404 page, not S3", "minio://" + strings.TrimPrefix(notFound.URL, "http://") + "/bucket/p?secure=false", good, "does not speak S3"},
+		{"web console, not S3", "minio://" + strings.TrimPrefix(console.URL, "http://") + "/bucket/p?secure=false", good, "does not speak S3"},
 		{"unreachable", "minio://" + closedPort + "/bucket/p?secure=false", good, "endpoint unreachable"},
 		{"invalid bucket name", m.MinIOURL("b", ""), good, `invalid bucket name "b"`},
 		{"unknown parameter", "minio://h:9000/bucket/p?secrue=false", good, `unknown parameter "secrue"`},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -149,24 +150,40 @@ func New(ctx context.Context, c Config, opts cold.Options) (*Bucket, error) {
 		tr := objutil.Transport(opts.StallTimeout)
 		transport, closeIdle = tr, tr.CloseIdleConnections
 	}
+	b := &Bucket{bucket: c.Bucket, prefix: c.Prefix, name: name, opts: opts, closeIdle: closeIdle}
 	client, err := minio.New(c.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken),
 		Secure:       c.Secure,
 		Region:       c.Region,
-		Transport:    notFoundBodies{transport},
+		Transport:    notFoundBodies{s3Replies{next: transport, seen: &b.sawS3}},
 		BucketLookup: minio.BucketLookupPath,
 		MaxRetries:   opts.MaxAttempts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("miniobucket: open %s: %w", name, err)
 	}
-	b := &Bucket{client: client, core: &minio.Core{Client: client}, bucket: c.Bucket, prefix: c.Prefix,
-		name: name, opts: opts, closeIdle: closeIdle}
+	b.client, b.core = client, &minio.Core{Client: client}
 	if err := b.check(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// s3Replies notes a reply carrying an S3 request ID (x-amz-request-id),
+// which every S3 reply has and a plain HTTP server's does not: a web page
+// answering 200 to a listing reads as an empty listing otherwise.
+type s3Replies struct {
+	next http.RoundTripper
+	seen *atomic.Bool
+}
+
+func (t s3Replies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && resp.Header.Get("X-Amz-Request-Id") != "" {
+		t.seen.Store(true)
+	}
+	return resp, err
 }
 
 // notFoundBodies keeps a 404 a 404 (and a 412 a 412) when its body is cut
@@ -221,8 +238,18 @@ func (b *Bucket) check(ctx context.Context) error {
 		}
 		return err
 	})
+	if err == nil && !b.sawS3.Load() {
+		return fmt.Errorf("miniobucket: open %s: %s", b.name, objutil.NotS3(http.StatusOK))
+	}
 	if err == nil {
 		return nil
+	}
+	// Every S3 reply carries a request ID; a plain HTTP server's 404 page,
+	// which minio-go turns into NoSuchBucket, does not. Its made-up
+	// message would mislead, so it is left out.
+	var resp minio.ErrorResponse
+	if errors.As(err, &resp) && resp.StatusCode != 0 && resp.RequestID == "" && resp.HostID == "" {
+		return fmt.Errorf("miniobucket: open %s: %s", b.name, objutil.NotS3(resp.StatusCode))
 	}
 	return fmt.Errorf("miniobucket: open %s: %s: %w", b.name, diagnose(err, b.bucket, timeout), err)
 }

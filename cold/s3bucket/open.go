@@ -16,6 +16,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
@@ -158,6 +159,12 @@ func New(ctx context.Context, c Config, opts cold.Options) (*Bucket, error) {
 	if c.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(c.Region))
 	}
+	if c.Endpoint != "" {
+		// A store at an endpoint is not AWS: EC2 instance credentials do
+		// not apply, and asking the metadata service for them only adds a
+		// warning (and a delay) before the "no credentials" error.
+		loadOpts = append(loadOpts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	}
 	if opts.Credentials != nil {
 		cr := opts.Credentials
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(
@@ -217,18 +224,43 @@ func (b *Bucket) check(ctx context.Context, creds aws.CredentialsProvider) error
 	}
 	// Transient failures are retried (past the SDK's own attempts) until
 	// the open timeout: a flaky store must not stop a server's start.
+	var out *s3.ListObjectsV2Output
 	err := cold.Retry(ctx, objutil.OpenBackoff, nil, func() error {
-		_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		var err error
+		out, err = b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
 			Bucket:  aws.String(b.bucket),
 			Prefix:  aws.String(b.prefix),
 			MaxKeys: aws.Int32(1),
 		})
 		return err
 	})
+	if err == nil && aws.ToString(out.Name) == "" {
+		// Every S3 listing names its bucket; a web page answering 200
+		// decodes as an empty listing without one.
+		return fmt.Errorf("s3bucket: open %s: %s", b.name, objutil.NotS3(http.StatusOK))
+	}
 	if err == nil {
 		return nil
 	}
 	return fmt.Errorf("s3bucket: open %s: %s: %w", b.name, diagnose(err, b.bucket, timeout), err)
+}
+
+// fromS3 tells whether a reply came from an S3 store: every S3 reply,
+// error or not, carries a request ID (x-amz-request-id), which a plain HTTP
+// server does not send, and a reply the SDK cannot decode is not S3's.
+// Errors without a reply (a refused connection) count as S3's: they are
+// diagnosed as unreachable.
+func fromS3(err error) bool {
+	var de *smithy.DeserializationError
+	if errors.As(err, &de) {
+		return false
+	}
+	var re interface{ ServiceRequestID() string }
+	if !errors.As(err, &re) {
+		return true
+	}
+	var host interface{ ServiceHostID() string }
+	return re.ServiceRequestID() != "" || (errors.As(err, &host) && host.ServiceHostID() != "")
 }
 
 // diagnose says in words why the open check failed.
@@ -247,6 +279,8 @@ func diagnose(err error, bucket string, timeout time.Duration) string {
 	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "InvalidToken" ||
 		code == "ExpiredToken" || code == "InvalidClientTokenId":
 		return "wrong credentials: the store rejects the access key or secret (" + code + ")"
+	case status != 0 && !fromS3(err):
+		return objutil.NotS3(status)
 	case code == "NoSuchBucket":
 		return fmt.Sprintf("bucket %q does not exist", bucket)
 	case code == "AccessDenied" || code == "AllAccessDisabled" || status == http.StatusForbidden:

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,6 +134,16 @@ func TestOpenErrors(t *testing.T) {
 	unknownKey.Credentials = &cold.Credentials{AccessKeyID: "nobody", SecretAccessKey: "not-the-secret-xyzzy"}
 	good := fast
 	good.Credentials = creds(m)
+	// Plain HTTP servers where the S3 port should be: a 404 page for
+	// every path (like tierlog's own --http-addr) and a web app answering
+	// 200 with HTML (like a store's console).
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	console := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<!doctype html><html><body>console</body></html>"))
+	}))
+	defer console.Close()
 	for _, tc := range []struct {
 		name, url string
 		opts      cold.Options
@@ -139,6 +152,8 @@ func TestOpenErrors(t *testing.T) {
 		{"wrong secret", m.S3URL(m.Bucket, ""), wrong, "wrong credentials"},
 		{"unknown access key", m.S3URL(m.Bucket, ""), unknownKey, "wrong credentials"},
 		{"missing bucket", m.S3URL("no-such-bucket", ""), good, `bucket "no-such-bucket" does not exist`},
+		{"404 page, not S3", "s3://b/p?endpoint=" + notFound.URL + "&path_style=true", good, "does not speak S3"},
+		{"web console, not S3", "s3://b/p?endpoint=" + console.URL + "&path_style=true", good, "does not speak S3"},
 		{"unreachable", "s3://b/p?endpoint=http://" + closedPort + "&path_style=true&region=us-east-1", good, "endpoint unreachable"},
 		{"unknown parameter", "s3://b/p?regoin=x", good, `unknown parameter "regoin"`},
 		{"secret in URL", "s3://key:topsecret@b/p", good, "credentials do not belong in the URL"},
@@ -203,6 +218,32 @@ func TestOpenWithoutCredentials(t *testing.T) {
 	_, err := s3bucket.Open(context.Background(), "s3://bucket/p?endpoint=http://127.0.0.1:1&region=us-east-1", cold.Options{})
 	if err == nil || !strings.Contains(err.Error(), "AWS_ACCESS_KEY_ID") || !strings.Contains(err.Error(), "s3://bucket/p/") {
 		t.Errorf("Open without credentials: %v, want an error naming the URL and AWS_ACCESS_KEY_ID", err)
+	}
+	t.Log(err)
+}
+
+// With an endpoint (a store that is not AWS) the EC2 metadata service is
+// not asked for credentials: a stand-in for it sees no request, and the
+// error still says where credentials go.
+func TestOpenWithEndpointSkipsIMDS(t *testing.T) {
+	var asked atomic.Int64
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		asked.Add(1)
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer imds.Close()
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_EC2_METADATA_DISABLED"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.URL)
+	_, err := s3bucket.Open(context.Background(), "s3://bucket/p?endpoint=http://127.0.0.1:1&path_style=true", cold.Options{})
+	if err == nil || !strings.Contains(err.Error(), "AWS_ACCESS_KEY_ID") {
+		t.Errorf("Open without credentials: %v, want an error naming AWS_ACCESS_KEY_ID", err)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the EC2 metadata service was asked %d times for a bucket at an endpoint", n)
 	}
 	t.Log(err)
 }

@@ -132,6 +132,15 @@ func (r *exactReader) Read(p []byte) (int, error) {
 
 func (r *exactReader) Close() error { return r.body.Close() }
 
+// NotS3 is the open check's diagnosis when the endpoint answered, but not
+// as an S3 store does (no request ID, no XML reply): a plain HTTP server,
+// such as a store's web console or another service's port, answers a
+// ListObjects with a 404 page the SDKs would otherwise report as a missing
+// bucket.
+func NotS3(status int) string {
+	return fmt.Sprintf("the endpoint does not speak S3: it answered HTTP %d without an S3 reply; check that the URL names the store's S3 API port (not a web console or another service)", status)
+}
+
 // OpenBackoff paces the retries of the reachability check at open, which
 // go on until the open timeout.
 var OpenBackoff = cold.Backoff{Base: 100 * time.Millisecond, Max: 2 * time.Second}
