@@ -127,7 +127,7 @@ func (l *Log) maintain(now time.Time) {
 		if err := l.rollLocked(); err != nil {
 			// Retriable: the segment keeps taking appends and the next
 			// tick (or append) tries again.
-			l.opts.Logger.Warn("roll aged segment", "topic", l.opts.Topic, "partition", l.opts.Partition, "err", err)
+			l.opts.Logger.Warn("roll aged segment", "err", err)
 		}
 	}
 	l.mu.Unlock()
@@ -187,7 +187,7 @@ func (l *Log) applyRetention(now time.Time, limit int64) int {
 	if err := fileutil.SyncDir(l.dir); err != nil {
 		l.opts.Logger.Warn("fsync directory after retention", "err", err)
 	}
-	l.opts.Logger.Info("retention deleted segments", "topic", l.opts.Topic, "partition", l.opts.Partition,
+	l.opts.Logger.Info("retention deleted segments",
 		"segments", len(victims), "through_offset", victims[len(victims)-1].next-1)
 	l.updateGauges()
 	return len(victims)

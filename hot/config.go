@@ -153,6 +153,11 @@ func (o *Options) fill() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Topic != "" {
+		// Every line of this log names its partition; lines add only
+		// their own attributes.
+		o.Logger = o.Logger.With("topic", o.Topic, "partition", o.Partition)
+	}
 	if o.OpenFile == nil {
 		o.OpenFile = osOpenFile
 	}

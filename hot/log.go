@@ -325,7 +325,7 @@ func (l *Log) publish(p *position) {
 func (l *Log) failLocked(err error) error {
 	if l.failed == nil {
 		l.failed = err
-		l.opts.Logger.Error("log failed; appends refused until restart", "topic", l.opts.Topic, "partition", l.opts.Partition, "err", err)
+		l.opts.Logger.Error("log failed; appends refused until restart", "err", err)
 	}
 	return fmt.Errorf("%w: %v", ErrLogFailed, l.failed)
 }

@@ -118,8 +118,10 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Every line of the partition names it; lines add only their own
+	// attributes.
 	p := &Partition{topic: o.Topic, partition: o.Partition, dir: o.Dir, store: o.Store, reader: o.Reader,
-		logger: o.Logger, remote: o.Remote, retention: o.Retention}
+		logger: o.Logger.With("topic", o.Topic, "partition", o.Partition), remote: o.Remote, retention: o.Retention}
 	p.localMax.Store(o.LocalMaxBytes)
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -135,7 +137,7 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 			return nil, fmt.Errorf("tiering: %s/%d: restore from %s: %w", o.Topic, o.Partition, p.store.Bucket.Name(), err)
 		}
 		if ok {
-			p.logger.Info("restoring partition from the bucket", "topic", o.Topic, "partition", o.Partition,
+			p.logger.Info("restoring partition from the bucket",
 				"manifest_version", m.Version, "remote_segments", len(m.committed()), "remote_end", m.uploadedUpTo(), "first_new_offset", next)
 		}
 		// Written now so the next start finds it locally instead of

@@ -80,7 +80,7 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 		end = seg.NextOffset
 		adopted++
 		ok = true
-		p.logger.Warn("restore: adopted a segment uploaded but not committed before the crash", "topic", p.topic, "partition", p.partition,
+		p.logger.Warn("restore: adopted a segment uploaded but not committed before the crash",
 			"key", seg.Key, "base_offset", seg.BaseOffset, "next_offset", seg.NextOffset)
 	}
 	next = end
@@ -103,7 +103,7 @@ func (p *Partition) restore(ctx context.Context) (m *Manifest, next int64, ok bo
 	}
 	if next > end {
 		p.logger.Warn("restore: the bucket holds segment objects that do not continue the manifest; new records start after them, leaving a gap",
-			"topic", p.topic, "partition", p.partition, "remote_end", end, "first_new_offset", next)
+			"remote_end", end, "first_new_offset", next)
 	}
 	if adopted > 0 {
 		m.Version++

@@ -8,13 +8,14 @@ import (
 )
 
 // CreateTopic creates a topic; the broker validates the name, the partition
-// count and the configuration keys.
+// count and the configuration keys. Messages do not name the operation:
+// the client says what it was doing ("create topic x: ...").
 func (s *Server) CreateTopic(ctx context.Context, req *tierlogv1.CreateTopicRequest) (*tierlogv1.CreateTopicResponse, error) {
 	if req.GetName() == "" {
-		return nil, invalidf("create topic: name is required")
+		return nil, invalidf("topic name is required")
 	}
 	if req.GetPartitions() < 1 {
-		return nil, invalidf("create topic %q: partitions %d: a topic needs at least 1 partition", req.GetName(), req.GetPartitions())
+		return nil, invalidf("partitions %d: a topic needs at least 1 partition", req.GetPartitions())
 	}
 	info, err := s.b.CreateTopic(req.GetName(), req.GetPartitions(), req.GetConfig())
 	if err != nil {
@@ -26,7 +27,7 @@ func (s *Server) CreateTopic(ctx context.Context, req *tierlogv1.CreateTopicRequ
 // DeleteTopic deletes a topic and its data.
 func (s *Server) DeleteTopic(ctx context.Context, req *tierlogv1.DeleteTopicRequest) (*tierlogv1.DeleteTopicResponse, error) {
 	if req.GetName() == "" {
-		return nil, invalidf("delete topic: name is required")
+		return nil, invalidf("topic name is required")
 	}
 	if err := s.b.DeleteTopic(req.GetName()); err != nil {
 		return nil, s.statusFor("DeleteTopic", err)
@@ -47,7 +48,7 @@ func (s *Server) ListTopics(ctx context.Context, req *tierlogv1.ListTopicsReques
 // DescribeTopic describes one topic.
 func (s *Server) DescribeTopic(ctx context.Context, req *tierlogv1.DescribeTopicRequest) (*tierlogv1.DescribeTopicResponse, error) {
 	if req.GetName() == "" {
-		return nil, invalidf("describe topic: name is required")
+		return nil, invalidf("topic name is required")
 	}
 	info, err := s.b.Topic(req.GetName())
 	if err != nil {

@@ -110,6 +110,11 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 		case len(args) > len(names):
 			return usageErrorf("unexpected argument %q: %s takes only %s: usage: %s", args[len(names)], cmd.CommandPath(), strings.Join(names, " "), cmd.UseLine())
 		}
+		for i, a := range args {
+			if a == "" {
+				return usageErrorf("%s is empty: usage: %s", names[i], cmd.UseLine())
+			}
+		}
 		return nil
 	}
 }

@@ -28,6 +28,7 @@ func TestNewUserMessages(t *testing.T) {
 		{[]string{"produce"}, 2, []string{"missing TOPIC", "tierlog produce TOPIC"}, []string{"arg(s)"}},
 		{[]string{"consume"}, 2, []string{"missing TOPIC", "tierlog consume TOPIC"}, []string{"arg(s)"}},
 		{[]string{"topic", "create"}, 2, []string{"missing NAME", "tierlog topic create NAME"}, []string{"arg(s)"}},
+		{[]string{"topic", "create", ""}, 2, []string{"NAME is empty"}, []string{"create topic : create topic"}},
 		{[]string{"topic", "delete", "a", "b"}, 2, []string{`unexpected argument "b"`, "takes only NAME"}, []string{"arg(s)"}},
 		{[]string{"tier", "status", "a", "b"}, 2, []string{`unexpected argument "b"`, "at most TOPIC"}, []string{"arg(s)"}},
 		{[]string{"bench", "consume", "a", "--topic", "b"}, 2, []string{"disagree"}, nil},

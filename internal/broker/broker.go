@@ -298,7 +298,8 @@ func (b *Broker) openTopic(ctx context.Context, m topicMeta, isNew bool) (*topic
 }
 
 func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering.PartitionOptions {
-	logger := b.opts.Logger.With("topic", name, "partition", p)
+	// hot and tiering add topic and partition to their own lines.
+	logger := b.opts.Logger
 	return tiering.PartitionOptions{
 		Dir: filepath.Join(b.topicDir(name), strconv.Itoa(int(p))), Topic: name, Partition: p,
 		Hot:        cfg.hotConfig(b.store != nil),

@@ -132,8 +132,11 @@ var configKeys = map[string]configKey{
 		valid: "CreateTime or LogAppendTime",
 		set: func(c *TopicConfig, v string) error {
 			t, err := hot.ParseTimestampType(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("%q is not CreateTime or LogAppendTime", v)
+			}
 			c.TimestampType = t
-			return err
+			return nil
 		},
 		get: func(c TopicConfig) string { return string(c.TimestampType) },
 	},
@@ -141,8 +144,11 @@ var configKeys = map[string]configKey{
 		valid: "always, interval or os",
 		set: func(c *TopicConfig, v string) error {
 			p, err := hot.ParseFlushPolicy(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("%q is not always, interval or os", v)
+			}
 			c.FlushPolicy = p
-			return err
+			return nil
 		},
 		get: func(c TopicConfig) string { return string(c.FlushPolicy) },
 	},
@@ -160,6 +166,8 @@ func ParseTopicConfig(base TopicConfig, kv map[string]string) (TopicConfig, erro
 		if !ok {
 			return base, fmt.Errorf("%w: unknown key %q (valid keys: %s)", ErrInvalidConfig, k, strings.Join(ConfigKeys(), ", "))
 		}
+		// A setter's error says what is wrong with the value; the key is
+		// named here, once.
 		if err := ck.set(&c, kv[k]); err != nil {
 			return base, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, k, err)
 		}

@@ -109,3 +109,18 @@ func TestLocalDiskMaxBytesAtLeastTwoSegments(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigErrorNamesKeyOnce checks that a bad value's error names its key
+// once (not "flush.policy: flush.policy \"sometimes\"") and the value.
+func TestConfigErrorNamesKeyOnce(t *testing.T) {
+	for _, k := range ConfigKeys() {
+		_, err := ParseTopicConfig(DefaultTopicConfig(), map[string]string{k: "sometimes"})
+		if err == nil {
+			t.Errorf("%s=sometimes accepted", k)
+			continue
+		}
+		if msg := err.Error(); strings.Count(msg, k) != 1 || !strings.Contains(msg, `"sometimes"`) {
+			t.Errorf("%s=sometimes: %q, want the key named once and the value quoted", k, msg)
+		}
+	}
+}
