@@ -265,7 +265,7 @@ func TestProduceManyLines(t *testing.T) {
 	if got := ok(t, n, "", "consume", "bulk"); got != input {
 		t.Fatalf("consume of 100,000 lines differs from the input (%d bytes, want %d)", len(got), len(input))
 	}
-	if out := ok(t, n, "", "produce", "bulk", "--quiet", "--compression", "lz4", "--batch", "7"); out != "produced 0 records to bulk\n" {
+	if out := ok(t, n, "", "produce", "bulk", "--quiet", "--compression", "lz4", "--batch", "7"); out != "" {
 		t.Errorf("produce --quiet of empty stdin: %q", out)
 	}
 }
