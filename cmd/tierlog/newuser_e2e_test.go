@@ -105,7 +105,7 @@ func TestHelpText(t *testing.T) {
 		}
 	}
 	serve := ok(t, nil, "", "serve", "--help")
-	for _, w := range []string{"--cache-bytes size", "(default 256MiB)", "--fetch-budget-bytes size", "--local-disk-max-bytes size", "--upload-rate size", "--shutdown-timeout duration"} {
+	for _, w := range []string{"--cache-bytes size", "(default 256MiB)", "--fetch-budget-bytes size", "--local-disk-max-bytes size", "--upload-rate size", "--shutdown-timeout duration", "--shutdown-upload-timeout duration", "--tiering-concurrency int"} {
 		if !strings.Contains(serve, w) {
 			t.Errorf("serve --help lacks %q", w)
 		}

@@ -169,6 +169,7 @@ var settings = []setting{
 	},
 	{
 		name: "shutdown_upload_timeout", usage: "on SIGINT/SIGTERM, once RPCs have drained, roll and upload every tiered partition's active segment, waiting at most this long for the bucket (0: off; what is left stays local)",
+		typ: "duration",
 		get: func(c *Server) string { return c.ShutdownUploadTimeout.String() },
 		set: func(c *Server, v string) error {
 			d, err := time.ParseDuration(v)
