@@ -171,9 +171,11 @@ func TestShutdownUploadBucketDown(t *testing.T) {
 	}
 
 	n = startNode(t, dataDir, m.Env(), "--bucket", m.MinIOURL(m.Bucket, "tierlog"))
+	// The restarted node's daemon may upload the sealed tail before the
+	// command asks: either way the bucket must hold every offset.
 	out := ok(t, n, "", "tier", "upload", "events")
-	if want := "events/0: uploaded offsets 0-1999; the bucket holds every offset below 2000\n"; out != want {
-		t.Errorf("tier upload after the restart: %q, want %q", out, want)
+	if !strings.HasSuffix(out, "the bucket holds every offset below 2000\n") || !strings.HasPrefix(out, "events/0: ") {
+		t.Errorf("tier upload after the restart: %q, want the bucket to hold every offset below 2000", out)
 	}
 	if got := ok(t, n, "", "consume", "events"); got != input {
 		t.Errorf("consume after the restart: %d bytes, want %d", len(got), len(input))
