@@ -7,9 +7,12 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -77,11 +80,33 @@ func (cf *clientFlags) dial() (tierlogv1.TierLogClient, func(), error) {
 	conn, err := grpc.NewClient(cf.server,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)),
+		// Retry a refused connection quickly while waitReady waits.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond,
+			Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond}, MinConnectTimeout: time.Second}),
 	)
 	if err != nil {
 		return nil, nil, usageErrorf("--server %q: %v", cf.server, err)
 	}
+	waitReady(conn, startWait)
 	return tierlogv1.NewTierLogClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// startWait is how long a command waits for a server that is not (yet)
+// accepting connections: `tierlog serve &` followed at once by a command,
+// as the README's first lines do, must not race the server's start.
+const startWait = 5 * time.Second
+
+// waitReady waits up to d for conn to connect. If it does not, the first
+// RPC fails with the usual "cannot reach server" error.
+func waitReady(conn *grpc.ClientConn, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	conn.Connect()
+	for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, st) {
+			return
+		}
+	}
 }
 
 // rpcError turns a gRPC error into one line: what was being done, the
