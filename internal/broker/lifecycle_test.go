@@ -33,6 +33,20 @@ type faultBucket struct {
 	uploadHeld    chan struct{} // closed when the held upload started
 	releaseUpload chan struct{}
 	lists         map[string]int // Iter calls by prefix
+	failPrefix    string         // Uploads of keys with this prefix fail
+	failed        int            // Uploads failPrefix failed
+}
+
+func (f *faultBucket) failedUploads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
+}
+
+func (f *faultBucket) setFailPrefix(prefix string) {
+	f.mu.Lock()
+	f.failPrefix = prefix
+	f.mu.Unlock()
 }
 
 func (f *faultBucket) Iter(ctx context.Context, prefix string, fn func(key string) error) error {
@@ -55,10 +69,17 @@ func (f *faultBucket) Upload(ctx context.Context, key string, r io.Reader, size 
 	f.mu.Lock()
 	lost, hold := key == f.lostReply, key == f.holdUpload
 	started, release := f.uploadHeld, f.releaseUpload
+	fail := f.failPrefix != "" && strings.HasPrefix(key, f.failPrefix)
+	if fail {
+		f.failed++
+	}
 	if lost {
 		f.lostReply = ""
 	}
 	f.mu.Unlock()
+	if fail {
+		return cold.Attributes{}, errInjected
+	}
 	if hold {
 		close(started)
 		<-release
