@@ -129,6 +129,7 @@ func (d *Daemon) Remove(p *Partition) {
 	p.tierMu.Lock()
 	p.removed = true
 	p.tierMu.Unlock()
+	p.notify()
 }
 
 // Wake asks for a pass now (a segment was sealed, a test wants progress).
@@ -153,6 +154,19 @@ func (d *Daemon) Start() {
 func (d *Daemon) Close() {
 	close(d.stop)
 	<-d.done
+	for _, p := range d.partitions() {
+		p.notify() // WaitUploaded ends: nothing uploads any more
+	}
+}
+
+// stopped reports whether Close has begun.
+func (d *Daemon) stopped() bool {
+	select {
+	case <-d.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (d *Daemon) run() {
@@ -268,7 +282,12 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 	p.mu.RLock()
 	remote := p.remote
 	p.mu.RUnlock()
-	if now := time.Now(); remote && (p.urgent.Swap(false) || !now.Before(p.retryAt)) {
+	urgent := false
+	if t := p.urgentTo.Load(); t > 0 && p.log.SealedEnd() >= t {
+		p.urgentTo.CompareAndSwap(t, 0) // a later, higher target stays
+		urgent = true
+	}
+	if now := time.Now(); remote && (urgent || !now.Before(p.retryAt)) {
 		if s, err := d.uploadPending(ctx, p); err != nil {
 			d.m.uploads.WithLabelValues("failed").Inc()
 			// Back off this partition (the retries inside upload are

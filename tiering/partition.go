@@ -69,9 +69,11 @@ type Partition struct {
 	remote    bool
 	retention Retention
 	copied    int64 // manifest version last copied to the bucket
-	// changed is closed and replaced at every manifest install, so
-	// WaitUploaded sleeps until the uploaded offset may have moved.
+	// changed is closed and replaced at every manifest install and when
+	// the partition stops tiering (notify), so WaitUploaded sleeps until
+	// the uploaded offset may have moved or can no longer move.
 	changed chan struct{}
+	closed  atomic.Bool // Close was called
 
 	// Copies of p.remote and p.m.uploadedUpTo() for the deletion guard.
 	remoteOn atomic.Bool
@@ -88,10 +90,12 @@ type Partition struct {
 	refusing     atomic.Bool
 
 	// daemon is the daemon tiering the partition (set by Daemon.Add), woken
-	// when the hot log seals a segment; urgent makes its next pass upload
-	// whatever the failure backoff says (UploadNow).
-	daemon atomic.Pointer[Daemon]
-	urgent atomic.Bool
+	// when the hot log seals a segment. urgentTo (UploadNow's target; 0:
+	// none) makes a pass upload whatever the failure backoff says - the
+	// first pass after the log has sealed up to it, since the roll's seal
+	// lands after the wake that UploadNow sends.
+	daemon   atomic.Pointer[Daemon]
+	urgentTo atomic.Int64
 
 	tierMu sync.Mutex // one tiering pass at a time
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
@@ -175,10 +179,22 @@ func (p *Partition) setManifest(m *Manifest) {
 	p.m = m
 	p.view = m.committed()
 	p.uploaded.Store(m.uploadedUpTo())
+	p.notifyLocked()
+}
+
+// notifyLocked wakes WaitUploaded. Called with p.mu held.
+func (p *Partition) notifyLocked() {
 	if p.changed != nil {
 		close(p.changed)
 	}
 	p.changed = make(chan struct{})
+}
+
+// notify wakes WaitUploaded after a change that may end its wait.
+func (p *Partition) notify() {
+	p.mu.Lock()
+	p.notifyLocked()
+	p.mu.Unlock()
 }
 
 // mayDeleteLocal is the hot log's deletion guard: with tiering on, a local
@@ -199,6 +215,7 @@ func (p *Partition) SetConfig(cfg hot.Config, remote bool, r Retention) error {
 	p.mu.Lock()
 	p.remote, p.retention = remote, r
 	p.remoteOn.Store(remote)
+	p.notifyLocked() // a wait for an upload ends when tiering is turned off
 	p.mu.Unlock()
 	return p.log.SetConfig(cfg)
 }
@@ -413,7 +430,11 @@ func (p *Partition) putManifestCopy(ctx context.Context, m *Manifest) error {
 }
 
 // Close closes the hot log.
-func (p *Partition) Close() error { return p.log.Close() }
+func (p *Partition) Close() error {
+	p.closed.Store(true)
+	p.notify()
+	return p.log.Close()
+}
 
 // Delete closes the partition and removes its local data.
 func (p *Partition) Delete() error { return p.log.Delete() }

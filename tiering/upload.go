@@ -29,7 +29,12 @@ func (p *Partition) UploadNow() (int64, error) {
 	if err := p.log.Roll(); err != nil {
 		return 0, fmt.Errorf("tiering: %s/%d: roll the active segment: %w", p.topic, p.partition, err)
 	}
-	p.urgent.Store(true)
+	for { // the highest target asked for stays urgent
+		t := p.urgentTo.Load()
+		if t >= target || p.urgentTo.CompareAndSwap(t, target) {
+			break
+		}
+	}
 	// Sealing the rolled segment wakes the daemon again (p.sealed); this
 	// wake covers a roll that had nothing to seal and a backoff to skip.
 	d.Wake()
@@ -53,6 +58,11 @@ func (p *Partition) WaitUploaded(ctx context.Context, target int64) error {
 		if done {
 			return nil
 		}
+		// Read after changed: a change from here on closes it.
+		if why := p.cannotUpload(); why != nil {
+			return fmt.Errorf("tiering: %s/%d: wait for the upload of offsets up to %d (the bucket holds up to %d): %w",
+				p.topic, p.partition, target, p.uploaded.Load(), why)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("tiering: %s/%d: wait for the upload of offsets up to %d (the bucket holds up to %d): %w",
@@ -60,6 +70,22 @@ func (p *Partition) WaitUploaded(ctx context.Context, target int64) error {
 		case <-changed:
 		}
 	}
+}
+
+// cannotUpload says why no pass will upload p any more, or nil.
+func (p *Partition) cannotUpload() error {
+	d := p.daemon.Load()
+	switch {
+	case p.closed.Load():
+		return errors.New("the partition was closed")
+	case d == nil:
+		return errors.New("the partition left the tiering daemon (its topic was deleted)")
+	case d.stopped():
+		return errors.New("the tiering daemon stopped (the node is closing)")
+	case !p.remoteOn.Load():
+		return fmt.Errorf("%w: remote.storage.enable=false", ErrNotTiered)
+	}
+	return nil
 }
 
 // sealed is the hot log's OnSealed hook: a sealed segment can be uploaded
