@@ -28,6 +28,16 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 			return TopicInfo{}, fmt.Errorf("%w: key %q is both set and deleted; do one", ErrInvalidConfig, k)
 		}
 	}
+	// Counted in b.ops like creates and deletes: Close waits for it, so no
+	// alter writes topic.json after Close has unlocked the data directory.
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return TopicInfo{}, ErrClosed
+	}
+	b.ops.Add(1)
+	b.mu.Unlock()
+	defer b.ops.Done()
 	t, err := b.topic(name)
 	if err != nil {
 		return TopicInfo{}, err
