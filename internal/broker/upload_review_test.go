@@ -2,7 +2,10 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -163,4 +166,52 @@ func TestCloseWaitsForAlter(t *testing.T) {
 	release <- struct{}{}
 	<-closed
 	<-altered // done or failed: either way before Close returned
+}
+
+// A node that crashes between an alter's two writes (topic.json, then the
+// bucket's topic record) must not leave the node and the bucket with
+// different settings for ever: a restore from the bucket would bring the
+// topic back with settings the node no longer has. The crash is the data
+// directory as it is while the bucket write is held, opened by a new node.
+func TestAlterCrashBetweenWritesReconciles(t *testing.T) {
+	dir, bucketDir := t.TempDir(), t.TempDir()
+	b, fb := tieredNode(t, dir, bucketDir)
+	if _, err := b.CreateTopic("a", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	fb.mu.Lock()
+	fb.holdUpload, fb.uploadHeld, fb.releaseUpload = "topics/a.json", started, release
+	fb.mu.Unlock()
+	go b.AlterTopicConfig("a", map[string]string{"retention.ms": "60000"}, nil)
+	<-started
+	crashed := t.TempDir()
+	if err := os.CopyFS(crashed, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	fb.mu.Lock()
+	fb.holdUpload = "" // the old node's write is lost with it
+	fb.mu.Unlock()
+	b2, _ := tieredNode(t, crashed, bucketDir)
+	ti, err := b2.Topic("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := ti.Overrides["retention.ms"]
+	bucketRecord := func() string {
+		data, err := os.ReadFile(filepath.Join(bucketDir, "topics", "a.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m tiering.TopicMeta
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Config["retention.ms"]
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return bucketRecord() == node },
+		"the bucket's record of a (retention.ms=%q) to agree with the node's topic.json (%q)", bucketRecord(), node)
+	b2.Close()
+	close(release) // the crashed node goes away
+	b.Close()
 }
