@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -65,7 +66,10 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 
-	m := topicMeta{Name: name, Partitions: int32(len(t.parts)), Config: over, Created: t.created}
+	// BucketStale until the bucket's record is written: a crash between the
+	// two writes, or a bucket write that failed (perhaps after landing), is
+	// repaired by the next open writing the record again.
+	m := topicMeta{Name: name, Partitions: int32(len(t.parts)), Config: over, Created: t.created, BucketStale: b.store != nil}
 	dir := b.topicDir(name)
 	if err := writeTopicMeta(dir, m); err != nil {
 		return TopicInfo{}, fmt.Errorf("broker: alter topic %s: %w", name, err)
@@ -79,6 +83,12 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 			}
 			return TopicInfo{}, fmt.Errorf("broker: alter topic %s: record the config in %s: %w", name, b.store.Bucket.Name(), err)
 		}
+		m.BucketStale = false
+		if err := writeTopicMeta(dir, m); err != nil {
+			// The settings are durable here and in the bucket; only the
+			// marker stays, and the next open rewrites the same record.
+			b.opts.Logger.Warn("alter topic: clear bucket_stale in topic.json", "topic", name, "err", err)
+		}
 	}
 	t.settings.Store(&topicSettings{overrides: over, cfg: cfg})
 	for i, p := range t.parts {
@@ -90,4 +100,22 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	}
 	b.opts.Logger.Info("topic config altered", "topic", name, "set", set, "deleted", slices.Sorted(slices.Values(del)))
 	return t.info(), nil
+}
+
+// resyncTopicRecord writes a live topic's record to the bucket again from
+// topic.json, which an alter marked BucketStale, then clears the marker. A
+// failure is logged and leaves the marker for the next open (or alter).
+func (b *Broker) resyncTopicRecord(ctx context.Context, m topicMeta) {
+	if b.store == nil {
+		return
+	}
+	tm := tiering.TopicMeta{Name: m.Name, Partitions: m.Partitions, Config: m.Config}
+	if err := b.store.PutTopic(ctx, tm); err != nil {
+		b.opts.Logger.Warn("topic record in the bucket may be stale; the next open retries", "topic", m.Name, "err", err)
+		return
+	}
+	m.BucketStale = false
+	if err := writeTopicMeta(b.topicDir(m.Name), m); err != nil {
+		b.opts.Logger.Warn("clear bucket_stale in topic.json", "topic", m.Name, "err", err)
+	}
 }

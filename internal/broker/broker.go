@@ -118,6 +118,10 @@ type topicMeta struct {
 	// "deleting" is a topic that never was acknowledged or is being
 	// deleted: open finishes deleting it, locally and in the bucket.
 	State string `json:"state,omitempty"`
+	// BucketStale is set while the bucket's topic record may differ from
+	// Config (an alter between its two writes, or one whose bucket write
+	// failed perhaps after landing): open writes the record again.
+	BucketStale bool `json:"bucket_stale,omitempty"`
 }
 
 const (
@@ -238,6 +242,9 @@ func (b *Broker) open(ctx context.Context) error {
 		t, err := b.openTopic(ctx, m, false)
 		if err != nil {
 			return err
+		}
+		if m.BucketStale {
+			b.resyncTopicRecord(ctx, m)
 		}
 		b.topics[m.Name] = t
 		b.addToDaemon(t)
