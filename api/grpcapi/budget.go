@@ -68,7 +68,7 @@ func (s *Server) acquire(ctx context.Context, n int64) error {
 			return ctx.Err()
 		}
 		return status.Errorf(codes.ResourceExhausted,
-			"fetch: fetch budget in use by slow consumers: no %d bytes of the %d-byte budget free within %v; retry, or lower max_bytes",
+			"fetch budget in use by slow consumers: no %d bytes of the %d-byte budget free within %v; retry, or lower max_bytes",
 			n, s.budgetSize, s.budgetWait)
 	}
 	s.budgetUsed.Add(n)

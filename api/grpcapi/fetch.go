@@ -47,16 +47,16 @@ func checkFetch(req *tierlogv1.FetchRequest) (fetchParams, error) {
 		raw:        req.GetRaw(),
 	}
 	if p.topic == "" {
-		return p, invalidf("fetch: topic is required")
+		return p, invalidf("topic is required")
 	}
 	if p.maxBytes < 0 || p.maxBytes > maxMaxBytes {
-		return p, invalidf("fetch: max_bytes %d out of range: valid are 0 (default %d) to %d", p.maxBytes, defaultMaxBytes, maxMaxBytes)
+		return p, invalidf("max_bytes %d out of range: valid are 0 (default %d) to %d", p.maxBytes, defaultMaxBytes, maxMaxBytes)
 	}
 	if p.maxBytes == 0 {
 		p.maxBytes = defaultMaxBytes
 	}
 	if p.maxRecords < 0 {
-		return p, invalidf("fetch: max_records %d is negative: use 0 for no limit or a positive count", p.maxRecords)
+		return p, invalidf("max_records %d is negative: use 0 for no limit or a positive count", p.maxRecords)
 	}
 	return p, nil
 }
@@ -69,7 +69,7 @@ func (s *Server) startOffset(ctx context.Context, req *tierlogv1.FetchRequest) (
 		return st.Offset, nil
 	case *tierlogv1.FetchRequest_TimestampMs:
 		if st.TimestampMs < 0 {
-			return 0, invalidf("fetch: timestamp_ms %d is negative: use Unix milliseconds, or earliest/latest", st.TimestampMs)
+			return 0, invalidf("timestamp_ms %d is negative: use Unix milliseconds, or earliest/latest", st.TimestampMs)
 		}
 		return s.b.OffsetForTime(ctx, topic, part, st.TimestampMs)
 	case *tierlogv1.FetchRequest_Latest:
@@ -231,7 +231,7 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 		}
 		if err != nil {
 			if n == 0 && resp.NextOffset == off {
-				return nil, 0, status.Errorf(codes.Internal, "fetch: %s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
+				return nil, 0, status.Errorf(codes.Internal, "%s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
 			}
 			break // serve what was readable; the next fetch reports the failure
 		}
@@ -290,7 +290,7 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 			h.shrink(took)
 			if err != nil {
 				if n == 0 && resp.NextOffset == off {
-					return nil, 0, status.Errorf(codes.Internal, "fetch: %s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
+					return nil, 0, status.Errorf(codes.Internal, "%s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)
 				}
 				break
 			}

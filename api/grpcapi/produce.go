@@ -16,7 +16,7 @@ func (s *Server) Produce(ctx context.Context, req *tierlogv1.ProduceRequest) (*t
 		return nil, err
 	}
 	if req.GetTopic() == "" {
-		return nil, invalidf("produce: topic is required")
+		return nil, invalidf("topic is required")
 	}
 	raw, err := s.produceBatch(req)
 	if err != nil {
@@ -46,19 +46,19 @@ func (s *Server) produceBatch(req *tierlogv1.ProduceRequest) ([]byte, error) {
 	recs, raw := req.GetRecords(), req.GetBatch()
 	switch {
 	case len(recs) > 0 && len(raw) > 0:
-		return nil, invalidf("produce: set either records or batch, not both (got %d records and a %d-byte batch)", len(recs), len(raw))
+		return nil, invalidf("set either records or batch, not both (got %d records and a %d-byte batch)", len(recs), len(raw))
 	case len(raw) > 0:
 		return raw, nil
 	case len(recs) == 0:
-		return nil, invalidf("produce: no records: set records (one or more) or batch (a RecordBatch v2)")
+		return nil, invalidf("no records: set records (one or more) or batch (a RecordBatch v2)")
 	case len(recs) > MaxProduceRecords:
-		return nil, invalidf("produce: %d records in one request: at most %d (send several requests)", len(recs), MaxProduceRecords)
+		return nil, invalidf("%d records in one request: at most %d (send several requests)", len(recs), MaxProduceRecords)
 	}
 	codec := batch.None
 	if c := req.GetCompression(); c != "" {
 		var err error
 		if codec, err = batch.ParseCodec(c); err != nil {
-			return nil, invalidf("produce: compression: %v", err)
+			return nil, invalidf("compression: %v", err)
 		}
 	}
 	now := time.Now().UnixMilli()
@@ -69,7 +69,7 @@ func (s *Server) produceBatch(req *tierlogv1.ProduceRequest) ([]byte, error) {
 			ts = now
 		}
 		if ts < 0 {
-			return nil, invalidf("produce: record %d: timestamp_ms %d is negative (use Unix milliseconds, or 0 for the server's time)", i, ts)
+			return nil, invalidf("record %d: timestamp_ms %d is negative (use Unix milliseconds, or 0 for the server's time)", i, ts)
 		}
 		var hdrs []batch.RecordHeader
 		if len(r.GetHeaders()) > 0 {

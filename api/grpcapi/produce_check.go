@@ -161,12 +161,12 @@ func (s *Server) checkProduce(sh produceShape) error {
 		return s.statusFor("Produce", err)
 	}
 	if sh.records > MaxProduceRecords {
-		return invalidf("produce: %d records in one request: at most %d (send several requests)", sh.records, MaxProduceRecords)
+		return invalidf("%d records in one request: at most %d (send several requests)", sh.records, MaxProduceRecords)
 	}
 	size := int64(batch.HeaderSize) + sh.recordBytes
 	if sh.compression != "" && sh.compression != "none" {
 		if size > batch.DefaultMaxUncompressed {
-			return invalidf("produce: records of about %d bytes before compression: at most %d (send several requests)", size, batch.DefaultMaxUncompressed)
+			return invalidf("records of about %d bytes before compression: at most %d (send several requests)", size, batch.DefaultMaxUncompressed)
 		}
 		return nil
 	}
@@ -238,7 +238,7 @@ func produceRejected(req *tierlogv1.ProduceRequest) error {
 			v, _ := protowire.ConsumeBytes(b)
 			var st spb.Status
 			if err := proto.Unmarshal(v, &st); err != nil {
-				return status.Errorf(codes.InvalidArgument, "produce: unreadable field %d", rejectField)
+				return status.Errorf(codes.InvalidArgument, "unreadable field %d", rejectField)
 			}
 			return status.FromProto(&st).Err()
 		}
