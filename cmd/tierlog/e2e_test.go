@@ -417,7 +417,9 @@ func TestErrorsAndExitCodes(t *testing.T) {
 func TestShutdownEndsFollowers(t *testing.T) {
 	n := startNode(t, filepath.Join(t.TempDir(), "data"), nil, "--shutdown-timeout", "1h")
 	ok(t, n, "", "topic", "create", "t", "--partitions", "2")
-	follow := exec.Command(binary(t), "consume", "t", "--follow")
+	// From the beginning: --follow alone starts at the end, which the
+	// produce below may beat, and the follower would wait for ever.
+	follow := exec.Command(binary(t), "consume", "t", "--follow", "--from-beginning")
 	follow.Env = cleanEnv("TIERLOG_SERVER=" + n.grpcAddr)
 	stdout, err := follow.StdoutPipe()
 	if err != nil {
