@@ -18,8 +18,9 @@ import (
 // bucket gets them) before the open partitions apply them.
 //
 // If the bucket cannot be written the error says so and topic.json is put
-// back; a crash between the two writes leaves the new settings on this
-// node and the old ones in the bucket, which a repeated alter repairs.
+// back. topic.json is marked bucket_stale until the bucket's record is
+// written, so a crash between the two writes (or a bucket write that
+// failed after landing) is repaired by the next open.
 func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []string) (TopicInfo, error) {
 	for _, k := range del {
 		if _, ok := configKeys[k]; !ok {
@@ -75,19 +76,12 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 		return TopicInfo{}, fmt.Errorf("broker: alter topic %s: %w", name, err)
 	}
 	if b.store != nil {
-		tm := tiering.TopicMeta{Name: name, Partitions: m.Partitions, Config: over}
-		if err := b.store.PutTopic(b.ctx, tm); err != nil {
+		if err := b.putTopicRecord(b.ctx, m); err != nil {
 			m.Config = old.overrides
 			if rerr := writeTopicMeta(dir, m); rerr != nil {
 				b.opts.Logger.Warn("alter topic: put back topic.json", "topic", name, "err", rerr)
 			}
 			return TopicInfo{}, fmt.Errorf("broker: alter topic %s: record the config in %s: %w", name, b.store.Bucket.Name(), err)
-		}
-		m.BucketStale = false
-		if err := writeTopicMeta(dir, m); err != nil {
-			// The settings are durable here and in the bucket; only the
-			// marker stays, and the next open rewrites the same record.
-			b.opts.Logger.Warn("alter topic: clear bucket_stale in topic.json", "topic", name, "err", err)
 		}
 	}
 	t.settings.Store(&topicSettings{overrides: over, cfg: cfg})
@@ -102,20 +96,18 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	return t.info(), nil
 }
 
-// resyncTopicRecord writes a live topic's record to the bucket again from
-// topic.json, which an alter marked BucketStale, then clears the marker. A
-// failure is logged and leaves the marker for the next open (or alter).
-func (b *Broker) resyncTopicRecord(ctx context.Context, m topicMeta) {
-	if b.store == nil {
-		return
-	}
+// putTopicRecord writes a live topic's record to the bucket from m (its
+// topic.json, marked BucketStale), then clears the marker. Clearing it is
+// best effort: the settings are durable on both sides by then, and a marker
+// left behind only makes the next open write the same record again.
+func (b *Broker) putTopicRecord(ctx context.Context, m topicMeta) error {
 	tm := tiering.TopicMeta{Name: m.Name, Partitions: m.Partitions, Config: m.Config}
 	if err := b.store.PutTopic(ctx, tm); err != nil {
-		b.opts.Logger.Warn("topic record in the bucket may be stale; the next open retries", "topic", m.Name, "err", err)
-		return
+		return err
 	}
 	m.BucketStale = false
 	if err := writeTopicMeta(b.topicDir(m.Name), m); err != nil {
 		b.opts.Logger.Warn("clear bucket_stale in topic.json", "topic", m.Name, "err", err)
 	}
+	return nil
 }

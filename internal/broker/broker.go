@@ -243,8 +243,10 @@ func (b *Broker) open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if m.BucketStale {
-			b.resyncTopicRecord(ctx, m)
+		if m.BucketStale && b.store != nil {
+			if err := b.putTopicRecord(ctx, m); err != nil {
+				opts.Logger.Warn("topic record in the bucket may be stale; the next open retries", "topic", m.Name, "err", err)
+			}
 		}
 		b.topics[m.Name] = t
 		b.addToDaemon(t)
