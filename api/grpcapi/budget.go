@@ -92,15 +92,10 @@ func (h *hold) release() {
 // never wait for each other while holding budget: the caller must hold
 // nothing the hold accounts for (no records of the response built so far).
 func (h *hold) grow(ctx context.Context, extra int64) (int64, error) {
+	if n, ok := h.tryGrow(extra); ok {
+		return n, nil
+	}
 	extra = min(extra, h.s.budgetSize-h.n)
-	if extra <= 0 {
-		return 0, nil
-	}
-	if h.s.budget.TryAcquire(extra) {
-		h.s.budgetUsed.Add(extra)
-		h.n += extra
-		return extra, nil
-	}
 	want := h.n + extra
 	h.release()
 	if err := h.s.acquire(ctx, want); err != nil {
