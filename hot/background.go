@@ -144,7 +144,7 @@ func (l *Log) ApplyRetention(now time.Time) int { return l.applyRetention(now, -
 // log's segments hold at most maxBytes, whatever retention keeps: for a
 // caller that must free disk (a tiered log at its local-disk ceiling). The
 // deletion guard still decides which segments may go.
-func (l *Log) ShrinkTo(maxBytes int64) int { return l.applyRetention(time.Now(), max(maxBytes, 0)) }
+func (l *Log) ShrinkTo(maxBytes int64) int { return l.applyRetention(l.opts.Now(), max(maxBytes, 0)) }
 
 // applyRetention is ApplyRetention that also deletes while the segments
 // hold more than limit bytes (limit < 0: no such bound).

@@ -567,6 +567,9 @@ func (d *Daemon) finishDeletes(ctx context.Context, p *Partition) error {
 // cleanupAll sweeps every partition for orphans and aborts stale multipart
 // uploads.
 func (d *Daemon) cleanupAll(ctx context.Context) {
+	if d.store.Fenced() != nil {
+		return // another node owns the prefix; the store logged why
+	}
 	for _, p := range d.partitions() {
 		if err := d.cleanup(ctx, p); err != nil && ctx.Err() == nil {
 			d.opts.Logger.Warn("orphan cleanup", "topic", p.topic, "partition", p.partition, "err", err)

@@ -209,8 +209,9 @@ func (o *ownership) check(ctx context.Context) error {
 	if fenced != nil {
 		return fenced
 	}
-	var attrs cold.Attributes
-	err := retry(ctx, func() (err error) { attrs, err = o.b.Attributes(ctx, clusterMarkerKey); return err })
+	// One request, no retry of its own: the write it guards is retried by
+	// its caller, check included (nested retries multiplied attempts).
+	attrs, err := o.b.Attributes(ctx, clusterMarkerKey)
 	switch {
 	case errors.Is(err, cold.ErrNotFound):
 		return o.fence("the owner record %s was deleted", clusterMarkerKey)

@@ -214,7 +214,8 @@ func (s *Store) Topics(ctx context.Context) ([]TopicMeta, error) {
 				return nil
 			}
 			var t TopicMeta
-			if err := retry(ctx, func() error { return s.getJSON(ctx, key, &t) }); err != nil {
+			// No retry of its own: the listing's retry reads it again.
+			if err := s.getJSON(ctx, key, &t); err != nil {
 				return fmt.Errorf("tiering: %s: %w", key, err)
 			}
 			out = append(out, t)
