@@ -92,13 +92,20 @@ func (o ProduceOptions) CheckProduced(b []byte) (Produced, error) {
 	case o.MaxRecords > 0 && int(h.NumRecords) > o.MaxRecords:
 		return p, fmt.Errorf("%w: %d in one batch, at most %d are accepted (as many as an uncompressed batch of the size limit can hold); split the batch", ErrTooManyRecords, h.NumRecords, o.MaxRecords)
 	}
+	// A compressed section is checked as it streams out of the decoder,
+	// as Each decodes it, rather than decompressed whole first: an append
+	// holds the decoder's window, not up to MaxUncompressed bytes.
 	raw := b[HeaderSize:h.Size()]
+	var src recordSource = &sectionSource{raw: raw}
 	if c := h.Codec(); c != None {
-		if raw, err = Decompress(c, raw, o.MaxUncompressed); err != nil {
+		r, done, err := openStream(c, raw, o.MaxUncompressed)
+		if err != nil {
 			return p, err
 		}
+		defer done()
+		src = &streamSource{r: r}
 	}
-	maxDelta, err := walkRecords(h, &sectionSource{raw: raw}, true, o.MaxHeaders, nil)
+	maxDelta, err := walkRecords(h, src, true, o.MaxHeaders, nil)
 	if err != nil {
 		return p, err
 	}
