@@ -117,3 +117,18 @@ func testConditional(t *testing.T, b cold.Bucket) {
 		has(won[0])
 	}
 }
+
+// MissingBucketTest checks, on a bucket removed after it was opened, that a
+// conditional upload does not report ErrPreconditionFailed: a missing
+// bucket is not a condition that failed, and taking it for one made a
+// claim of the prefix retry and then blame a concurrent claimer.
+func MissingBucketTest(t *testing.T, b cold.Bucket) {
+	t.Helper()
+	cu := b.(cold.ConditionalUploader)
+	for _, cond := range []cold.Condition{{IfAbsent: true}, {IfMatch: `"0123456789abcdef"`}} {
+		_, err := cu.UploadIf(context.Background(), "cluster.json", bytes.NewReader([]byte("{}")), 2, cond)
+		if err == nil || errors.Is(err, cold.ErrPreconditionFailed) {
+			t.Errorf("conditional upload %+v to a missing bucket: %v; want an error that is not ErrPreconditionFailed", cond, err)
+		}
+	}
+}

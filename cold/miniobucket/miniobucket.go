@@ -170,7 +170,11 @@ func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int
 	info, err := b.client.PutObject(ctx, b.bucket, obj, body, int64(len(data)), opts)
 	if err != nil {
 		var resp minio.ErrorResponse
-		if errors.As(err, &resp) && (resp.StatusCode == http.StatusPreconditionFailed || resp.Code == "PreconditionFailed" || resp.StatusCode == http.StatusNotFound) {
+		// A 404 is a refused precondition only for an If-Match on a
+		// missing object; for If-None-Match, or NoSuchBucket, the bucket
+		// is gone and the error says so.
+		if errors.As(err, &resp) && (resp.StatusCode == http.StatusPreconditionFailed || resp.Code == "PreconditionFailed" ||
+			(resp.StatusCode == http.StatusNotFound && cond.IfMatch != "" && resp.Code != "NoSuchBucket")) {
 			return cold.Attributes{}, fmt.Errorf("miniobucket %s: upload %s if %+v: %w (%w)", b.name, key, cond, cold.ErrPreconditionFailed, wrap(err))
 		}
 		return cold.Attributes{}, b.errf("upload", key, err)

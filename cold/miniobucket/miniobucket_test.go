@@ -217,3 +217,15 @@ func TestVersionedBucket(t *testing.T) {
 	}
 	coldtest.VersioningTest(t, open(t, m.MinIOURL(m.Bucket, "v"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
 }
+
+// A conditional upload to a bucket deleted after open is not a failed
+// precondition (see coldtest.MissingBucketTest).
+func TestConditionalUploadToMissingBucket(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	name := m.NewBucket(t)
+	b := open(t, m.MinIOURL(name, ""), cold.Options{Credentials: creds(m), MaxAttempts: 1})
+	if err := m.Client().RemoveBucket(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	coldtest.MissingBucketTest(t, b)
+}

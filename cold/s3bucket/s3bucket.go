@@ -149,7 +149,7 @@ func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int
 	}
 	out, err := b.client.PutObject(ctx, in)
 	if err != nil {
-		if preconditionFailed(err) {
+		if preconditionFailed(err, cond.IfMatch != "") {
 			return cold.Attributes{}, fmt.Errorf("s3bucket %s: upload %s if %+v: %w (%w)", b.name, key, cond, cold.ErrPreconditionFailed, err)
 		}
 		return cold.Attributes{}, b.errf("upload", key, err)
@@ -158,14 +158,27 @@ func (b *Bucket) UploadIf(ctx context.Context, key string, r io.Reader, size int
 }
 
 // preconditionFailed reports a conditional write refused: a 412 (whatever
-// befell its body), or a 404 for an If-Match on a missing object.
-func preconditionFailed(err error) bool {
+// befell its body), or, for an If-Match, a 404 for a missing object - not
+// a missing bucket, and never for If-None-Match, where a 404 can only mean
+// the bucket is gone (reporting that as a precondition made a claim retry
+// and then blame a concurrent claimer).
+func preconditionFailed(err error, ifMatch bool) bool {
 	var api smithy.APIError
-	if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+	hasAPI := errors.As(err, &api)
+	if hasAPI && api.ErrorCode() == "PreconditionFailed" {
 		return true
 	}
 	var status interface{ HTTPStatusCode() int }
-	return errors.As(err, &status) && (status.HTTPStatusCode() == http.StatusPreconditionFailed || status.HTTPStatusCode() == http.StatusNotFound)
+	if !errors.As(err, &status) {
+		return false
+	}
+	switch status.HTTPStatusCode() {
+	case http.StatusPreconditionFailed:
+		return true
+	case http.StatusNotFound:
+		return ifMatch && !(hasAPI && api.ErrorCode() == "NoSuchBucket")
+	}
+	return false
 }
 
 type countingReader struct {

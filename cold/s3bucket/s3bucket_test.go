@@ -247,3 +247,15 @@ func TestOpenWithEndpointSkipsIMDS(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// A conditional upload to a bucket deleted after open is not a failed
+// precondition (see coldtest.MissingBucketTest).
+func TestConditionalUploadToMissingBucket(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	name := m.NewBucket(t)
+	b := open(t, m.S3URL(name, ""), cold.Options{Credentials: creds(m), MaxAttempts: 1})
+	if err := m.Client().RemoveBucket(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	coldtest.MissingBucketTest(t, b)
+}
