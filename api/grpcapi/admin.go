@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
-	"github.com/tierlog/tierlog/internal/broker"
+	"github.com/tierlog/tierlog/broker"
 )
 
 // CreateTopic creates a topic; the broker validates the name, the partition

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/internal/batch"
-	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 

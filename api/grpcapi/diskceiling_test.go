@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/bucketurl"
-	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/internal/testutil"
 	"github.com/tierlog/tierlog/internal/testutil/faultproxy"
 	"github.com/tierlog/tierlog/tiering"

@@ -8,9 +8,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/batch"
-	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/tiering"
 )
 

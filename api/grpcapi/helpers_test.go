@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
-	"github.com/tierlog/tierlog/internal/broker"
+	"github.com/tierlog/tierlog/broker"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

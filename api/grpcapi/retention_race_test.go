@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/cold/filebucket"
-	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/tiering"
 )
 

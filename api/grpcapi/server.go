@@ -17,7 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
-	"github.com/tierlog/tierlog/internal/broker"
+	"github.com/tierlog/tierlog/broker"
 )
 
 // Options configures a Server. The zero value is usable.

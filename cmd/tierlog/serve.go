@@ -25,9 +25,9 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tierlog/tierlog/api/grpcapi"
+	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/bucketurl"
-	"github.com/tierlog/tierlog/internal/broker"
 	"github.com/tierlog/tierlog/internal/config"
 	"github.com/tierlog/tierlog/internal/connlimit"
 	"github.com/tierlog/tierlog/internal/fileutil"
