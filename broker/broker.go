@@ -68,6 +68,8 @@ type Broker struct {
 	daemon *tiering.Daemon
 
 	lock *dirLock // the data directory's, held until Close
+	// clusterID names the node's data for Kafka clients (see ClusterID).
+	clusterID string
 
 	// mu guards the maps and closed, and is held only for map updates:
 	// never across bucket requests or bulk file I/O, which appends and
@@ -181,6 +183,11 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 
 func (b *Broker) open(ctx context.Context) error {
 	opts := b.opts
+	id, err := loadClusterID(opts.Dir)
+	if err != nil {
+		return err
+	}
+	b.clusterID = id
 	if err := fileutil.MkdirAllDurable(b.topicsDir()); err != nil {
 		return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
 	}
@@ -341,8 +348,10 @@ func ValidateTopicName(name string) error {
 type PartitionInfo struct {
 	Partition              int32
 	StartOffset, EndOffset int64
-	Segments               int
-	Bytes                  int64
+	// LeaderEpoch is the epoch the log stamps on appended batches.
+	LeaderEpoch int32
+	Segments    int
+	Bytes       int64
 }
 
 // TopicInfo describes one topic: its partitions and every config value in
@@ -359,7 +368,8 @@ func (t *topic) info() TopicInfo {
 	st := t.settings.Load()
 	ti := TopicInfo{Name: t.name, Config: st.cfg.Map(), Overrides: maps.Clone(st.overrides)}
 	for p, part := range t.parts {
-		pi := PartitionInfo{Partition: int32(p), StartOffset: part.StartOffset(), EndOffset: part.EndOffset()}
+		pi := PartitionInfo{Partition: int32(p), StartOffset: part.StartOffset(), EndOffset: part.EndOffset(),
+			LeaderEpoch: part.Log().LeaderEpoch()}
 		for _, s := range part.Log().Segments() {
 			pi.Segments++
 			pi.Bytes += s.Size

@@ -182,7 +182,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	if err != nil {
 		return err
 	}
-	failed := make(chan error, 2) // one per server goroutine
+	failed := make(chan error, 3) // one per server goroutine
 	go func() {
 		if err := httpSrv.Serve(); err != nil {
 			failed <- err
@@ -240,9 +240,16 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}()
 	ready.grpcServing.Store(true)
 
-	logger.Info("tierlog serving", "grpc_addr", lis.Addr().String(), "http_addr", httpSrv.Addr().String(), "data_dir", cfg.DataDir)
+	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, grpcConns, conns, reg, logger, failed)
+	if err != nil {
+		gs.Stop()
+		return err
+	}
+	defer kafkaSrv.Close()
+
+	logger.Info("tierlog serving", "grpc_addr", lis.Addr().String(), "kafka_addr", kafkaAddr, "http_addr", httpSrv.Addr().String(), "data_dir", cfg.DataDir)
 	if cfg.ReadyFile != "" {
-		if err := writeReadyFile(cfg.ReadyFile, lis.Addr(), httpSrv.Addr()); err != nil {
+		if err := writeReadyFile(cfg.ReadyFile, lis.Addr(), httpSrv.Addr(), kafkaAddr); err != nil {
 			gs.Stop()
 			return err
 		}
@@ -260,6 +267,9 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	ready.draining.Store(true)
 	health.Shutdown()
+	// Kafka clients reconnect and retry (an idempotent producer without
+	// duplicates); waits in progress end now.
+	kafkaSrv.Close()
 	// Unary RPCs get up to the timeout; streams end at once (a stream
 	// blocked sending to a client that stopped reading would otherwise hold
 	// the exit for the whole timeout).
@@ -297,13 +307,14 @@ func uploadAtShutdown(b *broker.Broker, timeout time.Duration, logger *slog.Logg
 
 // readyFile is what --ready-file holds once the node serves.
 type readyFile struct {
-	GRPCAddr string `json:"grpc_addr"`
-	HTTPAddr string `json:"http_addr"`
-	PID      int    `json:"pid"`
+	GRPCAddr  string `json:"grpc_addr"`
+	HTTPAddr  string `json:"http_addr"`
+	KafkaAddr string `json:"kafka_addr,omitempty"`
+	PID       int    `json:"pid"`
 }
 
-func writeReadyFile(path string, grpcAddr, httpAddr net.Addr) error {
-	data, err := json.Marshal(readyFile{GRPCAddr: grpcAddr.String(), HTTPAddr: httpAddr.String(), PID: os.Getpid()})
+func writeReadyFile(path string, grpcAddr, httpAddr net.Addr, kafkaAddr string) error {
+	data, err := json.Marshal(readyFile{GRPCAddr: grpcAddr.String(), HTTPAddr: httpAddr.String(), KafkaAddr: kafkaAddr, PID: os.Getpid()})
 	if err != nil {
 		return fmt.Errorf("encode ready file: %w", err)
 	}

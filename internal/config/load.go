@@ -25,6 +25,10 @@ func BindFlags(fs *pflag.FlagSet) {
 			typ = "string"
 		}
 		fs.Var(&flagValue{v: s.get(&def), typ: typ}, s.flag(), s.usage+" (env "+s.env()+")")
+		if typ == "bool" {
+			// --auto-create-topics-enable alone means true, as a bool flag.
+			fs.Lookup(s.flag()).NoOptDefVal = "true"
+		}
 	}
 	fs.String(configSetting, "", "YAML configuration file (env "+envPrefix+"CONFIG); flags and env override it")
 	fs.StringArray(defaultFlag, nil, "server-wide topic default as key=value, e.g. segment.bytes=1048576 or flush.policy=always; repeatable (env "+envDefaultPrefix+"<KEY>, e.g. "+topicEnvKey("segment.bytes")+")")

@@ -12,13 +12,31 @@ import (
 
 // Server is the resolved configuration of one `tierlog serve` process.
 type Server struct {
-	DataDir         string        // data_dir: where the broker keeps its partitions
-	GRPCAddr        string        // grpc_addr: host:port of the gRPC listener (port 0 = any free port)
-	HTTPAddr        string        // http_addr: host:port of /metrics, /healthz, /readyz
-	LogFormat       string        // log_format: text or json
-	LogLevel        string        // log_level: debug, info, warn or error
-	ShutdownTimeout time.Duration // shutdown_timeout: how long in-flight RPCs may take to finish on shutdown
-	ReadyFile       string        // ready_file: if set, the bound addresses are written there once serving
+	DataDir  string // data_dir: where the broker keeps its partitions
+	GRPCAddr string // grpc_addr: host:port of the gRPC listener (port 0 = any free port)
+	HTTPAddr string // http_addr: host:port of /metrics, /healthz, /readyz
+	// KafkaAddr (kafka_addr) is host:port of the Kafka listener; "localhost"
+	// binds every loopback address it resolves to (127.0.0.1 and ::1), so a
+	// client given localhost:9092 connects whichever it tries first; "none"
+	// turns the listener off.
+	KafkaAddr string
+	// KafkaAdvertisedAddr (kafka_advertised_addr) is the host:port Metadata
+	// gives clients; empty means the bound address (localhost:PORT when
+	// KafkaAddr's host is localhost).
+	KafkaAdvertisedAddr string
+	// KafkaMaxRequestBytes (kafka_max_request_bytes, Kafka's
+	// socket.request.max.bytes) bounds one Kafka request; a larger size
+	// prefix closes the connection before anything is allocated.
+	KafkaMaxRequestBytes int64
+	// AutoCreateTopics (auto_create_topics_enable, Kafka's
+	// auto.create.topics.enable) lets Metadata create a topic a client asks
+	// for, with NumPartitions partitions (num_partitions).
+	AutoCreateTopics bool
+	NumPartitions    int32
+	LogFormat        string        // log_format: text or json
+	LogLevel         string        // log_level: debug, info, warn or error
+	ShutdownTimeout  time.Duration // shutdown_timeout: how long in-flight RPCs may take to finish on shutdown
+	ReadyFile        string        // ready_file: if set, the bound addresses are written there once serving
 	// ShutdownUploadTimeout (shutdown_upload_timeout) bounds the upload of
 	// every tiered partition's active segment at a graceful shutdown, so a
 	// node restored from the bucket loses nothing; 0 turns it off.
@@ -67,6 +85,10 @@ func Default() Server {
 		DataDir:               "./data",
 		GRPCAddr:              "127.0.0.1:7070",
 		HTTPAddr:              "127.0.0.1:7071",
+		KafkaAddr:             "localhost:9092",
+		KafkaMaxRequestBytes:  100 << 20,
+		AutoCreateTopics:      true,
+		NumPartitions:         1,
 		LogFormat:             "text",
 		LogLevel:              "info",
 		ShutdownTimeout:       10 * time.Second,
@@ -135,6 +157,63 @@ var settings = []setting{
 		name: "http_addr", usage: "host:port of the HTTP listener serving /metrics, /healthz and /readyz (port 0 picks a free port)",
 		get: func(c *Server) string { return c.HTTPAddr },
 		set: func(c *Server, v string) error { return setAddr(&c.HTTPAddr, v) },
+	},
+	{
+		name: "kafka_addr", usage: "host:port of the Kafka protocol listener (localhost binds both 127.0.0.1 and ::1; port 0 picks a free port; none: off)",
+		get: func(c *Server) string { return c.KafkaAddr },
+		set: func(c *Server, v string) error {
+			if v == "none" {
+				c.KafkaAddr = v
+				return nil
+			}
+			return setAddr(&c.KafkaAddr, v)
+		},
+	},
+	{
+		name: "kafka_advertised_addr", usage: "host:port Kafka clients are told to connect to, in Metadata (default: the listener's, e.g. localhost:9092)",
+		get: func(c *Server) string { return c.KafkaAdvertisedAddr },
+		set: func(c *Server, v string) error {
+			if v == "" {
+				c.KafkaAdvertisedAddr = ""
+				return nil
+			}
+			return setAddr(&c.KafkaAdvertisedAddr, v)
+		},
+	},
+	{
+		name: "kafka_max_request_bytes", usage: "largest Kafka request accepted (Kafka's socket.request.max.bytes); a larger one closes the connection",
+		typ: "size",
+		get: func(c *Server) string { return bytesize.Format(c.KafkaMaxRequestBytes) },
+		set: func(c *Server, v string) error { return setBytes(&c.KafkaMaxRequestBytes, v, 64<<10) },
+	},
+	{
+		name: "auto_create_topics_enable", usage: "create a topic when a Kafka client asks for one that does not exist (Kafka's auto.create.topics.enable)",
+		typ: "bool",
+		get: func(c *Server) string { return strconv.FormatBool(c.AutoCreateTopics) },
+		set: func(c *Server, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.AutoCreateTopics = b
+			return nil
+		},
+	},
+	{
+		name: "num_partitions", usage: "partitions of a topic created automatically (Kafka's num.partitions)",
+		typ: "int",
+		get: func(c *Server) string { return strconv.Itoa(int(c.NumPartitions)) },
+		set: func(c *Server, v string) error {
+			var n int64
+			if err := setInt(&n, v, 1); err != nil {
+				return err
+			}
+			if n > 1<<20 {
+				return fmt.Errorf("%q is more partitions than a topic may have", v)
+			}
+			c.NumPartitions = int32(n)
+			return nil
+		},
 	},
 	{
 		name: "log_format", usage: "log format: text or json",

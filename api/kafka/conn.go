@@ -1,0 +1,348 @@
+package kafka
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// writeTimeout bounds one response write: a client that stops reading its
+// responses loses the connection instead of holding the writer forever.
+const writeTimeout = 30 * time.Second
+
+// readChunk is the most a frame's buffer grows ahead of the bytes that
+// arrived: a size prefix claiming 100 MiB allocates only what is sent.
+const readChunk = 1 << 20
+
+// clientConn is one client connection: a reader that decodes requests and
+// starts them in order, and a writer that sends their responses in the
+// same order as each becomes ready.
+type clientConn struct {
+	s  *Server
+	nc net.Conn
+
+	// ctx ends when the connection closes, ending its waits.
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+
+	// queue holds the requests read and not yet answered, in order.
+	queue chan *pending
+
+	// clientID is the last request header's client id (for logs).
+	clientID string
+}
+
+// pending is one request's place in the response order.
+type pending struct {
+	hdr  header
+	done chan struct{}
+	resp kmsg.Response // nil: send nothing
+	// closeAfter closes the connection once the responses ahead are sent.
+	closeAfter bool
+}
+
+// header is a request header (v1, and v2's tagged fields when flexible).
+type header struct {
+	key           int16
+	version       int16
+	correlationID int32
+	clientID      *string
+}
+
+// reply is what a handler returns: a response ready now, one that must
+// wait (later runs on its own goroutine; its response is still sent in
+// request order), or none at all (a Produce with acks=0).
+type reply struct {
+	resp  kmsg.Response
+	later func(ctx context.Context) kmsg.Response
+	none  bool
+}
+
+func newClientConn(s *Server, nc net.Conn) *clientConn {
+	ctx, cancel := context.WithCancel(s.ctx)
+	return &clientConn{s: s, nc: nc, ctx: ctx, cancel: cancel, queue: make(chan *pending, pipelineDepth)}
+}
+
+func (c *clientConn) close() {
+	c.once.Do(func() {
+		c.cancel()
+		c.nc.Close()
+	})
+}
+
+// serve runs the connection until the client goes away, a protocol error
+// or the server closes.
+func (c *clientConn) serve() {
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	err := c.readLoop()
+	close(c.queue)
+	<-writerDone
+	c.close()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
+		c.s.log.Debug("kafka connection closed", "remote", c.nc.RemoteAddr().String(), "client_id", c.clientID, "err", err)
+	}
+}
+
+// protocolError closes a connection for a request the server will not
+// answer: Kafka closes the connection for these too, and clients
+// reconnect (or report the version problem).
+type protocolError struct {
+	reason string
+	err    error
+}
+
+func (e *protocolError) Error() string { return e.reason + ": " + e.err.Error() }
+
+func (c *clientConn) readLoop() error {
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	var sizeBuf [4]byte
+	for {
+		// Between requests a connection may idle up to the idle timeout;
+		// once a request has started it must arrive within FrameTimeout.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
+		if _, err := io.ReadFull(r, sizeBuf[:1]); err != nil {
+			return err
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.FrameTimeout))
+		if _, err := io.ReadFull(r, sizeBuf[1:]); err != nil {
+			return c.fail("truncated size", err)
+		}
+		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
+		if size < 8 || size > c.s.opts.MaxRequestBytes {
+			return c.fail("bad size", fmt.Errorf("request size %d outside 8 to %d bytes (kafka_max_request_bytes)", size, c.s.opts.MaxRequestBytes))
+		}
+		body, err := readFrame(r, int(size))
+		if err != nil {
+			return c.fail("truncated request", err)
+		}
+		p, err := c.start(body)
+		if err != nil {
+			// Answers to the requests before this one still go out.
+			c.queue <- &pending{done: closedChan, closeAfter: true}
+			return err
+		}
+		select {
+		case c.queue <- p:
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
+		if p.closeAfter {
+			return nil
+		}
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c *clientConn) fail(reason string, err error) error {
+	c.s.m.errors.WithLabelValues(reason).Inc()
+	return &protocolError{reason: reason, err: err}
+}
+
+// readFrame reads n bytes, growing the buffer at most readChunk ahead of
+// what has arrived.
+func readFrame(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, readChunk))
+	for len(buf) < n {
+		want := min(n-len(buf), readChunk)
+		if cap(buf)-len(buf) < want {
+			grown := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+want)))
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := io.ReadFull(r, buf[len(buf):len(buf)+want])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// start decodes one request and starts handling it. An error closes the
+// connection after the responses already queued.
+func (c *clientConn) start(body []byte) (*pending, error) {
+	hdr, rest, err := parseHeader(body)
+	if err != nil {
+		return nil, c.fail("bad header", err)
+	}
+	if hdr.clientID != nil {
+		c.clientID = *hdr.clientID
+	}
+	a, ok := apis[hdr.key]
+	if !ok {
+		return nil, c.fail("unknown api", fmt.Errorf("api key %d (%s) is not supported", hdr.key, kmsg.NameForKey(hdr.key)))
+	}
+	p := &pending{hdr: hdr, done: make(chan struct{})}
+	if hdr.version < a.min || hdr.version > a.max {
+		if hdr.key == kmsg.ApiVersions.Int16() {
+			// Clients send their newest ApiVersions first and read the
+			// v0 reply (error and our ranges) to downgrade.
+			p.hdr.version = 0
+			p.resp = apiVersionsUnsupported()
+			close(p.done)
+			return p, nil
+		}
+		return nil, c.fail("unsupported version", fmt.Errorf("%s v%d (supported v%d to v%d)", kmsg.NameForKey(hdr.key), hdr.version, a.min, a.max))
+	}
+	req := kmsg.RequestForKey(hdr.key)
+	req.SetVersion(hdr.version)
+	if req.IsFlexible() {
+		if rest, err = skipTags(rest); err != nil {
+			return nil, c.fail("bad header", err)
+		}
+	}
+	if err := req.ReadFrom(rest); err != nil {
+		return nil, c.fail("malformed request", fmt.Errorf("%s v%d: %w", kmsg.NameForKey(hdr.key), hdr.version, err))
+	}
+	c.s.m.requests.WithLabelValues(kmsg.NameForKey(hdr.key)).Inc()
+	rep, err := c.handle(a, req)
+	if err != nil {
+		return nil, c.fail("handler failed", err)
+	}
+	switch {
+	case rep.none:
+		close(p.done)
+	case rep.later != nil:
+		go func() {
+			defer close(p.done)
+			p.resp = c.protect(req, func() kmsg.Response { return rep.later(c.ctx) })
+		}()
+	default:
+		p.resp = rep.resp
+		close(p.done)
+	}
+	return p, nil
+}
+
+// handle runs a handler, turning a panic (a bug, never bad input: the
+// request decoded) into a closed connection rather than a dead server.
+func (c *clientConn) handle(a api, req kmsg.Request) (rep reply, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.s.log.Error("kafka handler panicked", "api", kmsg.NameForKey(req.Key()), "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error handling %s", kmsg.NameForKey(req.Key()))
+		}
+	}()
+	return a.handle(c.s, c, req), nil
+}
+
+// protect runs a deferred handler; a panic yields no response and closes
+// the connection.
+func (c *clientConn) protect(req kmsg.Request, f func() kmsg.Response) (resp kmsg.Response) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.s.log.Error("kafka handler panicked", "api", kmsg.NameForKey(req.Key()), "panic", v, "stack", string(debug.Stack()))
+			resp = nil
+			c.close()
+		}
+	}()
+	return f()
+}
+
+func (c *clientConn) writeLoop() {
+	w := bufio.NewWriterSize(c.nc, 64<<10)
+	var buf []byte
+	for p := range c.queue {
+		<-p.done
+		if p.resp != nil {
+			buf = appendResponse(buf[:0], p.hdr, p.resp)
+			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := w.Write(buf); err != nil {
+				c.close()
+				continue // drain the queue so the reader is not blocked
+			}
+		}
+		if p.closeAfter {
+			_ = w.Flush()
+			c.close()
+			continue
+		}
+		// Flush when nothing else is ready to go, so pipelined answers
+		// share a write.
+		if len(c.queue) == 0 {
+			if err := w.Flush(); err != nil {
+				c.close()
+			}
+		}
+	}
+	_ = w.Flush()
+	if cap(buf) > 1<<20 {
+		buf = nil
+	}
+}
+
+// appendResponse frames resp: size, correlation id, the v1 header's tags
+// when the response is flexible (never for ApiVersions, whose response
+// header is always v0 so a client can read it at any version), body.
+func appendResponse(dst []byte, hdr header, resp kmsg.Response) []byte {
+	resp.SetVersion(hdr.version)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(hdr.correlationID))
+	if resp.IsFlexible() && hdr.key != kmsg.ApiVersions.Int16() {
+		dst = append(dst, 0) // no tagged fields
+	}
+	dst = resp.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst, uint32(len(dst)-4))
+	return dst
+}
+
+// parseHeader reads the fixed request header fields (v1: key, version,
+// correlation id, nullable client id) and returns what follows.
+func parseHeader(b []byte) (header, []byte, error) {
+	var h header
+	if len(b) < 10 {
+		return h, nil, fmt.Errorf("request header needs 10 bytes, got %d", len(b))
+	}
+	h.key = int16(binary.BigEndian.Uint16(b))
+	h.version = int16(binary.BigEndian.Uint16(b[2:]))
+	h.correlationID = int32(binary.BigEndian.Uint32(b[4:]))
+	n := int16(binary.BigEndian.Uint16(b[8:]))
+	b = b[10:]
+	switch {
+	case n == -1:
+	case n < 0 || int(n) > len(b):
+		return h, nil, fmt.Errorf("client id length %d with %d bytes left", n, len(b))
+	default:
+		id := string(b[:n])
+		h.clientID = &id
+		b = b[n:]
+	}
+	return h, b, nil
+}
+
+// skipTags skips a flexible header's tagged fields.
+func skipTags(b []byte) ([]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return nil, errors.New("bad tagged field count")
+	}
+	b = b[k:]
+	for range n {
+		_, k := binary.Uvarint(b) // tag
+		if k <= 0 {
+			return nil, errors.New("bad tag")
+		}
+		b = b[k:]
+		size, k := binary.Uvarint(b)
+		if k <= 0 || size > uint64(len(b)-k) {
+			return nil, errors.New("bad tag size")
+		}
+		b = b[k+int(size):]
+	}
+	return b, nil
+}

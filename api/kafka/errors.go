@@ -1,0 +1,67 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/tiering"
+)
+
+// errorCode is the Kafka error code for an error from the broker, the log
+// or the batch codec: the one place that mapping lives (as statusCode is
+// for gRPC), so every request kind reports a failure the same way. Codes
+// are those Kafka itself returns in the same situation, so clients retry
+// what is retriable and surface the rest.
+func errorCode(err error) int16 {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, broker.ErrUnknownTopic):
+		return kerr.UnknownTopicOrPartition.Code
+	case errors.Is(err, broker.ErrInvalidPartition):
+		return kerr.UnknownTopicOrPartition.Code
+	case errors.Is(err, broker.ErrTopicDeletionPending):
+		// Kafka: "Topic 'x' is marked for deletion" on a create.
+		return kerr.TopicAlreadyExists.Code
+	case errors.Is(err, broker.ErrTooManyPartitions):
+		return kerr.PolicyViolation.Code
+	case errors.Is(err, broker.ErrTopicExists):
+		return kerr.TopicAlreadyExists.Code
+	case errors.Is(err, broker.ErrInvalidConfig):
+		return kerr.InvalidConfig.Code
+	case errors.Is(err, broker.ErrInvalidTopicName):
+		return kerr.InvalidTopicException.Code
+	case errors.Is(err, hot.ErrTooLarge), errors.Is(err, batch.ErrTooLarge), errors.Is(err, batch.ErrTooManyRecords):
+		return kerr.MessageTooLarge.Code
+	case errors.Is(err, hot.ErrCorruptBatch), errors.Is(err, batch.ErrCorrupt), errors.Is(err, batch.ErrShortBatch):
+		return kerr.CorruptMessage.Code
+	case errors.Is(err, hot.ErrOffsetOutOfRange):
+		return kerr.OffsetOutOfRange.Code
+	case errors.Is(err, tiering.ErrLocalDiskFull):
+		// Kafka answers a full log directory with KAFKA_STORAGE_ERROR,
+		// which clients retry after refreshing metadata.
+		return kerr.KafkaStorageError.Code
+	case errors.Is(err, hot.ErrLogFailed):
+		return kerr.KafkaStorageError.Code
+	case errors.Is(err, hot.ErrRetriable), errors.Is(err, hot.ErrClosed), errors.Is(err, broker.ErrClosed),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// Retriable: the request may succeed on a retry (after a restart,
+		// or on the partition's next leader).
+		return kerr.NotLeaderForPartition.Code
+	}
+	return kerr.UnknownServerError.Code
+}
+
+// errorMessage is err's text for responses that carry one, nil for none.
+func errorMessage(err error) *string {
+	if err == nil {
+		return nil
+	}
+	m := err.Error()
+	return &m
+}

@@ -1,0 +1,40 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tierlog/tierlog/internal/fileutil"
+)
+
+// clusterIDFile holds the node's cluster id, written once at the first open.
+const clusterIDFile = "cluster_id"
+
+// loadClusterID reads the data directory's cluster id, creating one (as
+// Kafka's: 16 random bytes, URL-safe base64 without padding) if it has none.
+func loadClusterID(dir string) (string, error) {
+	path := filepath.Join(dir, clusterIDFile)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(data)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("broker: read cluster id: %w", err)
+	}
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])
+	id := base64.RawURLEncoding.EncodeToString(raw[:])
+	if err := fileutil.WriteFileAtomic(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("broker: write cluster id: %w", err)
+	}
+	return id, nil
+}
+
+// ClusterID is the id Kafka clients see in Metadata and DescribeCluster.
+func (b *Broker) ClusterID() string { return b.clusterID }

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tierlog/tierlog/api/kafka"
+	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/internal/config"
+	"github.com/tierlog/tierlog/internal/connlimit"
+)
+
+// serveKafka starts the Kafka listener cfg names and returns the server and
+// the address Metadata gives clients. With kafka_addr "none" the server
+// listens nowhere (its Close does nothing) and the address is empty.
+func serveKafka(cfg config.Server, b *broker.Broker, maxConns int, conns *connlimit.Metrics, reg prometheus.Registerer,
+	logger *slog.Logger, failed chan<- error) (*kafka.Server, string, error) {
+	opts := kafka.Options{Logger: logger, Registerer: reg, MaxRequestBytes: int32(cfg.KafkaMaxRequestBytes),
+		AutoCreateTopics: cfg.AutoCreateTopics, NumPartitions: cfg.NumPartitions, IdleTimeout: cfg.ConnIdleTimeout}
+	if cfg.KafkaAddr == "none" {
+		return kafka.New(b, opts), "", nil
+	}
+	lns, err := kafka.Listen(cfg.KafkaAddr)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen for Kafka clients on %s: %w", cfg.KafkaAddr, err)
+	}
+	opts.AdvertisedHost, opts.AdvertisedPort = kafka.AdvertisedFor(lns[0].Addr())
+	if cfg.KafkaAdvertisedAddr != "" {
+		host, port, _ := net.SplitHostPort(cfg.KafkaAdvertisedAddr) // config checked host:port
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return nil, "", fmt.Errorf("kafka_advertised_addr %q: bad port", cfg.KafkaAdvertisedAddr)
+		}
+		opts.AdvertisedHost, opts.AdvertisedPort = host, int32(p)
+	}
+	for i, ln := range lns {
+		lns[i] = connlimit.Wrap(ln, connlimit.Options{Name: "kafka", Max: maxConns, Metrics: conns, Logger: logger})
+	}
+	srv := kafka.New(b, opts)
+	go func() {
+		if err := srv.Serve(lns...); err != nil {
+			failed <- fmt.Errorf("serve Kafka on %s: %w", cfg.KafkaAddr, err)
+		}
+	}()
+	return srv, net.JoinHostPort(opts.AdvertisedHost, strconv.Itoa(int(opts.AdvertisedPort))), nil
+}
