@@ -23,7 +23,7 @@ func TestSecondServeOnDataDirFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), "serve", "--data-dir", dataDir, "--bucket", "none",
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ready-file", filepath.Join(dir, "ready.json"))
+		"--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ready-file", filepath.Join(dir, "ready.json"))
 	cmd.Env = cleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

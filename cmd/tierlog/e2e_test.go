@@ -306,7 +306,7 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary(t), "serve", "--print-config", "--http-addr", "127.0.0.1:3002", "--default", "flush.policy=interval")
-	cmd.Env = cleanEnv("TIERLOG_CONFIG="+cfgPath, "TIERLOG_GRPC_ADDR=127.0.0.1:2001", "TIERLOG_HTTP_ADDR=127.0.0.1:2002",
+	cmd.Env = cleanEnv("TIERLOG_CONFIG="+cfgPath, "TIERLOG_GRPC_ADDR=127.0.0.1:2001", "TIERLOG_KAFKA_ADDR=127.0.0.1:0", "TIERLOG_HTTP_ADDR=127.0.0.1:2002",
 		"TIERLOG_DEFAULT_RETENTION_MS=333333", "TIERLOG_DEFAULT_FLUSH_POLICY=always")
 	outB, err := cmd.Output()
 	if err != nil {

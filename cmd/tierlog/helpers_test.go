@@ -124,7 +124,7 @@ type node struct {
 func startNode(t *testing.T, dataDir string, env []string, args ...string) *node {
 	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
-	all := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0",
+	all := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--ready-file", readyPath, "--log-level", "debug"}, args...)
 	n := &node{t: t, cmd: exec.Command(binary(t), all...), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	n.cmd.Env = cleanEnv(env...)

@@ -181,7 +181,7 @@ func serveFails(t *testing.T, env []string, args ...string) (result, time.Durati
 	dir := t.TempDir()
 	// The ready file would only appear if the server started; the
 	// assertion on it is the exit code.
-	all := append([]string{"serve", "--data-dir", filepath.Join(dir, "data"), "--grpc-addr", "127.0.0.1:0",
+	all := append([]string{"serve", "--data-dir", filepath.Join(dir, "data"), "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--ready-file", filepath.Join(dir, "ready.json")}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
