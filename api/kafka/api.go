@@ -9,6 +9,11 @@ import (
 type api struct {
 	min, max int16
 	handle   func(s *Server, c *clientConn, req kmsg.Request) reply
+	// hidden answers the kind (with the Kafka error for a feature tierlog
+	// lacks, such as transactions or SASL) without advertising it, so
+	// clients do not choose it but get a clear error, not a closed
+	// connection, if they send it anyway.
+	hidden bool
 }
 
 // typed adapts a handler of one request type to the table.
@@ -22,8 +27,8 @@ var apis map[int16]api
 
 func init() {
 	apis = map[int16]api{
-		kmsg.ApiVersions.Int16(): {0, 3, typed((*Server).apiVersions)},
-		kmsg.Metadata.Int16():    {0, 12, typed((*Server).metadata)},
+		kmsg.ApiVersions.Int16(): {min: 0, max: 3, handle: typed((*Server).apiVersions)},
+		kmsg.Metadata.Int16():    {min: 0, max: 12, handle: typed((*Server).metadata)},
 	}
 }
 
@@ -32,7 +37,7 @@ func apiVersionKeys() []kmsg.ApiVersionsResponseApiKey {
 	keys := make([]kmsg.ApiVersionsResponseApiKey, 0, len(apis))
 	for k := range int16(100) {
 		a, ok := apis[k]
-		if !ok {
+		if !ok || a.hidden {
 			continue
 		}
 		keys = append(keys, kmsg.ApiVersionsResponseApiKey{ApiKey: k, MinVersion: a.min, MaxVersion: a.max})
