@@ -9,6 +9,6 @@ RUN CGO_ENABLED=0 go build -o /out/tierlog ./cmd/tierlog
 FROM gcr.io/distroless/static-debian12
 COPY --from=build /out/tierlog /usr/local/bin/tierlog
 VOLUME /data
-EXPOSE 7070 7071
+EXPOSE 7070 7071 9092
 ENTRYPOINT ["/usr/local/bin/tierlog"]
-CMD ["serve", "--data-dir", "/data", "--grpc-addr", "0.0.0.0:7070", "--http-addr", "0.0.0.0:7071"]
+CMD ["serve", "--data-dir", "/data", "--grpc-addr", "0.0.0.0:7070", "--http-addr", "0.0.0.0:7071", "--kafka-addr", "0.0.0.0:9092"]
