@@ -70,7 +70,7 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	// BucketStale until the bucket's record is written: a crash between the
 	// two writes, or a bucket write that failed (perhaps after landing), is
 	// repaired by the next open writing the record again.
-	m := topicMeta{Name: name, Partitions: int32(len(t.parts)), Config: over, Created: t.created, BucketStale: b.store != nil}
+	m := topicMeta{Name: name, Partitions: int32(len(t.partitions())), Config: over, Created: t.created, BucketStale: b.store != nil}
 	dir := b.topicDir(name)
 	if err := writeTopicMeta(dir, m); err != nil {
 		return TopicInfo{}, fmt.Errorf("broker: alter topic %s: %w", name, err)
@@ -85,7 +85,7 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 		}
 	}
 	t.settings.Store(&topicSettings{overrides: over, cfg: cfg})
-	for i, p := range t.parts {
+	for i, p := range t.partitions() {
 		if err := p.SetConfig(hc, cfg.RemoteStorageEnable, cfg.retention()); err != nil {
 			// Validated above: a failure here is a bug, not bad input.
 			return TopicInfo{}, fmt.Errorf("broker: alter topic %s partition %d: %w", name, i, err)

@@ -80,6 +80,7 @@ type Broker struct {
 	// create and delete of one name are serialised end to end while the
 	// slow part of each runs without mu.
 	pending map[string]*pendingTopic
+	adding  int // partitions AddPartitions calls are opening
 	closed  bool
 	ctx     context.Context // cancelled by Close: ends bucket retries of lifecycle work
 	cancel  context.CancelFunc
@@ -94,8 +95,10 @@ type topic struct {
 	name     string
 	created  time.Time
 	settings atomic.Pointer[topicSettings] // replaced whole by AlterTopicConfig
-	parts    []*tiering.Partition
-	rr       atomic.Uint32 // round-robin for keyless records
+	// parts is replaced whole (copy on write) by AddPartitions, so
+	// appends and fetches read it without a lock.
+	parts atomic.Pointer[[]*tiering.Partition]
+	rr    atomic.Uint32 // round-robin for keyless records
 
 	// metaMu serialises the writers of the topic's metadata (topic.json
 	// and the bucket's topic record): AlterTopicConfig, and DeleteTopic's
@@ -300,17 +303,37 @@ func (b *Broker) openTopic(ctx context.Context, m topicMeta, isNew bool) (*topic
 	}
 	t := &topic{name: m.Name, created: m.Created}
 	t.settings.Store(&topicSettings{overrides: m.Config, cfg: cfg})
-	for p := range m.Partitions {
-		po := b.partitionOptions(m.Name, p, cfg)
+	parts, err := b.openPartitions(ctx, m.Name, 0, m.Partitions, cfg, isNew)
+	if err != nil {
+		return nil, err
+	}
+	t.parts.Store(&parts)
+	return t, nil
+}
+
+// openPartitions opens partitions from to to-1 of a topic; on an error it
+// closes those it opened.
+func (b *Broker) openPartitions(ctx context.Context, name string, from, to int32, cfg TopicConfig, isNew bool) ([]*tiering.Partition, error) {
+	var parts []*tiering.Partition
+	for p := from; p < to; p++ {
+		po := b.partitionOptions(name, p, cfg)
 		po.New = isNew
 		part, err := tiering.OpenPartition(ctx, po)
 		if err != nil {
-			t.close()
-			return nil, fmt.Errorf("broker: topic %s partition %d: %w", m.Name, p, err)
+			closeAll(parts)
+			return nil, fmt.Errorf("broker: topic %s partition %d: %w", name, p, err)
 		}
-		t.parts = append(t.parts, part)
+		parts = append(parts, part)
 	}
-	return t, nil
+	return parts, nil
+}
+
+// partitions is the topic's partitions now (never modified in place).
+func (t *topic) partitions() []*tiering.Partition {
+	if p := t.parts.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering.PartitionOptions {
@@ -325,9 +348,11 @@ func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering
 	}
 }
 
-func (t *topic) close() error {
+func (t *topic) close() error { return closeAll(t.partitions()) }
+
+func closeAll(parts []*tiering.Partition) error {
 	var errs []error
-	for _, p := range t.parts {
+	for _, p := range parts {
 		errs = append(errs, p.Close())
 	}
 	return errors.Join(errs...)
@@ -367,7 +392,7 @@ type TopicInfo struct {
 func (t *topic) info() TopicInfo {
 	st := t.settings.Load()
 	ti := TopicInfo{Name: t.name, Config: st.cfg.Map(), Overrides: maps.Clone(st.overrides)}
-	for p, part := range t.parts {
+	for p, part := range t.partitions() {
 		pi := PartitionInfo{Partition: int32(p), StartOffset: part.StartOffset(), EndOffset: part.EndOffset(),
 			LeaderEpoch: part.Log().LeaderEpoch()}
 		for _, s := range part.Log().Segments() {
@@ -425,10 +450,11 @@ func (b *Broker) Partition(name string, partition int32) (*tiering.Partition, er
 	if err != nil {
 		return nil, err
 	}
-	if partition < 0 || int(partition) >= len(t.parts) {
-		return nil, fmt.Errorf("%w: topic %s has partitions 0 to %d, not %d", ErrInvalidPartition, name, len(t.parts)-1, partition)
+	parts := t.partitions()
+	if partition < 0 || int(partition) >= len(parts) {
+		return nil, fmt.Errorf("%w: topic %s has partitions 0 to %d, not %d", ErrInvalidPartition, name, len(parts)-1, partition)
 	}
-	return t.parts[partition], nil
+	return parts[partition], nil
 }
 
 // PickPartition chooses a partition the way Kafka's default partitioner
@@ -438,7 +464,7 @@ func (b *Broker) PickPartition(name string, key []byte) (int32, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := int32(len(t.parts))
+	n := int32(len(t.partitions()))
 	if key != nil {
 		return partitioner.ForKey(key, n), nil
 	}

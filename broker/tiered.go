@@ -102,7 +102,7 @@ func (b *Broker) addToDaemon(t *topic) {
 	if b.daemon == nil {
 		return
 	}
-	for _, p := range t.parts {
+	for _, p := range t.partitions() {
 		b.daemon.Add(p)
 	}
 }
@@ -111,7 +111,7 @@ func (b *Broker) removeFromDaemon(t *topic) {
 	if b.daemon == nil {
 		return
 	}
-	for _, p := range t.parts {
+	for _, p := range t.partitions() {
 		b.daemon.Remove(p)
 	}
 }
@@ -142,7 +142,7 @@ func (b *Broker) TierStatus(name string) ([]tiering.Status, error) {
 	now := time.Now()
 	var out []tiering.Status
 	for _, t := range ts {
-		for _, p := range t.parts {
+		for _, p := range t.partitions() {
 			out = append(out, p.Status(now))
 		}
 	}

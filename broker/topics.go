@@ -38,13 +38,14 @@ type pendingTopic struct {
 	done bool       // guarded by mu: the deletion finished
 }
 
-// partitionsInUse counts the partitions of live topics and of creates in
-// flight. Called with b.mu held.
+// partitionsInUse counts the partitions of live topics and of creates and
+// adds in flight. Called with b.mu held.
 func (b *Broker) partitionsInUse() int {
 	n := 0
 	for _, t := range b.topics {
-		n += len(t.parts)
+		n += len(t.partitions())
 	}
+	n += b.adding
 	for _, p := range b.pending {
 		if !p.deleting {
 			n += int(p.parts)
@@ -224,7 +225,8 @@ func (b *Broker) DeleteTopic(name string) error {
 		b.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknownTopic, name)
 	}
-	meta := topicMeta{Name: name, Partitions: int32(len(t.parts)), Created: time.Now().UTC(), State: stateDeleting}
+	// Partitions is set under metaMu below, where no AddPartitions runs.
+	meta := topicMeta{Name: name, Created: time.Now().UTC(), State: stateDeleting}
 	op := &pendingTopic{deleting: true, meta: meta}
 	// Held until this call is done with op: the background retrier must
 	// not remove the directory before the tombstone is in it and the
@@ -244,7 +246,8 @@ func (b *Broker) DeleteTopic(name string) error {
 	// tombstone with a live topic.
 	t.metaMu.Lock()
 	t.deleted = true
-	tomb := meta
+	op.meta.Partitions = int32(len(t.partitions()))
+	tomb := op.meta
 	tomb.Config = t.settings.Load().overrides
 	if err := writeTopicMeta(b.topicDir(name), tomb); err != nil {
 		t.deleted = false

@@ -43,13 +43,14 @@ func (b *Broker) UploadNow(ctx context.Context, name string, partition int32) ([
 		return nil, err
 	}
 	var parts []uploading
-	for n, p := range t.parts {
+	all := t.partitions()
+	for n, p := range all {
 		if partition < 0 || int32(n) == partition {
 			parts = append(parts, uploading{p: p, up: PartitionUpload{Topic: name, Partition: int32(n)}})
 		}
 	}
 	if len(parts) == 0 {
-		return nil, fmt.Errorf("%w: topic %s has partitions 0 to %d, not %d", ErrInvalidPartition, name, len(t.parts)-1, partition)
+		return nil, fmt.Errorf("%w: topic %s has partitions 0 to %d, not %d", ErrInvalidPartition, name, len(all)-1, partition)
 	}
 	for i := range parts {
 		if err := parts[i].start(); err != nil {
@@ -73,7 +74,7 @@ func (b *Broker) UploadAll(ctx context.Context) []PartitionUpload {
 	b.mu.RLock()
 	var parts []uploading
 	for _, t := range b.topics {
-		for n, p := range t.parts {
+		for n, p := range t.partitions() {
 			parts = append(parts, uploading{p: p, up: PartitionUpload{Topic: t.name, Partition: int32(n)}})
 		}
 	}
