@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/tiering"
 )
 
@@ -22,13 +23,8 @@ import (
 // written, so a crash between the two writes (or a bucket write that
 // failed after landing) is repaired by the next open.
 func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []string) (TopicInfo, error) {
-	for _, k := range del {
-		if _, ok := configKeys[k]; !ok {
-			return TopicInfo{}, fmt.Errorf("%w: delete unknown key %q (valid keys: %s)", ErrInvalidConfig, k, strings.Join(ConfigKeys(), ", "))
-		}
-		if _, ok := set[k]; ok {
-			return TopicInfo{}, fmt.Errorf("%w: key %q is both set and deleted; do one", ErrInvalidConfig, k)
-		}
+	if err := checkDeletes(set, del); err != nil {
+		return TopicInfo{}, err
 	}
 	// Counted in b.ops like creates and deletes: Close waits for it, so no
 	// alter writes topic.json after Close has unlocked the data directory.
@@ -50,21 +46,9 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 		return TopicInfo{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
 	}
 	old := t.settings.Load()
-	over := maps.Clone(old.overrides)
-	if over == nil {
-		over = map[string]string{}
-	}
-	maps.Copy(over, set)
-	for _, k := range del {
-		delete(over, k)
-	}
-	cfg, err := ParseTopicConfig(b.opts.Defaults, over)
+	over, cfg, hc, err := b.altered(old, set, del)
 	if err != nil {
 		return TopicInfo{}, err
-	}
-	hc := cfg.hotConfig(b.store != nil)
-	if err := hc.Validate(); err != nil {
-		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 
 	// BucketStale until the bucket's record is written: a crash between the
@@ -94,6 +78,54 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	}
 	b.opts.Logger.Info("topic config altered", "topic", name, "set", set, "deleted", slices.Sorted(slices.Values(del)))
 	return t.info(), nil
+}
+
+// CheckAlterTopicConfig reports the error AlterTopicConfig would return
+// for the same change, without making it (Kafka's validate-only alter).
+func (b *Broker) CheckAlterTopicConfig(name string, set map[string]string, del []string) error {
+	if err := checkDeletes(set, del); err != nil {
+		return err
+	}
+	t, err := b.topic(name)
+	if err != nil {
+		return err
+	}
+	_, _, _, err = b.altered(t.settings.Load(), set, del)
+	return err
+}
+
+func checkDeletes(set map[string]string, del []string) error {
+	for _, k := range del {
+		if _, ok := configKeys[k]; !ok {
+			return fmt.Errorf("%w: delete unknown key %q (valid keys: %s)", ErrInvalidConfig, k, strings.Join(ConfigKeys(), ", "))
+		}
+		if _, ok := set[k]; ok {
+			return fmt.Errorf("%w: key %q is both set and deleted; do one", ErrInvalidConfig, k)
+		}
+	}
+	return nil
+}
+
+// altered is old with set and del applied: the new overrides, the config
+// they make and the partition log's config, validated.
+func (b *Broker) altered(old *topicSettings, set map[string]string, del []string) (map[string]string, TopicConfig, hot.Config, error) {
+	over := maps.Clone(old.overrides)
+	if over == nil {
+		over = map[string]string{}
+	}
+	maps.Copy(over, set)
+	for _, k := range del {
+		delete(over, k)
+	}
+	cfg, err := ParseTopicConfig(b.opts.Defaults, over)
+	if err != nil {
+		return nil, TopicConfig{}, hot.Config{}, err
+	}
+	hc := cfg.hotConfig(b.store != nil)
+	if err := hc.Validate(); err != nil {
+		return nil, TopicConfig{}, hot.Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	return over, cfg, hc, nil
 }
 
 // putTopicRecord writes a live topic's record to the bucket from m (its

@@ -369,6 +369,10 @@ func ValidateTopicName(name string) error {
 	return nil
 }
 
+// TopicDefaults is the server's topic config: what a topic gets for every
+// key it does not set.
+func (b *Broker) TopicDefaults() TopicConfig { return b.opts.Defaults }
+
 // PartitionInfo describes one partition.
 type PartitionInfo struct {
 	Partition              int32

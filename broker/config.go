@@ -154,6 +154,9 @@ var configKeys = map[string]configKey{
 	},
 }
 
+// ConfigKeyDoc says what values key takes ("" for an unknown key).
+func ConfigKeyDoc(key string) string { return configKeys[key].valid }
+
 // ConfigKeys lists the settable keys, sorted.
 func ConfigKeys() []string { return slices.Sorted(maps.Keys(configKeys)) }
 

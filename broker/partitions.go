@@ -47,11 +47,8 @@ func (b *Broker) AddPartitions(name string, total int32) (TopicInfo, error) {
 	}
 	old := t.partitions()
 	n := int32(len(old))
-	if total <= n {
-		return TopicInfo{}, fmt.Errorf("%w: topic %s has %d partitions; the new count must be larger, not %d", ErrInvalidPartition, name, n, total)
-	}
-	if total > b.opts.MaxPartitions {
-		return TopicInfo{}, fmt.Errorf("%w: %d partitions: valid range is 1 to %d", ErrInvalidPartition, total, b.opts.MaxPartitions)
+	if err := b.checkGrow(name, n, total); err != nil {
+		return TopicInfo{}, err
 	}
 	if err := b.reserveAdded(total - n); err != nil {
 		return TopicInfo{}, err
@@ -113,13 +110,39 @@ func (b *Broker) AddPartitions(name string, total int32) (TopicInfo, error) {
 	return t.info(), nil
 }
 
+// CheckAddPartitions reports the error AddPartitions would return for the
+// same arguments now, without adding anything (Kafka's validate-only
+// CreatePartitions).
+func (b *Broker) CheckAddPartitions(name string, total int32) error {
+	t, err := b.topic(name)
+	if err != nil {
+		return err
+	}
+	n := int32(len(t.partitions()))
+	if err := b.checkGrow(name, n, total); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.checkNodeLimit(total - n)
+}
+
+func (b *Broker) checkGrow(name string, n, total int32) error {
+	if total <= n {
+		return fmt.Errorf("%w: topic %s has %d partitions; the new count must be larger, not %d", ErrInvalidPartition, name, n, total)
+	}
+	if total > b.opts.MaxPartitions {
+		return fmt.Errorf("%w: %d partitions: valid range is 1 to %d", ErrInvalidPartition, total, b.opts.MaxPartitions)
+	}
+	return nil
+}
+
 // reserveAdded counts k partitions being added against the node's limit.
 func (b *Broker) reserveAdded(k int32) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if used := b.partitionsInUse(); used+int(k) > b.opts.MaxNodePartitions {
-		return fmt.Errorf("%w: %d more would make %d, past the limit of %d (max_node_partitions); %d are free",
-			ErrTooManyPartitions, k, used+int(k), b.opts.MaxNodePartitions, max(0, b.opts.MaxNodePartitions-used))
+	if err := b.checkNodeLimit(k); err != nil {
+		return err
 	}
 	b.adding += int(k)
 	return nil

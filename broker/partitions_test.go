@@ -174,3 +174,56 @@ func TestAddPartitionsNodeLimit(t *testing.T) {
 		t.Errorf("create with the limit used by added partitions: %v, want ErrTooManyPartitions", err)
 	}
 }
+
+// The Check* calls (Kafka's validate-only requests) report what the real
+// call would and change nothing.
+func TestChecksChangeNothing(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir)
+	if err := b.CheckCreateTopic("a", 2, map[string]string{"retention.ms": "1000"}); err != nil {
+		t.Fatal(err)
+	}
+	if ts := b.Topics(); len(ts) != 0 {
+		t.Fatalf("CheckCreateTopic created %+v", ts)
+	}
+	for _, c := range []struct {
+		err  error
+		want error
+	}{
+		{b.CheckCreateTopic("a", 2, map[string]string{"no.such": "1"}), ErrInvalidConfig},
+		{b.CheckCreateTopic("a b", 2, nil), ErrInvalidTopicName},
+		{b.CheckCreateTopic("a", 0, nil), ErrInvalidPartition},
+	} {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("got %v, want %v", c.err, c.want)
+		}
+	}
+	if _, err := b.CreateTopic("a", 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckCreateTopic("a", 2, nil); !errors.Is(err, ErrTopicExists) {
+		t.Errorf("CheckCreateTopic of an existing topic: %v", err)
+	}
+	if err := b.CheckAlterTopicConfig("a", map[string]string{"retention.ms": "5"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckAlterTopicConfig("a", map[string]string{"retention.ms": "soon"}, nil); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("CheckAlterTopicConfig with a bad value: %v", err)
+	}
+	if err := b.CheckAddPartitions("a", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckAddPartitions("a", 2); !errors.Is(err, ErrInvalidPartition) {
+		t.Errorf("CheckAddPartitions to the same count: %v", err)
+	}
+	b.Close()
+	b = open(t, dir)
+	defer b.Close()
+	ti, err := b.Topic("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ti.Partitions) != 2 || len(ti.Overrides) != 0 {
+		t.Errorf("after checks and a restart: %d partitions, overrides %v; want 2 and none", len(ti.Partitions), ti.Overrides)
+	}
+}

@@ -57,21 +57,11 @@ func (b *Broker) partitionsInUse() int {
 // CreateTopic creates a topic with the given partitions and config
 // overrides. The topic exists once its metadata file is durable.
 func (b *Broker) CreateTopic(name string, partitions int32, config map[string]string) (TopicInfo, error) {
-	if err := ValidateTopicName(name); err != nil {
+	if err := b.checkNewTopic(name, partitions, config); err != nil {
 		return TopicInfo{}, err
-	}
-	if partitions < 1 || partitions > b.opts.MaxPartitions {
-		return TopicInfo{}, fmt.Errorf("%w: %d partitions: valid range is 1 to %d", ErrInvalidPartition, partitions, b.opts.MaxPartitions)
 	}
 	if config == nil {
 		config = map[string]string{}
-	}
-	cfg, err := ParseTopicConfig(b.opts.Defaults, config)
-	if err != nil {
-		return TopicInfo{}, err
-	}
-	if err := cfg.hotConfig(b.store != nil).Validate(); err != nil {
-		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	m := topicMeta{Name: name, Partitions: partitions, Config: maps.Clone(config), Created: time.Now().UTC(), State: stateCreating}
 	op := &pendingTopic{parts: partitions, meta: m}
@@ -87,10 +77,50 @@ func (b *Broker) CreateTopic(name string, partitions int32, config map[string]st
 	return t.info(), nil
 }
 
+// CheckCreateTopic reports the error CreateTopic would return for the same
+// arguments now, without creating anything (Kafka's validate-only create).
+func (b *Broker) CheckCreateTopic(name string, partitions int32, config map[string]string) error {
+	if err := b.checkNewTopic(name, partitions, config); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.checkReserve(name, partitions)
+}
+
+// checkNewTopic validates a create's arguments.
+func (b *Broker) checkNewTopic(name string, partitions int32, config map[string]string) error {
+	if err := ValidateTopicName(name); err != nil {
+		return err
+	}
+	if partitions < 1 || partitions > b.opts.MaxPartitions {
+		return fmt.Errorf("%w: %d partitions: valid range is 1 to %d", ErrInvalidPartition, partitions, b.opts.MaxPartitions)
+	}
+	cfg, err := ParseTopicConfig(b.opts.Defaults, config)
+	if err != nil {
+		return err
+	}
+	if err := cfg.hotConfig(b.store != nil).Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
 // reserve claims name for op, or says why it cannot be.
 func (b *Broker) reserve(name string, op *pendingTopic) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.checkReserve(name, op.parts); err != nil {
+		return err
+	}
+	b.pending[name] = op
+	b.ops.Add(1)
+	return nil
+}
+
+// checkReserve says why name cannot be created with parts partitions now.
+// Called with b.mu held.
+func (b *Broker) checkReserve(name string, parts int32) error {
 	if b.closed {
 		return ErrClosed
 	}
@@ -103,12 +133,16 @@ func (b *Broker) reserve(name string, op *pendingTopic) error {
 		}
 		return fmt.Errorf("%w: %s (being created)", ErrTopicExists, name)
 	}
-	if used := b.partitionsInUse(); used+int(op.parts) > b.opts.MaxNodePartitions {
+	return b.checkNodeLimit(parts)
+}
+
+// checkNodeLimit says whether k more partitions fit the node's limit.
+// Called with b.mu held.
+func (b *Broker) checkNodeLimit(k int32) error {
+	if used := b.partitionsInUse(); used+int(k) > b.opts.MaxNodePartitions {
 		return fmt.Errorf("%w: %d more would make %d, past the limit of %d (max_node_partitions); %d are free",
-			ErrTooManyPartitions, op.parts, used+int(op.parts), b.opts.MaxNodePartitions, max(0, b.opts.MaxNodePartitions-used))
+			ErrTooManyPartitions, k, used+int(k), b.opts.MaxNodePartitions, max(0, b.opts.MaxNodePartitions-used))
 	}
-	b.pending[name] = op
-	b.ops.Add(1)
 	return nil
 }
 
