@@ -29,7 +29,39 @@ func init() {
 	apis = map[int16]api{
 		kmsg.ApiVersions.Int16(): {min: 0, max: 3, handle: typed((*Server).apiVersions)},
 		kmsg.Metadata.Int16():    {min: 0, max: 12, handle: typed((*Server).metadata)},
+
+		// Admin (topics.go, configs.go, cluster.go): every version kmsg
+		// has, which covers kadm's, kafka-python 2.0.2's (CreateTopics
+		// v3, DeleteTopics v3, CreatePartitions v1, DescribeConfigs v2,
+		// AlterConfigs v1) and the kafka CLI's.
+		kmsg.CreateTopics.Int16():            {min: 0, max: 7, handle: typed((*Server).createTopics)},
+		kmsg.DeleteTopics.Int16():            {min: 0, max: 6, handle: typed((*Server).deleteTopics)},
+		kmsg.CreatePartitions.Int16():        {min: 0, max: 3, handle: typed((*Server).createPartitions)},
+		kmsg.DescribeConfigs.Int16():         {min: 0, max: 4, handle: typed((*Server).describeConfigs)},
+		kmsg.AlterConfigs.Int16():            {min: 0, max: 2, handle: typed((*Server).alterConfigs)},
+		kmsg.IncrementalAlterConfigs.Int16(): {min: 0, max: 1, handle: typed((*Server).incrementalAlterConfigs)},
+		kmsg.DescribeCluster.Int16():         {min: 0, max: 2, handle: typed((*Server).describeCluster)},
+
+		// Features tierlog lacks (unsupported.go says why each is or is
+		// not advertised).
+		kmsg.DescribeTransactions.Int16(): {min: 0, max: 0, handle: typed((*Server).describeTransactions)},
+		kmsg.ListTransactions.Int16():     {min: 0, max: 2, handle: typed((*Server).listTransactions)},
+		kmsg.DescribeACLs.Int16():         {min: 0, max: 1, handle: typed((*Server).describeACLs)},
+		kmsg.CreateACLs.Int16():           {min: 0, max: 1, handle: typed((*Server).createACLs)},
+		kmsg.DeleteACLs.Int16():           {min: 0, max: 1, handle: typed((*Server).deleteACLs)},
+		kmsg.SASLHandshake.Int16():        {min: 0, max: 1, handle: typed((*Server).saslHandshake)},
+		kmsg.AddPartitionsToTxn.Int16():   hiddenAPI(kmsg.AddPartitionsToTxn, typed((*Server).addPartitionsToTxn)),
+		kmsg.AddOffsetsToTxn.Int16():      hiddenAPI(kmsg.AddOffsetsToTxn, typed((*Server).addOffsetsToTxn)),
+		kmsg.EndTxn.Int16():               hiddenAPI(kmsg.EndTxn, typed((*Server).endTxn)),
+		kmsg.TxnOffsetCommit.Int16():      hiddenAPI(kmsg.TxnOffsetCommit, typed((*Server).txnOffsetCommit)),
+		kmsg.SASLAuthenticate.Int16():     hiddenAPI(kmsg.SASLAuthenticate, typed((*Server).saslAuthenticate)),
 	}
+}
+
+// hiddenAPI answers every version kmsg can decode of a kind that is not
+// advertised.
+func hiddenAPI(k kmsg.Key, handle func(*Server, *clientConn, kmsg.Request) reply) api {
+	return api{min: 0, max: kmsg.RequestForKey(k.Int16()).MaxVersion(), handle: handle, hidden: true}
 }
 
 // apiVersionKeys lists the table for an ApiVersions response, by key.

@@ -18,9 +18,12 @@ import (
 // are those Kafka itself returns in the same situation, so clients retry
 // what is retriable and surface the rest.
 func errorCode(err error) int16 {
+	var coded *codedError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &coded):
+		return coded.code.Code
 	case errors.Is(err, broker.ErrUnknownTopic):
 		return kerr.UnknownTopicOrPartition.Code
 	case errors.Is(err, broker.ErrInvalidPartition):
@@ -56,6 +59,16 @@ func errorCode(err error) int16 {
 	}
 	return kerr.UnknownServerError.Code
 }
+
+// codedError is a failure the front end itself finds (a request that
+// makes no sense, a replication factor one node cannot have), with the
+// Kafka code that answers it and a message saying why.
+type codedError struct {
+	code *kerr.Error
+	msg  string
+}
+
+func (e *codedError) Error() string { return e.msg }
 
 // errorMessage is err's text for responses that carry one, nil for none.
 func errorMessage(err error) *string {

@@ -1,0 +1,33 @@
+package kafka
+
+import (
+	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// describeCluster describes the cluster of one: this node is the only
+// broker and the controller, the cluster id is the data directory's. The
+// node has no separate controller endpoint (v1's endpoint type 2).
+func (s *Server) describeCluster(_ *clientConn, req *kmsg.DescribeClusterRequest) reply {
+	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
+	resp.EndpointType = req.EndpointType
+	switch {
+	case req.Version >= 1 && req.EndpointType == 2:
+		resp.ErrorCode = kerr.MismatchedEndpointType.Code
+		msg := "this is a broker endpoint; tierlog has no separate controller endpoint"
+		resp.ErrorMessage = &msg
+		return reply{resp: resp}
+	case req.Version >= 1 && req.EndpointType != 1:
+		resp.ErrorCode = kerr.UnsupportedEndpointType.Code
+		return reply{resp: resp}
+	}
+	resp.ClusterID = s.b.ClusterID()
+	resp.ControllerID = s.opts.NodeID
+	b := kmsg.NewDescribeClusterResponseBroker()
+	b.NodeID, b.Host, b.Port = s.opts.NodeID, s.opts.AdvertisedHost, s.opts.AdvertisedPort
+	resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+	resp.ClusterAuthorizedOperations = math.MinInt32 // not computed (no ACLs), as in Metadata
+	return reply{resp: resp}
+}
