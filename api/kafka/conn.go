@@ -176,38 +176,22 @@ func readFrame(r io.Reader, n int) ([]byte, error) {
 // start decodes one request and starts handling it. An error closes the
 // connection after the responses already queued.
 func (c *clientConn) start(body []byte) (*pending, error) {
-	hdr, rest, err := parseHeader(body)
-	if err != nil {
-		return nil, c.fail("bad header", err)
-	}
+	hdr, a, req, err := decodeRequest(body)
 	if hdr.clientID != nil {
 		c.clientID = *hdr.clientID
 	}
-	a, ok := apis[hdr.key]
-	if !ok {
-		return nil, c.fail("unknown api", fmt.Errorf("api key %d (%s) is not supported", hdr.key, kmsg.NameForKey(hdr.key)))
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		return nil, c.fail(pe.reason, pe.err)
 	}
 	p := &pending{hdr: hdr, done: make(chan struct{})}
-	if hdr.version < a.min || hdr.version > a.max {
-		if hdr.key == kmsg.ApiVersions.Int16() {
-			// Clients send their newest ApiVersions first and read the
-			// v0 reply (error and our ranges) to downgrade.
-			p.hdr.version = 0
-			p.resp = apiVersionsUnsupported()
-			close(p.done)
-			return p, nil
-		}
-		return nil, c.fail("unsupported version", fmt.Errorf("%s v%d (supported v%d to v%d)", kmsg.NameForKey(hdr.key), hdr.version, a.min, a.max))
-	}
-	req := kmsg.RequestForKey(hdr.key)
-	req.SetVersion(hdr.version)
-	if req.IsFlexible() {
-		if rest, err = skipTags(rest); err != nil {
-			return nil, c.fail("bad header", err)
-		}
-	}
-	if err := req.ReadFrom(rest); err != nil {
-		return nil, c.fail("malformed request", fmt.Errorf("%s v%d: %w", kmsg.NameForKey(hdr.key), hdr.version, err))
+	if req == nil {
+		// Clients send their newest ApiVersions first and read the v0
+		// reply (error and our ranges) to downgrade.
+		p.hdr.version = 0
+		p.resp = apiVersionsUnsupported()
+		close(p.done)
+		return p, nil
 	}
 	c.s.m.requests.WithLabelValues(kmsg.NameForKey(hdr.key)).Inc()
 	rep, err := c.handle(a, req)
@@ -227,6 +211,38 @@ func (c *clientConn) start(body []byte) (*pending, error) {
 		close(p.done)
 	}
 	return p, nil
+}
+
+// decodeRequest parses a request's header, finds its kind in the table and
+// decodes its body. A nil request with no error is an ApiVersions of a
+// version the server does not know (answered with the v0 reply); an error
+// is a *protocolError, for which the connection closes.
+func decodeRequest(body []byte) (header, api, kmsg.Request, error) {
+	hdr, rest, err := parseHeader(body)
+	if err != nil {
+		return hdr, api{}, nil, &protocolError{"bad header", err}
+	}
+	a, ok := apis[hdr.key]
+	if !ok {
+		return hdr, a, nil, &protocolError{"unknown api", fmt.Errorf("api key %d (%s) is not supported", hdr.key, kmsg.NameForKey(hdr.key))}
+	}
+	if hdr.version < a.min || hdr.version > a.max {
+		if hdr.key == kmsg.ApiVersions.Int16() {
+			return hdr, a, nil, nil
+		}
+		return hdr, a, nil, &protocolError{"unsupported version", fmt.Errorf("%s v%d (supported v%d to v%d)", kmsg.NameForKey(hdr.key), hdr.version, a.min, a.max)}
+	}
+	req := kmsg.RequestForKey(hdr.key)
+	req.SetVersion(hdr.version)
+	if req.IsFlexible() {
+		if rest, err = skipTags(rest); err != nil {
+			return hdr, a, nil, &protocolError{"bad header", err}
+		}
+	}
+	if err := req.ReadFrom(rest); err != nil {
+		return hdr, a, nil, &protocolError{"malformed request", fmt.Errorf("%s v%d: %w", kmsg.NameForKey(hdr.key), hdr.version, err)}
+	}
+	return hdr, a, req, nil
 }
 
 // handle runs a handler, turning a panic (a bug, never bad input: the
