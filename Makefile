@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz='^FuzzRecover$$' -fuzztime=$(FUZZTIME) ./hot
 	$(GO) test -run=NONE -fuzz='^FuzzParseFooter$$' -fuzztime=$(FUZZTIME) ./cold
 	$(GO) test -run=NONE -fuzz='^FuzzDecodeChunk$$' -fuzztime=$(FUZZTIME) ./cold
+	$(GO) test -run=NONE -fuzz='^FuzzRequest$$' -fuzztime=$(FUZZTIME) ./api/kafka
 
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=10m
