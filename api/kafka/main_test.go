@@ -32,10 +32,16 @@ type testNode struct {
 // Kafka for it with opts; both close when the test ends.
 func startNode(t testing.TB, dir string, opts Options) *testNode {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
+	return startNodeWith(t, broker.Options{Dir: dir}, opts)
+}
+
+// startNodeWith is startNode with the broker's options.
+func startNodeWith(t testing.TB, bo broker.Options, opts Options) *testNode {
+	t.Helper()
+	if bo.Dir == "" {
+		bo.Dir = t.TempDir()
 	}
-	b, err := broker.Open(context.Background(), broker.Options{Dir: dir})
+	b, err := broker.Open(context.Background(), bo)
 	if err != nil {
 		t.Fatal(err)
 	}
