@@ -274,11 +274,28 @@ func (c *clientConn) writeLoop() {
 	w := bufio.NewWriterSize(c.nc, 64<<10)
 	var buf []byte
 	for p := range c.queue {
-		<-p.done
+		select {
+		case <-p.done:
+		default:
+			// The next answer is not ready: send those buffered now
+			// rather than hold them behind it (a long poll can wait
+			// seconds).
+			if w.Buffered() > 0 {
+				_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+				if err := w.Flush(); err != nil {
+					c.close()
+				}
+			}
+			<-p.done
+		}
 		if p.resp != nil {
 			buf = appendResponse(buf[:0], p.hdr, p.resp)
 			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := w.Write(buf); err != nil {
+			_, err := w.Write(buf)
+			if cap(buf) > 1<<20 {
+				buf = nil // one large answer does not pin its size for the connection's life
+			}
+			if err != nil {
 				c.close()
 				continue // drain the queue so the reader is not blocked
 			}
@@ -297,9 +314,6 @@ func (c *clientConn) writeLoop() {
 		}
 	}
 	_ = w.Flush()
-	if cap(buf) > 1<<20 {
-		buf = nil
-	}
 }
 
 // appendResponse frames resp: size, correlation id, the v1 header's tags

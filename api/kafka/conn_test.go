@@ -242,22 +242,62 @@ func TestHugeSizeClaimAllocatesNothing(t *testing.T) {
 	dialRaw(t, n.addr).checkAlive()
 }
 
-// Pipelined requests are answered in order with their correlation ids,
-// past the pipeline depth, a request whose answer waits (later) holding
-// back the ready answers behind it without stopping them being started.
-func TestPipelinedAnswersInOrder(t *testing.T) {
-	release := make(chan struct{})
-	slowKey := kmsg.Envelope.Int16() // a kind tierlog never answers, borrowed for the test
-	apis[slowKey] = api{min: 0, max: 0, hidden: true, handle: func(s *Server, c *clientConn, req kmsg.Request) reply {
+// slowAPI borrows a kind tierlog never answers (Envelope) for a test: its
+// answer waits (later) until the test releases it by the first byte of
+// the request's data, or the connection closes.
+func slowAPI(t *testing.T) (release func(id byte)) {
+	var chans [256]chan struct{}
+	for i := range chans {
+		chans[i] = make(chan struct{})
+	}
+	key := kmsg.Envelope.Int16()
+	apis[key] = api{min: 0, max: 0, hidden: true, handle: func(s *Server, c *clientConn, req kmsg.Request) reply {
+		id := req.(*kmsg.EnvelopeRequest).RequestData[0]
 		return reply{later: func(ctx context.Context) kmsg.Response {
 			select {
-			case <-release:
+			case <-chans[id]:
 			case <-ctx.Done():
 			}
 			return req.ResponseKind()
 		}}
 	}}
-	t.Cleanup(func() { delete(apis, slowKey) })
+	t.Cleanup(func() { delete(apis, key) })
+	return func(id byte) { close(chans[id]) }
+}
+
+func slowRequest(id byte) kmsg.Request {
+	req := kmsg.NewPtrEnvelopeRequest()
+	req.RequestData = []byte{id}
+	return req
+}
+
+// Answers that are ready go out while the one behind them waits: they are
+// not held in the write buffer until it is ready too.
+func TestReadyAnswersNotHeldBehindSlowOne(t *testing.T) {
+	release := slowAPI(t)
+	reg := prometheus.NewRegistry()
+	n := startNode(t, "", Options{Registerer: reg})
+	r := dialRaw(t, n.addr)
+	av := kmsg.NewPtrApiVersionsRequest()
+	b1, c1 := r.frame(slowRequest(1))
+	b2, c2 := r.frame(av)
+	b3, c3 := r.frame(slowRequest(2))
+	r.write(append(append(b1, b2...), b3...))
+	itest.Eventually(t, 10*time.Second, func() bool {
+		return testutil.ToFloat64(n.s.m.requests.WithLabelValues("Envelope")) == 2
+	}, "both slow requests to start")
+	release(1)
+	r.recv(slowRequest(1), c1)
+	r.recv(av, c2) // while the third still waits
+	release(2)
+	r.recv(slowRequest(2), c3)
+}
+
+// Pipelined requests are answered in order with their correlation ids,
+// past the pipeline depth, a request whose answer waits (later) holding
+// back the ready answers behind it without stopping them being started.
+func TestPipelinedAnswersInOrder(t *testing.T) {
+	release := slowAPI(t)
 	reg := prometheus.NewRegistry()
 	n := startNode(t, "", Options{Registerer: reg})
 	r := dialRaw(t, n.addr)
@@ -273,8 +313,7 @@ func TestPipelinedAnswersInOrder(t *testing.T) {
 		buf = append(buf, b...)
 		all = append(all, sent{req, corr})
 	}
-	slow := kmsg.NewPtrEnvelopeRequest()
-	add(slow)
+	add(slowRequest(1))
 	fast := 0
 	for i := range pipelineDepth - 2 {
 		if i%2 == 0 {
@@ -294,7 +333,7 @@ func TestPipelinedAnswersInOrder(t *testing.T) {
 	itest.Eventually(t, 10*time.Second, func() bool {
 		return testutil.ToFloat64(n.s.m.requests.WithLabelValues("ApiVersions")) == float64(fast)
 	}, "the fast requests behind the slow one to start")
-	close(release)
+	release(1)
 	// More behind them, past the pipeline depth.
 	buf = nil
 	for range 3 * pipelineDepth {
