@@ -1,7 +1,11 @@
 package kafka
 
 import (
+	"context"
+	"os/exec"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -152,4 +156,23 @@ func TestUnsupportedFeaturesAnswerWithErrors(t *testing.T) {
 		t.Errorf("ListTransactions: %+v", resp)
 	}
 	r.checkAlive()
+}
+
+// kcat (librdkafka) configured for SASL reports that the broker has no
+// SASL mechanisms - a clear error, not a dropped connection or a hang -
+// and the server keeps serving.
+func TestKcatSASLGetsClearError(t *testing.T) {
+	n := startNode(t, "", Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "kcat", "-L", "-b", n.addr, "-m", "2",
+		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+		"-X", "sasl.username=u", "-X", "sasl.password=p").CombinedOutput()
+	if err == nil {
+		t.Fatalf("kcat with SASL succeeded against a broker without SASL:\n%s", out)
+	}
+	if !strings.Contains(string(out), "Unsupported SASL mechanism") {
+		t.Fatalf("kcat with SASL (needs Debian's kcat; the test command installs it): %v\n%s", err, out)
+	}
+	dialRaw(t, n.addr).checkAlive()
 }
