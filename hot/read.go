@@ -166,6 +166,13 @@ func (l *Log) Wait(ctx context.Context, offset int64) error {
 	}
 }
 
+// Changed returns a channel closed when the end offset next moves and one
+// closed when the log closes. A reader waiting on many logs at once (a
+// Kafka fetch of many partitions) selects on all of theirs from one
+// goroutine instead of running a Wait per log; it reads EndOffset after
+// taking the channels, so a move between the two is not missed.
+func (l *Log) Changed() (moved, closed <-chan struct{}) { return *l.notify.Load(), l.stop }
+
 // Segments describes every local segment, oldest first.
 func (l *Log) Segments() []SegmentInfo {
 	l.mu.RLock()

@@ -247,6 +247,21 @@ func (p *Partition) StartOffset() int64 {
 	return local
 }
 
+// MaxTimestamp is the largest batch max timestamp of the partition, remote
+// or local (Unix ms), -1 if it holds no records.
+func (p *Partition) MaxTimestamp() int64 {
+	ts := int64(-1)
+	for _, s := range p.log.Segments() {
+		ts = max(ts, s.MaxTimestamp)
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, s := range p.view {
+		ts = max(ts, s.MaxTimestamp)
+	}
+	return ts
+}
+
 // EndOffset is the next offset to be written (readers see everything below).
 func (p *Partition) EndOffset() int64 { return p.log.EndOffset() }
 

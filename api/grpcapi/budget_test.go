@@ -16,6 +16,7 @@ import (
 	"github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
@@ -132,7 +133,7 @@ func TestFetchBudgetHeldBySlowConsumersRefusesRetriably(t *testing.T) {
 	// windows, so its Send blocks after the first response.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for i := range fetchShareDivisor {
+	for i := range fetchbudget.ShareDivisor {
 		conn, err := grpc.NewClient(e.conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 		if err != nil {
@@ -145,8 +146,8 @@ func TestFetchBudgetHeldBySlowConsumersRefusesRetriably(t *testing.T) {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 	}
-	testutil.Eventually(t, time.Minute, func() bool { return e.srv.budgetUsed.Load() == budget },
-		"8 stalled streams do not hold the whole %d-byte budget (held: %d)", budget, e.srv.budgetUsed.Load())
+	testutil.Eventually(t, time.Minute, func() bool { return e.srv.budget.Used() == budget },
+		"8 stalled streams do not hold the whole %d-byte budget (held: %d)", budget, e.srv.budget.Used())
 
 	_, err := e.c.Fetch(context.Background(), &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: 1 << 10, Raw: true})
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "slow consumers") {
@@ -154,8 +155,8 @@ func TestFetchBudgetHeldBySlowConsumersRefusesRetriably(t *testing.T) {
 	}
 
 	cancel() // the slow consumers go away
-	testutil.Eventually(t, time.Minute, func() bool { return e.srv.budgetUsed.Load() == 0 },
-		"budget still held after the stalled streams were cancelled: %d", e.srv.budgetUsed.Load())
+	testutil.Eventually(t, time.Minute, func() bool { return e.srv.budget.Used() == 0 },
+		"budget still held after the stalled streams were cancelled: %d", e.srv.budget.Used())
 	if _, err := e.c.Fetch(context.Background(), &tierlogv1.FetchRequest{Topic: "t", Start: offsetStart(0), MaxBytes: 1 << 10, Raw: true}); err != nil {
 		t.Fatalf("fetch after the slow consumers left: %v", err)
 	}

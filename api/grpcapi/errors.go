@@ -11,6 +11,7 @@ import (
 	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 	"github.com/tierlog/tierlog/tiering"
 )
 
@@ -29,7 +30,7 @@ func statusCode(err error) codes.Code {
 	case errors.Is(err, broker.ErrTopicDeletionPending):
 		// The name frees up once the bucket is clean: retry later.
 		return codes.Unavailable
-	case errors.Is(err, broker.ErrTooManyPartitions):
+	case errors.Is(err, broker.ErrTooManyPartitions), errors.Is(err, fetchbudget.ErrExhausted):
 		return codes.ResourceExhausted
 	case errors.Is(err, broker.ErrTopicExists):
 		return codes.AlreadyExists

@@ -12,6 +12,7 @@ import (
 	"github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 )
 
 const (
@@ -98,7 +99,7 @@ func (s *Server) Fetch(ctx context.Context, req *tierlogv1.FetchRequest) (*tierl
 	}
 	// Released when the handler returns: gRPC then encodes the response
 	// and queues it on the connection, which is not counted.
-	defer h.release()
+	defer h.Release()
 	resp, _, err := s.fetchOnce(ctx, p, off, p.maxRecords, h)
 	return resp, s.statusFor("Fetch", err)
 }
@@ -136,10 +137,10 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 	// (no deadlock), and gives them back when it is caught up and waits for
 	// records.
 	p = s.fit(p, 2)
-	var h *hold
+	var h *fetchbudget.Hold
 	defer func() {
 		if h != nil {
-			h.release()
+			h.Release()
 		}
 	}()
 	var sent int64
@@ -180,7 +181,7 @@ func (s *Server) FetchStream(req *tierlogv1.FetchStreamRequest, stream grpc.Serv
 		if !req.GetFollow() {
 			return nil
 		}
-		h.release()
+		h.Release()
 		h = nil
 		if err := s.b.Wait(ctx, p.topic, p.partition, off); err != nil {
 			return s.waitFailed(p, off, err)
@@ -208,7 +209,7 @@ func (s *Server) waitFailed(p fetchParams, off int64, err error) error {
 // records at or above off that the response carries (in raw mode, counted
 // from the batches' offset ranges). Decoding a compressed batch takes its
 // decoder's memory from the fetch budget on top of h while it runs.
-func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit int, h *hold) (*tierlogv1.FetchResponse, int, error) {
+func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit int, h *fetchbudget.Hold) (*tierlogv1.FetchResponse, int, error) {
 	res, err := s.b.Fetch(ctx, p.topic, p.partition, off, p.maxBytes)
 	if err != nil {
 		return nil, 0, err
@@ -262,10 +263,10 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 				mem := int64(batch.EachMemory(whole))
 				if n > 0 {
 					var ok bool
-					if took, ok = h.tryGrow(mem); !ok {
+					if took, ok = h.TryGrow(mem); !ok {
 						break
 					}
-				} else if took, err = h.grow(ctx, mem); err != nil {
+				} else if took, err = h.Grow(ctx, mem); err != nil {
 					return nil, 0, err
 				}
 			}
@@ -287,7 +288,7 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 				resp.NextOffset = r.Offset + 1
 				return true
 			})
-			h.shrink(took)
+			h.Shrink(took)
 			if err != nil {
 				if n == 0 && resp.NextOffset == off {
 					return nil, 0, status.Errorf(codes.Internal, "%s/%d: stored batch at offset %d cannot be read: %v", p.topic, p.partition, resp.NextOffset, err)

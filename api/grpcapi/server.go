@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec produceCodec wraps
@@ -18,6 +17,7 @@ import (
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 )
 
 // Options configures a Server. The zero value is usable.
@@ -28,7 +28,7 @@ type Options struct {
 	// Registerer receives the API's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	// FetchBudgetBytes bounds the memory of fetch and stream responses in
-	// flight, server-wide (0: DefaultFetchBudget). A fetch waits for its
+	// flight, server-wide (0: fetchbudget.DefaultBytes). A fetch waits for its
 	// share before it reads from the log, so slow consumers get
 	// back-pressure rather than the server buffering for them.
 	//
@@ -37,21 +37,14 @@ type Options struct {
 	// to fit, so a few slow consumers cannot hold all of it.
 	FetchBudgetBytes int64
 	// FetchBudgetWait bounds how long a fetch waits for its share of the
-	// budget (0: DefaultFetchBudgetWait). Past it the fetch fails with
+	// budget (0: fetchbudget.DefaultWait). Past it the fetch fails with
 	// RESOURCE_EXHAUSTED, which clients retry, rather than hanging behind
 	// consumers that stopped reading.
 	FetchBudgetWait time.Duration
+	// Budget is the server-wide fetch budget, shared with the Kafka
+	// listener; nil makes one from FetchBudgetBytes and FetchBudgetWait.
+	Budget *fetchbudget.Budget
 }
-
-const (
-	// DefaultFetchBudget is the fetch budget when Options leave it zero.
-	DefaultFetchBudget = 256 << 20
-	// DefaultFetchBudgetWait is the fetch budget wait when Options leave
-	// it zero.
-	DefaultFetchBudgetWait = 5 * time.Second
-	// fetchShareDivisor: one response takes at most budget/fetchShareDivisor.
-	fetchShareDivisor = 8
-)
 
 // Server implements tierlogv1.TierLogServer on a broker. It is safe for
 // concurrent use; every RPC goes straight to the broker.
@@ -75,11 +68,7 @@ type Server struct {
 	// methods are unary.
 	grpc atomic.Pointer[grpc.Server]
 	// budget holds the bytes of fetch responses in flight; see reserve.
-	budget     *semaphore.Weighted
-	budgetSize int64
-	budgetWait time.Duration
-	// budgetUsed mirrors what budget has handed out, for the metric.
-	budgetUsed atomic.Int64
+	budget *fetchbudget.Budget
 }
 
 // NewServer returns a server for b. The caller keeps ownership of b and
@@ -93,20 +82,11 @@ func NewServer(b *broker.Broker, opts Options) *Server {
 	recordsOut := promauto.With(opts.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "tierlog_grpc_records_out_total", Help: "Records served by Fetch and FetchStream.",
 	}, []string{"topic"})
-	size := opts.FetchBudgetBytes
-	if size <= 0 {
-		size = DefaultFetchBudget
+	budget := opts.Budget
+	if budget == nil {
+		budget = fetchbudget.New(opts.FetchBudgetBytes, opts.FetchBudgetWait, opts.Registerer)
 	}
-	wait := opts.FetchBudgetWait
-	if wait <= 0 {
-		wait = DefaultFetchBudgetWait
-	}
-	s := &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut,
-		budget: semaphore.NewWeighted(size), budgetSize: size, budgetWait: wait}
-	promauto.With(opts.Registerer).NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tierlog_grpc_fetch_budget_used_bytes",
-		Help: "Fetch budget held by fetch and stream responses in flight (see --fetch-budget-bytes).",
-	}, func() float64 { return float64(s.budgetUsed.Load()) })
+	s := &Server{b: b, log: log, closing: closing, close: cancel, recordsOut: recordsOut, budget: budget}
 	s.drain = newDrainTracker(func() map[string]grpc.ServiceInfo {
 		if g := s.grpc.Load(); g != nil {
 			return g.GetServiceInfo()

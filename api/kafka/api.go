@@ -55,6 +55,11 @@ func init() {
 		kmsg.EndTxn.Int16():               hiddenAPI(kmsg.EndTxn, typed((*Server).endTxn)),
 		kmsg.TxnOffsetCommit.Int16():      hiddenAPI(kmsg.TxnOffsetCommit, typed((*Server).txnOffsetCommit)),
 		kmsg.SASLAuthenticate.Int16():     hiddenAPI(kmsg.SASLAuthenticate, typed((*Server).saslAuthenticate)),
+
+		kmsg.Fetch.Int16():       {min: fetchMinVersion, max: fetchMaxVersion, handle: typed((*Server).fetch)},
+		kmsg.ListOffsets.Int16(): {min: listOffsetsMinVersion, max: listOffsetsMaxVersion, handle: typed((*Server).listOffsets)},
+		kmsg.OffsetForLeaderEpoch.Int16(): {min: offsetForLeaderEpochMinVersion, max: offsetForLeaderEpochMaxVersion,
+			handle: typed((*Server).offsetForLeaderEpoch)},
 	}
 }
 

@@ -138,6 +138,8 @@ func (c *clientConn) readLoop() error {
 		select {
 		case c.queue <- p:
 		case <-c.ctx.Done():
+			// Never written: a response it holds budget for gives it back.
+			go func() { <-p.done; release(p.resp) }()
 			return c.ctx.Err()
 		}
 		if p.closeAfter {
@@ -292,8 +294,9 @@ func (c *clientConn) writeLoop() {
 			buf = appendResponse(buf[:0], p.hdr, p.resp)
 			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 			_, err := w.Write(buf)
-			if cap(buf) > 1<<20 {
-				buf = nil // one large answer does not pin its size for the connection's life
+			release(p.resp)
+			if cap(buf) > maxKeptBuffer {
+				buf = nil // a large fetch's buffer is not kept for the connection's life
 			}
 			if err != nil {
 				c.close()
@@ -314,6 +317,25 @@ func (c *clientConn) writeLoop() {
 		}
 	}
 	_ = w.Flush()
+}
+
+// maxKeptBuffer is the largest response buffer a connection keeps between
+// responses: bigger ones (fetches) are encoded into a fresh buffer, which
+// the fetch budget counts, and dropped once written.
+const maxKeptBuffer = 1 << 20
+
+// held is a response that holds memory budget (a fetch's records) until
+// it has been written to the connection or dropped with it.
+type held struct {
+	kmsg.Response
+	release func()
+}
+
+// release gives back what resp holds, if anything.
+func release(resp kmsg.Response) {
+	if h, ok := resp.(*held); ok {
+		h.release()
+	}
 }
 
 // appendResponse frames resp: size, correlation id, the v1 header's tags

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 )
 
 // Options configures a Server. The zero value is usable.
@@ -47,6 +48,11 @@ type Options struct {
 	// first byte has (0: DefaultFrameTimeout), so a client trickling bytes
 	// cannot hold a connection and its buffer forever.
 	FrameTimeout time.Duration
+	// FetchBudget is the server-wide fetch budget, shared with the gRPC
+	// API (nil: one of fetchbudget.DefaultBytes for this server alone).
+	// A fetch holds its records' memory from it until its response is
+	// written.
+	FetchBudget *fetchbudget.Budget
 }
 
 const (
@@ -86,6 +92,10 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	conns    prometheus.Gauge
+	// fetchBytes counts record batch bytes sent in fetch responses, by
+	// tier; coldReads is the bucket reads fetches are waiting for.
+	fetchBytes *prometheus.CounterVec
+	coldReads  prometheus.Gauge
 }
 
 // New returns a Kafka front end for b. The caller keeps ownership of b and
@@ -106,6 +116,9 @@ func New(b *broker.Broker, opts Options) *Server {
 	if opts.FrameTimeout <= 0 {
 		opts.FrameTimeout = DefaultFrameTimeout
 	}
+	if opts.FetchBudget == nil {
+		opts.FetchBudget = fetchbudget.New(0, 0, nil)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := promauto.With(opts.Registerer)
 	return &Server{b: b, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
@@ -117,6 +130,10 @@ func New(b *broker.Broker, opts Options) *Server {
 				Help: "Kafka connections closed for a protocol error, by reason."}, []string{"reason"}),
 			conns: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_kafka_connections",
 				Help: "Open Kafka protocol connections."}),
+			fetchBytes: f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_kafka_fetch_bytes_total",
+				Help: "Record batch bytes sent in Kafka fetch responses, by tier the read started in (hot or cold)."}, []string{"tier"}),
+			coldReads: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_kafka_fetch_cold_reads",
+				Help: "Partition reads from the bucket in flight for Kafka fetches."}),
 		}}
 }
 

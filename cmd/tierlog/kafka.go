@@ -12,15 +12,16 @@ import (
 	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/internal/config"
 	"github.com/tierlog/tierlog/internal/connlimit"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 )
 
 // serveKafka starts the Kafka listener cfg names and returns the server and
 // the address Metadata gives clients. With kafka_addr "none" the server
 // listens nowhere (its Close does nothing) and the address is empty.
-func serveKafka(cfg config.Server, b *broker.Broker, maxConns int, conns *connlimit.Metrics, reg prometheus.Registerer,
+func serveKafka(cfg config.Server, b *broker.Broker, budget *fetchbudget.Budget, maxConns int, conns *connlimit.Metrics, reg prometheus.Registerer,
 	logger *slog.Logger, failed chan<- error) (*kafka.Server, string, error) {
 	opts := kafka.Options{Logger: logger, Registerer: reg, MaxRequestBytes: int32(cfg.KafkaMaxRequestBytes),
-		AutoCreateTopics: cfg.AutoCreateTopics, NumPartitions: cfg.NumPartitions, IdleTimeout: cfg.ConnIdleTimeout}
+		AutoCreateTopics: cfg.AutoCreateTopics, NumPartitions: cfg.NumPartitions, IdleTimeout: cfg.ConnIdleTimeout, FetchBudget: budget}
 	if cfg.KafkaAddr == "none" {
 		return kafka.New(b, opts), "", nil
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/internal/config"
 	"github.com/tierlog/tierlog/internal/connlimit"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/internal/httpserver"
 	"github.com/tierlog/tierlog/tiering"
@@ -222,7 +223,10 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	lis = connlimit.Wrap(lis, connlimit.Options{Name: "grpc", Max: grpcConns, Metrics: conns, Logger: logger})
-	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg, FetchBudgetBytes: cfg.FetchBudgetBytes})
+	// One fetch budget for both front ends: together they hold at most
+	// cfg.FetchBudgetBytes of responses (see the memory limit below).
+	budget := fetchbudget.New(cfg.FetchBudgetBytes, 0, reg)
+	api := grpcapi.NewServer(b, grpcapi.Options{Logger: logger, Registerer: reg, Budget: budget})
 	gs := grpc.NewServer(append(api.ServerOptions(),
 		grpc.MaxRecvMsgSize(maxGRPCMessageBytes),
 		// A connection that never completes the HTTP/2 handshake holds a
@@ -240,7 +244,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}()
 	ready.grpcServing.Store(true)
 
-	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, grpcConns, conns, reg, logger, failed)
+	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, budget, grpcConns, conns, reg, logger, failed)
 	if err != nil {
 		gs.Stop()
 		return err

@@ -1,0 +1,239 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
+	"github.com/tierlog/tierlog/tiering"
+)
+
+// fetchPart is one partition of a fetch request and, per round, what was
+// read for it.
+type fetchPart struct {
+	topic     string
+	topicIdx  int // the topic's place in the request (a topic may be listed twice)
+	partition int32
+	offset    int64
+	maxBytes  int
+	epoch     int32              // CurrentLeaderEpoch, -1: not checked
+	p         *tiering.Partition // nil: code says why
+
+	// This round's answer.
+	code       int16
+	start, end int64
+	data       []byte // whole batches
+
+	// This round's read: wanted (the partition has records at offset),
+	// cold (they are below the local log start: a bucket read), and for
+	// a read started ahead on its own goroutine, its limit and result.
+	want, cold bool
+	started    bool
+	limit      int
+	done       chan struct{}
+	res        hot.FetchResult
+	err        error
+}
+
+// fetchParts resolves the request's partitions, in request order.
+func (s *Server) fetchParts(req *kmsg.FetchRequest) []*fetchPart {
+	var parts []*fetchPart
+	for ti, rt := range req.Topics {
+		for _, rp := range rt.Partitions {
+			fp := &fetchPart{topic: rt.Topic, topicIdx: ti, partition: rp.Partition, offset: rp.FetchOffset,
+				maxBytes: int(max(rp.PartitionMaxBytes, 0)), epoch: -1}
+			if req.Version >= 9 {
+				fp.epoch = rp.CurrentLeaderEpoch
+			}
+			p, err := s.b.Partition(rt.Topic, rp.Partition)
+			if err != nil {
+				fp.code = kerr.UnknownTopicOrPartition.Code
+			}
+			fp.p = p
+			parts = append(parts, fp)
+		}
+	}
+	return parts
+}
+
+// round is one pass over a fetch's partitions: the bytes it found, whether
+// a partition failed, and the fetch budget its records hold.
+type round struct {
+	bytes  int
+	failed bool
+	hold   *fetchbudget.Hold
+}
+
+func (r round) release() {
+	if r.hold != nil {
+		r.hold.Release()
+	}
+}
+
+// fetchRound reads every partition of a fetch once, within the byte limits
+// (see fetchMinVersion). Partitions whose records are in the bucket are
+// read in parallel (up to coldReadParallel at once), started ahead of the
+// partitions before them, while the rest are read in request order; since
+// what a partition may return depends on what those before it returned,
+// a read started ahead asks for as much as it could get and is cut to
+// whole batches within what is left when its turn comes.
+//
+// The round takes twice the bytes it may return from the fetch budget (the
+// batches read and their copy in the encoded response) and holds them until
+// the response is written. MaxBytes is lowered to fit one share of the
+// budget; the first batch rule can exceed it by one batch.
+func (s *Server) fetchRound(ctx context.Context, req *kmsg.FetchRequest, parts []*fetchPart) round {
+	effMax := int(min(int64(max(req.MaxBytes, 0)), s.opts.FetchBudget.Share()/2))
+	need, failed := 0, false
+	for _, fp := range parts {
+		fp.data, fp.want, fp.started, fp.done, fp.res, fp.err = nil, false, false, nil, hot.FetchResult{}, nil
+		if fp.p == nil {
+			failed = true
+			continue
+		}
+		fp.code = checkEpoch(fp.epoch, fp.p.Log().LeaderEpoch())
+		fp.start, fp.end = fp.p.StartOffset(), fp.p.EndOffset()
+		if fp.code == 0 && (fp.offset < fp.start || fp.offset > fp.end) {
+			fp.code = kerr.OffsetOutOfRange.Code
+		}
+		if fp.code != 0 {
+			failed = true
+			continue
+		}
+		if fp.offset < fp.end {
+			fp.want = true
+			fp.cold = fp.offset < fp.p.Log().StartOffset()
+			need += min(fp.maxBytes, effMax)
+		}
+	}
+	need = min(need, effMax)
+	if need == 0 && !anyWanted(parts) {
+		return round{failed: failed}
+	}
+	hold, err := s.opts.FetchBudget.Reserve(ctx, 2*int64(max(need, 1)))
+	if err != nil {
+		// Slow consumers hold the budget: answer with no records (the
+		// client fetches again) rather than buffer more.
+		if ctx.Err() == nil {
+			s.log.Warn("kafka fetch answered empty", "err", err)
+		}
+		return round{failed: failed}
+	}
+
+	var (
+		committed int // bytes kept for the response so far
+		reserved  int // committed plus the limits of reads started ahead
+		inflight  int // reads started ahead and not yet taken
+		ahead     int // next partition to consider starting ahead
+	)
+	for i, fp := range parts {
+		for ahead = max(ahead, i+1); ahead < len(parts); ahead++ {
+			a := parts[ahead]
+			if !a.want || !a.cold {
+				continue
+			}
+			lim := min(a.maxBytes, effMax)
+			if inflight >= coldReadParallel || reserved+lim > need {
+				break
+			}
+			s.readAhead(ctx, a, lim)
+			inflight++
+			reserved += lim
+		}
+		if !fp.want {
+			continue
+		}
+		remaining := max(effMax-committed, 0)
+		var res hot.FetchResult
+		switch {
+		case fp.started:
+			<-fp.done
+			inflight--
+			reserved -= fp.limit
+			res, err = fp.res, fp.err
+		case committed > 0 && min(fp.maxBytes, remaining) == 0:
+			continue // no room left: answered without records, as Kafka does
+		default:
+			res, err = fp.p.Read(ctx, fp.offset, min(fp.maxBytes, remaining))
+		}
+		if err != nil {
+			fp.code = s.readErrorCode(fp, err)
+			failed = true
+			continue
+		}
+		fp.start, fp.end = res.StartOffset, res.EndOffset
+		fp.data = wholeBatches(res.Records, min(fp.maxBytes, remaining), committed == 0)
+		committed += len(fp.data)
+		reserved += len(fp.data)
+		tier := "hot"
+		if fp.cold {
+			tier = "cold"
+		}
+		s.m.fetchBytes.WithLabelValues(tier).Add(float64(len(fp.data)))
+	}
+	if over := int64(2*committed) - hold.Bytes(); over > 0 {
+		// A first batch larger than the limits: count it if the budget
+		// has room now. It is one batch (max.message.bytes), so going
+		// over the budget by it is bounded.
+		hold.TryGrow(over)
+	}
+	return round{bytes: committed, failed: failed, hold: hold}
+}
+
+func anyWanted(parts []*fetchPart) bool {
+	for _, fp := range parts {
+		if fp.want {
+			return true
+		}
+	}
+	return false
+}
+
+// readAhead starts a bucket read of fp on its own goroutine.
+func (s *Server) readAhead(ctx context.Context, fp *fetchPart, limit int) {
+	fp.started, fp.limit, fp.done = true, limit, make(chan struct{})
+	s.m.coldReads.Inc()
+	go func() {
+		defer close(fp.done)
+		defer s.m.coldReads.Dec()
+		fp.res, fp.err = fp.p.Read(ctx, fp.offset, limit)
+	}()
+}
+
+// readErrorCode is the Kafka error for a failed partition read.
+func (s *Server) readErrorCode(fp *fetchPart, err error) int16 {
+	code := errorCode(err)
+	if errors.Is(err, hot.ErrOffsetOutOfRange) || errors.Is(err, context.Canceled) {
+		return code
+	}
+	if code == kerr.UnknownServerError.Code {
+		// The disk or the bucket failed the read: Kafka reports a storage
+		// failure as KAFKA_STORAGE_ERROR, which clients retry.
+		code = kerr.KafkaStorageError.Code
+	}
+	s.log.Warn("kafka fetch read failed", "topic", fp.topic, "partition", fp.partition, "offset", fp.offset, "err", err)
+	return code
+}
+
+// wholeBatches is the longest run of whole batches at the start of data
+// that fits in limit bytes; with first, at least the first batch however
+// large (Kafka's rule that a consumer always makes progress).
+func wholeBatches(data []byte, limit int, first bool) []byte {
+	end := 0
+	for end < len(data) {
+		h, err := batch.Peek(data[end:])
+		if err != nil {
+			break // reads return whole batches; never send a part
+		}
+		if end+h.Size() > limit && !(first && end == 0) {
+			break
+		}
+		end += h.Size()
+	}
+	return data[:end]
+}
