@@ -72,7 +72,9 @@ func (s *Server) fetchWait(ctx context.Context, req *kmsg.FetchRequest, resp *km
 			return &held{Response: resp, release: r.release}
 		}
 		r.release()
+		s.m.fetchWaiting.Inc()
 		expired = !waitAny(ctx, timer.C, wake)
+		s.m.fetchWaiting.Dec()
 	}
 }
 

@@ -96,6 +96,8 @@ type metrics struct {
 	// tier; coldReads is the bucket reads fetches are waiting for.
 	fetchBytes *prometheus.CounterVec
 	coldReads  prometheus.Gauge
+	// fetchWaiting is the fetches waiting for records (long polls).
+	fetchWaiting prometheus.Gauge
 }
 
 // New returns a Kafka front end for b. The caller keeps ownership of b and
@@ -134,6 +136,8 @@ func New(b *broker.Broker, opts Options) *Server {
 				Help: "Record batch bytes sent in Kafka fetch responses, by tier the read started in (hot or cold)."}, []string{"tier"}),
 			coldReads: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_kafka_fetch_cold_reads",
 				Help: "Partition reads from the bucket in flight for Kafka fetches."}),
+			fetchWaiting: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_kafka_fetch_waiting",
+				Help: "Kafka fetches waiting for records to arrive (MaxWaitMillis long polls)."}),
 		}}
 }
 

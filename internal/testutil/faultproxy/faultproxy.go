@@ -50,9 +50,15 @@ const (
 	// connection closed under it and resend on its own) and closes the
 	// connection: the reply is lost, the request may have taken effect.
 	CutHeaders
+	// Hold keeps the request, unforwarded, until the rule's Handle.Release
+	// (or the client gives up), then forwards it untouched. Handle.Held
+	// counts the requests held at once: a test that needs requests to be
+	// concurrent waits for Held to reach their number, which it can only
+	// if the client sent them together, then releases them.
+	Hold
 )
 
-var faultNames = map[Fault]string{Error: "error", Reset: "reset", Stall: "stall", Slow: "slow", Truncate: "truncate", StallBody: "stall-body", CutHeaders: "cut-headers"}
+var faultNames = map[Fault]string{Error: "error", Reset: "reset", Stall: "stall", Slow: "slow", Truncate: "truncate", StallBody: "stall-body", CutHeaders: "cut-headers", Hold: "hold"}
 
 func (f Fault) String() string {
 	if n, ok := faultNames[f]; ok {
@@ -95,7 +101,18 @@ type Handle struct {
 	rule     Rule
 	matched  atomic.Int64
 	injected atomic.Int64
+	// For Hold: the requests held now, and closed by Release.
+	held    atomic.Int64
+	release chan struct{}
+	once    sync.Once
 }
+
+// Held is the number of requests a Hold rule is holding now.
+func (h *Handle) Held() int { return int(h.held.Load()) }
+
+// Release lets the requests a Hold rule holds, and every later one it
+// matches, through. It may be called more than once.
+func (h *Handle) Release() { h.once.Do(func() { close(h.release) }) }
 
 // Injected is the number of faults the rule has injected.
 func (h *Handle) Injected() int { return int(h.injected.Load()) }
@@ -216,7 +233,7 @@ func (w logWriter) Write(b []byte) (int, error) {
 // Add installs a rule (after the existing ones; the first rule that fires
 // wins) and returns its handle.
 func (p *Proxy) Add(r Rule) *Handle {
-	h := &Handle{rule: r}
+	h := &Handle{rule: r, release: make(chan struct{})}
 	p.mu.Lock()
 	p.rules = append(p.rules, h)
 	p.mu.Unlock()
@@ -331,6 +348,18 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		case <-p.closing:
 		}
 		panic(http.ErrAbortHandler) // close without answering
+	case Hold:
+		h.held.Add(1)
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+		case <-p.closing:
+		}
+		h.held.Add(-1)
+		if r.Context().Err() != nil {
+			panic(http.ErrAbortHandler)
+		}
+		p.rp.ServeHTTP(w, r)
 	case Slow, Truncate, StallBody, CutHeaders:
 		p.rp.ServeHTTP(headerFlusher{w}, r.WithContext(context.WithValue(r.Context(), bodyFaultKey{}, h)))
 	default:

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -308,5 +310,43 @@ func TestCutHeaders(t *testing.T) {
 				t.Errorf("injected %d, want 1", h.Injected())
 			}
 		})
+	}
+}
+
+// TestHold: a Hold rule keeps requests until Release, counts them while it
+// does, then forwards them untouched.
+func TestHold(t *testing.T) {
+	p, c := setup(t)
+	h := p.Add(Rule{Method: "GET", PathContains: "/held", Fault: Hold})
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 2)
+	for range 2 {
+		go func() {
+			_, body, err := get(t, c, context.Background(), p.URL+"/held")
+			done <- result{body, err}
+		}()
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return h.Held() == 2 }, "two concurrent GETs are not both held (held: %d)", h.Held())
+	select {
+	case r := <-done:
+		t.Fatalf("a held GET was answered before Release: %v", r.err)
+	default:
+	}
+	h.Release()
+	for range 2 {
+		r := <-done
+		if r.err != nil || !bytes.Equal(r.body, payload) {
+			t.Fatalf("released GET: %v, %d bytes (want the %d-byte payload)", r.err, len(r.body), len(payload))
+		}
+	}
+	if h.Held() != 0 {
+		t.Fatalf("held after release: %d", h.Held())
+	}
+	// After Release the rule holds nothing more.
+	if _, body, err := get(t, c, context.Background(), p.URL+"/held"); err != nil || !bytes.Equal(body, payload) {
+		t.Fatalf("GET after release: %v", err)
 	}
 }
