@@ -66,7 +66,7 @@ func (s *Server) fetchWait(ctx context.Context, req *kmsg.FetchRequest, resp *km
 			r.release()
 			return nil // the connection or server is closing: nothing is sent
 		}
-		if expired || r.bytes >= int(req.MinBytes) || r.failed || len(parts) == 0 {
+		if expired || r.bytes >= int(req.MinBytes) || r.failed || r.starved || len(parts) == 0 {
 			fill(resp, parts)
 			s.log.Debug("kafka fetch", "partitions", len(parts), "bytes", r.bytes)
 			return &held{Response: resp, release: r.release}

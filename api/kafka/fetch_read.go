@@ -66,7 +66,11 @@ func (s *Server) fetchParts(req *kmsg.FetchRequest) []*fetchPart {
 type round struct {
 	bytes  int
 	failed bool
-	hold   *fetchbudget.Hold
+	// starved: no fetch budget came free in time. The fetch is answered
+	// at once, without records, rather than wait on: the budget may be
+	// held by responses queued behind it on its own connection.
+	starved bool
+	hold    *fetchbudget.Hold
 }
 
 func (r round) release() {
@@ -120,9 +124,9 @@ func (s *Server) fetchRound(ctx context.Context, req *kmsg.FetchRequest, parts [
 		// Slow consumers hold the budget: answer with no records (the
 		// client fetches again) rather than buffer more.
 		if ctx.Err() == nil {
-			s.log.Warn("kafka fetch answered empty", "err", err)
+			s.log.Warn("kafka fetch answered without records", "err", err)
 		}
-		return round{failed: failed}
+		return round{failed: failed, starved: true}
 	}
 
 	var (
