@@ -127,7 +127,11 @@ func fill(resp *kmsg.FetchResponse, parts []*fetchPart) {
 		}
 		rp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
 		rp.PreferredReadReplica = -1
+		// Empty, never null, as Kafka sends: kafka-python fails on null.
 		rp.RecordBatches = fp.data
+		if rp.RecordBatches == nil {
+			rp.RecordBatches = []byte{}
+		}
 		t.Partitions = append(t.Partitions, rp)
 	}
 }

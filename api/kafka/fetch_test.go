@@ -53,6 +53,9 @@ func TestFetchLongPollWokenByAppend(t *testing.T) {
 	if p := got[2]; p.ErrorCode != 0 || p.HighWatermark != 3 || len(p.RecordBatches) == 0 {
 		t.Fatalf("partition 2 after the append: error %d, high watermark %d, %d bytes; want its 3 records", p.ErrorCode, p.HighWatermark, len(p.RecordBatches))
 	}
+	if got[0].RecordBatches == nil {
+		t.Fatal("partition 0 without records: null records (kafka-python fails on them), want empty")
+	}
 	if p := got[0]; p.ErrorCode != 0 || p.HighWatermark != 1 || p.LastStableOffset != 1 || p.LogStartOffset != 0 || len(p.RecordBatches) != 0 || p.PreferredReadReplica != -1 {
 		t.Fatalf("partition 0 (nothing new): %+v", p)
 	}
