@@ -25,6 +25,7 @@ import (
 	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/bucketurl"
+	"github.com/tierlog/tierlog/internal/fetchbudget"
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
@@ -126,14 +127,15 @@ func openNode(b *testing.B, dir, bucket string) *benchNode {
 		b.Fatal(err)
 	}
 	host, port := kafka.AdvertisedFor(lns[0].Addr())
-	n := &benchNode{b: br, k: kafka.New(br, kafka.Options{AdvertisedHost: host, AdvertisedPort: port})}
+	budget := fetchbudget.New(0, 0, nil) // one for both front ends, as serve has
+	n := &benchNode{b: br, k: kafka.New(br, kafka.Options{AdvertisedHost: host, AdvertisedPort: port, FetchBudget: budget})}
 	n.kaddr = lns[0].Addr().String()
 	go func() { _ = n.k.Serve(lns...) }()
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	n.api = grpcapi.NewServer(br, grpcapi.Options{})
+	n.api = grpcapi.NewServer(br, grpcapi.Options{Budget: budget})
 	n.g = grpc.NewServer(append(n.api.ServerOptions(), grpc.MaxRecvMsgSize(80<<20))...)
 	n.api.Register(n.g)
 	n.gaddr = gl.Addr().String()
