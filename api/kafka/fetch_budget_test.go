@@ -14,9 +14,9 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-// rawConn is a Kafka connection driven by hand: requests are written
+// pipeConn is a Kafka connection driven by hand (rawConn checks each answer as it comes; pipeConn queues requests): requests are written
 // (pipelined) and responses read only when the test says.
-type rawConn struct {
+type pipeConn struct {
 	t    *testing.T
 	nc   net.Conn
 	r    *bufio.Reader
@@ -25,17 +25,17 @@ type rawConn struct {
 	reqs []kmsg.Request
 }
 
-func dialRaw(t *testing.T, addr string) *rawConn {
+func dialPipe(t *testing.T, addr string) *pipeConn {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	return &rawConn{t: t, nc: nc, r: bufio.NewReader(nc), f: kmsg.NewRequestFormatter(kmsg.FormatterClientID("raw"))}
+	return &pipeConn{t: t, nc: nc, r: bufio.NewReader(nc), f: kmsg.NewRequestFormatter(kmsg.FormatterClientID("raw"))}
 }
 
-func (c *rawConn) send(req kmsg.Request) {
+func (c *pipeConn) send(req kmsg.Request) {
 	c.t.Helper()
 	if _, err := c.nc.Write(c.f.AppendRequest(nil, req, c.corr)); err != nil {
 		c.t.Fatal(err)
@@ -45,7 +45,7 @@ func (c *rawConn) send(req kmsg.Request) {
 }
 
 // recv reads the next response, in request order.
-func (c *rawConn) recv() kmsg.Response {
+func (c *pipeConn) recv() kmsg.Response {
 	c.t.Helper()
 	req := c.reqs[0]
 	c.reqs = c.reqs[1:]
@@ -85,7 +85,7 @@ func TestFetchHoldsSharedBudgetUntilWritten(t *testing.T) {
 	}
 	e.appendBatches(t, "b", 0, 12, 1, 200<<10, 1000) // 2.4 MB in partition 0
 
-	rc := dialRaw(t, e.addr)
+	rc := dialPipe(t, e.addr)
 	poll := fetchReq("b", 50<<20, 50<<20, nil, 1) // partition 1 is empty: waits
 	poll.Version, poll.MaxWaitMillis = 12, 300_000
 	rc.send(poll)
