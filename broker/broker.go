@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tierlog/tierlog/broker/groups"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/fileutil"
@@ -54,6 +55,9 @@ type Options struct {
 	Cache cold.ReaderOptions
 	// CacheBytes is the chunk cache's budget (0: 256 MiB).
 	CacheBytes int64
+	// Groups configures the consumer-group coordinator (Dir, Logger and
+	// Registerer are filled in by the broker).
+	Groups groups.Options
 }
 
 // Broker owns the topics of one node and their partition logs.
@@ -66,6 +70,8 @@ type Broker struct {
 	cache  *cold.ChunkCache
 	reader *cold.Reader
 	daemon *tiering.Daemon
+
+	groups *groups.Coordinator
 
 	lock *dirLock // the data directory's, held until Close
 	// clusterID names the node's data for Kafka clients (see ClusterID).
@@ -261,6 +267,9 @@ func (b *Broker) open(ctx context.Context) error {
 		b.topics[m.Name] = t
 		b.addToDaemon(t)
 	}
+	if err := b.openGroups(); err != nil {
+		return err
+	}
 	if b.daemon != nil {
 		b.daemon.Start()
 	}
@@ -273,6 +282,9 @@ func (b *Broker) open(ctx context.Context) error {
 // abortOpen closes what a failed open opened. The daemon has not started
 // and the bucket stays the caller's to close.
 func (b *Broker) abortOpen() {
+	if b.groups != nil {
+		b.groups.Close()
+	}
 	for _, t := range b.topics {
 		t.close()
 	}
@@ -537,13 +549,13 @@ func (b *Broker) Close() error {
 	b.mu.Unlock()
 	b.cancel()
 	b.ops.Wait()
+	errs := []error{b.groups.Close()}
 	b.mu.RLock()
 	ts := b.topics
 	b.mu.RUnlock()
 	if b.daemon != nil {
 		b.daemon.Close()
 	}
-	var errs []error
 	for _, t := range ts {
 		errs = append(errs, t.close())
 	}

@@ -294,6 +294,7 @@ func (b *Broker) DeleteTopic(name string) error {
 		return fmt.Errorf("broker: delete topic %s: record the deletion: %w", name, err)
 	}
 	t.metaMu.Unlock()
+	b.dropGroupOffsets(name)
 	// Off the daemon before the bucket is cleaned: no tiering pass starts
 	// on these partitions after Remove returns (and a running one is
 	// waited for), so nothing is uploaded behind the deletion's back.

@@ -1,0 +1,33 @@
+// Package groups is the node's consumer-group coordinator: Kafka's classic
+// group protocol (join, sync, heartbeat, leave, generations, session and
+// rebalance timeouts, static members) as a state machine that knows no
+// wire format, and the groups' committed offsets.
+//
+// A group moves Empty → PreparingRebalance (members join, again) →
+// CompletingRebalance (the leader computes assignments) → Stable, and back
+// to PreparingRebalance when a member joins, leaves, changes its protocols
+// or misses its session timeout. A rebalance completes when every member
+// has joined again, or when the longest rebalance timeout passes; members
+// that did not join by then are removed.
+//
+// Committed offsets live in memory and in one append-only file, written
+// and fsynced before a commit is acknowledged:
+//
+//	<dir>/offsets.log   "TLOFFS\x00\x01" (magic, format version 1), then frames:
+//
+//	+--------------------+----------------------+------------------------------+
+//	| length (uint32 BE) | CRC-32C (uint32 BE)  | payload (length bytes)       |
+//	+--------------------+----------------------+------------------------------+
+//	payload: uvarint n, then n entries of
+//	  group (uvarint length, bytes), topic (same), partition (varint),
+//	  offset (varint; -1 deletes the partition's offset), leader epoch (varint),
+//	  commit time in Unix ms (varint), metadata (uvarint length, bytes)
+//
+// One frame is one change (an OffsetCommit, a group deletion, the offsets
+// of a deleted topic), so a change is applied whole or not at all. Open
+// replays the frames; a bad frame with nothing valid after it is a write
+// cut short by a crash (never acknowledged) and is cut off; one followed
+// by valid frames is corruption and fails the open (CorruptionError). When
+// the file holds many more entries than are live it is rewritten from
+// memory, atomically (temporary file, fsync, rename, fsync the directory).
+package groups

@@ -1,0 +1,151 @@
+package groups
+
+import (
+	"fmt"
+	"time"
+)
+
+// PartitionOffset is one partition's offset in a commit.
+type PartitionOffset struct {
+	Topic     string
+	Partition int32
+	Offset
+}
+
+// CommitRequest commits offsets for a group: from a member of its current
+// generation, or (Generation < 0, no member id) from a client that uses
+// the group only to store offsets, which the group must then be Empty for.
+type CommitRequest struct {
+	Group, MemberID, InstanceID string
+	Generation                  int32
+	Offsets                     []PartitionOffset
+}
+
+// Commit checks a commit against the group's state and queues it; the
+// returned wait reports when it is durable: written and fsynced to the
+// offset log, so it survives a crash of the process or the machine. Until
+// then OffsetFetch does not return it. Commits are applied in the order
+// Commit is called.
+func (c *Coordinator) Commit(r CommitRequest) func() error {
+	fail := func(err error) func() error { return func() error { return err } }
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fail(ErrUnavailable)
+	}
+	if err := c.checkCommit(r); err != nil {
+		return fail(err)
+	}
+	now := time.Now()
+	es := make([]entry, len(r.Offsets))
+	for i, o := range r.Offsets {
+		if len(o.Metadata) > MaxMetadataBytes {
+			return fail(fmt.Errorf("%w: %d bytes for %s/%d (at most %d)", ErrMetadataTooLarge, len(o.Metadata), o.Topic, o.Partition, MaxMetadataBytes))
+		}
+		if o.CommitTime.IsZero() {
+			o.CommitTime = now
+		}
+		es[i] = entry{group: r.Group, topic: o.Topic, partition: o.Partition, Offset: o.Offset}
+	}
+	if len(es) == 0 {
+		return func() error { return nil }
+	}
+	return c.store.enqueue(es)
+}
+
+// checkCommit applies Kafka's rules for who may commit.
+func (c *Coordinator) checkCommit(r CommitRequest) error {
+	g := c.groups[r.Group]
+	if g == nil {
+		if r.Generation < 0 {
+			return nil // a group used only to store offsets
+		}
+		return fmt.Errorf("%w: group %q has no generation %d", ErrIllegalGeneration, r.Group, r.Generation)
+	}
+	if r.Generation < 0 && len(g.members) == 0 {
+		return nil
+	}
+	if err := g.checkMember(r.MemberID, r.InstanceID); err != nil {
+		return err
+	}
+	if r.Generation != g.generation {
+		return fmt.Errorf("%w: %d, the group is at %d", ErrIllegalGeneration, r.Generation, g.generation)
+	}
+	if g.state == CompletingRebalance {
+		// The member's assignment is about to change.
+		return ErrRebalanceInProgress
+	}
+	return nil
+}
+
+// Offsets returns a group's committed offsets by topic and partition.
+func (c *Coordinator) Offsets(group string) map[string]map[int32]Offset {
+	out := map[string]map[int32]Offset{}
+	for k, o := range c.store.get(group) {
+		if out[k.topic] == nil {
+			out[k.topic] = map[int32]Offset{}
+		}
+		out[k.topic][k.partition] = o
+	}
+	return out
+}
+
+// DeleteOffsets deletes a group's committed offsets of some partitions;
+// subscribed lists the topics the group's members consume (nil for a
+// group without members), whose offsets are kept (ErrSubscribed).
+func (c *Coordinator) DeleteOffsets(group string, parts []PartitionOffset, subscribed func(protocolType string, metadata []byte) []string) ([]error, func() error) {
+	errs := make([]error, len(parts))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, func() error { return ErrUnavailable }
+	}
+	have := c.store.get(group)
+	g := c.groups[group]
+	if g == nil && len(have) == 0 {
+		return nil, func() error { return fmt.Errorf("%w: %s", ErrGroupNotFound, group) }
+	}
+	subs := map[string]bool{}
+	if g != nil {
+		for _, m := range g.members {
+			for _, t := range subscribed(g.protocolType, m.metadata(g.protocol)) {
+				subs[t] = true
+			}
+		}
+	}
+	var es []entry
+	for i, p := range parts {
+		if subs[p.Topic] {
+			errs[i] = ErrSubscribed
+			continue
+		}
+		if _, ok := have[tp{p.Topic, p.Partition}]; ok {
+			es = append(es, entry{group: group, topic: p.Topic, partition: p.Partition, Offset: Offset{Offset: -1}})
+		}
+	}
+	if len(es) == 0 {
+		return errs, func() error { return nil }
+	}
+	return errs, c.store.enqueue(es)
+}
+
+// DropTopics deletes, durably, every group's offsets of the topics keep
+// refuses: a deleted topic's offsets are not offered to a topic created
+// later under its name.
+func (c *Coordinator) DropTopics(keep func(topic string) bool) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrUnavailable
+	}
+	es := c.store.topicTombstones(keep)
+	var wait func() error
+	if len(es) > 0 {
+		wait = c.store.enqueue(es)
+	}
+	c.mu.Unlock()
+	if wait == nil {
+		return nil
+	}
+	return wait()
+}

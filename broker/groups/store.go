@@ -1,0 +1,450 @@
+package groups
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tierlog/tierlog/internal/fileutil"
+)
+
+// The committed-offset log (see doc.go for the layout).
+const (
+	offsetsFile = "offsets.log"
+	fileMagic   = "TLOFFS\x00\x01" // name and format version 1
+	frameHeader = 8                // payload length, CRC-32C of the payload
+	// maxFrame bounds a frame's claimed length at replay: a longer claim is
+	// damage, not a frame (one frame is one OffsetCommit request, and
+	// requests are smaller than this).
+	maxFrame = 256 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Offset is a committed offset with what the committer attached to it.
+type Offset struct {
+	Offset      int64
+	LeaderEpoch int32 // -1: unknown
+	Metadata    string
+	CommitTime  time.Time
+}
+
+// entry is one committed (or, with Offset -1, deleted) partition offset:
+// the unit of the log.
+type entry struct {
+	group, topic string
+	partition    int32
+	Offset
+}
+
+func (e entry) tombstone() bool { return e.Offset.Offset < 0 }
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// store keeps every group's committed offsets in memory and makes each
+// change durable in one append-only file before it is applied: a frame per
+// change (one OffsetCommit, one group deletion), fsynced before the caller
+// is answered. Changes from concurrent callers share an fsync (group
+// commit). The file is rewritten atomically from memory when it holds
+// mostly superseded entries.
+type store struct {
+	dir     string
+	log     *slog.Logger
+	compact int // rewrite when the file has this many entries and 4x the live ones
+	syncDur prometheus.Observer
+
+	// mu guards the applied state and the queue; it is never held across
+	// file I/O.
+	mu      sync.Mutex
+	offsets map[string]map[tp]Offset // applied: durable
+	live    int                      // entries in offsets
+	queued  [][]entry                // enqueued, not yet written
+	buf     []byte                   // their frames
+	nextSeq uint64                   // seq of the next enqueued change
+	// synced is the seq below which every change is durable and applied;
+	// failed is the sticky write error: after a failed write or fsync the
+	// file's tail is unknown, so nothing more is acknowledged until a
+	// restart replays it.
+	synced uint64
+	failed error
+
+	// syncMu is held by the one caller writing and fsyncing the queue (and
+	// compacting): the file's writer.
+	syncMu  sync.Mutex
+	f       *os.File
+	entries int // entries in the file
+}
+
+func openStore(dir string, log *slog.Logger, compact int, syncDur prometheus.Observer) (*store, error) {
+	s := &store{dir: dir, log: log, compact: compact, syncDur: syncDur, offsets: map[string]map[tp]Offset{}}
+	if err := fileutil.MkdirAllDurable(dir); err != nil {
+		return nil, fmt.Errorf("groups: directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, offsetsFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := fileutil.WriteFileAtomic(path, []byte(fileMagic), 0o644); err != nil {
+			return nil, fmt.Errorf("groups: create %s: %w", path, err)
+		}
+		data = []byte(fileMagic)
+	case err != nil:
+		return nil, fmt.Errorf("groups: read %s: %w", path, err)
+	}
+	good, err := s.replay(data)
+	if err != nil {
+		return nil, fmt.Errorf("groups: %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("groups: open %s: %w", path, err)
+	}
+	if good < len(data) {
+		// A torn last write: its change was never acknowledged.
+		s.log.Warn("dropping the torn end of the committed-offset log", "file", path,
+			"position", good, "bytes", len(data)-good)
+		if err := errors.Join(f.Truncate(int64(good)), f.Sync()); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("groups: truncate %s: %w", path, err)
+		}
+	}
+	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.f = f
+	return s, nil
+}
+
+// CorruptionError is damage in the middle of the committed-offset log:
+// a frame that fails its checksum with valid frames after it, so
+// acknowledged commits would be lost by dropping it.
+type CorruptionError struct {
+	Position int
+	Reason   string
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("corrupt frame at position %d (%s) with valid frames after it; "+
+		"move the file away to start without committed offsets", e.Position, e.Reason)
+}
+
+// replay applies every whole frame of data and returns the length of the
+// valid prefix. A bad frame with nothing valid after it is a torn tail (a
+// write cut short by a crash); one followed by a valid frame is corruption.
+func (s *store) replay(data []byte) (int, error) {
+	if len(data) < len(fileMagic) || string(data[:len(fileMagic)]) != fileMagic {
+		return 0, &CorruptionError{Position: 0, Reason: "bad file header"}
+	}
+	pos := len(fileMagic)
+	for pos < len(data) {
+		es, n, reason := readFrame(data[pos:])
+		if reason != "" {
+			for p := pos + 1; p+frameHeader <= len(data); p++ {
+				if _, _, r := readFrame(data[p:]); r == "" {
+					return 0, &CorruptionError{Position: pos, Reason: reason}
+				}
+			}
+			return pos, nil
+		}
+		for _, e := range es {
+			s.apply(e)
+		}
+		s.entries += len(es)
+		pos += n
+	}
+	return pos, nil
+}
+
+// readFrame decodes the frame at the start of b: its entries and length,
+// or why it is not a whole valid frame.
+func readFrame(b []byte) ([]entry, int, string) {
+	if len(b) < frameHeader {
+		return nil, 0, "short frame header"
+	}
+	n := binary.BigEndian.Uint32(b)
+	if n == 0 || n > maxFrame || int(n) > len(b)-frameHeader {
+		return nil, 0, "bad frame length"
+	}
+	payload := b[frameHeader : frameHeader+int(n)]
+	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[4:]) {
+		return nil, 0, "checksum mismatch"
+	}
+	es, err := decodeEntries(payload)
+	if err != nil {
+		return nil, 0, err.Error()
+	}
+	return es, frameHeader + int(n), ""
+}
+
+func appendFrame(dst []byte, es []entry) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, frameHeader)...)
+	dst = binary.AppendUvarint(dst, uint64(len(es)))
+	for _, e := range es {
+		dst = appendString(dst, e.group)
+		dst = appendString(dst, e.topic)
+		dst = binary.AppendVarint(dst, int64(e.partition))
+		dst = binary.AppendVarint(dst, e.Offset.Offset)
+		dst = binary.AppendVarint(dst, int64(e.LeaderEpoch))
+		dst = binary.AppendVarint(dst, e.CommitTime.UnixMilli())
+		dst = appendString(dst, e.Metadata)
+	}
+	payload := dst[start+frameHeader:]
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(payload)))
+	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	return append(binary.AppendUvarint(dst, uint64(len(s))), s...)
+}
+
+var errShort = errors.New("truncated entry")
+
+func decodeEntries(b []byte) ([]entry, error) {
+	r := bytes.NewReader(b)
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > uint64(len(b)) {
+		return nil, errShort
+	}
+	es := make([]entry, 0, n)
+	str := func() (string, error) {
+		l, err := binary.ReadUvarint(r)
+		if err != nil || l > uint64(r.Len()) {
+			return "", errShort
+		}
+		s := make([]byte, l)
+		_, _ = r.Read(s)
+		return string(s), nil
+	}
+	for range n {
+		var e entry
+		var p, off, epoch, ts int64
+		var errs [7]error
+		e.group, errs[0] = str()
+		e.topic, errs[1] = str()
+		p, errs[2] = binary.ReadVarint(r)
+		off, errs[3] = binary.ReadVarint(r)
+		epoch, errs[4] = binary.ReadVarint(r)
+		ts, errs[5] = binary.ReadVarint(r)
+		e.Metadata, errs[6] = str()
+		if errors.Join(errs[:]...) != nil {
+			return nil, errShort
+		}
+		e.partition, e.Offset.Offset, e.LeaderEpoch, e.CommitTime = int32(p), off, int32(epoch), time.UnixMilli(ts)
+		es = append(es, e)
+	}
+	if r.Len() != 0 {
+		return nil, errors.New("trailing bytes")
+	}
+	return es, nil
+}
+
+// apply makes one durable entry visible. s.mu is held (or s is not shared
+// yet).
+func (s *store) apply(e entry) {
+	g := s.offsets[e.group]
+	k := tp{e.topic, e.partition}
+	_, had := g[k]
+	if e.tombstone() {
+		if had {
+			delete(g, k)
+			s.live--
+			if len(g) == 0 {
+				delete(s.offsets, e.group)
+			}
+		}
+		return
+	}
+	if g == nil {
+		g = map[tp]Offset{}
+		s.offsets[e.group] = g
+	}
+	g[k] = e.Offset
+	if !had {
+		s.live++
+	}
+}
+
+// enqueue queues a change; the returned wait makes it durable (sharing the
+// write and fsync with the changes queued beside it) and applied, or
+// reports why it is not. The order of enqueues is the order of the log.
+func (s *store) enqueue(es []entry) func() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		err := s.failed
+		return func() error { return err }
+	}
+	s.queued = append(s.queued, es)
+	s.buf = appendFrame(s.buf, es)
+	seq := s.nextSeq
+	s.nextSeq++
+	return func() error { return s.wait(seq) }
+}
+
+// wait returns once change seq is durable and applied, or failed. The
+// first waiter to get syncMu writes everything queued so far, so the
+// others usually find their change done when they get it.
+func (s *store) wait(seq uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	if seq < s.synced {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.failed != nil {
+		err := s.failed
+		s.mu.Unlock()
+		return err
+	}
+	queued, buf, upto := s.queued, s.buf, s.nextSeq
+	s.queued, s.buf = nil, nil
+	s.mu.Unlock()
+
+	start := time.Now()
+	_, err := s.f.Write(buf)
+	if err == nil {
+		err = s.f.Sync()
+	}
+	s.syncDur.Observe(time.Since(start).Seconds())
+	s.mu.Lock()
+	if err != nil {
+		s.failed = fmt.Errorf("%w: write %s: %v", ErrUnavailable, filepath.Join(s.dir, offsetsFile), err)
+		s.log.Error("committed-offset log write failed; commits are refused until a restart", "err", err)
+		s.mu.Unlock()
+		return s.failed
+	}
+	n := 0
+	for _, es := range queued {
+		for _, e := range es {
+			s.apply(e)
+		}
+		n += len(es)
+	}
+	s.synced = upto
+	s.entries += n
+	rewrite := s.entries >= s.compact && s.entries >= 4*s.live
+	s.mu.Unlock()
+	if rewrite {
+		if err := s.rewrite(); err != nil {
+			// The appended file is still whole and current: only its size
+			// suffers. The next trigger tries again.
+			s.log.Warn("rewriting the committed-offset log failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// rewrite replaces the file with one frame per group of the live offsets.
+// syncMu is held, so nothing is written meanwhile; enqueues go on.
+func (s *store) rewrite() error {
+	s.mu.Lock()
+	data := []byte(fileMagic)
+	live := 0
+	for g, ps := range s.offsets {
+		es := make([]entry, 0, len(ps))
+		for k, o := range ps {
+			es = append(es, entry{group: g, topic: k.topic, partition: k.partition, Offset: o})
+		}
+		data = appendFrame(data, es)
+		live += len(es)
+	}
+	s.mu.Unlock()
+	path := filepath.Join(s.dir, offsetsFile)
+	if err := fileutil.WriteFileAtomic(path, data, 0o644); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		// The old descriptor names the replaced file: appends to it would
+		// be lost, so stop acknowledging until a restart.
+		s.mu.Lock()
+		s.failed = fmt.Errorf("%w: reopen %s: %v", ErrUnavailable, path, err)
+		s.mu.Unlock()
+		return err
+	}
+	s.f.Close()
+	s.f = f
+	s.entries = live
+	return nil
+}
+
+// get returns a group's applied offsets (a copy).
+func (s *store) get(group string) map[tp]Offset {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[tp]Offset, len(s.offsets[group]))
+	for k, o := range s.offsets[group] {
+		out[k] = o
+	}
+	return out
+}
+
+// groupIDs lists the groups with offsets.
+func (s *store) groupIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.offsets))
+	for g := range s.offsets {
+		out = append(out, g)
+	}
+	return out
+}
+
+func (s *store) hasGroup(group string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.offsets[group]) > 0
+}
+
+// groupTombstones lists deletions of every offset of a group.
+func (s *store) groupTombstones(group string) []entry {
+	return s.tombstones(func(g, _ string) bool { return g == group })
+}
+
+// topicTombstones lists deletions of the offsets, in every group, of the
+// topics keep refuses.
+func (s *store) topicTombstones(keep func(topic string) bool) []entry {
+	return s.tombstones(func(_, t string) bool { return !keep(t) })
+}
+
+func (s *store) tombstones(drop func(group, topic string) bool) []entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []entry
+	for g, ps := range s.offsets {
+		for k := range ps {
+			if drop(g, k.topic) {
+				out = append(out, entry{group: g, topic: k.topic, partition: k.partition, Offset: Offset{Offset: -1}})
+			}
+		}
+	}
+	return out
+}
+
+func (s *store) close() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	if s.failed == nil {
+		s.failed = fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	s.mu.Unlock()
+	return s.f.Close()
+}
