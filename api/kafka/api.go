@@ -60,6 +60,20 @@ func init() {
 		kmsg.ListOffsets.Int16(): {min: listOffsetsMinVersion, max: listOffsetsMaxVersion, handle: typed((*Server).listOffsets)},
 		kmsg.OffsetForLeaderEpoch.Int16(): {min: offsetForLeaderEpochMinVersion, max: offsetForLeaderEpochMaxVersion,
 			handle: typed((*Server).offsetForLeaderEpoch)},
+
+		// Consumer groups (classic protocol): groups.go, offsets.go,
+		// groupadmin.go, findcoordinator.go.
+		kmsg.FindCoordinator.Int16(): {min: 0, max: 4, handle: typed((*Server).findCoordinator)},
+		kmsg.JoinGroup.Int16():       {min: 0, max: 9, handle: typed((*Server).joinGroup)},
+		kmsg.SyncGroup.Int16():       {min: 0, max: 5, handle: typed((*Server).syncGroup)},
+		kmsg.Heartbeat.Int16():       {min: 0, max: 4, handle: typed((*Server).heartbeat)},
+		kmsg.LeaveGroup.Int16():      {min: 0, max: 5, handle: typed((*Server).leaveGroup)},
+		kmsg.OffsetCommit.Int16():    {min: 0, max: 8, handle: typed((*Server).offsetCommit)},
+		kmsg.OffsetFetch.Int16():     {min: 0, max: 8, handle: typed((*Server).offsetFetch)},
+		kmsg.OffsetDelete.Int16():    {min: 0, max: 0, handle: typed((*Server).offsetDelete)},
+		kmsg.ListGroups.Int16():      {min: 0, max: 5, handle: typed((*Server).listGroups)},
+		kmsg.DescribeGroups.Int16():  {min: 0, max: 5, handle: typed((*Server).describeGroups)},
+		kmsg.DeleteGroups.Int16():    {min: 0, max: 2, handle: typed((*Server).deleteGroups)},
 	}
 }
 

@@ -19,6 +19,9 @@ import (
 // what is retriable and surface the rest.
 func errorCode(err error) int16 {
 	var coded *codedError
+	if code, ok := groupErrorCode(err); ok {
+		return code
+	}
 	switch {
 	case err == nil:
 		return 0
