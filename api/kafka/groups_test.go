@@ -30,21 +30,25 @@ func joinReq(group, member string, session, rebalance time.Duration, protocols .
 // newMember joins a group as a new member the v4+ way: the first join
 // answers MEMBER_ID_REQUIRED with an id, the second joins with it. It
 // returns the id and a channel with the answer of the second join.
-func newMember(t *testing.T, cl *kgo.Client, group string, session, rebalance time.Duration) (string, <-chan *kmsg.JoinGroupResponse) {
+func newMember(t *testing.T, cl *kgo.Client, group string, session, rebalance time.Duration, meta ...[]byte) (string, <-chan *kmsg.JoinGroupResponse) {
 	t.Helper()
 	first := request[*kmsg.JoinGroupResponse](t, cl, joinReq(group, "", session, rebalance))
 	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
 		t.Fatalf("first join: error %d, member %q; want MEMBER_ID_REQUIRED with an id", first.ErrorCode, first.MemberID)
 	}
-	return first.MemberID, rejoin(t, cl, group, first.MemberID, session, rebalance)
+	return first.MemberID, rejoin(t, cl, group, first.MemberID, session, rebalance, meta...)
 }
 
 // rejoin sends a join that waits for the rebalance, answering on the
 // channel.
-func rejoin(t *testing.T, cl *kgo.Client, group, member string, session, rebalance time.Duration) <-chan *kmsg.JoinGroupResponse {
+func rejoin(t *testing.T, cl *kgo.Client, group, member string, session, rebalance time.Duration, meta ...[]byte) <-chan *kmsg.JoinGroupResponse {
 	ch := make(chan *kmsg.JoinGroupResponse, 1)
+	req := joinReq(group, member, session, rebalance)
+	if len(meta) > 0 {
+		req.Protocols[0].Metadata = meta[0]
+	}
 	go func() {
-		ch <- request[*kmsg.JoinGroupResponse](t, cl, joinReq(group, member, session, rebalance))
+		ch <- request[*kmsg.JoinGroupResponse](t, cl, req)
 	}()
 	return ch
 }
