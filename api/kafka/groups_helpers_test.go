@@ -85,10 +85,10 @@ func (n *groupsNode) createTopic(name string, partitions int32) {
 	}
 }
 
-// request sends req (to the group's coordinator, found with
+// groupRequest sends req (to the group's coordinator, found with
 // FindCoordinator, for group requests) and fails the test on a transport
 // error.
-func request[R kmsg.Response](t *testing.T, cl *kgo.Client, req kmsg.Request) R {
+func groupRequest[R kmsg.Response](t *testing.T, cl *kgo.Client, req kmsg.Request) R {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
