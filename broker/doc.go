@@ -8,6 +8,7 @@
 //	.lock                            exclusive flock of the broker using the directory (holds its pid)
 //	topics/<topic>/topic.json        partition count, config overrides, state (atomic)
 //	topics/<topic>/<partition>/      one hot.Log: segments, indexes, checkpoints
+//	groups/offsets.log               consumer groups' committed offsets (see package groups)
 //
 // A topic exists once topic.json is durable without a state. A topic.json
 // whose state is "creating" (a create cut short) or "deleting" (a deletion
