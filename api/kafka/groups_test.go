@@ -32,7 +32,7 @@ func joinReq(group, member string, session, rebalance time.Duration, protocols .
 // returns the id and a channel with the answer of the second join.
 func newMember(t *testing.T, cl *kgo.Client, group string, session, rebalance time.Duration, meta ...[]byte) (string, <-chan *kmsg.JoinGroupResponse) {
 	t.Helper()
-	first := groupRequest[*kmsg.JoinGroupResponse](t, cl, joinReq(group, "", session, rebalance))
+	first := request[*kmsg.JoinGroupResponse](t, cl, joinReq(group, "", session, rebalance))
 	if first.ErrorCode != kerr.MemberIDRequired.Code || first.MemberID == "" {
 		t.Fatalf("first join: error %d, member %q; want MEMBER_ID_REQUIRED with an id", first.ErrorCode, first.MemberID)
 	}
@@ -48,7 +48,7 @@ func rejoin(t *testing.T, cl *kgo.Client, group, member string, session, rebalan
 		req.Protocols[0].Metadata = meta[0]
 	}
 	go func() {
-		ch <- groupRequest[*kmsg.JoinGroupResponse](t, cl, req)
+		ch <- request[*kmsg.JoinGroupResponse](t, cl, req)
 	}()
 	return ch
 }
@@ -82,14 +82,14 @@ func heartbeat(t *testing.T, cl *kgo.Client, group, member string, gen int32) in
 	t.Helper()
 	req := kmsg.NewPtrHeartbeatRequest()
 	req.Group, req.MemberID, req.Generation = group, member, gen
-	return groupRequest[*kmsg.HeartbeatResponse](t, cl, req).ErrorCode
+	return request[*kmsg.HeartbeatResponse](t, cl, req).ErrorCode
 }
 
 func describe(t *testing.T, cl *kgo.Client, group string) kmsg.DescribeGroupsResponseGroup {
 	t.Helper()
 	req := kmsg.NewPtrDescribeGroupsRequest()
 	req.Groups = []string{group}
-	resp := groupRequest[*kmsg.DescribeGroupsResponse](t, cl, req)
+	resp := request[*kmsg.DescribeGroupsResponse](t, cl, req)
 	return resp.Groups[0]
 }
 
@@ -111,7 +111,7 @@ func TestGroupRebalances(t *testing.T) {
 	if string(r.Members[0].ProtocolMetadata) != "meta-"+a+"-range" {
 		t.Fatalf("leader got metadata %q", r.Members[0].ProtocolMetadata)
 	}
-	s := groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, map[string]string{a: "all"}))
+	s := request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, map[string]string{a: "all"}))
 	if s.ErrorCode != 0 || string(s.MemberAssignment) != "all" {
 		t.Fatalf("sync: error %d, assignment %q", s.ErrorCode, s.MemberAssignment)
 	}
@@ -141,9 +141,9 @@ func TestGroupRebalances(t *testing.T) {
 
 	// The follower's sync waits for the leader's assignment.
 	sb := make(chan *kmsg.SyncGroupResponse, 1)
-	go func() { sb <- groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq(g, b, 2, nil)) }()
+	go func() { sb <- request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, b, 2, nil)) }()
 	testutil.Eventually(t, 5*time.Second, func() bool { return describe(t, cl, g).State == "CompletingRebalance" }, "join completes")
-	sa := groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 2, map[string]string{a: "p0", b: "p1"}))
+	sa := request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 2, map[string]string{a: "p0", b: "p1"}))
 	if sa.ErrorCode != 0 || string(sa.MemberAssignment) != "p0" {
 		t.Fatalf("leader sync: error %d, assignment %q", sa.ErrorCode, sa.MemberAssignment)
 	}
@@ -162,7 +162,7 @@ func TestGroupRebalances(t *testing.T) {
 	if code := heartbeat(t, cl, g, "nobody", 2); code != kerr.UnknownMemberID.Code {
 		t.Fatalf("unknown member heartbeat: %v", kerr.ErrorForCode(code))
 	}
-	if s := groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq(g, b, 1, nil)); s.ErrorCode != kerr.IllegalGeneration.Code {
+	if s := request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, b, 1, nil)); s.ErrorCode != kerr.IllegalGeneration.Code {
 		t.Fatalf("stale generation sync: %v", kerr.ErrorForCode(s.ErrorCode))
 	}
 
@@ -174,7 +174,7 @@ func TestGroupRebalances(t *testing.T) {
 		m.MemberID = id
 		leave.Members = append(leave.Members, m)
 	}
-	lr := groupRequest[*kmsg.LeaveGroupResponse](t, cl, leave)
+	lr := request[*kmsg.LeaveGroupResponse](t, cl, leave)
 	if lr.ErrorCode != 0 || len(lr.Members) != 2 || lr.Members[0].ErrorCode != 0 || lr.Members[1].ErrorCode != kerr.UnknownMemberID.Code {
 		t.Fatalf("leave: %+v", lr)
 	}
@@ -196,12 +196,12 @@ func TestGroupSessionExpiry(t *testing.T) {
 	const g = "g-expiry"
 	a, ja := newMember(t, stay, g, 10*time.Second, 10*time.Second)
 	recvJoin(t, ja)
-	groupRequest[*kmsg.SyncGroupResponse](t, stay, syncReq(g, a, 1, nil))
+	request[*kmsg.SyncGroupResponse](t, stay, syncReq(g, a, 1, nil))
 	b, jb := newMember(t, gone, g, 500*time.Millisecond, 10*time.Second)
 	testutil.Eventually(t, 5*time.Second, func() bool { return describe(t, stay, g).State == "PreparingRebalance" }, "b's join arrives")
 	recvJoin(t, rejoin(t, stay, g, a, 10*time.Second, 10*time.Second))
 	recvJoin(t, jb)
-	groupRequest[*kmsg.SyncGroupResponse](t, stay, syncReq(g, a, 2, map[string]string{a: "x", b: "y"}))
+	request[*kmsg.SyncGroupResponse](t, stay, syncReq(g, a, 2, map[string]string{a: "x", b: "y"}))
 	gone.Close() // b's connection ends; it never heartbeats again
 
 	testutil.Eventually(t, 10*time.Second, func() bool {
@@ -225,7 +225,7 @@ func TestGroupRebalanceTimeout(t *testing.T) {
 	sess, reb := 30*time.Second, time.Second
 	a, ja := newMember(t, cl, g, sess, reb)
 	recvJoin(t, ja)
-	groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, nil))
+	request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, nil))
 	b, jb := newMember(t, cl, g, sess, reb) // a never joins again
 	start := time.Now()
 	r := recvJoin(t, jb)
@@ -245,18 +245,18 @@ func TestGroupErrors(t *testing.T) {
 	n := startGroupsNode(t)
 	cl := n.client()
 
-	if r := groupRequest[*kmsg.JoinGroupResponse](t, cl, joinReq("", "", 10*time.Second, 10*time.Second)); r.ErrorCode != kerr.InvalidGroupID.Code {
+	if r := request[*kmsg.JoinGroupResponse](t, cl, joinReq("", "", 10*time.Second, 10*time.Second)); r.ErrorCode != kerr.InvalidGroupID.Code {
 		t.Errorf("empty group id: %v", kerr.ErrorForCode(r.ErrorCode))
 	}
-	if r := groupRequest[*kmsg.JoinGroupResponse](t, cl, joinReq("g", "", time.Millisecond, 10*time.Second)); r.ErrorCode != kerr.InvalidSessionTimeout.Code {
+	if r := request[*kmsg.JoinGroupResponse](t, cl, joinReq("g", "", time.Millisecond, 10*time.Second)); r.ErrorCode != kerr.InvalidSessionTimeout.Code {
 		t.Errorf("tiny session timeout: %v", kerr.ErrorForCode(r.ErrorCode))
 	}
-	if r := groupRequest[*kmsg.JoinGroupResponse](t, cl, joinReq("g", "made-up", 10*time.Second, 10*time.Second)); r.ErrorCode != kerr.UnknownMemberID.Code {
+	if r := request[*kmsg.JoinGroupResponse](t, cl, joinReq("g", "made-up", 10*time.Second, 10*time.Second)); r.ErrorCode != kerr.UnknownMemberID.Code {
 		t.Errorf("made-up member id: %v", kerr.ErrorForCode(r.ErrorCode))
 	}
 	noProto := joinReq("g", "", 10*time.Second, 10*time.Second)
 	noProto.Protocols = nil
-	if r := groupRequest[*kmsg.JoinGroupResponse](t, cl, noProto); r.ErrorCode != kerr.InconsistentGroupProtocol.Code {
+	if r := request[*kmsg.JoinGroupResponse](t, cl, noProto); r.ErrorCode != kerr.InconsistentGroupProtocol.Code {
 		t.Errorf("no protocols: %v", kerr.ErrorForCode(r.ErrorCode))
 	}
 	// A member whose protocols share nothing with the group's.
@@ -272,17 +272,17 @@ func TestGroupErrors(t *testing.T) {
 	st := joinReq("g-static", "", 10*time.Second, 10*time.Second)
 	inst := "instance-1"
 	st.InstanceID = &inst
-	first := groupRequest[*kmsg.JoinGroupResponse](t, cl, st)
+	first := request[*kmsg.JoinGroupResponse](t, cl, st)
 	if first.ErrorCode != 0 {
 		t.Fatalf("static join: %v", kerr.ErrorForCode(first.ErrorCode))
 	}
-	second := groupRequest[*kmsg.JoinGroupResponse](t, cl, st)
+	second := request[*kmsg.JoinGroupResponse](t, cl, st)
 	if second.ErrorCode != 0 || second.MemberID == first.MemberID {
 		t.Fatalf("static rejoin: %v, id %q", kerr.ErrorForCode(second.ErrorCode), second.MemberID)
 	}
 	hb := kmsg.NewPtrHeartbeatRequest()
 	hb.Group, hb.MemberID, hb.Generation, hb.InstanceID = "g-static", first.MemberID, second.Generation, &inst
-	if r := groupRequest[*kmsg.HeartbeatResponse](t, cl, hb); r.ErrorCode != kerr.FencedInstanceID.Code {
+	if r := request[*kmsg.HeartbeatResponse](t, cl, hb); r.ErrorCode != kerr.FencedInstanceID.Code {
 		t.Errorf("fenced static member: %v", kerr.ErrorForCode(r.ErrorCode))
 	}
 
@@ -291,7 +291,7 @@ func TestGroupErrors(t *testing.T) {
 	fc := kmsg.NewPtrFindCoordinatorRequest()
 	fc.Version, fc.CoordinatorKeys = 4, []string{"g", "h"}
 	fr := rawRequest[*kmsg.FindCoordinatorResponse](t, n.addr, fc)
-	if len(fr.Coordinators) != 2 || fr.Coordinators[1].Key != "h" || fr.Coordinators[1].ErrorCode != 0 || fr.Coordinators[1].Port != n.srv.opts.AdvertisedPort {
+	if len(fr.Coordinators) != 2 || fr.Coordinators[1].Key != "h" || fr.Coordinators[1].ErrorCode != 0 || fr.Coordinators[1].Port != n.s.opts.AdvertisedPort {
 		t.Errorf("find coordinator v4: %+v", fr)
 	}
 	fc.CoordinatorType = 1
@@ -301,7 +301,7 @@ func TestGroupErrors(t *testing.T) {
 	}
 	fc.Version, fc.CoordinatorType, fc.CoordinatorKey = 0, 0, "g"
 	fr = rawRequest[*kmsg.FindCoordinatorResponse](t, n.addr, fc)
-	if fr.ErrorCode != 0 || fr.Port != n.srv.opts.AdvertisedPort || fr.Host != "localhost" {
+	if fr.ErrorCode != 0 || fr.Port != n.s.opts.AdvertisedPort || fr.Host != n.s.opts.AdvertisedHost {
 		t.Errorf("find coordinator v0: %+v", fr)
 	}
 	_ = a

@@ -45,13 +45,13 @@ func TestOffsetsSurviveRestart(t *testing.T) {
 	n := startGroupsNode(t)
 	n.createTopic("t", 3)
 	cl := n.client()
-	resp := groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "t", map[int32]int64{0: 10, 2: 30}))
+	resp := request[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "t", map[int32]int64{0: 10, 2: 30}))
 	if codes := commitCodes(resp); codes[0] != 0 || codes[2] != 0 {
 		t.Fatalf("commit: %v", codes)
 	}
 	// A later commit replaces an earlier one.
-	groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "t", map[int32]int64{2: 31}))
-	groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("other", "", -1, "t", map[int32]int64{1: 5}))
+	request[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "t", map[int32]int64{2: 31}))
+	request[*kmsg.OffsetCommitResponse](t, cl, commitReq("other", "", -1, "t", map[int32]int64{1: 5}))
 
 	n.restart()
 	cl = n.client()
@@ -101,10 +101,10 @@ func TestOffsetCommitErrors(t *testing.T) {
 	recvJoin(t, ja)
 
 	// Generation 1 is CompletingRebalance until the leader syncs.
-	if c := commitCodes(groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq(g, a, 1, "t", map[int32]int64{0: 1}))); c[0] != kerr.RebalanceInProgress.Code {
+	if c := commitCodes(request[*kmsg.OffsetCommitResponse](t, cl, commitReq(g, a, 1, "t", map[int32]int64{0: 1}))); c[0] != kerr.RebalanceInProgress.Code {
 		t.Errorf("commit before sync: %v", kerr.ErrorForCode(c[0]))
 	}
-	groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, nil))
+	request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, nil))
 	for _, tc := range []struct {
 		name   string
 		member string
@@ -116,12 +116,12 @@ func TestOffsetCommitErrors(t *testing.T) {
 		{"unknown member", "nobody", 1, kerr.UnknownMemberID.Code},
 		{"outside the group while it has members", "", -1, kerr.UnknownMemberID.Code},
 	} {
-		c := commitCodes(groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq(g, tc.member, tc.gen, "t", map[int32]int64{0: 7})))
+		c := commitCodes(request[*kmsg.OffsetCommitResponse](t, cl, commitReq(g, tc.member, tc.gen, "t", map[int32]int64{0: 7})))
 		if c[0] != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, kerr.ErrorForCode(c[0]), kerr.ErrorForCode(tc.want))
 		}
 	}
-	if c := commitCodes(groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("no-such-group", "", 4, "t", map[int32]int64{0: 1}))); c[0] != kerr.IllegalGeneration.Code {
+	if c := commitCodes(request[*kmsg.OffsetCommitResponse](t, cl, commitReq("no-such-group", "", 4, "t", map[int32]int64{0: 1}))); c[0] != kerr.IllegalGeneration.Code {
 		t.Errorf("generation of a group that has none: %v", kerr.ErrorForCode(c[0]))
 	}
 
@@ -133,7 +133,7 @@ func TestOffsetCommitErrors(t *testing.T) {
 	missing.Topic = "missing"
 	missing.Partitions = []kmsg.OffsetCommitRequestTopicPartition{bad}
 	req.Topics = append(req.Topics, missing)
-	resp := groupRequest[*kmsg.OffsetCommitResponse](t, cl, req)
+	resp := request[*kmsg.OffsetCommitResponse](t, cl, req)
 	c := commitCodes(&kmsg.OffsetCommitResponse{Topics: resp.Topics[:1]})
 	if c[0] != 0 || c[9] != kerr.UnknownTopicOrPartition.Code || resp.Topics[1].Partitions[0].ErrorCode != kerr.UnknownTopicOrPartition.Code {
 		t.Errorf("per-partition errors: %+v", resp.Topics)
@@ -141,7 +141,7 @@ func TestOffsetCommitErrors(t *testing.T) {
 	req = commitReq("solo", "", -1, "t", nil)
 	bad.Partition = 0
 	req.Topics[0].Partitions = []kmsg.OffsetCommitRequestTopicPartition{bad}
-	if c := commitCodes(groupRequest[*kmsg.OffsetCommitResponse](t, cl, req)); c[0] != kerr.OffsetMetadataTooLarge.Code {
+	if c := commitCodes(request[*kmsg.OffsetCommitResponse](t, cl, req)); c[0] != kerr.OffsetMetadataTooLarge.Code {
 		t.Errorf("oversized metadata: %v", kerr.ErrorForCode(c[0]))
 	}
 	offs, err := kadm.NewClient(cl).FetchOffsets(context.Background(), "solo")
@@ -160,8 +160,8 @@ func TestOffsetsOfDeletedTopic(t *testing.T) {
 	n.createTopic("gone", 1)
 	n.createTopic("kept", 1)
 	cl := n.client()
-	groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "gone", map[int32]int64{0: 42}))
-	groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "kept", map[int32]int64{0: 1}))
+	request[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "gone", map[int32]int64{0: 42}))
+	request[*kmsg.OffsetCommitResponse](t, cl, commitReq("g", "", -1, "kept", map[int32]int64{0: 1}))
 	if err := n.b.DeleteTopic("gone"); err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +192,9 @@ func TestKadmGroups(t *testing.T) {
 	sub.Topics = []string{"t"}
 	a, ja := newMember(t, cl, "live", 10*time.Second, 10*time.Second, sub.AppendTo(nil))
 	recvJoin(t, ja)
-	groupRequest[*kmsg.SyncGroupResponse](t, cl, syncReq("live", a, 1, map[string]string{a: "x"}))
-	groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("live", a, 1, "t", map[int32]int64{0: 3}))
-	groupRequest[*kmsg.OffsetCommitResponse](t, cl, commitReq("idle", "", -1, "t", map[int32]int64{0: 8, 1: 9}))
+	request[*kmsg.SyncGroupResponse](t, cl, syncReq("live", a, 1, map[string]string{a: "x"}))
+	request[*kmsg.OffsetCommitResponse](t, cl, commitReq("live", a, 1, "t", map[int32]int64{0: 3}))
+	request[*kmsg.OffsetCommitResponse](t, cl, commitReq("idle", "", -1, "t", map[int32]int64{0: 8, 1: 9}))
 
 	listed, err := adm.ListGroups(ctx)
 	if err != nil {
