@@ -76,6 +76,8 @@ type Broker struct {
 	lock *dirLock // the data directory's, held until Close
 	// clusterID names the node's data for Kafka clients (see ClusterID).
 	clusterID string
+	// pids hands out idempotent producers' ids (producerid.go).
+	pids *producerIDs
 
 	// mu guards the maps and closed, and is held only for map updates:
 	// never across bucket requests or bulk file I/O, which appends and
@@ -197,6 +199,9 @@ func (b *Broker) open(ctx context.Context) error {
 		return err
 	}
 	b.clusterID = id
+	if b.pids, err = loadProducerIDs(opts.Dir); err != nil {
+		return err
+	}
 	if err := fileutil.MkdirAllDurable(b.topicsDir()); err != nil {
 		return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
 	}
@@ -495,6 +500,18 @@ func (b *Broker) Append(name string, partition int32, batch []byte) (hot.AppendR
 		return hot.AppendResult{}, err
 	}
 	return p.Append(batch)
+}
+
+// AppendDeferred writes one batch to a partition without waiting for the
+// flush policy's promise: see hot.Log.AppendDeferred. A front end serving
+// one connection's requests in order calls it in request order (producer
+// sequences are checked in that order) and waits afterwards.
+func (b *Broker) AppendDeferred(name string, partition int32, batch []byte) (*hot.PendingAppend, error) {
+	p, err := b.Partition(name, partition)
+	if err != nil {
+		return nil, err
+	}
+	return p.AppendDeferred(batch)
 }
 
 // Fetch reads whole batches from the batch containing offset, from the hot

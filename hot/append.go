@@ -13,19 +13,70 @@ import (
 // Append validates one RecordBatch v2 from a producer as Kafka's log
 // validator does (max.message.bytes, then checkBatch: CRC-32C, dense
 // offsets, every record decompressed and parsed, no control batch),
+// checks an idempotent producer's epoch and sequence (producers.go),
 // stamps the topic's timestamp type, the log's leader epoch and its base
-// offset (written into b: the caller hands the buffer over) and appends it. It returns once the flush policy's
-// promise holds: under FlushAlways the batch is fsynced (group commit shares
-// one fsync among concurrent appends); under FlushInterval it is fsynced
-// inline only when flush.messages unflushed records have gathered; otherwise
-// it is in the page cache. The result's Durability says which.
+// offset (written into b: the caller hands the buffer over) and appends
+// it. It returns once the flush policy's promise holds: under FlushAlways
+// the batch is fsynced (group commit shares one fsync among concurrent
+// appends); under FlushInterval it is fsynced inline only when
+// flush.messages unflushed records have gathered; otherwise it is in the
+// page cache. The result's Durability says which. A retry of a batch the
+// producer already appended returns the original's offsets (Duplicate
+// set) once the original is as durable, and writes nothing.
 func (l *Log) Append(b []byte) (AppendResult, error) {
+	p, err := l.AppendDeferred(b)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return p.Wait()
+}
+
+// PendingAppend is a batch AppendDeferred has written (or recognised as a
+// retry) whose flush-policy promise may not hold yet.
+type PendingAppend struct {
+	l     *Log
+	res   AppendResult
+	seq   uint64 // appends to fsync through before the promise holds; 0: none
+	start time.Time
+}
+
+// Duplicate says the batch was a retry of one already in the log: nothing
+// was written.
+func (p *PendingAppend) Duplicate() bool { return p.res.Duplicate }
+
+// MustWait says whether Wait blocks for an fsync; if not, the promise
+// already holds.
+func (p *PendingAppend) MustWait() bool { return p.seq > 0 }
+
+// Wait returns once the flush policy's promise holds for the batch (see
+// Append) and the result, whose Durability says what was reached.
+func (p *PendingAppend) Wait() (AppendResult, error) {
+	res := p.res
+	if p.seq > 0 {
+		if err := p.l.syncTo(p.seq); err != nil {
+			return AppendResult{}, err
+		}
+		res.Durability = DurabilityFsynced
+	}
+	p.l.m.endOffset.Set(float64(p.l.visible.Load().offset))
+	p.l.m.m.appendLatency.Observe(time.Since(p.start).Seconds())
+	return res, nil
+}
+
+// AppendDeferred is the first half of Append: it validates and writes the
+// batch (or recognises a producer's retry) and returns without waiting for
+// the flush policy's promise, which Wait on the result does. Appends take
+// their offsets and producer sequences in the order AppendDeferred calls
+// happen, so a caller serving one connection's requests in order calls it
+// in order and may wait for several results together: their fsyncs are
+// shared by the group commit.
+func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 	start := time.Now()
 	l.mu.RLock()
 	cfg := l.cfg
 	l.mu.RUnlock()
 	if len(b) > cfg.MaxMessageBytes {
-		return AppendResult{}, &TooLargeError{Size: len(b), Max: cfg.MaxMessageBytes}
+		return nil, &TooLargeError{Size: len(b), Max: cfg.MaxMessageBytes}
 	}
 	// Validation (decompressing and parsing every record) and any CRC
 	// rewrite happen before the lock, so appends to the log do not queue
@@ -39,26 +90,52 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 	h, err := checkBatch(b, cfg, now)
 	if err != nil {
 		copy(b, sent[:])
-		return AppendResult{}, err
+		return nil, err
 	}
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		copy(b, sent[:])
-		return AppendResult{}, ErrClosed
+		return nil, ErrClosed
 	}
 	if l.failed != nil {
 		err := l.failLocked(nil)
 		l.mu.Unlock()
 		copy(b, sent[:])
-		return AppendResult{}, err
+		return nil, err
+	}
+	policy := l.cfg.FlushPolicy
+	dup, err := l.producers.check(h, l.next == 0 && l.segments[0].base == 0)
+	if err != nil || dup != nil {
+		// A retry waits for what its original waits for: everything
+		// written so far, the original included, under FlushAlways.
+		var seq uint64
+		if dup != nil && policy == FlushAlways {
+			seq = l.seq
+		}
+		l.mu.Unlock()
+		copy(b, sent[:])
+		if err != nil {
+			return nil, err
+		}
+		res := AppendResult{BaseOffset: dup.BaseOffset, LastOffset: dup.LastOffset, LogAppendTime: now.UnixMilli(),
+			TimestampType: cfg.TimestampType, Durability: DurabilityPageCache, Duplicate: true}
+		if cfg.TimestampType == LogAppendTime {
+			res.LogAppendTime = dup.MaxTimestamp // the original's append time
+		}
+		if policy == FlushAlways {
+			// Durable once the fsync through seq returns (at once if
+			// nothing was written since the log opened: Open fsyncs).
+			res.Durability = DurabilityFsynced
+		}
+		return &PendingAppend{l: l, seq: seq, start: start, res: res}, nil
 	}
 	if l.shouldRollLocked(len(b), now) || l.offsetsOverflowLocked(h.NumRecords) {
 		if err := l.rollLocked(); err != nil {
 			l.mu.Unlock() // retriable: nothing was written, the next append retries the roll
 			copy(b, sent[:])
-			return AppendResult{}, err
+			return nil, err
 		}
 	}
 	base := l.next
@@ -70,8 +147,9 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 	if err := l.active.append(b, h, l.cfg.IndexIntervalBytes); err != nil {
 		err = l.failLocked(err)
 		l.mu.Unlock()
-		return AppendResult{}, err
+		return nil, err
 	}
+	l.producers.update(h, now.UnixMilli())
 	if len(l.dirty) == 0 || l.dirty[len(l.dirty)-1] != l.active {
 		l.dirty = append(l.dirty, l.active)
 	}
@@ -80,26 +158,18 @@ func (l *Log) Append(b []byte) (AppendResult, error) {
 	l.seq++
 	seq := l.seq
 	l.unsynced += int64(h.NumRecords)
-	policy := l.cfg.FlushPolicy
 	needSync := policy == FlushAlways ||
 		(policy == FlushInterval && l.cfg.FlushMessages > 0 && l.unsynced >= l.cfg.FlushMessages)
 	if !needSync {
 		l.publishLocked()
+		seq = 0
 	}
 	l.mu.Unlock()
 
-	res := AppendResult{BaseOffset: base, LastOffset: h.LastOffset(), LogAppendTime: now.UnixMilli(), Durability: DurabilityPageCache}
-	if needSync {
-		if err := l.syncTo(seq); err != nil {
-			return AppendResult{}, err
-		}
-		res.Durability = DurabilityFsynced
-	}
 	l.m.bytesIn.Add(float64(len(b)))
 	l.m.recordsIn.Add(float64(h.NumRecords))
-	l.m.endOffset.Set(float64(l.visible.Load().offset))
-	l.m.m.appendLatency.Observe(time.Since(start).Seconds())
-	return res, nil
+	return &PendingAppend{l: l, seq: seq, start: start, res: AppendResult{BaseOffset: base, LastOffset: h.LastOffset(),
+		LogAppendTime: now.UnixMilli(), TimestampType: cfg.TimestampType, Durability: DurabilityPageCache}}, nil
 }
 
 // groupCommit lets one appender fsync on behalf of all that wrote before the
@@ -230,6 +300,7 @@ func (l *Log) rollLocked() error {
 		return fmt.Errorf("hot: roll to a new segment at offset %d (%w): %w", l.next, ErrRetriable, err)
 	}
 	l.active.rolled = true
+	l.active.producers = l.producerSnapshotLocked()
 	l.toSeal = append(l.toSeal, l.active)
 	l.segments = append(l.segments, s)
 	l.active = s

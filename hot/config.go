@@ -147,6 +147,11 @@ type Options struct {
 	// batch, whatever the producer sent (0 on a single node; replication
 	// moves it with SetLeaderEpoch).
 	LeaderEpoch int32
+	// ProducerIDExpiration is how long the log keeps the state of an
+	// idempotent producer that has stopped appending (Kafka's
+	// producer.id.expiration.ms); 0 means DefaultProducerIDExpiration.
+	// Expired producers are dropped when a segment rolls.
+	ProducerIDExpiration time.Duration
 }
 
 func (o *Options) fill() {
@@ -166,5 +171,8 @@ func (o *Options) fill() {
 	}
 	if o.BackgroundInterval <= 0 {
 		o.BackgroundInterval = 5 * time.Second
+	}
+	if o.ProducerIDExpiration <= 0 {
+		o.ProducerIDExpiration = DefaultProducerIDExpiration
 	}
 }

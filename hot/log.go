@@ -43,6 +43,10 @@ type Log struct {
 	unsynced int64 // records written since the last fsync (flush.messages)
 	failed   error
 	closed   bool
+	// producers is the idempotent producers' state (producers.go);
+	// snapshotted says a .producers snapshot exists in dir.
+	producers   producerTable
+	snapshotted bool
 
 	visible atomic.Pointer[position] // what readers may see
 	// sealedEnd is the next offset of the newest sealed segment (0: none),
@@ -246,6 +250,9 @@ func (l *Log) load() error {
 		return err
 	}
 	l.written = &position{offset: l.next, seg: l.active, pos: l.active.size}
+	if err := l.loadProducers(); err != nil {
+		return err
+	}
 	return l.writeRecoveryPoint(l.next)
 }
 
@@ -289,6 +296,18 @@ func (l *Log) sealSegment(s *segment) error {
 	l.mu.Unlock()
 	if err := x.write(s.prefix); err != nil {
 		return fmt.Errorf("hot: write index of %s: %w", s.logPath(), err)
+	}
+	l.mu.Lock()
+	snap := s.producers
+	s.producers = nil
+	l.mu.Unlock()
+	if snap != nil {
+		// The producer state at the segment's end, taken at its roll:
+		// written once the segment is durable, so it never describes
+		// batches a crash could lose.
+		if err := l.writeProducerSnapshot(s.next, snap); err != nil {
+			return err
+		}
 	}
 	l.mu.Lock()
 	s.sealed = true
@@ -378,11 +397,16 @@ func (l *Log) Close() error {
 		a.closeIndex()
 		x := indexes{offsets: a.idx.offsets, times: a.idx.times}
 		next := l.next
+		snap := l.producerSnapshotLocked()
 		l.mu.Unlock()
 		if err := x.write(a.prefix); err != nil {
 			errs = append(errs, err)
 		} else if errors.Join(errs...) == nil {
 			errs = append(errs, l.writeRecoveryPoint(next))
+		}
+		if snap != nil && errors.Join(errs...) == nil {
+			// So the next Open replays no headers.
+			errs = append(errs, l.writeProducerSnapshot(next, snap))
 		}
 	}
 	l.mu.Lock()

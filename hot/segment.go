@@ -51,6 +51,9 @@ type segment struct {
 	// off the log, before its file is closed: a reader whose read of it
 	// failed then knows it lost a race and retries at the new start.
 	deleted atomic.Bool
+	// producers is the log's producer state at the segment's end, taken
+	// when it rolled and written as a snapshot when it seals.
+	producers producerTable
 }
 
 func segmentPrefix(dir string, base int64) string {

@@ -27,7 +27,14 @@ type AppendResult struct {
 	LastOffset int64
 	// LogAppendTime is the broker time in Unix ms the batch was appended.
 	LogAppendTime int64
+	// TimestampType is the topic's message.timestamp.type the batch was
+	// stored under: LogAppendTime says its records carry LogAppendTime.
+	TimestampType TimestampType
 	Durability    Durability
+	// Duplicate: the batch was an idempotent producer's retry of one
+	// already in the log; the offsets are the original's and nothing was
+	// written.
+	Duplicate bool
 }
 
 // FetchResult holds whole batches read from the log.

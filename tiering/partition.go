@@ -272,15 +272,26 @@ func (p *Partition) Wait(ctx context.Context, offset int64) error { return p.log
 // reached: then it returns a *LocalDiskFullError (retriable) and the log
 // stays as it is - readable, and taking appends again once below it.
 func (p *Partition) Append(b []byte) (hot.AppendResult, error) {
+	pa, err := p.AppendDeferred(b)
+	if err != nil {
+		return hot.AppendResult{}, err
+	}
+	return pa.Wait()
+}
+
+// AppendDeferred is Append without the wait for the flush policy's promise
+// (hot.Log.AppendDeferred): the batch is written, or refused at a ceiling,
+// when it returns; Wait on the result waits for the promise.
+func (p *Partition) AppendDeferred(b []byte) (*hot.PendingAppend, error) {
 	if e := p.ceiling(); e != nil {
 		p.refusals.Add(1)
-		return hot.AppendResult{}, e
+		return nil, e
 	}
-	res, err := p.log.Append(b)
-	if err == nil {
+	pa, err := p.log.AppendDeferred(b)
+	if err == nil && !pa.Duplicate() {
 		p.appended(int64(len(b)))
 	}
-	return res, err
+	return pa, err
 }
 
 // Read returns whole batches from the batch containing offset: from the hot

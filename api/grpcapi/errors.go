@@ -43,6 +43,13 @@ func statusCode(err error) codes.Code {
 		errors.Is(err, batch.ErrShortBatch),
 		errors.Is(err, batch.ErrTooLarge):
 		return codes.InvalidArgument
+	case errors.Is(err, hot.ErrTransactional):
+		return codes.InvalidArgument
+	case errors.Is(err, hot.ErrOutOfOrderSequence), errors.Is(err, hot.ErrInvalidProducerEpoch):
+		// A raw batch from an idempotent producer that does not follow
+		// the producer's state in the partition: the state, not the
+		// bytes, is what is wrong.
+		return codes.FailedPrecondition
 	case errors.Is(err, tiering.ErrNotTiered):
 		// The topic does not tier or the node has no bucket: a retry
 		// cannot succeed until that configuration changes.

@@ -74,6 +74,14 @@ func init() {
 		kmsg.ListGroups.Int16():      {min: 0, max: 5, handle: typed((*Server).listGroups)},
 		kmsg.DescribeGroups.Int16():  {min: 0, max: 5, handle: typed((*Server).describeGroups)},
 		kmsg.DeleteGroups.Int16():    {min: 0, max: 2, handle: typed((*Server).deleteGroups)},
+
+		// Produce from v3, the first with RecordBatch v2 (the only format
+		// tierlog stores; Kafka 4 dropped v0-v2 too), to v9: v10+ add
+		// leader hints on NOT_LEADER_OR_FOLLOWER and transaction
+		// semantics (KIP-890) a single node without transactions has no
+		// use for.
+		kmsg.Produce.Int16():        {min: 3, max: 9, handle: typed((*Server).produce)},
+		kmsg.InitProducerID.Int16(): {min: 0, max: 4, handle: typed((*Server).initProducerID)},
 	}
 }
 

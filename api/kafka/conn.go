@@ -66,6 +66,10 @@ type reply struct {
 	resp  kmsg.Response
 	later func(ctx context.Context) kmsg.Response
 	none  bool
+	// closeConn closes the connection once the answers ahead are sent,
+	// reading no further request: how Kafka reports a failed Produce with
+	// acks=0 (which has no response), so the client refreshes metadata.
+	closeConn bool
 }
 
 func newClientConn(s *Server, nc net.Conn) *clientConn {
@@ -200,6 +204,7 @@ func (c *clientConn) start(body []byte) (*pending, error) {
 	if err != nil {
 		return nil, c.fail("handler failed", err)
 	}
+	p.closeAfter = rep.closeConn
 	switch {
 	case rep.none:
 		close(p.done)

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -46,6 +47,16 @@ func errorCode(err error) int16 {
 		return kerr.MessageTooLarge.Code
 	case errors.Is(err, hot.ErrCorruptBatch), errors.Is(err, batch.ErrCorrupt), errors.Is(err, batch.ErrShortBatch):
 		return kerr.CorruptMessage.Code
+	case errors.Is(err, hot.ErrOutOfOrderSequence):
+		return kerr.OutOfOrderSequenceNumber.Code
+	case errors.Is(err, hot.ErrInvalidProducerEpoch):
+		// Kafka's answer to a produce since 2.7 (KIP-588); clients bump
+		// their epoch and retry, where PRODUCER_FENCED would be fatal.
+		return kerr.InvalidProducerEpoch.Code
+	case errors.Is(err, hot.ErrTransactional):
+		// What Kafka answers a transactional batch whose producer has no
+		// transaction open (none can be: tierlog has no coordinator).
+		return kerr.InvalidTxnState.Code
 	case errors.Is(err, hot.ErrOffsetOutOfRange):
 		return kerr.OffsetOutOfRange.Code
 	case errors.Is(err, tiering.ErrLocalDiskFull):
@@ -72,6 +83,10 @@ type codedError struct {
 }
 
 func (e *codedError) Error() string { return e.msg }
+
+func codedErrorf(code *kerr.Error, format string, args ...any) error {
+	return &codedError{code: code, msg: fmt.Sprintf(format, args...)}
+}
 
 // errorMessage is err's text for responses that carry one, nil for none.
 func errorMessage(err error) *string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 )
 
 // Byte positions of the RecordBatch v2 header fields. Everything before
@@ -72,6 +73,21 @@ func (h Header) LogAppendTime() bool { return h.Attributes&attrLogAppendTime != 
 
 // Control reports whether the batch is a transaction control batch.
 func (h Header) Control() bool { return h.Attributes&attrControl != 0 }
+
+// Transactional reports whether the batch belongs to a transaction (its
+// records count only once a commit marker follows).
+func (h Header) Transactional() bool { return h.Attributes&attrTransactional != 0 }
+
+// LastSequence is the sequence number of the batch's last record: the
+// base sequence plus the last offset delta, wrapping past MaxInt32 to 0
+// as Kafka's producers number them.
+func (h Header) LastSequence() int32 {
+	last := int64(h.BaseSequence) + int64(h.LastOffsetDelta)
+	if last > math.MaxInt32 {
+		last -= math.MaxInt32 + 1
+	}
+	return int32(last)
+}
 
 // ErrShortBatch means fewer bytes are present than a batch header or its
 // declared length needs. At the tail of a segment it marks a torn write.

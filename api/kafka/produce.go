@@ -1,0 +1,133 @@
+package kafka
+
+import (
+	"context"
+	"encoding/binary"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/internal/batch"
+)
+
+// produce appends each partition's record batch, as the producer sent it
+// (compression kept), and answers once every append's flush-policy promise
+// holds.
+//
+// The appends happen here, in request order, before the handler returns:
+// offsets and idempotent producers' sequences are taken in the order the
+// connection sent its requests. Only the wait for the promise (an fsync
+// under flush.policy=always, shared by the group commit with every append
+// since) runs later, so a client with five produce requests in flight has
+// them written back to back and made durable by one fsync.
+//
+// acks=1 and acks=-1 (all) mean the same on a single node: the response
+// is sent when the topic's flush policy's promise holds (always: fsynced;
+// interval, os: in the page cache, which survives a crash of the process
+// but not of the machine). acks=0 gets no response; an append it made that
+// failed closes the connection, as Kafka does, so the client refreshes its
+// metadata. TimeoutMillis is not used: nothing waits for replicas.
+func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	badAcks := req.Acks != 0 && req.Acks != 1 && req.Acks != -1
+	type waiting struct {
+		pr    *kmsg.ProduceResponseTopicPartition
+		topic string
+		pa    *hot.PendingAppend
+	}
+	var waits []waiting
+	failed, mustWait := false, false
+	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
+	for i, rt := range req.Topics {
+		t := &resp.Topics[i]
+		*t = kmsg.NewProduceResponseTopic()
+		t.Topic = rt.Topic
+		t.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for j, rp := range rt.Partitions {
+			pr := &t.Partitions[j]
+			*pr = kmsg.NewProduceResponseTopicPartition()
+			pr.Partition = rp.Partition
+			if badAcks {
+				pr.ErrorCode = kerr.InvalidRequiredAcks.Code
+				continue
+			}
+			pa, err := s.appendPartition(req.Version, rt.Topic, rp)
+			if err != nil {
+				failed = true
+				setProduceError(req.Version, pr, err)
+				continue
+			}
+			waits = append(waits, waiting{pr: pr, topic: rt.Topic, pa: pa})
+			mustWait = mustWait || pa.MustWait()
+		}
+	}
+	if req.Acks == 0 {
+		return reply{none: true, closeConn: failed}
+	}
+	finish := func() kmsg.Response {
+		for _, w := range waits {
+			res, err := w.pa.Wait()
+			if err != nil {
+				setProduceError(req.Version, w.pr, err)
+				continue
+			}
+			w.pr.BaseOffset = res.BaseOffset
+			if res.TimestampType == hot.LogAppendTime {
+				w.pr.LogAppendTime = res.LogAppendTime
+			}
+			if start, _, err := s.b.Offsets(w.topic, w.pr.Partition); err == nil {
+				w.pr.LogStartOffset = start
+			}
+		}
+		return resp
+	}
+	if !mustWait {
+		return reply{resp: finish()}
+	}
+	return reply{later: func(context.Context) kmsg.Response { return finish() }}
+}
+
+// appendPartition checks one partition's record set against the Produce
+// request's rules and hands the batch to the broker. Kafka requires, from
+// v3, exactly one RecordBatch of magic 2 per partition, and zstd only from
+// v7 (the version that announced it).
+func (s *Server) appendPartition(version int16, topic string, rp kmsg.ProduceRequestTopicPartition) (*hot.PendingAppend, error) {
+	if err := broker.ValidateTopicName(topic); err != nil {
+		// Kafka answers UNKNOWN_TOPIC_OR_PARTITION, which clients retry
+		// until their delivery timeout for a name that can never exist;
+		// INVALID_TOPIC_EXCEPTION fails the send at once, with the rule.
+		return nil, err
+	}
+	b := rp.Records
+	switch {
+	case len(b) == 0:
+		return nil, codedErrorf(kerr.InvalidRecord, "no record batch for partition %d: Produce v%d needs exactly one", rp.Partition, version)
+	case len(b) > 16 && b[16] != batch.Magic:
+		return nil, codedErrorf(kerr.InvalidRecord, "record batch magic %d: Produce v3 and later carry RecordBatch v2 (magic 2) only", int8(b[16]))
+	case len(b) >= batch.HeaderSize && version < 7 && batch.Codec(binary.BigEndian.Uint16(b[21:])&0x07) == batch.Zstd:
+		return nil, codedErrorf(kerr.UnsupportedCompressionType, "zstd compression needs Produce v7 or later, the request is v%d", version)
+	}
+	if len(b) >= batch.LengthFieldEnd {
+		// A valid length smaller than the set: more follows the batch.
+		n := int64(int32(binary.BigEndian.Uint32(b[8:])))
+		if size := batch.LengthFieldEnd + n; n >= batch.HeaderSize-batch.LengthFieldEnd && size < int64(len(b)) {
+			return nil, codedErrorf(kerr.InvalidRecord, "%d bytes follow the first record batch (%d bytes) of partition %d: Produce v3 and later take exactly one batch per partition", int64(len(b))-size, size, rp.Partition)
+		}
+	}
+	return s.b.AppendDeferred(topic, rp.Partition, b)
+}
+
+// setProduceError fills a partition's answer for a refused append (nothing
+// was stored) or a failed wait (the fsync failed: the log refuses appends
+// until it is reopened, whose recovery keeps the batch only if it is
+// whole on disk, and rebuilds the producer state from what it kept, so an
+// idempotent producer's retry cannot duplicate it).
+func setProduceError(version int16, pr *kmsg.ProduceResponseTopicPartition, err error) {
+	pr.ErrorCode = errorCode(err)
+	pr.BaseOffset, pr.LogAppendTime, pr.LogStartOffset = -1, -1, -1
+	if version >= 8 {
+		pr.ErrorMessage = errorMessage(err)
+	}
+}
