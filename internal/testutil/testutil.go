@@ -46,3 +46,20 @@ func Batch(t testing.TB, first int64, n, size int, ts int64) []byte {
 	}
 	return b
 }
+
+// IdempotentBatch builds an uncompressed batch of n records as an
+// idempotent producer (id, epoch) sends it, its first record numbered
+// seq; record k's value is Value(seq+k, size). Each call returns new
+// bytes: an append takes its buffer over, so a retry needs its own.
+func IdempotentBatch(t testing.TB, id int64, epoch int16, seq int32, n, size int) []byte {
+	t.Helper()
+	recs := make([]batch.Record, n)
+	for k := range recs {
+		recs[k] = batch.Record{Timestamp: 1_000_000 + int64(seq) + int64(k), Value: Value(int64(seq)+int64(k), size)}
+	}
+	b, err := batch.Build(recs, batch.BuildOptions{Producer: &batch.Producer{ID: id, Epoch: epoch, BaseSequence: seq}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
