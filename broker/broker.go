@@ -58,6 +58,9 @@ type Options struct {
 	// Groups configures the consumer-group coordinator (Dir, Logger and
 	// Registerer are filled in by the broker).
 	Groups groups.Options
+	// OpenFile opens the partition logs' segment files (nil: os.OpenFile);
+	// tests inject slow or failing fsyncs through it.
+	OpenFile hot.OpenFileFunc
 }
 
 // Broker owns the topics of one node and their partition logs.
@@ -359,7 +362,7 @@ func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering
 	return tiering.PartitionOptions{
 		Dir: filepath.Join(b.topicDir(name), strconv.Itoa(int(p))), Topic: name, Partition: p,
 		Hot:        cfg.hotConfig(b.store != nil),
-		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p, Scheduler: b.sched},
+		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p, Scheduler: b.sched, OpenFile: b.opts.OpenFile},
 		Store:      b.store, Reader: b.reader, Remote: cfg.RemoteStorageEnable, Retention: cfg.retention(),
 		LocalMaxBytes: cfg.LocalDiskMaxBytes, Logger: logger,
 	}

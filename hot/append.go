@@ -69,7 +69,9 @@ func (p *PendingAppend) Wait() (AppendResult, error) {
 // their offsets and producer sequences in the order AppendDeferred calls
 // happen, so a caller serving one connection's requests in order calls it
 // in order and may wait for several results together: their fsyncs are
-// shared by the group commit.
+// shared by the group commit. Every result must be waited for, even if
+// nobody hears the answer: under FlushAlways a batch becomes visible to
+// readers only through the fsync a Wait makes (or a later append's).
 func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 	start := time.Now()
 	l.mu.RLock()
@@ -119,6 +121,7 @@ func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 		if err != nil {
 			return nil, err
 		}
+		l.m.m.duplicates.Inc()
 		res := AppendResult{BaseOffset: dup.BaseOffset, LastOffset: dup.LastOffset, LogAppendTime: now.UnixMilli(),
 			TimestampType: cfg.TimestampType, Durability: DurabilityPageCache, Duplicate: true}
 		if cfg.TimestampType == LogAppendTime {

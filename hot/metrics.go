@@ -21,6 +21,7 @@ type Metrics struct {
 	endOffset     *prometheus.GaugeVec
 	startOffset   *prometheus.GaugeVec
 	fsyncErrors   prometheus.Counter
+	duplicates    prometheus.Counter
 }
 
 // NewMetrics registers the hot tier's metrics on reg (which may be nil for
@@ -41,6 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		endOffset:     f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_end_offset", Help: "Next offset to be written."}, pl),
 		startOffset:   f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_start_offset", Help: "First offset held locally."}, pl),
 		fsyncErrors:   f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_fsync_errors_total", Help: "Failed fsyncs; each one fails its log until reopened."}),
+		duplicates:    f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_duplicate_batches_total", Help: "Idempotent producers' retries of batches already in the log, answered with the original offsets (nothing written)."}),
 	}
 }
 

@@ -50,7 +50,7 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 			*pr = kmsg.NewProduceResponseTopicPartition()
 			pr.Partition = rp.Partition
 			if badAcks {
-				pr.ErrorCode = kerr.InvalidRequiredAcks.Code
+				setProduceError(req.Version, pr, codedErrorf(kerr.InvalidRequiredAcks, "acks %d: valid values are -1 (all), 0 and 1", req.Acks))
 				continue
 			}
 			pa, err := s.appendPartition(req.Version, rt.Topic, rp)
@@ -64,6 +64,16 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 		}
 	}
 	if req.Acks == 0 {
+		if mustWait {
+			// Nobody hears the answer, but the flush policy still holds:
+			// under flush.policy=always the batches become durable (and
+			// visible to readers) only through this fsync.
+			go func() {
+				for _, w := range waits {
+					_, _ = w.pa.Wait()
+				}
+			}()
+		}
 		return reply{none: true, closeConn: failed}
 	}
 	finish := func() kmsg.Response {
