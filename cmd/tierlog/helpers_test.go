@@ -110,13 +110,14 @@ func (s *syncBuffer) String() string {
 
 // node is a `tierlog serve` child process.
 type node struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	stderr   *syncBuffer
-	exited   chan struct{}
-	waitErr  error
-	grpcAddr string
-	httpAddr string
+	t         *testing.T
+	cmd       *exec.Cmd
+	stderr    *syncBuffer
+	exited    chan struct{}
+	waitErr   error
+	grpcAddr  string
+	httpAddr  string
+	kafkaAddr string
 }
 
 // startNode runs `tierlog serve` on ephemeral loopback ports and waits until
@@ -164,7 +165,7 @@ func startNode(t *testing.T, dataDir string, env []string, args ...string) *node
 	if rf.PID != n.cmd.Process.Pid {
 		t.Fatalf("ready file pid %d, want %d", rf.PID, n.cmd.Process.Pid)
 	}
-	n.grpcAddr, n.httpAddr = rf.GRPCAddr, rf.HTTPAddr
+	n.grpcAddr, n.httpAddr, n.kafkaAddr = rf.GRPCAddr, rf.HTTPAddr, rf.KafkaAddr
 	return n
 }
 
