@@ -7,6 +7,7 @@
 //	00000000000000004096.log        RecordBatch v2 batches, back to back, as produced
 //	00000000000000004096.index      sparse: (offset - base uint32, position uint32), one per ~4 KiB
 //	00000000000000004096.timeindex  sparse: (max timestamp so far int64, offset - base uint32)
+//	00000000000000004096.producers  idempotent producers' state below offset 4096 (producers.go)
 //	recovery-point                  decimal offset below which everything is fsynced
 //
 // Batches are stored exactly as the producer sent them (compression kept);
@@ -30,6 +31,20 @@
 // fsync fails the log: every later append returns ErrLogFailed until the log
 // is reopened, because after a failed fsync the state of the page cache is
 // unknown and a later success would be a lie.
+//
+// # Idempotent producers
+//
+// A batch with a producer id is checked under the log lock, before its
+// offsets are assigned, against the producer's epoch and its last five
+// batches in the partition (producers.go): a retry of one of them returns
+// its original offsets and writes nothing (its Wait still waits for the
+// original's fsync), a gap gets ErrOutOfOrderSequence, an old epoch
+// ErrInvalidProducerEpoch, a transactional batch ErrTransactional. The
+// state is snapshotted when a segment seals and rebuilt at Open from the
+// newest snapshot plus the batch headers after it; producers idle longer
+// than Options.ProducerIDExpiration (a day) are dropped at a roll.
+// AppendDeferred is Append without the wait, for a front end that must
+// append one connection's requests in order but wait for them together.
 //
 // # Rolling and sealing
 //
