@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -40,6 +41,12 @@ type clientConn struct {
 
 	// clientID is the last request header's client id (for logs).
 	clientID string
+
+	// fetches is what this connection's fetches hold of the fetch budget
+	// (see fetchRound); fetchTurn lets one fetch round of the connection
+	// size and take its hold at a time.
+	fetches   atomic.Int64
+	fetchTurn chan struct{}
 }
 
 // pending is one request's place in the response order.
@@ -74,7 +81,8 @@ type reply struct {
 
 func newClientConn(s *Server, nc net.Conn) *clientConn {
 	ctx, cancel := context.WithCancel(s.ctx)
-	return &clientConn{s: s, nc: nc, ctx: ctx, cancel: cancel, queue: make(chan *pending, pipelineDepth)}
+	return &clientConn{s: s, nc: nc, ctx: ctx, cancel: cancel, queue: make(chan *pending, pipelineDepth),
+		fetchTurn: make(chan struct{}, 1)}
 }
 
 func (c *clientConn) close() {
@@ -93,6 +101,13 @@ func (c *clientConn) serve() {
 		c.writeLoop()
 	}()
 	err := c.readLoop()
+	// The client is gone (or sent what the server will not answer): end
+	// the waits in flight now, as Kafka drops delayed responses when the
+	// channel closes, rather than hold the connection, its goroutines and
+	// the fetch budget its queued responses hold until a long poll's
+	// MaxWait. Answers already done are still written (after a protocol
+	// error, the client reads those ahead of the close).
+	c.cancel()
 	close(c.queue)
 	<-writerDone
 	c.close()
@@ -265,7 +280,8 @@ func (c *clientConn) handle(a api, req kmsg.Request) (rep reply, err error) {
 }
 
 // protect runs a deferred handler; a panic yields no response and closes
-// the connection.
+// the connection. A handler that holds fetch budget gives it back as it
+// unwinds (see fetchWait).
 func (c *clientConn) protect(req kmsg.Request, f func() kmsg.Response) (resp kmsg.Response) {
 	defer func() {
 		if v := recover(); v != nil {

@@ -34,7 +34,7 @@ const (
 // at once.
 const coldReadParallel = 8
 
-func (s *Server) fetch(_ *clientConn, req *kmsg.FetchRequest) reply {
+func (s *Server) fetch(c *clientConn, req *kmsg.FetchRequest) reply {
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
 	if req.Version >= 7 && req.SessionEpoch != 0 && req.SessionEpoch != -1 {
 		// 0 opens a session and -1 asks for none: both are full fetches,
@@ -43,7 +43,7 @@ func (s *Server) fetch(_ *clientConn, req *kmsg.FetchRequest) reply {
 		resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 		return reply{resp: resp}
 	}
-	return reply{later: func(ctx context.Context) kmsg.Response { return s.fetchWait(ctx, req, resp) }}
+	return reply{later: func(ctx context.Context) kmsg.Response { return s.fetchWait(ctx, c, req, resp) }}
 }
 
 // fetchWait answers a fetch: at once when the partitions have MinBytes
@@ -51,25 +51,31 @@ func (s *Server) fetch(_ *clientConn, req *kmsg.FetchRequest) reply {
 // MaxWaitMillis passes. It waits on every partition's log from this one
 // goroutine, woken by appends (never a timer poll), and holds no fetch
 // budget while it waits.
-func (s *Server) fetchWait(ctx context.Context, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
+func (s *Server) fetchWait(ctx context.Context, c *clientConn, req *kmsg.FetchRequest, resp *kmsg.FetchResponse) kmsg.Response {
 	parts := s.fetchParts(req)
 	wait := time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	expired := wait == 0
+	var r round
+	// Whatever ends this fetch without handing its hold to the response
+	// gives it back: a closing connection, or a panic (protect answers
+	// nothing and closes the connection).
+	defer r.release()
 	for {
 		// Taken before reading, so an append after the read still wakes
 		// the wait below.
 		wake := changes(parts)
-		r := s.fetchRound(ctx, req, parts)
+		r = s.fetchRound(ctx, c, req, parts)
 		if ctx.Err() != nil {
-			r.release()
 			return nil // the connection or server is closing: nothing is sent
 		}
 		if expired || r.bytes >= int(req.MinBytes) || r.failed || r.starved || len(parts) == 0 {
 			fill(resp, parts)
 			s.log.Debug("kafka fetch", "partitions", len(parts), "bytes", r.bytes)
-			return &held{Response: resp, release: r.release}
+			out := r
+			r = round{}
+			return &held{Response: resp, release: out.release}
 		}
 		r.release()
 		s.m.fetchWaiting.Inc()
@@ -79,7 +85,9 @@ func (s *Server) fetchWait(ctx context.Context, req *kmsg.FetchRequest, resp *km
 }
 
 // changes lists the channels that signal new records (or a closed log) in
-// any of parts.
+// any of parts. A closed log's channel stays ready, so the round after it
+// fires must drop that partition (fetchRound answers it with an error and
+// the fetch returns): a wait never selects on a closed log again.
 func changes(parts []*fetchPart) []<-chan struct{} {
 	var chans []<-chan struct{}
 	for _, fp := range parts {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -174,5 +176,39 @@ func TestFetchReadsBucketPartitionsInParallel(t *testing.T) {
 		if sizes, _ := batchSizes(t, rp.RecordBatches); rp.ErrorCode != 0 || len(sizes) != 10 {
 			t.Fatalf("partition %d: error %d, %d batches; want 10", i, rp.ErrorCode, len(sizes))
 		}
+	}
+}
+
+// A panic (a bug) in a bucket read started ahead, on its own goroutine,
+// does not end the server: that partition is answered KAFKA_STORAGE_ERROR
+// (clients retry) and the others of the fetch as usual.
+func TestFetchReadAheadPanicIsStorageError(t *testing.T) {
+	bk, err := filebucket.New(filepath.Join(t.TempDir(), "bucket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startFetchEnv(t, bk, nil, func(s *Server) {
+		s.testHookRead = func(topic string, part int32) {
+			if part == 1 {
+				panic("test: read panics")
+			}
+		}
+	})
+	if _, err := e.b.CreateTopic("ra", 2, map[string]string{"local.retention.bytes": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	e.appendBatches(t, "ra", 0, 2, 2, 10, 1000)
+	e.appendBatches(t, "ra", 1, 2, 2, 10, 1000)
+	e.tier(t, "ra", 1)
+	resp := request[*kmsg.FetchResponse](t, e.client(t), fetchReq("ra", 1<<20, 64<<10, nil, 0, 1))
+	got := resp.Topics[0].Partitions
+	if got[0].ErrorCode != 0 || len(got[0].RecordBatches) == 0 {
+		t.Fatalf("hot partition 0: error %d, %d bytes; want its records", got[0].ErrorCode, len(got[0].RecordBatches))
+	}
+	if got[1].ErrorCode != kerr.KafkaStorageError.Code {
+		t.Fatalf("partition 1, whose read ahead panicked: error %d; want KAFKA_STORAGE_ERROR", got[1].ErrorCode)
+	}
+	if n := promtest.ToFloat64(e.srv.m.coldReads); n != 0 {
+		t.Fatalf("%v cold reads still counted in flight", n)
 	}
 }

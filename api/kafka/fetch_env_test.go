@@ -25,7 +25,8 @@ type fetchEnv struct {
 	budget *fetchbudget.Budget
 }
 
-func startFetchEnv(t *testing.T, bk cold.Bucket, budget *fetchbudget.Budget) *fetchEnv {
+// setup runs on the server before it serves (to set test hooks).
+func startFetchEnv(t *testing.T, bk cold.Bucket, budget *fetchbudget.Budget, setup ...func(*Server)) *fetchEnv {
 	t.Helper()
 	b, err := broker.Open(context.Background(), broker.Options{Dir: t.TempDir(), Defaults: broker.DefaultTopicConfig(), Bucket: bk})
 	if err != nil {
@@ -40,6 +41,9 @@ func startFetchEnv(t *testing.T, bk cold.Bucket, budget *fetchbudget.Budget) *fe
 	}
 	host, port := AdvertisedFor(ln.Addr())
 	srv := New(b, Options{AdvertisedHost: host, AdvertisedPort: port, FetchBudget: budget})
+	for _, f := range setup {
+		f(srv)
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		srv.Close()

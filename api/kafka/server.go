@@ -86,6 +86,10 @@ type Server struct {
 	conns     map[*clientConn]struct{}
 	closed    bool
 	wg        sync.WaitGroup
+
+	// testHookRead, set by tests before serving, runs before each
+	// partition read of a fetch, on the goroutine that reads.
+	testHookRead func(topic string, partition int32)
 }
 
 type metrics struct {
@@ -98,6 +102,10 @@ type metrics struct {
 	coldReads  prometheus.Gauge
 	// fetchWaiting is the fetches waiting for records (long polls).
 	fetchWaiting prometheus.Gauge
+	// fetchStarved counts fetches answered without records for want of
+	// fetch budget, by which budget: "server" (server-wide) or
+	// "connection" (the connection's share).
+	fetchStarved *prometheus.CounterVec
 }
 
 // New returns a Kafka front end for b. The caller keeps ownership of b and
@@ -138,6 +146,8 @@ func New(b *broker.Broker, opts Options) *Server {
 				Help: "Partition reads from the bucket in flight for Kafka fetches."}),
 			fetchWaiting: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_kafka_fetch_waiting",
 				Help: "Kafka fetches waiting for records to arrive (MaxWaitMillis long polls)."}),
+			fetchStarved: f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_kafka_fetch_starved_total",
+				Help: "Kafka fetches answered without records because the fetch budget was in use, by budget: server (server-wide, --fetch-budget-bytes) or connection (the responses the connection has not read hold its share)."}, []string{"budget"}),
 		}}
 }
 

@@ -154,7 +154,8 @@ func (h *Hold) TryGrow(extra int64) (int64, bool) {
 	return extra, true
 }
 
-// Shrink gives back n bytes that Grow or TryGrow took.
+// Shrink gives back n of the bytes held: what Grow or TryGrow took, or
+// what a request reserved and turned out not to need.
 func (h *Hold) Shrink(n int64) {
 	if n > h.n {
 		panic(fmt.Sprintf("fetchbudget: shrink %d of a %d-byte hold", n, h.n))

@@ -22,7 +22,7 @@ import (
 // limits as applied to what the partitions before it returned; a read may
 // stop early (a segment's end) but never go past a limit, except the first
 // batch of the first partition with data.
-func TestReview_FetchMixedTiersKIP74(t *testing.T) {
+func TestFetchMixedTiersKIP74(t *testing.T) {
 	bk, err := filebucket.New(filepath.Join(t.TempDir(), "bucket"))
 	if err != nil {
 		t.Fatal(err)
