@@ -312,6 +312,9 @@ func (c *clientConn) writeLoop() {
 			<-p.done
 		}
 		if p.resp != nil {
+			if h, ok := p.resp.(*held); ok && h.size > cap(buf) {
+				buf = make([]byte, 0, h.size)
+			}
 			buf = appendResponse(buf[:0], p.hdr, p.resp)
 			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 			_, err := w.Write(buf)
@@ -350,6 +353,8 @@ const maxKeptBuffer = 1 << 20
 type held struct {
 	kmsg.Response
 	release func()
+	// size is about the encoded length, for the writer to allocate once.
+	size int
 }
 
 // release gives back what resp holds, if anything.
