@@ -1,0 +1,210 @@
+package groups
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+// A commit accepted (queued for the log) before a topic is deleted must not
+// survive the deletion: DropTopics promises that a topic created later under
+// the name does not inherit the deleted topic's offsets. The commit here is
+// queued, not yet fsynced (its wait not yet run: another commit's fsync is
+// under way, or its goroutine is not scheduled yet), when the topic goes.
+func TestReview_DropTopicsMissesQueuedCommit(t *testing.T) {
+	dir := t.TempDir()
+	c := openTest(t, dir, 0)
+	wait := c.Commit(CommitRequest{Group: "g", Generation: -1, Offsets: []PartitionOffset{
+		{Topic: "t", Partition: 0, Offset: Offset{Offset: 42, LeaderEpoch: -1}}}})
+	if err := c.DropTopics(func(topic string) bool { return topic != "t" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := offsetOf(c, "g", 0); got != -1 {
+		t.Errorf("offset of deleted topic t: %d after DropTopics returned, want none", got)
+	}
+	c.Close()
+	c = openTest(t, dir, 0)
+	defer c.Close()
+	if got := offsetOf(c, "g", 0); got != -1 {
+		t.Errorf("offset of deleted topic t: %d after reopen, want none", got)
+	}
+}
+
+// The same for DeleteGroups: a commit queued before the deletion must be
+// deleted by it (the deletion is after it in the log), not resurrect the
+// group once its fsync completes.
+func TestReview_DeleteGroupMissesQueuedCommit(t *testing.T) {
+	c := openTest(t, t.TempDir(), 0)
+	defer c.Close()
+	commit(t, c, "g", 0, 10)
+	wait := c.Commit(CommitRequest{Group: "g", Generation: -1, Offsets: []PartitionOffset{
+		{Topic: "t", Partition: 1, Offset: Offset{Offset: 11, LeaderEpoch: -1}}}})
+	if err := c.Delete("g")(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Offsets("g"); len(got) != 0 {
+		t.Errorf("group g deleted, yet it has offsets %v", got)
+	}
+	if d := c.Describe("g"); d.State != Dead {
+		t.Errorf("deleted group is %v, want Dead", d.State)
+	}
+}
+
+// A JoinGroup v4+ from a new member gets MEMBER_ID_REQUIRED and a pending
+// member id. A client that never comes back (it died, or it probes random
+// group ids) must not leave the group behind for ever: once the pending id's
+// session timeout passes, nothing of the group remains.
+func TestReview_PendingMemberGroupsNeverDropped(t *testing.T) {
+	c, err := Open(Options{Dir: t.TempDir(), MinSessionTimeout: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 100 {
+		res := <-c.Join(JoinRequest{Group: fmt.Sprint("probe-", i), ClientID: "c", ProtocolType: "consumer",
+			Protocols: []Protocol{{Name: "range"}}, SessionTimeout: 10 * time.Millisecond, RequireKnownMemberID: true})
+		if !errors.Is(res.Err, ErrMemberIDRequired) {
+			t.Fatalf("join: %v", res.Err)
+		}
+	}
+	testutil.Eventually(t, 3*time.Second, func() bool { return len(c.List()) == 0 },
+		"groups of expired pending members are still held: %d listed, e.g. %+v", len(c.List()), c.List()[0])
+}
+
+// A leader whose JoinGroup answer was lost joins again with its member id
+// and unchanged protocols while the group awaits its assignment
+// (CompletingRebalance). Kafka answers it as the leader of the current
+// generation: with every member's metadata, which it needs to assign.
+func TestReview_LeaderRejoinInCompletingRebalanceGetsNoMembers(t *testing.T) {
+	c := openTest(t, t.TempDir(), 0)
+	defer c.Close()
+	join := func(member string) <-chan JoinResult {
+		return c.Join(JoinRequest{Group: "g", MemberID: member, ClientID: "c", ProtocolType: "consumer",
+			Protocols:      []Protocol{{Name: "range", Metadata: []byte("sub")}},
+			SessionTimeout: 10 * time.Second, RebalanceTimeout: 10 * time.Second})
+	}
+	a := <-join("") // gen 1: a alone
+	if a.Err != nil {
+		t.Fatal(a.Err)
+	}
+	bch := join("") // b joins: rebalance, a must join again
+	ach := join(a.MemberID)
+	a, b := <-ach, <-bch
+	if a.Err != nil || b.Err != nil {
+		t.Fatal(a.Err, b.Err)
+	}
+	leader := a
+	if b.MemberID == a.Leader {
+		leader = b
+	}
+	if len(leader.Members) != 2 {
+		t.Fatalf("leader's first answer has %d members", len(leader.Members))
+	}
+	again := <-join(leader.MemberID) // the leader's answer was lost: it asks again
+	if again.Err != nil {
+		t.Fatal(again.Err)
+	}
+	if again.Leader != leader.MemberID || again.Generation != leader.Generation {
+		t.Fatalf("rejoin: leader %s gen %d, want %s gen %d", again.Leader, again.Generation, leader.MemberID, leader.Generation)
+	}
+	if len(again.Members) != 2 {
+		t.Errorf("the leader's repeated join lists %d members, want 2: it is told to lead but cannot assign", len(again.Members))
+	}
+}
+
+// A follower waits in SyncGroup while the leader computes the assignment
+// (longer than the session timeout; the rebalance timeout allows it). Once
+// it has its assignment it heartbeats at the usual interval (a third of the
+// session timeout): it must not be expired in between, as Kafka restarts a
+// member's session when it answers its sync.
+func TestReview_FollowerExpiredRightAfterItsSync(t *testing.T) {
+	const session = time.Second
+	c, err := Open(Options{Dir: t.TempDir(), MinSessionTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	join := func(member string) <-chan JoinResult {
+		return c.Join(JoinRequest{Group: "g", MemberID: member, ClientID: "c", ProtocolType: "consumer",
+			Protocols: []Protocol{{Name: "range"}}, SessionTimeout: session, RebalanceTimeout: time.Minute})
+	}
+	a := <-join("")
+	if a.Err != nil {
+		t.Fatal(a.Err)
+	}
+	followerJoined := time.Now() // the follower's session timer starts here
+	bch := join("")
+	a, b := <-join(a.MemberID), <-bch
+	if a.Err != nil || b.Err != nil {
+		t.Fatal(a.Err, b.Err)
+	}
+	if a.Leader != a.MemberID {
+		t.Fatalf("leader %s, want the first member %s", a.Leader, a.MemberID)
+	}
+	sync := c.Sync(SyncRequest{Group: "g", MemberID: b.MemberID, Generation: b.Generation})
+	// The leader heartbeats while it computes, and sends the assignment a
+	// little before the follower's session timer next fires.
+	assignAt := followerJoined.Add(3*session - 150*time.Millisecond)
+	for time.Now().Before(assignAt) {
+		if err := c.Heartbeat("g", a.MemberID, "", a.Generation); err != nil {
+			t.Fatalf("leader heartbeat: %v", err)
+		}
+		time.Sleep(min(session/3, time.Until(assignAt)))
+	}
+	if r := <-c.Sync(SyncRequest{Group: "g", MemberID: a.MemberID, Generation: a.Generation,
+		Assignments: map[string][]byte{a.MemberID: []byte("a"), b.MemberID: []byte("b")}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := <-sync; r.Err != nil || string(r.Assignment) != "b" {
+		t.Fatalf("follower sync: %+v", r)
+	}
+	answered := time.Now()
+	time.Sleep(session / 3) // the follower's heartbeat interval
+	if err := c.Heartbeat("g", b.MemberID, "", b.Generation); err != nil {
+		t.Errorf("follower's first heartbeat %v after its sync answer: %v (session timeout %v)",
+			time.Since(answered).Round(time.Millisecond), err, session)
+	}
+}
+
+// A crash mid-write tears the last frame. Its payload holds the
+// committer's metadata, which can contain bytes that read as a whole
+// frame: the open must still take the tear as a torn tail (the frame
+// was never acknowledged), not refuse to start as if the log were corrupt
+// in the middle.
+func TestReview_TornFrameWithFrameShapedMetadataBlocksOpen(t *testing.T) {
+	dir := t.TempDir()
+	c := openTest(t, dir, 0)
+	commit(t, c, "g", 0, 100)
+	path := filepath.Join(dir, offsetsFile)
+	before, _ := os.ReadFile(path)
+	inner := appendFrame(nil, []entry{{group: "x", topic: "y", Offset: Offset{Offset: 1}}})
+	if err := c.Commit(CommitRequest{Group: "g", Generation: -1, Offsets: []PartitionOffset{
+		{Topic: "t", Partition: 1, Offset: Offset{Offset: 5, Metadata: string(inner) + "tail"}}}})(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	data, _ := os.ReadFile(path)
+	// Torn after the metadata's frame-shaped bytes, before the frame's end.
+	if err := os.WriteFile(path, data[:len(data)-2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("open after a torn last write (%d bytes valid before it): %v", len(before), err)
+	}
+	defer c.Close()
+	if got := offsetOf(c, "g", 0); got != 100 {
+		t.Errorf("acknowledged commit lost: %d", got)
+	}
+}
