@@ -126,3 +126,39 @@ func TestReview_OffsetCommitRetentionIgnored(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() bool { return fetched() == -1 },
 		"offset committed with a 200 ms retention still returned: %d", fetched())
 }
+
+// A member whose connection closes while its JoinGroup waits does not
+// wedge the group: the rebalance completes, the vanished member's session
+// then ends, and the group goes on without it (goleak checks the waiter).
+func TestReview_ConnectionClosedMidJoin(t *testing.T) {
+	n := startGroupsNode(t)
+	cl := n.client()
+	const g = "rv-midjoin"
+	sess := 10 * time.Second
+	a, ja := newMember(t, cl, g, sess, sess)
+	recvJoin(t, ja)
+	request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, 1, nil))
+
+	raw := dialRaw(t, n.addr)
+	jr := joinReq(g, "", 300*time.Millisecond, sess)
+	jr.Version = 9
+	first := raw.roundTrip(jr).(*kmsg.JoinGroupResponse)
+	if first.ErrorCode != kerr.MemberIDRequired.Code {
+		t.Fatalf("first join: %v", kerr.ErrorForCode(first.ErrorCode))
+	}
+	jr = joinReq(g, first.MemberID, 300*time.Millisecond, sess)
+	jr.Version = 9
+	raw.send(jr)
+	testutil.Eventually(t, 5*time.Second, func() bool { return describe(t, cl, g).State == "PreparingRebalance" }, "b's join arrives")
+	raw.c.Close()
+
+	r := recvJoin(t, rejoin(t, cl, g, a, sess, sess))
+	request[*kmsg.SyncGroupResponse](t, cl, syncReq(g, a, r.Generation, nil))
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return heartbeat(t, cl, g, a, r.Generation) == kerr.RebalanceInProgress.Code
+	}, "the vanished member's session ends")
+	r = recvJoin(t, rejoin(t, cl, g, a, sess, sess))
+	if len(r.Members) != 1 || r.Members[0].MemberID != a {
+		t.Fatalf("after the vanished member: %+v", r)
+	}
+}
