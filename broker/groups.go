@@ -17,6 +17,12 @@ func (b *Broker) openGroups() error {
 	opts.Dir = filepath.Join(b.opts.Dir, groupsDir)
 	opts.Logger = b.opts.Logger
 	opts.Registerer = b.opts.Registerer
+	// A topic is out of b.topics before DeleteTopic drops its offsets, so
+	// a commit that finds it is queued before the drop (see Commit).
+	opts.PartitionExists = func(topic string, partition int32) bool {
+		_, err := b.Partition(topic, partition)
+		return err == nil
+	}
 	g, err := groups.Open(opts)
 	if err != nil {
 		return err

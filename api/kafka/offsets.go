@@ -40,6 +40,9 @@ func (s *Server) offsetCommit(_ *clientConn, req *kmsg.OffsetCommitRequest) repl
 			if req.Version == 1 && p.Timestamp >= 0 {
 				o.CommitTime = time.UnixMilli(p.Timestamp)
 			}
+			// For the error code; Commit checks again under the lock a
+			// topic deletion takes (a topic deleted in between has its
+			// offsets left out, as if committed just before the deletion).
 			if _, err := s.b.Partition(t.Topic, p.Partition); err != nil {
 				rp.ErrorCode = errorCode(err)
 				continue

@@ -27,6 +27,10 @@ type Options struct {
 	// rewritten from the live offsets (once at least 4x as many as live);
 	// 0: 10000.
 	CompactEntries int
+	// PartitionExists, if set, says whether a topic's partition exists;
+	// Commit leaves out offsets of partitions that do not. It is called
+	// under the coordinator's lock, so it must not call the coordinator.
+	PartitionExists func(topic string, partition int32) bool
 }
 
 // MaxMetadataBytes bounds a committed offset's metadata string (Kafka's

@@ -26,6 +26,13 @@ type CommitRequest struct {
 // offset log, so it survives a crash of the process or the machine. Until
 // then OffsetFetch does not return it. Commits are applied in the order
 // Commit is called.
+//
+// Offsets of partitions Options.PartitionExists refuses are left out: the
+// check and the queueing happen under the lock DropTopics takes, so a
+// commit is wholly before a topic's deletion (which then deletes its
+// offsets, queued or not) or after it (and finds the topic gone). Leaving
+// out the offsets of a topic deleted since the caller checked it is the
+// commit ordered just before the deletion.
 func (c *Coordinator) Commit(r CommitRequest) func() error {
 	fail := func(err error) func() error { return func() error { return err } }
 	c.mu.Lock()
@@ -37,15 +44,18 @@ func (c *Coordinator) Commit(r CommitRequest) func() error {
 		return fail(err)
 	}
 	now := time.Now()
-	es := make([]entry, len(r.Offsets))
-	for i, o := range r.Offsets {
+	es := make([]entry, 0, len(r.Offsets))
+	for _, o := range r.Offsets {
 		if len(o.Metadata) > MaxMetadataBytes {
 			return fail(fmt.Errorf("%w: %d bytes for %s/%d (at most %d)", ErrMetadataTooLarge, len(o.Metadata), o.Topic, o.Partition, MaxMetadataBytes))
 		}
 		if o.CommitTime.IsZero() {
 			o.CommitTime = now
 		}
-		es[i] = entry{group: r.Group, topic: o.Topic, partition: o.Partition, Offset: o.Offset}
+		if c.opts.PartitionExists != nil && !c.opts.PartitionExists(o.Topic, o.Partition) {
+			continue
+		}
+		es = append(es, entry{group: r.Group, topic: o.Topic, partition: o.Partition, Offset: o.Offset})
 	}
 	if len(es) == 0 {
 		return func() error { return nil }
@@ -100,7 +110,7 @@ func (c *Coordinator) DeleteOffsets(group string, parts []PartitionOffset, subsc
 	if c.closed {
 		return nil, func() error { return ErrUnavailable }
 	}
-	have := c.store.get(group)
+	have := c.store.pending(group) // a commit on its way is deleted too
 	g := c.groups[group]
 	if g == nil && len(have) == 0 {
 		return nil, func() error { return fmt.Errorf("%w: %s", ErrGroupNotFound, group) }
@@ -119,7 +129,7 @@ func (c *Coordinator) DeleteOffsets(group string, parts []PartitionOffset, subsc
 			errs[i] = ErrSubscribed
 			continue
 		}
-		if _, ok := have[tp{p.Topic, p.Partition}]; ok {
+		if have[tp{p.Topic, p.Partition}] {
 			es = append(es, entry{group: group, topic: p.Topic, partition: p.Partition, Offset: Offset{Offset: -1}})
 		}
 	}

@@ -16,7 +16,7 @@ import (
 // the name does not inherit the deleted topic's offsets. The commit here is
 // queued, not yet fsynced (its wait not yet run: another commit's fsync is
 // under way, or its goroutine is not scheduled yet), when the topic goes.
-func TestReview_DropTopicsMissesQueuedCommit(t *testing.T) {
+func TestDropTopicsDeletesQueuedCommit(t *testing.T) {
 	dir := t.TempDir()
 	c := openTest(t, dir, 0)
 	wait := c.Commit(CommitRequest{Group: "g", Generation: -1, Offsets: []PartitionOffset{
@@ -41,7 +41,7 @@ func TestReview_DropTopicsMissesQueuedCommit(t *testing.T) {
 // The same for DeleteGroups: a commit queued before the deletion must be
 // deleted by it (the deletion is after it in the log), not resurrect the
 // group once its fsync completes.
-func TestReview_DeleteGroupMissesQueuedCommit(t *testing.T) {
+func TestDeleteGroupDeletesQueuedCommit(t *testing.T) {
 	c := openTest(t, t.TempDir(), 0)
 	defer c.Close()
 	commit(t, c, "g", 0, 10)

@@ -72,6 +72,7 @@ type store struct {
 	offsets map[string]map[tp]Offset // applied: durable
 	live    int                      // entries in offsets
 	queued  [][]entry                // enqueued, not yet written
+	writing [][]entry                // being written and fsynced, not yet applied
 	buf     []byte                   // their frames
 	nextSeq uint64                   // seq of the next enqueued change
 	// synced is the seq below which every change is durable and applied;
@@ -314,7 +315,7 @@ func (s *store) wait(seq uint64) error {
 		return err
 	}
 	queued, buf, upto := s.queued, s.buf, s.nextSeq
-	s.queued, s.buf = nil, nil
+	s.queued, s.buf, s.writing = nil, nil, queued
 	s.mu.Unlock()
 
 	start := time.Now()
@@ -324,6 +325,7 @@ func (s *store) wait(seq uint64) error {
 	}
 	s.syncDur.Observe(time.Since(start).Seconds())
 	s.mu.Lock()
+	s.writing = nil
 	if err != nil {
 		s.failed = fmt.Errorf("%w: write %s: %v", ErrUnavailable, filepath.Join(s.dir, offsetsFile), err)
 		s.log.Error("committed-offset log write failed; commits are refused until a restart", "err", err)
@@ -424,16 +426,55 @@ func (s *store) topicTombstones(keep func(topic string) bool) []entry {
 	return s.tombstones(func(_, t string) bool { return !keep(t) })
 }
 
+// tombstones lists deletions of the offsets drop selects: those applied
+// and those enqueued but not yet durable, which the deletions (enqueued
+// after them) must delete too. Deleting an offset twice is harmless.
 func (s *store) tombstones(drop func(group, topic string) bool) []entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []entry
+	add := func(g string, k tp) {
+		if drop(g, k.topic) {
+			out = append(out, entry{group: g, topic: k.topic, partition: k.partition, Offset: Offset{Offset: -1}})
+		}
+	}
 	for g, ps := range s.offsets {
 		for k := range ps {
-			if drop(g, k.topic) {
-				out = append(out, entry{group: g, topic: k.topic, partition: k.partition, Offset: Offset{Offset: -1}})
+			add(g, k)
+		}
+	}
+	type key struct {
+		group string
+		tp
+	}
+	seen := map[key]bool{}
+	for _, batches := range [][][]entry{s.writing, s.queued} {
+		for _, es := range batches {
+			for _, e := range es {
+				k := key{e.group, tp{e.topic, e.partition}}
+				if !e.tombstone() && !seen[k] && !s.has(e.group, k.tp) {
+					seen[k] = true
+					add(e.group, k.tp)
+				}
 			}
 		}
+	}
+	return out
+}
+
+// has says whether a group has an applied offset of a partition. s.mu is
+// held.
+func (s *store) has(group string, k tp) bool {
+	_, ok := s.offsets[group][k]
+	return ok
+}
+
+// pending lists the partitions of a group's offsets that are applied or
+// on their way (enqueued, not yet durable).
+func (s *store) pending(group string) map[tp]bool {
+	out := map[tp]bool{}
+	for _, e := range s.groupTombstones(group) {
+		out[tp{e.topic, e.partition}] = true
 	}
 	return out
 }
