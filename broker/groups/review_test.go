@@ -61,6 +61,25 @@ func TestDeleteGroupDeletesQueuedCommit(t *testing.T) {
 	}
 }
 
+// And for OffsetDelete: a commit queued before the deletion is deleted by
+// it.
+func TestDeleteOffsetsDeletesQueuedCommit(t *testing.T) {
+	c := openTest(t, t.TempDir(), 0)
+	defer c.Close()
+	wait := c.Commit(CommitRequest{Group: "g", Generation: -1, Offsets: []PartitionOffset{
+		{Topic: "t", Partition: 1, Offset: Offset{Offset: 11, LeaderEpoch: -1}}}})
+	errs, del := c.DeleteOffsets("g", []PartitionOffset{{Topic: "t", Partition: 1}}, nil)
+	if err := del(); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := offsetOf(c, "g", 1); got != -1 {
+		t.Errorf("offset %d after its deletion", got)
+	}
+}
+
 // A JoinGroup v4+ from a new member gets MEMBER_ID_REQUIRED and a pending
 // member id. A client that never comes back (it died, or it probes random
 // group ids) must not leave the group behind for ever: once the pending id's
