@@ -118,7 +118,7 @@ func (c *Coordinator) Close() error {
 	}
 	c.closed = true
 	for _, g := range c.groups {
-		g.stopRebalanceTimer()
+		g.stopTimers()
 		for _, m := range g.members {
 			m.answer(ErrUnavailable)
 			m.timer.Stop()
@@ -146,10 +146,23 @@ type group struct {
 	// pending holds member ids handed out with ErrMemberIDRequired until
 	// they join again or their session timeout passes.
 	pending map[string]time.Time
+	// pendingTimer fires at pendingAt, the earliest pending id's expiry,
+	// to drop expired ids (and the group, if nothing else is left).
+	pendingTimer *time.Timer
+	pendingAt    time.Time
 	// rebalance ends a rebalance whose members did not all join again
 	// in time; rebalanceID tells a stale firing from the current one.
 	rebalance   *time.Timer
 	rebalanceID int
+}
+
+// stopTimers stops the group's timers other than its members'.
+func (g *group) stopTimers() {
+	g.stopRebalanceTimer()
+	if g.pendingTimer != nil {
+		g.pendingTimer.Stop()
+		g.pendingTimer = nil
+	}
 }
 
 func (g *group) stopRebalanceTimer() {
@@ -307,7 +320,10 @@ func (c *Coordinator) Delete(id string) func() error {
 	if len(es) == 0 && c.groups[id] == nil {
 		return fail(fmt.Errorf("%w: %s", ErrGroupNotFound, id))
 	}
-	delete(c.groups, id)
+	if g := c.groups[id]; g != nil {
+		g.stopTimers()
+		delete(c.groups, id)
+	}
 	if len(es) == 0 {
 		return func() error { return nil }
 	}

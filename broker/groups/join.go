@@ -88,8 +88,7 @@ func (c *Coordinator) Join(r JoinRequest) <-chan JoinResult {
 			c.removeMember(g, m, ErrFencedInstance)
 		} else if r.InstanceID == "" && r.RequireKnownMemberID {
 			id := newMemberID(r.ClientID)
-			g.pending[id] = now.Add(r.SessionTimeout)
-			c.dropIfEmpty(g)
+			c.addPending(g, id, now.Add(r.SessionTimeout))
 			ch <- JoinResult{Err: ErrMemberIDRequired, MemberID: id}
 			return ch
 		}
@@ -388,17 +387,52 @@ func (g *group) joinResult(m *member, withMembers bool) JoinResult {
 	return r
 }
 
-// dropIfEmpty forgets a group without members or pending member ids; its
-// committed offsets stay.
+// addPending holds a member id handed out with ErrMemberIDRequired until
+// exp. One timer per group, set for the earliest expiry, drops expired
+// ids (no goroutine or timer per id), so a client that never joins with
+// its id (it died, or it probes group ids) leaves nothing behind.
+func (c *Coordinator) addPending(g *group, id string, exp time.Time) {
+	g.pending[id] = exp
+	if g.pendingTimer == nil || exp.Before(g.pendingAt) {
+		c.armPending(g, exp)
+	}
+}
+
+// armPending sets the group's pending-id timer to fire at at.
+func (c *Coordinator) armPending(g *group, at time.Time) {
+	if g.pendingTimer != nil {
+		g.pendingTimer.Stop()
+	}
+	g.pendingAt = at
+	g.pendingTimer = time.AfterFunc(time.Until(at), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed || c.groups[g.id] != g || !g.pendingAt.Equal(at) {
+			return // stale: the group was dropped, or the timer moved
+		}
+		g.pendingTimer = nil
+		c.dropIfEmpty(g)
+	})
+}
+
+// dropIfEmpty drops expired pending member ids, and forgets a group
+// without members or pending member ids; its committed offsets stay.
 func (c *Coordinator) dropIfEmpty(g *group) {
 	now := time.Now()
+	var next time.Time
 	for p, exp := range g.pending {
-		if now.After(exp) {
+		switch {
+		case !now.Before(exp):
 			delete(g.pending, p)
+		case next.IsZero() || exp.Before(next):
+			next = exp
 		}
 	}
+	if g.pendingTimer == nil && !next.IsZero() {
+		c.armPending(g, next) // for the earliest id left
+	}
 	if len(g.members) == 0 && len(g.pending) == 0 && g.state != PreparingRebalance {
-		g.stopRebalanceTimer()
+		g.stopTimers()
 		if c.groups[g.id] == g {
 			delete(c.groups, g.id)
 		}

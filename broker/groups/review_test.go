@@ -84,7 +84,7 @@ func TestDeleteOffsetsDeletesQueuedCommit(t *testing.T) {
 // member id. A client that never comes back (it died, or it probes random
 // group ids) must not leave the group behind for ever: once the pending id's
 // session timeout passes, nothing of the group remains.
-func TestReview_PendingMemberGroupsNeverDropped(t *testing.T) {
+func TestExpiredPendingMemberIDsDropTheirGroup(t *testing.T) {
 	c, err := Open(Options{Dir: t.TempDir(), MinSessionTimeout: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
