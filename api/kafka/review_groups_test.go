@@ -16,7 +16,7 @@ import (
 // assignment. Kafka answers it as the leader, with every member: kgo,
 // told it leads with no members, would sync an empty plan and leave the
 // whole group consuming nothing.
-func TestReview_LeaderRejoinInCompletingRebalanceOverTCP(t *testing.T) {
+func TestLeaderRejoinInCompletingRebalanceOverTCP(t *testing.T) {
 	n := startGroupsNode(t)
 	cl := n.client()
 	const g = "rv-leader"

@@ -118,8 +118,10 @@ func (c *Coordinator) Join(r JoinRequest) <-chan JoinResult {
 		m.join = ch
 		c.tryCompleteJoin(g)
 	case !changed && m.join == nil && (g.state == CompletingRebalance || (g.state == Stable && m.id != g.leader)):
-		// A follower joining again with nothing new: the generation stands.
-		ch <- g.joinResult(m, false)
+		// A member joining again with nothing new (its answer was lost):
+		// the generation stands. The leader gets every member again, as
+		// in Kafka: it needs them to assign.
+		ch <- g.joinResult(m, m.id == g.leader)
 	default:
 		m.join = ch
 		c.prepareRebalance(g, "member "+m.id+" joined again")

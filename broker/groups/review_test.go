@@ -105,7 +105,7 @@ func TestExpiredPendingMemberIDsDropTheirGroup(t *testing.T) {
 // and unchanged protocols while the group awaits its assignment
 // (CompletingRebalance). Kafka answers it as the leader of the current
 // generation: with every member's metadata, which it needs to assign.
-func TestReview_LeaderRejoinInCompletingRebalanceGetsNoMembers(t *testing.T) {
+func TestLeaderRejoinInCompletingRebalanceGetsMembers(t *testing.T) {
 	c := openTest(t, t.TempDir(), 0)
 	defer c.Close()
 	join := func(member string) <-chan JoinResult {
