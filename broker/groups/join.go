@@ -511,6 +511,9 @@ func (c *Coordinator) Sync(r SyncRequest) <-chan SyncResult {
 			if o.sync != nil {
 				o.sync <- SyncResult{ProtocolType: g.protocolType, Protocol: g.protocol, Assignment: o.assignment}
 				o.sync = nil
+				// Its session restarts with the answer, as in Kafka: it
+				// waited (perhaps longer than its session) for the leader.
+				o.touch()
 			}
 		}
 	}

@@ -147,7 +147,7 @@ func TestLeaderRejoinInCompletingRebalanceGetsMembers(t *testing.T) {
 // it has its assignment it heartbeats at the usual interval (a third of the
 // session timeout): it must not be expired in between, as Kafka restarts a
 // member's session when it answers its sync.
-func TestReview_FollowerExpiredRightAfterItsSync(t *testing.T) {
+func TestFollowerSessionRestartsWithItsSyncAnswer(t *testing.T) {
 	const session = time.Second
 	c, err := Open(Options{Dir: t.TempDir(), MinSessionTimeout: 100 * time.Millisecond})
 	if err != nil {
