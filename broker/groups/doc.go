@@ -13,21 +13,28 @@
 // Committed offsets live in memory and in one append-only file, written
 // and fsynced before a commit is acknowledged:
 //
-//	<dir>/offsets.log   "TLOFFS\x00\x01" (magic, format version 1), then frames:
+//	<dir>/offsets.log   "TLOFFS\x00\x02" (magic, format version 2), then frames:
 //
-//	+--------------------+----------------------+------------------------------+
-//	| length (uint32 BE) | CRC-32C (uint32 BE)  | payload (length bytes)       |
-//	+--------------------+----------------------+------------------------------+
+//	+--------------------+----------------------+----------------------+-----------+
+//	| length (uint32 BE) | CRC-32C of payload   | CRC-32C of the first | payload   |
+//	|                    | (uint32 BE)          | 8 bytes (uint32 BE)  | (length)  |
+//	+--------------------+----------------------+----------------------+-----------+
 //	payload: uvarint n, then n entries of
 //	  group (uvarint length, bytes), topic (same), partition (varint),
 //	  offset (varint; -1 deletes the partition's offset), leader epoch (varint),
 //	  commit time in Unix ms (varint), metadata (uvarint length, bytes)
 //
+// Format version 1 had no header checksum; Open reads it and rewrites the
+// file as version 2.
+//
 // One frame is one change (an OffsetCommit, a group deletion, the offsets
 // of a deleted topic), so a change is applied whole or not at all. Open
 // replays the frames; a bad frame with nothing valid after it is a write
 // cut short by a crash (never acknowledged) and is cut off; one followed
-// by valid frames is corruption and fails the open (CorruptionError). When
+// by valid frames is corruption and fails the open (CorruptionError).
+// The header's own checksum makes a frame's length trustworthy, so valid
+// frames are looked for only past a bad frame's end, not in its payload
+// (a committer's metadata may hold bytes shaped like a frame). When
 // the file holds many more entries than are live it is rewritten from
 // memory, atomically (temporary file, fsync, rename, fsync the directory).
 package groups

@@ -201,7 +201,7 @@ func TestFollowerSessionRestartsWithItsSyncAnswer(t *testing.T) {
 // frame: the open must still take the tear as a torn tail (the frame
 // was never acknowledged), not refuse to start as if the log were corrupt
 // in the middle.
-func TestReview_TornFrameWithFrameShapedMetadataBlocksOpen(t *testing.T) {
+func TestTornFrameWithFrameShapedMetadataIsRepaired(t *testing.T) {
 	dir := t.TempDir()
 	c := openTest(t, dir, 0)
 	commit(t, c, "g", 0, 100)

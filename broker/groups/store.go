@@ -21,8 +21,14 @@ import (
 // The committed-offset log (see doc.go for the layout).
 const (
 	offsetsFile = "offsets.log"
-	fileMagic   = "TLOFFS\x00\x01" // name and format version 1
-	frameHeader = 8                // payload length, CRC-32C of the payload
+	fileMagic   = "TLOFFS\x00\x02" // name and format version 2
+	// fileMagicV1 is format version 1, whose frame header has no check of
+	// its own: it is read (and rewritten as version 2) at open.
+	fileMagicV1 = "TLOFFS\x00\x01"
+	// frameHeader: payload length, CRC-32C of the payload, CRC-32C of
+	// those 8 bytes (version 1: the first two only).
+	frameHeader   = 12
+	frameHeaderV1 = 8
 	// maxFrame bounds a frame's claimed length at replay: a longer claim is
 	// damage, not a frame (one frame is one OffsetCommit request, and
 	// requests are smaller than this).
@@ -105,7 +111,8 @@ func openStore(dir string, log *slog.Logger, compact int, syncDur prometheus.Obs
 	case err != nil:
 		return nil, fmt.Errorf("groups: read %s: %w", path, err)
 	}
-	good, err := s.replay(data)
+	v1 := len(data) >= len(fileMagicV1) && string(data[:len(fileMagicV1)]) == fileMagicV1
+	good, err := s.replay(data, v1)
 	if err != nil {
 		return nil, fmt.Errorf("groups: %s: %w", path, err)
 	}
@@ -127,6 +134,13 @@ func openStore(dir string, log *slog.Logger, compact int, syncDur prometheus.Obs
 		return nil, err
 	}
 	s.f = f
+	if v1 {
+		s.log.Info("rewriting the committed-offset log in format version 2", "file", path)
+		if err := s.rewrite(); err != nil {
+			s.f.Close()
+			return nil, fmt.Errorf("groups: rewrite %s: %w", path, err)
+		}
+	}
 	return s, nil
 }
 
@@ -146,16 +160,30 @@ func (e *CorruptionError) Error() string {
 // replay applies every whole frame of data and returns the length of the
 // valid prefix. A bad frame with nothing valid after it is a torn tail (a
 // write cut short by a crash); one followed by a valid frame is corruption.
-func (s *store) replay(data []byte) (int, error) {
-	if len(data) < len(fileMagic) || string(data[:len(fileMagic)]) != fileMagic {
+//
+// Frames are looked for after a bad one only where one could start: past
+// its end when its header is intact (its checksum makes the length
+// trustworthy), for the payload, a committer's metadata, may hold bytes
+// that read as a frame; anywhere after it when the header itself is
+// damaged (or, in version 1, cannot be checked).
+func (s *store) replay(data []byte, v1 bool) (int, error) {
+	magic := fileMagic
+	if v1 {
+		magic = fileMagicV1
+	}
+	if len(data) < len(magic) || string(data[:len(magic)]) != magic {
 		return 0, &CorruptionError{Position: 0, Reason: "bad file header"}
 	}
-	pos := len(fileMagic)
+	pos := len(magic)
 	for pos < len(data) {
-		es, n, reason := readFrame(data[pos:])
+		es, n, reason := readFrame(data[pos:], v1)
 		if reason != "" {
-			for p := pos + 1; p+frameHeader <= len(data); p++ {
-				if _, _, r := readFrame(data[p:]); r == "" {
+			from := pos + 1
+			if n > 0 {
+				from = pos + n
+			}
+			for p := from; p < len(data); p++ {
+				if _, _, r := readFrame(data[p:], v1); r == "" {
 					return 0, &CorruptionError{Position: pos, Reason: reason}
 				}
 			}
@@ -171,24 +199,38 @@ func (s *store) replay(data []byte) (int, error) {
 }
 
 // readFrame decodes the frame at the start of b: its entries and length,
-// or why it is not a whole valid frame.
-func readFrame(b []byte) ([]entry, int, string) {
-	if len(b) < frameHeader {
+// or why it is not a whole valid frame (with its claimed length if its
+// header is intact, else 0).
+func readFrame(b []byte, v1 bool) ([]entry, int, string) {
+	hdr := frameHeader
+	if v1 {
+		hdr = frameHeaderV1
+	}
+	if len(b) < hdr {
 		return nil, 0, "short frame header"
 	}
 	n := binary.BigEndian.Uint32(b)
-	if n == 0 || n > maxFrame || int(n) > len(b)-frameHeader {
-		return nil, 0, "bad frame length"
+	claimed := 0
+	if !v1 {
+		if crc32.Checksum(b[:8], castagnoli) != binary.BigEndian.Uint32(b[8:]) {
+			return nil, 0, "frame header checksum mismatch"
+		}
+		if n > 0 && n <= maxFrame {
+			claimed = hdr + int(n)
+		}
 	}
-	payload := b[frameHeader : frameHeader+int(n)]
+	if n == 0 || n > maxFrame || int(n) > len(b)-hdr {
+		return nil, claimed, "bad frame length"
+	}
+	payload := b[hdr : hdr+int(n)]
 	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[4:]) {
-		return nil, 0, "checksum mismatch"
+		return nil, claimed, "checksum mismatch"
 	}
 	es, err := decodeEntries(payload)
 	if err != nil {
-		return nil, 0, err.Error()
+		return nil, claimed, err.Error()
 	}
-	return es, frameHeader + int(n), ""
+	return es, hdr + int(n), ""
 }
 
 func appendFrame(dst []byte, es []entry) []byte {
@@ -207,6 +249,7 @@ func appendFrame(dst []byte, es []entry) []byte {
 	payload := dst[start+frameHeader:]
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(payload)))
 	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	binary.BigEndian.PutUint32(dst[start+8:], crc32.Checksum(dst[start:start+8], castagnoli))
 	return dst
 }
 

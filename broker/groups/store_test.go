@@ -56,6 +56,10 @@ func TestStoreRepair(t *testing.T) {
 		{"zeroed tail", func(d []byte, last int) []byte { return append(d[:last], make([]byte, 64)...) }, false},
 		{"bad checksum in the middle", func(d []byte, last int) []byte { d[len(fileMagic)+frameHeader+2] ^= 0xff; return d }, true},
 		{"bad header", func(d []byte, last int) []byte { d[0] = 'X'; return d }, true},
+		// A frame's length is trusted only with its header's checksum: a
+		// damaged length in the middle does not pass for a torn tail.
+		{"bad length in the middle", func(d []byte, last int) []byte { d[len(fileMagic)+1] ^= 0x40; return d }, true},
+		{"bad length in the last frame", func(d []byte, last int) []byte { d[last+1] ^= 0x40; return d }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -95,6 +99,36 @@ func TestStoreRepair(t *testing.T) {
 				t.Errorf("after a commit on the repaired log: %v", c.Offsets("g"))
 			}
 		})
+	}
+}
+
+// A log in format version 1 (no frame header checksum) is read, its torn
+// tail repaired, and rewritten in version 2.
+func TestStoreReadsVersion1(t *testing.T) {
+	dir := t.TempDir()
+	v1 := []byte(fileMagicV1)
+	for i := range 3 {
+		f := appendFrame(nil, []entry{{group: "g", topic: "t", partition: int32(i), Offset: Offset{Offset: int64(10 + i), LeaderEpoch: -1}}})
+		v1 = append(append(v1, f[:8]...), f[frameHeader:]...) // without the header checksum
+	}
+	v1 = append(v1, 0, 0, 0, 9, 1) // torn
+	path := filepath.Join(dir, offsetsFile)
+	if err := os.WriteFile(path, v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := openTest(t, dir, 0)
+	commit(t, c, "g", 3, 13)
+	c.Close()
+	data, _ := os.ReadFile(path)
+	if string(data[:len(fileMagic)]) != fileMagic {
+		t.Errorf("file starts %q after open, want version 2", data[:len(fileMagic)])
+	}
+	c = openTest(t, dir, 0)
+	defer c.Close()
+	for i := range int32(4) {
+		if got := offsetOf(c, "g", i); got != int64(10+i) {
+			t.Errorf("partition %d: %d, want %d", i, got, 10+i)
+		}
 	}
 }
 
