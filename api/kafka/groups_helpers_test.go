@@ -20,7 +20,8 @@ type groupsNode struct {
 }
 
 // groupTestTimeouts lets tests use short session timeouts.
-var groupTestTimeouts = groups.Options{MinSessionTimeout: 100 * time.Millisecond}
+// Expired offsets are looked for often, so retention tests are quick.
+var groupTestTimeouts = groups.Options{MinSessionTimeout: 100 * time.Millisecond, RetentionCheckInterval: 50 * time.Millisecond}
 
 func startGroupsNode(t *testing.T) *groupsNode {
 	n := &groupsNode{t: t, dir: t.TempDir()}

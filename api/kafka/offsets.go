@@ -16,7 +16,9 @@ import (
 // fsynced to the node's offset log (as flush.policy=always does for
 // records): it survives a crash of the process or the machine. A partition
 // the broker does not have, or metadata over 4096 bytes, gets its own
-// error; the rest of the request is committed.
+// error; the rest of the request is committed. Offsets of a group without
+// members expire (see groups.Options.OffsetsRetention); v2 to v4's
+// retention time, when not -1, replaces the node's for this commit.
 func (s *Server) offsetCommit(_ *clientConn, req *kmsg.OffsetCommitRequest) reply {
 	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
 	r := groups.CommitRequest{Group: req.Group, MemberID: req.MemberID, InstanceID: deref(req.InstanceID), Generation: req.Generation}
@@ -39,6 +41,10 @@ func (s *Server) offsetCommit(_ *clientConn, req *kmsg.OffsetCommitRequest) repl
 			}
 			if req.Version == 1 && p.Timestamp >= 0 {
 				o.CommitTime = time.UnixMilli(p.Timestamp)
+			}
+			if req.Version >= 2 && req.Version <= 4 && req.RetentionTimeMillis >= 0 {
+				// The client's retention replaces the node's (-1: the node's).
+				o.ExpireTime = time.Now().Add(time.Duration(req.RetentionTimeMillis) * time.Millisecond)
 			}
 			// For the error code; Commit checks again under the lock a
 			// topic deletion takes (a topic deleted in between has its

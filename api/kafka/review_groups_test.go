@@ -93,10 +93,10 @@ func TestReview_StaticMemberRestartRebalances(t *testing.T) {
 }
 
 // OffsetCommit v2-v4 carry a retention time (kafka-python 2.0.2 sends v2):
-// a group with no members loses its offsets once it passes. tierlog keeps
-// every group's offsets for ever, whatever the client asks: a client that
-// cycles through group ids grows the offset log and memory without bound.
-func TestReview_OffsetCommitRetentionIgnored(t *testing.T) {
+// a group with no members loses its offsets once it passes (else after
+// offsets_retention_minutes), so a client that cycles through group ids
+// does not grow the offset log and memory without bound.
+func TestOffsetCommitRetentionTimeExpiresOffsets(t *testing.T) {
 	n := startGroupsNode(t)
 	n.createTopic("rv-ret", 1)
 	commit := kmsg.NewPtrOffsetCommitRequest()

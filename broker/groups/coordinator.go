@@ -27,6 +27,14 @@ type Options struct {
 	// rewritten from the live offsets (once at least 4x as many as live);
 	// 0: 10000.
 	CompactEntries int
+	// OffsetsRetention is how long the offsets of a group without members
+	// are kept after it became empty, or after their commit if later
+	// (Kafka's offsets.retention.minutes); 0: 7 days. A commit's own
+	// retention time (OffsetCommit v2 to v4) takes its place.
+	OffsetsRetention time.Duration
+	// RetentionCheckInterval is how often expired offsets are looked for
+	// (Kafka's offsets.retention.check.interval.ms); 0: 10 minutes.
+	RetentionCheckInterval time.Duration
 	// PartitionExists, if set, says whether a topic's partition exists;
 	// Commit leaves out offsets of partitions that do not. It is called
 	// under the coordinator's lock, so it must not call the coordinator.
@@ -69,12 +77,20 @@ type Coordinator struct {
 
 	mu     sync.Mutex
 	groups map[string]*group // groups with members or a rebalance under way
-	closed bool
+	// emptySince is when each group with offsets and without members
+	// became empty, as far as this process knows: its offsets' retention
+	// runs from then. Groups found at Open count from Open (their
+	// members may have left just before a restart).
+	emptySince map[string]time.Time
+	closed     bool
+	stop       chan struct{} // closed by Close: ends the retention loop
+	loop       sync.WaitGroup
 }
 
 type metrics struct {
-	rebalances prometheus.Counter
-	expired    prometheus.Counter
+	rebalances     prometheus.Counter
+	expired        prometheus.Counter
+	expiredOffsets prometheus.Counter
 }
 
 // Open replays the committed offsets under opts.Dir.
@@ -91,6 +107,12 @@ func Open(opts Options) (*Coordinator, error) {
 	if opts.CompactEntries <= 0 {
 		opts.CompactEntries = 10000
 	}
+	if opts.OffsetsRetention <= 0 {
+		opts.OffsetsRetention = 7 * 24 * time.Hour
+	}
+	if opts.RetentionCheckInterval <= 0 {
+		opts.RetentionCheckInterval = 10 * time.Minute
+	}
 	f := promauto.With(opts.Registerer)
 	syncDur := f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_groups_offset_sync_seconds",
 		Help:    "Write and fsync of committed offsets (one per group commit of concurrent changes).",
@@ -99,13 +121,76 @@ func Open(opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Coordinator{opts: opts, log: opts.Logger, store: st, groups: map[string]*group{},
+	c := &Coordinator{opts: opts, log: opts.Logger, store: st, groups: map[string]*group{},
+		emptySince: map[string]time.Time{}, stop: make(chan struct{}),
 		m: metrics{
 			rebalances: f.NewCounter(prometheus.CounterOpts{Name: "tierlog_groups_rebalances_total",
 				Help: "Consumer group rebalances completed."}),
 			expired: f.NewCounter(prometheus.CounterOpts{Name: "tierlog_groups_expired_members_total",
 				Help: "Group members removed for a missed session or rebalance timeout."}),
-		}}, nil
+			expiredOffsets: f.NewCounter(prometheus.CounterOpts{Name: "tierlog_groups_expired_offsets_total",
+				Help: "Committed offsets deleted by the offset retention."}),
+		}}
+	now := time.Now()
+	for _, id := range st.groupIDs() {
+		c.emptySince[id] = now
+	}
+	c.loop.Add(1)
+	go c.retain()
+	return c, nil
+}
+
+// retain deletes expired offsets every RetentionCheckInterval until Close.
+func (c *Coordinator) retain() {
+	defer c.loop.Done()
+	t := time.NewTicker(c.opts.RetentionCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.expireOffsets()
+		}
+	}
+}
+
+// expireOffsets deletes, durably, the offsets of groups without members
+// whose retention has passed (Kafka's rule for Empty groups and for
+// clients that use a group only to store offsets).
+func (c *Coordinator) expireOffsets() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	// Under c.mu, so no commit is queued between the choice and the
+	// deletions (the store also skips offsets with a commit on its way).
+	es := c.store.expired(time.Now(), c.opts.OffsetsRetention, func(id string) (time.Time, bool) {
+		if g := c.groups[id]; g != nil && (len(g.members) > 0 || g.state != Empty) {
+			return time.Time{}, false
+		}
+		return c.emptySince[id], true
+	})
+	var wait func() error
+	if len(es) > 0 {
+		wait = c.store.enqueue(es)
+	}
+	for id := range c.emptySince {
+		if !c.store.hasGroup(id) {
+			delete(c.emptySince, id)
+		}
+	}
+	c.mu.Unlock()
+	if wait == nil {
+		return
+	}
+	if err := wait(); err != nil {
+		c.log.Warn("expired committed offsets not deleted; the next check tries again", "offsets", len(es), "err", err)
+		return
+	}
+	c.m.expiredOffsets.Add(float64(len(es)))
+	c.log.Info("expired committed offsets deleted", "offsets", len(es), "retention", c.opts.OffsetsRetention)
 }
 
 // Close answers every waiting join and sync with ErrUnavailable, stops
@@ -126,6 +211,8 @@ func (c *Coordinator) Close() error {
 	}
 	c.groups = nil
 	c.mu.Unlock()
+	close(c.stop)
+	c.loop.Wait()
 	return c.store.close()
 }
 

@@ -22,10 +22,11 @@
 //	payload: uvarint n, then n entries of
 //	  group (uvarint length, bytes), topic (same), partition (varint),
 //	  offset (varint; -1 deletes the partition's offset), leader epoch (varint),
-//	  commit time in Unix ms (varint), metadata (uvarint length, bytes)
+//	  commit time in Unix ms (varint), expire time in Unix ms (varint; 0:
+//	  none, the coordinator's retention applies), metadata (uvarint length, bytes)
 //
-// Format version 1 had no header checksum; Open reads it and rewrites the
-// file as version 2.
+// Format version 1 had no header checksum and no expire time; Open reads
+// it and rewrites the file as version 2.
 //
 // One frame is one change (an OffsetCommit, a group deletion, the offsets
 // of a deleted topic), so a change is applied whole or not at all. Open
@@ -37,4 +38,10 @@
 // (a committer's metadata may hold bytes shaped like a frame). When
 // the file holds many more entries than are live it is rewritten from
 // memory, atomically (temporary file, fsync, rename, fsync the directory).
+//
+// The offsets of a group without members expire, as in Kafka, once
+// Options.OffsetsRetention has passed since the group became empty (or
+// since their commit, if later), or at the expire time an OffsetCommit v2
+// to v4 set; they are deleted with a durable frame of deletions. A restart
+// counts as the moment a group became empty: retention is never cut short.
 package groups

@@ -437,6 +437,9 @@ func (c *Coordinator) dropIfEmpty(g *group) {
 		g.stopTimers()
 		if c.groups[g.id] == g {
 			delete(c.groups, g.id)
+			if c.store.hasGroup(g.id) {
+				c.emptySince[g.id] = now // its offsets' retention starts
+			}
 		}
 	}
 }

@@ -227,3 +227,66 @@ func TestTornFrameWithFrameShapedMetadataIsRepaired(t *testing.T) {
 		t.Errorf("acknowledged commit lost: %d", got)
 	}
 }
+
+// Offsets of a group without members expire OffsetsRetention after the
+// group became empty (or after their commit, if later), durably; a group
+// with members keeps them, and a commit's own ExpireTime takes the place
+// of the retention.
+func TestOffsetRetention(t *testing.T) {
+	dir := t.TempDir()
+	const retention = 300 * time.Millisecond
+	open := func() *Coordinator {
+		c, err := Open(Options{Dir: dir, MinSessionTimeout: 10 * time.Millisecond,
+			OffsetsRetention: retention, RetentionCheckInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := open()
+	defer func() { c.Close() }()
+	// "member": a group with a member that commits; "alone": offsets only.
+	j := <-c.Join(JoinRequest{Group: "member", ClientID: "c", ProtocolType: "consumer",
+		Protocols: []Protocol{{Name: "range"}}, SessionTimeout: 10 * time.Second})
+	if j.Err != nil {
+		t.Fatal(j.Err)
+	}
+	if s := <-c.Sync(SyncRequest{Group: "member", MemberID: j.MemberID, Generation: j.Generation}); s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	if err := c.Commit(CommitRequest{Group: "member", MemberID: j.MemberID, Generation: j.Generation, Offsets: []PartitionOffset{
+		{Topic: "t", Partition: 0, Offset: Offset{Offset: 7, LeaderEpoch: -1}}}})(); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, c, "alone", 0, 1)
+	if err := c.Commit(CommitRequest{Group: "short", Generation: -1, Offsets: []PartitionOffset{
+		{Topic: "t", Partition: 0, Offset: Offset{Offset: 3, ExpireTime: time.Now().Add(20 * time.Millisecond)}}}})(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return offsetOf(c, "short", 0) == -1 },
+		"offset with a 20 ms expiry kept")
+	testutil.Eventually(t, 5*time.Second, func() bool { return offsetOf(c, "alone", 0) == -1 },
+		"offset of a group without members kept past the retention")
+	if got := offsetOf(c, "member", 0); got != 7 {
+		t.Fatalf("offset of a group with a member: %d, want it kept", got)
+	}
+	left := time.Now()
+	if _, err := c.Leave("member", []Leaver{{MemberID: j.MemberID}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return offsetOf(c, "member", 0) == -1 },
+		"offset of a group left empty kept past the retention")
+	if since := time.Since(left); since < retention {
+		t.Errorf("offset expired %v after the group became empty, retention %v", since, retention)
+	}
+	if ls := c.List(); len(ls) != 0 {
+		t.Errorf("groups after their offsets expired: %+v", ls)
+	}
+	c.Close()
+	c = open()
+	for _, g := range []string{"member", "alone", "short"} {
+		if got := offsetOf(c, g, 0); got != -1 {
+			t.Errorf("%s: expired offset %d back after reopen", g, got)
+		}
+	}
+}

@@ -43,6 +43,9 @@ type Offset struct {
 	LeaderEpoch int32 // -1: unknown
 	Metadata    string
 	CommitTime  time.Time
+	// ExpireTime, if set, is when the offset expires (OffsetCommit v2 to
+	// v4's retention time) instead of the coordinator's retention.
+	ExpireTime time.Time
 }
 
 // entry is one committed (or, with Offset -1, deleted) partition offset:
@@ -226,7 +229,7 @@ func readFrame(b []byte, v1 bool) ([]entry, int, string) {
 	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[4:]) {
 		return nil, claimed, "checksum mismatch"
 	}
-	es, err := decodeEntries(payload)
+	es, err := decodeEntries(payload, v1)
 	if err != nil {
 		return nil, claimed, err.Error()
 	}
@@ -244,6 +247,11 @@ func appendFrame(dst []byte, es []entry) []byte {
 		dst = binary.AppendVarint(dst, e.Offset.Offset)
 		dst = binary.AppendVarint(dst, int64(e.LeaderEpoch))
 		dst = binary.AppendVarint(dst, e.CommitTime.UnixMilli())
+		var expire int64 // 0: none
+		if !e.ExpireTime.IsZero() {
+			expire = e.ExpireTime.UnixMilli()
+		}
+		dst = binary.AppendVarint(dst, expire)
 		dst = appendString(dst, e.Metadata)
 	}
 	payload := dst[start+frameHeader:]
@@ -259,7 +267,7 @@ func appendString(dst []byte, s string) []byte {
 
 var errShort = errors.New("truncated entry")
 
-func decodeEntries(b []byte) ([]entry, error) {
+func decodeEntries(b []byte, v1 bool) ([]entry, error) {
 	r := bytes.NewReader(b)
 	n, err := binary.ReadUvarint(r)
 	if err != nil || n > uint64(len(b)) {
@@ -277,19 +285,25 @@ func decodeEntries(b []byte) ([]entry, error) {
 	}
 	for range n {
 		var e entry
-		var p, off, epoch, ts int64
-		var errs [7]error
+		var p, off, epoch, ts, expire int64
+		var errs [8]error
 		e.group, errs[0] = str()
 		e.topic, errs[1] = str()
 		p, errs[2] = binary.ReadVarint(r)
 		off, errs[3] = binary.ReadVarint(r)
 		epoch, errs[4] = binary.ReadVarint(r)
 		ts, errs[5] = binary.ReadVarint(r)
-		e.Metadata, errs[6] = str()
+		if !v1 {
+			expire, errs[6] = binary.ReadVarint(r)
+		}
+		e.Metadata, errs[7] = str()
 		if errors.Join(errs[:]...) != nil {
 			return nil, errShort
 		}
 		e.partition, e.Offset.Offset, e.LeaderEpoch, e.CommitTime = int32(p), off, int32(epoch), time.UnixMilli(ts)
+		if expire != 0 {
+			e.ExpireTime = time.UnixMilli(expire)
+		}
 		es = append(es, e)
 	}
 	if r.Len() != 0 {
@@ -500,6 +514,49 @@ func (s *store) tombstones(drop func(group, topic string) bool) []entry {
 					add(e.group, k.tp)
 				}
 			}
+		}
+	}
+	return out
+}
+
+// expired lists deletions of the offsets that have expired at now:
+// those of the groups since says may expire (and from when: the group
+// became empty), past their ExpireTime if set, else retention after the
+// later of their commit and since. Offsets with a change on its way are
+// left: the change is newer.
+func (s *store) expired(now time.Time, retention time.Duration, since func(group string) (time.Time, bool)) []entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	onTheirWay := map[string]map[tp]bool{}
+	for _, batches := range [][][]entry{s.writing, s.queued} {
+		for _, es := range batches {
+			for _, e := range es {
+				if onTheirWay[e.group] == nil {
+					onTheirWay[e.group] = map[tp]bool{}
+				}
+				onTheirWay[e.group][tp{e.topic, e.partition}] = true
+			}
+		}
+	}
+	var out []entry
+	for g, ps := range s.offsets {
+		from, ok := since(g)
+		if !ok {
+			continue
+		}
+		for k, o := range ps {
+			expire := o.ExpireTime
+			if expire.IsZero() {
+				expire = o.CommitTime
+				if from.After(expire) {
+					expire = from
+				}
+				expire = expire.Add(retention)
+			}
+			if now.Before(expire) || onTheirWay[g][k] {
+				continue
+			}
+			out = append(out, entry{group: g, topic: k.topic, partition: k.partition, Offset: Offset{Offset: -1}})
 		}
 	}
 	return out

@@ -1,8 +1,10 @@
 package groups
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -102,14 +104,20 @@ func TestStoreRepair(t *testing.T) {
 	}
 }
 
-// A log in format version 1 (no frame header checksum) is read, its torn
+// A log in format version 1 (no frame header checksum, no expire time) is read, its torn
 // tail repaired, and rewritten in version 2.
 func TestStoreReadsVersion1(t *testing.T) {
 	dir := t.TempDir()
 	v1 := []byte(fileMagicV1)
-	for i := range 3 {
-		f := appendFrame(nil, []entry{{group: "g", topic: "t", partition: int32(i), Offset: Offset{Offset: int64(10 + i), LeaderEpoch: -1}}})
-		v1 = append(append(v1, f[:8]...), f[frameHeader:]...) // without the header checksum
+	for i := range 3 { // one entry a frame; version 1 has no expire time
+		p := binary.AppendUvarint(nil, 1)
+		p = appendString(appendString(p, "g"), "t")
+		for _, v := range []int64{int64(i), int64(10 + i), -1, time.Now().UnixMilli()} {
+			p = binary.AppendVarint(p, v)
+		}
+		p = appendString(p, "md")
+		v1 = binary.BigEndian.AppendUint32(v1, uint32(len(p)))
+		v1 = append(binary.BigEndian.AppendUint32(v1, crc32.Checksum(p, castagnoli)), p...)
 	}
 	v1 = append(v1, 0, 0, 0, 9, 1) // torn
 	path := filepath.Join(dir, offsetsFile)

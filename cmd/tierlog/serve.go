@@ -26,6 +26,7 @@ import (
 
 	"github.com/tierlog/tierlog/api/grpcapi"
 	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/broker/groups"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/internal/config"
@@ -203,7 +204,8 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}
 	b, err := broker.Open(ctx, broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
 		Bucket: bucket, Takeover: takeover, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
-		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax}})
+		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax},
+		Groups:  groups.Options{OffsetsRetention: time.Duration(cfg.OffsetsRetentionMinutes) * time.Minute}})
 	if err != nil {
 		if bucket != nil {
 			bucket.Close()

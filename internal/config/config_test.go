@@ -234,3 +234,21 @@ func TestLogValueHidesURLPasswords(t *testing.T) {
 		}
 	}
 }
+
+// offsets_retention_minutes defaults to Kafka's 7 days and is set like the
+// other settings; 0 is refused (offsets would expire at once).
+func TestOffsetsRetentionMinutes(t *testing.T) {
+	if got := mustLoad(t, nil, nil, nil).OffsetsRetentionMinutes; got != 7*24*60 {
+		t.Errorf("default: %d minutes, want 10080", got)
+	}
+	files := map[string]string{"/c.yaml": "offsets_retention_minutes: 60\n"}
+	if got := mustLoad(t, nil, []string{"TIERLOG_CONFIG=/c.yaml"}, files).OffsetsRetentionMinutes; got != 60 {
+		t.Errorf("from the file: %d", got)
+	}
+	if got := mustLoad(t, []string{"--offsets-retention-minutes", "5"}, []string{"TIERLOG_CONFIG=/c.yaml"}, files).OffsetsRetentionMinutes; got != 5 {
+		t.Errorf("flag over file: %d", got)
+	}
+	if _, err := load(t, []string{"--offsets-retention-minutes", "0"}, nil, nil); err == nil {
+		t.Error("offsets_retention_minutes 0 accepted")
+	}
+}

@@ -73,6 +73,11 @@ type Server struct {
 	// 0 means 90% of the data directory's file system, -1 none.
 	LocalDiskMax int64
 
+	// OffsetsRetentionMinutes (offsets_retention_minutes, Kafka's
+	// offsets.retention.minutes) is how long a consumer group without
+	// members keeps its committed offsets after it became empty.
+	OffsetsRetentionMinutes int64
+
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
 	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
 	TopicDefaults map[string]string
@@ -97,11 +102,12 @@ func Default() Server {
 		TieringParallel:       2,
 		// Each partition holds open files and memory; the sum over all
 		// topics must leave descriptors for connections and segment rolls.
-		MaxNodePartitions:  10000,
-		HTTPMaxConnections: 64,
-		ConnIdleTimeout:    5 * time.Minute,
-		FetchBudgetBytes:   256 << 20,
-		TopicDefaults:      map[string]string{},
+		MaxNodePartitions:       10000,
+		OffsetsRetentionMinutes: 7 * 24 * 60, // Kafka's
+		HTTPMaxConnections:      64,
+		ConnIdleTimeout:         5 * time.Minute,
+		FetchBudgetBytes:        256 << 20,
+		TopicDefaults:           map[string]string{},
 	}
 }
 
@@ -343,6 +349,12 @@ var settings = []setting{
 		typ: "size",
 		get: func(c *Server) string { return bytesize.Format(c.LocalDiskMax) },
 		set: func(c *Server, v string) error { return setBytes(&c.LocalDiskMax, v, -1) },
+	},
+	{
+		name: "offsets_retention_minutes", usage: "minutes a consumer group without members keeps its committed offsets after it became empty (Kafka's offsets.retention.minutes)",
+		typ: "int",
+		get: func(c *Server) string { return strconv.FormatInt(c.OffsetsRetentionMinutes, 10) },
+		set: func(c *Server, v string) error { return setInt(&c.OffsetsRetentionMinutes, v, 1) },
 	},
 	{
 		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",
