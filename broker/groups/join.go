@@ -83,9 +83,8 @@ func (c *Coordinator) Join(r JoinRequest) <-chan JoinResult {
 	now := time.Now()
 	if r.MemberID == "" {
 		if old, ok := g.instances[r.InstanceID]; ok && r.InstanceID != "" {
-			// A static member back with a new id: the old id is fenced.
-			m := g.members[old]
-			c.removeMember(g, m, ErrFencedInstance)
+			c.rejoinStatic(g, g.members[old], r, ch)
+			return ch
 		} else if r.InstanceID == "" && r.RequireKnownMemberID {
 			id := newMemberID(r.ClientID)
 			c.addPending(g, id, now.Add(r.SessionTimeout))
@@ -127,6 +126,44 @@ func (c *Coordinator) Join(r JoinRequest) <-chan JoinResult {
 		c.prepareRebalance(g, "member "+m.id+" joined again")
 	}
 	return ch
+}
+
+// rejoinStatic takes a known static member back after its restart
+// (KIP-345): it gets a new member id in place of the old one, which is
+// fenced, and keeps its place, leadership and assignment. In a Stable
+// group with its protocols unchanged it is answered at once with the
+// current generation, and the other members go on undisturbed; the
+// answer names the leader as it was, so a restarted leader does not
+// assign again (a Stable group would not pass a new assignment on).
+// Otherwise the group rebalances, as in Kafka: in CompletingRebalance too,
+// for the leader may be assigning to the old id.
+func (c *Coordinator) rejoinStatic(g *group, m *member, r JoinRequest, ch chan JoinResult) {
+	m.answer(ErrFencedInstance) // waits under the old id
+	leader, old := g.leader, m.id
+	delete(g.members, old)
+	m.id = newMemberID(r.ClientID)
+	g.members[m.id] = m
+	g.instances[m.instanceID] = m.id
+	if g.leader == old {
+		g.leader = m.id
+	}
+	changed := !sameProtocols(m.protocols, r.Protocols)
+	m.protocols, m.session, m.rebalance = r.Protocols, r.SessionTimeout, r.RebalanceTimeout
+	m.clientID, m.clientHost = r.ClientID, r.ClientHost
+	m.touch()
+	c.log.Info("static group member rejoined with a new member id", "group", g.id, "instance", m.instanceID, "member", m.id)
+	switch {
+	case g.state == Stable && !changed:
+		res := g.joinResult(m, false)
+		res.Leader = leader
+		ch <- res
+	case g.state == PreparingRebalance:
+		m.join = ch
+		c.tryCompleteJoin(g)
+	default:
+		m.join = ch
+		c.prepareRebalance(g, "static member "+m.instanceID+" rejoined")
+	}
 }
 
 // checkMember finds the member, fencing a static member's replaced id.

@@ -290,3 +290,61 @@ func TestOffsetRetention(t *testing.T) {
 		}
 	}
 }
+
+// KIP-345: a static member that restarts (same instance id, no member id,
+// same protocols) while the group is Stable gets a new member id in place
+// of the old one, keeps its leadership and assignment, and is answered at
+// once with the current generation; the old id is fenced. With changed
+// protocols the group rebalances.
+func TestStaticMemberRestartKeepsItsPlace(t *testing.T) {
+	c := openTest(t, t.TempDir(), 0)
+	defer c.Close()
+	join := func(member, instance, sub string) <-chan JoinResult {
+		return c.Join(JoinRequest{Group: "g", MemberID: member, InstanceID: instance, ClientID: "c", ProtocolType: "consumer",
+			Protocols: []Protocol{{Name: "range", Metadata: []byte(sub)}}, SessionTimeout: 10 * time.Second})
+	}
+	a := <-join("", "i-a", "s")
+	bch := join("", "i-b", "s")
+	a = <-join(a.MemberID, "i-a", "s")
+	b := <-bch
+	if a.Err != nil || b.Err != nil || a.Leader != a.MemberID {
+		t.Fatalf("joins: %+v %+v", a, b)
+	}
+	bs := c.Sync(SyncRequest{Group: "g", MemberID: b.MemberID, InstanceID: "i-b", Generation: b.Generation})
+	if s := <-c.Sync(SyncRequest{Group: "g", MemberID: a.MemberID, InstanceID: "i-a", Generation: a.Generation,
+		Assignments: map[string][]byte{a.MemberID: []byte("pa"), b.MemberID: []byte("pb")}}); s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	<-bs
+	// The leader restarts.
+	a2 := <-join("", "i-a", "s")
+	if a2.Err != nil || a2.Generation != a.Generation || a2.MemberID == a.MemberID {
+		t.Fatalf("restarted leader: %+v (was %+v)", a2, a)
+	}
+	if a2.Leader == a2.MemberID || len(a2.Members) != 0 {
+		t.Errorf("restarted leader told to assign in a Stable group: %+v", a2)
+	}
+	if s := <-c.Sync(SyncRequest{Group: "g", MemberID: a2.MemberID, InstanceID: "i-a", Generation: a2.Generation}); s.Err != nil || string(s.Assignment) != "pa" {
+		t.Errorf("restarted leader's assignment: %+v", s)
+	}
+	if err := c.Heartbeat("g", a.MemberID, "i-a", a.Generation); !errors.Is(err, ErrFencedInstance) {
+		t.Errorf("old member id's heartbeat: %v, want fenced", err)
+	}
+	if err := c.Heartbeat("g", b.MemberID, "i-b", b.Generation); err != nil {
+		t.Errorf("undisturbed member: %v", err)
+	}
+	d := c.Describe("g")
+	if d.State != Stable || len(d.Members) != 2 || d.Members[0].MemberID != a2.MemberID {
+		t.Errorf("group after the restart: %+v", d)
+	}
+	// b restarts with another subscription: the group rebalances.
+	b2ch := join("", "i-b", "other")
+	if err := c.Heartbeat("g", a2.MemberID, "i-a", a2.Generation); !errors.Is(err, ErrRebalanceInProgress) {
+		t.Errorf("after a static member changed its protocols: %v, want a rebalance", err)
+	}
+	a3 := <-join(a2.MemberID, "i-a", "s")
+	b2 := <-b2ch
+	if a3.Err != nil || b2.Err != nil || a3.Generation != a.Generation+1 || a3.Leader != a2.MemberID {
+		t.Errorf("rebalance after the change: %+v %+v", a3, b2)
+	}
+}

@@ -45,7 +45,7 @@ func TestLeaderRejoinInCompletingRebalanceOverTCP(t *testing.T) {
 // group stays Stable; the other members go on undisturbed (no rebalance,
 // no revocation) and the restarted one is answered at once with the
 // current generation.
-func TestReview_StaticMemberRestartRebalances(t *testing.T) {
+func TestStaticMemberRestartDoesNotRebalance(t *testing.T) {
 	n := startGroupsNode(t)
 	cl := n.client()
 	const g = "rv-static"
@@ -130,7 +130,7 @@ func TestOffsetCommitRetentionTimeExpiresOffsets(t *testing.T) {
 // A member whose connection closes while its JoinGroup waits does not
 // wedge the group: the rebalance completes, the vanished member's session
 // then ends, and the group goes on without it (goleak checks the waiter).
-func TestReview_ConnectionClosedMidJoin(t *testing.T) {
+func TestConnectionClosedMidJoin(t *testing.T) {
 	n := startGroupsNode(t)
 	cl := n.client()
 	const g = "rv-midjoin"

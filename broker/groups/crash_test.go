@@ -52,14 +52,14 @@ func reviewCrashChild(dir string) {
 // kill -9 of a process committing from several groups while the log is
 // rewritten: every acknowledged commit is there after a restart, and
 // nothing newer than the last commit made.
-func TestReview_CrashKeepsAcknowledgedCommits(t *testing.T) {
+func TestCrashKeepsAcknowledgedCommits(t *testing.T) {
 	if dir := os.Getenv("TIERLOG_REVIEW_CRASH_DIR"); dir != "" {
 		reviewCrashChild(dir)
 		return
 	}
 	dir := t.TempDir()
 	for round := range 5 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestReview_CrashKeepsAcknowledgedCommits$")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashKeepsAcknowledgedCommits$")
 		cmd.Env = append(os.Environ(), "TIERLOG_REVIEW_CRASH_DIR="+dir, fmt.Sprint("TIERLOG_REVIEW_CRASH_BASE=", round*1_000_000))
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
