@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve minio
+.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve minio kafka-clients
 
 # The MinIO server the S3 and MinIO backend tests run against: built from
 # source at the version pinned in internal/testutil/minio_version.txt (the
@@ -21,7 +21,7 @@ serve:
 # Every test: formatting and vet, unit, fault and crash tests (race
 # detector on), short fuzz runs of every decoder, the compose file check.
 test: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
-test: vet minio
+test: vet minio kafka-clients
 	$(GO) test $(TESTFLAGS) ./...
 	$(MAKE) fuzz
 	$(MAKE) compose-check
@@ -37,6 +37,22 @@ $(MINIO_BIN):
 	mkdir -p $(dir $@)
 	mv $(dir $@).tmp/minio $@
 	rm -rf $(dir $@).tmp
+
+# The real Kafka clients the interop tests run (cmd/tierlog/kafka_*_test.go):
+# Debian's kcat (librdkafka) and python3-kafka (kafka-python, which only
+# /usr/bin/python3 sees). Installed when missing - apt-get update only if
+# the install fails (package lists missing or stale) - and checked after,
+# so a failed install stops here with the command that would fix it.
+KAFKA_CLIENT_PKGS := kcat python3-kafka
+KAFKA_CLIENTS_OK  := command -v kcat >/dev/null 2>&1 && /usr/bin/python3 -c 'import kafka' >/dev/null 2>&1
+
+kafka-clients:
+	@$(KAFKA_CLIENTS_OK) && exit 0; \
+	echo "installing $(KAFKA_CLIENT_PKGS) (Debian packages) for the Kafka interop tests"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	install="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KAFKA_CLIENT_PKGS)"; \
+	$$install >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$install >/dev/null; } && $(KAFKA_CLIENTS_OK) || { \
+	  echo "could not install $(KAFKA_CLIENT_PKGS); the Kafka interop tests need them: apt-get install -y $(KAFKA_CLIENT_PKGS)" >&2; exit 1; }
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/tierlogv1/')); \

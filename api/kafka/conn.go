@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -215,6 +216,11 @@ func (c *clientConn) start(body []byte) (*pending, error) {
 		return p, nil
 	}
 	c.s.m.requests.WithLabelValues(kmsg.NameForKey(hdr.key)).Inc()
+	// Which versions each client chooses (the README's table is built
+	// from these lines); guarded so the hot path boxes nothing at info.
+	if c.s.log.Enabled(c.ctx, slog.LevelDebug) {
+		c.s.log.Debug("kafka request", "api", kmsg.NameForKey(hdr.key), "version", hdr.version, "client_id", c.clientID)
+	}
 	rep, err := c.handle(a, req)
 	if err != nil {
 		return nil, c.fail("handler failed", err)

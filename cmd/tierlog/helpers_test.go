@@ -124,10 +124,19 @@ type node struct {
 // it has written its ready file.
 func startNode(t *testing.T, dataDir string, env []string, args ...string) *node {
 	t.Helper()
+	all := append([]string{"--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
+	return startServe(t, "", env, all...)
+}
+
+// startServe runs `tierlog serve args...` in the working directory dir ("":
+// the test's) with a ready file added, and waits until it has written it.
+func startServe(t *testing.T, dir string, env []string, args ...string) *node {
+	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
-	all := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
-		"--http-addr", "127.0.0.1:0", "--ready-file", readyPath, "--log-level", "debug"}, args...)
+	all := append([]string{"serve", "--ready-file", readyPath}, args...)
 	n := &node{t: t, cmd: exec.Command(binary(t), all...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	n.cmd.Dir = dir
 	n.cmd.Env = cleanEnv(env...)
 	n.cmd.Stdout = n.stderr
 	n.cmd.Stderr = n.stderr
