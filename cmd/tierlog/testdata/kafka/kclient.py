@@ -84,7 +84,10 @@ def consume(a, deadline):
         # past the records printed, which is what a commit stores.
         polled = consumer.poll(timeout_ms=100, max_records=1)
         if not ready and consumer.assignment():
-            positions = {str(tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+            # Where each partition was read from: this poll may already
+            # have returned (and moved past) its first records.
+            positions = {str(tp.partition): polled[tp][0].offset if polled.get(tp) else consumer.position(tp)
+                         for tp in consumer.assignment()}
             emit({"event": "ready", "positions": positions})
             ready = True
         for tp, records in polled.items():
