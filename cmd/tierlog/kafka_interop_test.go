@@ -236,7 +236,7 @@ func TestKcatCodecs(t *testing.T) {
 			topic := "z-" + codec.String()
 			in, want := kcatLines(200, codec.String())
 			before := time.Now().UnixMilli()
-			kcat(t, in, "-b", n.kafkaAddr, "-P", "-t", topic, "-K:", "-z", codec.String())
+			kcat(t, in, "-b", n.kafkaAddr, "-P", "-t", topic, "-p", "0", "-K:", "-z", codec.String())
 			after := time.Now().UnixMilli()
 			got := kcatRecords(t, kcat(t, "", "-b", n.kafkaAddr, "-C", "-t", topic, "-o", "beginning", "-e", "-f", kcatFormat))
 			for i := range got {
