@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/internal/batch"
 	"github.com/tierlog/tierlog/internal/testutil"
@@ -464,8 +466,9 @@ func fromGRPC(p int32, rs []*tierlogv1.Record) []krec {
 // not take 7070/7071), in an empty directory - Kafka on the default
 // localhost:9092 - then a plain kafka-python consumer started first and a
 // plain producer; kcat reads it too; then the data is tiered, the local
-// copies deleted, and a consumer started with earliest reads every record
-// from offset 0, byte for byte, from the bucket.
+// copies deleted, and a kafka-python consumer started with earliest and a
+// franz-go consumer group read every record from offset 0, byte for byte,
+// from the bucket.
 func TestKafkaNewUser(t *testing.T) {
 	t.Parallel()
 	requireKafkaPython(t)
@@ -496,6 +499,40 @@ func TestKafkaNewUser(t *testing.T) {
 
 	replay := pyConsume(t, addr, "audit", len(sent), "--offset-reset", "earliest")
 	if err := sameRecords(replay.records(), sent); err != nil {
-		t.Errorf("earliest consumer after tiering, against what was produced:\n%v", err)
+		t.Errorf("earliest kafka-python consumer after tiering, against what was produced:\n%v", err)
 	}
+	if err := sameRecords(franzGroupRead(t, addr, "audit", "replay", len(sent)), sent); err != nil {
+		t.Errorf("franz-go consumer group after tiering, against what was produced:\n%v", err)
+	}
+}
+
+// franzGroupRead reads count records of topic from the start with a
+// franz-go consumer in group, as its defaults have it.
+func franzGroupRead(t *testing.T, addr, topic, group string, count int) []krec {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
+	defer cancel()
+	var out []krec
+	for len(out) < count {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("franz-go group %s: %d of %d records after %v", group, len(out), count, clientRunTimeout)
+		}
+		fs.EachError(func(topic string, p int32, err error) { t.Logf("franz-go fetch %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			k := krec{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
+			for _, h := range r.Headers {
+				k.Headers = append(k.Headers, khdr{Key: h.Key, Value: h.Value})
+			}
+			out = append(out, k)
+		})
+	}
+	sortRecords(out)
+	return out
 }
