@@ -214,13 +214,15 @@ func TestKcatMetadata(t *testing.T) {
 	}
 }
 
-// kcatLines are n "key:value" lines for kcat -P -K:.
+// kcatLines are n "key:value" lines for kcat -P -K:. Values repeat enough
+// that every batch, even of one record, compresses: librdkafka sends a
+// batch uncompressed when compression would not make it smaller.
 func kcatLines(n int, tag string) (string, []krec) {
 	var in strings.Builder
 	recs := make([]krec, n)
 	for i := range recs {
 		recs[i] = krec{Offset: int64(i), Key: fmt.Appendf(nil, "k%d", i%7),
-			Value: fmt.Appendf(nil, "%s record %d %s", tag, i, strings.Repeat("xyz", i%50))}
+			Value: fmt.Appendf(nil, "%s record %d %s", tag, i, strings.Repeat("xyz", 100+i%50))}
 		fmt.Fprintf(&in, "%s:%s\n", recs[i].Key, recs[i].Value)
 	}
 	return in.String(), recs
