@@ -229,8 +229,10 @@ func kcatLines(n int, tag string) (string, []krec) {
 }
 
 // TestKcatCodecs: kcat -P with each compression codec librdkafka has, read
-// back with kcat -C -o beginning; the server keeps each batch compressed as
-// kcat sent it (the gRPC API's raw fetch returns the stored batches).
+// back with kcat -C -o beginning; kcat compresses with each (it would
+// quietly send plain batches to a broker it thinks lacks the codec) and the
+// server keeps each batch as kcat sent it (the gRPC API's raw fetch returns
+// the stored batches).
 func TestKcatCodecs(t *testing.T) {
 	t.Parallel()
 	n := kafkaNode(t)
@@ -270,7 +272,11 @@ func TestKcatCodecs(t *testing.T) {
 					t.Fatalf("stored batch %d: %v", i, err)
 				}
 				if h.Codec() != codec {
-					t.Errorf("stored batch %d is %s, kcat sent %s", i, h.Codec(), codec)
+					// librdkafka before 2.11.1 compresses gzip, snappy and lz4
+					// only if the broker's Produce versions include v0
+					// (zstd: any of v0-v7); otherwise it logs "Broker does
+					// not support compression type" and sends them plain.
+					t.Errorf("stored batch %d is %s, kcat was asked for %s (does ApiVersions advertise Produce from v0?)", i, h.Codec(), codec)
 				}
 			}
 		})
