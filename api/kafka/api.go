@@ -75,12 +75,17 @@ func init() {
 		kmsg.DescribeGroups.Int16():  {min: 0, max: 5, handle: typed((*Server).describeGroups)},
 		kmsg.DeleteGroups.Int16():    {min: 0, max: 2, handle: typed((*Server).deleteGroups)},
 
-		// Produce from v3, the first with RecordBatch v2 (the only format
-		// tierlog stores; Kafka 4 dropped v0-v2 too), to v9: v10+ add
-		// leader hints on NOT_LEADER_OR_FOLLOWER and transaction
-		// semantics (KIP-890) a single node without transactions has no
-		// use for.
-		kmsg.Produce.Int16():        {min: 3, max: 9, handle: typed((*Server).produce)},
+		// Produce to v9: v10+ add leader hints on NOT_LEADER_OR_FOLLOWER
+		// and transaction semantics (KIP-890) a single node without
+		// transactions has no use for. Advertised from v0 although only
+		// RecordBatch v2 (magic 2, the only format tierlog stores) is
+		// accepted at any version (older message sets get INVALID_RECORD):
+		// librdkafka before 2.11.1 (Debian's kcat) compresses with gzip,
+		// snappy or lz4 only if the broker's Produce range includes v0,
+		// and otherwise sends every batch uncompressed. Clients choose
+		// the newest version both sides have, v3 or later for any client
+		// that writes RecordBatch v2.
+		kmsg.Produce.Int16():        {min: 0, max: 9, handle: typed((*Server).produce)},
 		kmsg.InitProducerID.Int16(): {min: 0, max: 4, handle: typed((*Server).initProducerID)},
 	}
 }

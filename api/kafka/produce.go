@@ -102,7 +102,8 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 // appendPartition checks one partition's record set against the Produce
 // request's rules and hands the batch to the broker. Kafka requires, from
 // v3, exactly one RecordBatch of magic 2 per partition, and zstd only from
-// v7 (the version that announced it).
+// v7 (the version that announced it); tierlog requires the same at v0-v2,
+// which it advertises only for librdkafka's sake (see the apis table).
 func (s *Server) appendPartition(version int16, topic string, rp kmsg.ProduceRequestTopicPartition) (*hot.PendingAppend, error) {
 	if err := broker.ValidateTopicName(topic); err != nil {
 		// Kafka answers UNKNOWN_TOPIC_OR_PARTITION, which clients retry
@@ -115,7 +116,7 @@ func (s *Server) appendPartition(version int16, topic string, rp kmsg.ProduceReq
 	case len(b) == 0:
 		return nil, codedErrorf(kerr.InvalidRecord, "no record batch for partition %d: Produce v%d needs exactly one", rp.Partition, version)
 	case len(b) > 16 && b[16] != batch.Magic:
-		return nil, codedErrorf(kerr.InvalidRecord, "record batch magic %d: Produce v3 and later carry RecordBatch v2 (magic 2) only", int8(b[16]))
+		return nil, codedErrorf(kerr.InvalidRecord, "record batch magic %d: tierlog stores RecordBatch v2 (magic 2) only", int8(b[16]))
 	case len(b) >= batch.HeaderSize && version < 7 && batch.Codec(binary.BigEndian.Uint16(b[21:])&0x07) == batch.Zstd:
 		return nil, codedErrorf(kerr.UnsupportedCompressionType, "zstd compression needs Produce v7 or later, the request is v%d", version)
 	}
@@ -123,7 +124,7 @@ func (s *Server) appendPartition(version int16, topic string, rp kmsg.ProduceReq
 		// A valid length smaller than the set: more follows the batch.
 		n := int64(int32(binary.BigEndian.Uint32(b[8:])))
 		if size := batch.LengthFieldEnd + n; n >= batch.HeaderSize-batch.LengthFieldEnd && size < int64(len(b)) {
-			return nil, codedErrorf(kerr.InvalidRecord, "%d bytes follow the first record batch (%d bytes) of partition %d: Produce v3 and later take exactly one batch per partition", int64(len(b))-size, size, rp.Partition)
+			return nil, codedErrorf(kerr.InvalidRecord, "%d bytes follow the first record batch (%d bytes) of partition %d: Produce takes exactly one batch per partition", int64(len(b))-size, size, rp.Partition)
 		}
 	}
 	return s.b.AppendDeferred(topic, rp.Partition, b)

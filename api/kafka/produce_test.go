@@ -180,6 +180,9 @@ func TestProduceBadInput(t *testing.T) {
 		{"two batches", 9, "bad", append(good(), good()...), -1, kerr.InvalidRecord},
 		{"trailing bytes", 9, "bad", append(good(), 1, 2, 3), -1, kerr.InvalidRecord},
 		{"magic 1", 9, "bad", magic1, -1, kerr.InvalidRecord},
+		// v0-v2 are advertised (for librdkafka) but carry magic 2 only.
+		{"magic 1 at v2", 2, "bad", magic1, -1, kerr.InvalidRecord},
+		{"magic 1 at v0", 0, "bad", magic1, -1, kerr.InvalidRecord},
 		{"no batch", 9, "bad", nil, -1, kerr.InvalidRecord},
 		{"truncated batch", 9, "bad", good()[:70], -1, kerr.CorruptMessage},
 		{"zstd before v7", 6, "bad", zstd, -1, kerr.UnsupportedCompressionType},
