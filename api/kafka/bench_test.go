@@ -127,7 +127,7 @@ func openNode(b *testing.B, dir, bucket string) *benchNode {
 	if err != nil {
 		b.Fatal(err)
 	}
-	host, port := kafka.AdvertisedFor(lns[0].Addr())
+	host, port := kafka.AdvertisedFor("127.0.0.1:0", lns[0].Addr())
 	budget := fetchbudget.New(0, 0, nil) // one for both front ends, as serve has
 	n := &benchNode{b: br, k: kafka.New(br, kafka.Options{AdvertisedHost: host, AdvertisedPort: port, FetchBudget: budget})}
 	n.kaddr = lns[0].Addr().String()

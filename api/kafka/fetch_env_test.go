@@ -39,7 +39,7 @@ func startFetchEnv(t *testing.T, bk cold.Bucket, budget *fetchbudget.Budget, set
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, port := AdvertisedFor(ln.Addr())
+	host, port := AdvertisedFor(ln.Addr().String(), ln.Addr())
 	srv := New(b, Options{AdvertisedHost: host, AdvertisedPort: port, FetchBudget: budget})
 	for _, f := range setup {
 		f(srv)

@@ -210,15 +210,19 @@ func (s *Server) Serve(lns ...net.Listener) error {
 	return first
 }
 
-// AdvertisedFor is the host and port to advertise for a bound address:
-// "localhost" for a loopback bind (clients resolve it as they did to
-// connect, to whichever loopback family Listen bound), the IP otherwise.
-func AdvertisedFor(a net.Addr) (string, int32) {
+// AdvertisedFor is the host and port to advertise for a listener bound to
+// a from listenAddr (the --kafka-addr it was given): "localhost" when that
+// named localhost (Listen bound every loopback family it resolves to, so
+// clients may resolve it either way), the machine's name for a wildcard
+// bind, the bound IP otherwise (a 127.0.0.1 listener is advertised as
+// 127.0.0.1, which a client resolving localhost to ::1 first would miss).
+func AdvertisedFor(listenAddr string, a net.Addr) (string, int32) {
 	host, port, _ := net.SplitHostPort(a.String())
 	p, _ := strconv.Atoi(port)
 	ip := net.ParseIP(host)
+	configured, _, _ := net.SplitHostPort(listenAddr)
 	switch {
-	case ip != nil && ip.IsLoopback():
+	case configured == "localhost":
 		return "localhost", int32(p)
 	case ip == nil || ip.IsUnspecified():
 		// Bound to every address: name the machine, as Kafka does.

@@ -29,7 +29,7 @@ func serveKafka(cfg config.Server, b *broker.Broker, budget *fetchbudget.Budget,
 	if err != nil {
 		return nil, "", fmt.Errorf("listen for Kafka clients on %s: %w", cfg.KafkaAddr, err)
 	}
-	opts.AdvertisedHost, opts.AdvertisedPort = kafka.AdvertisedFor(lns[0].Addr())
+	opts.AdvertisedHost, opts.AdvertisedPort = kafka.AdvertisedFor(cfg.KafkaAddr, lns[0].Addr())
 	if cfg.KafkaAdvertisedAddr != "" {
 		host, port, _ := net.SplitHostPort(cfg.KafkaAdvertisedAddr) // config checked host:port
 		p, err := strconv.ParseUint(port, 10, 16)

@@ -159,7 +159,8 @@ func waitAllTiered(t *testing.T, n *node, topic string, end int64) tierRow {
 func localLogFiles(t *testing.T, dir string) int {
 	t.Helper()
 	count := 0
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	// Segments live under topics/ (groups/offsets.log is not one).
+	err := filepath.WalkDir(filepath.Join(dir, "topics"), func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
