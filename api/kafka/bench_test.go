@@ -39,18 +39,24 @@ const benchRecord = 1024
 // loopback against tierlog's Kafka listener, next to the same client against
 // franz-go's in-memory broker kfake in the same run, for one partition and
 // eight: produce MB/s at acks=all under flush.policy=always (every
-// acknowledged record fsynced) and interval, p50/p99 produce latency (from
-// Produce to its acknowledgement, under that full load), consume MB/s from
-// the hot tier and from the bucket with an empty cache (a fresh broker per
-// pass; MinIO when TIERLOG_MINIO_BIN is set, else a file:// bucket), and the
-// gRPC API's produce and consume figures on the same kind of data. Each
-// figure runs for -kafka.duration (default 5 s).
+// acknowledged record fsynced) and interval on a node without a bucket, and
+// under interval on a node tiering to a bucket (uploads compete for the
+// machine); p50/p99 produce latency under that full load (mostly time in
+// the client's buffer) and one record at a time; consume MB/s from the hot
+// tier and from the bucket with an empty cache (a fresh broker per pass;
+// MinIO when TIERLOG_MINIO_BIN is set, else a file:// bucket); and the gRPC
+// API's produce and consume figures on the same kind of data. Each
+// throughput figure runs for -kafka.duration (default 5 s).
 //
 //	go test ./api/kafka -run '^$' -bench Kafka -benchtime 1x
 func BenchmarkKafka(b *testing.B) {
 	var bucketURL func(tb testing.TB) string
 	if os.Getenv("TIERLOG_MINIO_BIN") != "" {
 		m := testutil.StartMinIO(b)
+		for _, kv := range m.Env() { // the bucket URL's credentials
+			k, v, _ := strings.Cut(kv, "=")
+			b.Setenv(k, v)
+		}
 		bucketURL = func(tb testing.TB) string { return m.MinIOURL(m.NewBucket(tb), "bench") }
 	} else {
 		bucketURL = func(tb testing.TB) string { return "file://" + tb.TempDir() }
@@ -66,10 +72,15 @@ func BenchmarkKafka(b *testing.B) {
 		}
 		row("produce acks=all flush=always", always.produceMBs, ref.produceMBs, "MB/s")
 		row("produce acks=all flush=interval", interval.produceMBs, ref.produceMBs, "MB/s")
-		row("produce p50 latency flush=always", ms(always.p50), ms(ref.p50), "ms")
-		row("produce p99 latency flush=always", ms(always.p99), ms(ref.p99), "ms")
-		row("produce p50 latency flush=interval", ms(interval.p50), ms(ref.p50), "ms")
-		row("produce p99 latency flush=interval", ms(interval.p99), ms(ref.p99), "ms")
+		row("produce acks=all flush=interval, tiering", interval.tieringMBs, ref.produceMBs, "MB/s")
+		row("loaded p50 latency flush=always", ms(always.p50), ms(ref.p50), "ms")
+		row("loaded p99 latency flush=always", ms(always.p99), ms(ref.p99), "ms")
+		row("loaded p50 latency flush=interval", ms(interval.p50), ms(ref.p50), "ms")
+		row("loaded p99 latency flush=interval", ms(interval.p99), ms(ref.p99), "ms")
+		row("one-at-a-time p50 latency flush=always", us(always.sync50), us(ref.sync50), "us")
+		row("one-at-a-time p99 latency flush=always", us(always.sync99), us(ref.sync99), "us")
+		row("one-at-a-time p50 latency flush=interval", us(interval.sync50), us(ref.sync50), "us")
+		row("one-at-a-time p99 latency flush=interval", us(interval.sync99), us(ref.sync99), "us")
 		row("consume hot", interval.hotMBs, ref.consumeMBs, "MB/s")
 		row("consume cold, empty cache", interval.coldMBs, ref.consumeMBs, "MB/s")
 		row("gRPC produce flush=always", g.produceMBs, ref.produceMBs, "MB/s")
@@ -80,10 +91,11 @@ func BenchmarkKafka(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 type figures struct {
-	produceMBs, consumeMBs, hotMBs, coldMBs float64
-	p50, p99                                time.Duration
+	produceMBs, consumeMBs, hotMBs, coldMBs, tieringMBs float64
+	p50, p99, sync50, sync99                            time.Duration
 }
 
 func kfakeFigures(b *testing.B, parts int32) figures {
@@ -97,6 +109,7 @@ func kfakeFigures(b *testing.B, parts int32) figures {
 	var n int64
 	n, f.produceMBs, f.p50, f.p99 = produceFor(b, addr, "bench")
 	f.consumeMBs = consumeFor(b, func() string { return addr }, "bench", n)
+	f.sync50, f.sync99 = latencyFor(b, addr, "bench")
 	return f
 }
 
@@ -154,24 +167,32 @@ func (n *benchNode) close(b *testing.B) {
 }
 
 func tierlogFigures(b *testing.B, parts int32, policy, bucket string) figures {
-	dir := b.TempDir()
-	n := openNode(b, dir, bucket)
-	// Segments small enough to tier during the run; local copies are
-	// deleted as soon as the bucket holds them (for the cold pass).
-	if _, err := n.b.CreateTopic("bench", parts, map[string]string{"flush.policy": policy,
-		"segment.bytes": "67108864", "local.retention.bytes": "0"}); err != nil {
+	// Produce and hot consume on a node without a bucket, so the figures
+	// are the Kafka path's, not shared with zstd-compressing uploads.
+	n := openNode(b, b.TempDir(), "")
+	if _, err := n.b.CreateTopic("bench", parts, map[string]string{"flush.policy": policy}); err != nil {
 		b.Fatal(err)
 	}
 	var f figures
 	var count int64
 	count, f.produceMBs, f.p50, f.p99 = produceFor(b, n.kaddr, "bench")
-	// Hot: before the daemon tiers and drops the local copies, read what
-	// is local; the partitions' local start offsets say how much that is.
 	f.hotMBs = consumeFor(b, func() string { return n.kaddr }, "bench", count)
+	f.sync50, f.sync99 = latencyFor(b, n.kaddr, "bench")
+	n.close(b)
 	if policy != "interval" {
-		n.close(b)
 		return f
 	}
+	// Cold: a tiering node takes a produce (timed too: the figure with
+	// uploads competing for the machine), uploads everything, and a fresh
+	// node (empty cache) per pass reads it from the bucket with no local
+	// copy below the end.
+	dir := b.TempDir()
+	n = openNode(b, dir, bucket)
+	if _, err := n.b.CreateTopic("bench", parts, map[string]string{"flush.policy": policy,
+		"segment.bytes": "67108864", "local.retention.bytes": "0"}); err != nil {
+		b.Fatal(err)
+	}
+	count, f.tieringMBs, _, _ = produceFor(b, n.kaddr, "bench")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for _, u := range n.b.UploadAll(ctx) {
@@ -180,8 +201,6 @@ func tierlogFigures(b *testing.B, parts int32, policy, bucket string) figures {
 		}
 	}
 	n.close(b)
-	// Cold: a fresh node (empty cache) per pass, whose local logs hold
-	// nothing below the end.
 	var cur *benchNode
 	f.coldMBs = consumeFor(b, func() string {
 		if cur != nil {
@@ -202,6 +221,31 @@ func tierlogFigures(b *testing.B, parts int32, policy, bucket string) figures {
 	}, "bench", count)
 	cur.close(b)
 	return f
+}
+
+// latencyFor produces one record at a time, each waiting for its
+// acknowledgement, for a second, and returns the p50 and p99: the
+// latency of a produce on an idle connection (the loaded figures are
+// mostly time in the client's buffer).
+func latencyFor(b *testing.B, addr, topic string) (time.Duration, time.Duration) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(0),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	value := make([]byte, benchRecord)
+	var lat []time.Duration
+	ctx := context.Background()
+	for start := time.Now(); time.Since(start) < time.Second; {
+		t0 := time.Now()
+		if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100]
 }
 
 // produceFor produces 1 KiB records to topic with acks=all (franz-go's
