@@ -328,10 +328,10 @@ func consumeFor(b *testing.B, next func() string, topic string, count int64) flo
 	return float64(total) / spent.Seconds() / 1e6
 }
 
-// grpcFigures produces through the gRPC API (16 records per request, a
-// goroutine per partition with 4 requests in flight each) under
-// flush.policy=always, then reads it back with one FetchStream per
-// partition.
+// grpcFigures produces through the gRPC API (512 records, about half a
+// MiB - a batch of the size kgo builds - per request; four goroutines per
+// partition, each with one request in flight) under flush.policy=always,
+// then reads it back with one FetchStream per partition.
 func grpcFigures(b *testing.B, parts int32) figures {
 	n := openNode(b, b.TempDir(), "")
 	defer n.close(b)
@@ -345,7 +345,7 @@ func grpcFigures(b *testing.B, parts int32) figures {
 	}
 	defer conn.Close()
 	c := tierlogv1.NewTierLogClient(conn)
-	recs := make([]*tierlogv1.Record, 16)
+	recs := make([]*tierlogv1.Record, 512)
 	for i := range recs {
 		recs[i] = &tierlogv1.Record{Value: make([]byte, benchRecord)}
 	}
