@@ -202,7 +202,7 @@ func (b *Broker) open(ctx context.Context) error {
 		return err
 	}
 	b.clusterID = id
-	if b.pids, err = loadProducerIDs(opts.Dir); err != nil {
+	if b.pids, err = loadProducerIDs(opts.Dir, time.Now()); err != nil {
 		return err
 	}
 	if err := fileutil.MkdirAllDurable(b.topicsDir()); err != nil {
@@ -274,6 +274,11 @@ func (b *Broker) open(ctx context.Context) error {
 		}
 		b.topics[m.Name] = t
 		b.addToDaemon(t)
+	}
+	for _, t := range b.topics {
+		for _, p := range t.partitions() {
+			b.pids.raiseAbove(p.Log().MaxProducerID())
+		}
 	}
 	if err := b.openGroups(); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tierlog/tierlog/internal/fileutil"
 )
@@ -20,10 +21,29 @@ const producerIDFile = "producer-id-block"
 // InitProducerId costs a file write once per thousand producers.
 const producerIDBlock = 1000
 
-// producerIDs hands out idempotent producers' ids, unique for the life of
-// the data directory: an id is handed out only below a reserved end that
-// is fsynced first, and a restart continues from that end (the unused
-// rest of the block is skipped), so a crash never hands one out twice.
+// producerIDsPerMilli scales the clock into the id space for a data
+// directory without a producer-id-block (new, or restored from the bucket
+// after its disk was lost): ids start at Unix ms × 1000, which stays far
+// inside int64 (about 1.8e15 today, 9.2e18 is the limit).
+const producerIDsPerMilli = 1000
+
+// producerIDs hands out idempotent producers' ids. The promise: an id is
+// handed out at most once, across restarts and across the loss of the
+// data directory, as long as no earlier life of the node handed out more
+// than 1000 ids per millisecond on average since it started.
+//
+//   - Within one data directory an id is handed out only below a reserved
+//     end that is fsynced first, and a restart continues from that end
+//     (the unused rest of the block is skipped), so a crash never hands
+//     one out twice.
+//   - A data directory without the file (its disk was lost and its topics
+//     restored from the bucket, while producers of the old node may still
+//     be producing with their ids) starts from the clock, Unix ms × 1000:
+//     above every id a life started earlier handed out, under the rate
+//     above.
+//   - At open the start is also raised above the largest producer id any
+//     partition's producer state holds (raiseAbove), in case the clock
+//     was set back.
 type producerIDs struct {
 	path string
 	// mu is held across the reservation's write and fsync: only
@@ -33,11 +53,15 @@ type producerIDs struct {
 	reserved int64
 }
 
-func loadProducerIDs(dir string) (*producerIDs, error) {
+func loadProducerIDs(dir string, now time.Time) (*producerIDs, error) {
 	p := &producerIDs{path: filepath.Join(dir, producerIDFile)}
 	data, err := os.ReadFile(p.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		// Nothing reserved yet: the first allocate reserves (and fsyncs)
+		// a block from here.
+		p.next = max(now.UnixMilli(), 0) * producerIDsPerMilli
+		p.reserved = p.next
 	case err != nil:
 		return nil, fmt.Errorf("broker: read %s: %w", producerIDFile, err)
 	default:
@@ -48,6 +72,17 @@ func loadProducerIDs(dir string) (*producerIDs, error) {
 		p.next, p.reserved = n, n
 	}
 	return p, nil
+}
+
+// raiseAbove makes every id handed out from now on exceed id (the largest
+// a partition knows). Called at open, before any allocate.
+func (p *producerIDs) raiseAbove(id int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if id >= p.next {
+		p.next = id + 1
+		p.reserved = min(p.reserved, p.next) // the next allocate reserves from here
+	}
 }
 
 func (p *producerIDs) allocate() (int64, error) {
@@ -65,8 +100,9 @@ func (p *producerIDs) allocate() (int64, error) {
 	return id, nil
 }
 
-// AllocateProducerID returns a producer id no producer of this data
-// directory has had (Kafka's InitProducerId without a transactional id).
+// AllocateProducerID returns a producer id no other producer has had (see
+// producerIDs for the promise; Kafka's InitProducerId without a
+// transactional id).
 func (b *Broker) AllocateProducerID() (int64, error) {
 	b.mu.RLock()
 	closed := b.closed

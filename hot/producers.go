@@ -357,3 +357,15 @@ func (l *Log) producerSnapshotLocked() producerTable {
 	}
 	return l.producers.clone()
 }
+
+// MaxProducerID is the largest producer id the log's producer state holds
+// (-1 if none): the broker hands out new ids above it.
+func (l *Log) MaxProducerID() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := int64(-1)
+	for id := range l.producers {
+		m = max(m, id)
+	}
+	return m
+}

@@ -2,14 +2,16 @@ package broker
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
-// review3Batch is an idempotent producer's batch of one record.
-func review3Batch(t *testing.T, id int64, seq int32, value string) []byte {
+// idempotentBatch is an idempotent producer's batch of one record.
+func idempotentBatch(t *testing.T, id int64, seq int32, value string) []byte {
 	t.Helper()
 	b, err := batch.Build([]batch.Record{{Timestamp: 1_000_000, Value: []byte(value)}},
 		batch.BuildOptions{Producer: &batch.Producer{ID: id, Epoch: 0, BaseSequence: seq}})
@@ -26,7 +28,7 @@ func review3Batch(t *testing.T, id int64, seq int32, value string) []byte {
 // whose sequence range matches one of the old one's is answered as a
 // duplicate: acknowledged with the other producer's offset, never
 // written.
-func TestReview_ProducerIDsNotReusedAfterRestore(t *testing.T) {
+func TestProducerIDsNotReusedAfterRestore(t *testing.T) {
 	bucketDir := filepath.Join(t.TempDir(), "bucket")
 	b, _ := tieredNode(t, t.TempDir(), bucketDir)
 	if _, err := b.CreateTopic("t", 2, nil); err != nil {
@@ -36,7 +38,7 @@ func TestReview_ProducerIDsNotReusedAfterRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Append("t", 0, review3Batch(t, old, 0, "old-0")); err != nil {
+	if _, err := b.Append("t", 0, idempotentBatch(t, old, 0, "old-0")); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
@@ -49,7 +51,7 @@ func TestReview_ProducerIDsNotReusedAfterRestore(t *testing.T) {
 	if _, err := r.Topic("t"); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if _, err := r.Append("t", 1, review3Batch(t, old, 0, "old-1")); err != nil {
+	if _, err := r.Append("t", 1, idempotentBatch(t, old, 0, "old-1")); err != nil {
 		t.Fatal(err)
 	}
 	// A new producer starts.
@@ -60,7 +62,7 @@ func TestReview_ProducerIDsNotReusedAfterRestore(t *testing.T) {
 	if fresh == old {
 		t.Errorf("the restored node handed out producer id %d again: the old node gave it to a producer that is still producing", fresh)
 	}
-	res, err := r.Append("t", 1, review3Batch(t, fresh, 0, "new-1"))
+	res, err := r.Append("t", 1, idempotentBatch(t, fresh, 0, "new-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,5 +81,54 @@ func TestReview_ProducerIDsNotReusedAfterRestore(t *testing.T) {
 	if res.Duplicate || len(recs) != 2 {
 		t.Fatalf("the new producer's first record was acknowledged at offset %d (duplicate %v) but partition 1 holds %q: acknowledged and never written",
 			res.BaseOffset, res.Duplicate, got)
+	}
+}
+
+// A restart continues after the ids reserved before it.
+func TestProducerIDsContinueAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir)
+	first, err := b.AllocateProducerID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b = open(t, dir)
+	defer b.Close()
+	next, err := b.AllocateProducerID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next <= first {
+		t.Fatalf("after a restart the broker handed out %d, at or below %d handed out before", next, first)
+	}
+}
+
+// Without a producer-id-block the ids start from the clock, and above
+// every producer id a partition's producer state holds: here a producer
+// whose id lies ahead of the clock (a node whose clock was ahead, or set
+// back since) is still producing.
+func TestProducerIDsStartAboveKnownProducers(t *testing.T) {
+	dir := t.TempDir()
+	b := open(t, dir)
+	if _, err := b.CreateTopic("t", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(24*time.Hour).UnixMilli() * producerIDsPerMilli
+	if _, err := b.Append("t", 0, idempotentBatch(t, ahead, 0, "ahead")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := os.Remove(filepath.Join(dir, producerIDFile)); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	b = open(t, dir)
+	defer b.Close()
+	id, err := b.AllocateProducerID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id <= ahead {
+		t.Fatalf("handed out producer id %d, at or below %d that partition t/0 knows", id, ahead)
 	}
 }
