@@ -3,6 +3,8 @@ package kafka
 import (
 	"context"
 	"encoding/binary"
+	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -63,22 +65,23 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 			mustWait = mustWait || pa.MustWait()
 		}
 	}
+	pas := make([]*hot.PendingAppend, len(waits))
+	for i, w := range waits {
+		pas[i] = w.pa
+	}
 	if req.Acks == 0 {
 		if mustWait {
 			// Nobody hears the answer, but the flush policy still holds:
 			// under flush.policy=always the batches become durable (and
 			// visible to readers) only through this fsync.
-			go func() {
-				for _, w := range waits {
-					_, _ = w.pa.Wait()
-				}
-			}()
+			go waitAll(pas)
 		}
 		return reply{none: true, closeConn: failed}
 	}
 	finish := func() kmsg.Response {
-		for _, w := range waits {
-			res, err := w.pa.Wait()
+		results, errs := waitAll(pas)
+		for i, w := range waits {
+			res, err := results[i], errs[i]
 			if err != nil {
 				setProduceError(req.Version, w.pr, err)
 				continue
@@ -97,6 +100,53 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 		return reply{resp: finish()}
 	}
 	return reply{later: func(context.Context) kmsg.Response { return finish() }}
+}
+
+// maxParallelWaits bounds the goroutines one Produce request starts to
+// wait for its partitions' fsyncs: enough that a producer's usual request
+// (a batch for each of a few partitions) has every fsync in flight at once,
+// few enough that a request naming thousands of partitions cannot start
+// thousands of goroutines.
+const maxParallelWaits = 16
+
+// waitAll waits for every pending append and returns the results in the
+// order of pas. The ones that must fsync are waited for together, on at
+// most maxParallelWaits goroutines that each take the next unwaited one:
+// each log has its own group commit, so a request's partitions become
+// durable in about the time of the slowest fsync, not of their sum, and
+// one slow disk file holds up only the goroutine waiting for it.
+func waitAll(pas []*hot.PendingAppend) ([]hot.AppendResult, []error) {
+	res := make([]hot.AppendResult, len(pas))
+	errs := make([]error, len(pas))
+	var slow []int
+	for i, pa := range pas {
+		if pa.MustWait() {
+			slow = append(slow, i)
+		} else {
+			res[i], errs[i] = pa.Wait() // returns at once
+		}
+	}
+	if len(slow) == 1 {
+		i := slow[0]
+		res[i], errs[i] = pas[i].Wait()
+		return res, errs
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(slow), maxParallelWaits) {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(slow) {
+					return
+				}
+				i := slow[k]
+				res[i], errs[i] = pas[i].Wait()
+			}
+		})
+	}
+	wg.Wait()
+	return res, errs
 }
 
 // appendPartition checks one partition's record set against the Produce

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -54,14 +55,20 @@ func (f *partGateFile) Sync() error {
 	return f.File.Sync()
 }
 
-// A Produce to several partitions under flush.policy=always waits for each
-// partition's fsync one after another (produce's finish calls Wait in a
-// loop), so a request's latency is the sum of its partitions' fsyncs: a
-// franz-go producer batching eight partitions into one request pays eight
-// fsyncs back to back. The partitions' logs are independent; their
-// fsyncs can run together. Here partition 0's fsync is held: partition
-// 1's never starts until it ends.
-func TestReview_ProducePartitionsFsyncInParallel(t *testing.T) {
+// A Produce to several partitions under flush.policy=always waits for its
+// partitions' fsyncs together (each log has its own group commit), so a
+// request's latency is its slowest fsync, not their sum: a franz-go
+// producer batching eight partitions into one request must not pay eight
+// fsyncs back to back. Here partition 0's fsync is held: partition 1's
+// must start meanwhile, and both are answered (acks=-1) or become visible
+// (acks=0, which nobody answers) once it is released.
+func TestProducePartitionsFsyncInParallel(t *testing.T) {
+	for _, acks := range []int16{-1, 0} {
+		t.Run(fmt.Sprintf("acks=%d", acks), func(t *testing.T) { testProduceFsyncInParallel(t, acks) })
+	}
+}
+
+func testProduceFsyncInParallel(t *testing.T, acks int16) {
 	g := &partGateFS{hold: "/topics/multi/0/", watch: "/topics/multi/1/", held: make(chan struct{}), gate: make(chan struct{})}
 	n := startKafkaNode(t, t.TempDir(), nodeOptions{broker: func(o *broker.Options) { o.OpenFile = g.open }})
 	n.createTopic("multi", 2, map[string]string{"flush.policy": "always"})
@@ -74,7 +81,7 @@ func TestReview_ProducePartitionsFsyncInParallel(t *testing.T) {
 	defer release()
 	rc := dialRaw(t, n.addr)
 	g.armed.Store(true)
-	req := produceReq(9, -1, "multi", map[int32][]byte{0: testutil.Batch(t, 0, 2, 100, 1), 1: testutil.Batch(t, 0, 2, 100, 1)})
+	req := produceReq(9, acks, "multi", map[int32][]byte{0: testutil.Batch(t, 0, 2, 100, 1), 1: testutil.Batch(t, 0, 2, 100, 1)})
 	corr := rc.send(req)
 	select {
 	case <-g.held:
@@ -84,6 +91,15 @@ func TestReview_ProducePartitionsFsyncInParallel(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, g.watched.Load,
 		"partition 1's fsync started while partition 0's is held (a Produce's partitions are made durable one after another)")
 	release()
+	if acks == 0 {
+		for p := range int32(2) {
+			testutil.Eventually(t, 5*time.Second, func() bool {
+				_, end, err := n.b.Offsets("multi", p)
+				return err == nil && end == 2
+			}, "partition %d's batch visible after its fsync", p)
+		}
+		return
+	}
 	resp := rc.recv(req, corr).(*kmsg.ProduceResponse)
 	for _, p := range resp.Topics[0].Partitions {
 		if p.ErrorCode != 0 || p.BaseOffset != 0 {
