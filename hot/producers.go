@@ -1,9 +1,11 @@
 package hot
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"maps"
 	"os"
 	"path/filepath"
@@ -37,8 +39,8 @@ import (
 //
 // The state survives restarts: a snapshot (<20-digit offset>.producers)
 // is written when a segment seals, at Close and at Open, and Open loads
-// the newest snapshot at or below the log end and replays the batch
-// headers after it. Snapshots are kept when retention deletes segments,
+// the newest snapshot at or below the log end that passes its CRC (an
+// older one, or none, otherwise) and replays the batch headers after it. Snapshots are kept when retention deletes segments,
 // so producers whose batches are gone are still known.
 
 // producerBatchesKept is how many of a producer's latest batches a log
@@ -180,16 +182,31 @@ func (t producerTable) clone() producerTable {
 	return c
 }
 
-// producerSnapshot is a .producers file: the producer state of the log
-// below Offset.
+// producerSnapshot is a .producers file's payload: the producer state of
+// the log below Offset.
+//
+// The file is an envelope of producerSnapshotHeader bytes, then the
+// payload as JSON:
+//
+//	0..3  format version, uint32 big endian (producerSnapshotVersion)
+//	4..7  CRC-32C (Castagnoli) of the payload, uint32 big endian
+//
+// A snapshot that fails its CRC (a torn or corrupted file that might
+// still parse, and turn one producer into another) is unreadable: Open
+// falls back to the older snapshot or to replaying the segments' batch
+// headers. Version 1 (bare JSON, no CRC; never released) is unreadable the
+// same way, so a log written by it rebuilds its state from the headers
+// once.
 type producerSnapshot struct {
-	Version   int           `json:"version"`
 	Offset    int64         `json:"offset"`
 	Producers producerTable `json:"producers"`
 }
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 const (
-	producerSnapshotVersion = 1
+	producerSnapshotVersion = 2
+	producerSnapshotHeader  = 8
 	producerSnapshotSuffix  = ".producers"
 	// producerSnapshotsKept is how many snapshots stay on disk: the
 	// newest, and one before it should the newest be unreadable.
@@ -225,10 +242,14 @@ func producerSnapshotOffsets(dir string) ([]int64, error) {
 // snapshots. Called without the log lock, by one writer at a time (the
 // log's background job, or Open and Close, which run without it).
 func (l *Log) writeProducerSnapshot(offset int64, t producerTable) error {
-	data, err := json.Marshal(producerSnapshot{Version: producerSnapshotVersion, Offset: offset, Producers: t})
+	payload, err := json.Marshal(producerSnapshot{Offset: offset, Producers: t})
 	if err != nil {
 		return err
 	}
+	data := make([]byte, producerSnapshotHeader, producerSnapshotHeader+len(payload))
+	binary.BigEndian.PutUint32(data, producerSnapshotVersion)
+	binary.BigEndian.PutUint32(data[4:], crc32.Checksum(payload, castagnoli))
+	data = append(data, payload...)
 	if err := fileutil.WriteFileAtomic(producerSnapshotPath(l.dir, offset), data, 0o644); err != nil {
 		return fmt.Errorf("hot: write producer snapshot at offset %d: %w", offset, err)
 	}
@@ -316,11 +337,19 @@ func readProducerSnapshot(path string) (producerSnapshot, error) {
 	if err != nil {
 		return snap, err
 	}
-	if err := json.Unmarshal(b, &snap); err != nil {
-		return snap, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	name := filepath.Base(path)
+	if len(b) < producerSnapshotHeader {
+		return snap, fmt.Errorf("%s: %d bytes, shorter than the %d-byte header", name, len(b), producerSnapshotHeader)
 	}
-	if snap.Version != producerSnapshotVersion {
-		return snap, fmt.Errorf("%s: version %d, this build reads %d", filepath.Base(path), snap.Version, producerSnapshotVersion)
+	if v := binary.BigEndian.Uint32(b); v != producerSnapshotVersion {
+		return snap, fmt.Errorf("%s: format version %d, this build reads %d", name, v, producerSnapshotVersion)
+	}
+	payload := b[producerSnapshotHeader:]
+	if want, got := binary.BigEndian.Uint32(b[4:]), crc32.Checksum(payload, castagnoli); want != got {
+		return snap, fmt.Errorf("%s: CRC-32C %08x, the header says %08x: corrupted", name, got, want)
+	}
+	if err := json.Unmarshal(payload, &snap); err != nil {
+		return snap, fmt.Errorf("%s: %w", name, err)
 	}
 	if snap.Producers == nil {
 		snap.Producers = producerTable{}

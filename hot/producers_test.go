@@ -1,6 +1,7 @@
 package hot
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -18,7 +19,7 @@ func pb(t *testing.T, id int64, epoch int16, seq int32, n int) []byte {
 	return testutil.IdempotentBatch(t, id, epoch, seq, n, 100)
 }
 
-func mustAppend(t *testing.T, l *Log, b []byte) AppendResult {
+func mustAppend(t testing.TB, l *Log, b []byte) AppendResult {
 	t.Helper()
 	res, err := l.Append(b)
 	if err != nil {
@@ -254,6 +255,95 @@ func TestProducerExpiry(t *testing.T) {
 	mustAppend(t, l, pb(t, 1, 0, 7, 1))
 	// Producer 2 is still known.
 	wantRefused(t, l, pb(t, 2, 0, 7, 1), ErrOutOfOrderSequence)
+}
+
+// A corrupted .producers snapshot that still parses is not trusted: here
+// one changed byte turns producer 7 into producer 8, which the snapshot's
+// CRC catches, so the segments' batch headers rebuild the state and the
+// retry of producer 7's last batch, which is in the log, is answered as a
+// duplicate, not written a second time.
+func TestCorruptProducerSnapshotIsNotTrusted(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(FlushAlways)
+	l := openLog(t, dir, cfg, Options{})
+	mustAppend(t, l, pb(t, 7, 0, 0, 2))
+	last := mustAppend(t, l, pb(t, 7, 0, 2, 2))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := producerSnapshotOffsets(dir)
+	if err != nil || len(offs) == 0 {
+		t.Fatalf("no snapshot after Close: %v", err)
+	}
+	path := producerSnapshotPath(dir, offs[len(offs)-1])
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(data, []byte(`"7":`)) != 1 {
+		t.Fatalf("test setup: snapshot %s", data)
+	}
+	if err := os.WriteFile(path, bytes.Replace(data, []byte(`"7":`), []byte(`"8":`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	l = openLog(t, dir, cfg, Options{})
+	defer l.Close()
+	res := mustAppend(t, l, pb(t, 7, 0, 2, 2))
+	if !res.Duplicate {
+		t.Fatalf("retry of producer 7's batch at %d-%d after a corrupted snapshot: written again at %d-%d (log end %d)",
+			last.BaseOffset, last.LastOffset, res.BaseOffset, res.LastOffset, l.EndOffset())
+	}
+}
+
+// A corrupted newest snapshot falls back to the one before it: here the
+// segment holding producer 1's batch is gone to retention, so only that
+// older snapshot still knows producer 1, and its retry is answered as a
+// duplicate.
+func TestCorruptProducerSnapshotFallsBackToOlder(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(FlushAlways)
+	cfg.RetentionBytes = 8 << 10
+	l := openLog(t, dir, cfg, Options{})
+	first := mustAppend(t, l, pb(t, 1, 0, 0, 5))
+	if err := l.Roll(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		mustAppend(t, l, pb(t, 2, 0, int32(i*10), 10))
+		if i%10 == 9 {
+			if err := l.Roll(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(l.SealedSegments()) == len(l.Segments())-1 }, "segments sealed")
+	l.ApplyRetention(time.Now())
+	if l.StartOffset() <= first.LastOffset {
+		t.Fatalf("retention kept the first segment (start %d)", l.StartOffset())
+	}
+	mustAppend(t, l, pb(t, 2, 0, 400, 1)) // so Close writes a snapshot of its own
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := producerSnapshotOffsets(dir)
+	if err != nil || len(offs) < 2 {
+		t.Fatalf("snapshots %v after Close: %v", offs, err)
+	}
+	path := producerSnapshotPath(dir, offs[len(offs)-1])
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(data, []byte(`"1":`)) != 1 {
+		t.Fatalf("test setup: snapshot %s", data)
+	}
+	if err := os.WriteFile(path, bytes.Replace(data, []byte(`"1":`), []byte(`"3":`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, cfg, Options{})
+	defer l.Close()
+	wantDup(t, l, pb(t, 1, 0, 0, 5), first.BaseOffset, first.LastOffset)
 }
 
 func copyDir(t *testing.T, from, to string) {
