@@ -203,54 +203,56 @@ func report(b *testing.B, got, ref float64) {
 	b.ReportMetric(got/ref, "x-ref")
 }
 
-// The producer state has no bound but the expiration (24 h, applied only
-// when a segment rolls): a client calling InitProducerId in a loop and
-// producing one batch with each id grows it for a day. Each roll then
-// clones and expires the whole table under the log lock (appends wait)
-// and each seal writes all of it as JSON. This reports, for 300k
-// producers of one batch each: the lock hold of a roll, the snapshot's
-// size and the heap the state takes.
+// Rolls with a producer state of 300k producers of one batch each, kept
+// whole (cap=300000) or cut to the default cap: reports the lock hold of a
+// roll (the next append waits this long), the snapshot's size and the
+// heap a kept producer takes.
 //
 //	go test ./hot -run '^$' -bench BenchmarkRollWithManyProducers -benchtime 3x
 func BenchmarkRollWithManyProducers(b *testing.B) {
 	const producers = 300_000
-	dir := b.TempDir()
-	cfg := testConfig(FlushOS)
-	cfg.SegmentBytes = 1 << 30
-	l := openLog(b, dir, cfg, Options{})
-	defer l.Close()
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
-	for i := range producers {
-		mustAppend(b, l, testutil.IdempotentBatch(b, int64(i+1), 0, 0, 1, 1))
+	for _, maxProducers := range []int{DefaultMaxProducers, producers} {
+		b.Run(fmt.Sprintf("cap=%d", maxProducers), func(b *testing.B) {
+			dir := b.TempDir()
+			cfg := testConfig(FlushOS)
+			cfg.SegmentBytes = 1 << 30
+			l := openLog(b, dir, cfg, Options{MaxProducers: maxProducers})
+			defer l.Close()
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			for i := range producers {
+				mustAppend(b, l, testutil.IdempotentBatch(b, int64(i+1), 0, 0, 1, 1))
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&m1)
+			heap := float64(m1.HeapAlloc) - float64(m0.HeapAlloc)
+			kept := l.producers.len()
+			b.ResetTimer()
+			var held time.Duration
+			for i := range b.N {
+				mustAppend(b, l, testutil.IdempotentBatch(b, producers+1, 0, int32(i), 1, 1))
+				start := time.Now()
+				l.mu.Lock() // what Roll holds, measured from outside: the next append waits this long
+				if err := l.rollLocked(); err != nil {
+					b.Fatal(err)
+				}
+				l.mu.Unlock()
+				held += time.Since(start)
+			}
+			b.StopTimer()
+			b.ReportMetric(heap/float64(kept), "heap-B/producer")
+			b.ReportMetric(float64(held.Microseconds())/1000/float64(b.N), "lock-ms/roll")
+			testutil.Eventually(b, time.Minute, func() bool { return len(l.SealedSegments()) >= b.N }, "rolled segments sealed")
+			offs, err := producerSnapshotOffsets(dir)
+			if err != nil || len(offs) == 0 {
+				b.Fatalf("no snapshot: %v", err)
+			}
+			st, err := os.Stat(producerSnapshotPath(dir, offs[len(offs)-1]))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(st.Size())/1e6, "snapshot-MB")
+		})
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&m1)
-	heap := float64(m1.HeapAlloc) - float64(m0.HeapAlloc)
-	b.ResetTimer()
-	var held time.Duration
-	for i := range b.N {
-		mustAppend(b, l, testutil.IdempotentBatch(b, producers+1, 0, int32(i), 1, 1))
-		start := time.Now()
-		l.mu.Lock() // what Roll holds, measured from outside: the next append waits this long
-		if err := l.rollLocked(); err != nil {
-			b.Fatal(err)
-		}
-		l.mu.Unlock()
-		held += time.Since(start)
-	}
-	b.StopTimer()
-	b.ReportMetric(heap/producers, "heap-B/producer")
-	b.ReportMetric(float64(held.Milliseconds())/float64(b.N), "lock-ms/roll")
-	testutil.Eventually(b, time.Minute, func() bool { return len(l.SealedSegments()) >= b.N }, "rolled segments sealed")
-	offs, err := producerSnapshotOffsets(dir)
-	if err != nil || len(offs) == 0 {
-		b.Fatalf("no snapshot: %v", err)
-	}
-	st, err := os.Stat(producerSnapshotPath(dir, offs[len(offs)-1]))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(st.Size())/1e6, "snapshot-MB")
 }

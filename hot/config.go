@@ -152,6 +152,12 @@ type Options struct {
 	// producer.id.expiration.ms); 0 means DefaultProducerIDExpiration.
 	// Expired producers are dropped when a segment rolls.
 	ProducerIDExpiration time.Duration
+	// MaxProducers is the most idempotent producers the log keeps the
+	// state of; 0 means DefaultMaxProducers. Past it the least recently
+	// seen is dropped, and is then treated as an unknown producer: its
+	// next batch is accepted whatever its sequence (KIP-360), so a retry
+	// of a batch it had in flight would be written again.
+	MaxProducers int
 }
 
 func (o *Options) fill() {
@@ -174,5 +180,8 @@ func (o *Options) fill() {
 	}
 	if o.ProducerIDExpiration <= 0 {
 		o.ProducerIDExpiration = DefaultProducerIDExpiration
+	}
+	if o.MaxProducers <= 0 {
+		o.MaxProducers = DefaultMaxProducers
 	}
 }

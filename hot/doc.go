@@ -41,8 +41,12 @@
 // original's fsync), a gap gets ErrOutOfOrderSequence, an old epoch
 // ErrInvalidProducerEpoch, a transactional batch ErrTransactional. The
 // state is snapshotted when a segment seals and rebuilt at Open from the
-// newest snapshot plus the batch headers after it; producers idle longer
-// than Options.ProducerIDExpiration (a day) are dropped at a roll.
+// newest snapshot whose CRC holds plus the batch headers after it; producers
+// idle longer than Options.ProducerIDExpiration (a day) are dropped at a
+// roll, and past Options.MaxProducers (100000) the least recently seen is
+// dropped at once (its next batch is then taken as an unknown producer's).
+// A snapshot copies only the state's 256 map pointers under the lock: the
+// maps and states it holds are copied before they change.
 // AppendDeferred is Append without the wait, for a front end that must
 // append one connection's requests in order but wait for them together.
 //

@@ -45,7 +45,7 @@ type Log struct {
 	closed   bool
 	// producers is the idempotent producers' state (producers.go);
 	// snapshotted says a .producers snapshot exists in dir.
-	producers   producerTable
+	producers   *producerTable
 	snapshotted bool
 
 	visible atomic.Pointer[position] // what readers may see

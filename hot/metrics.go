@@ -22,6 +22,9 @@ type Metrics struct {
 	startOffset   *prometheus.GaugeVec
 	fsyncErrors   prometheus.Counter
 	duplicates    prometheus.Counter
+	// producersDropped counts idempotent producers dropped by
+	// Options.MaxProducers (not by expiry).
+	producersDropped prometheus.Counter
 }
 
 // NewMetrics registers the hot tier's metrics on reg (which may be nil for
@@ -31,18 +34,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	lat := prometheus.ExponentialBuckets(0.00001, 2, 20) // 10µs .. ~5s
 	pl := []string{"topic", "partition"}
 	return &Metrics{
-		appendLatency: f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_hot_append_duration_seconds", Help: "Time from append call to acknowledgement, including the wait for the flush policy.", Buckets: lat}),
-		fsyncLatency:  f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_hot_fsync_duration_seconds", Help: "Duration of segment fsyncs.", Buckets: lat}),
-		fsyncBatch:    f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_hot_group_commit_appends", Help: "Appends made durable by one group-commit fsync.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		bytesIn:       f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_bytes_in_total", Help: "Batch bytes appended."}, pl),
-		recordsIn:     f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_records_in_total", Help: "Records appended."}, pl),
-		bytesOut:      f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_bytes_out_total", Help: "Batch bytes read by fetches."}, pl),
-		batchesOut:    f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_batches_out_total", Help: "Batches read by fetches."}, pl),
-		segments:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_segments", Help: "Local segments."}, pl),
-		endOffset:     f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_end_offset", Help: "Next offset to be written."}, pl),
-		startOffset:   f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_start_offset", Help: "First offset held locally."}, pl),
-		fsyncErrors:   f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_fsync_errors_total", Help: "Failed fsyncs; each one fails its log until reopened."}),
-		duplicates:    f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_duplicate_batches_total", Help: "Idempotent producers' retries of batches already in the log, answered with the original offsets (nothing written)."}),
+		appendLatency:    f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_hot_append_duration_seconds", Help: "Time from append call to acknowledgement, including the wait for the flush policy.", Buckets: lat}),
+		fsyncLatency:     f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_hot_fsync_duration_seconds", Help: "Duration of segment fsyncs.", Buckets: lat}),
+		fsyncBatch:       f.NewHistogram(prometheus.HistogramOpts{Name: "tierlog_hot_group_commit_appends", Help: "Appends made durable by one group-commit fsync.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		bytesIn:          f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_bytes_in_total", Help: "Batch bytes appended."}, pl),
+		recordsIn:        f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_records_in_total", Help: "Records appended."}, pl),
+		bytesOut:         f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_bytes_out_total", Help: "Batch bytes read by fetches."}, pl),
+		batchesOut:       f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_batches_out_total", Help: "Batches read by fetches."}, pl),
+		segments:         f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_segments", Help: "Local segments."}, pl),
+		endOffset:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_end_offset", Help: "Next offset to be written."}, pl),
+		startOffset:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_start_offset", Help: "First offset held locally."}, pl),
+		fsyncErrors:      f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_fsync_errors_total", Help: "Failed fsyncs; each one fails its log until reopened."}),
+		duplicates:       f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_duplicate_batches_total", Help: "Idempotent producers' retries of batches already in the log, answered with the original offsets (nothing written)."}),
+		producersDropped: f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_producers_dropped_total", Help: "Idempotent producers whose state a partition dropped, least recently seen first, to stay within its cap on producers; a dropped producer's next batch is accepted as an unknown producer's."}),
 	}
 }
 

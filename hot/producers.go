@@ -1,21 +1,14 @@
 package hot
 
 import (
-	"encoding/binary"
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tierlog/tierlog/internal/batch"
-	"github.com/tierlog/tierlog/internal/fileutil"
 )
 
 // Idempotent producers. A batch with a producer id (not -1) carries the
@@ -37,11 +30,14 @@ import (
 //     record takes only sequence 0 (KAFKA-15591: otherwise a later batch
 //     could land before a lost first one without an error).
 //
-// The state survives restarts: a snapshot (<20-digit offset>.producers)
-// is written when a segment seals, at Close and at Open, and Open loads
-// the newest snapshot at or below the log end that passes its CRC (an
-// older one, or none, otherwise) and replays the batch headers after it. Snapshots are kept when retention deletes segments,
-// so producers whose batches are gone are still known.
+// A log keeps at most Options.MaxProducers producers (see producerTable).
+//
+// The state survives restarts (producer_snapshot.go): a snapshot
+// (<20-digit offset>.producers) is written when a segment seals, at Close
+// and at Open, and Open loads the newest snapshot at or below the log end
+// that passes its CRC (an older one, or none, otherwise) and replays the
+// batch headers after it. Snapshots are kept when retention deletes
+// segments, so producers whose batches are gone are still known.
 
 // producerBatchesKept is how many of a producer's latest batches a log
 // remembers: Kafka's count, the most batches an idempotent producer may
@@ -76,7 +72,9 @@ type keptBatch struct {
 	MaxTimestamp int64 `json:"max_timestamp"`
 }
 
-// producerState is what a log knows of one producer id.
+// producerState is what a log knows of one producer id. A state a
+// snapshot has taken is never changed again: update changes a copy, so
+// taking a snapshot under the log lock copies the map of pointers only.
 type producerState struct {
 	Epoch int16 `json:"epoch"`
 	// Batches are the latest of Epoch, oldest first.
@@ -85,15 +83,214 @@ type producerState struct {
 	// append; expiry counts from it, not from the producer's timestamps,
 	// so a producer replaying old records is not expired as it writes.
 	LastSeen int64 `json:"last_seen_ms"`
+
+	// The rest is the table's, under the log lock; a snapshot writer
+	// reads only the fields above.
+	id  int64
+	gen uint64 // the table's gen when this state was made
+	// older and newer link the table's recency list.
+	older, newer *producerState
+}
+
+// producerSet is producer states by id (a snapshot file's payload).
+type producerSet map[int64]*producerState
+
+// producerShardCount is how many maps a table splits its producers into,
+// by id: a snapshot takes the maps (never changed once taken) and the
+// next change to each copies that one map, so the lock is held for a
+// snapshot as long as for copying this many pointers, and a change after
+// it copies 1/producerShardCount of the table at most once.
+const producerShardCount = 256
+
+// producerShard is one of a table's maps; gen is the table's gen when it
+// was made (one of an older gen may be in a snapshot).
+type producerShard struct {
+	m   producerSet
+	gen uint64
+}
+
+// frozenProducers is a snapshot of a table: its shards' maps, which
+// nothing changes any more.
+type frozenProducers []producerSet
+
+// merge is the snapshot as one set, built outside the log lock.
+func (f frozenProducers) merge() producerSet {
+	n := 0
+	for _, m := range f {
+		n += len(m)
+	}
+	all := make(producerSet, n)
+	for _, m := range f {
+		maps.Copy(all, m)
+	}
+	return all
 }
 
 // producerTable is a log's producer state, guarded by the log's mutex.
-type producerTable map[int64]*producerState
+//
+// It keeps at most max producers (Options.MaxProducers): past that, the
+// one whose latest append is oldest is dropped. A dropped producer is then
+// unknown to the log, and its next batch is taken whatever its sequence
+// (KIP-360's rule for unknown producers, as after expiry): a retry of one
+// of its batches still in flight would be written again. Only a producer
+// idle the longest while more than max others appended after it can be
+// dropped this way.
+type producerTable struct {
+	shards [producerShardCount]*producerShard
+	n      int // producers kept
+	// oldest and newest end the list of producers ordered by their latest
+	// append: expiry and the cap drop from the oldest end, in O(1) each.
+	oldest, newest *producerState
+	// gen counts the snapshots taken: a state or shard of an older gen
+	// may be in one, so it is copied before it changes.
+	gen uint64
+	max int
+	// onDrop, if set, is called for each producer the cap drops.
+	onDrop func()
+}
+
+// DefaultMaxProducers is the default of Options.MaxProducers. A producer
+// of one batch costs about 160 bytes of heap and 160 bytes of every
+// snapshot (BenchmarkRollWithManyProducers), so a full table is about
+// 16 MB of heap and a 16 MB snapshot per partition. It is room for a new
+// producer every second of the day-long expiration, more distinct
+// producers than one partition of a real workload sees, while a client
+// creating producers in a loop can no longer grow a partition's state,
+// and the snapshot written at every seal, without bound.
+const DefaultMaxProducers = 100_000
+
+func newProducerTable(maxProducers int) *producerTable {
+	t := &producerTable{max: maxProducers}
+	for i := range t.shards {
+		t.shards[i] = &producerShard{m: producerSet{}}
+	}
+	return t
+}
+
+// len is the number of producers kept.
+func (t *producerTable) len() int { return t.n }
+
+func shardOf(id int64) int { return int(uint64(id) % producerShardCount) }
+
+func (t *producerTable) get(id int64) *producerState { return t.shards[shardOf(id)].m[id] }
+
+// writable returns id's shard, copied first if a snapshot may hold it.
+func (t *producerTable) writable(id int64) producerSet {
+	s := t.shards[shardOf(id)]
+	if s.gen != t.gen {
+		s = &producerShard{m: maps.Clone(s.m), gen: t.gen}
+		t.shards[shardOf(id)] = s
+	}
+	return s.m
+}
+
+func (t *producerTable) put(p *producerState) {
+	m := t.writable(p.id)
+	if _, ok := m[p.id]; !ok {
+		t.n++
+	}
+	m[p.id] = p
+}
+
+// lastOffset is the last offset of the producer's latest batch.
+func (p *producerState) lastOffset() int64 {
+	if len(p.Batches) == 0 {
+		return -1
+	}
+	return p.Batches[len(p.Batches)-1].LastOffset
+}
+
+func (t *producerTable) unlink(p *producerState) {
+	if p.older != nil {
+		p.older.newer = p.newer
+	} else {
+		t.oldest = p.newer
+	}
+	if p.newer != nil {
+		p.newer.older = p.older
+	} else {
+		t.newest = p.older
+	}
+	p.older, p.newer = nil, nil
+}
+
+func (t *producerTable) pushNewest(p *producerState) {
+	p.older, p.newer = t.newest, nil
+	if t.newest != nil {
+		t.newest.newer = p
+	} else {
+		t.oldest = p
+	}
+	t.newest = p
+}
+
+func (t *producerTable) drop(p *producerState) {
+	t.unlink(p)
+	delete(t.writable(p.id), p.id)
+	t.n--
+}
+
+// trim drops the least recently seen producers past the cap.
+func (t *producerTable) trim() {
+	for t.n > t.max && t.oldest != nil {
+		t.drop(t.oldest)
+		if t.onDrop != nil {
+			t.onDrop()
+		}
+	}
+}
+
+// expire drops producers idle since before cutoff (Unix ms). The list is
+// ordered by latest append, so it stops at the first producer seen since:
+// the cost is the number expired, not the table's size. (Should the clock
+// step back, a producer behind a newer one may outlive its expiration
+// until that one expires; it is never dropped early.)
+func (t *producerTable) expire(cutoff int64) {
+	for t.oldest != nil && t.oldest.LastSeen < cutoff {
+		t.drop(t.oldest)
+	}
+}
+
+// snapshot returns the state as it is now, for a snapshot written outside
+// the lock: the shards' maps, which (like the states they point to) are
+// copied before any later change. Called with the log lock held.
+func (t *producerTable) snapshot() frozenProducers {
+	f := make(frozenProducers, producerShardCount)
+	for i, s := range t.shards {
+		f[i] = s.m
+	}
+	t.gen++
+	return f
+}
+
+// adopt replaces the state with a snapshot's, ordering the producers by
+// their latest append, and drops any past the cap. Called at Open, before
+// the log is shared.
+func (t *producerTable) adopt(set producerSet) {
+	onDrop := t.onDrop
+	*t = *newProducerTable(t.max)
+	t.onDrop = onDrop
+	ps := make([]*producerState, 0, len(set))
+	for id, p := range set {
+		p.id, p.gen, p.older, p.newer = id, t.gen, nil, nil
+		ps = append(ps, p)
+	}
+	// By latest append: its time, then (for appends in the same ms) its
+	// offset.
+	slices.SortFunc(ps, func(a, b *producerState) int {
+		return cmp.Or(cmp.Compare(a.LastSeen, b.LastSeen), cmp.Compare(a.lastOffset(), b.lastOffset()))
+	})
+	for _, p := range ps {
+		t.put(p)
+		t.pushNewest(p)
+	}
+	t.trim()
+}
 
 // check decides the fate of a producer's batch h under the log lock: a
 // retry of a kept batch (dup), one to append (nil, nil), or a refusal.
 // empty says the log has never held a record.
-func (t producerTable) check(h batch.Header, empty bool) (dup *keptBatch, err error) {
+func (t *producerTable) check(h batch.Header, empty bool) (dup *keptBatch, err error) {
 	if h.ProducerID < 0 {
 		if h.Transactional() {
 			return nil, fmt.Errorf("%w: transactional batch without a producer id", ErrTransactional)
@@ -103,7 +300,7 @@ func (t producerTable) check(h batch.Header, empty bool) (dup *keptBatch, err er
 	if h.Transactional() {
 		return nil, fmt.Errorf("%w: batch of producer %d is transactional; tierlog accepts idempotent, not transactional, producers", ErrTransactional, h.ProducerID)
 	}
-	p := t[h.ProducerID]
+	p := t.get(h.ProducerID)
 	if p == nil {
 		if empty && h.BaseSequence != 0 {
 			return nil, fmt.Errorf("%w: producer %d starts at sequence %d in a partition that has never held a record (expected 0)", ErrOutOfOrderSequence, h.ProducerID, h.BaseSequence)
@@ -146,15 +343,25 @@ func inSequence(last, next int32) bool { return next == nextSequence(last) }
 
 // update records an appended batch (h as stored, offsets assigned); now is
 // the broker's clock in Unix ms.
-func (t producerTable) update(h batch.Header, now int64) {
+func (t *producerTable) update(h batch.Header, now int64) {
 	if h.ProducerID < 0 {
 		return
 	}
-	p := t[h.ProducerID]
-	if p == nil {
-		p = &producerState{Epoch: h.ProducerEpoch}
-		t[h.ProducerID] = p
+	p := t.get(h.ProducerID)
+	switch {
+	case p == nil:
+		p = &producerState{Epoch: h.ProducerEpoch, id: h.ProducerID, gen: t.gen}
+		t.put(p)
+	case p.gen != t.gen:
+		// A snapshot may hold p: change a copy.
+		t.unlink(p)
+		q := &producerState{Epoch: p.Epoch, LastSeen: p.LastSeen, id: p.id, gen: t.gen, Batches: slices.Clone(p.Batches)}
+		t.put(q)
+		p = q
+	default:
+		t.unlink(p)
 	}
+	t.pushNewest(p)
 	if h.ProducerEpoch != p.Epoch {
 		p.Epoch, p.Batches = h.ProducerEpoch, p.Batches[:0]
 	}
@@ -164,227 +371,7 @@ func (t producerTable) update(h batch.Header, now int64) {
 	p.Batches = append(p.Batches, keptBatch{FirstSeq: h.BaseSequence, LastSeq: h.LastSequence(),
 		BaseOffset: h.BaseOffset, LastOffset: h.LastOffset(), MaxTimestamp: h.MaxTimestamp})
 	p.LastSeen = max(p.LastSeen, now)
-}
-
-// expire drops producers idle since before cutoff (Unix ms).
-func (t producerTable) expire(cutoff int64) {
-	maps.DeleteFunc(t, func(_ int64, p *producerState) bool { return p.LastSeen < cutoff })
-}
-
-// clone is a deep copy, for a snapshot written outside the lock.
-func (t producerTable) clone() producerTable {
-	c := make(producerTable, len(t))
-	for id, p := range t {
-		q := *p
-		q.Batches = slices.Clone(p.Batches)
-		c[id] = &q
-	}
-	return c
-}
-
-// producerSnapshot is a .producers file's payload: the producer state of
-// the log below Offset.
-//
-// The file is an envelope of producerSnapshotHeader bytes, then the
-// payload as JSON:
-//
-//	0..3  format version, uint32 big endian (producerSnapshotVersion)
-//	4..7  CRC-32C (Castagnoli) of the payload, uint32 big endian
-//
-// A snapshot that fails its CRC (a torn or corrupted file that might
-// still parse, and turn one producer into another) is unreadable: Open
-// falls back to the older snapshot or to replaying the segments' batch
-// headers. Version 1 (bare JSON, no CRC; never released) is unreadable the
-// same way, so a log written by it rebuilds its state from the headers
-// once.
-type producerSnapshot struct {
-	Offset    int64         `json:"offset"`
-	Producers producerTable `json:"producers"`
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-const (
-	producerSnapshotVersion = 2
-	producerSnapshotHeader  = 8
-	producerSnapshotSuffix  = ".producers"
-	// producerSnapshotsKept is how many snapshots stay on disk: the
-	// newest, and one before it should the newest be unreadable.
-	producerSnapshotsKept = 2
-)
-
-func producerSnapshotPath(dir string, offset int64) string {
-	return segmentPrefix(dir, offset) + producerSnapshotSuffix
-}
-
-// producerSnapshotOffsets lists the snapshots in dir, oldest first.
-func producerSnapshotOffsets(dir string) ([]int64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []int64
-	for _, e := range entries {
-		s, ok := strings.CutSuffix(e.Name(), producerSnapshotSuffix)
-		if !ok || len(s) != 20 {
-			continue
-		}
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			out = append(out, n)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-// writeProducerSnapshot writes the state below offset atomically (temp
-// file, fsync, rename, fsync dir) and removes all but the newest
-// snapshots. Called without the log lock, by one writer at a time (the
-// log's background job, or Open and Close, which run without it).
-func (l *Log) writeProducerSnapshot(offset int64, t producerTable) error {
-	payload, err := json.Marshal(producerSnapshot{Offset: offset, Producers: t})
-	if err != nil {
-		return err
-	}
-	data := make([]byte, producerSnapshotHeader, producerSnapshotHeader+len(payload))
-	binary.BigEndian.PutUint32(data, producerSnapshotVersion)
-	binary.BigEndian.PutUint32(data[4:], crc32.Checksum(payload, castagnoli))
-	data = append(data, payload...)
-	if err := fileutil.WriteFileAtomic(producerSnapshotPath(l.dir, offset), data, 0o644); err != nil {
-		return fmt.Errorf("hot: write producer snapshot at offset %d: %w", offset, err)
-	}
-	l.mu.Lock()
-	l.snapshotted = true
-	l.mu.Unlock()
-	offs, err := producerSnapshotOffsets(l.dir)
-	if err != nil {
-		return err
-	}
-	for i, o := range offs {
-		if o < offset && i < len(offs)-producerSnapshotsKept {
-			os.Remove(producerSnapshotPath(l.dir, o))
-		}
-	}
-	return nil
-}
-
-// wantsProducerSnapshot says whether a snapshot is worth writing: there is
-// state, or an older snapshot that would otherwise stay the newest. A log
-// that never saw an idempotent producer writes none. Called with l.mu held
-// or before the log is shared.
-func (l *Log) wantsProducerSnapshot() bool { return len(l.producers) > 0 || l.snapshotted }
-
-// loadProducers rebuilds the producer state at Open, once the segments are
-// recovered: the newest readable snapshot at or below the log end, then
-// the headers of the batches after it. A snapshot past the log end (its
-// batches were truncated away, or segments moved out) is removed. The
-// result is written as a snapshot at the log end, so the next Open replays
-// nothing and a snapshot covers every batch retention may later delete.
-func (l *Log) loadProducers() error {
-	l.producers = producerTable{}
-	offs, err := producerSnapshotOffsets(l.dir)
-	if err != nil {
-		return err
-	}
-	from := l.segments[0].base
-	for i := len(offs) - 1; i >= 0; i-- {
-		o := offs[i]
-		if o > l.next {
-			l.opts.Logger.Warn("removing producer snapshot past the log end", "offset", o, "log_end", l.next)
-			os.Remove(producerSnapshotPath(l.dir, o))
-			continue
-		}
-		snap, err := readProducerSnapshot(producerSnapshotPath(l.dir, o))
-		if err != nil {
-			l.opts.Logger.Warn("unreadable producer snapshot, trying an older one", "offset", o, "err", err)
-			continue
-		}
-		l.producers, from = snap.Producers, max(o, from)
-		break
-	}
-	now := l.opts.Now().UnixMilli()
-	replayed := 0
-	for _, s := range l.segments {
-		if s.next <= from {
-			continue
-		}
-		n, err := s.walkHeaders(func(h batch.Header) {
-			if h.BaseOffset >= from {
-				l.producers.update(h, now)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		replayed += n
-	}
-	l.producers.expire(l.opts.Now().Add(-l.opts.ProducerIDExpiration).UnixMilli())
-	l.snapshotted = len(offs) > 0
-	if (len(offs) == 0 || offs[len(offs)-1] != l.next) && l.wantsProducerSnapshot() {
-		if err := l.writeProducerSnapshot(l.next, l.producers.clone()); err != nil {
-			return err
-		}
-	}
-	if replayed > 0 {
-		l.opts.Logger.Info("rebuilt producer state", "from_offset", from, "batches_replayed", replayed, "producers", len(l.producers))
-	}
-	return nil
-}
-
-func readProducerSnapshot(path string) (producerSnapshot, error) {
-	var snap producerSnapshot
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return snap, err
-	}
-	name := filepath.Base(path)
-	if len(b) < producerSnapshotHeader {
-		return snap, fmt.Errorf("%s: %d bytes, shorter than the %d-byte header", name, len(b), producerSnapshotHeader)
-	}
-	if v := binary.BigEndian.Uint32(b); v != producerSnapshotVersion {
-		return snap, fmt.Errorf("%s: format version %d, this build reads %d", name, v, producerSnapshotVersion)
-	}
-	payload := b[producerSnapshotHeader:]
-	if want, got := binary.BigEndian.Uint32(b[4:]), crc32.Checksum(payload, castagnoli); want != got {
-		return snap, fmt.Errorf("%s: CRC-32C %08x, the header says %08x: corrupted", name, got, want)
-	}
-	if err := json.Unmarshal(payload, &snap); err != nil {
-		return snap, fmt.Errorf("%s: %w", name, err)
-	}
-	if snap.Producers == nil {
-		snap.Producers = producerTable{}
-	}
-	return snap, nil
-}
-
-// walkHeaders calls fn with the header of every batch in the segment's
-// valid bytes, reading 61 bytes per batch, and returns how many it read.
-func (s *segment) walkHeaders(fn func(batch.Header)) (int, error) {
-	var hdr [batch.HeaderSize]byte
-	n := 0
-	for pos := int64(0); pos < s.size; n++ {
-		if _, err := s.f.ReadAt(hdr[:], pos); err != nil {
-			return n, fmt.Errorf("hot: read batch header of %s at %d: %w", s.logPath(), pos, err)
-		}
-		h, err := batch.ParseHeader(hdr[:])
-		if err != nil {
-			return n, fmt.Errorf("hot: batch header of %s at %d: %w", s.logPath(), pos, err)
-		}
-		fn(h)
-		pos += int64(h.Size())
-	}
-	return n, nil
-}
-
-// producerSnapshotLocked returns a copy of the producer state for a
-// snapshot at the log end, first dropping producers idle past the
-// expiration; nil if no snapshot is wanted. Called with l.mu held.
-func (l *Log) producerSnapshotLocked() producerTable {
-	l.producers.expire(l.opts.Now().Add(-l.opts.ProducerIDExpiration).UnixMilli())
-	if !l.wantsProducerSnapshot() {
-		return nil
-	}
-	return l.producers.clone()
+	t.trim()
 }
 
 // MaxProducerID is the largest producer id the log's producer state holds
@@ -393,8 +380,10 @@ func (l *Log) MaxProducerID() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := int64(-1)
-	for id := range l.producers {
-		m = max(m, id)
+	for _, s := range l.producers.shards {
+		for id := range s.m {
+			m = max(m, id)
+		}
 	}
 	return m
 }

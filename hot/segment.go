@@ -53,7 +53,7 @@ type segment struct {
 	deleted atomic.Bool
 	// producers is the log's producer state at the segment's end, taken
 	// when it rolled and written as a snapshot when it seals.
-	producers producerTable
+	producers frozenProducers
 }
 
 func segmentPrefix(dir string, base int64) string {
