@@ -80,7 +80,9 @@ func TestReview_SigtermDropsStoredProduceAnswer(t *testing.T) {
 	stop := make(chan struct{})
 	ctx := context.Background()
 	pad := bytes.Repeat([]byte("x"), 4096)
+	prodDone := make(chan struct{})
 	go func() {
+		defer close(prodDone)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
@@ -118,10 +120,12 @@ func TestReview_SigtermDropsStoredProduceAnswer(t *testing.T) {
 		n = startNode(t, dataDir, nil, "--kafka-addr", addr)
 	}
 	close(stop)
+	<-prodDone
 	wg.Wait()
-	close(errs)
-	for err := range errs {
+	select {
+	case err := <-errs:
 		t.Fatalf("produce failed: %v", err)
+	default:
 	}
 	total := int(produced.Load())
 	recs := reviewReadAll(t, addr, "nonidem")
@@ -159,4 +163,132 @@ func reviewEndOffset(t *testing.T, addr, topic string) int64 {
 		t.Fatalf("end offset of %s: %+v", topic, o)
 	}
 	return o.Offset
+}
+
+// TestReview_Kill9IdempotentProducerAndGroup: an idempotent franz-go
+// producer at acks=all (flush.policy=always) keeps producing while `tierlog
+// serve` is killed with SIGKILL and restarted on the same port: every
+// acknowledged record is stored exactly once. Then a group consumer that
+// commits synchronously after each poll resumes, across kill -9, exactly
+// at its last acknowledged commit.
+func TestReview_Kill9IdempotentProducerAndGroup(t *testing.T) {
+	addr := reviewFreeAddr(t)
+	dataDir := t.TempDir()
+	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
+	ok(t, n, "", "topic", "create", "idem", "--partitions", "1")
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic("idem"),
+		kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var acked, produced atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 1<<20)
+	stop := make(chan struct{})
+	ackedVals := sync.Map{}
+	prodDone := make(chan struct{})
+	go func() {
+		defer close(prodDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for produced.Load()-acked.Load() > 500 {
+				time.Sleep(time.Millisecond)
+			}
+			wg.Add(1)
+			produced.Add(1)
+			v := fmt.Sprintf("i%07d", i)
+			cl.Produce(context.Background(), &kgo.Record{Partition: 0, Value: []byte(v)}, func(_ *kgo.Record, err error) {
+				defer wg.Done()
+				if err != nil {
+					errs <- err
+					return
+				}
+				ackedVals.Store(v, true)
+				acked.Add(1)
+			})
+		}
+	}()
+	for range 4 {
+		base := acked.Load()
+		eventually(t, "records acknowledged", func() error {
+			if acked.Load() < base+500 {
+				return fmt.Errorf("%d acknowledged", acked.Load())
+			}
+			return nil
+		})
+		if code := n.signal(syscall.SIGKILL); code != -1 {
+			t.Fatalf("kill -9: exit %d", code)
+		}
+		n = startNode(t, dataDir, nil, "--kafka-addr", addr)
+	}
+	close(stop)
+	<-prodDone
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatalf("produce failed: %v", err)
+	default:
+	}
+	recs := reviewReadAll(t, addr, "idem")
+	seen := map[string]int64{}
+	for i, r := range recs {
+		if r.Offset != int64(i) {
+			t.Fatalf("record %d has offset %d", i, r.Offset)
+		}
+		if first, dup := seen[string(r.Value)]; dup {
+			t.Errorf("record %s stored twice: offsets %d and %d", r.Value, first, r.Offset)
+		}
+		seen[string(r.Value)] = r.Offset
+	}
+	ackedVals.Range(func(k, _ any) bool {
+		if _, ok := seen[k.(string)]; !ok {
+			t.Errorf("acknowledged record %s lost", k)
+		}
+		return true
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	total := int64(len(recs))
+
+	// The group consumer: poll, commit synchronously, remember where the
+	// acknowledged commit stands; kill -9 between polls.
+	var committed int64
+	for round := 0; committed < total; round++ {
+		gc, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("idem"),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(), kgo.FetchMaxBytes(64<<10), kgo.FetchMaxPartitionBytes(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
+		for polls := 0; polls < 3 && committed < total; polls++ {
+			fs := gc.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Fatalf("round %d: group consumer got nothing at %d", round, committed)
+			}
+			rs := fs.Records()
+			if len(rs) == 0 {
+				continue
+			}
+			if rs[0].Offset != committed {
+				t.Fatalf("round %d: group consumer resumed at offset %d, the acknowledged commit was %d", round, rs[0].Offset, committed)
+			}
+			if err := gc.CommitRecords(ctx, rs...); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+			committed = rs[len(rs)-1].Offset + 1
+		}
+		cancel()
+		if code := n.signal(syscall.SIGKILL); code != -1 {
+			t.Fatalf("kill -9: exit %d", code)
+		}
+		gc.CloseAllowingRebalance()
+		n = startNode(t, dataDir, nil, "--kafka-addr", addr)
+	}
 }
