@@ -5,6 +5,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -290,5 +293,131 @@ func TestReview_Kill9IdempotentProducerAndGroup(t *testing.T) {
 		}
 		gc.CloseAllowingRebalance()
 		n = startNode(t, dataDir, nil, "--kafka-addr", addr)
+	}
+}
+
+// TestReview_RestoreServesEveryByte: records produced through Kafka with
+// keys (some null), headers, explicit timestamps and every codec, over
+// three partitions, tiered, local copies deleted, the node stopped, its
+// data directory lost and restored from the bucket (serve --takeover):
+// a franz-go consumer reads every record back with its offset, key,
+// value, headers and timestamp; ListOffsets by timestamp finds the exact
+// record; kcat -o s@TS and kafka-python offsets_for_times agree.
+func TestReview_RestoreServesEveryByte(t *testing.T) {
+	requireKafkaPython(t)
+	requireKcat(t)
+	bucket := bucketOutside(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	n := startNode(t, dataDir, nil, "--bucket", bucket)
+	ok(t, n, "", "topic", "create", "hist", "--partitions", "3")
+
+	base := time.Now().Add(-48 * time.Hour).UnixMilli()
+	var want []*kgo.Record
+	codecs := []kgo.CompressionCodec{kgo.NoCompression(), kgo.GzipCompression(), kgo.SnappyCompression(), kgo.Lz4Compression(), kgo.ZstdCompression()}
+	for ci, codec := range codecs {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(n.kafkaAddr), kgo.ProducerBatchCompression(codec), kgo.DefaultProduceTopic("hist"),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rs []*kgo.Record
+		for i := range 300 {
+			k := ci*300 + i
+			r := &kgo.Record{Partition: int32(k % 3), Timestamp: time.UnixMilli(base + int64(k)*1000),
+				Value: bytes.Repeat([]byte{byte(k)}, 1+k%700)}
+			if k%5 != 0 {
+				r.Key = fmt.Appendf(nil, "key-%d", k)
+			}
+			if k%3 == 0 {
+				r.Headers = []kgo.RecordHeader{{Key: "h", Value: []byte{0, byte(k)}}, {Key: "empty", Value: nil}}
+			}
+			rs = append(rs, r)
+		}
+		if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+			t.Fatalf("produce with %v: %v", codec, err)
+		}
+		cl.Close()
+		want = append(want, rs...)
+	}
+	ok(t, n, "", "topic", "alter-config", "hist", "--config", "local.retention.bytes=0")
+	ok(t, n, "", "tier", "upload", "hist")
+	if code := n.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit %d", code)
+	}
+	if err := os.Rename(dataDir, dataDir+".lost"); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, dataDir, nil, "--bucket", bucket, "--takeover")
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(n.kafkaAddr), kgo.ConsumeTopics("hist"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
+	defer cancel()
+	got := map[int32][]*kgo.Record{}
+	for count := 0; count < len(want); {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("restored node: %d of %d records", count, len(want))
+		}
+		fs.EachError(func(_ string, p int32, err error) { t.Errorf("fetch %d: %v", p, err) })
+		for _, r := range fs.Records() {
+			got[r.Partition] = append(got[r.Partition], r)
+			count++
+		}
+	}
+	for _, w := range want {
+		p := got[w.Partition]
+		if int64(len(p)) <= w.Offset {
+			t.Fatalf("partition %d offset %d missing", w.Partition, w.Offset)
+		}
+		g := p[w.Offset]
+		if g.Offset != w.Offset || !sameBytes(g.Key, w.Key) || !bytes.Equal(g.Value, w.Value) || !g.Timestamp.Equal(w.Timestamp) ||
+			len(g.Headers) != len(w.Headers) {
+			t.Fatalf("partition %d offset %d: got key %q ts %v %d headers, value %d bytes; want key %q ts %v %d headers, value %d bytes",
+				w.Partition, w.Offset, g.Key, g.Timestamp, len(g.Headers), len(g.Value), w.Key, w.Timestamp, len(w.Headers), len(w.Value))
+		}
+		for i, h := range w.Headers {
+			if g.Headers[i].Key != h.Key || !sameBytes(g.Headers[i].Value, h.Value) {
+				t.Fatalf("partition %d offset %d header %d: %q=%v, want %q=%v", w.Partition, w.Offset, i, g.Headers[i].Key, g.Headers[i].Value, h.Key, h.Value)
+			}
+		}
+	}
+
+	// By timestamp, in the bucket: the record produced at base+k s.
+	k := 3*300 + 7 // partition 1 (k%3), a zstd batch
+	ts := base + int64(k)*1000
+	wantRec := want[k]
+	adm := kadm.NewClient(cl)
+	lo, err := adm.ListOffsetsAfterMilli(context.Background(), ts, "hist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := lo.Lookup("hist", wantRec.Partition); o.Offset != wantRec.Offset {
+		t.Errorf("ListOffsets at %d on partition %d: %+v, want offset %d", ts, wantRec.Partition, o, wantRec.Offset)
+	}
+	out := kcat(t, "", "-b", n.kafkaAddr, "-C", "-t", "hist", "-p", fmt.Sprint(wantRec.Partition), "-o", fmt.Sprintf("s@%d", ts), "-c", "1", "-e", "-f", "%o %T\n")
+	if w := fmt.Sprintf("%d %d\n", wantRec.Offset, ts); out != w {
+		t.Errorf("kcat -o s@%d: %q, want %q", ts, out, w)
+	}
+	py := fmt.Sprintf(`
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=%q, consumer_timeout_ms=20000)
+tp = TopicPartition("hist", %d)
+c.assign([tp])
+o = c.offsets_for_times({tp: %d})[tp]
+print(o.offset, o.timestamp)
+c.seek_to_beginning(tp)
+print(c.position(tp), c.end_offsets([tp])[tp])
+`, n.kafkaAddr, wantRec.Partition, ts)
+	pout, err := exec.Command(pythonBin, "-c", py).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kafka-python: %v\n%s", err, pout)
+	}
+	// (Debian's kafka-python decodes only gzip, so it reads no records here.)
+	if w := fmt.Sprintf("%d %d\n0 %d\n", wantRec.Offset, ts, len(got[wantRec.Partition])); string(pout) != w {
+		t.Errorf("kafka-python offsets_for_times / seek_to_beginning on restored history: %q, want %q", pout, w)
 	}
 }
