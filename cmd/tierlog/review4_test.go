@@ -515,3 +515,49 @@ func TestReview_KafkaConnectionsEatTheDescriptorReserve(t *testing.T) {
 			"the Kafka listener's %s connections came out of --fd-reserve", r.code, r.stderr, "192")
 	}
 }
+
+// TestReview_KcatIdempotentZstdAcrossRestarts: kcat -P with librdkafka's
+// idempotent producer and zstd, in runs separated by SIGTERM and kill -9
+// of `tierlog serve` (kcat itself exits when its only broker goes away, so
+// one kcat cannot span a restart): every line stored exactly once, in
+// order, read back by kcat -C -o beginning -e; kcat -C -o end -e exits at
+// once with nothing.
+func TestReview_KcatIdempotentZstdAcrossRestarts(t *testing.T) {
+	requireKcat(t)
+	dataDir := t.TempDir()
+	n := startNode(t, dataDir, nil)
+	ok(t, n, "", "topic", "create", "kz", "--partitions", "1")
+	line := 0
+	run := func() {
+		var b strings.Builder
+		for range 3000 {
+			fmt.Fprintf(&b, "line-%06d-%s\n", line, strings.Repeat("z", 200))
+			line++
+		}
+		kcat(t, b.String(), "-b", n.kafkaAddr, "-P", "-t", "kz", "-p", "0", "-z", "zstd", "-X", "enable.idempotence=true")
+	}
+	run()
+	if code := n.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit %d", code)
+	}
+	n = startNode(t, dataDir, nil)
+	run()
+	if code := n.signal(syscall.SIGKILL); code != -1 {
+		t.Fatalf("kill -9: exit %d", code)
+	}
+	n = startNode(t, dataDir, nil)
+	run()
+	out := kcat(t, "", "-b", n.kafkaAddr, "-C", "-t", "kz", "-o", "beginning", "-e", "-f", "%o %s\n")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != line {
+		t.Errorf("kcat -C read %d records, %d lines were produced", len(lines), line)
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("%d line-%06d-", i, i); !strings.HasPrefix(l, want) {
+			t.Fatalf("record %d: %.24s, want %s", i, l, want)
+		}
+	}
+	if out := kcat(t, "", "-b", n.kafkaAddr, "-C", "-t", "kz", "-o", "end", "-e"); out != "" {
+		t.Errorf("kcat -C -o end -e printed %q, want nothing", out)
+	}
+}
