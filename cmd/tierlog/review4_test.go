@@ -561,3 +561,55 @@ func TestReview_KcatIdempotentZstdAcrossRestarts(t *testing.T) {
 		t.Errorf("kcat -C -o end -e printed %q, want nothing", out)
 	}
 }
+
+// TestReview_RestoreLosesCommittedOffsets: a node restored from the bucket
+// into an empty data directory (serve --takeover) serves the whole tiered
+// history, but its consumer groups' committed offsets were only in
+// DATA/groups/offsets.log: a group resumes from its reset policy (all of
+// history again with earliest, or skipping to the end with latest).
+func TestReview_RestoreLosesCommittedOffsets(t *testing.T) {
+	bucket := bucketOutside(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	n := startNode(t, dataDir, nil, "--bucket", bucket)
+	ok(t, n, "", "topic", "create", "ledger", "--partitions", "1")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(n.kafkaAddr), kgo.DefaultProduceTopic("ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []*kgo.Record
+	for i := range 100 {
+		rs = append(rs, &kgo.Record{Value: fmt.Appendf(nil, "r%d", i)})
+	}
+	if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "ledger", Partition: 0, At: 60, LeaderEpoch: -1})
+	if err := kadm.NewClient(cl).CommitAllOffsets(context.Background(), "billing", offs); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	ok(t, n, "", "tier", "upload", "ledger")
+	if code := n.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit %d", code)
+	}
+	if err := os.Rename(dataDir, dataDir+".lost"); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, dataDir, nil, "--bucket", bucket, "--takeover")
+	cl, err = kgo.NewClient(kgo.SeedBrokers(n.kafkaAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if end := reviewEndOffset(t, n.kafkaAddr, "ledger"); end != 100 {
+		t.Fatalf("restored end offset %d, want 100", end)
+	}
+	got, err := kadm.NewClient(cl).FetchOffsets(context.Background(), "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := got.Lookup("ledger", 0); !ok || o.At != 60 {
+		t.Fatalf("group billing's committed offset after the restore from the bucket: %+v (found %v), want 60", o, ok)
+	}
+}
