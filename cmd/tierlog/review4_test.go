@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -55,100 +54,6 @@ func reviewReadAll(t *testing.T, addr, topic string) []*kgo.Record {
 		out = append(out, fs.Records()...)
 	}
 	return out
-}
-
-// TestReview_SigtermDropsStoredProduceAnswer: README "Shutdown" promises
-// that on SIGTERM requests in flight finish and their answers are written
-// ("a producer told a stored produce failed retries it and stores it
-// twice"). The Kafka listener instead cuts every connection at once: a
-// Produce already appended loses its answer, and a producer that is not
-// idempotent (kgo.DisableIdempotentWrite, acks=all) retries it against the
-// restarted node, which stores it a second time.
-func TestReview_SigtermDropsStoredProduceAnswer(t *testing.T) {
-	addr := reviewFreeAddr(t)
-	dataDir := t.TempDir()
-	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
-	ok(t, n, "", "topic", "create", "nonidem", "--partitions", "1")
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DisableIdempotentWrite(), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.DefaultProduceTopic("nonidem"), kgo.ProducerLinger(0), kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-
-	// A producer that always has requests in flight (kgo keeps one
-	// produce request in flight per broker without idempotence).
-	var acked, produced atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 1<<20)
-	stop := make(chan struct{})
-	ctx := context.Background()
-	pad := bytes.Repeat([]byte("x"), 4096)
-	prodDone := make(chan struct{})
-	go func() {
-		defer close(prodDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			for produced.Load()-acked.Load() > 200 {
-				time.Sleep(time.Millisecond) // bound the backlog only
-			}
-			wg.Add(1)
-			produced.Add(1)
-			cl.Produce(ctx, &kgo.Record{Partition: 0, Value: append(fmt.Appendf(nil, "v%07d-", i), pad...)}, func(_ *kgo.Record, err error) {
-				defer wg.Done()
-				if err != nil {
-					errs <- err
-					return
-				}
-				acked.Add(1)
-			})
-		}
-	}()
-	for range 5 {
-		base := acked.Load()
-		eventually(t, "records acknowledged", func() error {
-			if acked.Load() < base+300 {
-				return fmt.Errorf("%d acknowledged", acked.Load())
-			}
-			return nil
-		})
-		// Graceful stop while produces are in flight, then the same node
-		// back on the same port.
-		if code := n.signal(syscall.SIGTERM); code != 0 {
-			t.Fatalf("SIGTERM: exit %d", code)
-		}
-		n = startNode(t, dataDir, nil, "--kafka-addr", addr)
-	}
-	close(stop)
-	<-prodDone
-	wg.Wait()
-	select {
-	case err := <-errs:
-		t.Fatalf("produce failed: %v", err)
-	default:
-	}
-	total := int(produced.Load())
-	recs := reviewReadAll(t, addr, "nonidem")
-	seen := map[string]int64{}
-	dups := 0
-	for _, r := range recs {
-		if first, ok := seen[string(r.Value)]; ok {
-			dups++
-			if dups <= 5 {
-				t.Errorf("record %s stored twice: offsets %d and %d", r.Value[:8], first, r.Offset)
-			}
-			continue
-		}
-		seen[string(r.Value)] = r.Offset
-	}
-	if dups > 0 || len(recs) != total {
-		t.Fatalf("%d records stored for %d produced (%d duplicates): SIGTERM dropped the answers of stored produces", len(recs), total, dups)
-	}
 }
 
 // reviewEndOffset is partition 0's end offset (ListOffsets latest).
@@ -421,98 +326,6 @@ print(c.position(tp), c.end_offsets([tp])[tp])
 	// (Debian's kafka-python decodes only gzip, so it reads no records here.)
 	if w := fmt.Sprintf("%d %d\n0 %d\n", wantRec.Offset, ts, len(got[wantRec.Partition])); string(pout) != w {
 		t.Errorf("kafka-python offsets_for_times / seek_to_beginning on restored history: %q, want %q", pout, w)
-	}
-}
-
-// TestReview_KafkaConnectionsEatTheDescriptorReserve: --fd-reserve (half
-// the descriptor limit by default) keeps descriptors for segment files
-// that no flood of clients can take: the gRPC listener is capped at
-// RLIMIT_NOFILE - fd_reserve - http_max_connections. The Kafka listener is
-// given the same cap again, on top: gRPC clients and Kafka clients
-// together hold almost every descriptor, and a topic that fits the
-// reserve can no longer be created.
-func TestReview_KafkaConnectionsEatTheDescriptorReserve(t *testing.T) {
-	dataDir := t.TempDir()
-	readyPath := filepath.Join(t.TempDir(), "ready.json")
-	// 512 descriptors: reserve 256, each listener capped at 192.
-	cmd := exec.Command("prlimit", "--nofile=512:512", binary(t), "serve", "--ready-file", readyPath, "--data-dir", dataDir,
-		"--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
-	cmd.Env = cleanEnv()
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("tierlog serve output:\n%s", out.String())
-		}
-	})
-	var rf readyFile
-	eventually(t, "ready file", func() error {
-		data, err := os.ReadFile(readyPath)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(data, &rf)
-	})
-	n := &node{t: t, grpcAddr: rf.GRPCAddr, kafkaAddr: rf.KafkaAddr, httpAddr: rf.HTTPAddr}
-
-	// Fill both listeners to their caps with idle clients.
-	var held []net.Conn
-	t.Cleanup(func() {
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	for _, addr := range []string{rf.GRPCAddr, rf.KafkaAddr} {
-		for range 250 {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			held = append(held, c)
-		}
-	}
-	active := func() (string, error) {
-		_, body, err := httpGet("http://" + rf.HTTPAddr + "/metrics")
-		var lines []string
-		for _, l := range strings.Split(body, "\n") {
-			if strings.HasPrefix(l, "tierlog_server_connections_active{") {
-				lines = append(lines, l)
-			}
-		}
-		return strings.Join(lines, "; "), err
-	}
-	eventually(t, "both listeners at their cap", func() error {
-		m, err := active()
-		if err != nil || !strings.Contains(m, `listener="kafka"} 192`) || !strings.Contains(m, `listener="grpc"} 192`) {
-			return fmt.Errorf("%s %v", m, err)
-		}
-		return nil
-	})
-	m, _ := active()
-	t.Logf("connections: %s", m)
-	// 150 partition files fit in the 256 descriptors of the reserve.
-	r := cli(t, nil, "", "topic", "create", "fits", "--partitions", "150", "--server", n.grpcAddr)
-	if r.code != 0 {
-		// (the gRPC listener is full: a new CLI connection is closed, so
-		// free one of the held gRPC clients first)
-		held[0].Close()
-		held = held[1:]
-		eventually(t, "a gRPC slot", func() error {
-			r = cli(t, nil, "", "topic", "create", "fits", "--partitions", "150", "--server", n.grpcAddr)
-			if r.code != 0 && strings.Contains(r.stderr, "connection") {
-				return fmt.Errorf("%s", r.stderr)
-			}
-			return nil
-		})
-	}
-	if r.code != 0 {
-		t.Fatalf("topic create with 150 partitions while the listeners are full: exit %d: %s\n"+
-			"the Kafka listener's %s connections came out of --fd-reserve", r.code, r.stderr, "192")
 	}
 }
 
