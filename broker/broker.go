@@ -58,6 +58,10 @@ type Options struct {
 	// Groups configures the consumer-group coordinator (Dir, Logger and
 	// Registerer are filled in by the broker).
 	Groups groups.Options
+	// GroupsCopyInterval is how often the committed group offsets are
+	// copied to the bucket when they changed (0: 30 s); see groupcopy.go
+	// for what survives what.
+	GroupsCopyInterval time.Duration
 	// OpenFile opens the partition logs' segment files (nil: os.OpenFile);
 	// tests inject slow or failing fsyncs through it.
 	OpenFile hot.OpenFileFunc
@@ -75,6 +79,9 @@ type Broker struct {
 	daemon *tiering.Daemon
 
 	groups *groups.Coordinator
+	// copyMu serialises copies of the group offsets to the bucket (gcopy).
+	copyMu sync.Mutex
+	gcopy  *groupCopy
 
 	lock *dirLock // the data directory's, held until Close
 	// clusterID names the node's data for Kafka clients (see ClusterID).
@@ -170,6 +177,9 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.DeleteRetryInterval <= 0 {
 		opts.DeleteRetryInterval = 10 * time.Second
 	}
+	if opts.GroupsCopyInterval <= 0 {
+		opts.GroupsCopyInterval = 30 * time.Second
+	}
 	if opts.Defaults == (TopicConfig{}) {
 		opts.Defaults = DefaultTopicConfig()
 	}
@@ -184,7 +194,8 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{opts: opts, metrics: hot.NewMetrics(opts.Registerer), topics: map[string]*topic{},
-		pending: map[string]*pendingTopic{}, lock: lock, sched: hot.NewScheduler(hot.SchedulerOptions{})}
+		pending: map[string]*pendingTopic{}, lock: lock, sched: hot.NewScheduler(hot.SchedulerOptions{}),
+		gcopy: newGroupCopy(opts.Registerer)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if err := b.open(ctx); err != nil {
 		b.abortOpen()
@@ -228,6 +239,9 @@ func (b *Broker) open(ctx context.Context) error {
 				return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
 			}
 			if err := b.restoreTopics(ctx); err != nil {
+				return err
+			}
+			if err := b.restoreGroupOffsets(ctx); err != nil {
 				return err
 			}
 			if err := errors.Join(os.Remove(marker), fileutil.SyncDir(opts.Dir)); err != nil {
@@ -288,6 +302,10 @@ func (b *Broker) open(ctx context.Context) error {
 	}
 	b.ops.Add(1)
 	go b.retryDeletions()
+	if b.store != nil {
+		b.ops.Add(1)
+		go b.copyGroupOffsetsLoop()
+	}
 	opts.Logger.Info("broker open", "dir", opts.Dir, "topics", len(b.topics), "bucket", bucketName(opts.Bucket))
 	return nil
 }

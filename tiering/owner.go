@@ -270,6 +270,14 @@ func (b ownedBucket) Upload(ctx context.Context, key string, r io.Reader, size i
 	return b.Bucket.Upload(ctx, key, r, size)
 }
 
+// UploadIf is a conditional upload, after the same check.
+func (b ownedBucket) UploadIf(ctx context.Context, key string, r io.Reader, size int64, cond cold.Condition) (cold.Attributes, error) {
+	if err := b.o.check(ctx); err != nil {
+		return cold.Attributes{}, err
+	}
+	return b.Bucket.(cold.ConditionalUploader).UploadIf(ctx, key, r, size, cond)
+}
+
 func (b ownedBucket) Delete(ctx context.Context, key string) error {
 	if err := b.o.check(ctx); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tierlog/tierlog/cold"
@@ -27,6 +28,7 @@ import (
 //	topics/<topic>.json                            topic metadata (partitions, config overrides)
 //	<hh>/<topic>/<partition>/manifest-<version>.json   manifest copies (20-digit version)
 //	<hh>/<topic>/<partition>/<base>-<epoch>-<id>.seg   segment objects (20-digit base offset)
+//	groups/offsets                                 the consumer groups' committed offsets (groupoffsets.go)
 //
 // <hh> is 4 hex digits of SHA-256("<topic>/<partition>"): S3 scales request
 // rates per key prefix, so partitions spread over many prefixes instead of
@@ -92,6 +94,11 @@ type Store struct {
 	Bucket    cold.Bucket
 	ClusterID string
 	owner     *ownership
+
+	// groupsMu serialises PutGroupOffsets; groupsETag is the ETag of the
+	// group offsets' copy as this node last wrote it ("": read it first).
+	groupsMu   sync.Mutex
+	groupsETag string
 }
 
 // Fenced returns nil while this node owns the bucket prefix, and the

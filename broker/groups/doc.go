@@ -39,6 +39,11 @@
 // the file holds many more entries than are live it is rewritten from
 // memory, atomically (temporary file, fsync, rename, fsync the directory).
 //
+// Snapshot encodes the live offsets in this format, one frame per group
+// (what a rewrite writes); the broker copies it to the bucket, and
+// RestoreSnapshot makes one the log of a data directory restored from the
+// bucket (see broker/groupcopy.go for what survives what).
+//
 // The offsets of a group without members expire, as in Kafka, once
 // Options.OffsetsRetention has passed since the group became empty (or
 // since their commit, if later), or at the expire time an OffsetCommit v2

@@ -410,12 +410,11 @@ func (s *store) wait(seq uint64) error {
 	return nil
 }
 
-// rewrite replaces the file with one frame per group of the live offsets.
-// syncMu is held, so nothing is written meanwhile; enqueues go on.
-func (s *store) rewrite() error {
-	s.mu.Lock()
-	data := []byte(fileMagic)
-	live := 0
+// snapshot encodes the live offsets as a whole offset log (magic, then one
+// frame per group) and returns the number of durable changes it reflects
+// (synced: it grows with every change made durable). s.mu is held.
+func (s *store) snapshot() (data []byte, live int, changes uint64) {
+	data = []byte(fileMagic)
 	for g, ps := range s.offsets {
 		es := make([]entry, 0, len(ps))
 		for k, o := range ps {
@@ -424,6 +423,14 @@ func (s *store) rewrite() error {
 		data = appendFrame(data, es)
 		live += len(es)
 	}
+	return data, live, s.synced
+}
+
+// rewrite replaces the file with one frame per group of the live offsets.
+// syncMu is held, so nothing is written meanwhile; enqueues go on.
+func (s *store) rewrite() error {
+	s.mu.Lock()
+	data, live, _ := s.snapshot()
 	s.mu.Unlock()
 	path := filepath.Join(s.dir, offsetsFile)
 	if err := fileutil.WriteFileAtomic(path, data, 0o644); err != nil {

@@ -284,9 +284,10 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	return runErr
 }
 
-// uploadAtShutdown rolls every tiered partition's active segment and waits,
-// at most timeout, until the bucket's manifest names every record: then a
-// node that loses this data directory restores them all (serve --takeover).
+// uploadAtShutdown copies the groups' committed offsets to the bucket, rolls
+// every tiered partition's active segment and waits, at most timeout, until
+// the bucket's manifest names every record: then a node that loses this
+// data directory restores them all, offsets included (serve --takeover).
 // It runs after the RPCs drained (no record arrives after the roll) and
 // before the broker closes, which cancels uploads still in flight; a bucket
 // that is down cannot hold the exit past timeout, and what is left (it
@@ -298,6 +299,13 @@ func uploadAtShutdown(b *broker.Broker, timeout time.Duration, logger *slog.Logg
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// The groups' committed offsets first: one small object, which a
+	// bucket slow to take the segments must not hold back. No commit
+	// arrives any more (the Kafka listener drained), so the bucket then
+	// holds every acknowledged commit.
+	if err := b.CopyGroupOffsets(ctx); err != nil {
+		logger.Warn("shutdown: committed group offsets not copied to the bucket; a restore from it gets the last periodic copy", "err", err)
+	}
 	ups := b.UploadAll(ctx)
 	left := 0
 	for _, u := range ups {
