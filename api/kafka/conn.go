@@ -230,9 +230,12 @@ func (c *clientConn) start(body []byte) (*pending, error) {
 	case rep.none:
 		close(p.done)
 	case rep.later != nil:
+		// The goroutine names the request kind, not req: once the handler
+		// has returned, the frame is garbage unless later itself keeps it.
+		name, later := kmsg.NameForKey(hdr.key), rep.later
 		go func() {
 			defer close(p.done)
-			p.resp = c.protect(req, func() kmsg.Response { return rep.later(c.ctx) })
+			p.resp = c.protect(name, func() kmsg.Response { return later(c.ctx) })
 		}()
 	default:
 		p.resp = rep.resp
@@ -288,10 +291,10 @@ func (c *clientConn) handle(a api, req kmsg.Request) (rep reply, err error) {
 // protect runs a deferred handler; a panic yields no response and closes
 // the connection. A handler that holds fetch budget gives it back as it
 // unwinds (see fetchWait).
-func (c *clientConn) protect(req kmsg.Request, f func() kmsg.Response) (resp kmsg.Response) {
+func (c *clientConn) protect(api string, f func() kmsg.Response) (resp kmsg.Response) {
 	defer func() {
 		if v := recover(); v != nil {
-			c.s.log.Error("kafka handler panicked", "api", kmsg.NameForKey(req.Key()), "panic", v, "stack", string(debug.Stack()))
+			c.s.log.Error("kafka handler panicked", "api", api, "panic", v, "stack", string(debug.Stack()))
 			resp = nil
 			c.close()
 		}

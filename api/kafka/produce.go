@@ -78,12 +78,16 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 		}
 		return reply{none: true, closeConn: failed}
 	}
+	// finish must not capture req: its records (a slice of the frame read
+	// from the socket) are written already, and a request held until its
+	// fsync would keep up to pipelineDepth frames per connection alive.
+	version := req.Version
 	finish := func() kmsg.Response {
 		results, errs := waitAll(pas)
 		for i, w := range waits {
 			res, err := results[i], errs[i]
 			if err != nil {
-				setProduceError(req.Version, w.pr, err)
+				setProduceError(version, w.pr, err)
 				continue
 			}
 			w.pr.BaseOffset = res.BaseOffset
