@@ -122,4 +122,3 @@ func TestPipelinedProducesReleaseRequestsBeforeFsync(t *testing.T) {
 			"pipelined requests' bodies are retained by reply.later until the wait ends", retained>>20, limit>>20)
 	}
 }
-
