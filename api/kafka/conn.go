@@ -93,8 +93,8 @@ func (c *clientConn) close() {
 	})
 }
 
-// serve runs the connection until the client goes away, a protocol error
-// or the server closes.
+// serve runs the connection until the client goes away, a protocol error,
+// a request that closes it, or the server closes or drains.
 func (c *clientConn) serve() {
 	writerDone := make(chan struct{})
 	go func() {
@@ -102,18 +102,69 @@ func (c *clientConn) serve() {
 		c.writeLoop()
 	}()
 	err := c.readLoop()
-	// The client is gone (or sent what the server will not answer): end
-	// the waits in flight now, as Kafka drops delayed responses when the
-	// channel closes, rather than hold the connection, its goroutines and
-	// the fetch budget its queued responses hold until a long poll's
-	// MaxWait. Answers already done are still written (after a protocol
-	// error, the client reads those ahead of the close).
-	c.cancel()
+	gone := clientGone(err)
+	if gone {
+		// The client is gone: end the waits in flight now, as Kafka drops
+		// delayed responses when the channel closes, rather than hold the
+		// connection, its goroutines and the fetch budget its queued
+		// responses hold until a long poll's MaxWait.
+		c.cancel()
+	}
+	// Otherwise the client is still there, waiting for the answers ahead
+	// of the request that closes the connection (or of the drain): each
+	// is written when its wait ends on its own terms (a long poll at its
+	// MaxWait, or at once in a drain; a produce after its fsync), as Kafka,
+	// which reads no request while one is in flight, answers them first.
 	close(c.queue)
 	<-writerDone
+	if !gone {
+		c.linger()
+	}
 	c.close()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
 		c.s.log.Debug("kafka connection closed", "remote", c.nc.RemoteAddr().String(), "client_id", c.clientID, "err", err)
+	}
+}
+
+// clientGone says whether readLoop's error means the client can no longer
+// read answers (its connection ended or failed, or it trickled a request
+// past FrameTimeout) rather than that the server stops reading from a
+// client still there: nil (a request that closes the connection) or a
+// protocol error in what arrived.
+func clientGone(err error) bool {
+	var pe *protocolError
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &pe):
+		var ne net.Error
+		return errors.Is(pe.err, io.EOF) || errors.Is(pe.err, io.ErrUnexpectedEOF) || errors.As(pe.err, &ne)
+	}
+	return true
+}
+
+// lingerTimeout bounds how long a closing connection whose client is still
+// there reads and drops what the client sends after its last answer.
+const lingerTimeout = time.Second
+
+// linger half-closes the connection once its answers are written, then
+// reads and drops what the client still sends (requests that will not be
+// answered) until the client closes its side, for at most lingerTimeout.
+// Closing with input unread would make the kernel send a reset, which
+// discards answers not yet read by the client or still in flight to it.
+func (c *clientConn) linger() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	end := time.Now().Add(lingerTimeout)
+	for time.Now().Before(end) {
+		_ = c.nc.SetReadDeadline(end)
+		_, err := io.Copy(io.Discard, c.nc)
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return // the client closed (nil: EOF), or the connection failed
+		}
 	}
 }
 
@@ -337,8 +388,11 @@ func (c *clientConn) writeLoop() {
 			}
 		}
 		if p.closeAfter {
-			_ = w.Flush()
-			c.close()
+			// The last item: serve closes the connection once this
+			// loop ends, letting the client read what was written.
+			if err := w.Flush(); err != nil {
+				c.close()
+			}
 			continue
 		}
 		// Flush when nothing else is ready to go, so pipelined answers
