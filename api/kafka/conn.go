@@ -183,7 +183,9 @@ func (c *clientConn) readLoop() error {
 	var sizeBuf [4]byte
 	for {
 		// Between requests a connection may idle up to the idle timeout;
-		// once a request has started it must arrive within FrameTimeout.
+		// once a request has started, its size and then each readChunk of
+		// it must arrive within FrameTimeout: a large request on a slow,
+		// steady link arrives, a client trickling bytes is closed.
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
 		if _, err := io.ReadFull(r, sizeBuf[:1]); err != nil {
 			return err
@@ -196,7 +198,9 @@ func (c *clientConn) readLoop() error {
 		if size < 8 || size > c.s.opts.MaxRequestBytes {
 			return c.fail("bad size", fmt.Errorf("request size %d outside 8 to %d bytes (kafka_max_request_bytes)", size, c.s.opts.MaxRequestBytes))
 		}
-		body, err := readFrame(r, int(size))
+		body, err := readFrame(r, int(size), func() error {
+			return c.nc.SetReadDeadline(time.Now().Add(c.s.opts.FrameTimeout))
+		})
 		if err != nil {
 			return c.fail("truncated request", err)
 		}
@@ -227,10 +231,13 @@ func (c *clientConn) fail(reason string, err error) error {
 }
 
 // readFrame reads n bytes, growing the buffer at most readChunk ahead of
-// what has arrived.
-func readFrame(r io.Reader, n int) ([]byte, error) {
+// what has arrived. renew runs before each chunk (to set its deadline).
+func readFrame(r io.Reader, n int, renew func() error) ([]byte, error) {
 	buf := make([]byte, 0, min(n, readChunk))
 	for len(buf) < n {
+		if err := renew(); err != nil {
+			return nil, err
+		}
 		want := min(n-len(buf), readChunk)
 		if cap(buf)-len(buf) < want {
 			grown := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+want)))

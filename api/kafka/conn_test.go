@@ -199,7 +199,7 @@ func TestReadFrameAllocatesOnlyWhatArrives(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	_, err := readFrame(arrived, claim)
+	_, err := readFrame(arrived, claim, func() error { return nil })
 	runtime.ReadMemStats(&after)
 	if err == nil {
 		t.Fatal("readFrame of a cut-short frame succeeded")

@@ -44,9 +44,12 @@ type Options struct {
 	// IdleTimeout closes a connection that sends no request for this long
 	// (0: DefaultIdleTimeout), as Kafka's connections.max.idle.ms.
 	IdleTimeout time.Duration
-	// FrameTimeout bounds how long one request may take to arrive once its
-	// first byte has (0: DefaultFrameTimeout), so a client trickling bytes
-	// cannot hold a connection and its buffer forever.
+	// FrameTimeout bounds how long a request's size, once its first byte
+	// has arrived, and then each readChunk (1 MiB) of the request may take
+	// to arrive (0: DefaultFrameTimeout), so a client trickling bytes
+	// cannot hold a connection and its buffer forever, while a large
+	// request on a slow but steady link (at least 1 MiB per FrameTimeout)
+	// arrives however long it takes in all.
 	FrameTimeout time.Duration
 	// FetchBudget is the server-wide fetch budget, shared with the gRPC
 	// API (nil: one of fetchbudget.DefaultBytes for this server alone).
@@ -60,7 +63,7 @@ const (
 	DefaultMaxRequestBytes = 100 << 20
 	// DefaultIdleTimeout closes idle connections (Kafka: 10 minutes).
 	DefaultIdleTimeout = 10 * time.Minute
-	// DefaultFrameTimeout bounds the arrival of one request.
+	// DefaultFrameTimeout bounds the arrival of each MiB of a request.
 	DefaultFrameTimeout = 30 * time.Second
 	// pipelineDepth is how many requests of one connection may be in
 	// flight (read, not yet answered) before the server stops reading it.

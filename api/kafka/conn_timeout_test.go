@@ -7,20 +7,20 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-// FrameTimeout bounds a whole request's arrival, not the client's
-// progress: a big Produce from a client whose link is steady but not fast
+// FrameTimeout bounds the client's progress, not a whole request's
+// arrival: a big Produce from a client whose link is steady but not fast
 // enough to deliver the whole request within FrameTimeout (30 s by
-// default: a 100 MiB request, the default kafka_max_request_bytes, needs
-// 3.4 MB/s) has its connection closed every time, and the client retries
-// the same request for ever. Kafka has no such deadline (only
-// connections.max.idle.ms, which any bytes arriving reset). A trickling
-// client (TestIdleAndTricklingClientsAreClosed, a byte every 150 ms) can
-// be closed by a progress rule instead (each readChunk, or a minimum
-// rate, within FrameTimeout).
+// default: a 100 MiB request, the default kafka_max_request_bytes, would
+// need 3.4 MB/s) would have its connection closed every time, and the
+// client would retry the same request for ever. Kafka has no such deadline
+// (only connections.max.idle.ms, which any bytes arriving reset). Each
+// readChunk must arrive within FrameTimeout instead, which still closes a
+// trickling client (TestIdleAndTricklingClientsAreClosed, a byte every
+// 150 ms).
 //
 // Here FrameTimeout is 1 s and a 2 MiB Produce arrives steadily at about
 // 1.6 MB/s (64 KiB every 40 ms), taking longer than 1 s in all.
-func TestReview_SteadyLargeRequestOutlivesFrameTimeout(t *testing.T) {
+func TestSteadyLargeRequestOutlivesFrameTimeout(t *testing.T) {
 	n := startNode(t, "", Options{FrameTimeout: time.Second})
 	if _, err := n.b.CreateTopic("slowlink", 1, map[string]string{"max.message.bytes": "4194304"}); err != nil {
 		t.Fatal(err)
