@@ -40,6 +40,9 @@ type clientConn struct {
 	// queue holds the requests read and not yet answered, in order.
 	queue chan *pending
 
+	// draining is set by Shutdown: the reader stops (stopReading).
+	draining atomic.Bool
+
 	// clientID is the last request header's client id (for logs).
 	clientID string
 
@@ -121,7 +124,7 @@ func (c *clientConn) serve() {
 		c.linger()
 	}
 	c.close()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errDraining) && c.ctx.Err() == nil {
 		c.s.log.Debug("kafka connection closed", "remote", c.nc.RemoteAddr().String(), "client_id", c.clientID, "err", err)
 	}
 }
@@ -129,12 +132,12 @@ func (c *clientConn) serve() {
 // clientGone says whether readLoop's error means the client can no longer
 // read answers (its connection ended or failed, or it trickled a request
 // past FrameTimeout) rather than that the server stops reading from a
-// client still there: nil (a request that closes the connection) or a
-// protocol error in what arrived.
+// client still there: nil (a request that closes the connection), a
+// protocol error in what arrived, or a drain (Shutdown).
 func clientGone(err error) bool {
 	var pe *protocolError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errDraining):
 		return false
 	case errors.As(err, &pe):
 		var ne net.Error
@@ -159,6 +162,8 @@ func (c *clientConn) linger() {
 	}
 	end := time.Now().Add(lingerTimeout)
 	for time.Now().Before(end) {
+		// Set again after a timeout: a concurrent stopReading may have
+		// replaced this deadline with a past one.
 		_ = c.nc.SetReadDeadline(end)
 		_, err := io.Copy(io.Discard, c.nc)
 		var ne net.Error
@@ -186,11 +191,18 @@ func (c *clientConn) readLoop() error {
 		// once a request has started, its size and then each readChunk of
 		// it must arrive within FrameTimeout: a large request on a slow,
 		// steady link arrives, a client trickling bytes is closed.
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
-		if _, err := io.ReadFull(r, sizeBuf[:1]); err != nil {
+		if err := c.readWithin(c.s.opts.IdleTimeout); err != nil {
 			return err
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.FrameTimeout))
+		if _, err := io.ReadFull(r, sizeBuf[:1]); err != nil {
+			if c.draining.Load() {
+				return errDraining
+			}
+			return err
+		}
+		if err := c.readWithin(c.s.opts.FrameTimeout); err != nil {
+			return err
+		}
 		if _, err := io.ReadFull(r, sizeBuf[1:]); err != nil {
 			return c.fail("truncated size", err)
 		}
@@ -198,9 +210,7 @@ func (c *clientConn) readLoop() error {
 		if size < 8 || size > c.s.opts.MaxRequestBytes {
 			return c.fail("bad size", fmt.Errorf("request size %d outside 8 to %d bytes (kafka_max_request_bytes)", size, c.s.opts.MaxRequestBytes))
 		}
-		body, err := readFrame(r, int(size), func() error {
-			return c.nc.SetReadDeadline(time.Now().Add(c.s.opts.FrameTimeout))
-		})
+		body, err := readFrame(r, int(size), func() error { return c.readWithin(c.s.opts.FrameTimeout) })
 		if err != nil {
 			return c.fail("truncated request", err)
 		}
@@ -223,9 +233,34 @@ func (c *clientConn) readLoop() error {
 	}
 }
 
+// errDraining ends the reader of a connection when the server drains.
+var errDraining = errors.New("server shutting down")
+
+// readWithin sets the read deadline d from now, unless the server drains.
+// It checks after setting: stopReading sets draining, then a past
+// deadline, so either this sees draining or that deadline comes after
+// this one and the read it bounds returns at once.
+func (c *clientConn) readWithin(d time.Duration) error {
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	if c.draining.Load() {
+		return errDraining
+	}
+	return nil
+}
+
+// stopReading makes the reader return errDraining instead of reading on
+// (Shutdown): requests already read are answered, then serve closes.
+func (c *clientConn) stopReading() {
+	c.draining.Store(true)
+	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+}
+
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (c *clientConn) fail(reason string, err error) error {
+	if c.draining.Load() {
+		return errDraining // the server stopped this read, not the client
+	}
 	c.s.m.errors.WithLabelValues(reason).Inc()
 	return &protocolError{reason: reason, err: err}
 }

@@ -82,7 +82,10 @@ func (s *Server) fetchWait(ctx context.Context, c *clientConn, req *kmsg.FetchRe
 		}
 		r.release()
 		s.m.fetchWaiting.Inc()
-		expired = !waitAny(ctx, timer.C, wake)
+		// A drain (Shutdown) ends the wait as MaxWait would: the next
+		// round answers with what there is, and the consumer fetches
+		// again once it reconnects.
+		expired = !waitAny(ctx, timer.C, s.drain, wake)
 		s.m.fetchWaiting.Dec()
 	}
 }
@@ -102,18 +105,20 @@ func changes(parts []*fetchPart) []<-chan struct{} {
 	return chans
 }
 
-// waitAny blocks until one of chans is closed (true) or ctx ends or the
-// timer fires (false). One select over every partition of the request.
-func waitAny(ctx context.Context, timer <-chan time.Time, chans []<-chan struct{}) bool {
-	cases := make([]reflect.SelectCase, 0, len(chans)+2)
+// waitAny blocks until one of chans is closed (true) or ctx ends, the
+// timer fires or drain is closed (false). One select over every partition
+// of the request.
+func waitAny(ctx context.Context, timer <-chan time.Time, drain <-chan struct{}, chans []<-chan struct{}) bool {
+	cases := make([]reflect.SelectCase, 0, len(chans)+3)
 	cases = append(cases,
 		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer)})
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer)},
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(drain)})
 	for _, ch := range chans {
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
 	}
 	i, _, _ := reflect.Select(cases)
-	return i >= 2
+	return i >= 3
 }
 
 // fill writes the partitions' answers into resp, in request order.

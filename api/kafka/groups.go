@@ -64,6 +64,9 @@ func (s *Server) joinGroup(c *clientConn, req *kmsg.JoinGroupRequest) reply {
 		case <-ctx.Done():
 			// The connection or server is closing: this answer is not sent.
 			return fill(groups.JoinResult{Err: groups.ErrUnavailable, MemberID: req.MemberID})
+		case <-s.drain:
+			// Shutdown: the member rejoins once it reconnects.
+			return fill(groups.JoinResult{Err: groups.ErrUnavailable, MemberID: req.MemberID})
 		}
 	}}
 }
@@ -95,6 +98,8 @@ func (s *Server) syncGroup(_ *clientConn, req *kmsg.SyncGroupRequest) reply {
 		case res := <-ch:
 			return fill(res)
 		case <-ctx.Done():
+			return fill(groups.SyncResult{Err: groups.ErrUnavailable})
+		case <-s.drain:
 			return fill(groups.SyncResult{Err: groups.ErrUnavailable})
 		}
 	}}

@@ -83,10 +83,14 @@ type Server struct {
 	// ctx ends when the server closes: long polls and waits return.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// drain is closed when Shutdown starts: long polls answer at once
+	// with what they have.
+	drain chan struct{}
 
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[*clientConn]struct{}
+	draining  bool // Shutdown started: no new connection
 	closed    bool
 	wg        sync.WaitGroup
 
@@ -134,7 +138,7 @@ func New(b *broker.Broker, opts Options) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := promauto.With(opts.Registerer)
-	return &Server{b: b, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
+	return &Server{b: b, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, drain: make(chan struct{}),
 		conns: map[*clientConn]struct{}{},
 		m: metrics{
 			requests: f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_kafka_requests_total",
@@ -193,7 +197,7 @@ func Listen(addr string) ([]net.Listener, error) {
 // first accept error that is not the listeners closing.
 func (s *Server) Serve(lns ...net.Listener) error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
 		return net.ErrClosed
 	}
@@ -252,7 +256,7 @@ func (s *Server) accept(ln net.Listener) error {
 		}
 		cc := newClientConn(s, c)
 		s.mu.Lock()
-		if s.closed {
+		if s.closed || s.draining {
 			s.mu.Unlock()
 			c.Close()
 			return nil
@@ -283,11 +287,67 @@ func (s *Server) Addrs() []net.Addr {
 	return out
 }
 
+// stopGrace is what Shutdown adds to its timeout for the answers of the
+// requests that finished within it to be written (as the gRPC API's Stop).
+const stopGrace = time.Second
+
+// Shutdown stops the server for a process exit without dropping answers:
+// it stops accepting and stops reading requests on every connection (a
+// request already read is handled; one partly read is dropped, and its
+// client sends it again after it reconnects), answers long polls at once
+// with what they have (clients fetch again, after reconnecting), and lets
+// each connection write its answers in order (a produce's once its flush
+// policy's promise holds) and close, for up to timeout + stopGrace. Then
+// Close ends what is left. Closing at once would drop the answers of
+// produces already stored, and a producer that is not idempotent, told
+// nothing, sends them again and stores them twice.
+func (s *Server) Shutdown(timeout time.Duration) error {
+	start := time.Now()
+	s.mu.Lock()
+	if s.closed || s.draining {
+		s.mu.Unlock()
+		return s.Close()
+	}
+	s.draining = true
+	lns := s.listeners
+	conns := make([]*clientConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	close(s.drain)
+	var errs []error
+	for _, ln := range lns {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range conns {
+		c.stopReading()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(timeout + stopGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("Kafka connections still answering after the shutdown timeout; closing them", "shutdown_timeout", timeout)
+	}
+	errs = append(errs, s.Close())
+	s.log.Info("Kafka server stopped", "connections", len(conns), "took", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
 // Close stops accepting, ends waits in progress and closes every
 // connection, then waits for their goroutines. Requests already being
 // handled finish against the broker (an append in progress completes, its
 // response may not reach the client, which retries: the idempotent
-// producer's sequence keeps that from duplicating).
+// producer's sequence keeps that from duplicating). Shutdown is the
+// graceful way.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {

@@ -66,7 +66,10 @@ Server-wide topic defaults (applied to topics that do not set their own):
 
 SIGINT or SIGTERM shuts down gracefully: readiness turns off, open streams
 end, in-flight unary RPCs get --shutdown-timeout to finish, every stream is
-cut (a client that stopped reading cannot hold the exit), then the active
+cut (a client that stopped reading cannot hold the exit); at the same time
+Kafka connections stop reading requests, long polls are answered at once
+and every request already read is answered (a produce once stored and
+fsynced) within --shutdown-timeout before its connection closes; then the active
 segment of every tiered partition is rolled and uploaded, waiting at most
 --shutdown-upload-timeout for the bucket (so a node restored from the
 bucket loses nothing), then the broker is closed (flushing and fsyncing
@@ -273,13 +276,23 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	ready.draining.Store(true)
 	health.Shutdown()
-	// Kafka clients reconnect and retry (an idempotent producer without
-	// duplicates); waits in progress end now.
-	kafkaSrv.Close()
-	// Unary RPCs get up to the timeout; streams end at once (a stream
-	// blocked sending to a client that stopped reading would otherwise hold
-	// the exit for the whole timeout).
+	// Both front ends drain at once, each for up to the timeout (and a
+	// second for the writes): Kafka connections stop reading, long polls
+	// answer now, every request already read is answered (a produce after
+	// its fsync) before its connection closes; unary RPCs get up to the
+	// timeout and streams end at once (a stream blocked sending to a client
+	// that stopped reading would otherwise hold the exit for the whole
+	// timeout). Clients then reconnect to the next node without having a
+	// stored produce answered as failed (stored twice on retry).
+	kafkaDrained := make(chan struct{})
+	go func() {
+		defer close(kafkaDrained)
+		if err := kafkaSrv.Shutdown(cfg.ShutdownTimeout); err != nil {
+			logger.Warn("Kafka listener shutdown", "err", err)
+		}
+	}()
 	api.Stop(gs, cfg.ShutdownTimeout)
+	<-kafkaDrained
 	uploadAtShutdown(b, cfg.ShutdownUploadTimeout, logger)
 	return runErr
 }

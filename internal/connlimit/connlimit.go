@@ -12,6 +12,7 @@
 package connlimit
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -142,4 +143,14 @@ func (c *conn) Close() error {
 		c.l.active.Dec()
 	})
 	return err
+}
+
+// CloseWrite half-closes the connection (TCP's FIN) where the connection
+// can: a server that stops reading sends its last answers, then FIN, and
+// drains what the client still sends instead of resetting the connection.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
