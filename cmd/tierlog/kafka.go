@@ -18,7 +18,7 @@ import (
 // serveKafka starts the Kafka listener cfg names and returns the server and
 // the address Metadata gives clients. With kafka_addr "none" the server
 // listens nowhere (its Close does nothing) and the address is empty.
-func serveKafka(cfg config.Server, b *broker.Broker, budget *fetchbudget.Budget, maxConns int, conns *connlimit.Metrics, reg prometheus.Registerer,
+func serveKafka(cfg config.Server, b *broker.Broker, budget *fetchbudget.Budget, connPool *connlimit.Pool, conns *connlimit.Metrics, reg prometheus.Registerer,
 	logger *slog.Logger, failed chan<- error) (*kafka.Server, string, error) {
 	opts := kafka.Options{Logger: logger, Registerer: reg, MaxRequestBytes: int32(cfg.KafkaMaxRequestBytes),
 		AutoCreateTopics: cfg.AutoCreateTopics, NumPartitions: cfg.NumPartitions, IdleTimeout: cfg.ConnIdleTimeout, FetchBudget: budget}
@@ -41,8 +41,10 @@ func serveKafka(cfg config.Server, b *broker.Broker, budget *fetchbudget.Budget,
 		}
 		opts.AdvertisedHost, opts.AdvertisedPort = host, int32(p)
 	}
+	// Every Kafka listener (127.0.0.1 and ::1 for localhost) draws on the
+	// cap the gRPC listener does.
 	for i, ln := range lns {
-		lns[i] = connlimit.Wrap(ln, connlimit.Options{Name: "kafka", Max: maxConns, Metrics: conns, Logger: logger})
+		lns[i] = connlimit.Wrap(ln, connlimit.Options{Name: "kafka", Pool: connPool, Metrics: conns, Logger: logger})
 	}
 	srv := kafka.New(b, opts)
 	go func() {

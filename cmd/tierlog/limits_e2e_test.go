@@ -237,8 +237,8 @@ func TestConnectionLimitFromDescriptors(t *testing.T) {
 	// The child raises its soft limit to the hard one, which it inherits.
 	want := int64(rl.Max) - 1000 - 64
 	n := startNode(t, filepath.Join(t.TempDir(), "data"), nil, "--bucket", "none", "--fd-reserve", "1000")
-	if !strings.Contains(n.stderr.String(), fmt.Sprintf("grpc_max_connections=%d ", want)) {
-		t.Fatalf("log does not state grpc_max_connections=%d (hard limit %d - fd_reserve 1000 - 64 HTTP):\n%s", want, rl.Max, n.stderr.String())
+	if !strings.Contains(n.stderr.String(), fmt.Sprintf("max_connections=%d ", want)) {
+		t.Fatalf("log does not state max_connections=%d (hard limit %d - fd_reserve 1000 - 64 HTTP):\n%s", want, rl.Max, n.stderr.String())
 	}
 	if code := n.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit %d", code)

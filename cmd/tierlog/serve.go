@@ -166,7 +166,9 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}
 
 	setMemoryLimit(cfg, logger)
-	grpcConns := connectionLimit(cfg, raiseFileLimit(logger), logger)
+	// One cap for the gRPC and Kafka listeners together: each connection
+	// is a descriptor out of the same limit, beside the reserve.
+	connPool := connlimit.NewPool(connectionLimit(cfg, raiseFileLimit(logger), logger))
 
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
@@ -227,7 +229,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	if err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
-	lis = connlimit.Wrap(lis, connlimit.Options{Name: "grpc", Max: grpcConns, Metrics: conns, Logger: logger})
+	lis = connlimit.Wrap(lis, connlimit.Options{Name: "grpc", Pool: connPool, Metrics: conns, Logger: logger})
 	// One fetch budget for both front ends: together they hold at most
 	// cfg.FetchBudgetBytes of responses (see the memory limit below).
 	budget := fetchbudget.New(cfg.FetchBudgetBytes, 0, reg)
@@ -249,7 +251,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}()
 	ready.grpcServing.Store(true)
 
-	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, budget, grpcConns, conns, reg, logger, failed)
+	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, budget, connPool, conns, reg, logger, failed)
 	if err != nil {
 		gs.Stop()
 		return err
@@ -427,9 +429,10 @@ func raiseFileLimit(logger *slog.Logger) int64 {
 // descriptor limit.
 const minConnections = 16
 
-// connectionLimit returns the gRPC connection cap: --max-connections, or
-// the descriptor limit less the reserve for segment files (--fd-reserve,
-// default half the limit) and the HTTP listener's connections.
+// connectionLimit returns the cap on gRPC and Kafka connections together:
+// --max-connections, or the descriptor limit less the reserve for segment
+// files (--fd-reserve, default half the limit) and the HTTP listener's
+// connections.
 func connectionLimit(cfg config.Server, nofile int64, logger *slog.Logger) int {
 	reserve := cfg.FDReserve
 	if reserve == 0 {
@@ -442,7 +445,7 @@ func connectionLimit(cfg config.Server, nofile int64, logger *slog.Logger) int {
 			limit, from = 1024, "default (descriptor limit unknown)"
 		}
 	}
-	logger.Info("connection limit", "grpc_max_connections", limit, "from", from, "nofile", nofile,
+	logger.Info("connection limit", "max_connections", limit, "listeners", "grpc and kafka together", "from", from, "nofile", nofile,
 		"fd_reserve", reserve, "http_max_connections", cfg.HTTPMaxConnections, "idle_timeout", cfg.ConnIdleTimeout)
 	return int(min(limit, math.MaxInt32))
 }

@@ -9,6 +9,12 @@
 //
 //	m := connlimit.NewMetrics(reg)
 //	ln = connlimit.Wrap(ln, connlimit.Options{Name: "grpc", Max: 1000, Metrics: m, Logger: logger})
+//
+// Listeners that draw on one budget of descriptors share a Pool:
+//
+//	pool := connlimit.NewPool(1000)
+//	grpcLn = connlimit.Wrap(grpcLn, connlimit.Options{Name: "grpc", Pool: pool, Metrics: m})
+//	kafkaLn = connlimit.Wrap(kafkaLn, connlimit.Options{Name: "kafka", Pool: pool, Metrics: m})
 package connlimit
 
 import (
@@ -46,10 +52,37 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 }
 
+// Pool is a cap on the connections open at once on every listener that
+// shares it.
+type Pool struct {
+	max  int64
+	open atomic.Int64
+}
+
+// NewPool returns a cap of max connections (positive) to share.
+func NewPool(max int) *Pool { return &Pool{max: int64(max)} }
+
+// Max is the cap.
+func (p *Pool) Max() int { return int(p.max) }
+
+// take takes a slot if one is free.
+func (p *Pool) take() bool {
+	if p.open.Add(1) <= p.max {
+		return true
+	}
+	p.open.Add(-1)
+	return false
+}
+
+func (p *Pool) give() { p.open.Add(-1) }
+
 // Options configure one limited listener.
 type Options struct {
-	Name    string // listener label in metrics and logs, e.g. "grpc"
-	Max     int    // most connections open at once; must be positive
+	Name string // listener label in metrics and logs, e.g. "grpc"
+	// Pool, if set, is the cap this listener shares with others; else the
+	// listener has its own of Max connections (Max must be positive).
+	Pool    *Pool
+	Max     int
 	Metrics *Metrics
 	Logger  *slog.Logger // nil discards the warnings
 	// Evict, if set, is called when a new connection arrives at the limit:
@@ -71,6 +104,9 @@ func Wrap(ln net.Listener, opts Options) net.Listener {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Pool == nil {
+		opts.Pool = NewPool(opts.Max)
+	}
 	return &listener{Listener: ln, opts: opts,
 		active:   opts.Metrics.active.WithLabelValues(opts.Name),
 		rejected: opts.Metrics.rejected.WithLabelValues(opts.Name),
@@ -80,7 +116,6 @@ func Wrap(ln net.Listener, opts Options) net.Listener {
 type listener struct {
 	net.Listener
 	opts     Options
-	open     atomic.Int64
 	active   prometheus.Gauge
 	rejected prometheus.Counter
 	evicted  prometheus.Counter
@@ -101,7 +136,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			now := time.Now().UnixNano()
 			if last := l.lastLog.Load(); now-last >= int64(rejectLogEvery) && l.lastLog.CompareAndSwap(last, now) {
 				l.opts.Logger.Warn("connection limit reached; closing new connections", "listener", l.opts.Name,
-					"max_connections", l.opts.Max, "remote", c.RemoteAddr().String())
+					"max_connections", l.opts.Pool.Max(), "remote", c.RemoteAddr().String())
 			}
 			continue
 		}
@@ -113,21 +148,16 @@ func (l *listener) Accept() (net.Conn, error) {
 // take takes a slot for a new connection, evicting an idle one at the
 // limit if Evict can.
 func (l *listener) take() bool {
-	if l.open.Add(1) <= int64(l.opts.Max) {
+	if l.opts.Pool.take() {
 		return true
 	}
-	l.open.Add(-1)
 	if l.opts.Evict == nil || !l.opts.Evict() {
 		return false
 	}
 	// The evicted connection's Close freed its slot, unless a concurrent
 	// Accept took it first.
 	l.evicted.Inc()
-	if l.open.Add(1) <= int64(l.opts.Max) {
-		return true
-	}
-	l.open.Add(-1)
-	return false
+	return l.opts.Pool.take()
 }
 
 type conn struct {
@@ -139,7 +169,7 @@ type conn struct {
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		c.l.open.Add(-1)
+		c.l.opts.Pool.give()
 		c.l.active.Dec()
 	})
 	return err

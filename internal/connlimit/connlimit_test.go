@@ -151,3 +151,70 @@ func TestEvict(t *testing.T) {
 	for range accepted {
 	}
 }
+
+// TestSharedPool: listeners sharing a Pool are capped together, each
+// counted under its own name; a connection closed on one frees a slot the
+// other can take.
+func TestSharedPool(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	pool := NewPool(2)
+	type side struct {
+		raw      net.Listener
+		accepted chan net.Conn
+	}
+	sides := map[string]*side{}
+	for _, name := range []string{"a", "b"} {
+		raw, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln := Wrap(raw, Options{Name: name, Pool: pool, Metrics: m})
+		s := &side{raw: raw, accepted: make(chan net.Conn, 10)}
+		sides[name] = s
+		go func() {
+			defer close(s.accepted)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				s.accepted <- c
+			}
+		}()
+		t.Cleanup(func() {
+			ln.Close()
+			for c := range s.accepted {
+				c.Close()
+			}
+		})
+	}
+	dial := func(name string) net.Conn {
+		c, err := net.Dial("tcp", sides[name].raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	dial("a")
+	sa := <-sides["a"].accepted
+	dial("b")
+	<-sides["b"].accepted
+	over := dial("b") // the pool is full: a's connection counts for b too
+	_ = over.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read on a connection past the shared limit: %v, want EOF", err)
+	}
+	if a, b := value(t, m.active.WithLabelValues("a")), value(t, m.active.WithLabelValues("b")); a != 1 || b != 1 {
+		t.Fatalf("active a=%v b=%v, want 1 each", a, b)
+	}
+	if got := value(t, m.rejected.WithLabelValues("b")); got != 1 {
+		t.Fatalf("rejected on b = %v, want 1", got)
+	}
+	sa.Close()
+	dial("b")
+	<-sides["b"].accepted // a's freed slot
+	if got := value(t, m.active.WithLabelValues("b")); got != 2 {
+		t.Fatalf("active on b after a's connection closed = %v, want 2", got)
+	}
+}
