@@ -54,8 +54,9 @@ type Server struct {
 	// topics on the node together; a create past it is refused.
 	MaxNodePartitions int
 
-	// MaxConnections caps open gRPC connections (max_connections); 0
-	// derives it from the file descriptor limit minus FDReserve.
+	// MaxConnections caps open gRPC and Kafka connections together
+	// (max_connections); 0 derives it from the file descriptor limit minus
+	// FDReserve.
 	MaxConnections int64
 	// HTTPMaxConnections caps open connections to /metrics, /healthz and
 	// /readyz (http_max_connections), apart from gRPC so a gRPC flood
@@ -315,7 +316,7 @@ var settings = []setting{
 		},
 	},
 	{
-		name: "max_connections", usage: "most gRPC connections open at once; past it new connections are closed on accept (0: the file descriptor limit minus fd_reserve)",
+		name: "max_connections", usage: "most gRPC and Kafka connections open at once, together; past it new connections are closed on accept (0: the file descriptor limit minus fd_reserve and http_max_connections)",
 		typ: "int",
 		get: func(c *Server) string { return strconv.FormatInt(c.MaxConnections, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.MaxConnections, v, 0) },
