@@ -4,72 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-// freeLoopbackAddr is a loopback address free now, for a node that must
-// come back on the same port (the producer keeps its seed address).
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// readPartitionZero reads partition 0 of topic from the start to its end
-// offset with a direct (groupless) consumer.
-func readPartitionZero(t *testing.T, addr, topic string) []*kgo.Record {
-	t.Helper()
-	end := partitionZeroEnd(t, addr, topic)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
-		topic: {0: kgo.NewOffset().AtStart()}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) == 0 || out[len(out)-1].Offset < end-1 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: %d of %d records", topic, len(out), end)
-		}
-		fs.EachError(func(_ string, _ int32, err error) { t.Logf("fetch: %v", err) })
-		out = append(out, fs.Records()...)
-	}
-	return out
-}
-
-// partitionZeroEnd is partition 0's end offset (ListOffsets latest).
-func partitionZeroEnd(t *testing.T, addr, topic string) int64 {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, ok := ends.Lookup(topic, 0)
-	if !ok || o.Err != nil {
-		t.Fatalf("end offset of %s: %+v", topic, o)
-	}
-	return o.Offset
-}
 
 // TestSigtermAnswersStoredKafkaProduces: README "Shutdown" promises
 // that on SIGTERM requests in flight finish and their answers are written
@@ -81,7 +23,7 @@ func partitionZeroEnd(t *testing.T, addr, topic string) int64 {
 // second time. Five SIGTERMs under such a producer store every record
 // exactly once.
 func TestSigtermAnswersStoredKafkaProduces(t *testing.T) {
-	addr := freeLoopbackAddr(t)
+	addr := reviewFreeAddr(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
 	ok(t, n, "", "topic", "create", "nonidem", "--partitions", "1")
@@ -149,7 +91,7 @@ func TestSigtermAnswersStoredKafkaProduces(t *testing.T) {
 	default:
 	}
 	total := int(produced.Load())
-	recs := readPartitionZero(t, addr, "nonidem")
+	recs := reviewReadAll(t, addr, "nonidem")
 	seen := map[string]int64{}
 	dups := 0
 	for _, r := range recs {
