@@ -23,7 +23,7 @@ import (
 // second time. Five SIGTERMs under such a producer store every record
 // exactly once.
 func TestSigtermAnswersStoredKafkaProduces(t *testing.T) {
-	addr := reviewFreeAddr(t)
+	addr := fixedFreeAddr(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
 	ok(t, n, "", "topic", "create", "nonidem", "--partitions", "1")
@@ -91,7 +91,7 @@ func TestSigtermAnswersStoredKafkaProduces(t *testing.T) {
 	default:
 	}
 	total := int(produced.Load())
-	recs := reviewReadAll(t, addr, "nonidem")
+	recs := kafkaReadAll(t, addr, "nonidem")
 	seen := map[string]int64{}
 	dups := 0
 	for _, r := range recs {

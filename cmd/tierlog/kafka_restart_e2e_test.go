@@ -19,9 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// reviewFreeAddr is a loopback address free now, for a node that must
+// fixedFreeAddr is a loopback address free now, for a node that must
 // come back on the same port (the producer keeps its seed address).
-func reviewFreeAddr(t *testing.T) string {
+func fixedFreeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,11 +31,11 @@ func reviewFreeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// reviewReadAll reads partition 0 of topic from the start to its end
+// kafkaReadAll reads partition 0 of topic from the start to its end
 // offset with a direct (groupless) consumer.
-func reviewReadAll(t *testing.T, addr, topic string) []*kgo.Record {
+func kafkaReadAll(t *testing.T, addr, topic string) []*kgo.Record {
 	t.Helper()
-	end := reviewEndOffset(t, addr, topic)
+	end := kafkaEndOffset(t, addr, topic)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
 		topic: {0: kgo.NewOffset().AtStart()}}))
 	if err != nil {
@@ -56,8 +56,8 @@ func reviewReadAll(t *testing.T, addr, topic string) []*kgo.Record {
 	return out
 }
 
-// reviewEndOffset is partition 0's end offset (ListOffsets latest).
-func reviewEndOffset(t *testing.T, addr, topic string) int64 {
+// kafkaEndOffset is partition 0's end offset (ListOffsets latest).
+func kafkaEndOffset(t *testing.T, addr, topic string) int64 {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
@@ -75,14 +75,14 @@ func reviewEndOffset(t *testing.T, addr, topic string) int64 {
 	return o.Offset
 }
 
-// TestReview_Kill9IdempotentProducerAndGroup: an idempotent franz-go
+// TestKafkaKill9IdempotentProducerAndGroup: an idempotent franz-go
 // producer at acks=all (flush.policy=always) keeps producing while `tierlog
 // serve` is killed with SIGKILL and restarted on the same port: every
 // acknowledged record is stored exactly once. Then a group consumer that
 // commits synchronously after each poll resumes, across kill -9, exactly
 // at its last acknowledged commit.
-func TestReview_Kill9IdempotentProducerAndGroup(t *testing.T) {
-	addr := reviewFreeAddr(t)
+func TestKafkaKill9IdempotentProducerAndGroup(t *testing.T) {
+	addr := fixedFreeAddr(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
 	ok(t, n, "", "topic", "create", "idem", "--partitions", "1")
@@ -145,7 +145,7 @@ func TestReview_Kill9IdempotentProducerAndGroup(t *testing.T) {
 		t.Fatalf("produce failed: %v", err)
 	default:
 	}
-	recs := reviewReadAll(t, addr, "idem")
+	recs := kafkaReadAll(t, addr, "idem")
 	seen := map[string]int64{}
 	for i, r := range recs {
 		if r.Offset != int64(i) {
@@ -203,14 +203,14 @@ func TestReview_Kill9IdempotentProducerAndGroup(t *testing.T) {
 	}
 }
 
-// TestReview_RestoreServesEveryByte: records produced through Kafka with
+// TestKafkaRestoreServesEveryByte: records produced through Kafka with
 // keys (some null), headers, explicit timestamps and every codec, over
 // three partitions, tiered, local copies deleted, the node stopped, its
 // data directory lost and restored from the bucket (serve --takeover):
 // a franz-go consumer reads every record back with its offset, key,
 // value, headers and timestamp; ListOffsets by timestamp finds the exact
 // record; kcat -o s@TS and kafka-python offsets_for_times agree.
-func TestReview_RestoreServesEveryByte(t *testing.T) {
+func TestKafkaRestoreServesEveryByte(t *testing.T) {
 	requireKafkaPython(t)
 	requireKcat(t)
 	bucket := bucketOutside(t)
@@ -329,13 +329,13 @@ print(c.position(tp), c.end_offsets([tp])[tp])
 	}
 }
 
-// TestReview_KcatIdempotentZstdAcrossRestarts: kcat -P with librdkafka's
+// TestKcatIdempotentZstdAcrossRestarts: kcat -P with librdkafka's
 // idempotent producer and zstd, in runs separated by SIGTERM and kill -9
 // of `tierlog serve` (kcat itself exits when its only broker goes away, so
 // one kcat cannot span a restart): every line stored exactly once, in
 // order, read back by kcat -C -o beginning -e; kcat -C -o end -e exits at
 // once with nothing.
-func TestReview_KcatIdempotentZstdAcrossRestarts(t *testing.T) {
+func TestKcatIdempotentZstdAcrossRestarts(t *testing.T) {
 	requireKcat(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir, nil)
