@@ -117,3 +117,54 @@ func TestReview_ShutdownCopyIgnoresItsDeadlineBehindAHungPeriodicCopy(t *testing
 		t.Fatalf("CopyGroupOffsets with a 300ms deadline has not returned after 10s: it waits on copyMu for the periodic copy hung on the bucket (held requests: %d)", h.Held())
 	}
 }
+
+// The offsets copy runs every 30 s; records reach the bucket only when
+// their segment rolls. So the copy is routinely ahead of the bucket's
+// data, and a node restored after losing its disk gets offsets past its
+// restored log end: here billing's offset 10 on a partition restored
+// empty. The next 10 records producers append (acknowledged, offsets
+// 0..9 again) are then never delivered to billing, which resumes at 10.
+// A restore should not hand a group an offset beyond the restored log end
+// (clamp it to the end, or drop it).
+func TestReview_RestoredOffsetsAheadOfRestoredLog(t *testing.T) {
+	bucketDir := t.TempDir()
+	bk, err := filebucket.New(bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(context.Background(), Options{Dir: t.TempDir(), Bucket: bk, GroupsCopyInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.CreateTopic("ledger", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Append("ledger", 0, testutil.Batch(t, 0, 10, 50, 1)); err != nil {
+		t.Fatal(err)
+	}
+	commitOffset(t, b, "billing", "ledger", 10)
+	if err := b.CopyGroupOffsets(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The disk is lost; another node restores the bucket.
+	bk2, err := filebucket.New(bucketDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(context.Background(), Options{Dir: t.TempDir(), Bucket: bk2, Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	end := r.Topics()[0].Partitions[0].EndOffset
+	res, err := r.Append("ledger", 0, testutil.Batch(t, 0, 10, 50, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed := r.Groups().Offsets("billing")["ledger"][0].Offset
+	if committed > end {
+		t.Fatalf("restored log ends at %d, billing's restored offset is %d: the records appended after the restore at %d.. (acknowledged, %+v) are skipped by billing",
+			end, committed, end, res)
+	}
+}
