@@ -224,7 +224,7 @@ func (c *clientConn) readLoop() error {
 		case c.queue <- p:
 		case <-c.ctx.Done():
 			// Never written: a response it holds budget for gives it back.
-			go func() { <-p.done; release(p.resp) }()
+			dropAnswer(p)
 			return c.ctx.Err()
 		}
 		if p.closeAfter {
@@ -399,19 +399,11 @@ func (c *clientConn) writeLoop() {
 	w := bufio.NewWriterSize(c.nc, 64<<10)
 	var buf []byte
 	for p := range c.queue {
-		select {
-		case <-p.done:
-		default:
-			// The next answer is not ready: send those buffered now
-			// rather than hold them behind it (a long poll can wait
-			// seconds).
-			if w.Buffered() > 0 {
-				_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-				if err := w.Flush(); err != nil {
-					c.close()
-				}
-			}
-			<-p.done
+		if !c.awaitAnswer(p, w) {
+			// The connection or server closed while this answer was not
+			// ready: it and the rest of the queue are dropped.
+			dropAnswer(p)
+			continue
 		}
 		if p.resp != nil {
 			if h, ok := p.resp.(*held); ok && h.size > cap(buf) {
@@ -446,6 +438,51 @@ func (c *clientConn) writeLoop() {
 		}
 	}
 	_ = w.Flush()
+}
+
+// awaitAnswer waits until p's answer is ready (true) or the connection's
+// context ends first (false). A produce's answer waits for its fsync,
+// which a hung disk can hold forever: Close (Shutdown's end) must not wait
+// for it, or the process never gets to its uploads. The record stays
+// appended and becomes durable per its flush policy; only the answer is
+// lost, and the client retries (an idempotent producer's sequence keeps
+// the retry from storing it twice).
+func (c *clientConn) awaitAnswer(p *pending, w *bufio.Writer) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+	}
+	if c.ctx.Err() != nil {
+		return false
+	}
+	// The next answer is not ready: send those buffered now rather than
+	// hold them behind it (a long poll can wait seconds).
+	if w.Buffered() > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if err := w.Flush(); err != nil {
+			c.close()
+		}
+	}
+	select {
+	case <-p.done:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// dropAnswer gives back what p's answer holds (fetch budget) once its
+// handler returns, without writing it. At most pipelineDepth of these wait
+// per closed connection, each for a handler that sees the ended context
+// (or for an fsync).
+func dropAnswer(p *pending) {
+	select {
+	case <-p.done:
+		release(p.resp)
+	default:
+		go func() { <-p.done; release(p.resp) }()
+	}
 }
 
 // maxKeptBuffer is the largest response buffer a connection keeps between

@@ -346,8 +346,10 @@ func (s *Server) Shutdown(timeout time.Duration) error {
 // connection, then waits for their goroutines. Requests already being
 // handled finish against the broker (an append in progress completes, its
 // response may not reach the client, which retries: the idempotent
-// producer's sequence keeps that from duplicating). Shutdown is the
-// graceful way.
+// producer's sequence keeps that from duplicating). Close does not wait
+// for answers that are not ready: a produce whose fsync hangs keeps its
+// record appended (durable per its flush policy once the fsync returns)
+// and loses only its answer. Shutdown is the graceful way.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
