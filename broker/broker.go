@@ -79,9 +79,7 @@ type Broker struct {
 	daemon *tiering.Daemon
 
 	groups *groups.Coordinator
-	// copyMu serialises copies of the group offsets to the bucket (gcopy).
-	copyMu sync.Mutex
-	gcopy  *groupCopy
+	gcopy  *groupCopy // copies of the group offsets to the bucket
 
 	lock *dirLock // the data directory's, held until Close
 	// clusterID names the node's data for Kafka clients (see ClusterID).
@@ -200,6 +198,7 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 	if err := b.open(ctx); err != nil {
 		b.abortOpen()
 		b.cancel()
+		b.gcopy.stop()
 		lock.release()
 		return nil, err
 	}
@@ -591,6 +590,7 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	b.cancel()
+	b.gcopy.stop()
 	b.ops.Wait()
 	errs := []error{b.groups.Close()}
 	b.mu.RLock()

@@ -31,6 +31,18 @@ import (
 
 // groupCopy is the state of the copies of the group offsets to the bucket.
 type groupCopy struct {
+	// turn lets one copy run at a time (a 1-slot semaphore, not a mutex,
+	// so a copy waiting for its turn gives up when its context ends: the
+	// shutdown copy's deadline holds even behind a copy hung on the
+	// bucket). It guards the fields below.
+	turn chan struct{}
+	// ctx is the periodic copies' context: StopGroupOffsetsCopies ends it
+	// (cancelling a copy in flight) before the shutdown copy.
+	ctx  context.Context
+	stop context.CancelFunc
+	// kick asks the periodic loop for a copy now (DeleteTopic).
+	kick chan struct{}
+
 	// copied is the groups.Coordinator.Snapshot change count of the last
 	// copy the bucket took; ok is false until one did (so a start copies
 	// once: a crash may have left the bucket behind the local log).
@@ -44,7 +56,8 @@ type groupCopy struct {
 
 func newGroupCopy(reg prometheus.Registerer) *groupCopy {
 	f := promauto.With(reg)
-	return &groupCopy{
+	ctx, stop := context.WithCancel(context.Background())
+	return &groupCopy{turn: make(chan struct{}, 1), ctx: ctx, stop: stop, kick: make(chan struct{}, 1),
 		last: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_groups_offsets_copied_timestamp_seconds",
 			Help: "When the bucket last took a copy of the committed group offsets (Unix time; 0: not since start)."}),
 		failures: f.NewCounter(prometheus.CounterOpts{Name: "tierlog_groups_offsets_copy_failures_total",
@@ -55,14 +68,19 @@ func newGroupCopy(reg prometheus.Registerer) *groupCopy {
 // CopyGroupOffsets copies the committed offsets of every group to the
 // bucket if they changed since the last copy (a no-op without a bucket).
 // A node fenced off the bucket prefix copies nothing: the new owner's copy
-// is never overwritten (tiering.Store.PutGroupOffsets).
+// is never overwritten (tiering.Store.PutGroupOffsets). Copies run one at
+// a time; waiting for another ends with ctx.
 func (b *Broker) CopyGroupOffsets(ctx context.Context) error {
 	if b.store == nil {
 		return nil
 	}
-	b.copyMu.Lock()
-	defer b.copyMu.Unlock()
 	c := b.gcopy
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("broker: copy the group offsets: waiting for the copy in flight: %w", ctx.Err())
+	}
+	defer func() { <-c.turn }()
 	if c.fenced {
 		return fmt.Errorf("broker: copy the group offsets: %w", tiering.ErrFenced)
 	}
@@ -82,24 +100,43 @@ func (b *Broker) CopyGroupOffsets(ctx context.Context) error {
 	return nil
 }
 
-// copyGroupOffsetsLoop copies the group offsets every GroupsCopyInterval
-// until Close: one goroutine per broker, whatever the number of groups.
+// StopGroupOffsetsCopies ends the periodic copies of the group offsets,
+// cancelling one in flight, so that the shutdown copy (serve's
+// uploadAtShutdown, bounded by its own deadline) does not wait behind a
+// periodic copy hung on the bucket, whose context would end only at Close.
+func (b *Broker) StopGroupOffsetsCopies() { b.gcopy.stop() }
+
+// copyGroupOffsetsSoon asks the periodic loop for a copy now rather than
+// at the next interval (without waiting for it).
+func (b *Broker) copyGroupOffsetsSoon() {
+	select {
+	case b.gcopy.kick <- struct{}{}:
+	default: // one is asked for already
+	}
+}
+
+// copyGroupOffsetsLoop copies the group offsets every GroupsCopyInterval,
+// and when asked (copyGroupOffsetsSoon), until Close or
+// StopGroupOffsetsCopies: one goroutine per broker, whatever the number of
+// groups.
 func (b *Broker) copyGroupOffsetsLoop() {
 	defer b.ops.Done()
+	ctx := b.gcopy.ctx
 	tick := time.NewTicker(b.opts.GroupsCopyInterval)
 	defer tick.Stop()
 	for {
 		select {
-		case <-b.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-b.gcopy.kick:
 		}
-		err := b.CopyGroupOffsets(b.ctx)
+		err := b.CopyGroupOffsets(ctx)
 		switch {
 		case errors.Is(err, tiering.ErrFenced):
 			b.opts.Logger.Error("committed group offsets no longer copied to the bucket: another node owns it", "err", err)
 			return
-		case err != nil && b.ctx.Err() == nil:
+		case err != nil && ctx.Err() == nil:
 			b.opts.Logger.Warn("committed group offsets not copied to the bucket; the next interval retries",
 				"in", b.opts.GroupsCopyInterval, "err", err)
 		}

@@ -10,8 +10,10 @@ import (
 
 	"github.com/tierlog/tierlog/broker/groups"
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/cold/filebucket"
 	"github.com/tierlog/tierlog/internal/testutil"
+	"github.com/tierlog/tierlog/internal/testutil/faultproxy"
 	"github.com/tierlog/tierlog/tiering"
 )
 
@@ -203,5 +205,73 @@ func TestFencedNodeDoesNotOverwriteGroupOffsets(t *testing.T) {
 	// Fenced for good: no later copy is tried.
 	if err := old.CopyGroupOffsets(context.Background()); !errors.Is(err, tiering.ErrFenced) {
 		t.Fatalf("a second copy by the fenced node: %v, want ErrFenced", err)
+	}
+}
+
+// uploadAtShutdown copies the group offsets with a context bounded by
+// --shutdown-upload-timeout, so a bucket that hangs cannot hold the exit.
+// A periodic copy in flight against the hanging bucket (whose context
+// would end only at Close, after uploadAtShutdown) must not hold it: a
+// copy waiting for its turn gives up at its deadline, and
+// StopGroupOffsetsCopies (which uploadAtShutdown calls first) cancels the
+// periodic copy, so the shutdown copy then runs at once.
+func TestShutdownCopyKeepsItsDeadlineBehindAHungPeriodicCopy(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	proxy := faultproxy.Start(t, m.URL())
+	bk, err := bucketurl.Open(context.Background(), "minio://"+proxy.Addr+"/"+m.Bucket+"/rv6?secure=false", cold.Options{
+		Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := bucketurl.Open(context.Background(), m.MinIOURL(m.Bucket, "rv6"), cold.Options{
+		Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	b, err := Open(context.Background(), Options{Dir: t.TempDir(), Bucket: bk, GroupsCopyInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if _, err := b.CreateTopic("ledger", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	commitOffset(t, b, "billing", "ledger", 5)
+	testutil.Eventually(t, 20*time.Second, func() bool { return copiedOffset(t, raw, "billing", "ledger") == 5 },
+		"the periodic copy of offset 5")
+
+	// The bucket now hangs on the copy's upload.
+	h := proxy.Add(faultproxy.Rule{Method: "PUT", PathContains: "groups/offsets", Fault: faultproxy.Hold})
+	t.Cleanup(h.Release) // before b.Close (cleanups run last first)
+	commitOffset(t, b, "billing", "ledger", 6)
+	testutil.Eventually(t, 20*time.Second, func() bool { return h.Held() == 1 }, "the periodic copy's upload is not held")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.CopyGroupOffsets(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("CopyGroupOffsets with a 300ms deadline succeeded while the bucket holds every offsets upload")
+		}
+		t.Logf("shutdown copy returned: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("CopyGroupOffsets with a 300ms deadline has not returned after 10s: it waits for the periodic copy hung on the bucket (held requests: %d)", h.Held())
+	}
+
+	// Shutdown's path: the periodic copy, still held by the bucket, is
+	// cancelled, and the shutdown copy (through a bucket that answers
+	// again) runs within its deadline.
+	b.StopGroupOffsetsCopies()
+	proxy.Clear()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := b.CopyGroupOffsets(ctx2); err != nil {
+		t.Fatalf("shutdown copy after StopGroupOffsetsCopies: %v (held requests: %d)", err, h.Held())
+	}
+	if got := copiedOffset(t, raw, "billing", "ledger"); got != 6 {
+		t.Fatalf("bucket's copy of billing's offset after the shutdown copy: %d, want 6", got)
 	}
 }

