@@ -133,7 +133,7 @@ func (b *Broker) altered(old *topicSettings, set map[string]string, del []string
 // best effort: the settings are durable on both sides by then, and a marker
 // left behind only makes the next open write the same record again.
 func (b *Broker) putTopicRecord(ctx context.Context, m topicMeta) error {
-	tm := tiering.TopicMeta{Name: m.Name, Partitions: m.Partitions, Config: m.Config}
+	tm := tiering.TopicMeta{Name: m.Name, Partitions: m.Partitions, Config: m.Config, Created: m.Created}
 	if err := b.store.PutTopic(ctx, tm); err != nil {
 		return err
 	}

@@ -134,7 +134,9 @@ type topicMeta struct {
 	Name       string            `json:"name"`
 	Partitions int32             `json:"partitions"`
 	Config     map[string]string `json:"config"`
-	Created    time.Time         `json:"created"`
+	// Created is when the topic was created; zero for a topic restored
+	// from a bucket record that did not say.
+	Created time.Time `json:"created"`
 	// State is empty for a live topic. A topic.json saying "creating" or
 	// "deleting" is a topic that never was acknowledged or is being
 	// deleted: open finishes deleting it, locally and in the bucket.
@@ -222,13 +224,15 @@ func (b *Broker) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	marker := filepath.Join(opts.Dir, restoreMarkerFile)
+	restoring := false
 	if opts.Bucket != nil {
 		if err := b.openTiering(ctx); err != nil {
 			return err
 		}
-		marker := filepath.Join(opts.Dir, restoreMarkerFile)
 		_, statErr := os.Stat(marker)
 		if len(entries) == 0 || statErr == nil {
+			restoring = true
 			// A node with no topics and a bucket that has some: restore them
 			// (their partitions then restore from their manifests). The
 			// marker makes a restore cut short resume at the next open:
@@ -242,9 +246,6 @@ func (b *Broker) open(ctx context.Context) error {
 			}
 			if err := b.restoreGroupOffsets(ctx); err != nil {
 				return err
-			}
-			if err := errors.Join(os.Remove(marker), fileutil.SyncDir(opts.Dir)); err != nil {
-				return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
 			}
 			if entries, err = os.ReadDir(b.topicsDir()); err != nil {
 				return err
@@ -295,6 +296,16 @@ func (b *Broker) open(ctx context.Context) error {
 	}
 	if err := b.openGroups(); err != nil {
 		return err
+	}
+	if restoring {
+		// The marker goes once the restored offsets are revised against
+		// the restored topics: a crash before revises them again.
+		if err := b.reviseRestoredOffsets(); err != nil {
+			return err
+		}
+		if err := errors.Join(os.Remove(marker), fileutil.SyncDir(opts.Dir)); err != nil {
+			return fmt.Errorf("broker: data directory %s: %w", opts.Dir, err)
+		}
 	}
 	if b.daemon != nil {
 		b.daemon.Start()

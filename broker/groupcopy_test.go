@@ -28,6 +28,21 @@ func commitOffset(t *testing.T, b *Broker, group, topic string, offset int64) {
 	}
 }
 
+// appendUploaded appends n records to partition 0 of topic and uploads
+// them, so a node restored from the bucket has them (a restore lowers
+// committed offsets beyond its log end).
+func appendUploaded(t *testing.T, b *Broker, topic string, n int) {
+	t.Helper()
+	if _, err := b.Append(topic, 0, testutil.Batch(t, 0, n, 20, time.Now().UnixMilli())); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range b.UploadAll(context.Background()) {
+		if u.Err != nil {
+			t.Fatalf("upload %s/%d: %v", u.Topic, u.Partition, u.Err)
+		}
+	}
+}
+
 // copiedOffsets reads the bucket's copy of the group offsets (nil: none).
 func copiedOffsets(t *testing.T, bk cold.Bucket) map[string]map[string]map[int32]groups.Offset {
 	t.Helper()
@@ -73,6 +88,7 @@ func TestGroupOffsetsCopiedPeriodically(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	appendUploaded(t, b, "ledger", 100)
 	raw, err := filebucket.New(bucketDir) // a reader of the bucket beside the node
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +188,7 @@ func TestFencedNodeDoesNotOverwriteGroupOffsets(t *testing.T) {
 	if _, err := old.CreateTopic("ledger", 1, nil); err != nil {
 		t.Fatal(err)
 	}
+	appendUploaded(t, old, "ledger", 10)
 	commitOffset(t, old, "billing", "ledger", 10)
 	if err := old.CopyGroupOffsets(context.Background()); err != nil {
 		t.Fatal(err)

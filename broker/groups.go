@@ -2,6 +2,7 @@ package broker
 
 import (
 	"path/filepath"
+	"time"
 
 	"github.com/tierlog/tierlog/broker/groups"
 )
@@ -41,8 +42,55 @@ func (b *Broker) Groups() *groups.Coordinator { return b.groups }
 // dropGroupOffsets forgets every group's offsets of a deleted topic, so a
 // topic created later under its name does not inherit them. A failure
 // leaves them to the next open, which drops offsets of missing topics.
+// The bucket's copy is brought up to date now rather than at the next
+// interval (a restore also drops offsets committed before their topic's
+// creation, see reviseRestoredOffsets).
 func (b *Broker) dropGroupOffsets(topic string) {
 	if err := b.groups.DropTopics(func(t string) bool { return t != topic }); err != nil {
 		b.opts.Logger.Warn("committed offsets of a deleted topic not dropped; the next start drops them", "topic", topic, "err", err)
 	}
+	if b.store != nil {
+		b.copyGroupOffsetsSoon()
+	}
+}
+
+// reviseRestoredOffsets fixes the group offsets a restore took from the
+// bucket against the topics it restored:
+//
+//   - An offset committed before its topic was created belongs to a
+//     deleted topic of the same name (the bucket's copy predates the
+//     deletion): it is dropped. Topics whose bucket record does not say
+//     when they were created keep their offsets.
+//   - An offset past its partition's restored log end (the copy runs
+//     ahead of the segments the bucket holds) is lowered to that end, so
+//     the records appended after the restore, which reuse those offsets,
+//     are not skipped by the group.
+//
+// Each change is logged at Warn.
+func (b *Broker) reviseRestoredOffsets() error {
+	return b.groups.ReviseOffsets(func(o groups.OffsetOf) (groups.Offset, bool) {
+		log := b.opts.Logger.With("group", o.Group, "topic", o.Topic, "partition", o.Partition)
+		t, err := b.topic(o.Topic)
+		if err != nil {
+			return o.Offset, false // openGroups dropped the offsets of missing topics
+		}
+		// Commit times are stored in milliseconds.
+		if created := t.created.Truncate(time.Millisecond); o.CommitTime.Before(created) {
+			log.Warn("restore: dropped a committed offset older than its topic (it was a deleted topic's of the same name)",
+				"offset", o.Offset.Offset, "committed", o.CommitTime, "topic_created", t.created)
+			return groups.Offset{Offset: -1}, true
+		}
+		parts := t.partitions()
+		if int(o.Partition) >= len(parts) {
+			return o.Offset, false
+		}
+		if end := parts[o.Partition].EndOffset(); o.Offset.Offset > end {
+			log.Warn("restore: committed offset beyond the restored log end lowered to it, so records appended after the restore are consumed",
+				"old", o.Offset.Offset, "new", end)
+			n := o.Offset
+			n.Offset = end
+			return n, true
+		}
+		return o.Offset, false
+	})
 }

@@ -65,7 +65,9 @@ func (b *Broker) restoreTopics(ctx context.Context) error {
 		if err := ValidateTopicName(t.Name); err != nil {
 			return fmt.Errorf("broker: bucket %s records a bad topic: %w", b.opts.Bucket.Name(), err)
 		}
-		m := topicMeta{Name: t.Name, Partitions: t.Partitions, Config: t.Config, Created: time.Now().UTC()}
+		// The creation time is the bucket's (zero when its record predates
+		// it): the restore of the group offsets compares commits with it.
+		m := topicMeta{Name: t.Name, Partitions: t.Partitions, Config: t.Config, Created: t.Created}
 		if m.Config == nil {
 			m.Config = map[string]string{}
 		}

@@ -174,7 +174,7 @@ func (b *Broker) create(op *pendingTopic) (*topic, error) {
 		if b.store != nil {
 			// The bucket learns of the topic before it is acknowledged, so a
 			// node restored from the bucket knows every topic that ever was.
-			tm := tiering.TopicMeta{Name: name, Partitions: m.Partitions, Config: m.Config}
+			tm := tiering.TopicMeta{Name: name, Partitions: m.Partitions, Config: m.Config, Created: m.Created}
 			if err := b.store.PutTopic(b.ctx, tm); err != nil {
 				return fmt.Errorf("broker: record topic %s in %s: %w", name, b.store.Bucket.Name(), err)
 			}

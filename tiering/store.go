@@ -81,6 +81,10 @@ type TopicMeta struct {
 	Name       string            `json:"name"`
 	Partitions int32             `json:"partitions"`
 	Config     map[string]string `json:"config"`
+	// Created is when the topic was created (zero in records written
+	// before it was recorded). A restore drops the committed offsets older
+	// than it: they belong to a deleted topic of the same name.
+	Created time.Time `json:"created,omitzero"`
 	// Deleting is the tombstone of a topic whose deletion started: a
 	// restore must finish deleting it (DeleteTopic), never bring it back.
 	Deleting bool `json:"deleting,omitempty"`

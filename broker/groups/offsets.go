@@ -139,6 +139,40 @@ func (c *Coordinator) DeleteOffsets(group string, parts []PartitionOffset, subsc
 	return errs, c.store.enqueue(es)
 }
 
+// OffsetOf is one group's committed offset of one partition.
+type OffsetOf struct {
+	Group string
+	PartitionOffset
+}
+
+// ReviseOffsets replaces, durably, the committed offsets revise changes:
+// revise gets each durable offset and returns it changed (an Offset below
+// 0 deletes it) and true, or false to keep it. It is for repairs at open
+// (a restore from the bucket): offsets still on their way to the log are
+// not offered, and revise runs with no lock of the store held.
+func (c *Coordinator) ReviseOffsets(revise func(OffsetOf) (Offset, bool)) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrUnavailable
+	}
+	var es []entry
+	for _, o := range c.store.all() {
+		if n, ok := revise(o); ok {
+			es = append(es, entry{group: o.Group, topic: o.Topic, partition: o.Partition, Offset: n})
+		}
+	}
+	var wait func() error
+	if len(es) > 0 {
+		wait = c.store.enqueue(es)
+	}
+	c.mu.Unlock()
+	if wait == nil {
+		return nil
+	}
+	return wait()
+}
+
 // DropTopics deletes, durably, every group's offsets of the topics keep
 // refuses: a deleted topic's offsets are not offered to a topic created
 // later under its name.

@@ -486,6 +486,19 @@ func (s *store) groupTombstones(group string) []entry {
 
 // topicTombstones lists deletions of the offsets, in every group, of the
 // topics keep refuses.
+// all lists every durable offset.
+func (s *store) all() []OffsetOf {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []OffsetOf
+	for g, ps := range s.offsets {
+		for k, o := range ps {
+			out = append(out, OffsetOf{Group: g, PartitionOffset: PartitionOffset{Topic: k.topic, Partition: k.partition, Offset: o}})
+		}
+	}
+	return out
+}
+
 func (s *store) topicTombstones(keep func(topic string) bool) []entry {
 	return s.tombstones(func(_, t string) bool { return !keep(t) })
 }
