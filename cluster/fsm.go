@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// fsm is the raft.FSM over State. Raft calls Apply, Snapshot and Restore
+// from one goroutine; readers take copies under mu.
+type fsm struct {
+	mu     sync.RWMutex
+	state  *State
+	notify func() // called after every change, outside mu; must not block
+}
+
+func newFSM(notify func()) *fsm { return &fsm{state: NewState(), notify: notify} }
+
+// Apply applies one committed entry. Its result (nil or the refusal error)
+// is what Node.Apply returns on the leader. A refused entry still advances
+// Index: it was applied, with no effect, on every node alike.
+func (f *fsm) Apply(l *raft.Log) any {
+	cmd, err := DecodeCommand(l.Data)
+	f.mu.Lock()
+	if err == nil {
+		err = f.state.Apply(cmd)
+	}
+	f.state.Index = l.Index
+	f.mu.Unlock()
+	f.notify()
+	return err
+}
+
+// Snapshot copies the state; Persist encodes the copy off raft's apply path.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{state: f.state.Clone()}, nil
+}
+
+// Restore replaces the state with a snapshot's, after checking it.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := NewState()
+	file := snapshotFile{State: s}
+	if err := json.NewDecoder(rc).Decode(&file); err != nil {
+		return fmt.Errorf("cluster: decode snapshot: %w", err)
+	}
+	if file.V != commandVersion {
+		return fmt.Errorf("%w: snapshot version %d", ErrUnknownCommand, file.V)
+	}
+	if s.Nodes == nil {
+		s.Nodes = map[int32]NodeInfo{}
+	}
+	if s.Topics == nil {
+		s.Topics = map[string]*Topic{}
+	}
+	if err := s.Check(); err != nil {
+		return fmt.Errorf("cluster: snapshot breaks an invariant: %w", err)
+	}
+	f.mu.Lock()
+	f.state = s
+	f.mu.Unlock()
+	f.notify()
+	return nil
+}
+
+func (f *fsm) read() *State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Clone()
+}
+
+// snapshotFile is the snapshot encoding: the state as JSON, versioned like
+// the commands.
+type snapshotFile struct {
+	V     int    `json:"v"`
+	State *State `json:"state"`
+}
+
+type fsmSnapshot struct{ state *State }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(snapshotFile{V: commandVersion, State: s.state}); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("cluster: write snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

@@ -1,0 +1,297 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Peer is one voter of the Raft group.
+type Peer struct {
+	ID       int32
+	RaftAddr string
+}
+
+// Options configure a Node. Zero timing fields take raft's defaults (1 s
+// heartbeat and election timeouts, 500 ms lease); tests make them small.
+type Options struct {
+	// ID is this node's id (Kafka's broker id), >= 0.
+	ID int32
+	// Dir holds raft.db (log and stable store, fsynced per write) and
+	// snapshots/. Created if missing.
+	Dir string
+	// RaftAddr is the host:port the Raft transport listens on and that
+	// peers dial; it must be an address peers can reach (not 0.0.0.0).
+	RaftAddr string
+	// Peers are the voters of a NEW cluster, this node included; used only
+	// when Dir holds no Raft state (later starts rejoin from the stores and
+	// ignore Peers). Empty means a cluster of this node alone.
+	Peers []Peer
+	// Logger gets raft's log lines (at their level) and the node's own.
+	Logger *slog.Logger
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// make raft take one (default 8192); TrailingLogs how many entries a
+	// snapshot leaves in the log for slow followers (default 10240).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+}
+
+// Node is one member of the cluster's metadata Raft group: it holds the
+// replicated State and, on the Raft leader, applies commands to it.
+type Node struct {
+	opts  Options
+	log   *slog.Logger
+	fsm   *fsm
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	store *raftboltdb.BoltStore
+
+	obs      *raft.Observer
+	obsCh    chan raft.Observation
+	obsDone  chan struct{}
+	mu       sync.Mutex
+	watchers map[int]chan struct{}
+	nextW    int
+}
+
+// Open starts the node: a new cluster is bootstrapped from Options.Peers
+// when Dir holds no Raft state; otherwise the node rejoins with the log,
+// term, vote and snapshots it has.
+func Open(opts Options) (*Node, error) {
+	if opts.ID < 0 || opts.Dir == "" || opts.RaftAddr == "" {
+		return nil, fmt.Errorf("%w: node needs an id >= 0, a dir and a raft address", ErrInvalidCommand)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	peers := opts.Peers
+	if len(peers) == 0 {
+		peers = []Peer{{ID: opts.ID, RaftAddr: opts.RaftAddr}}
+	}
+	if !slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == opts.ID }) {
+		return nil, fmt.Errorf("%w: node %d is not among its peers", ErrInvalidCommand, opts.ID)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}}
+	hlog := newHCLogger(n.log)
+	n.fsm = newFSM(n.notify)
+
+	var err error
+	n.store, err = raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(opts.Dir, "raft.db"),
+		// Fail instead of hanging when another process has the file open.
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft store: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(opts.Dir, 2, hlog)
+	if err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	n.trans, err = raft.NewTCPTransportWithLogger(opts.RaftAddr, nil, 3, 10*time.Second, hlog)
+	if err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: raft transport: %w", err)
+	}
+
+	conf := raft.DefaultConfig()
+	conf.LocalID = serverID(opts.ID)
+	conf.Logger = hlog
+	if opts.HeartbeatTimeout > 0 {
+		conf.HeartbeatTimeout = opts.HeartbeatTimeout
+	}
+	if opts.ElectionTimeout > 0 {
+		conf.ElectionTimeout = opts.ElectionTimeout
+	}
+	if opts.LeaderLeaseTimeout > 0 {
+		conf.LeaderLeaseTimeout = opts.LeaderLeaseTimeout
+	}
+	if opts.SnapshotThreshold > 0 {
+		conf.SnapshotThreshold = opts.SnapshotThreshold
+	}
+	if opts.TrailingLogs > 0 {
+		conf.TrailingLogs = opts.TrailingLogs
+	}
+
+	existing, err := raft.HasExistingState(n.store, n.store, snaps)
+	if err == nil && !existing {
+		var cfg raft.Configuration
+		for _, p := range peers {
+			cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: serverID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		}
+		n.log.Info("bootstrapping a new cluster", "peers", len(peers))
+		err = raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, cfg)
+	}
+	if err == nil {
+		n.raft, err = raft.NewRaft(conf, n.fsm, n.store, n.store, snaps, n.trans)
+	}
+	if err != nil {
+		n.trans.Close()
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+
+	// Raft leadership changes wake watchers too: the controller role moves
+	// with it.
+	n.obsCh = make(chan raft.Observation, 16)
+	n.obsDone = make(chan struct{})
+	n.obs = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(n.obs)
+	go func() {
+		defer close(n.obsDone)
+		for range n.obsCh {
+			n.notify()
+		}
+	}()
+	return n, nil
+}
+
+func serverID(id int32) raft.ServerID { return raft.ServerID(strconv.Itoa(int(id))) }
+
+// Apply replicates cmd and applies it, returning the command's own refusal
+// (ErrStaleEpoch, ErrNotInISR, ...) or nil once it is applied on this node
+// and committed on a majority. On a node that is not the Raft leader it
+// returns a *NotLeaderError naming the leader. If leadership is lost while
+// the entry is in flight, the entry may or may not commit: commands carry
+// epochs, so retrying on the new leader is refused if the first try took.
+func (n *Node) Apply(ctx context.Context, cmd Command) error {
+	data, err := cmd.Encode()
+	if err != nil {
+		return err
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(d), time.Millisecond)
+	}
+	f := n.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return n.notLeader()
+		}
+		return fmt.Errorf("cluster: apply: %w", err)
+	}
+	if err, ok := f.Response().(error); ok {
+		return err
+	}
+	return nil
+}
+
+func (n *Node) notLeader() error {
+	id, addr := n.Leader()
+	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
+}
+
+// Leader returns the Raft leader's node id and Raft address as this node
+// knows them, or -1 and "" while none is known.
+func (n *Node) Leader() (int32, string) {
+	addr, id := n.raft.LeaderWithID()
+	v, err := strconv.ParseInt(string(id), 10, 32)
+	if err != nil || id == "" {
+		return -1, ""
+	}
+	return int32(v), string(addr)
+}
+
+// IsLeader reports whether this node is the Raft leader (the controller).
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// State returns a copy of the state as applied on this node. On a follower
+// it may lag the leader; State().Index tells how far it got.
+func (n *Node) State() *State { return n.fsm.read() }
+
+// Watch returns a channel that receives a value after the state changes
+// (a command applied, a snapshot restored) or the Raft leader changes.
+// Signals coalesce: a watcher reads State() after each one and compares
+// it with what it saw (see LeaderChanges). cancel stops the signals.
+func (n *Node) Watch() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	id := n.nextW
+	n.nextW++
+	n.watchers[id] = ch
+	n.mu.Unlock()
+	return ch, func() {
+		n.mu.Lock()
+		delete(n.watchers, id)
+		n.mu.Unlock()
+	}
+}
+
+func (n *Node) notify() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ch := range n.watchers {
+		select {
+		case ch <- struct{}{}:
+		default: // a signal is pending already
+		}
+	}
+}
+
+// Snapshot makes raft take a snapshot now (and compact the log behind it).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Close stops raft and closes the transport and the store. The node's Raft
+// state stays in Dir for the next Open.
+func (n *Node) Close() error {
+	err := n.raft.Shutdown().Error()
+	n.raft.DeregisterObserver(n.obs)
+	close(n.obsCh)
+	<-n.obsDone
+	return errors.Join(err, n.trans.Close(), n.store.Close())
+}
+
+// newHCLogger sends raft's hclog lines to slog at their level.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name: "raft", Level: hclog.Info, Output: &slogWriter{l: l},
+		DisableTime: true,
+	})
+}
+
+// slogWriter parses hclog's "[LEVEL] name: message: k=v" lines.
+type slogWriter struct{ l *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	sc := bufio.NewScanner(strings.NewReader(string(p)))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		level := slog.LevelInfo
+		for tag, lv := range map[string]slog.Level{"[ERROR]": slog.LevelError, "[WARN]": slog.LevelWarn, "[DEBUG]": slog.LevelDebug, "[TRACE]": slog.LevelDebug} {
+			if rest, ok := strings.CutPrefix(line, tag); ok {
+				level, line = lv, strings.TrimSpace(rest)
+				break
+			}
+		}
+		line = strings.TrimPrefix(strings.TrimPrefix(line, "[INFO]"), " ")
+		w.l.Log(context.Background(), level, strings.TrimSpace(line))
+	}
+	return len(p), nil
+}
