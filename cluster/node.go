@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,6 +84,9 @@ func Open(opts Options) (*Node, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if host, _, err := net.SplitHostPort(opts.RaftAddr); err != nil || host == "" || net.ParseIP(host).IsUnspecified() {
+		return nil, fmt.Errorf("%w: raft address %q must be a host:port peers can dial", ErrInvalidCommand, opts.RaftAddr)
+	}
 	peers := opts.Peers
 	if len(peers) == 0 {
 		peers = []Peer{{ID: opts.ID, RaftAddr: opts.RaftAddr}}
@@ -111,11 +115,14 @@ func Open(opts Options) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("cluster: open snapshot store: %w", err)
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(opts.RaftAddr, nil, 3, 10*time.Second, hlog)
+	stream, err := listenStream(opts.RaftAddr)
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("cluster: raft transport: %w", err)
 	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+	})
 
 	conf := raft.DefaultConfig()
 	conf.LocalID = serverID(opts.ID)
@@ -265,6 +272,7 @@ func (n *Node) Close() error {
 	n.raft.DeregisterObserver(n.obs)
 	close(n.obsCh)
 	<-n.obsDone
+	n.trans.CloseStreams() // our pooled connections to peers
 	return errors.Join(err, n.trans.Close(), n.store.Close())
 }
 

@@ -1,0 +1,356 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const wait = 10 * time.Second
+
+// testCluster is n real nodes: raft over loopback TCP, bolt files in
+// t.TempDir(). A node keeps its dir and address across Close and reopen.
+type testCluster struct {
+	t     *testing.T
+	peers []Peer
+	dirs  map[int32]string
+	nodes map[int32]*Node // open nodes only
+	opts  func(*Options)
+}
+
+func newCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, dirs: map[int32]string{}, nodes: map[int32]*Node{}, opts: opts}
+	base := t.TempDir()
+	for id := int32(1); id <= int32(n); id++ {
+		c.peers = append(c.peers, Peer{ID: id, RaftAddr: freeAddr(t)})
+		c.dirs[id] = filepath.Join(base, "node"+strconv.Itoa(int(id)))
+	}
+	t.Cleanup(func() {
+		for id := range c.nodes {
+			c.stop(id)
+		}
+	})
+	for _, p := range c.peers {
+		c.start(p.ID)
+	}
+	return c
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func (c *testCluster) start(id int32) *Node {
+	c.t.Helper()
+	o := Options{ID: id, Dir: c.dirs[id], RaftAddr: c.peers[id-1].RaftAddr, Peers: c.peers,
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond}
+	if c.opts != nil {
+		c.opts(&o)
+	}
+	n, err := Open(o)
+	if err != nil {
+		c.t.Fatalf("open node %d: %v", id, err)
+	}
+	c.nodes[id] = n
+	return n
+}
+
+func (c *testCluster) stop(id int32) {
+	c.t.Helper()
+	if err := c.nodes[id].Close(); err != nil {
+		c.t.Errorf("close node %d: %v", id, err)
+	}
+	delete(c.nodes, id)
+}
+
+// leader waits until one open node is the raft leader and all others agree.
+func (c *testCluster) leader() *Node {
+	c.t.Helper()
+	var l *Node
+	testutil.Eventually(c.t, wait, func() bool {
+		l = nil
+		for _, n := range c.nodes {
+			if n.IsLeader() {
+				l = n
+			}
+		}
+		if l == nil {
+			return false
+		}
+		for _, n := range c.nodes {
+			if id, _ := n.Leader(); id != l.opts.ID {
+				return false
+			}
+		}
+		return true
+	}, "no agreed raft leader")
+	return l
+}
+
+// apply applies cmd on the current leader, retrying while leadership moves.
+func (c *testCluster) apply(cmd Command) error {
+	c.t.Helper()
+	var err error
+	testutil.Eventually(c.t, wait, func() bool {
+		err = c.leader().Apply(context.Background(), cmd)
+		return !errors.Is(err, ErrNotLeader)
+	}, "apply kept failing with %v", err)
+	return err
+}
+
+func (c *testCluster) mustApply(cmd Command) {
+	c.t.Helper()
+	if err := c.apply(cmd); err != nil {
+		c.t.Fatalf("apply %+v: %v", cmd, err)
+	}
+}
+
+// converged waits until every open node holds the same state as the leader.
+func (c *testCluster) converged() *State {
+	c.t.Helper()
+	var want *State
+	testutil.Eventually(c.t, wait, func() bool {
+		want = c.leader().State()
+		for _, n := range c.nodes {
+			if !reflect.DeepEqual(n.State(), want) {
+				return false
+			}
+		}
+		return true
+	}, "nodes did not converge")
+	return want
+}
+
+func (c *testCluster) registerAndCreate(name string) {
+	c.t.Helper()
+	for _, p := range c.peers {
+		c.mustApply(Command{RegisterNode: &RegisterNode{Node: NodeInfo{ID: p.ID, RaftAddr: p.RaftAddr}}})
+	}
+	ids := make([]int32, 0, len(c.peers))
+	for _, p := range c.peers {
+		ids = append(ids, p.ID)
+	}
+	a, err := AssignReplicas(ids, 3, len(ids), 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mustApply(Command{CreateTopic: &CreateTopic{Name: name, ReplicationFactor: len(ids), Assignment: a}})
+}
+
+func TestThreeNodesAgree(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.leader()
+	var follower *Node
+	for _, n := range c.nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	watch, cancel := follower.Watch()
+	defer cancel()
+	drain(watch)
+
+	c.registerAndCreate("orders")
+	s := c.converged()
+	if len(s.Nodes) != 3 || len(s.Topics["orders"].Partitions) != 3 || s.Index == 0 {
+		t.Fatalf("state %+v", s)
+	}
+	select {
+	case <-watch:
+	default:
+		t.Fatal("no watch signal on the follower after commands applied")
+	}
+
+	// A follower refuses and names the leader.
+	err := follower.Apply(context.Background(), Command{DeleteTopic: &DeleteTopic{Name: "orders"}})
+	var nl *NotLeaderError
+	if !errors.As(err, &nl) || !errors.Is(err, ErrNotLeader) || nl.LeaderID != leader.opts.ID || nl.LeaderAddr != leader.opts.RaftAddr {
+		t.Fatalf("apply on follower: %v", err)
+	}
+	if _, ok := c.converged().Topics["orders"]; !ok {
+		t.Fatal("refused apply on a follower deleted the topic")
+	}
+}
+
+func drain(ch <-chan struct{}) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
+	}
+}
+
+func TestLeaderKilledNewLeaderAndRestartCatchesUp(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.registerAndCreate("t")
+	before := c.converged()
+
+	old := c.leader().opts.ID
+	c.stop(old)
+	next := c.leader()
+	if next.opts.ID == old {
+		t.Fatal("closed node still leader")
+	}
+
+	// Commands continue: the controller moves the dead node's partitions.
+	alive := func(id int32) bool { return id != old }
+	cmds := Failover(before, alive, false)
+	if len(cmds) != 1 {
+		t.Fatalf("failover commands %+v", cmds)
+	}
+	for _, cmd := range cmds {
+		c.mustApply(cmd)
+	}
+	c.mustApply(Command{AlterTopicConfig: &AlterTopicConfig{Name: "t", Set: map[string]string{"k": "v"}}})
+	after := c.converged()
+
+	// The closed node rejoins from its own stores (its Peers are ignored
+	// now: raft.db has the configuration) and catches up.
+	n := c.start(old)
+	testutil.Eventually(t, wait, func() bool { return reflect.DeepEqual(n.State(), c.leader().State()) }, "restarted node did not catch up")
+	got := n.State()
+	if got.Index < after.Index || got.Topics["t"].Config["k"] != "v" {
+		t.Fatalf("restarted node state %+v", got)
+	}
+	for i, p := range got.Topics["t"].Partitions {
+		if p.Leader == old || p.LeaderEpoch != before.Topics["t"].Partitions[i].LeaderEpoch+boolInt(before.Topics["t"].Partitions[i].Leader == old) {
+			t.Fatalf("partition %d after failover: %+v", i, p)
+		}
+	}
+}
+
+func boolInt(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestRefusedCommandsThroughRaft(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.registerAndCreate("t")
+	s := c.converged()
+	p := s.Topics["t"].Partitions[0]
+	c.mustApply(Command{SetLeader: &SetLeader{Topic: "t", Partition: 0, LeaderEpoch: p.LeaderEpoch, Leader: p.Replicas[1]}})
+
+	// A deposed leader's ISR change (old epoch) is refused on every node.
+	err := c.apply(Command{ShrinkISR: &ChangeISR{Topic: "t", Partition: 0, LeaderEpoch: p.LeaderEpoch, Replicas: []int32{p.Replicas[2]}}})
+	if !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("stale shrink: %v", err)
+	}
+	c.mustApply(Command{ShrinkISR: &ChangeISR{Topic: "t", Partition: 0, LeaderEpoch: p.LeaderEpoch + 1, Replicas: []int32{p.Replicas[2]}}})
+	// A leader outside the ISR is refused (unclean election is off).
+	err = c.apply(Command{SetLeader: &SetLeader{Topic: "t", Partition: 0, LeaderEpoch: p.LeaderEpoch + 1, Leader: p.Replicas[2]}})
+	if !errors.Is(err, ErrNotInISR) {
+		t.Fatalf("leader outside ISR: %v", err)
+	}
+	got := c.converged().Topics["t"].Partitions[0]
+	if got.Leader != p.Replicas[1] || got.LeaderEpoch != p.LeaderEpoch+1 || len(got.ISR) != 2 {
+		t.Fatalf("partition after refusals: %+v", got)
+	}
+}
+
+func TestSnapshotRestoreAndInstallOnLaggingFollower(t *testing.T) {
+	c := newCluster(t, 3, func(o *Options) { o.TrailingLogs = 1; o.SnapshotThreshold = 1 << 20 })
+	c.registerAndCreate("t")
+	c.converged()
+
+	// A follower misses everything from here; the leader snapshots and
+	// compacts the log past it, so it can only catch up by snapshot.
+	var lag int32
+	for id, n := range c.nodes {
+		if !n.IsLeader() {
+			lag = id
+		}
+	}
+	c.stop(lag)
+	for i := range 20 {
+		c.mustApply(Command{AlterTopicConfig: &AlterTopicConfig{Name: "t", Set: map[string]string{"n": strconv.Itoa(i)}}})
+	}
+	want := c.converged()
+	for _, n := range c.nodes {
+		if err := n.Snapshot(); err != nil {
+			t.Fatalf("snapshot node %d: %v", n.opts.ID, err)
+		}
+		first, err := n.store.FirstIndex()
+		if err != nil || first <= 3 {
+			t.Fatalf("node %d log not compacted: first index %d %v", n.opts.ID, first, err)
+		}
+	}
+	n := c.start(lag)
+	testutil.Eventually(t, wait, func() bool { return reflect.DeepEqual(n.State(), c.leader().State()) }, "lagging follower did not catch up")
+
+	// Every node restarts from its snapshot plus its log tail.
+	for id := range c.nodes {
+		c.stop(id)
+	}
+	for _, p := range c.peers {
+		c.start(p.ID)
+	}
+	got := c.converged()
+	if got.Topics["t"].Config["n"] != "19" || !reflect.DeepEqual(got.Topics, want.Topics) || !reflect.DeepEqual(got.Nodes, want.Nodes) {
+		t.Fatalf("after restart from snapshots: %+v, want %+v", got, want)
+	}
+}
+
+func TestSingleNodeCluster(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	open := func() *Node {
+		n, err := Open(Options{ID: 0, Dir: dir, RaftAddr: addr,
+			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, wait, n.IsLeader, "single node never led")
+		return n
+	}
+	n := open()
+	ctx := context.Background()
+	if err := n.Apply(ctx, Command{RegisterNode: &RegisterNode{Node: NodeInfo{ID: 0, RaftAddr: addr}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Apply(ctx, Command{CreateTopic: &CreateTopic{Name: "t", ReplicationFactor: 1, Assignment: [][]int32{{0}, {0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	want := n.State()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = open()
+	defer n.Close()
+	testutil.Eventually(t, wait, func() bool { return reflect.DeepEqual(n.State(), want) }, "single node lost its state over a restart")
+}
+
+func TestOpenRefusesBadOptions(t *testing.T) {
+	for _, o := range []Options{
+		{ID: 5, Dir: t.TempDir(), RaftAddr: "127.0.0.1:1", Peers: []Peer{{ID: 1, RaftAddr: "127.0.0.1:2"}}},
+		{ID: 1, Dir: t.TempDir(), RaftAddr: "0.0.0.0:1"},
+		{ID: 1, Dir: t.TempDir(), RaftAddr: ":1"},
+		{ID: -1, Dir: t.TempDir(), RaftAddr: "127.0.0.1:1"},
+	} {
+		if _, err := Open(o); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("open %+v: %v", o, err)
+		}
+	}
+}
