@@ -207,11 +207,28 @@ func TestLeaderKilledNewLeaderAndRestartCatchesUp(t *testing.T) {
 	before := c.converged()
 
 	old := c.leader().opts.ID
+	var survivor *Node
+	for id, n := range c.nodes {
+		if id != old {
+			survivor = n
+		}
+	}
+	watch, cancel := survivor.Watch()
+	defer cancel()
 	c.stop(old)
 	next := c.leader()
 	if next.opts.ID == old {
 		t.Fatal("closed node still leader")
 	}
+	// The raft leader change alone (no command yet) wakes watchers.
+	testutil.Eventually(t, wait, func() bool {
+		select {
+		case <-watch:
+			return true
+		default:
+			return false
+		}
+	}, "no watch signal on a survivor after the raft leader changed")
 
 	// Commands continue: the controller moves the dead node's partitions.
 	alive := func(id int32) bool { return id != old }
