@@ -147,12 +147,25 @@ func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 	// The epoch is the log's, not the producer's (outside the CRC).
 	batch.SetLeaderEpoch(b, l.opts.LeaderEpoch)
 	h.PartitionLeaderEpoch = l.opts.LeaderEpoch
+	return l.writeLocked(b, h, now, start, cfg)
+}
+
+// writeLocked is the common end of AppendDeferred and AppendReplica: it
+// writes a batch whose offsets and epoch are set (h describes it) to the
+// active segment, records it in the producer and epoch state, and returns
+// what the flush policy still waits for. Called with l.mu held; unlocks
+// it. A new epoch's checkpoint is fsynced before it returns.
+func (l *Log) writeLocked(b []byte, h batch.Header, now, start time.Time, cfg Config) (*PendingAppend, error) {
 	if err := l.active.append(b, h, l.cfg.IndexIntervalBytes); err != nil {
 		err = l.failLocked(err)
 		l.mu.Unlock()
 		return nil, err
 	}
 	l.producers.update(h, now.UnixMilli())
+	// A batch of an epoch the cache does not know (a follower's first
+	// batch of a new leader, or the leader's first after a truncation
+	// removed its epoch's entry).
+	newEpoch := l.epochs.assign(h.PartitionLeaderEpoch, h.BaseOffset)
 	if len(l.dirty) == 0 || l.dirty[len(l.dirty)-1] != l.active {
 		l.dirty = append(l.dirty, l.active)
 	}
@@ -161,6 +174,7 @@ func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 	l.seq++
 	seq := l.seq
 	l.unsynced += int64(h.NumRecords)
+	policy := l.cfg.FlushPolicy
 	needSync := policy == FlushAlways ||
 		(policy == FlushInterval && l.cfg.FlushMessages > 0 && l.unsynced >= l.cfg.FlushMessages)
 	if !needSync {
@@ -168,10 +182,20 @@ func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 		seq = 0
 	}
 	l.mu.Unlock()
+	if newEpoch {
+		if err := l.persistEpochs(); err != nil {
+			// The batch is written but the checkpoint is not: Open would
+			// rebuild it, but this log can no longer tell the truth.
+			l.mu.Lock()
+			err = l.failLocked(err)
+			l.mu.Unlock()
+			return nil, err
+		}
+	}
 
 	l.m.bytesIn.Add(float64(len(b)))
 	l.m.recordsIn.Add(float64(h.NumRecords))
-	return &PendingAppend{l: l, seq: seq, start: start, res: AppendResult{BaseOffset: base, LastOffset: h.LastOffset(),
+	return &PendingAppend{l: l, seq: seq, start: start, res: AppendResult{BaseOffset: h.BaseOffset, LastOffset: h.LastOffset(),
 		LogAppendTime: now.UnixMilli(), TimestampType: cfg.TimestampType, Durability: DurabilityPageCache}}, nil
 }
 
@@ -225,7 +249,7 @@ func (l *Log) syncDirty() (uint64, error) {
 		l.mu.Unlock()
 		return 0, err
 	}
-	seq, target, dirty := l.seq, l.written, l.dirty
+	seq, target, dirty, truncations := l.seq, l.written, l.dirty, l.truncations
 	l.dirty = nil
 	prevSeq := l.gc.syncedLocked()
 	l.unsynced = 0
@@ -240,7 +264,8 @@ func (l *Log) syncDirty() (uint64, error) {
 			// consumed the writeback error that let sealing's fsync
 			// succeed (Linux reports it once), so that success proves
 			// nothing.
-			if s.durable && errors.Is(err, os.ErrClosed) {
+			// The same for a segment TruncateTo deleted: its bytes are gone.
+			if (s.durable || s.deleted.Load()) && errors.Is(err, os.ErrClosed) {
 				l.mu.Unlock()
 				continue
 			}
@@ -250,7 +275,12 @@ func (l *Log) syncDirty() (uint64, error) {
 		}
 	}
 	l.m.m.fsyncBatch.Observe(float64(seq - prevSeq))
-	l.publish(target)
+	l.mu.RLock()
+	if l.truncations == truncations {
+		// (TruncateTo published its new end itself.)
+		l.publish(target)
+	}
+	l.mu.RUnlock()
 	return seq, nil
 }
 

@@ -95,6 +95,8 @@ func (l *Log) intervalFlush() {
 // sealPending seals rolled segments in order and then moves the recovery
 // point past them.
 func (l *Log) sealPending() {
+	l.structMu.Lock()
+	defer l.structMu.Unlock()
 	for {
 		l.mu.Lock()
 		if len(l.toSeal) == 0 || l.failed != nil {
@@ -149,6 +151,8 @@ func (l *Log) ShrinkTo(maxBytes int64) int { return l.applyRetention(l.opts.Now(
 // applyRetention is ApplyRetention that also deletes while the segments
 // hold more than limit bytes (limit < 0: no such bound).
 func (l *Log) applyRetention(now time.Time, limit int64) int {
+	l.structMu.Lock()
+	defer l.structMu.Unlock()
 	l.mu.Lock()
 	cfg := l.cfg
 	var total int64

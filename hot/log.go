@@ -43,10 +43,22 @@ type Log struct {
 	unsynced int64 // records written since the last fsync (flush.messages)
 	failed   error
 	closed   bool
+	// truncations counts TruncateTo's cuts: an fsync that began before
+	// one must not publish the end it captured, which is gone.
+	truncations uint64
+	// structMu orders the changes to the segment list other than appends
+	// and rolls: sealing (with the recovery point and producer snapshots
+	// it writes), retention, truncation, and Close's final seal. Never
+	// taken while holding mu.
+	structMu sync.Mutex
 	// producers is the idempotent producers' state (producers.go);
 	// snapshotted says a .producers snapshot exists in dir.
 	producers   *producerTable
 	snapshotted bool
+	// epochs is the leader epoch cache (epochs.go); epochFileMu orders
+	// writers of its checkpoint.
+	epochs      epochCache
+	epochFileMu sync.Mutex
 
 	visible atomic.Pointer[position] // what readers may see
 	// sealedEnd is the next offset of the newest sealed segment (0: none),
@@ -253,6 +265,9 @@ func (l *Log) load() error {
 	if err := l.loadProducers(); err != nil {
 		return err
 	}
+	if err := l.loadEpochs(); err != nil {
+		return err
+	}
 	return l.writeRecoveryPoint(l.next)
 }
 
@@ -385,6 +400,8 @@ func (l *Log) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	l.structMu.Lock()
+	defer l.structMu.Unlock()
 	l.mu.Lock()
 	failed, pending, a := l.failed, l.toSeal, l.active
 	l.toSeal = nil

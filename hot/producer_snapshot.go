@@ -114,48 +114,13 @@ func (l *Log) wantsProducerSnapshot() bool { return l.producers.len() > 0 || l.s
 // result is written as a snapshot at the log end, so the next Open replays
 // nothing and a snapshot covers every batch retention may later delete.
 func (l *Log) loadProducers() error {
-	l.producers = newProducerTable(l.opts.MaxProducers)
-	l.producers.onDrop = l.m.m.producersDropped.Inc
-	offs, err := producerSnapshotOffsets(l.dir)
+	t, snapshots, replayed, from, err := l.buildProducers(l.spansLocked(), l.next)
 	if err != nil {
 		return err
 	}
-	from := l.segments[0].base
-	for i := len(offs) - 1; i >= 0; i-- {
-		o := offs[i]
-		if o > l.next {
-			l.opts.Logger.Warn("removing producer snapshot past the log end", "offset", o, "log_end", l.next)
-			os.Remove(producerSnapshotPath(l.dir, o))
-			continue
-		}
-		snap, err := readProducerSnapshot(producerSnapshotPath(l.dir, o))
-		if err != nil {
-			l.opts.Logger.Warn("unreadable producer snapshot, trying an older one", "offset", o, "err", err)
-			continue
-		}
-		l.producers.adopt(snap.Producers)
-		from = max(o, from)
-		break
-	}
-	now := l.opts.Now().UnixMilli()
-	replayed := 0
-	for _, s := range l.segments {
-		if s.next <= from {
-			continue
-		}
-		n, err := s.walkHeaders(func(h batch.Header) {
-			if h.BaseOffset >= from {
-				l.producers.update(h, now)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		replayed += n
-	}
-	l.producers.expire(l.opts.Now().Add(-l.opts.ProducerIDExpiration).UnixMilli())
-	l.snapshotted = len(offs) > 0
-	if (len(offs) == 0 || offs[len(offs)-1] != l.next) && l.wantsProducerSnapshot() {
+	l.producers = t
+	l.snapshotted = snapshots
+	if (!snapshots || !l.hasProducerSnapshotAt(l.next)) && l.wantsProducerSnapshot() {
 		if err := l.writeProducerSnapshot(l.next, l.producers.snapshot()); err != nil {
 			return err
 		}
@@ -164,6 +129,77 @@ func (l *Log) loadProducers() error {
 		l.opts.Logger.Info("rebuilt producer state", "from_offset", from, "batches_replayed", replayed, "producers", l.producers.len())
 	}
 	return nil
+}
+
+// segmentSpan is a segment with its size and next offset as they were
+// under the log lock, for a walk of its headers outside it.
+type segmentSpan struct {
+	s          *segment
+	size, next int64
+}
+
+func (l *Log) spansLocked() []segmentSpan {
+	out := make([]segmentSpan, len(l.segments))
+	for i, s := range l.segments {
+		out[i] = segmentSpan{s: s, size: s.size, next: s.next}
+	}
+	return out
+}
+
+func (l *Log) hasProducerSnapshotAt(offset int64) bool {
+	_, err := os.Stat(producerSnapshotPath(l.dir, offset))
+	return err == nil
+}
+
+// buildProducers builds the producer state of the log below end from segs
+// (which hold it): the newest readable snapshot at or below end, then the
+// headers of the batches after it below end. Snapshots past end are
+// removed (their batches were truncated away, or segments moved out). It
+// reports whether any snapshot remains, how many headers it replayed and
+// from which offset. It reads files only, so TruncateTo calls it outside
+// the log lock.
+func (l *Log) buildProducers(segs []segmentSpan, end int64) (t *producerTable, snapshots bool, replayed int, from int64, err error) {
+	t = newProducerTable(l.opts.MaxProducers)
+	t.onDrop = l.m.m.producersDropped.Inc
+	offs, err := producerSnapshotOffsets(l.dir)
+	if err != nil {
+		return nil, false, 0, 0, err
+	}
+	from = segs[0].s.base
+	for i := len(offs) - 1; i >= 0; i-- {
+		o := offs[i]
+		if o > end {
+			l.opts.Logger.Warn("removing producer snapshot past the log end", "offset", o, "log_end", end)
+			os.Remove(producerSnapshotPath(l.dir, o))
+			offs = offs[:i]
+			continue
+		}
+		snap, err := readProducerSnapshot(producerSnapshotPath(l.dir, o))
+		if err != nil {
+			l.opts.Logger.Warn("unreadable producer snapshot, trying an older one", "offset", o, "err", err)
+			continue
+		}
+		t.adopt(snap.Producers)
+		from = max(o, from)
+		break
+	}
+	now := l.opts.Now().UnixMilli()
+	for _, sp := range segs {
+		if sp.next <= from || sp.s.base >= end {
+			continue
+		}
+		n, err := sp.s.walkHeadersTo(sp.size, func(h batch.Header) {
+			if h.BaseOffset >= from && h.BaseOffset < end {
+				t.update(h, now)
+			}
+		})
+		if err != nil {
+			return nil, false, 0, 0, err
+		}
+		replayed += n
+	}
+	t.expire(l.opts.Now().Add(-l.opts.ProducerIDExpiration).UnixMilli())
+	return t, len(offs) > 0, replayed, from, nil
 }
 
 func readProducerSnapshot(path string) (producerSnapshot, error) {
@@ -194,10 +230,14 @@ func readProducerSnapshot(path string) (producerSnapshot, error) {
 
 // walkHeaders calls fn with the header of every batch in the segment's
 // valid bytes, reading 61 bytes per batch, and returns how many it read.
-func (s *segment) walkHeaders(fn func(batch.Header)) (int, error) {
+func (s *segment) walkHeaders(fn func(batch.Header)) (int, error) { return s.walkHeadersTo(s.size, fn) }
+
+// walkHeadersTo is walkHeaders over the first size bytes (a size taken
+// under the log lock, for a walk outside it).
+func (s *segment) walkHeadersTo(size int64, fn func(batch.Header)) (int, error) {
 	var hdr [batch.HeaderSize]byte
 	n := 0
-	for pos := int64(0); pos < s.size; n++ {
+	for pos := int64(0); pos < size; n++ {
 		if _, err := s.f.ReadAt(hdr[:], pos); err != nil {
 			return n, fmt.Errorf("hot: read batch header of %s at %d: %w", s.logPath(), pos, err)
 		}

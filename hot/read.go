@@ -19,7 +19,10 @@ func (l *Log) Read(offset int64, maxBytes int) (FetchResult, error) {
 // allocating a fresh one per read.
 func (l *Log) ReadBuf(offset int64, maxBytes int, buf []byte) (FetchResult, error) {
 	for {
-		res, s, err := l.read(offset, maxBytes, buf)
+		res, s, stale, err := l.read(offset, maxBytes, buf)
+		if stale {
+			continue // TruncateTo cut the segment under the read: read again
+		}
 		// Retention deleted the segment between lookup and read (its file
 		// closed: a short read or ErrClosed). The read lost a race, not
 		// found damage: it answers as a read after the deletion does, with
@@ -41,21 +44,23 @@ func (l *Log) isClosed() bool {
 	return l.closed
 }
 
-// read returns the segment it read from (nil if none) with its result.
-func (l *Log) read(offset int64, maxBytes int, buf []byte) (FetchResult, *segment, error) {
+// read returns the segment it read from (nil if none) with its result;
+// stale says TruncateTo cut that segment during the read.
+func (l *Log) read(offset int64, maxBytes int, buf []byte) (res FetchResult, s *segment, stale bool, err error) {
 	l.mu.RLock()
 	vis := l.visible.Load()
 	start := l.segments[0].base
-	res := FetchResult{StartOffset: start, EndOffset: vis.offset}
+	res = FetchResult{StartOffset: start, EndOffset: vis.offset}
 	if offset < start || offset > vis.offset {
 		l.mu.RUnlock()
-		return res, nil, &OffsetOutOfRangeError{Offset: offset, Start: start, End: vis.offset}
+		return res, nil, false, &OffsetOutOfRangeError{Offset: offset, Start: start, End: vis.offset}
 	}
 	if offset == vis.offset {
 		l.mu.RUnlock()
-		return res, nil, nil
+		return res, nil, false, nil
 	}
-	s := l.segmentForLocked(offset)
+	s = l.segmentForLocked(offset)
+	cuts := s.truncations.Load()
 	limit := s.size
 	if s == vis.seg {
 		limit = vis.pos
@@ -67,17 +72,19 @@ func (l *Log) read(offset int64, maxBytes int, buf []byte) (FetchResult, *segmen
 	l.mu.RUnlock()
 
 	pos, err := s.scanFrom(from, offset, limit)
-	if err != nil {
-		return res, s, err
+	if err == nil {
+		var n int
+		res.Records, n, err = s.read(pos, limit, maxBytes, buf)
+		l.m.batchesOut.Add(float64(n))
 	}
-	data, n, err := s.read(pos, limit, maxBytes, buf)
-	if err != nil {
-		return res, s, err
+	if s.truncations.Load() != cuts {
+		return res, s, true, err
 	}
-	res.Records = data
-	l.m.bytesOut.Add(float64(len(data)))
-	l.m.batchesOut.Add(float64(n))
-	return res, s, nil
+	if err != nil {
+		return res, s, false, err
+	}
+	l.m.bytesOut.Add(float64(len(res.Records)))
+	return res, s, false, nil
 }
 
 // segmentForLocked returns the last segment whose base is <= offset.
@@ -92,7 +99,10 @@ func (l *Log) segmentForLocked(offset int64) *segment {
 // older, and readers skip them by timestamp if they care.
 func (l *Log) OffsetForTime(ts int64) (int64, error) {
 	for {
-		off, s, err := l.offsetForTime(ts)
+		off, s, stale, err := l.offsetForTime(ts)
+		if stale {
+			continue
+		}
 		// As in ReadBuf: a scan whose segment retention deleted under it
 		// lost a race; the answer is the one after the deletion.
 		if err != nil && s != nil && s.deleted.Load() {
@@ -106,8 +116,8 @@ func (l *Log) OffsetForTime(ts int64) (int64, error) {
 }
 
 // offsetForTime returns the segment it scanned (nil if none) with its
-// answer.
-func (l *Log) offsetForTime(ts int64) (int64, *segment, error) {
+// answer; stale says TruncateTo cut that segment during the scan.
+func (l *Log) offsetForTime(ts int64) (int64, *segment, bool, error) {
 	l.mu.RLock()
 	vis := l.visible.Load()
 	var s *segment
@@ -119,22 +129,26 @@ func (l *Log) offsetForTime(ts int64) (int64, *segment, error) {
 	}
 	if s == nil {
 		l.mu.RUnlock()
-		return vis.offset, nil, nil
+		return vis.offset, nil, false, nil
 	}
 	limit := s.size
 	if s == vis.seg {
 		limit = vis.pos
 	}
 	from := s.timeScanStart(ts)
+	cuts := s.truncations.Load()
 	l.mu.RUnlock()
 	off, err := s.firstAtOrAfterTime(from, ts, limit)
+	if s.truncations.Load() != cuts {
+		return 0, s, true, nil
+	}
 	if err != nil {
-		return 0, s, err
+		return 0, s, false, err
 	}
 	if off < 0 || off > vis.offset {
-		return vis.offset, s, nil
+		return vis.offset, s, false, nil
 	}
-	return off, s, nil
+	return off, s, false, nil
 }
 
 // StartOffset is the first offset held locally.

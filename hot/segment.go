@@ -51,6 +51,10 @@ type segment struct {
 	// off the log, before its file is closed: a reader whose read of it
 	// failed then knows it lost a race and retries at the new start.
 	deleted atomic.Bool
+	// truncations counts the times TruncateTo cut the segment (under the
+	// log lock, before the file changes): a reader that took its bounds
+	// before a cut sees the count move and reads again.
+	truncations atomic.Uint64
 	// producers is the log's producer state at the segment's end, taken
 	// when it rolled and written as a snapshot when it seals.
 	producers frozenProducers
@@ -320,7 +324,9 @@ func (s *segment) remove() error {
 
 func removeSegmentFiles(prefix string) error {
 	var errs []error
-	for _, ext := range []string{".log", ".index", ".timeindex"} {
+	// The .log last: index files without it are ignored, while a .log
+	// left with stale index files would be checked against them.
+	for _, ext := range []string{".index", ".timeindex", ".log"} {
 		if err := os.Remove(prefix + ext); err != nil && !os.IsNotExist(err) {
 			errs = append(errs, err)
 		}

@@ -77,14 +77,25 @@ func checkBatch(b []byte, cfg Config, now time.Time) (batch.Header, error) {
 }
 
 // SetLeaderEpoch sets the partition leader epoch that Append stamps on every
-// batch from now on. Epochs only move forward: a lower one is refused.
+// batch from now on. Epochs only move forward: a lower one is refused. A
+// new epoch enters the leader epoch cache starting at the log end, and the
+// cache's checkpoint is fsynced before SetLeaderEpoch returns.
 func (l *Log) SetLeaderEpoch(epoch int32) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if epoch < l.opts.LeaderEpoch {
-		return fmt.Errorf("hot: leader epoch %d is below the log's current epoch %d", epoch, l.opts.LeaderEpoch)
+	cur := l.opts.LeaderEpoch
+	if e, ok := l.epochs.latest(); ok {
+		cur = max(cur, e.Epoch) // a follower's log holds its leaders' epochs
+	}
+	if epoch < cur {
+		l.mu.Unlock()
+		return fmt.Errorf("hot: leader epoch %d is below the log's current epoch %d", epoch, cur)
 	}
 	l.opts.LeaderEpoch = epoch
+	changed := l.epochs.assign(epoch, l.next)
+	l.mu.Unlock()
+	if changed {
+		return l.persistEpochs()
+	}
 	return nil
 }
 
