@@ -166,6 +166,9 @@ func (l *Log) writeLocked(b []byte, h batch.Header, now, start time.Time, cfg Co
 	// batch of a new leader, or the leader's first after a truncation
 	// removed its epoch's entry).
 	newEpoch := l.epochs.assign(h.PartitionLeaderEpoch, h.BaseOffset)
+	// A follower's log takes its leader's epoch: an Append after it (the
+	// follower made leader) never stamps an older one.
+	l.opts.LeaderEpoch = max(l.opts.LeaderEpoch, h.PartitionLeaderEpoch)
 	if len(l.dirty) == 0 || l.dirty[len(l.dirty)-1] != l.active {
 		l.dirty = append(l.dirty, l.active)
 	}

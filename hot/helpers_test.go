@@ -10,7 +10,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if runCrashChild() {
+	if runCrashChild() || runTruncateChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)

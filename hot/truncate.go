@@ -31,9 +31,10 @@ var ErrNotBatchBoundary = errors.New("hot: offset is not a batch boundary")
 // truncates.
 //
 // Crash safety: the recovery point is lowered to offset, and the epoch
-// checkpoint cut, before any file changes; later segments go newest first,
-// so a crash at any point leaves a log that is a prefix of the old one,
-// which Open recovers (and a retry of TruncateTo finishes).
+// checkpoint cut, before any file changes; later segments go newest first
+// and the cut segment is cut last, so a crash at any point leaves a log
+// that is a prefix of the old one, which Open recovers (and a retry of
+// TruncateTo finishes).
 func (l *Log) TruncateTo(offset int64) error {
 	l.structMu.Lock()
 	defer l.structMu.Unlock()
@@ -42,6 +43,16 @@ func (l *Log) TruncateTo(offset int64) error {
 		if done || err != nil {
 			return err
 		}
+	}
+}
+
+// truncateHook, if set (by crash tests), is called at each step of a
+// truncation.
+var truncateHook func(step string)
+
+func truncateStep(step string) {
+	if truncateHook != nil {
+		truncateHook(step)
 	}
 }
 
@@ -76,6 +87,7 @@ func (l *Log) truncateTo(offset int64) (bool, error) {
 			return true, err
 		}
 	}
+	truncateStep("recovery-point")
 	l.epochFileMu.Lock()
 	defer l.epochFileMu.Unlock()
 	if epochs.truncateFromEnd(offset) {
@@ -83,6 +95,7 @@ func (l *Log) truncateTo(offset int64) (bool, error) {
 			return true, err
 		}
 	}
+	truncateStep("epochs")
 	// The producer state below offset, from files only: outside the lock.
 	spans = spans[:cut.i+1]
 	spans[cut.i].size, spans[cut.i].next = cut.pos, offset
@@ -107,21 +120,26 @@ func (l *Log) truncateTo(offset int64) (bool, error) {
 	for _, d := range later {
 		d.deleted.Store(true)
 	}
-	if err := s.f.Truncate(cut.pos); err != nil {
-		err = l.failLocked(fmt.Errorf("hot: truncate %s to %d bytes: %w", s.logPath(), cut.pos, err))
-		l.mu.Unlock()
-		return true, err
-	}
+	// Newest first, the cut last: a crash in between leaves a prefix of
+	// the log, never a hole.
 	var errs []error
-	// Its index files describe the old bytes; sealing writes them again.
+	for _, d := range slices.Backward(later) {
+		errs = append(errs, d.remove())
+		truncateStep("segment-deleted")
+	}
+	// The cut segment's index files describe the old bytes; sealing
+	// writes them again.
 	for _, ext := range []string{".index", ".timeindex"} {
 		if err := os.Remove(s.prefix + ext); err != nil && !os.IsNotExist(err) {
 			errs = append(errs, err)
 		}
 	}
-	for _, d := range slices.Backward(later) {
-		errs = append(errs, d.remove())
+	if err := s.f.Truncate(cut.pos); err != nil {
+		err = l.failLocked(fmt.Errorf("hot: truncate %s to %d bytes: %w", s.logPath(), cut.pos, err))
+		l.mu.Unlock()
+		return true, err
 	}
+	truncateStep("cut")
 	s.size, s.next, s.maxTs = cut.pos, offset, cut.maxTs
 	s.idx.offsets = s.idx.offsets[:cut.idxEnd]
 	s.idx.times = slices.DeleteFunc(s.idx.times, func(e timeEntry) bool { return int64(e.rel) > offset-s.base })
@@ -153,6 +171,7 @@ func (l *Log) truncateTo(offset int64) (bool, error) {
 	l.epochs.truncateFromEnd(offset)
 	l.mu.Unlock()
 
+	truncateStep("unlocked")
 	// The cut and the deletions made durable before the caller fetches
 	// from offset again.
 	if err := l.timedSync(s); err != nil {

@@ -1,0 +1,200 @@
+package hot
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+// checkPrefixOf asserts that f holds exactly the leader's batches below
+// end, byte for byte, and that its epochs are the leader's below end.
+func checkPrefixOf(t testing.TB, leader, f *Log, end int64) {
+	t.Helper()
+	if f.EndOffset() != end {
+		t.Fatalf("log end %d, want %d", f.EndOffset(), end)
+	}
+	all, _ := logBatches(t, leader, 0)
+	got, order := logBatches(t, f, 0)
+	for _, base := range order {
+		if !bytes.Equal(got[base], all[base]) {
+			t.Fatalf("batch at %d differs from the leader's", base)
+		}
+	}
+	if n := len(order); n > 0 {
+		last, _ := batch.Peek(got[order[n-1]])
+		if last.NextOffset() != end {
+			t.Fatalf("last batch ends at %d, log end %d", last.NextOffset(), end)
+		}
+	}
+	var want []EpochEntry
+	for _, e := range leader.EpochEntries() {
+		if e.StartOffset < end {
+			want = append(want, e)
+		}
+	}
+	if got := f.EpochEntries(); !slices.Equal(got, want) {
+		t.Fatalf("epochs %v, want %v", got, want)
+	}
+}
+
+func TestTruncateTo(t *testing.T) {
+	leader, epochs := leaderWithEpochs(t, t.TempDir())
+	defer leader.Close()
+	all, order := logBatches(t, leader, 0)
+	dir := t.TempDir()
+	f := openLog(t, dir, testConfig(FlushAlways), Options{})
+	replicate(t, leader, f)
+	end := f.EndOffset()
+
+	// Into epoch 2, in the middle of a sealed segment, with producer 7's
+	// batches above and below the cut.
+	cut := order[33]
+	segsBefore := len(f.Segments())
+	if err := f.TruncateTo(cut + 2); !errors.Is(err, ErrNotBatchBoundary) {
+		t.Fatalf("truncate inside a batch: %v", err)
+	}
+	if err := f.TruncateTo(end + 5); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("truncate past the end: %v", err)
+	}
+	if err := f.TruncateTo(end); err != nil || f.EndOffset() != end {
+		t.Fatalf("truncate to the end: %v, end %d", err, f.EndOffset())
+	}
+	if err := f.TruncateTo(cut); err != nil {
+		t.Fatal(err)
+	}
+	checkPrefixOf(t, leader, f, cut)
+	if n := len(f.Segments()); n >= segsBefore {
+		t.Fatalf("%d segments after the cut, %d before", n, segsBefore)
+	}
+	if _, err := f.Read(cut+5, 1<<20); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("read above the cut: %v", err)
+	}
+	if e, o := f.EndOffsetForEpoch(2); e != 2 || o != cut {
+		t.Fatalf("epoch 2 ends at (%d, %d) after the cut, want (2, %d)", e, o, cut)
+	}
+	if e, o := f.EndOffsetForEpoch(5); e != -1 || o != -1 {
+		t.Fatalf("epoch 5, cut away, ends at (%d, %d)", e, o)
+	}
+
+	// The producer state is the state below the cut: producer 7's last
+	// batch below it is a retry, its first above it is the next sequence.
+	var below, above batch.Header
+	for _, base := range order {
+		h, _ := batch.Peek(all[base])
+		if h.ProducerID == 7 && base < cut {
+			below = h
+		} else if h.ProducerID == 7 && above.ProducerID != 7 {
+			above = h
+		}
+	}
+	dup := testutil.IdempotentBatch(t, 7, 0, below.BaseSequence, 5, 1000)
+	wantDup(t, f, dup, below.BaseOffset, below.LastOffset())
+	// A retry of a batch that was cut away is not answered with its old
+	// offsets: they no longer exist.
+	res := mustAppend(t, f, testutil.IdempotentBatch(t, 7, 0, above.BaseSequence, 5, 1000))
+	if res.Duplicate || res.BaseOffset != cut {
+		t.Fatalf("the first cut-away sequence answered %+v, want a new append at %d", res, cut)
+	}
+	// The log's epoch (5) is stamped on that append and enters the cache.
+	if got := f.EpochEntries(); got[len(got)-1] != (EpochEntry{5, cut}) {
+		t.Fatalf("epochs after appending at the cut: %v", got)
+	}
+	f.Close()
+
+	// Reopened: the same log, the same epochs, the same producer state.
+	f = openLog(t, dir, testConfig(FlushAlways), Options{})
+	if f.EndOffset() != cut+5 || !slices.Equal(f.EpochEntries(), append(slices.Clone(epochs[:2]), EpochEntry{5, cut})) {
+		t.Fatalf("reopened: end %d, epochs %v", f.EndOffset(), f.EpochEntries())
+	}
+	wantDup(t, f, testutil.IdempotentBatch(t, 7, 0, above.BaseSequence, 5, 1000), cut, cut+4)
+
+	// To a segment base, then to the log start.
+	segs := f.Segments()
+	if err := f.TruncateTo(segs[1].BaseOffset); err != nil {
+		t.Fatal(err)
+	}
+	checkPrefixOf(t, leader, f, segs[1].BaseOffset)
+	if err := f.TruncateTo(0); err != nil {
+		t.Fatal(err)
+	}
+	if f.EndOffset() != 0 || len(f.Segments()) != 1 || len(f.EpochEntries()) != 0 {
+		t.Fatalf("after truncating to 0: end %d, %d segments, epochs %v", f.EndOffset(), len(f.Segments()), f.EpochEntries())
+	}
+	// Producer 7 is unknown now, in a log that never held a record... as
+	// far as the log can tell: only sequence 0 starts it (KAFKA-15591).
+	wantRefused(t, f, testutil.IdempotentBatch(t, 7, 0, 10, 5, 1000), ErrOutOfOrderSequence)
+	replicate(t, leader, f)
+	checkPrefixOf(t, leader, f, leader.EndOffset())
+	f.Close()
+	f = openLog(t, dir, testConfig(FlushAlways), Options{})
+	defer f.Close()
+	checkPrefixOf(t, leader, f, leader.EndOffset())
+}
+
+// Readers racing truncations and re-replication see a prefix of the
+// leader's log, or an out-of-range answer, never bytes of both sides.
+func TestTruncateRacesReaders(t *testing.T) {
+	leader, _ := leaderWithEpochs(t, t.TempDir())
+	defer leader.Close()
+	all, order := logBatches(t, leader, 0)
+	cfg := testConfig(FlushAlways)
+	f := openLog(t, t.TempDir(), cfg, Options{})
+	defer f.Close()
+	replicate(t, leader, f)
+	end := leader.EndOffset()
+
+	stop := make(chan struct{})
+	errc := make(chan error, 4)
+	for r := range 3 {
+		go func() {
+			var err error
+			defer func() { errc <- err }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := order[(i*7+r*13)%len(order)]
+				res, rerr := f.Read(off, 8<<10)
+				if rerr != nil {
+					if !errors.Is(rerr, ErrOffsetOutOfRange) {
+						err = rerr
+						return
+					}
+					continue
+				}
+				for b := res.Records; len(b) > 0; {
+					h, perr := batch.Peek(b)
+					if perr != nil {
+						err = perr
+						return
+					}
+					if !bytes.Equal(b[:h.Size()], all[h.BaseOffset]) {
+						err = errors.New("a read returned a batch that is not the leader's at its offset")
+						return
+					}
+					b = b[h.Size():]
+				}
+			}
+		}()
+	}
+	for i := range 40 {
+		cut := order[(i*17)%len(order)]
+		if err := f.TruncateTo(cut); err != nil {
+			t.Fatal(err)
+		}
+		replicate(t, leader, f)
+	}
+	close(stop)
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkPrefixOf(t, leader, f, end)
+}
