@@ -9,6 +9,7 @@
 //	00000000000000004096.timeindex  sparse: (max timestamp so far int64, offset - base uint32)
 //	00000000000000004096.producers  idempotent producers' state below offset 4096 (producers.go)
 //	recovery-point                  decimal offset below which everything is fsynced
+//	leader-epoch-checkpoint         leader epochs and their start offsets (epochs.go)
 //
 // Batches are stored exactly as the producer sent them (compression kept);
 // the leader writes only the base offset, which lies outside the CRC.
@@ -90,6 +91,20 @@
 // instead of truncating it, and rewrites nothing. A segment whose offsets
 // overlap the one before it (two writers in one directory) makes Open
 // refuse with ErrOverlappingSegments naming both files.
+//
+// # Replication primitives
+//
+// Every batch carries the leader epoch it was appended under, and epochs
+// never go down along the log. The epoch cache (EpochEntries,
+// EndOffsetForEpoch, Kafka's semantics) is checkpointed on every change
+// and rebuilt from the batch headers when the checkpoint is missing or
+// behind. A follower appends its leader's batches unchanged with
+// AppendReplica (offsets and epochs kept; CRC and framing checked, not
+// the producer rules; the producer state and epoch cache follow) and cuts
+// its log to the epoch boundary a new leader gives it with TruncateTo,
+// which deletes later segments newest first, cuts the one holding the
+// offset last, and rebuilds the producer state below it, so a kill -9 at
+// any step leaves a prefix of the old log.
 //
 // # Retention
 //

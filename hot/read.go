@@ -72,10 +72,9 @@ func (l *Log) read(offset int64, maxBytes int, buf []byte) (res FetchResult, s *
 	l.mu.RUnlock()
 
 	pos, err := s.scanFrom(from, offset, limit)
+	n := 0
 	if err == nil {
-		var n int
 		res.Records, n, err = s.read(pos, limit, maxBytes, buf)
-		l.m.batchesOut.Add(float64(n))
 	}
 	if s.truncations.Load() != cuts {
 		return res, s, true, err
@@ -84,6 +83,7 @@ func (l *Log) read(offset int64, maxBytes int, buf []byte) (res FetchResult, s *
 		return res, s, false, err
 	}
 	l.m.bytesOut.Add(float64(len(res.Records)))
+	l.m.batchesOut.Add(float64(n))
 	return res, s, false, nil
 }
 

@@ -34,7 +34,9 @@ var ErrReplicaEpoch = errors.New("hot: replica batch has an older leader epoch t
 // leader applied them. The producer state is updated from the header, so
 // that a follower that becomes leader recognises a producer's retries,
 // and a new epoch enters the epoch cache (its checkpoint fsynced before
-// the call returns). It returns, like Append, once the flush policy's
+// the call returns) and becomes the log's epoch (LeaderEpoch), so that an
+// Append after the follower is made leader never stamps an older one. It
+// returns, like Append, once the flush policy's
 // promise holds; Durability says which.
 func (l *Log) AppendReplica(b []byte) (AppendResult, error) {
 	p, err := l.AppendReplicaDeferred(b)

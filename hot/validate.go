@@ -99,7 +99,8 @@ func (l *Log) SetLeaderEpoch(epoch int32) error {
 	return nil
 }
 
-// LeaderEpoch is the epoch Append stamps on batches.
+// LeaderEpoch is the epoch Append stamps on batches: the last one set, or
+// the newest in the log if that is newer (a follower's, or after Open).
 func (l *Log) LeaderEpoch() int32 {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
