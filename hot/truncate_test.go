@@ -3,7 +3,11 @@ package hot
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tierlog/tierlog/internal/batch"
@@ -178,13 +182,18 @@ func TestTruncateRacesReaders(t *testing.T) {
 					return
 				default:
 				}
-				res, rerr := f.Read(offsets[(i*7+r*13)%len(offsets)], 16<<10)
+				off := offsets[(i*7+r*13)%len(offsets)]
+				res, rerr := f.Read(off, 16<<10)
 				if rerr != nil {
 					if !errors.Is(rerr, ErrOffsetOutOfRange) {
 						err = rerr
 						return
 					}
 					continue
+				}
+				if len(res.Records) == 0 && off < res.EndOffset {
+					err = fmt.Errorf("a read at %d, below the end %d, returned nothing", off, res.EndOffset)
+					return
 				}
 				fromA, fromB := true, true // every batch so far matches
 				for p := res.Records; len(p) > 0; {
@@ -218,4 +227,104 @@ func TestTruncateRacesReaders(t *testing.T) {
 		}
 	}
 	checkPrefixOf(t, a, f, a.EndOffset()) // the last round followed a
+}
+
+// pausingFiles hands out segment files whose next ReadAt, once armed,
+// announces itself and waits for release: a read held between taking its
+// bounds and reading the bytes.
+type pausingFiles struct {
+	armed            atomic.Bool
+	reading, release chan struct{}
+}
+
+func (p *pausingFiles) open(name string, flag int, perm fs.FileMode) (File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &pausingFile{File: f, p: p}, nil
+}
+
+type pausingFile struct {
+	*os.File
+	p *pausingFiles
+}
+
+func (f *pausingFile) ReadAt(b []byte, off int64) (int, error) {
+	if f.p.armed.CompareAndSwap(true, false) {
+		f.p.reading <- struct{}{}
+		<-f.p.release
+	}
+	return f.File.ReadAt(b, off)
+}
+
+// A read that took its bounds in a segment before TruncateTo cut it, and
+// reads its bytes after another leader's batches replaced them, reads
+// again: it answers with the new batches only.
+func TestReadAcrossTruncateReadsAgain(t *testing.T) {
+	a, _ := leaderWithEpochs(t, t.TempDir())
+	defer a.Close()
+	p := &pausingFiles{reading: make(chan struct{}), release: make(chan struct{})}
+	f := openLog(t, t.TempDir(), testConfig(FlushAlways), Options{OpenFile: p.open})
+	defer f.Close()
+	replicate(t, a, f)
+	// x and off: the second and fourth batches of a segment.
+	_, order := logBatches(t, a, 0)
+	var x, off int64 = -1, -1
+	for _, s := range f.Segments() {
+		var in []int64
+		for _, o := range order {
+			if o >= s.BaseOffset && o < s.NextOffset {
+				in = append(in, o)
+			}
+		}
+		if len(in) >= 4 {
+			x, off = in[1], in[3]
+			break
+		}
+	}
+	if x < 0 {
+		t.Fatal("no segment of 4 batches")
+	}
+	// Leader b shares a's log below x and differs from there.
+	b := openLog(t, t.TempDir(), testConfig(FlushAlways), Options{})
+	defer b.Close()
+	all, _ := logBatches(t, a, 0)
+	for _, o := range order {
+		if o < x {
+			if _, err := b.AppendReplica(all[o]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b.SetLeaderEpoch(9)
+	for range 40 {
+		mustAppend(t, b, testutil.Batch(t, b.EndOffset()+1_000_000, 3, 700, 5_000_000))
+	}
+	bBatches, _ := logBatches(t, b, 0)
+
+	p.armed.Store(true)
+	type result struct {
+		res FetchResult
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		res, err := f.Read(off, 1)
+		done <- result{res, err}
+	}()
+	<-p.reading
+	if err := f.TruncateTo(x); err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, b, f)
+	close(p.release)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("read across the truncation: %v", r.err)
+	}
+	h, err := batch.Peek(r.res.Records)
+	if err != nil || h.BaseOffset > off || h.NextOffset() <= off || !bytes.Equal(r.res.Records[:h.Size()], bBatches[h.BaseOffset]) {
+		t.Fatalf("read across the truncation returned the batch at %d (%v), not b's batch holding offset %d", h.BaseOffset, err, off)
+	}
 }
