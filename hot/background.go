@@ -95,8 +95,11 @@ func (l *Log) intervalFlush() {
 // sealPending seals rolled segments in order and then moves the recovery
 // point past them.
 func (l *Log) sealPending() {
-	l.structMu.Lock()
-	defer l.structMu.Unlock()
+	// Shared with retention (they touch different segments, and ran side
+	// by side before truncation existed): retention must not wait for a
+	// seal's fsync, or one slow seal would hold up disk-ceiling relief.
+	l.structMu.RLock()
+	defer l.structMu.RUnlock()
 	for {
 		l.mu.Lock()
 		if len(l.toSeal) == 0 || l.failed != nil {
@@ -151,8 +154,8 @@ func (l *Log) ShrinkTo(maxBytes int64) int { return l.applyRetention(l.opts.Now(
 // applyRetention is ApplyRetention that also deletes while the segments
 // hold more than limit bytes (limit < 0: no such bound).
 func (l *Log) applyRetention(now time.Time, limit int64) int {
-	l.structMu.Lock()
-	defer l.structMu.Unlock()
+	l.structMu.RLock() // shared with sealing; see structMu
+	defer l.structMu.RUnlock()
 	l.mu.Lock()
 	cfg := l.cfg
 	var total int64

@@ -48,9 +48,10 @@ type Log struct {
 	truncations uint64
 	// structMu orders the changes to the segment list other than appends
 	// and rolls: sealing (with the recovery point and producer snapshots
-	// it writes), retention, truncation, and Close's final seal. Never
-	// taken while holding mu.
-	structMu sync.Mutex
+	// it writes) and retention share it (read lock: they touch different
+	// segments, so retention never waits for a seal's fsync); truncation
+	// and Close's final seal take it alone. Never taken while holding mu.
+	structMu sync.RWMutex
 	// producers is the idempotent producers' state (producers.go);
 	// snapshotted says a .producers snapshot exists in dir.
 	producers   *producerTable

@@ -16,21 +16,21 @@ import (
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
-const review7DirEnv = "TIERLOG_HOT_REVIEW7_CHILD_DIR"
+const epochChildDirEnv = "TIERLOG_HOT_EPOCH_CRASH_CHILD_DIR"
 
-// The child of TestReview_Kill9WithEpochChanges runs from init, before
+// The child of TestKill9WithEpochChanges runs from init, before
 // TestMain, when the variable is set.
 func init() {
-	if dir := os.Getenv(review7DirEnv); dir != "" {
-		review7Child(dir)
+	if dir := os.Getenv(epochChildDirEnv); dir != "" {
+		epochCrashChild(dir)
 	}
 }
 
-// review7Child appends under flush=always from two writers, rolls tiny
+// epochCrashChild appends under flush=always from two writers, rolls tiny
 // segments, and raises the leader epoch every few milliseconds. It prints
 // "A w s base epoch" per acknowledged batch (epoch read back from the log)
 // and "E epoch" per returned SetLeaderEpoch, until it is killed.
-func review7Child(dir string) {
+func epochCrashChild(dir string) {
 	cfg := DefaultConfig()
 	cfg.SegmentBytes = 16 << 10
 	l, err := Open(dir, cfg, Options{BackgroundInterval: time.Millisecond})
@@ -81,13 +81,13 @@ func review7Child(dir string) {
 	select {}
 }
 
-// TestReview_Kill9WithEpochChanges: kill -9 a process that appends under
+// TestKill9WithEpochChanges: kill -9 a process that appends under
 // flush=always while raising the leader epoch; after each kill every
 // acknowledged batch is there byte for byte with its epoch, the epoch
 // cache agrees with the batch headers, and the log's epoch is at least
 // every epoch SetLeaderEpoch acknowledged (an append after the restart
 // never stamps an older one).
-func TestReview_Kill9WithEpochChanges(t *testing.T) {
+func TestKill9WithEpochChanges(t *testing.T) {
 	dir := t.TempDir()
 	type ack struct {
 		w, s  int
@@ -97,7 +97,7 @@ func TestReview_Kill9WithEpochChanges(t *testing.T) {
 	var maxEpoch int32
 	for cycle := range 8 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), review7DirEnv+"="+dir)
+		cmd.Env = append(os.Environ(), epochChildDirEnv+"="+dir)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
