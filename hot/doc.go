@@ -10,6 +10,7 @@
 //	00000000000000004096.producers  idempotent producers' state below offset 4096 (producers.go)
 //	recovery-point                  decimal offset below which everything is fsynced
 //	leader-epoch-checkpoint         leader epochs and their start offsets (epochs.go)
+//	truncate-fully-start-offset     only while TruncateFullyAndStartAt runs (truncate_fully.go)
 //
 // Batches are stored exactly as the producer sent them (compression kept);
 // the leader writes only the base offset, which lies outside the CRC.

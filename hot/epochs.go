@@ -39,7 +39,11 @@ import (
 // the batch headers. A file missing altogether (a data directory from
 // before the cache) is rebuilt the same way; the headers are cheap to ask,
 // since epochs never go down along the log (scanEpochs). Entries past the
-// log end (a crash lost their batches) are dropped at Open.
+// log end (a crash lost their batches) are dropped at Open. A file the
+// batches contradict (an entry inside the log whose offset does not start
+// a batch of its epoch, or a newest batch the file gives another epoch) is
+// not trusted: Open logs a warning and rebuilds it from the headers; a
+// consistent file costs one index lookup per entry, no full scan.
 
 const epochCheckpointFile = "leader-epoch-checkpoint"
 
@@ -185,10 +189,25 @@ func (l *Log) loadEpochs() error {
 	default:
 		l.opts.Logger.Warn("unreadable leader epoch checkpoint, rebuilding it from the batch headers", "err", err)
 	}
+	readErr := err
 	changed := err != nil || l.epochs.truncateFromEnd(l.next+1)
 	last, ok, err := l.lastHeader()
 	if err != nil {
 		return err
+	}
+	if readErr == nil && len(l.epochs.entries) > 0 {
+		// A checkpoint the batches contradict (a file copied from another
+		// replica, or edited) would answer OffsetForLeaderEpoch wrongly and
+		// make a follower truncate acknowledged records: it is rebuilt.
+		reason, err := l.epochsContradicted(last, ok)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			l.opts.Logger.Warn("leader epoch checkpoint disagrees with the batch headers, rebuilding it from them",
+				"reason", reason, "entries", fmt.Sprint(l.epochs.entries))
+			l.epochs.entries, from, changed = nil, 0, true
+		}
 	}
 	if lat, has := l.epochs.latest(); ok && (!has || last.PartitionLeaderEpoch > lat.Epoch) {
 		// Batches of epochs the file does not name: find where they start.
@@ -209,6 +228,52 @@ func (l *Log) loadEpochs() error {
 		return l.writeEpochs(l.epochs.encode())
 	}
 	return nil
+}
+
+// epochsContradicted checks the checkpoint's entries against the batches
+// cheaply: each entry that starts inside the local log must start at a
+// batch of its epoch (an index lookup and at most an index interval of
+// headers each), and the newest batch (last, if ok) must carry the epoch
+// the cache gives its offset, unless it is newer than every entry (a
+// crash between a batch's write and the checkpoint's: completed from the
+// headers by the caller). It returns why they disagree, or "".
+func (l *Log) epochsContradicted(last batch.Header, ok bool) (string, error) {
+	start := l.segments[0].base
+	for _, e := range l.epochs.entries {
+		if e.StartOffset < start || e.StartOffset >= l.next {
+			continue // retention deleted its start, or nothing appended yet
+		}
+		s := l.segmentForLocked(e.StartOffset)
+		pos, err := s.scanFrom(int64(s.idx.lookup(uint32(e.StartOffset-s.base))), e.StartOffset, s.size)
+		if err != nil {
+			return "", err
+		}
+		var hdr [batch.HeaderSize]byte
+		if pos >= s.size {
+			return fmt.Sprintf("no batch at offset %d, where epoch %d starts", e.StartOffset, e.Epoch), nil
+		}
+		if _, err := s.f.ReadAt(hdr[:], pos); err != nil {
+			return "", fmt.Errorf("hot: read batch header of %s: %w", s.logPath(), err)
+		}
+		h, _ := batch.ParseHeader(hdr[:])
+		if h.BaseOffset != e.StartOffset || h.PartitionLeaderEpoch != e.Epoch {
+			return fmt.Sprintf("epoch %d starts at offset %d, but the batch there starts at %d with epoch %d",
+				e.Epoch, e.StartOffset, h.BaseOffset, h.PartitionLeaderEpoch), nil
+		}
+	}
+	if lat, _ := l.epochs.latest(); ok && last.PartitionLeaderEpoch <= lat.Epoch {
+		covering := int32(-1)
+		for _, e := range l.epochs.entries {
+			if e.StartOffset <= last.BaseOffset {
+				covering = e.Epoch
+			}
+		}
+		if covering != last.PartitionLeaderEpoch {
+			return fmt.Sprintf("the newest batch, at offset %d, has epoch %d, the checkpoint gives it epoch %d",
+				last.BaseOffset, last.PartitionLeaderEpoch, covering), nil
+		}
+	}
+	return "", nil
 }
 
 // lastHeader is the header of the newest batch in the log (ok false if

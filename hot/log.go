@@ -160,6 +160,10 @@ func (e *CorruptionError) Error() string {
 func (e *CorruptionError) Unwrap() error { return e.Cause }
 
 func (l *Log) load() error {
+	// A full truncation a crash interrupted is finished first.
+	if err := l.finishTruncateFully(); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
 		return err

@@ -12,10 +12,11 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-const truncateChildEnv = "TIERLOG_HOT_TRUNCATE_CHILD" // dir,offset,step
+const truncateChildEnv = "TIERLOG_HOT_TRUNCATE_CHILD" // dir,offset,step[,fully]
 
-// runTruncateChild is the child side of TestKill9DuringTruncateTo: it
-// truncates the log and kills itself with SIGKILL at the named step.
+// runTruncateChild is the child side of TestKill9DuringTruncateTo and
+// TestKill9DuringTruncateFully: it truncates the log and kills itself
+// with SIGKILL at the named step.
 func runTruncateChild() bool {
 	arg := os.Getenv(truncateChildEnv)
 	if arg == "" {
@@ -34,7 +35,11 @@ func runTruncateChild() bool {
 			select {}
 		}
 	}
-	err = l.TruncateTo(offset)
+	if len(f) > 3 && f[3] == "fully" {
+		err = l.TruncateFullyAndStartAt(offset)
+	} else {
+		err = l.TruncateTo(offset)
+	}
 	os.Stderr.WriteString("child: truncation finished without reaching its step: " + strings.TrimSpace(f[2]) + " " + errString(err) + "\n")
 	os.Exit(4)
 	return true
