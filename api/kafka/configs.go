@@ -159,7 +159,7 @@ func (s *Server) brokerConfigEntries(name string) ([]configEntry, error) {
 // SUBTRACT are for list-valued keys, which tierlog's topics have none of.
 func (s *Server) incrementalAlterConfigs(_ *clientConn, req *kmsg.IncrementalAlterConfigsRequest) reply {
 	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
-	dup := duplicateResources(req.Resources, func(r kmsg.IncrementalAlterConfigsRequestResource) configResource {
+	dup := duplicates(req.Resources, func(r kmsg.IncrementalAlterConfigsRequestResource) configResource {
 		return configResource{r.ResourceType, r.ResourceName}
 	})
 	for _, rr := range req.Resources {
@@ -204,7 +204,7 @@ func (s *Server) incrementalAlterConfigs(_ *clientConn, req *kmsg.IncrementalAlt
 // return to the server defaults.
 func (s *Server) alterConfigs(_ *clientConn, req *kmsg.AlterConfigsRequest) reply {
 	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
-	dup := duplicateResources(req.Resources, func(r kmsg.AlterConfigsRequestResource) configResource {
+	dup := duplicates(req.Resources, func(r kmsg.AlterConfigsRequestResource) configResource {
 		return configResource{r.ResourceType, r.ResourceName}
 	})
 	for _, rr := range req.Resources {
@@ -271,22 +271,6 @@ func checkTopicResource(t kmsg.ConfigResourceType) error {
 type configResource struct {
 	typ  kmsg.ConfigResourceType
 	name string
-}
-
-// duplicateResources marks resources a request names more than once;
-// Kafka answers each of them INVALID_REQUEST.
-func duplicateResources[R any](rs []R, key func(R) configResource) map[configResource]bool {
-	n := map[configResource]int{}
-	for _, r := range rs {
-		n[key(r)]++
-	}
-	dup := map[configResource]bool{}
-	for k, c := range n {
-		if c > 1 {
-			dup[k] = true
-		}
-	}
-	return dup
 }
 
 func errInvalidRequest(msg string) error { return &codedError{kerr.InvalidRequest, msg} }

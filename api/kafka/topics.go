@@ -213,14 +213,14 @@ func (s *Server) createPartitions(_ *clientConn, req *kmsg.CreatePartitionsReque
 	return reply{resp: resp}
 }
 
-// duplicates marks the names a request lists more than once; Kafka answers
-// each of them INVALID_REQUEST.
-func duplicates[T any](ts []T, name func(T) string) map[string]bool {
-	n := map[string]int{}
+// duplicates marks the names (or config resources) a request lists more
+// than once; Kafka answers each of them INVALID_REQUEST.
+func duplicates[T any, K comparable](ts []T, key func(T) K) map[K]bool {
+	n := map[K]int{}
 	for _, t := range ts {
-		n[name(t)]++
+		n[key(t)]++
 	}
-	dup := map[string]bool{}
+	dup := map[K]bool{}
 	for k, c := range n {
 		if c > 1 {
 			dup[k] = true
