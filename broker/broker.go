@@ -209,11 +209,14 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 
 func (b *Broker) open(ctx context.Context) error {
 	opts := b.opts
-	id, err := loadClusterID(opts.Dir)
-	if err != nil {
-		return err
+	var err error
+	if opts.Bucket == nil {
+		// With a bucket the tiering store's cluster id names the node's
+		// data (it follows a restore); without one, a local id does.
+		if b.clusterID, err = loadClusterID(opts.Dir); err != nil {
+			return err
+		}
 	}
-	b.clusterID = id
 	if b.pids, err = loadProducerIDs(opts.Dir, time.Now()); err != nil {
 		return err
 	}

@@ -12,7 +12,8 @@ import (
 	"github.com/tierlog/tierlog/internal/fileutil"
 )
 
-// clusterIDFile holds the node's cluster id, written once at the first open.
+// clusterIDFile holds the cluster id of a node without a bucket, written
+// once at the first open.
 const clusterIDFile = "cluster_id"
 
 // loadClusterID reads the data directory's cluster id, creating one (as
@@ -36,5 +37,13 @@ func loadClusterID(dir string) (string, error) {
 	return id, nil
 }
 
-// ClusterID is the id Kafka clients see in Metadata and DescribeCluster.
-func (b *Broker) ClusterID() string { return b.clusterID }
+// ClusterID is the id Kafka clients see in Metadata and DescribeCluster:
+// the bucket prefix's cluster id when the node tiers (tiering.OpenStore
+// keeps it in DATA/cluster-id and adopts it on a restore), else the
+// node's own from DATA/cluster_id.
+func (b *Broker) ClusterID() string {
+	if b.store != nil {
+		return b.store.ClusterID
+	}
+	return b.clusterID
+}
