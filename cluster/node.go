@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,6 +19,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/tierlog/tierlog/internal/fileutil"
 )
 
 // Peer is one voter of the Raft group.
@@ -94,7 +95,7 @@ func Open(opts Options) (*Node, error) {
 	if !slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == opts.ID }) {
 		return nil, fmt.Errorf("%w: node %d is not among its peers", ErrInvalidCommand, opts.ID)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if err := fileutil.MkdirAllDurable(opts.Dir); err != nil {
 		return nil, err
 	}
 	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}}
@@ -114,6 +115,13 @@ func Open(opts Options) (*Node, error) {
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	// bbolt and raft fsync what they write into raft.db and snapshots/,
+	// not the entries of the two in Dir: without this a machine crash
+	// after the first start could lose the term and vote raft promised.
+	if err := fileutil.SyncDir(opts.Dir); err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	stream, err := listenStream(opts.RaftAddr)
 	if err != nil {
