@@ -27,10 +27,10 @@ import (
 // ETag last read to change it), so two nodes cannot both claim it. A node
 // that finds another owner refuses to start unless told to take over;
 // every claim, a restart's included, bumps the epoch, so of two processes
-// with one node id (a copied data directory) the later one writes. The old owner checks the marker before each
-// of its writes (the Store's Bucket does, see ownedBucket) and, finding
-// another owner, is fenced: every later write fails with ErrFenced, and
-// the daemon stops. A write that passed its check just before the
+// with one node id (a copied data directory) the later one writes. The
+// old owner checks the marker before each of its writes (the Store's
+// Bucket does, see ownedBucket) and, finding another owner, is fenced:
+// every later write fails with ErrFenced, and the daemon stops. A write that passed its check just before the
 // takeover landed can still land after it (one per writer in flight):
 // the check narrows the window to one request; it cannot close it.
 
