@@ -26,25 +26,11 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	if err := checkDeletes(set, del); err != nil {
 		return TopicInfo{}, err
 	}
-	// Counted in b.ops like creates and deletes: Close waits for it, so no
-	// alter writes topic.json after Close has unlocked the data directory.
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return TopicInfo{}, ErrClosed
-	}
-	b.ops.Add(1)
-	b.mu.Unlock()
-	defer b.ops.Done()
-	t, err := b.topic(name)
+	t, done, err := b.beginTopicChange(name)
 	if err != nil {
 		return TopicInfo{}, err
 	}
-	t.metaMu.Lock()
-	defer t.metaMu.Unlock()
-	if t.deleted {
-		return TopicInfo{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
-	}
+	defer done()
 	old := t.settings.Load()
 	over, cfg, hc, err := b.altered(old, set, del)
 	if err != nil {
@@ -78,6 +64,35 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	}
 	b.opts.Logger.Info("topic config altered", "topic", name, "set", set, "deleted", slices.Sorted(slices.Values(del)))
 	return t.info(), nil
+}
+
+// beginTopicChange starts a change of a live topic's metadata (an alter,
+// an add of partitions): counted in b.ops like creates and deletes, so
+// Close waits for it and no topic.json is written after Close has unlocked
+// the data directory, and holding the topic's metaMu, so it serialises
+// with the other changes and DeleteTopic. done ends it.
+func (b *Broker) beginTopicChange(name string) (t *topic, done func(), err error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
+	b.ops.Add(1)
+	b.mu.Unlock()
+	if t, err = b.topic(name); err != nil {
+		b.ops.Done()
+		return nil, nil, err
+	}
+	t.metaMu.Lock()
+	done = func() {
+		t.metaMu.Unlock()
+		b.ops.Done()
+	}
+	if t.deleted {
+		done()
+		return nil, nil, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
+	}
+	return t, done, nil
 }
 
 // CheckAlterTopicConfig reports the error AlterTopicConfig would return

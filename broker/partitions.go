@@ -28,23 +28,11 @@ import (
 // once installed, and a deletion that follows finds them in the list and
 // removes them from the daemon and the bucket with the rest.
 func (b *Broker) AddPartitions(name string, total int32) (TopicInfo, error) {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return TopicInfo{}, ErrClosed
-	}
-	b.ops.Add(1) // Close waits for it, as for creates and alters
-	b.mu.Unlock()
-	defer b.ops.Done()
-	t, err := b.topic(name)
+	t, done, err := b.beginTopicChange(name)
 	if err != nil {
 		return TopicInfo{}, err
 	}
-	t.metaMu.Lock()
-	defer t.metaMu.Unlock()
-	if t.deleted {
-		return TopicInfo{}, fmt.Errorf("%w: %s", ErrUnknownTopic, name)
-	}
+	defer done()
 	old := t.partitions()
 	n := int32(len(old))
 	if err := b.checkGrow(name, n, total); err != nil {
