@@ -484,8 +484,6 @@ func (s *store) groupTombstones(group string) []entry {
 	return s.tombstones(func(g, _ string) bool { return g == group })
 }
 
-// topicTombstones lists deletions of the offsets, in every group, of the
-// topics keep refuses.
 // all lists every durable offset.
 func (s *store) all() []OffsetOf {
 	s.mu.Lock()
@@ -499,6 +497,8 @@ func (s *store) all() []OffsetOf {
 	return out
 }
 
+// topicTombstones lists deletions of the offsets, in every group, of the
+// topics keep refuses.
 func (s *store) topicTombstones(keep func(topic string) bool) []entry {
 	return s.tombstones(func(_, t string) bool { return !keep(t) })
 }
