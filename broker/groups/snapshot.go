@@ -26,6 +26,14 @@ func (c *Coordinator) Snapshot() (data []byte, changes uint64) {
 	return data, changes
 }
 
+// Changes is the number of durable changes Snapshot would say now,
+// without encoding one: a copier checks it first.
+func (c *Coordinator) Changes() uint64 {
+	c.store.mu.Lock()
+	defer c.store.mu.Unlock()
+	return c.store.synced
+}
+
 // DecodeSnapshot reads a snapshot: offsets by group, topic and partition.
 // Anything but whole, valid frames to its end is an error (a snapshot is
 // written whole, so even a torn end is damage).
