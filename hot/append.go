@@ -96,13 +96,7 @@ func (l *Log) AppendDeferred(b []byte) (*PendingAppend, error) {
 	}
 
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		copy(b, sent[:])
-		return nil, ErrClosed
-	}
-	if l.failed != nil {
-		err := l.failLocked(nil)
+	if err := l.usableLocked(); err != nil {
 		l.mu.Unlock()
 		copy(b, sent[:])
 		return nil, err

@@ -61,15 +61,11 @@ func (l *Log) AppendReplicaDeferred(b []byte) (*PendingAppend, error) {
 	now := l.opts.Now()
 	l.mu.Lock()
 	cfg := l.cfg
-	switch {
-	case l.closed:
-		l.mu.Unlock()
-		return nil, ErrClosed
-	case l.failed != nil:
-		err := l.failLocked(nil)
+	if err := l.usableLocked(); err != nil {
 		l.mu.Unlock()
 		return nil, err
-	case h.BaseOffset != l.next:
+	}
+	if h.BaseOffset != l.next {
 		next := l.next
 		l.mu.Unlock()
 		return nil, fmt.Errorf("%w: batch base offset %d, log end %d", ErrReplicaOffset, h.BaseOffset, next)
