@@ -329,7 +329,11 @@ func (l *Log) scanEpochs(segs []*segment, endEpoch int32) (int, error) {
 		if _, err := s.f.ReadAt(hdr[:], 0); err != nil {
 			return read, fmt.Errorf("hot: read first batch header of %s: %w", s.logPath(), err)
 		}
-		h, _ := batch.ParseHeader(hdr[:])
+		h, err := batch.ParseHeader(hdr[:])
+		if err != nil {
+			// Not epoch 0: a wrong entry would make a follower truncate.
+			return read, fmt.Errorf("hot: first batch header of %s: %w", s.logPath(), err)
+		}
 		firsts[i] = h.PartitionLeaderEpoch
 		read++
 	}
