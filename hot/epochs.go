@@ -358,10 +358,10 @@ func (l *Log) scanEpochs(segs []*segment, endEpoch int32) (int, error) {
 	return read, nil
 }
 
-// writeEpochs writes the checkpoint. Writers take epochFileMu (never the
-// log lock, which appends and reads need, across the fsync) and write the
-// cache as it is when they get it, so the last writer leaves the newest
-// list.
+// writeEpochs writes the checkpoint. Its callers hold epochFileMu (or run
+// at Open, before the log is shared), never the log lock (appends and reads
+// need it) across the fsync, and write the cache as it is once they hold
+// epochFileMu, so the last writer leaves the newest list.
 func (l *Log) writeEpochs(data []byte) error {
 	if err := fileutil.WriteFileAtomic(filepath.Join(l.dir, epochCheckpointFile), data, 0o644); err != nil {
 		return fmt.Errorf("hot: write leader epoch checkpoint: %w", err)
