@@ -38,6 +38,14 @@ type TopicConfig struct {
 	// segments: past it producers get a retriable error until uploads and
 	// local retention free space; -1 leaves only the server's ceiling.
 	LocalDiskMaxBytes int64
+	// MinInsyncReplicas (min.insync.replicas): an acks=all produce is
+	// refused (NOT_ENOUGH_REPLICAS) while fewer replicas are in sync, and
+	// answered only once that many hold it. Meaningful in a cluster.
+	MinInsyncReplicas int64
+	// UncleanLeaderElection (unclean.leader.election.enable) lets a replica
+	// outside the in-sync set lead when no in-sync one is alive: the
+	// partition comes back, losing what only the dead replicas held.
+	UncleanLeaderElection bool
 }
 
 // DefaultTopicConfig holds the server's built-in defaults: 64 MiB or 1 hour
@@ -60,6 +68,7 @@ func DefaultTopicConfig() TopicConfig {
 		RemoteStorageEnable: true,
 		TimestampType:       hot.CreateTime,
 		LocalDiskMaxBytes:   -1,
+		MinInsyncReplicas:   1,
 	}
 }
 
@@ -86,6 +95,21 @@ func intKey(valid string, lo, hi int64, field func(c *TopicConfig) *int64) confi
 	}
 }
 
+func boolKey(field func(c *TopicConfig) *bool) configKey {
+	return configKey{
+		valid: "true or false",
+		set: func(c *TopicConfig, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*field(c) = b
+			return nil
+		},
+		get: func(c TopicConfig) string { return strconv.FormatBool(*field(&c)) },
+	}
+}
+
 var configKeys = map[string]configKey{
 	"segment.bytes": intKey(fmt.Sprintf("an integer from 1024 to %d", hot.MaxSegmentBytes), 1024, hot.MaxSegmentBytes,
 		func(c *TopicConfig) *int64 { return &c.SegmentBytes }),
@@ -104,18 +128,9 @@ var configKeys = map[string]configKey{
 		func(c *TopicConfig) *int64 { return &c.LocalRetentionBytes }),
 	"local.disk.max.bytes": intKey("-1 (only the server's local_disk_max_bytes) or a positive integer (bytes of local segments per partition)", -1, 1<<62,
 		func(c *TopicConfig) *int64 { return &c.LocalDiskMaxBytes }),
-	"remote.storage.enable": {
-		valid: "true or false",
-		set: func(c *TopicConfig, v string) error {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return fmt.Errorf("%q is not true or false", v)
-			}
-			c.RemoteStorageEnable = b
-			return nil
-		},
-		get: func(c TopicConfig) string { return strconv.FormatBool(c.RemoteStorageEnable) },
-	},
+	"min.insync.replicas": intKey("an integer from 1 to 32767", 1, math.MaxInt16, func(c *TopicConfig) *int64 { return &c.MinInsyncReplicas }),
+	"remote.storage.enable": boolKey(func(c *TopicConfig) *bool { return &c.RemoteStorageEnable }),
+	"unclean.leader.election.enable": boolKey(func(c *TopicConfig) *bool { return &c.UncleanLeaderElection }),
 	"max.message.bytes": {
 		valid: fmt.Sprintf("an integer from 128 to %d", hot.MaxSegmentBytes),
 		set: func(c *TopicConfig, v string) error {
