@@ -82,6 +82,9 @@ type Server struct {
 	// TopicDefaults are Kafka-named topic configs applied to every new topic
 	// unless the topic sets its own (e.g. "segment.bytes": "1048576").
 	TopicDefaults map[string]string
+
+	// Cluster makes the node one of a replicated cluster (cluster.go).
+	Cluster Cluster
 }
 
 // Default returns the configuration used when nothing is set: one node,
@@ -109,6 +112,7 @@ func Default() Server {
 		ConnIdleTimeout:         5 * time.Minute,
 		FetchBudgetBytes:        256 << 20,
 		TopicDefaults:           map[string]string{},
+		Cluster:                 Cluster{ReplicaLagMax: 10 * time.Second, SessionTimeout: 3 * time.Second},
 	}
 }
 
