@@ -24,6 +24,10 @@ type Command struct {
 	ShrinkISR         *ChangeISR         `json:"shrink_isr,omitempty"`
 	ExpandISR         *ChangeISR         `json:"expand_isr,omitempty"`
 	SetRemoteLogStart *SetRemoteLogStart `json:"set_remote_log_start,omitempty"`
+	// RetireNode is a request to the controller, never a Raft log entry:
+	// Controller.Propose on the Raft leader carries it out (see
+	// Controller.Retire); State.Apply refuses it.
+	RetireNode *RetireNode `json:"retire_node,omitempty"`
 }
 
 // RegisterNode adds a node or updates its addresses.
@@ -41,6 +45,11 @@ type CreateTopic struct {
 	ReplicationFactor int               `json:"replication_factor"`
 	Config            map[string]string `json:"config,omitempty"`
 	Assignment        [][]int32         `json:"assignment"`
+	// Partitions asks the controller to assign: a CreateTopic with no
+	// Assignment sent to Controller.Propose gets this many partitions
+	// assigned on the Raft leader, over the nodes it sees alive. The Raft
+	// log only ever holds the assignment.
+	Partitions int32 `json:"partitions,omitempty"`
 }
 
 // DeleteTopic removes a topic and its partitions' metadata.
@@ -60,6 +69,17 @@ type AlterTopicConfig struct {
 type AddPartitions struct {
 	Name       string    `json:"name"`
 	Assignment [][]int32 `json:"assignment"`
+	// Total asks the controller to assign (like CreateTopic.Partitions): an
+	// AddPartitions with no Assignment sent to Controller.Propose grows the
+	// topic to Total partitions, counted on the Raft leader.
+	Total int32 `json:"total,omitempty"`
+}
+
+// RetireNode asks the controller to move leadership of every partition
+// node ID leads to another alive in-sync replica and to take the node for
+// dead until it heartbeats again (a controlled shutdown).
+type RetireNode struct {
+	ID int32 `json:"id"`
 }
 
 // SetLeader makes Leader the partition's leader at epoch LeaderEpoch+1.
@@ -129,7 +149,7 @@ func (c Command) count() int {
 	n := 0
 	for _, set := range []bool{c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
 		c.AlterTopicConfig != nil, c.AddPartitions != nil, c.SetLeader != nil, c.ShrinkISR != nil,
-		c.ExpandISR != nil, c.SetRemoteLogStart != nil} {
+		c.ExpandISR != nil, c.SetRemoteLogStart != nil, c.RetireNode != nil} {
 		if set {
 			n++
 		}
@@ -164,6 +184,8 @@ func (s *State) Apply(c Command) error {
 		return s.changeISR(c.ExpandISR, true)
 	case c.SetRemoteLogStart != nil:
 		return s.setRemoteLogStart(c.SetRemoteLogStart)
+	case c.RetireNode != nil:
+		return fmt.Errorf("%w: retire_node is a request to the controller, not a state change", ErrInvalidCommand)
 	}
 	return fmt.Errorf("%w: no kind set", ErrUnknownCommand)
 }

@@ -62,9 +62,10 @@ func ElectLeader(p Partition, alive func(int32) bool, unclean bool) (leader int3
 // Failover returns the SetLeader commands that move every partition whose
 // leader is dead (per alive) to a new leader, or to NoLeader when none is
 // eligible (the partition is offline until an ISR member returns, unless
-// unclean). Partitions already without a leader get one as soon as an
+// unclean(topic): Kafka's unclean.leader.election.enable, per topic; nil is
+// false). Partitions already without a leader get one as soon as an
 // eligible replica is alive. Commands come in topic-name, partition order.
-func Failover(s *State, alive func(int32) bool, unclean bool) []Command {
+func Failover(s *State, alive func(int32) bool, unclean func(topic string) bool) []Command {
 	names := make([]string, 0, len(s.Topics))
 	for name := range s.Topics {
 		names = append(names, name)
@@ -72,11 +73,12 @@ func Failover(s *State, alive func(int32) bool, unclean bool) []Command {
 	slices.Sort(names)
 	var cmds []Command
 	for _, name := range names {
+		uncleanOK := unclean != nil && unclean(name)
 		for i, p := range s.Topics[name].Partitions {
 			if p.Leader != NoLeader && alive(p.Leader) {
 				continue
 			}
-			leader, clean, err := ElectLeader(p, alive, unclean)
+			leader, clean, err := ElectLeader(p, alive, uncleanOK)
 			if err != nil && p.Leader == NoLeader {
 				continue // still offline; no epoch bump for nothing
 			}

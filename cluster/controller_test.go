@@ -69,7 +69,7 @@ func TestFailoverCommandsApply(t *testing.T) {
 	mustApply(t, s, Command{ShrinkISR: &ChangeISR{Topic: "t", Partition: 1, LeaderEpoch: 0, Replicas: []int32{3}}})
 
 	// Node 2 dies: t/1 moves to 1 (the only other ISR member); t/0 stays.
-	cmds := Failover(s, aliveSet(1, 3), false)
+	cmds := Failover(s, aliveSet(1, 3), nil)
 	if len(cmds) != 1 || cmds[0].SetLeader.Partition != 1 || cmds[0].SetLeader.Leader != 1 {
 		t.Fatalf("failover %+v", cmds)
 	}
@@ -77,7 +77,7 @@ func TestFailoverCommandsApply(t *testing.T) {
 		mustApply(t, s, c)
 	}
 	// Nodes 1 and 2 dead: t/0 moves to 3; t/1 (ISR 1,2) goes offline.
-	cmds = Failover(s, aliveSet(3), false)
+	cmds = Failover(s, aliveSet(3), nil)
 	for _, c := range cmds {
 		mustApply(t, s, c)
 	}
@@ -87,14 +87,14 @@ func TestFailoverCommandsApply(t *testing.T) {
 		t.Fatalf("after second failover: %+v %+v", p0, p1)
 	}
 	// Still offline: no more commands (no epoch bump for nothing) ...
-	if cmds := Failover(s, aliveSet(3), false); len(cmds) != 0 {
+	if cmds := Failover(s, aliveSet(3), nil); len(cmds) != 0 {
 		t.Fatalf("offline partition re-elected: %+v", cmds)
 	}
 	// ... until an ISR member returns, or unclean election is on.
-	if cmds := Failover(s, aliveSet(3), true); len(cmds) != 1 || !cmds[0].SetLeader.Unclean || cmds[0].SetLeader.Leader != 3 {
+	if cmds := Failover(s, aliveSet(3), func(string) bool { return true }); len(cmds) != 1 || !cmds[0].SetLeader.Unclean || cmds[0].SetLeader.Leader != 3 {
 		t.Fatalf("unclean failover %+v", cmds)
 	}
-	cmds = Failover(s, aliveSet(2, 3), false)
+	cmds = Failover(s, aliveSet(2, 3), nil)
 	for _, c := range cmds {
 		mustApply(t, s, c)
 	}

@@ -196,6 +196,9 @@ func serverID(id int32) raft.ServerID { return raft.ServerID(strconv.Itoa(int(id
 // the entry is in flight, the entry may or may not commit: commands carry
 // epochs, so retrying on the new leader is refused if the first try took.
 func (n *Node) Apply(ctx context.Context, cmd Command) error {
+	if cmd.RetireNode != nil {
+		return fmt.Errorf("%w: retire_node goes to Controller.Propose, not the raft log", ErrInvalidCommand)
+	}
 	data, err := cmd.Encode()
 	if err != nil {
 		return err

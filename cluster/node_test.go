@@ -232,7 +232,7 @@ func TestLeaderKilledNewLeaderAndRestartCatchesUp(t *testing.T) {
 
 	// Commands continue: the controller moves the dead node's partitions.
 	alive := func(id int32) bool { return id != old }
-	cmds := Failover(before, alive, false)
+	cmds := Failover(before, alive, nil)
 	if len(cmds) != 1 {
 		t.Fatalf("failover commands %+v", cmds)
 	}

@@ -1,0 +1,277 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// ControllerOptions configure a Controller.
+type ControllerOptions struct {
+	Node *Node
+	// Self is this node's id and addresses. The controller registers it
+	// (RegisterNode) while it leads and the state holds something else.
+	Self NodeInfo
+	// SessionTimeout: a node not heard from (Heartbeat) for this long is
+	// dead. Default 3 s.
+	SessionTimeout time.Duration
+	// Tick is how often the Raft leader re-evaluates liveness and
+	// leadership. Default 200 ms.
+	Tick time.Duration
+	// Unclean reports unclean.leader.election.enable for a topic; nil is
+	// false for every topic.
+	Unclean    func(topic string) bool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Controller runs on every node; it acts only while its node is the Raft
+// leader. It keeps the liveness view (heartbeats, in memory only), moves
+// the leadership of partitions whose leader died to an alive in-sync
+// replica (Failover), registers nodes, and carries out requests forwarded
+// from other nodes (Propose).
+//
+// Liveness: this node is always alive; another node is alive while it was
+// heard from within SessionTimeout. A node that becomes Raft leader has no
+// history, so it gives every registered node SessionTimeout from that
+// moment: a failover right after a controller change waits up to one
+// session, rather than taking every node for dead.
+type Controller struct {
+	o   ControllerOptions
+	n   *Node
+	log *slog.Logger
+
+	mu        sync.Mutex
+	heard     map[int32]time.Time // last heartbeat, or the grace given on becoming leader
+	info      map[int32]NodeInfo  // addresses the node's heartbeats carry
+	retired   map[int32]bool      // dead until the node heartbeats again
+	forward   func(context.Context, NodeInfo, Command) error
+	leading   bool // the loop saw this node lead at its last evaluation
+	assignMu  sync.Mutex
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+
+	leaderChanges *prometheus.CounterVec
+	nodesAlive    prometheus.Gauge
+	isController  prometheus.Gauge
+}
+
+// StartController starts the controller's loop; Close stops it (before the
+// Node is closed).
+func StartController(o ControllerOptions) *Controller {
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 3 * time.Second
+	}
+	if o.Tick <= 0 {
+		o.Tick = 200 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	f := promauto.With(o.Registerer)
+	c := &Controller{
+		o: o, n: o.Node, log: o.Logger.With("controller", o.Self.ID),
+		heard: map[int32]time.Time{}, info: map[int32]NodeInfo{}, retired: map[int32]bool{},
+		done: make(chan struct{}),
+		leaderChanges: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "tierlog_cluster_leader_changes_total",
+			Help: "Partition leader changes this node made as controller, by kind: failover (to an in-sync replica), unclean (to an out-of-sync one), offline (to no leader), retire (controlled shutdown).",
+		}, []string{"kind"}),
+		nodesAlive: f.NewGauge(prometheus.GaugeOpts{
+			Name: "tierlog_cluster_nodes_alive",
+			Help: "Registered nodes alive as the controller sees them; 0 on nodes that are not the controller, so a sum over nodes counts once.",
+		}),
+		isController: f.NewGauge(prometheus.GaugeOpts{
+			Name: "tierlog_cluster_is_controller",
+			Help: "1 while this node is the Raft leader and so the cluster controller.",
+		}),
+	}
+	for _, kind := range []string{"failover", "unclean", "offline", "retire"} {
+		c.leaderChanges.WithLabelValues(kind)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go c.run(ctx)
+	return c
+}
+
+// Close stops the loop and waits for it.
+func (c *Controller) Close() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		<-c.done
+		c.isController.Set(0)
+		c.nodesAlive.Set(0)
+	})
+}
+
+// Heartbeat records that node info.ID is alive at now. Any node's
+// controller takes heartbeats; only the Raft leader's acts on them. A
+// retired or dead node that heartbeats is simply alive again; taking it
+// back into a partition's ISR is that partition leader's business. The
+// addresses in info are registered by the leader when they differ from the
+// state.
+func (c *Controller) Heartbeat(info NodeInfo, now time.Time) {
+	if info.ID < 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.After(c.heard[info.ID]) {
+		c.heard[info.ID] = now
+	}
+	c.info[info.ID] = info
+	delete(c.retired, info.ID)
+}
+
+// Alive returns when each node was last heard from (or given grace), as
+// this node's controller sees it; this node is in it at the current time.
+// Retired nodes are left out until they heartbeat again.
+func (c *Controller) Alive() map[int32]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[int32]time.Time, len(c.heard)+1)
+	for id, t := range c.heard {
+		if !c.retired[id] {
+			out[id] = t
+		}
+	}
+	if !c.retired[c.o.Self.ID] {
+		out[c.o.Self.ID] = time.Now()
+	}
+	return out
+}
+
+// aliveAt returns the liveness test for one evaluation at now.
+func (c *Controller) aliveAt(now time.Time) func(int32) bool {
+	c.mu.Lock()
+	heard := make(map[int32]time.Time, len(c.heard))
+	for id, t := range c.heard {
+		if !c.retired[id] {
+			heard[id] = t
+		}
+	}
+	selfRetired := c.retired[c.o.Self.ID]
+	c.mu.Unlock()
+	return func(id int32) bool {
+		if id == c.o.Self.ID {
+			return !selfRetired
+		}
+		t, ok := heard[id]
+		return ok && now.Sub(t) < c.o.SessionTimeout
+	}
+}
+
+// run evaluates on every tick and whenever the state or the Raft leader
+// changes (so a new leader starts its grace at once).
+func (c *Controller) run(ctx context.Context) {
+	defer close(c.done)
+	watch, stop := c.n.Watch()
+	defer stop()
+	t := time.NewTicker(c.o.Tick)
+	defer t.Stop()
+	for {
+		c.evaluate(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-watch:
+		}
+	}
+}
+
+// evaluate is one controller step: nothing unless this node leads; on
+// becoming leader the grace; then registrations and failover. A command
+// that fails is logged and decided again on the next step from the state
+// as it is then.
+func (c *Controller) evaluate(ctx context.Context) {
+	if !c.n.IsLeader() {
+		c.mu.Lock()
+		was := c.leading
+		c.leading = false
+		c.mu.Unlock()
+		if was {
+			c.log.Info("no longer the cluster controller")
+		}
+		c.isController.Set(0)
+		c.nodesAlive.Set(0)
+		return
+	}
+	now := time.Now()
+	s := c.n.State()
+	c.mu.Lock()
+	if !c.leading {
+		c.leading = true
+		for id := range s.Nodes {
+			if !c.retired[id] && now.After(c.heard[id]) {
+				c.heard[id] = now
+			}
+		}
+		c.log.Info("became the cluster controller", "nodes", len(s.Nodes), "grace", c.o.SessionTimeout)
+	}
+	var register []NodeInfo
+	if s.Nodes[c.o.Self.ID] != c.o.Self {
+		register = append(register, c.o.Self)
+	}
+	for id, info := range c.info {
+		if id != c.o.Self.ID && info.RaftAddr != "" && s.Nodes[id] != info {
+			register = append(register, info)
+		}
+	}
+	c.mu.Unlock()
+	c.isController.Set(1)
+
+	for _, info := range register {
+		if err := c.apply(ctx, Command{RegisterNode: &RegisterNode{Node: info}}); err != nil {
+			c.log.Warn("register node", "node", info.ID, "err", err)
+		} else {
+			c.log.Info("registered node", "node", info.ID, "raft_addr", info.RaftAddr, "grpc_addr", info.GRPCAddr, "kafka_addr", info.KafkaAddr)
+		}
+	}
+
+	alive := c.aliveAt(now)
+	n := 0
+	for id := range s.Nodes {
+		if alive(id) {
+			n++
+		}
+	}
+	c.nodesAlive.Set(float64(n))
+	for _, cmd := range Failover(s, alive, c.o.Unclean) {
+		sl := cmd.SetLeader
+		old := s.Topics[sl.Topic].Partitions[sl.Partition]
+		if err := c.apply(ctx, cmd); err != nil {
+			c.log.Warn("leader election", "topic", sl.Topic, "partition", sl.Partition, "epoch", sl.LeaderEpoch, "err", err)
+			continue
+		}
+		kind := "failover"
+		switch {
+		case sl.Leader == NoLeader:
+			kind = "offline"
+		case sl.Unclean:
+			kind = "unclean"
+		}
+		c.leaderChanges.WithLabelValues(kind).Inc()
+		lv := slog.LevelInfo
+		if kind != "failover" {
+			lv = slog.LevelWarn
+		}
+		c.log.Log(ctx, lv, "partition leader changed", "topic", sl.Topic, "partition", sl.Partition,
+			"from", old.Leader, "to", sl.Leader, "epoch", sl.LeaderEpoch+1, "kind", kind, "isr", old.ISR)
+	}
+}
+
+// apply applies one command on this (leading) node, bounded so a stuck
+// commit does not stall the loop forever.
+func (c *Controller) apply(ctx context.Context, cmd Command) error {
+	ctx, cancel := context.WithTimeout(ctx, max(5*time.Second, c.o.SessionTimeout))
+	defer cancel()
+	return c.n.Apply(ctx, cmd)
+}
