@@ -196,3 +196,13 @@ func TestLeaderChanges(t *testing.T) {
 		t.Fatalf("delete changes %+v", got)
 	}
 }
+
+// Requests only the controller carries out never change the state, should
+// one reach the FSM: an unassigned CreateTopic or AddPartitions, a
+// RetireNode.
+func TestControllerRequestsRefusedByTheFSM(t *testing.T) {
+	s := threeNodes(t)
+	refused(t, s, Command{CreateTopic: &CreateTopic{Name: "u", ReplicationFactor: 1, Partitions: 3}}, ErrInvalidCommand)
+	refused(t, s, Command{AddPartitions: &AddPartitions{Name: "t", Total: 5}}, ErrInvalidCommand)
+	refused(t, s, Command{RetireNode: &RetireNode{ID: 1}}, ErrInvalidCommand)
+}

@@ -402,6 +402,14 @@ func TestControllerProposeFromFollower(t *testing.T) {
 	if err := c.propose(f, Command{RetireNode: &RetireNode{ID: f}, DeleteTopic: &DeleteTopic{Name: "x"}}); !errors.Is(err, ErrInvalidCommand) {
 		t.Fatalf("two kinds: %v", err)
 	}
+	// A controller request does not go into the raft log.
+	idx := c.leader().State().Index
+	if err := c.leader().Apply(context.Background(), Command{RetireNode: &RetireNode{ID: f}}); !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("retire_node through Node.Apply: %v", err)
+	}
+	if got := c.leader().State().Index; got != idx {
+		t.Fatalf("retire_node reached the raft log: index %d -> %d", idx, got)
+	}
 
 	// Assignment on the leader, over the alive registered nodes.
 	ctx := context.Background()

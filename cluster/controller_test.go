@@ -102,3 +102,22 @@ func TestFailoverCommandsApply(t *testing.T) {
 		t.Fatalf("back online: %+v", p1)
 	}
 }
+
+func TestFailoverUncleanPerTopic(t *testing.T) {
+	s := threeNodes(t)
+	mustApply(t, s, Command{CreateTopic: &CreateTopic{Name: "u", ReplicationFactor: 3, Assignment: [][]int32{{1, 2, 3}}}})
+	for _, name := range []string{"t", "u"} {
+		mustApply(t, s, Command{ShrinkISR: &ChangeISR{Topic: name, Partition: 0, LeaderEpoch: 0, Replicas: []int32{2, 3}}})
+	}
+	// Node 1, the only in-sync replica of t/0 and u/0, dies; u allows unclean.
+	cmds := Failover(s, aliveSet(2, 3), func(topic string) bool { return topic == "u" })
+	if len(cmds) != 2 {
+		t.Fatalf("failover %+v", cmds)
+	}
+	if c := cmds[0].SetLeader; c.Topic != "t" || c.Leader != NoLeader || c.Unclean {
+		t.Fatalf("t/0: %+v", c)
+	}
+	if c := cmds[1].SetLeader; c.Topic != "u" || c.Leader != 2 || !c.Unclean {
+		t.Fatalf("u/0: %+v", c)
+	}
+}

@@ -53,12 +53,40 @@
 // (AssignReplicas, ElectLeader, Failover), tested without Raft; the Raft
 // leader is the controller and turns their results into commands.
 //
+// # Controller
+//
+// StartController runs on every node and acts only while the node is the
+// Raft leader. Liveness is in memory: Heartbeat(info, now) on any node
+// says node info.ID is alive; a node is dead after SessionTimeout (3 s)
+// without one; the controller's own node is always alive. A node that
+// becomes Raft leader has no heartbeat history, so it gives every
+// registered node SessionTimeout from that moment before failing it over.
+// Every Tick (200 ms), and on every state or Raft leader change, the
+// leader registers itself (Self) and any node whose heartbeats carry
+// addresses the state lacks, then applies Failover: partitions of dead
+// leaders move to the first alive in-sync replica in assignment order
+// (epoch + 1), or to NoLeader (unless the topic allows unclean election);
+// an offline partition gets a leader once an ISR member is alive. Refused
+// or failed commands are decided again on the next tick. A node that
+// heartbeats again is simply alive; its partition leaders, not the
+// controller, take it back into their ISRs.
+//
+// Controller.Propose applies a command on the Raft leader: locally, or
+// through the forwarder (SetForwarder; the peer service sends the command,
+// JSON-encoded, to the leader, which runs its own Propose). Requests that
+// need the leader's liveness view go the same way: CreateTopic with
+// Partitions and no Assignment, AddPartitions with Total and no Assignment
+// (the leader assigns over the alive registered nodes), and RetireNode
+// (Retire: a controlled shutdown that moves the node's leaderships to
+// other alive in-sync replicas and takes it for dead until it heartbeats
+// again). These requests never reach the Raft log; the FSM refuses them.
+//
 // # Not done yet
 //
 // This package is not yet wired into `tierlog serve`: no --node-id/--peers
-// flags, no controller loop (heartbeats, liveness, calling Failover,
-// registering nodes), no forwarding of commands from followers to the
-// leader, and the broker still keeps its own single-node topic metadata.
+// flags, no heartbeat sender or forwarding transport (the peer service
+// provides them), and the broker still keeps its own single-node topic
+// metadata. Partition reassignment is not here.
 // Peer data replication (followers fetching, high watermark, acks=all,
 // OffsetForLeaderEpoch truncation) and membership changes after bootstrap
 // (adding or removing voters) are not here either.
