@@ -158,13 +158,18 @@ func (c *ctlCluster) others() (leader int32, rest []int32) {
 	return leader, rest
 }
 
-// part returns a partition as the raft leader holds it.
+// part returns a partition as the raft leader holds it. A new raft leader
+// may not have applied every committed entry yet: part waits for it.
 func (c *ctlCluster) part(topic string, i int32) Partition {
 	c.t.Helper()
-	p, err := c.leader().State().Partition(topic, i)
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	var (
+		p   Partition
+		err error
+	)
+	testutil.Eventually(c.t, wait, func() bool {
+		p, err = c.leader().State().Partition(topic, i)
+		return err == nil
+	}, "%s/%d never appeared on the raft leader", topic, i)
 	return p
 }
 
