@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -205,4 +207,20 @@ func TestControllerRequestsRefusedByTheFSM(t *testing.T) {
 	refused(t, s, Command{CreateTopic: &CreateTopic{Name: "u", ReplicationFactor: 1, Partitions: 3}}, ErrInvalidCommand)
 	refused(t, s, Command{AddPartitions: &AddPartitions{Name: "t", Total: 5}}, ErrInvalidCommand)
 	refused(t, s, Command{RetireNode: &RetireNode{ID: 1}}, ErrInvalidCommand)
+}
+
+func TestParseRefusal(t *testing.T) {
+	for _, want := range refusals {
+		err := ParseRefusal(fmt.Errorf("retire node 3: t/0: %w: at epoch 4", want).Error())
+		if !errors.Is(err, want) || !strings.Contains(err.Error(), "retire node 3: t/0: "+want.Error()) {
+			t.Errorf("%v: parsed as %v", want, err)
+		}
+	}
+	// The first sentinel named wins: the outer one of a wrapped error.
+	if err := ParseRefusal(fmt.Errorf("%w: for %w", ErrNoEligibleLeader, ErrUnknownTopic).Error()); !errors.Is(err, ErrNoEligibleLeader) || errors.Is(err, ErrUnknownTopic) {
+		t.Errorf("two sentinels: %v", err)
+	}
+	if err := ParseRefusal("disk on fire"); err == nil || err.Error() != "disk on fire" || errors.Is(err, ErrInvalidCommand) {
+		t.Errorf("plain: %v", err)
+	}
 }

@@ -84,6 +84,9 @@ func (c *ctlCluster) info(id int32) NodeInfo {
 	return NodeInfo{ID: id, RaftAddr: c.peers[id-1].RaftAddr, GRPCAddr: fmt.Sprintf("grpc-of-%d", id), KafkaAddr: fmt.Sprintf("kafka-of-%d", id)}
 }
 
+// forward sends cmd to the leader's Propose as the peer service does: the
+// command as JSON, a refusal back as its text (ParseRefusal), a
+// NotLeaderError as is (the service has a field for it).
 func (c *ctlCluster) forward(ctx context.Context, leader NodeInfo, cmd Command) error {
 	b, err := cmd.Encode()
 	if err != nil {
@@ -100,7 +103,11 @@ func (c *ctlCluster) forward(ctx context.Context, leader NodeInfo, cmd Command) 
 	if ctl == nil {
 		return fmt.Errorf("node %d is down", leader.ID)
 	}
-	return ctl.Propose(ctx, d)
+	err = ctl.Propose(ctx, d)
+	if err == nil || errors.Is(err, ErrNotLeader) {
+		return err
+	}
+	return ParseRefusal(err.Error())
 }
 
 func (c *ctlCluster) ctl(id int32) *Controller {

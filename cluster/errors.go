@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Errors a command can be refused with. The FSM returns them as the result of
@@ -59,3 +60,37 @@ func (e *NotLeaderError) Error() string {
 }
 
 func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
+
+// refusals are the sentinels a command can be refused with, as a forwarded
+// Propose returns them.
+var refusals = []error{ErrUnknownCommand, ErrInvalidCommand, ErrUnknownNode, ErrTopicExists,
+	ErrUnknownTopic, ErrUnknownPartition, ErrStaleEpoch, ErrNotInISR, ErrNotReplica,
+	ErrOffsetBackwards, ErrNoEligibleLeader}
+
+// ParseRefusal rebuilds, on the node that forwarded a command, the error the
+// Raft leader refused it with, from its text (err.Error() sent over the
+// wire): the result has msg as its text and errors.Is the first sentinel
+// named in it, so callers keep mapping refusals (ErrTopicExists to Kafka's
+// TOPIC_ALREADY_EXISTS, ...) the same on every node. A text naming no
+// sentinel gives a plain error.
+func ParseRefusal(msg string) error {
+	var found error
+	at := len(msg)
+	for _, e := range refusals {
+		if i := strings.Index(msg, e.Error()); i >= 0 && i < at {
+			found, at = e, i
+		}
+	}
+	if found == nil {
+		return errors.New(msg)
+	}
+	return &refusal{msg: msg, err: found}
+}
+
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.err }
