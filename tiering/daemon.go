@@ -250,6 +250,17 @@ func (d *Daemon) pass(ctx context.Context) {
 // copied to the bucket, a remote deletion to finish, or total retention to
 // evaluate. It reads atomics and scans the manifest under a read lock.
 func (p *Partition) needsPass() bool {
+	if p.shared() {
+		p.mu.RLock()
+		l, stopped := p.lead, p.stopped
+		p.mu.RUnlock()
+		if !l.leader || stopped != nil {
+			return false // a follower, or fenced: no request spent on it
+		}
+		if p.claimed.Load() != l.gen {
+			return true
+		}
+	}
 	if p.remoteOn.Load() && p.log.SealedEnd() > p.uploaded.Load() {
 		return true
 	}
@@ -277,6 +288,9 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 	}
 	defer p.tierMu.Unlock()
 	if p.removed {
+		return
+	}
+	if !d.lead(ctx, p) {
 		return
 	}
 	p.mu.RLock()
@@ -307,6 +321,40 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 	if err := d.copyManifest(ctx, p); err != nil && ctx.Err() == nil {
 		d.opts.Logger.Warn("copy manifest to bucket", "topic", p.topic, "partition", p.partition, "err", err)
 	}
+}
+
+// lead reports whether a pass or sweep may tier p, setting the leadership
+// it acts for: on a shared prefix only a leader not fenced, after its
+// claim of the manifest (done here, once per leadership). Called with
+// tierMu held.
+func (d *Daemon) lead(ctx context.Context, p *Partition) bool {
+	if !p.shared() {
+		return true
+	}
+	p.mu.RLock()
+	l, stopped := p.lead, p.stopped
+	p.mu.RUnlock()
+	if !l.leader || stopped != nil {
+		return false
+	}
+	p.passLead = l
+	if p.claimed.Load() == l.gen {
+		return true
+	}
+	if err := d.claim(ctx, p, l); err != nil {
+		if ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
+			d.opts.Logger.Warn("claim the manifest as the new leader; will retry", "topic", p.topic, "partition", p.partition,
+				"leader_epoch", l.epoch, "err", err)
+		}
+		return false
+	}
+	p.claimed.Store(l.gen)
+	// Sweep now what earlier leaders uploaded and never named, before
+	// the first upload: nothing of theirs leaks.
+	if err := d.cleanupLocked(ctx, p); err != nil && ctx.Err() == nil {
+		d.opts.Logger.Warn("orphan cleanup after the claim", "topic", p.topic, "partition", p.partition, "err", err)
+	}
+	return true
 }
 
 // pending lists sealed local segments not yet committed remotely.
@@ -394,8 +442,9 @@ func (b built) discard() {
 func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) {
 	start := time.Now()
 	s, id, obj := b.s, b.id, b.obj
-	entry := RemoteSegment{BaseOffset: s.BaseOffset, NextOffset: s.NextOffset, ID: id,
-		Key: segmentKey(p.topic, p.partition, s.BaseOffset, 0, id), State: CopyStarted}
+	epoch := p.passLead.epoch // 0 on a single node's prefix
+	entry := RemoteSegment{BaseOffset: s.BaseOffset, NextOffset: s.NextOffset, ID: id, LeaderEpoch: epoch,
+		Epochs: segmentEpochs(obj.footer), Key: segmentKey(p.topic, p.partition, s.BaseOffset, epoch, id), State: CopyStarted}
 	if err := p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) }); err != nil {
 		return err
 	}
@@ -589,6 +638,20 @@ func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 	if p.removed {
 		return nil
 	}
+	if p.shared() {
+		p.mu.RLock()
+		l, stopped := p.lead, p.stopped
+		p.mu.RUnlock()
+		if !l.leader || stopped != nil || p.claimed.Load() != l.gen {
+			return nil // not the leader, or its claim (which sweeps) is to come
+		}
+		p.passLead = l
+	}
+	return d.cleanupLocked(ctx, p)
+}
+
+// cleanupLocked is cleanup with tierMu held.
+func (d *Daemon) cleanupLocked(ctx context.Context, p *Partition) error {
 	m := p.Manifest()
 	ab, canAbort := d.store.Bucket.(cold.MultipartAborter)
 	if err := d.adoptFinished(ctx, p, m); err != nil {
@@ -636,7 +699,21 @@ func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 	if err != nil {
 		return err
 	}
-	if len(copies) > 2 {
+	switch {
+	case p.shared():
+		// The versioned copies of a single node's prefix are stale once
+		// its manifest is shared (a claim wrote it).
+		orphans = append(orphans, copies...)
+		// Delete only while the manifest is still the one this leader
+		// wrote: then no newer leader has claimed it, so every object
+		// listed above that it does not name is an orphan (a newer
+		// leader uploads only after its claim).
+		if len(orphans) > 0 {
+			if err := p.checkCurrent(ctx, p.passLead); err != nil {
+				return err
+			}
+		}
+	case len(copies) > 2:
 		orphans = append(orphans, copies[:len(copies)-2]...) // keep the newest two
 	}
 	for _, key := range orphans {
