@@ -302,7 +302,9 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 		urgent = true
 	}
 	if now := time.Now(); remote && (urgent || !now.Before(p.retryAt)) {
-		if s, err := d.uploadPending(ctx, p); err != nil {
+		if s, err := d.uploadPending(ctx, p); errors.Is(err, ErrNotLeader) {
+			return // another leader has the partition (logged when it was found)
+		} else if err != nil {
 			d.m.uploads.WithLabelValues("failed").Inc()
 			// Back off this partition (the retries inside upload are
 			// spent): 1s, 2s, 4s ... up to a minute between passes.
@@ -315,10 +317,12 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 			}
 		}
 	}
-	if err := d.applyRetention(ctx, p); err != nil && ctx.Err() == nil {
+	if err := d.applyRetention(ctx, p); errors.Is(err, ErrNotLeader) {
+		return
+	} else if err != nil && ctx.Err() == nil {
 		d.opts.Logger.Warn("remote retention", "topic", p.topic, "partition", p.partition, "err", err)
 	}
-	if err := d.copyManifest(ctx, p); err != nil && ctx.Err() == nil {
+	if err := d.copyManifest(ctx, p); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
 		d.opts.Logger.Warn("copy manifest to bucket", "topic", p.topic, "partition", p.partition, "err", err)
 	}
 }
@@ -462,6 +466,9 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	}
 	if err := d.verify(ctx, entry.Key, obj); err != nil {
 		return err
+	}
+	if p.testHookUploaded != nil {
+		p.testHookUploaded()
 	}
 	entry.State = CopyFinished
 	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, s.Size, len(obj.footer.Chunks), obj.sha256

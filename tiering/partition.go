@@ -124,6 +124,9 @@ type Partition struct {
 	// testHookOffsetForTime runs in OffsetForTime between the remote and
 	// the local lookup, so a test can move the local start there.
 	testHookOffsetForTime func()
+	// testHookUploaded runs in upload between the object's verification
+	// and its commit, so a test can move leadership there.
+	testHookUploaded func()
 	// testHookRemoteRead runs in Read between finding the remote segment
 	// and reading it, so a test can let retention delete it there.
 	testHookRemoteRead func()
