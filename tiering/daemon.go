@@ -368,6 +368,11 @@ func (d *Daemon) pending(p *Partition) []hot.SegmentInfo {
 	p.mu.RUnlock()
 	var out []hot.SegmentInfo
 	for _, s := range p.log.SealedSegments() {
+		if s.BaseOffset < done && s.NextOffset > done {
+			// Begins below the manifest's end (a replica's segments are not
+			// the previous leader's): only the rest is uploaded.
+			s.BaseOffset = done
+		}
 		if s.BaseOffset >= done && s.NextOffset > s.BaseOffset {
 			out = append(out, s)
 		}
@@ -471,7 +476,7 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 		p.testHookUploaded()
 	}
 	entry.State = CopyFinished
-	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, s.Size, len(obj.footer.Chunks), obj.sha256
+	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, obj.raw, len(obj.footer.Chunks), obj.sha256
 	entry.FirstTimestamp, entry.MaxTimestamp = obj.footer.FirstTimestamp, obj.footer.MaxTimestamp
 	entry.ETag, entry.VersionID = attrs.ETag, attrs.VersionID
 	entry.UploadedAt = d.opts.Now().UTC()
@@ -482,10 +487,10 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	}
 	d.m.uploads.WithLabelValues("ok").Inc()
 	d.m.uploadBytes.Add(float64(obj.size))
-	d.m.uploadRawBytes.Add(float64(s.Size))
+	d.m.uploadRawBytes.Add(float64(obj.raw))
 	d.m.uploadSeconds.Observe(time.Since(start).Seconds())
 	d.opts.Logger.Info("segment uploaded", "topic", p.topic, "partition", p.partition, "base_offset", s.BaseOffset,
-		"next_offset", s.NextOffset, "key", entry.Key, "bytes", obj.size, "raw_bytes", s.Size, "took", time.Since(start).Round(time.Millisecond))
+		"next_offset", s.NextOffset, "key", entry.Key, "bytes", obj.size, "raw_bytes", obj.raw, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

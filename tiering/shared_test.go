@@ -357,3 +357,63 @@ func TestSharedTopicWriter(t *testing.T) {
 		t.Fatalf("after the writer's delete: %+v, %v", ts, err)
 	}
 }
+
+// TestSharedStaleLeaderKeepsTrying: a leader deposed without being told
+// uploads its next segment after the new leader's claim. Its manifest
+// write is refused, it stops, and its object - named by no manifest - is
+// deleted by the new leader's sweep; the new leader uploads those offsets
+// itself, once.
+func TestSharedStaleLeaderKeepsTrying(t *testing.T) {
+	for _, backend := range []string{"file", "minio"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			bs := sharedBuckets(t, backend, 2)
+			a, b := sharedEnv(t, bs[0]), sharedEnv(t, bs[1])
+			pa, pb := a.open("s", 0, true), b.open("s", 0, true)
+			defer pa.Close()
+			defer pb.Close()
+			pa.SetLeadership(1, true)
+			pb.SetLeadership(1, false)
+			produce(t, pa, 200)
+			replicate(t, pa, pb)
+			a.settle(pa)
+			end1 := pa.UploadedEnd()
+
+			pb.SetLeadership(2, true)
+			b.daemon.pass(ctx) // the claim: nothing to upload yet
+			if _, _, stopped := pb.Leadership(); stopped != nil {
+				t.Fatal(stopped)
+			}
+			produce(t, pa, 100) // A, not told, goes on
+			replicate(t, pa, pb)
+			pa.Log().Roll()
+			testutil.Eventually(t, 10*time.Second, func() bool {
+				a.daemon.pass(ctx)
+				_, _, stopped := pa.Leadership()
+				return stopped != nil
+			}, "the deposed leader stops at its manifest write")
+			orphans := 0
+			for _, k := range segmentObjects(t, bs[0], "s", 0) {
+				if base, _, _ := parseSegmentKey(k); base >= end1 {
+					orphans++
+				}
+			}
+			if orphans != 1 {
+				t.Fatalf("%d objects past the manifest after the deposed leader's upload, want its one", orphans)
+			}
+			b.daemon.cleanupAll(ctx)
+			b.settle(pb)
+			m, _, _, err := pb.readShared(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkContinuous(t, bs[1], m, 0, pb.EndOffset())
+			for _, s := range m.committed() {
+				if (s.BaseOffset >= end1) != (s.LeaderEpoch == 2) {
+					t.Fatalf("segment %d..%d uploaded at epoch %d; the handover was at %d", s.BaseOffset, s.NextOffset, s.LeaderEpoch, end1)
+				}
+			}
+			checkRecords(t, readAll(t, pb, 0), 0, pb.EndOffset())
+		})
+	}
+}
