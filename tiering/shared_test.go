@@ -190,6 +190,9 @@ func TestSharedLeaderMoves(t *testing.T) {
 			if err != nil || m.LeaderEpoch != 2 {
 				t.Fatalf("bucket manifest %+v, %v; want one written at epoch 2", m, err)
 			}
+			// The object A uploaded and could not name was swept by B's
+			// claim, before B's first upload.
+			checkContinuous(t, bs[2], m, 0, m.uploadedUpTo())
 
 			// B continues where A stopped; A, told nothing, keeps trying.
 			produce(t, pb, 200)
@@ -416,4 +419,53 @@ func TestSharedStaleLeaderKeepsTrying(t *testing.T) {
 			checkRecords(t, readAll(t, pb, 0), 0, pb.EndOffset())
 		})
 	}
+}
+
+// TestSharedLineageByEpoch: a leader whose log does not hold what the
+// manifest's last segment copied - other leader epochs at those offsets,
+// or a log that ends before it - stops tiering instead of uploading
+// offsets the bucket already holds with other records.
+func TestSharedLineageByEpoch(t *testing.T) {
+	ctx := context.Background()
+	bs := sharedBuckets(t, "file", 3)
+	a, b, c := sharedEnv(t, bs[0]), sharedEnv(t, bs[1]), sharedEnv(t, bs[2])
+	pa, pb := a.open("l", 0, true), b.open("l", 0, true)
+	defer pa.Close()
+	defer pb.Close()
+	if err := pa.Log().SetLeaderEpoch(1); err != nil {
+		t.Fatal(err)
+	}
+	pa.SetLeadership(1, true)
+	produce(t, pa, 100)
+	a.settle(pa)
+	etag, _ := bs[0].Attributes(ctx, sharedManifestKey("l", 0))
+
+	// B's log has records at the same offsets, appended at epoch 0: not
+	// the records the bucket holds.
+	produce(t, pb, 150)
+	pb.SetLeadership(2, true)
+	pb.Log().Roll()
+	b.daemon.pass(ctx)
+	if _, _, stopped := pb.Leadership(); !errors.Is(stopped, ErrNotLeader) || !strings.Contains(stopped.Error(), "diverged") {
+		t.Fatalf("leader with a diverged log: stopped=%v, want ErrNotLeader naming the divergence", stopped)
+	}
+
+	// C's log is empty (opened as new, so not started past the bucket's
+	// history): it ends before what the bucket holds.
+	pc, err := OpenPartition(ctx, PartitionOptions{Dir: filepath.Join(c.dataDir, "l", "0"), Topic: "l", Hot: hotConfig(),
+		Store: c.store, Reader: c.reader, Remote: true, Retention: Retention{Bytes: -1}, New: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c.daemon.Add(pc)
+	pc.SetLeadership(3, true)
+	c.daemon.pass(ctx)
+	if _, _, stopped := pc.Leadership(); !errors.Is(stopped, ErrNotLeader) || !strings.Contains(stopped.Error(), "log ends at 0") {
+		t.Fatalf("leader with a short log: stopped=%v, want ErrNotLeader naming its end", stopped)
+	}
+	if got, err := bs[0].Attributes(ctx, sharedManifestKey("l", 0)); err != nil || got.ETag != etag.ETag {
+		t.Fatalf("the manifest changed: %+v, %v", got, err)
+	}
+	checkContinuous(t, bs[0], pa.Manifest(), 0, 500)
 }
