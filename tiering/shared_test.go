@@ -469,3 +469,39 @@ func TestSharedLineageByEpoch(t *testing.T) {
 	}
 	checkContinuous(t, bs[0], pa.Manifest(), 0, 500)
 }
+
+// TestSharedDeposedSweepDeletesNothing: a leader deposed without being
+// told runs its orphan sweep after the new leader uploaded: the objects it
+// does not know are the new leader's, and it must not delete them. It
+// finds the manifest moved, stops, and deletes nothing.
+func TestSharedDeposedSweepDeletesNothing(t *testing.T) {
+	ctx := context.Background()
+	bs := sharedBuckets(t, "file", 2)
+	a, b := sharedEnv(t, bs[0]), sharedEnv(t, bs[1])
+	pa, pb := a.open("w", 0, true), b.open("w", 0, true)
+	defer pa.Close()
+	defer pb.Close()
+	pa.SetLeadership(1, true)
+	produce(t, pa, 100)
+	replicate(t, pa, pb)
+	a.settle(pa)
+	pb.SetLeadership(2, true)
+	produce(t, pb, 100)
+	b.settle(pb)
+	before := segmentObjects(t, bs[0], "w", 0)
+	if len(before) <= len(pa.Manifest().committed()) {
+		t.Fatalf("B uploaded nothing: %v", before)
+	}
+	a.daemon.cleanupAll(ctx)
+	if after := segmentObjects(t, bs[0], "w", 0); !slices.Equal(before, after) {
+		t.Fatalf("the deposed leader's sweep changed the bucket: %v -> %v", before, after)
+	}
+	if _, _, stopped := pa.Leadership(); !errors.Is(stopped, ErrNotLeader) {
+		t.Fatalf("deposed leader after its sweep: stopped=%v, want ErrNotLeader", stopped)
+	}
+	m, _, _, err := pb.readShared(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkContinuous(t, bs[1], m, 0, pb.EndOffset())
+}
