@@ -492,3 +492,37 @@ func (p *Partition) checkCurrent(ctx context.Context, l leadership) error {
 	}
 	return nil
 }
+
+// lead reports whether a pass or sweep may tier p, setting the leadership
+// it acts for: on a shared prefix only a leader not fenced, after its
+// claim of the manifest (done here, once per leadership). Called with
+// tierMu held.
+func (d *Daemon) lead(ctx context.Context, p *Partition) bool {
+	if !p.shared() {
+		return true
+	}
+	p.mu.RLock()
+	l, stopped := p.lead, p.stopped
+	p.mu.RUnlock()
+	if !l.leader || stopped != nil {
+		return false
+	}
+	p.passLead = l
+	if p.claimed.Load() == l.gen {
+		return true
+	}
+	if err := d.claim(ctx, p, l); err != nil {
+		if ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
+			d.opts.Logger.Warn("claim the manifest as the new leader; will retry", "topic", p.topic, "partition", p.partition,
+				"leader_epoch", l.epoch, "err", err)
+		}
+		return false
+	}
+	p.claimed.Store(l.gen)
+	// Sweep now what earlier leaders uploaded and never named, before
+	// the first upload: nothing of theirs leaks.
+	if err := d.cleanupLocked(ctx, p); err != nil && ctx.Err() == nil {
+		d.opts.Logger.Warn("orphan cleanup after the claim", "topic", p.topic, "partition", p.partition, "err", err)
+	}
+	return true
+}
