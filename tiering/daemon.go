@@ -1,7 +1,6 @@
 package tiering
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -250,6 +247,17 @@ func (d *Daemon) pass(ctx context.Context) {
 // copied to the bucket, a remote deletion to finish, or total retention to
 // evaluate. It reads atomics and scans the manifest under a read lock.
 func (p *Partition) needsPass() bool {
+	if p.shared() {
+		p.mu.RLock()
+		l, stopped := p.lead, p.stopped
+		p.mu.RUnlock()
+		if !l.leader || stopped != nil {
+			return false // a follower, or fenced: no request spent on it
+		}
+		if p.claimed.Load() != l.gen {
+			return true
+		}
+	}
 	if p.remoteOn.Load() && p.log.SealedEnd() > p.uploaded.Load() {
 		return true
 	}
@@ -279,6 +287,9 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 	if p.removed {
 		return
 	}
+	if !d.lead(ctx, p) {
+		return
+	}
 	p.mu.RLock()
 	remote := p.remote
 	p.mu.RUnlock()
@@ -288,7 +299,9 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 		urgent = true
 	}
 	if now := time.Now(); remote && (urgent || !now.Before(p.retryAt)) {
-		if s, err := d.uploadPending(ctx, p); err != nil {
+		if s, err := d.uploadPending(ctx, p); errors.Is(err, ErrNotLeader) {
+			return // another leader has the partition (logged when it was found)
+		} else if err != nil {
 			d.m.uploads.WithLabelValues("failed").Inc()
 			// Back off this partition (the retries inside upload are
 			// spent): 1s, 2s, 4s ... up to a minute between passes.
@@ -301,10 +314,12 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 			}
 		}
 	}
-	if err := d.applyRetention(ctx, p); err != nil && ctx.Err() == nil {
+	if err := d.applyRetention(ctx, p); errors.Is(err, ErrNotLeader) {
+		return
+	} else if err != nil && ctx.Err() == nil {
 		d.opts.Logger.Warn("remote retention", "topic", p.topic, "partition", p.partition, "err", err)
 	}
-	if err := d.copyManifest(ctx, p); err != nil && ctx.Err() == nil {
+	if err := d.copyManifest(ctx, p); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
 		d.opts.Logger.Warn("copy manifest to bucket", "topic", p.topic, "partition", p.partition, "err", err)
 	}
 }
@@ -316,6 +331,11 @@ func (d *Daemon) pending(p *Partition) []hot.SegmentInfo {
 	p.mu.RUnlock()
 	var out []hot.SegmentInfo
 	for _, s := range p.log.SealedSegments() {
+		if s.BaseOffset < done && s.NextOffset > done {
+			// Begins below the manifest's end (a replica's segments are not
+			// the previous leader's): only the rest is uploaded.
+			s.BaseOffset = done
+		}
 		if s.BaseOffset >= done && s.NextOffset > s.BaseOffset {
 			out = append(out, s)
 		}
@@ -394,8 +414,9 @@ func (b built) discard() {
 func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) {
 	start := time.Now()
 	s, id, obj := b.s, b.id, b.obj
-	entry := RemoteSegment{BaseOffset: s.BaseOffset, NextOffset: s.NextOffset, ID: id,
-		Key: segmentKey(p.topic, p.partition, s.BaseOffset, 0, id), State: CopyStarted}
+	epoch := p.passLead.epoch // 0 on a single node's prefix
+	entry := RemoteSegment{BaseOffset: s.BaseOffset, NextOffset: s.NextOffset, ID: id, LeaderEpoch: epoch,
+		Epochs: segmentEpochs(obj.footer), Key: segmentKey(p.topic, p.partition, s.BaseOffset, epoch, id), State: CopyStarted}
 	if err := p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) }); err != nil {
 		return err
 	}
@@ -414,8 +435,11 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	if err := d.verify(ctx, entry.Key, obj); err != nil {
 		return err
 	}
+	if p.testHookUploaded != nil {
+		p.testHookUploaded()
+	}
 	entry.State = CopyFinished
-	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, s.Size, len(obj.footer.Chunks), obj.sha256
+	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, obj.raw, len(obj.footer.Chunks), obj.sha256
 	entry.FirstTimestamp, entry.MaxTimestamp = obj.footer.FirstTimestamp, obj.footer.MaxTimestamp
 	entry.ETag, entry.VersionID = attrs.ETag, attrs.VersionID
 	entry.UploadedAt = d.opts.Now().UTC()
@@ -426,10 +450,10 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	}
 	d.m.uploads.WithLabelValues("ok").Inc()
 	d.m.uploadBytes.Add(float64(obj.size))
-	d.m.uploadRawBytes.Add(float64(s.Size))
+	d.m.uploadRawBytes.Add(float64(obj.raw))
 	d.m.uploadSeconds.Observe(time.Since(start).Seconds())
 	d.opts.Logger.Info("segment uploaded", "topic", p.topic, "partition", p.partition, "base_offset", s.BaseOffset,
-		"next_offset", s.NextOffset, "key", entry.Key, "bytes", obj.size, "raw_bytes", s.Size, "took", time.Since(start).Round(time.Millisecond))
+		"next_offset", s.NextOffset, "key", entry.Key, "bytes", obj.size, "raw_bytes", obj.raw, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -560,158 +584,6 @@ func (d *Daemon) finishDeletes(ctx context.Context, p *Partition) error {
 		if err := p.commit(func(m *Manifest) { m.removeID(s.ID) }); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// cleanupAll sweeps every partition for orphans and aborts stale multipart
-// uploads.
-func (d *Daemon) cleanupAll(ctx context.Context) {
-	if d.store.Fenced() != nil {
-		return // another node owns the prefix; the store logged why
-	}
-	for _, p := range d.partitions() {
-		if err := d.cleanup(ctx, p); err != nil && ctx.Err() == nil {
-			d.opts.Logger.Warn("orphan cleanup", "topic", p.topic, "partition", p.partition, "err", err)
-		}
-	}
-}
-
-// cleanup commits copy_started entries left by a crash whose objects were
-// uploaded whole (adoptFinished) and withdraws the rest (their objects
-// become orphans), then deletes every object under the partition's prefix
-// that the manifest does not name: segment objects of failed attempts and
-// manifest copies older than the last two. It also aborts the partition's
-// stale multipart uploads.
-func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
-	p.tierMu.Lock()
-	defer p.tierMu.Unlock()
-	if p.removed {
-		return nil
-	}
-	m := p.Manifest()
-	ab, canAbort := d.store.Bucket.(cold.MultipartAborter)
-	if err := d.adoptFinished(ctx, p, m); err != nil {
-		return err
-	}
-	m = p.Manifest()
-	var stale []string
-	for _, s := range m.Segments {
-		if s.State == CopyStarted {
-			stale = append(stale, s.ID)
-			// No upload of this partition runs now (tierMu), so a multipart
-			// upload of a withdrawn attempt is dead whatever its age. MinIO
-			// lists multipart uploads only by exact key, so ask per key.
-			if canAbort {
-				if _, err := ab.AbortIncompleteUploads(ctx, s.Key, 0); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if len(stale) > 0 {
-		if err := p.commit(func(m *Manifest) {
-			for _, id := range stale {
-				m.removeID(id)
-			}
-		}); err != nil {
-			return err
-		}
-		m = p.Manifest()
-	}
-	named := map[string]bool{}
-	for _, s := range m.Segments {
-		named[s.Key] = true
-	}
-	prefix := PartitionPrefix(p.topic, p.partition)
-	var orphans, copies []string
-	err := d.store.Bucket.Iter(ctx, prefix, func(key string) error {
-		if _, ok := parseManifestKey(key); ok {
-			copies = append(copies, key) // lexical order is version order
-		} else if strings.HasSuffix(key, ".seg") && !named[key] {
-			orphans = append(orphans, key)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if len(copies) > 2 {
-		orphans = append(orphans, copies[:len(copies)-2]...) // keep the newest two
-	}
-	for _, key := range orphans {
-		if err := retry(ctx, func() error { return d.store.Bucket.Delete(ctx, key) }); err != nil {
-			return err
-		}
-		if strings.HasSuffix(key, ".seg") {
-			d.m.orphans.Inc()
-			d.opts.Logger.Info("deleted orphan object", "key", key)
-		}
-	}
-	if canAbort {
-		// By prefix: effective on AWS S3 (MinIO answers only exact keys and
-		// expires stale uploads itself after 24 hours).
-		n, err := ab.AbortIncompleteUploads(ctx, prefix, d.opts.StaleMultipart)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			d.opts.Logger.Info("aborted stale multipart uploads", "prefix", prefix, "count", n)
-		}
-	}
-	return nil
-}
-
-// adoptFinished commits the copy_started attempts whose object is in the
-// bucket, whole and holding what the entry announced: the crash came after
-// the upload, perhaps after its commit reached the bucket's manifest copy
-// (commitDurable writes there first). Withdrawing such an attempt would
-// delete an object the bucket says is committed, and a node that then lost
-// its disk would restore a manifest naming a missing object. Attempts are
-// adopted in offset order from the end of the committed ones, so committed
-// segments never overlap. A bucket error stops the sweep: nothing is
-// withdrawn on a guess.
-func (d *Daemon) adoptFinished(ctx context.Context, p *Partition, m *Manifest) error {
-	var started []RemoteSegment
-	for _, s := range m.Segments {
-		if s.State == CopyStarted {
-			started = append(started, s)
-		}
-	}
-	slices.SortFunc(started, func(a, b RemoteSegment) int { return cmp.Compare(a.BaseOffset, b.BaseOffset) })
-	end := m.uploadedUpTo()
-	var adopt []RemoteSegment
-	for _, s := range started {
-		if s.BaseOffset != end {
-			continue
-		}
-		seg, err := p.inspect(ctx, s.Key)
-		if err != nil {
-			if unusable(err) {
-				continue // never uploaded, or not whole: withdrawn below
-			}
-			return err
-		}
-		if seg.ID != s.ID || seg.BaseOffset != s.BaseOffset || seg.NextOffset != s.NextOffset {
-			continue
-		}
-		adopt = append(adopt, seg)
-		end = seg.NextOffset
-	}
-	if len(adopt) == 0 {
-		return nil
-	}
-	err := p.commitDurable(ctx, func(m *Manifest) {
-		for _, seg := range adopt {
-			m.replace(seg)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	for _, seg := range adopt {
-		d.opts.Logger.Info("committed a segment uploaded before a restart", "topic", p.topic, "partition", p.partition,
-			"key", seg.Key, "base_offset", seg.BaseOffset, "next_offset", seg.NextOffset)
 	}
 	return nil
 }

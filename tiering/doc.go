@@ -71,4 +71,14 @@
 // (uploaded, but the crash came before their commit), and starts its hot
 // log past every offset a segment object in the bucket holds: a restore
 // never gives an offset to a second record.
+//
+// # A cluster
+//
+// With StoreOptions.Shared every node of a cluster shares one prefix (one
+// copy of the cluster's history): no node owns it, each partition's
+// manifest is one object written only by the partition's leader, each
+// write conditional on the ETag last read and stamped with the leader
+// epoch; a new leader claims the manifest before it uploads, sweeps what
+// earlier leaders uploaded and never named, and continues where the
+// manifest ends; followers only read it (RefreshManifest). See shared.go.
 package tiering

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/fileutil"
 )
 
@@ -35,12 +36,16 @@ const ManifestFormat = 1
 
 // RemoteSegment is one manifest entry.
 type RemoteSegment struct {
-	BaseOffset  int64        `json:"base_offset"`
-	NextOffset  int64        `json:"next_offset"`
-	LeaderEpoch int32        `json:"leader_epoch"`
-	ID          string       `json:"id"`  // unique per upload attempt
-	Key         string       `json:"key"` // object key
-	State       SegmentState `json:"state"`
+	BaseOffset int64 `json:"base_offset"`
+	NextOffset int64 `json:"next_offset"`
+	// LeaderEpoch is the epoch of the leader that uploaded it (0 on a
+	// single node's prefix); Epochs the leader epochs its batches carry,
+	// from the object's footer.
+	LeaderEpoch int32          `json:"leader_epoch"`
+	Epochs      []SegmentEpoch `json:"epochs,omitempty"`
+	ID          string         `json:"id"`  // unique per upload attempt
+	Key         string         `json:"key"` // object key
+	State       SegmentState   `json:"state"`
 
 	Size           int64     `json:"size,omitempty"`     // object bytes
 	RawSize        int64     `json:"raw_size,omitempty"` // segment bytes before compression
@@ -69,6 +74,24 @@ type Manifest struct {
 	// (raised by retention before it deletes).
 	LogStartOffset int64           `json:"log_start_offset"`
 	Segments       []RemoteSegment `json:"segments"`
+	// LeaderEpoch is the leader epoch of the manifest's last writer on a
+	// shared prefix (see shared.go); 0 on a single node's.
+	LeaderEpoch int32 `json:"leader_epoch,omitempty"`
+}
+
+// SegmentEpoch says that from StartOffset on, a segment's batches carry
+// leader epoch Epoch (cold.EpochStart, as the manifest records it).
+type SegmentEpoch struct {
+	Epoch       int32 `json:"epoch"`
+	StartOffset int64 `json:"start_offset"`
+}
+
+func segmentEpochs(f *cold.Footer) []SegmentEpoch {
+	out := make([]SegmentEpoch, len(f.Epochs))
+	for i, e := range f.Epochs {
+		out[i] = SegmentEpoch{Epoch: e.Epoch, StartOffset: e.StartOffset}
+	}
+	return out
 }
 
 // committed returns the segments that serve reads, in offset order.

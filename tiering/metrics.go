@@ -13,6 +13,7 @@ type daemonMetrics struct {
 	retries        *prometheus.CounterVec
 	deletes        prometheus.Counter
 	orphans        prometheus.Counter
+	fenced         prometheus.Counter
 
 	// The local-disk ceiling.
 	localBytes        prometheus.Gauge
@@ -32,6 +33,7 @@ func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
 		retries:        f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_tiering_retries_total", Help: "Retried bucket operations by operation."}, []string{"op"}),
 		deletes:        f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_remote_deletes_total", Help: "Remote segments deleted by retention."}),
 		orphans:        f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_orphans_deleted_total", Help: "Objects of failed or abandoned uploads deleted."}),
+		fenced:         f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_leader_fenced_total", Help: "Times a partition leader stopped tiering because another leader moved its manifest (shared prefix)."}),
 
 		localBytes:        f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_local_bytes", Help: "Bytes of local segments, all partitions of the node."}),
 		localPendingBytes: f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_local_pending_upload_bytes", Help: "Bytes of local segments not yet uploaded to the bucket."}),

@@ -5,17 +5,20 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/internal/batch"
 )
 
 // object is a remote segment built on local disk, ready to upload.
 type object struct {
 	path   string
 	size   int64
+	raw    int64 // segment bytes it holds
 	sha256 string
 	footer *cold.Footer
 }
@@ -29,6 +32,10 @@ func (d *Daemon) build(p *Partition, s hot.SegmentInfo, id string) (*object, err
 		return nil, err
 	}
 	defer src.Close()
+	skipped, err := skipTo(src, s.BaseOffset)
+	if err != nil {
+		return nil, fmt.Errorf("build remote segment of %s: %w", s.Path, err)
+	}
 	path := d.tmpPath(id)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
@@ -54,7 +61,35 @@ func (d *Daemon) build(p *Partition, s hot.SegmentInfo, id string) (*object, err
 		return nil, fmt.Errorf("build remote segment of %s: it holds offsets %d..%d, the log said %d..%d",
 			s.Path, f.BaseOffset, f.NextOffset, s.BaseOffset, s.NextOffset)
 	}
-	return &object{path: path, size: f.ObjectSize, sha256: hex.EncodeToString(f.SHA256[:]), footer: f}, nil
+	return &object{path: path, size: f.ObjectSize, raw: s.Size - skipped, sha256: hex.EncodeToString(f.SHA256[:]), footer: f}, nil
+}
+
+// skipTo positions src at the batch that starts at offset from, returning
+// the bytes skipped. On a shared prefix a leader's local segment may begin
+// before the manifest's end - replicas roll their segments at their own
+// offsets, and the previous leader uploaded its own - and only the part
+// past the end is uploaded. Replicas hold the same batches, so the end
+// falls on a batch boundary; if it does not, the logs diverged and nothing
+// is uploaded.
+func skipTo(src *os.File, from int64) (int64, error) {
+	hdr := make([]byte, batch.HeaderSize)
+	for pos := int64(0); ; {
+		if _, err := src.ReadAt(hdr, pos); err != nil {
+			return 0, fmt.Errorf("find offset %d: %w", from, err)
+		}
+		h, err := batch.ParseHeader(hdr)
+		if err != nil {
+			return 0, fmt.Errorf("find offset %d: %w", from, err)
+		}
+		switch {
+		case h.BaseOffset == from:
+			_, err := src.Seek(pos, io.SeekStart)
+			return pos, err
+		case h.BaseOffset > from || h.NextOffset() > from:
+			return 0, fmt.Errorf("no batch starts at offset %d (batch %d..%d): this log and the remote segments diverged", from, h.BaseOffset, h.LastOffset())
+		}
+		pos += int64(h.Size())
+	}
 }
 
 // verifyFooter reads the stored object's footer back from the bucket and

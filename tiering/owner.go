@@ -47,6 +47,15 @@ type StoreOptions struct {
 	// off: for a node restoring the prefix while the old owner may still
 	// run. Without it such a start is refused.
 	Takeover bool
+	// Shared opens the prefix as one node of a cluster (see shared.go):
+	// every node of ClusterID shares it, no node owns it, and each
+	// partition's leader alone writes that partition's objects, fenced by
+	// its leader epoch rather than by an owner. Takeover then converts a
+	// prefix a single node owns (an upgrade into a cluster) once.
+	Shared bool
+	// ClusterID is the cluster's id, required with Shared: the marker must
+	// record it (or is created with it).
+	ClusterID string
 	// ClaimTimeout bounds the whole claim of the prefix at start-up, retries
 	// included (default 2 minutes): a store that stalls must not hang the
 	// start for the sum of every request's retries and stall timeouts.
@@ -62,6 +71,8 @@ type clusterMarker struct {
 	// Owner is the node that writes the prefix (absent in markers written
 	// before ownership was recorded).
 	Owner *ownerRecord `json:"owner,omitempty"`
+	// Shared: the prefix belongs to the nodes of a cluster (no Owner).
+	Shared bool `json:"shared,omitempty"`
 }
 
 type ownerRecord struct {
@@ -141,6 +152,9 @@ func (o *ownership) claim(ctx context.Context, local, dataDir string, takeover b
 		case found && local != "" && m.ClusterID != local:
 			return "", fmt.Errorf("tiering: bucket %s belongs to cluster %s, but data directory %s belongs to cluster %s: one prefix has one writer; use another bucket prefix",
 				o.b.Name(), m.ClusterID, dataDir, local)
+		case found && m.Shared:
+			return "", fmt.Errorf("tiering: bucket %s is shared by the nodes of cluster %s: a single node cannot own it; start this node as a member of that cluster, or use another bucket prefix",
+				o.b.Name(), m.ClusterID)
 		case found && m.Owner != nil && m.Owner.NodeID == o.me.NodeID:
 			// Ours: a restart, our own write whose reply was lost, or a
 			// copy of this data directory (a volume snapshot, a cloned

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,7 +98,21 @@ type Partition struct {
 	daemon   atomic.Pointer[Daemon]
 	urgentTo atomic.Int64
 
+	// Cluster mode (shared.go), guarded by mu: the leadership the node was
+	// given, why it stopped tiering under it (nil: it did not), and the
+	// shared manifest's ETag as last read or written.
+	lead    leadership
+	stopped error
+	etag    string
+	// saveMu orders writes of the local manifest with its install, so a
+	// pass's commit and a follower's refresh cannot interleave.
+	saveMu sync.Mutex
+
 	tierMu sync.Mutex // one tiering pass at a time
+	// Guarded by tierMu: the leadership a pass or sweep acts for (shared
+	// prefix) and the generation whose manifest claim is done.
+	passLead leadership
+	claimed  atomic.Uint64 // written under tierMu; needsPass reads it
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
 	failures int
 	retryAt  time.Time
@@ -109,6 +124,9 @@ type Partition struct {
 	// testHookOffsetForTime runs in OffsetForTime between the remote and
 	// the local lookup, so a test can move the local start there.
 	testHookOffsetForTime func()
+	// testHookUploaded runs in upload between the object's verification
+	// and its commit, so a test can move leadership there.
+	testHookUploaded func()
 	// testHookRemoteRead runs in Read between finding the remote segment
 	// and reading it, so a test can let retention delete it there.
 	testHookRemoteRead func()
@@ -135,7 +153,22 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 		return nil, err
 	}
 	next := int64(0)
-	if !ok && p.store != nil && !o.New {
+	if !ok && p.shared() && !o.New {
+		// A new or wiped replica: the bucket's manifest serves what lies
+		// below the local log (which the leader's replication fills from
+		// InitialOffset). Followers never write the bucket, so unnamed
+		// objects are not adopted here: a leader's claim sweeps them.
+		if m, p.etag, _, err = p.readShared(ctx); err != nil {
+			return nil, err
+		}
+		if m != nil {
+			m.Segments = slices.DeleteFunc(m.Segments, func(s RemoteSegment) bool { return s.State == CopyStarted })
+			next = o.HotOptions.InitialOffset
+			if err := saveLocalManifest(p.manifestPath(), m); err != nil {
+				return nil, err
+			}
+		}
+	} else if !ok && p.store != nil && !o.New {
 		m, next, ok, err = p.restore(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("tiering: %s/%d: restore from %s: %w", o.Topic, o.Partition, p.store.Bucket.Name(), err)
@@ -163,6 +196,9 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	p.remoteOn.Store(o.Remote)
 	ho := o.HotOptions
 	ho.InitialOffset = max(m.uploadedUpTo(), next)
+	if p.shared() {
+		ho.InitialOffset = max(m.uploadedUpTo(), o.HotOptions.InitialOffset)
+	}
 	ho.DeletionGuard = p.mayDeleteLocal
 	ho.OnSealed = p.sealed
 	if p.log, err = hot.Open(o.Dir, o.Hot, ho); err != nil {
@@ -429,6 +465,18 @@ func (p *Partition) commitTo(ctx context.Context, change func(m *Manifest)) erro
 			return err
 		}
 	}
+	p.saveMu.Lock()
+	defer p.saveMu.Unlock()
+	if p.shared() {
+		// A pass of a leadership that ended must not overwrite what a
+		// follower's refresh or the next claim installed.
+		p.mu.RLock()
+		current := p.lead.gen == p.passLead.gen && p.lead.leader
+		p.mu.RUnlock()
+		if !current {
+			return fmt.Errorf("%w: %s/%d: leadership changed", ErrNotLeader, p.topic, p.partition)
+		}
+	}
 	if err := saveLocalManifest(p.manifestPath(), m); err != nil {
 		return fmt.Errorf("tiering: %s/%d: save manifest: %w", p.topic, p.partition, err)
 	}
@@ -441,8 +489,13 @@ func (p *Partition) commitTo(ctx context.Context, change func(m *Manifest)) erro
 	return nil
 }
 
-// putManifestCopy writes m to the bucket as manifest-<version>.json.
+// putManifestCopy writes m to the bucket as manifest-<version>.json, or on
+// a shared prefix as the partition's manifest, conditionally, for the
+// leadership of the pass (callers hold tierMu).
 func (p *Partition) putManifestCopy(ctx context.Context, m *Manifest) error {
+	if p.shared() {
+		return p.putShared(ctx, m, p.passLead, false)
+	}
 	key := manifestKey(p.topic, p.partition, m.Version)
 	raw := m.encode()
 	err := retry(ctx, func() error {

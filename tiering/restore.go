@@ -155,7 +155,7 @@ func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, err
 	}
 	return RemoteSegment{BaseOffset: f.BaseOffset, NextOffset: f.NextOffset, ID: id, Key: key, State: CopyFinished,
 		Size: a.Size, RawSize: f.RawSize, Chunks: len(f.Chunks), SHA256: hex.EncodeToString(h.Sum(nil)),
-		ETag: a.ETag, VersionID: a.VersionID, FirstTimestamp: f.FirstTimestamp, MaxTimestamp: f.MaxTimestamp,
+		ETag: a.ETag, VersionID: a.VersionID, FirstTimestamp: f.FirstTimestamp, MaxTimestamp: f.MaxTimestamp, Epochs: segmentEpochs(f),
 		UploadedAt: a.LastModified.UTC()}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tierlog/tierlog/cold"
@@ -98,6 +99,10 @@ type Store struct {
 	Bucket    cold.Bucket
 	ClusterID string
 	owner     *ownership
+	// shared: the prefix is a cluster's (StoreOptions.Shared); topicWriter
+	// says whether this node writes the topic records (SetTopicWriter).
+	shared      bool
+	topicWriter atomic.Bool
 
 	// groupsMu serialises PutGroupOffsets; groupsETag is the ETag of the
 	// group offsets' copy as this node last wrote it ("": read it first).
@@ -125,6 +130,9 @@ func (s *Store) Fenced() error {
 func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOptions) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Shared {
+		return openShared(ctx, b, dataDir, opts)
 	}
 	idPath := filepath.Join(dataDir, clusterIDFile)
 	local := ""
@@ -184,8 +192,13 @@ func (s *Store) getJSON(ctx context.Context, key string, v any) error {
 	return json.Unmarshal(raw, v)
 }
 
-// PutTopic records a topic's metadata in the bucket.
+// PutTopic records a topic's metadata in the bucket. On a shared prefix
+// only the topic writer writes (SetTopicWriter); on other nodes it does
+// nothing.
 func (s *Store) PutTopic(ctx context.Context, t TopicMeta) error {
+	if !s.writesTopics() {
+		return nil
+	}
 	return retry(ctx, func() error { return s.putJSON(ctx, topicsPrefix+t.Name+".json", t) })
 }
 
@@ -194,8 +207,12 @@ func (s *Store) PutTopic(ctx context.Context, t TopicMeta) error {
 // tombstone, so a deletion cut short (bucket down, node crashed or lost its
 // disk) is finished by whoever reads the record next instead of restoring
 // the topic; the record goes last, once nothing of the topic is left.
-// Calling it again after a failure resumes it.
+// Calling it again after a failure resumes it. On a shared prefix only the
+// topic writer deletes (SetTopicWriter); on other nodes it does nothing.
 func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) error {
+	if !s.writesTopics() {
+		return nil
+	}
 	tomb := TopicMeta{Name: name, Partitions: partitions, Deleting: true}
 	if err := retry(ctx, func() error { return s.putJSON(ctx, topicsPrefix+name+".json", tomb) }); err != nil {
 		return fmt.Errorf("tiering: mark topic %s deleted in %s: %w", name, s.Bucket.Name(), err)

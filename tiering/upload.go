@@ -25,6 +25,9 @@ func (p *Partition) UploadNow() (int64, error) {
 	if d == nil || p.store == nil || !p.remoteOn.Load() {
 		return 0, fmt.Errorf("tiering: %s/%d: %w: remote.storage.enable=false", p.topic, p.partition, ErrNotTiered)
 	}
+	if why := p.notLeader(); why != nil {
+		return 0, why
+	}
 	target := p.log.EndOffset()
 	if err := p.log.Roll(); err != nil {
 		return 0, fmt.Errorf("tiering: %s/%d: roll the active segment: %w", p.topic, p.partition, err)
@@ -84,6 +87,23 @@ func (p *Partition) cannotUpload() error {
 		return errors.New("the tiering daemon stopped (the node is closing)")
 	case !p.remoteOn.Load():
 		return fmt.Errorf("%w: remote.storage.enable=false", ErrNotTiered)
+	}
+	return p.notLeader()
+}
+
+// notLeader says why this node does not tier p on a shared prefix (a
+// follower, or fenced by another leader), or nil.
+func (p *Partition) notLeader() error {
+	if !p.shared() {
+		return nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.stopped != nil {
+		return p.stopped
+	}
+	if !p.lead.leader {
+		return fmt.Errorf("%w: %s/%d: this node follows it (leader epoch %d)", ErrNotLeader, p.topic, p.partition, p.lead.epoch)
 	}
 	return nil
 }
