@@ -17,13 +17,13 @@ import (
 
 // history is a partition's log as the leader wrote it: 40 records in
 // epoch 0, then 20 in epoch 2, four records a batch.
-func history(t *testing.T, p int32) [][]byte {
+func history(t testing.TB, p int32) [][]byte {
 	t.Helper()
 	return append(leaderBatches(t, 0, 0, 4, numbered(p, 0, 40)), leaderBatches(t, 40, 2, 4, numbered(p, 40, 20))...)
 }
 
 // upTo returns the batches of h that end at or before offset end.
-func upTo(t *testing.T, h [][]byte, end int64) [][]byte {
+func upTo(t testing.TB, h [][]byte, end int64) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, b := range h {
@@ -39,7 +39,7 @@ func upTo(t *testing.T, h [][]byte, end int64) [][]byte {
 }
 
 // from returns the batches of h that start at or after offset start.
-func from(t *testing.T, h [][]byte, start int64) [][]byte {
+func from(t testing.TB, h [][]byte, start int64) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, b := range h {
@@ -412,4 +412,28 @@ func snapshot(t *testing.T, dir string) map[string][32]byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// A replica whose stored bytes fail their CRC cannot be checked: Check
+// says so, naming the node, rather than comparing what it cannot trust.
+func TestCorruptReplicaIsAnError(t *testing.T) {
+	h := history(t, 0)
+	dirs := nodes(t, 2)
+	for _, dir := range dirs {
+		writeReplica(t, dir, 0, 0, h)
+	}
+	seg := filepath.Join(PartitionDir(dirs[2], topic, 0), "00000000000000000000.log")
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(h[0])+batch.HeaderSize+12] ^= 0xff // inside the second batch's records
+	if err := os.WriteFile(seg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Check(acksOf(t, 0, h), Options{Topic: topic, Partitions: 1, Dirs: dirs})
+	if err == nil || !strings.Contains(err.Error(), "node 2") {
+		t.Fatalf("corrupt replica: error %v, want one naming node 2", err)
+	}
+	t.Log(err)
 }

@@ -32,7 +32,7 @@ func numbered(p int32, first, n int) []rec {
 
 // leaderBatches frames recs as a leader stores them: perBatch records a
 // batch, numbered from base, stamped with epoch.
-func leaderBatches(t *testing.T, base int64, epoch int32, perBatch int, recs []rec) [][]byte {
+func leaderBatches(t testing.TB, base int64, epoch int32, perBatch int, recs []rec) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for chunk := range slices.Chunk(recs, perBatch) {
@@ -54,10 +54,16 @@ func leaderBatches(t *testing.T, base int64, epoch int32, perBatch int, recs []r
 // writeReplica writes batches into node dataDir's log of partition p with
 // hot.AppendReplica, as a follower stores its leader's batches. The log is
 // created starting at start (a replica whose older history was tiered).
-func writeReplica(t *testing.T, dataDir string, p int32, start int64, batches [][]byte) {
+func writeReplica(t testing.TB, dataDir string, p int32, start int64, batches [][]byte) {
+	t.Helper()
+	writeReplicaSegments(t, dataDir, p, start, 1<<10, batches) // many segments, so reads cross them
+}
+
+// writeReplicaSegments is writeReplica with segments of segmentBytes.
+func writeReplicaSegments(t testing.TB, dataDir string, p int32, start int64, segmentBytes int64, batches [][]byte) {
 	t.Helper()
 	cfg := hot.DefaultConfig()
-	cfg.SegmentBytes = 1 << 10 // several segments, so reads cross them
+	cfg.SegmentBytes = segmentBytes
 	l, err := hot.Open(PartitionDir(dataDir, topic, p), cfg, hot.Options{Topic: topic, Partition: p, InitialOffset: start})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +81,7 @@ func writeReplica(t *testing.T, dataDir string, p int32, start int64, batches []
 }
 
 // acksOf is what a producer was told for every record of batches.
-func acksOf(t *testing.T, p int32, batches [][]byte) []Ack {
+func acksOf(t testing.TB, p int32, batches [][]byte) []Ack {
 	t.Helper()
 	var out []Ack
 	for _, b := range batches {
@@ -92,7 +98,7 @@ func acksOf(t *testing.T, p int32, batches [][]byte) []Ack {
 
 // alterValue returns batch b rebuilt with one byte of the value at offset
 // off changed: a valid batch (its CRC recomputed), same base and epoch.
-func alterValue(t *testing.T, b []byte, off int64) []byte {
+func alterValue(t testing.TB, b []byte, off int64) []byte {
 	t.Helper()
 	h, recs, err := batch.Decode(b)
 	if err != nil {
@@ -123,7 +129,7 @@ func alterValue(t *testing.T, b []byte, off int64) []byte {
 // skipSecondOffset returns a two-record uncompressed batch rewritten so
 // its second record has offset delta 2 instead of 1 (a hole at base+1, as
 // compaction leaves), last offset delta 2, CRC recomputed.
-func skipSecondOffset(t *testing.T, b []byte) []byte {
+func skipSecondOffset(t testing.TB, b []byte) []byte {
 	t.Helper()
 	b = slices.Clone(b)
 	h, err := batch.Validate(b)
@@ -150,7 +156,7 @@ func skipSecondOffset(t *testing.T, b []byte) []byte {
 }
 
 // nodes makes n empty data directories, node ids 1..n.
-func nodes(t *testing.T, n int) map[int32]string {
+func nodes(t testing.TB, n int) map[int32]string {
 	dirs := make(map[int32]string, n)
 	for i := range int32(n) {
 		dirs[i+1] = t.TempDir()
@@ -159,7 +165,7 @@ func nodes(t *testing.T, n int) map[int32]string {
 }
 
 // mustCheck runs Check and fails the test on an error.
-func mustCheck(t *testing.T, acks []Ack, o Options) Report {
+func mustCheck(t testing.TB, acks []Ack, o Options) Report {
 	t.Helper()
 	o.Topic = topic
 	r, err := Check(acks, o)

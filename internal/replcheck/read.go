@@ -49,7 +49,7 @@ func PartitionDir(dataDir, topic string, partition int32) string {
 // the package doc); dir is not modified. A missing partition directory is
 // an error wrapping fs.ErrNotExist.
 func Records(dir string, topic string, partition int32) ([]Record, error) {
-	r, err := readReplica(0, dir, topic, partition)
+	r, err := readReplica(-1, dir, topic, partition)
 	if err != nil {
 		return nil, err
 	}
@@ -61,10 +61,16 @@ func Records(dir string, topic string, partition int32) ([]Record, error) {
 // the node would, and writes a recovery point, index files and an epoch
 // checkpoint: hot has no read-only open, so the copy takes those writes)
 // and reads it whole.
+//
+// node (-1: unknown) labels the replica and its errors.
 func readReplica(node int32, dataDir, topic string, partition int32) (*replica, error) {
 	src := PartitionDir(dataDir, topic, partition)
+	who := "replcheck: "
+	if node >= 0 {
+		who = fmt.Sprintf("replcheck: node %d: ", node)
+	}
 	if _, err := os.Stat(src); err != nil {
-		return nil, fmt.Errorf("replcheck: node %d: %w", node, err)
+		return nil, fmt.Errorf("%s%w", who, err)
 	}
 	tmp, err := os.MkdirTemp("", "replcheck-*")
 	if err != nil {
@@ -73,18 +79,18 @@ func readReplica(node int32, dataDir, topic string, partition int32) (*replica, 
 	defer os.RemoveAll(tmp)
 	dst := filepath.Join(tmp, "log")
 	if err := copyDir(src, dst); err != nil {
-		return nil, fmt.Errorf("replcheck: node %d: copy %s: %w", node, src, err)
+		return nil, fmt.Errorf("%scopy %s: %w", who, src, err)
 	}
 	l, err := hot.Open(dst, hot.DefaultConfig(), hot.Options{Topic: topic, Partition: partition})
 	if err != nil {
-		return nil, fmt.Errorf("replcheck: node %d: open a copy of %s: %w", node, src, err)
+		return nil, fmt.Errorf("%sopen a copy of %s: %w", who, src, err)
 	}
 	r, err := readLog(node, l)
 	if cerr := l.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("replcheck: node %d: close the copy of %s: %w", node, src, cerr)
+		err = fmt.Errorf("%sclose the copy of %s: %w", who, src, cerr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("replcheck: node %d: %s: %w", node, src, err)
+		return nil, fmt.Errorf("%s%s: %w", who, src, err)
 	}
 	return r, nil
 }
