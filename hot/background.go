@@ -12,13 +12,18 @@ type bgState struct {
 	nextMaint  time.Time     // age roll and retention
 	nextFlush  time.Time     // interval flush; zero unless flush.policy=interval
 	flushEvery time.Duration // flush.ms that nextFlush was planned with
+	hwDue      time.Time     // high watermark checkpoint; zero unless one waits
+	hwWritten  time.Time     // last high watermark checkpoint written by the job
 }
 
 func (b *bgState) next() time.Time {
-	if !b.nextFlush.IsZero() && b.nextFlush.Before(b.nextMaint) {
-		return b.nextFlush
+	next := b.nextMaint
+	for _, t := range []time.Time{b.nextFlush, b.hwDue} {
+		if !t.IsZero() && t.Before(next) {
+			next = t
+		}
 	}
-	return b.nextMaint
+	return next
 }
 
 // startBackground hands the log to its scheduler: the one in Options, or a
@@ -55,6 +60,7 @@ func (l *Log) runBackground(now time.Time) time.Time {
 		return now.Add(time.Hour) // Close takes the log off the scheduler
 	}
 	l.sealPending()
+	l.checkpointHighWatermark(now)
 	if !l.bg.nextFlush.IsZero() && !now.Before(l.bg.nextFlush) {
 		l.intervalFlush()
 		l.bg.nextFlush = time.Time{}
@@ -166,6 +172,11 @@ func (l *Log) applyRetention(now time.Time, limit int64) int {
 	for len(l.segments) > 1 {
 		s := l.segments[0]
 		if !s.sealed {
+			break
+		}
+		if l.opts.Replicated && s.next > l.hw.off.Load() {
+			// Not committed yet: a new leader may still cut it, and
+			// consumers have not been able to read it.
 			break
 		}
 		byTime := cfg.RetentionAge > 0 && s.maxTs >= 0 && now.UnixMilli()-s.maxTs > cfg.RetentionAge.Milliseconds()

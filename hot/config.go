@@ -158,6 +158,15 @@ type Options struct {
 	// next batch is accepted whatever its sequence (KIP-360), so a retry
 	// of a batch it had in flight would be written again.
 	MaxProducers int
+	// Replicated says the log is one replica of a replicated partition:
+	// consumers (Read, ReadBuf, EndOffset, Wait, Changed, OffsetForTime)
+	// see only what lies below the high watermark (highwater.go), which
+	// the leader moves as its in-sync followers catch up (ReplicaSet) and
+	// a follower takes from its leader; replicas read up to the log end
+	// (ReadReplica, LogEndOffset, ChangedEnd). The high watermark is
+	// checkpointed. False (a single node): the high watermark is the log
+	// end and nothing else changes.
+	Replicated bool
 }
 
 func (o *Options) fill() {

@@ -65,3 +65,15 @@ func (e *TooLargeError) Error() string {
 }
 
 func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// ErrNotEnoughReplicasAfterAppend (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND):
+// an acks=all append was written to the leader's log, but the in-sync
+// replica set is smaller than min.insync.replicas, so the batch is not
+// known to be on that many replicas. It is not acknowledged; a retry may
+// write it again (an idempotent producer's retry is recognised instead).
+var ErrNotEnoughReplicasAfterAppend = errors.New("hot: fewer in-sync replicas than min.insync.replicas after the append")
+
+// ErrReplicaSetClosed: the ReplicaSet was closed (this node stopped
+// leading the partition) while an acks=all append waited for its
+// followers; whether the batch is committed is for the new leader to say.
+var ErrReplicaSetClosed = errors.New("hot: replica set closed: no longer the partition leader")

@@ -66,7 +66,8 @@ type Log struct {
 	// so the tiering daemon can tell without a lock or an allocation
 	// whether a partition has anything new to upload.
 	sealedEnd atomic.Int64
-	notify    atomic.Pointer[chan struct{}]
+	notify    atomic.Pointer[chan struct{}] // closed when visible moves
+	hw        highWater                     // consumers' bound under Options.Replicated (highwater.go)
 
 	gc groupCommit
 
@@ -99,6 +100,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 	l.gc.init()
 	ch := make(chan struct{})
 	l.notify.Store(&ch)
+	l.hw.init()
 	if err := l.load(); err != nil {
 		for _, s := range l.segments {
 			s.close()
@@ -106,6 +108,7 @@ func Open(dir string, cfg Config, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l.publishLocked()
+	l.loadHighWatermark()
 	l.updateGauges()
 	if err := l.startBackground(); err != nil {
 		for _, s := range l.segments {
@@ -376,6 +379,7 @@ func (l *Log) updateGauges() {
 	l.m.segments.Set(float64(n))
 	l.m.startOffset.Set(float64(start))
 	l.m.endOffset.Set(float64(l.visible.Load().offset))
+	l.m.highWatermark.Set(float64(l.HighWatermark()))
 }
 
 // Close takes the log off its scheduler, fsyncs and seals what is pending,
@@ -430,6 +434,7 @@ func (l *Log) Close() error {
 			// So the next Open replays no headers.
 			errs = append(errs, l.writeProducerSnapshot(next, snap))
 		}
+		errs = append(errs, l.saveHighWatermark())
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

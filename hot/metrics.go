@@ -19,6 +19,7 @@ type Metrics struct {
 	batchesOut    *prometheus.CounterVec
 	segments      *prometheus.GaugeVec
 	endOffset     *prometheus.GaugeVec
+	highWatermark *prometheus.GaugeVec
 	startOffset   *prometheus.GaugeVec
 	fsyncErrors   prometheus.Counter
 	duplicates    prometheus.Counter
@@ -43,6 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		batchesOut:       f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_hot_batches_out_total", Help: "Batches read by fetches."}, pl),
 		segments:         f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_segments", Help: "Local segments."}, pl),
 		endOffset:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_end_offset", Help: "Next offset to be written."}, pl),
+		highWatermark:    f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_high_watermark_offset", Help: "Offset below which consumers may read: the log end on a single node, the offset every in-sync replica holds in a replicated partition."}, pl),
 		startOffset:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "tierlog_hot_log_start_offset", Help: "First offset held locally."}, pl),
 		fsyncErrors:      f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_fsync_errors_total", Help: "Failed fsyncs; each one fails its log until reopened."}),
 		duplicates:       f.NewCounter(prometheus.CounterOpts{Name: "tierlog_hot_duplicate_batches_total", Help: "Idempotent producers' retries of batches already in the log, answered with the original offsets (nothing written)."}),
@@ -55,6 +57,7 @@ type partitionMetrics struct {
 	m                                        *Metrics
 	bytesIn, recordsIn, bytesOut, batchesOut prometheus.Counter
 	segments, endOffset, startOffset         prometheus.Gauge
+	highWatermark                            prometheus.Gauge
 }
 
 func (m *Metrics) forPartition(topic string, partition int32) *partitionMetrics {
@@ -71,6 +74,8 @@ func (m *Metrics) forPartition(topic string, partition int32) *partitionMetrics 
 		segments:    m.segments.With(l),
 		endOffset:   m.endOffset.With(l),
 		startOffset: m.startOffset.With(l),
+
+		highWatermark: m.highWatermark.With(l),
 	}
 }
 
@@ -83,7 +88,7 @@ func (m *Metrics) drop(topic string, partition int32) {
 	for _, v := range []*prometheus.CounterVec{m.bytesIn, m.recordsIn, m.bytesOut, m.batchesOut} {
 		v.Delete(l)
 	}
-	for _, v := range []*prometheus.GaugeVec{m.segments, m.endOffset, m.startOffset} {
+	for _, v := range []*prometheus.GaugeVec{m.segments, m.endOffset, m.startOffset, m.highWatermark} {
 		v.Delete(l)
 	}
 }

@@ -208,8 +208,10 @@ func (s *segment) firstAtOrAfterTime(pos, ts, limit int64) (int64, error) {
 }
 
 // read returns whole batches from pos up to about maxBytes (at least one
-// batch), never past limit, and how many batches that is.
-func (s *segment) read(pos, limit int64, maxBytes int, buf []byte) ([]byte, int, error) {
+// batch, unless it reaches maxNext), never past limit nor past a batch
+// that ends after offset maxNext (a high watermark), and how many batches
+// that is.
+func (s *segment) read(pos, limit int64, maxBytes int, buf []byte, maxNext int64) ([]byte, int, error) {
 	if pos >= limit {
 		return nil, 0, nil
 	}
@@ -229,11 +231,11 @@ func (s *segment) read(pos, limit int64, maxBytes int, buf []byte) ([]byte, int,
 			return nil, 0, fmt.Errorf("hot: read %s at %d: %w", s.logPath(), pos, err)
 		}
 	}
-	// Trim to whole batches.
+	// Trim to whole batches below maxNext.
 	end, n := 0, 0
 	for end+batch.HeaderSize <= len(buf) {
 		h, err := batch.ParseHeader(buf[end:])
-		if err != nil || end+h.Size() > len(buf) {
+		if err != nil || end+h.Size() > len(buf) || h.NextOffset() > maxNext {
 			break
 		}
 		end += h.Size()

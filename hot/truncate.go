@@ -20,7 +20,8 @@ var ErrNotBatchBoundary = errors.New("hot: offset is not a batch boundary")
 // that one is cut at the batch starting at offset (ErrNotBatchBoundary if
 // none does) and becomes the active segment again, its indexes trimmed;
 // the recovery point, the producer state (as it was below offset: a retry
-// is never answered with offsets that are gone) and the leader epoch cache
+// is never answered with offsets that are gone), the leader epoch cache
+// and a high watermark above offset (lowered to it, its checkpoint first)
 // follow. Offset must lie in [start, end]; the end changes nothing.
 //
 // Readers racing it answer as before it or as after it (their offset out
@@ -88,6 +89,13 @@ func (l *Log) truncateTo(offset int64) (bool, error) {
 		}
 	}
 	truncateStep("recovery-point")
+	// Likewise the high watermark: a checkpoint above offset would, after
+	// a crash and new appends, show consumers records never committed.
+	if l.opts.Replicated && l.hw.saved.Load() > offset {
+		if err := l.writeHighWatermark(offset); err != nil {
+			return true, err
+		}
+	}
 	l.epochFileMu.Lock()
 	defer l.epochFileMu.Unlock()
 	if epochs.truncateFromEnd(offset) {
@@ -166,6 +174,7 @@ func (l *Log) truncateTo(offset int64) (bool, error) {
 	l.visible.Store(l.written)
 	ch := make(chan struct{})
 	close(*l.notify.Swap(&ch))
+	l.lowerHighWatermarkLocked(offset, false)
 	l.producers = producers
 	l.snapshotted = snapshotted
 	l.epochs.truncateFromEnd(offset)

@@ -17,8 +17,8 @@ import (
 const truncateFullyFile = "truncate-fully-start-offset"
 
 // TruncateFullyAndStartAt (Kafka's name) replaces the whole log with an
-// empty one whose start and end are offset: every segment, the producer
-// snapshots and state, and the leader epoch cache go, and a new empty
+// empty one whose start, end and high watermark are offset: every
+// segment, the producer snapshots and state, and the leader epoch cache go, and a new empty
 // active segment with base offset offset is created (the recovery point
 // is offset). A follower does this when it is new or wiped, or when its
 // log lies wholly below or above the leader's local log start (KIP-1023:
@@ -90,6 +90,7 @@ func (l *Log) TruncateFullyAndStartAt(offset int64) error {
 	l.visible.Store(l.written)
 	ch := make(chan struct{})
 	close(*l.notify.Swap(&ch))
+	l.lowerHighWatermarkLocked(offset, true)
 	l.producers = newProducerTable(l.opts.MaxProducers)
 	l.snapshotted = false
 	l.epochs.entries = nil
@@ -114,8 +115,8 @@ func (l *Log) TruncateFullyAndStartAt(offset int64) error {
 	return nil
 }
 
-// clearStateFiles removes the producer snapshots and the epoch checkpoint
-// and sets the recovery point to offset, then fsyncs the directory (and
+// clearStateFiles removes the producer snapshots and the epoch and high
+// watermark checkpoints and sets the recovery point to offset, then fsyncs the directory (and
 // with it the new segment's entry).
 func (l *Log) clearStateFiles(offset int64) error {
 	var errs []error
@@ -126,9 +127,13 @@ func (l *Log) clearStateFiles(offset int64) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.Remove(filepath.Join(l.dir, epochCheckpointFile)); err != nil && !os.IsNotExist(err) {
-		errs = append(errs, err)
+	// No high watermark checkpoint means the log start: offset.
+	for _, f := range []string{epochCheckpointFile, highWatermarkFile} {
+		if err := os.Remove(filepath.Join(l.dir, f)); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
 	}
+	l.hw.saved.Store(-1)
 	errs = append(errs, l.writeRecoveryPoint(offset), fileutil.SyncDir(l.dir))
 	return errors.Join(errs...)
 }
