@@ -10,7 +10,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if runCrashChild() || runTruncateChild() {
+	if runCrashChild() || runTruncateChild() || runHWChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)
