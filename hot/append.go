@@ -58,7 +58,11 @@ func (p *PendingAppend) Wait() (AppendResult, error) {
 		}
 		res.Durability = DurabilityFsynced
 	}
-	p.l.m.endOffset.Set(float64(p.l.visible.Load().offset))
+	end := float64(p.l.visible.Load().offset)
+	p.l.m.endOffset.Set(end)
+	if !p.l.opts.Replicated {
+		p.l.m.highWatermark.Set(end) // (a replicated log's moves with SetHighWatermark)
+	}
 	p.l.m.m.appendLatency.Observe(time.Since(p.start).Seconds())
 	return res, nil
 }

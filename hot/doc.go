@@ -11,6 +11,7 @@
 //	recovery-point                  decimal offset below which everything is fsynced
 //	leader-epoch-checkpoint         leader epochs and their start offsets (epochs.go)
 //	truncate-fully-start-offset     only while TruncateFullyAndStartAt runs (truncate_fully.go)
+//	high-watermark-checkpoint       replicated logs: the high watermark, CRC-32C'd (highwater.go)
 //
 // Batches are stored exactly as the producer sent them (compression kept);
 // the leader writes only the base offset, which lies outside the CRC.
@@ -106,6 +107,28 @@
 // which deletes later segments newest first, cuts the one holding the
 // offset last, and rebuilds the producer state below it, so a kill -9 at
 // any step leaves a prefix of the old log.
+//
+// # High watermark and the leader's replica set
+//
+// With Options.Replicated a log has two ends. The log end (LogEndOffset,
+// ReadReplica, ChangedEnd) is what the flush policy made visible, and is
+// what followers fetch. The high watermark (HighWatermark) is the offset
+// every in-sync replica holds: consumers see only whole batches below it
+// (Read, ReadBuf, EndOffset, Wait, Changed and OffsetForTime answer as if
+// the log ended there), the tiering daemon sees as sealed only segments
+// that end at or below it (SealedSegments, SealedEnd), and retention stops
+// below it. SetHighWatermark moves it forward only; truncations lower it.
+// It is checkpointed by the background job (at most once a second while
+// it moves, and at Close; never on the produce path), and Open takes
+// min(checkpoint, log end), or the log start without one.
+//
+// On the leader a ReplicaSet (replication.go) keeps each follower's log
+// end and last caught-up time from its fetches, moves the high watermark
+// to the smallest log end over the in-sync replicas, says which members
+// to drop (OutOfSync, replica.lag.time.max.ms) and which replicas may
+// rejoin (CaughtUp), and lets acks=all appends wait (WaitReplicated, with
+// min.insync.replicas). Without Options.Replicated nothing of this
+// applies: the high watermark is the log end.
 //
 // # Retention
 //
