@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -121,11 +122,19 @@ func BenchmarkGroupCommit(b *testing.B) {
 }
 
 // BenchmarkRead fetches 1 MiB at a time from a log in page cache, next to
-// plain ReadAt of the same file.
+// plain ReadAt of the same file; replicated=true reads as a consumer of a
+// replicated log whose high watermark is its end (the batches are checked
+// against it).
 func BenchmarkRead(b *testing.B) {
+	for _, repl := range []bool{false, true} {
+		b.Run(fmt.Sprintf("replicated=%v", repl), func(b *testing.B) { benchRead(b, repl) })
+	}
+}
+
+func benchRead(b *testing.B, replicated bool) {
 	cfg := DefaultConfig()
 	cfg.FlushPolicy = FlushOS
-	l := openLog(b, b.TempDir(), cfg, Options{})
+	l := openLog(b, b.TempDir(), cfg, Options{Replicated: replicated})
 	defer l.Close()
 	batches := benchBatches(b, 64<<10)
 	for i := 0; i < 512; i++ { // 32 MiB
@@ -133,6 +142,7 @@ func BenchmarkRead(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	l.SetHighWatermark(l.LogEndOffset())
 	end := l.EndOffset()
 	path := l.Segments()[0].Path
 	size := l.Segments()[0].Size
@@ -255,4 +265,21 @@ func BenchmarkRollWithManyProducers(b *testing.B) {
 			b.ReportMetric(float64(st.Size())/1e6, "snapshot-MB")
 		})
 	}
+}
+
+// BenchmarkFollowerFetched is the leader's cost of one follower fetch
+// (record it, recompute the high watermark over the ISR), three replicas,
+// the two followers fetching at the leader's log end from parallel
+// goroutines.
+func BenchmarkFollowerFetched(b *testing.B) {
+	l := openLog(b, b.TempDir(), DefaultConfig(), Options{Replicated: true})
+	defer l.Close()
+	rs := NewReplicaSet(l, 1, []int32{1, 2, 3}, []int32{1, 2, 3}, 0, time.Now())
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		id := int32(2 + n.Add(1)%2)
+		for pb.Next() {
+			rs.FollowerFetched(id, l.LogEndOffset(), time.Now())
+		}
+	})
 }
