@@ -391,7 +391,10 @@ func (p *Partition) checkLineage(m *Manifest) error {
 		return nil
 	}
 	last := c[len(c)-1]
-	if end := p.log.EndOffset(); end < last.NextOffset {
+	// The log end, not the high watermark (EndOffset): a new leader's lags
+	// until its followers fetch, yet it holds every record its
+	// predecessor committed - and so uploaded.
+	if end := p.log.LogEndOffset(); end < last.NextOffset {
 		return fmt.Errorf("the bucket holds offsets up to %d, this leader's log ends at %d", last.NextOffset, end)
 	}
 	off := last.NextOffset - 1
