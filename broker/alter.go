@@ -26,6 +26,16 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	if err := checkDeletes(set, del); err != nil {
 		return TopicInfo{}, err
 	}
+	if b.rm != nil {
+		if err := b.CheckAlterTopicConfig(name, set, del); err != nil {
+			return TopicInfo{}, err
+		}
+		return b.rm.alterTopic(name, set, del)
+	}
+	return b.alterLocal(name, set, del)
+}
+
+func (b *Broker) alterLocal(name string, set map[string]string, del []string) (TopicInfo, error) {
 	t, done, err := b.beginTopicChange(name)
 	if err != nil {
 		return TopicInfo{}, err
@@ -40,7 +50,7 @@ func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []stri
 	// BucketStale until the bucket's record is written: a crash between the
 	// two writes, or a bucket write that failed (perhaps after landing), is
 	// repaired by the next open writing the record again.
-	m := topicMeta{Name: name, Partitions: int32(len(t.partitions())), Config: over, Created: t.created, BucketStale: b.store != nil}
+	m := topicMeta{Name: name, Partitions: int32(len(t.partitions())), Config: over, Created: t.created, BucketStale: b.store != nil, ReplicationFactor: t.rf, ID: t.id}
 	dir := b.topicDir(name)
 	if err := writeTopicMeta(dir, m); err != nil {
 		return TopicInfo{}, fmt.Errorf("broker: alter topic %s: %w", name, err)

@@ -62,6 +62,9 @@ type Options struct {
 	// copied to the bucket when they changed (0: 30 s); see groupcopy.go
 	// for what survives what.
 	GroupsCopyInterval time.Duration
+	// Cluster makes the broker a node of a replicated cluster (nil: a
+	// single node).
+	Cluster *ClusterOptions
 	// OpenFile opens the partition logs' segment files (nil: os.OpenFile);
 	// tests inject slow or failing fsyncs through it.
 	OpenFile hot.OpenFileFunc
@@ -86,6 +89,8 @@ type Broker struct {
 	clusterID string
 	// pids hands out idempotent producers' ids (producerid.go).
 	pids *producerIDs
+	// rm keeps the partitions in their cluster roles (nil: a single node).
+	rm *replicaManager
 
 	// mu guards the maps and closed, and is held only for map updates:
 	// never across bucket requests or bulk file I/O, which appends and
@@ -110,6 +115,8 @@ const DefaultMaxNodePartitions = 10000
 type topic struct {
 	name     string
 	created  time.Time
+	rf       int                           // replication factor (0 or 1: not replicated)
+	id       string                        // the cluster's topic id ("" for a single node)
 	settings atomic.Pointer[topicSettings] // replaced whole by AlterTopicConfig
 	// parts is replaced whole (copy on write) by AddPartitions, so
 	// appends and fetches read it without a lock.
@@ -145,6 +152,10 @@ type topicMeta struct {
 	// Config (an alter between its two writes, or one whose bucket write
 	// failed perhaps after landing): open writes the record again.
 	BucketStale bool `json:"bucket_stale,omitempty"`
+	// ReplicationFactor and ID are the cluster's (cluster mode); 0 and ""
+	// for a single node's topic, which has one replica.
+	ReplicationFactor int    `json:"replication_factor,omitempty"`
+	ID                string `json:"id,omitempty"`
 }
 
 const (
@@ -204,13 +215,24 @@ func Open(ctx context.Context, opts Options) (*Broker, error) {
 		lock.release()
 		return nil, err
 	}
+	if opts.Cluster != nil {
+		b.rm = newReplicaManager(b, *opts.Cluster)
+		b.rm.start()
+	}
 	return b, nil
 }
 
 func (b *Broker) open(ctx context.Context) error {
 	opts := b.opts
 	var err error
-	if opts.Bucket == nil {
+	if opts.Cluster != nil {
+		// The cluster names the node's data (and the bucket prefix it
+		// shares with the other nodes): wait for the controller to have
+		// named it.
+		if b.clusterID, err = waitClusterID(ctx, opts.Cluster.Node); err != nil {
+			return err
+		}
+	} else if opts.Bucket == nil {
 		// With a bucket the tiering store's cluster id names the node's
 		// data (it follows a restore); without one, a local id does.
 		if b.clusterID, err = loadClusterID(opts.Dir); err != nil {
@@ -234,7 +256,10 @@ func (b *Broker) open(ctx context.Context) error {
 			return err
 		}
 		_, statErr := os.Stat(marker)
-		if len(entries) == 0 || statErr == nil {
+		// A cluster node's topics are the cluster's (reconcile.go), and a
+		// wiped replica's partitions read their history from the shared
+		// manifests: nothing to restore.
+		if opts.Cluster == nil && (len(entries) == 0 || statErr == nil) {
 			restoring = true
 			// A node with no topics and a bucket that has some: restore them
 			// (their partitions then restore from their manifests). The
@@ -357,9 +382,9 @@ func (b *Broker) openTopic(ctx context.Context, m topicMeta, isNew bool) (*topic
 	if err != nil {
 		return nil, fmt.Errorf("broker: topic %s: %w", m.Name, err)
 	}
-	t := &topic{name: m.Name, created: m.Created}
+	t := &topic{name: m.Name, created: m.Created, rf: m.ReplicationFactor, id: m.ID}
 	t.settings.Store(&topicSettings{overrides: m.Config, cfg: cfg})
-	parts, err := b.openPartitions(ctx, m.Name, 0, m.Partitions, cfg, isNew)
+	parts, err := b.openPartitions(ctx, t, 0, m.Partitions, cfg, isNew)
 	if err != nil {
 		return nil, err
 	}
@@ -369,10 +394,14 @@ func (b *Broker) openTopic(ctx context.Context, m topicMeta, isNew bool) (*topic
 
 // openPartitions opens partitions from to to-1 of a topic; on an error it
 // closes those it opened.
-func (b *Broker) openPartitions(ctx context.Context, name string, from, to int32, cfg TopicConfig, isNew bool) ([]*tiering.Partition, error) {
+func (b *Broker) openPartitions(ctx context.Context, t *topic, from, to int32, cfg TopicConfig, isNew bool) ([]*tiering.Partition, error) {
+	name := t.name
 	var parts []*tiering.Partition
 	for p := from; p < to; p++ {
 		po := b.partitionOptions(name, p, cfg)
+		// A replicated partition's readers see only what every in-sync
+		// replica holds (the high watermark), not its log end.
+		po.HotOptions.Replicated = t.rf > 1
 		po.New = isNew
 		part, err := tiering.OpenPartition(ctx, po)
 		if err != nil {
@@ -538,6 +567,9 @@ func (b *Broker) Append(name string, partition int32, batch []byte) (hot.AppendR
 	if err != nil {
 		return hot.AppendResult{}, err
 	}
+	if err := b.CheckLeader(name, partition); err != nil {
+		return hot.AppendResult{}, err
+	}
 	return p.Append(batch)
 }
 
@@ -550,6 +582,9 @@ func (b *Broker) AppendDeferred(name string, partition int32, batch []byte) (*ho
 	if err != nil {
 		return nil, err
 	}
+	if err := b.CheckLeader(name, partition); err != nil {
+		return nil, err
+	}
 	return p.AppendDeferred(batch)
 }
 
@@ -558,6 +593,9 @@ func (b *Broker) AppendDeferred(name string, partition int32, batch []byte) (*ho
 func (b *Broker) Fetch(ctx context.Context, name string, partition int32, offset int64, maxBytes int) (hot.FetchResult, error) {
 	p, err := b.Partition(name, partition)
 	if err != nil {
+		return hot.FetchResult{}, err
+	}
+	if err := b.CheckLeader(name, partition); err != nil {
 		return hot.FetchResult{}, err
 	}
 	return p.Read(ctx, offset, maxBytes)
@@ -570,6 +608,9 @@ func (b *Broker) OffsetForTime(ctx context.Context, name string, partition int32
 	if err != nil {
 		return 0, err
 	}
+	if err := b.CheckLeader(name, partition); err != nil {
+		return 0, err
+	}
 	return p.OffsetForTime(ctx, ts)
 }
 
@@ -579,6 +620,9 @@ func (b *Broker) Offsets(name string, partition int32) (start, end int64, err er
 	if err != nil {
 		return 0, 0, err
 	}
+	if err := b.CheckLeader(name, partition); err != nil {
+		return 0, 0, err
+	}
 	return p.StartOffset(), p.EndOffset(), nil
 }
 
@@ -586,6 +630,9 @@ func (b *Broker) Offsets(name string, partition int32) (start, end int64, err er
 func (b *Broker) Wait(ctx context.Context, name string, partition int32, offset int64) error {
 	p, err := b.Partition(name, partition)
 	if err != nil {
+		return err
+	}
+	if err := b.CheckLeader(name, partition); err != nil {
 		return err
 	}
 	return p.Wait(ctx, offset)
@@ -603,6 +650,11 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	if b.rm != nil {
+		// Roles end first: no follower appends or leader loop outlives
+		// the logs they use.
+		b.rm.close()
+	}
 	b.cancel()
 	b.gcopy.stop()
 	b.ops.Wait()

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tierlog/tierlog/cluster"
 	"github.com/tierlog/tierlog/internal/fileutil"
 )
 
@@ -42,8 +44,25 @@ func loadClusterID(dir string) (string, error) {
 // keeps it in DATA/cluster-id and adopts it on a restore), else the
 // node's own from DATA/cluster_id.
 func (b *Broker) ClusterID() string {
-	if b.store != nil {
+	if b.store != nil && b.rm == nil {
 		return b.store.ClusterID
 	}
 	return b.clusterID
+}
+
+// waitClusterID waits until the cluster metadata names the cluster (its
+// first controller does, once a quorum elected it).
+func waitClusterID(ctx context.Context, n *cluster.Node) (string, error) {
+	watch, unwatch := n.Watch()
+	defer unwatch()
+	for {
+		if id := n.State().ClusterID; id != "" {
+			return id, nil
+		}
+		select {
+		case <-watch:
+		case <-ctx.Done():
+			return "", fmt.Errorf("broker: waiting for the cluster to elect a controller and name itself: %w", ctx.Err())
+		}
+	}
 }

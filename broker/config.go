@@ -128,8 +128,8 @@ var configKeys = map[string]configKey{
 		func(c *TopicConfig) *int64 { return &c.LocalRetentionBytes }),
 	"local.disk.max.bytes": intKey("-1 (only the server's local_disk_max_bytes) or a positive integer (bytes of local segments per partition)", -1, 1<<62,
 		func(c *TopicConfig) *int64 { return &c.LocalDiskMaxBytes }),
-	"min.insync.replicas": intKey("an integer from 1 to 32767", 1, math.MaxInt16, func(c *TopicConfig) *int64 { return &c.MinInsyncReplicas }),
-	"remote.storage.enable": boolKey(func(c *TopicConfig) *bool { return &c.RemoteStorageEnable }),
+	"min.insync.replicas":            intKey("an integer from 1 to 32767", 1, math.MaxInt16, func(c *TopicConfig) *int64 { return &c.MinInsyncReplicas }),
+	"remote.storage.enable":          boolKey(func(c *TopicConfig) *bool { return &c.RemoteStorageEnable }),
 	"unclean.leader.election.enable": boolKey(func(c *TopicConfig) *bool { return &c.UncleanLeaderElection }),
 	"max.message.bytes": {
 		valid: fmt.Sprintf("an integer from 128 to %d", hot.MaxSegmentBytes),

@@ -34,3 +34,7 @@ var ErrTooManyPartitions = errors.New("too many partitions on this node")
 
 // ErrDirLocked: another process (or broker) holds the data directory.
 var ErrDirLocked = errors.New("data directory locked")
+
+// ErrInvalidReplication refuses a replication factor the cluster cannot
+// give (more replicas than nodes, or any on a single node).
+var ErrInvalidReplication = errors.New("invalid replication factor")

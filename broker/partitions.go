@@ -28,6 +28,16 @@ import (
 // once installed, and a deletion that follows finds them in the list and
 // removes them from the daemon and the bucket with the rest.
 func (b *Broker) AddPartitions(name string, total int32) (TopicInfo, error) {
+	if b.rm != nil {
+		if err := b.CheckAddPartitions(name, total); err != nil {
+			return TopicInfo{}, err
+		}
+		return b.rm.addPartitions(name, total)
+	}
+	return b.addLocal(name, total)
+}
+
+func (b *Broker) addLocal(name string, total int32) (TopicInfo, error) {
 	t, done, err := b.beginTopicChange(name)
 	if err != nil {
 		return TopicInfo{}, err
@@ -58,7 +68,7 @@ func (b *Broker) AddPartitions(name string, total int32) (TopicInfo, error) {
 		}
 	}
 	st := t.settings.Load()
-	added, err := b.openPartitions(b.ctx, name, n, total, st.cfg, true)
+	added, err := b.openPartitions(b.ctx, t, n, total, st.cfg, true)
 	if err != nil {
 		return TopicInfo{}, err
 	}
@@ -68,7 +78,7 @@ func (b *Broker) AddPartitions(name string, total int32) (TopicInfo, error) {
 			os.RemoveAll(filepath.Join(dir, strconv.Itoa(int(p))))
 		}
 	}
-	m := topicMeta{Name: name, Partitions: total, Config: st.overrides, Created: t.created, BucketStale: b.store != nil}
+	m := topicMeta{Name: name, Partitions: total, Config: st.overrides, Created: t.created, BucketStale: b.store != nil, ReplicationFactor: t.rf, ID: t.id}
 	if err := writeTopicMeta(dir, m); err != nil {
 		undo()
 		return TopicInfo{}, fmt.Errorf("broker: add partitions to %s: %w", name, err)

@@ -16,8 +16,10 @@ import (
 // openTiering claims the bucket and builds the remote reader and the
 // tiering daemon. The broker owns the bucket from here on and closes it.
 func (b *Broker) openTiering(ctx context.Context) error {
+	// A cluster's nodes share one prefix; only partition leaders write it.
 	store, err := tiering.OpenStore(ctx, b.opts.Bucket, b.opts.Dir, tiering.StoreOptions{
-		Takeover: b.opts.Takeover, Logger: b.opts.Logger, Registerer: b.opts.Registerer})
+		Takeover: b.opts.Takeover, Logger: b.opts.Logger, Registerer: b.opts.Registerer,
+		Shared: b.opts.Cluster != nil, ClusterID: b.clusterID})
 	if err != nil {
 		return err
 	}

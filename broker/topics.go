@@ -57,13 +57,34 @@ func (b *Broker) partitionsInUse() int {
 // CreateTopic creates a topic with the given partitions and config
 // overrides. The topic exists once its metadata file is durable.
 func (b *Broker) CreateTopic(name string, partitions int32, config map[string]string) (TopicInfo, error) {
+	return b.CreateTopicRF(name, partitions, 0, config)
+}
+
+// CreateTopicRF is CreateTopic with a replication factor: 0 takes the
+// cluster's default (a single node's topics always have one replica). In
+// a cluster the controller assigns the replicas and every node creates
+// the topic; it returns once this node has.
+func (b *Broker) CreateTopicRF(name string, partitions int32, rf int, config map[string]string) (TopicInfo, error) {
 	if err := b.checkNewTopic(name, partitions, config); err != nil {
 		return TopicInfo{}, err
 	}
 	if config == nil {
 		config = map[string]string{}
 	}
-	m := topicMeta{Name: name, Partitions: partitions, Config: maps.Clone(config), Created: time.Now().UTC(), State: stateCreating}
+	if b.rm != nil {
+		return b.rm.createTopic(name, partitions, rf, config)
+	}
+	if rf > 1 {
+		return TopicInfo{}, fmt.Errorf("%w: replication factor %d: this node is not part of a cluster (start it with --peers)", ErrInvalidReplication, rf)
+	}
+	return b.createLocal(topicMeta{Name: name, Partitions: partitions, Config: maps.Clone(config)})
+}
+
+// createLocal creates a topic on this node (m's State and Created are set
+// here).
+func (b *Broker) createLocal(m topicMeta) (TopicInfo, error) {
+	name, partitions, config := m.Name, m.Partitions, m.Config
+	m.Created, m.State = time.Now().UTC(), stateCreating
 	op := &pendingTopic{parts: partitions, meta: m}
 	if err := b.reserve(name, op); err != nil {
 		return TopicInfo{}, err
@@ -238,6 +259,13 @@ func (b *Broker) abortCreate(op *pendingTopic, cause error) {
 // the error wraps ErrTopicDeletionPending, and the deletion is retried in
 // the background (and by calling DeleteTopic again) until it completes.
 func (b *Broker) DeleteTopic(name string) error {
+	if b.rm != nil {
+		return b.rm.deleteTopic(name)
+	}
+	return b.deleteLocal(name)
+}
+
+func (b *Broker) deleteLocal(name string) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()

@@ -15,6 +15,7 @@ const commandVersion = 1
 // Command is one change to the cluster state: exactly one field is set. It
 // is encoded as JSON in the Raft log: {"v":1,"create_topic":{...}}.
 type Command struct {
+	SetClusterID      *SetClusterID      `json:"set_cluster_id,omitempty"`
 	RegisterNode      *RegisterNode      `json:"register_node,omitempty"`
 	CreateTopic       *CreateTopic       `json:"create_topic,omitempty"`
 	DeleteTopic       *DeleteTopic       `json:"delete_topic,omitempty"`
@@ -28,6 +29,12 @@ type Command struct {
 	// Controller.Propose on the Raft leader carries it out (see
 	// Controller.Retire); State.Apply refuses it.
 	RetireNode *RetireNode `json:"retire_node,omitempty"`
+}
+
+// SetClusterID names the cluster, once: a second SetClusterID with another
+// id is refused (ErrInvalidCommand), one with the same id is a no-op.
+type SetClusterID struct {
+	ID string `json:"id"`
 }
 
 // RegisterNode adds a node or updates its addresses.
@@ -147,7 +154,7 @@ func DecodeCommand(b []byte) (Command, error) {
 
 func (c Command) count() int {
 	n := 0
-	for _, set := range []bool{c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
+	for _, set := range []bool{c.SetClusterID != nil, c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
 		c.AlterTopicConfig != nil, c.AddPartitions != nil, c.SetLeader != nil, c.ShrinkISR != nil,
 		c.ExpandISR != nil, c.SetRemoteLogStart != nil, c.RetireNode != nil} {
 		if set {
@@ -162,6 +169,15 @@ func (c Command) count() int {
 // c, so every node computes the same result.
 func (s *State) Apply(c Command) error {
 	switch {
+	case c.SetClusterID != nil:
+		switch id := c.SetClusterID.ID; {
+		case id == "":
+			return fmt.Errorf("%w: empty cluster id", ErrInvalidCommand)
+		case s.ClusterID != "" && s.ClusterID != id:
+			return fmt.Errorf("%w: the cluster is %s already, not %s", ErrInvalidCommand, s.ClusterID, id)
+		}
+		s.ClusterID = c.SetClusterID.ID
+		return nil
 	case c.RegisterNode != nil:
 		return s.registerNode(c.RegisterNode)
 	case c.CreateTopic != nil:

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -86,6 +87,33 @@ func Failover(s *State, alive func(int32) bool, unclean func(topic string) bool)
 				Topic: name, Partition: int32(i), LeaderEpoch: p.LeaderEpoch,
 				Leader: leader, Unclean: err == nil && !clean,
 			}})
+		}
+	}
+	return cmds
+}
+
+// ShrinkDead returns the ShrinkISR commands that take dead replicas (per
+// alive) out of the in-sync set of every partition whose leader is alive,
+// as Kafka's controller does when it fences a broker: the leader then
+// stops waiting for them, and acks=all (at min.insync.replicas) goes on at
+// once instead of after replica.lag.time.max.ms. The leader itself is
+// never removed (an offline partition keeps its ISR: see Failover).
+func ShrinkDead(s *State, alive func(int32) bool) []Command {
+	var cmds []Command
+	for _, name := range slices.Sorted(maps.Keys(s.Topics)) {
+		for i, p := range s.Topics[name].Partitions {
+			if p.Leader == NoLeader || !alive(p.Leader) {
+				continue
+			}
+			var dead []int32
+			for _, r := range p.ISR {
+				if r != p.Leader && !alive(r) {
+					dead = append(dead, r)
+				}
+			}
+			if len(dead) > 0 {
+				cmds = append(cmds, Command{ShrinkISR: &ChangeISR{Topic: name, Partition: int32(i), LeaderEpoch: p.LeaderEpoch, Replicas: dead}})
+			}
 		}
 	}
 	return cmds

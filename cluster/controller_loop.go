@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"sync"
@@ -17,6 +19,10 @@ type ControllerOptions struct {
 	// Self is this node's id and addresses. The controller registers it
 	// (RegisterNode) while it leads and the state holds something else.
 	Self NodeInfo
+	// ClusterID is the id the controller gives a cluster that has none yet
+	// (a single node's id when it is upgraded into a cluster; nil: a
+	// random one).
+	ClusterID func() string
 	// SessionTimeout: a node not heard from (Heartbeat) for this long is
 	// dead. Default 3 s.
 	SessionTimeout time.Duration
@@ -228,6 +234,20 @@ func (c *Controller) evaluate(ctx context.Context) {
 	c.mu.Unlock()
 	c.isController.Set(1)
 
+	if s.ClusterID == "" {
+		id := ""
+		if c.o.ClusterID != nil {
+			id = c.o.ClusterID()
+		}
+		if id == "" {
+			id = newClusterID()
+		}
+		if err := c.apply(ctx, Command{SetClusterID: &SetClusterID{ID: id}}); err != nil {
+			c.log.Warn("name the cluster", "err", err)
+		} else {
+			c.log.Info("cluster named", "cluster_id", id)
+		}
+	}
 	for _, info := range register {
 		if err := c.apply(ctx, Command{RegisterNode: &RegisterNode{Node: info}}); err != nil {
 			c.log.Warn("register node", "node", info.ID, "err", err)
@@ -266,6 +286,14 @@ func (c *Controller) evaluate(ctx context.Context) {
 		c.log.Log(ctx, lv, "partition leader changed", "topic", sl.Topic, "partition", sl.Partition,
 			"from", old.Leader, "to", sl.Leader, "epoch", sl.LeaderEpoch+1, "kind", kind, "isr", old.ISR)
 	}
+	for _, cmd := range ShrinkDead(s, alive) {
+		ch := cmd.ShrinkISR
+		if err := c.apply(ctx, cmd); err != nil {
+			c.log.Warn("take dead replicas out of the ISR", "topic", ch.Topic, "partition", ch.Partition, "replicas", ch.Replicas, "err", err)
+			continue
+		}
+		c.log.Info("dead replicas out of the ISR", "topic", ch.Topic, "partition", ch.Partition, "replicas", ch.Replicas, "epoch", ch.LeaderEpoch)
+	}
 }
 
 // apply applies one command on this (leading) node, bounded so a stuck
@@ -275,3 +303,13 @@ func (c *Controller) apply(ctx context.Context, cmd Command) error {
 	defer cancel()
 	return c.n.Apply(ctx, cmd)
 }
+
+// newClusterID returns a random cluster id (128 bits, hex).
+func newClusterID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// SessionTimeout is how long a node may go unheard before it is dead.
+func (c *Controller) SessionTimeout() time.Duration { return c.o.SessionTimeout }

@@ -121,3 +121,28 @@ func TestFailoverUncleanPerTopic(t *testing.T) {
 		t.Fatalf("u/0: %+v", c)
 	}
 }
+
+func TestShrinkDeadKeepsLeaderAndSkipsOffline(t *testing.T) {
+	s := threeNodes(t) // "t": partition 0 led by 1, partition 1 by 2
+	// Node 3 is dead: it leaves both ISRs. A dead leader's partition is
+	// Failover's, not ShrinkDead's.
+	cmds := ShrinkDead(s, aliveSet(1, 2))
+	if len(cmds) != 2 {
+		t.Fatalf("commands %+v, want one shrink per partition", cmds)
+	}
+	for _, c := range cmds {
+		if c.ShrinkISR == nil || len(c.ShrinkISR.Replicas) != 1 || c.ShrinkISR.Replicas[0] != 3 {
+			t.Fatalf("command %+v, want node 3 out", c)
+		}
+		mustApply(t, s, c)
+	}
+	if got := s.Topics["t"].Partitions[0].ISR; len(got) != 2 {
+		t.Fatalf("ISR %v after shrink", got)
+	}
+	if cmds := ShrinkDead(s, aliveSet(2)); len(cmds) != 1 || cmds[0].ShrinkISR.Partition != 1 {
+		t.Fatalf("leader 1 dead: partition 0 is Failover's; got %+v", cmds)
+	}
+	if cmds := ShrinkDead(s, aliveSet(1, 2)); len(cmds) != 0 {
+		t.Fatalf("nothing left to shrink, got %+v", cmds)
+	}
+}

@@ -314,3 +314,30 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// WaitCaughtUp waits until this node has applied every entry the cluster
+// had committed when it last heard from the leader (on the leader: every
+// entry of earlier terms), so its State is not a stale one from before a
+// restart. A node that reconciles local data against the State (deleting
+// what the State lacks) must wait for this first.
+func (n *Node) WaitCaughtUp(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.IsLeader() {
+			if n.raft.Barrier(time.Second).Error() == nil {
+				return nil
+			}
+		} else if id, _ := n.Leader(); id >= 0 && time.Since(n.raft.LastContact()) < 2*time.Second {
+			commit, err := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+			if err == nil && commit > 0 && n.raft.AppliedIndex() >= commit {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

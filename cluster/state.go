@@ -53,9 +53,12 @@ type Topic struct {
 type State struct {
 	// Index is the Raft log index of the last entry applied; equal Index
 	// means equal State on any two nodes.
-	Index  uint64             `json:"index"`
-	Nodes  map[int32]NodeInfo `json:"nodes"`
-	Topics map[string]*Topic  `json:"topics"`
+	Index uint64 `json:"index"`
+	// ClusterID names the cluster (Kafka's cluster id, the bucket prefix's
+	// owner); set once by the first controller, never changed.
+	ClusterID string             `json:"cluster_id,omitempty"`
+	Nodes     map[int32]NodeInfo `json:"nodes"`
+	Topics    map[string]*Topic  `json:"topics"`
 }
 
 // NewState returns the empty state of a new cluster.
@@ -65,7 +68,7 @@ func NewState() *State {
 
 // Clone returns a deep copy.
 func (s *State) Clone() *State {
-	c := &State{Index: s.Index, Nodes: maps.Clone(s.Nodes), Topics: make(map[string]*Topic, len(s.Topics))}
+	c := &State{Index: s.Index, ClusterID: s.ClusterID, Nodes: maps.Clone(s.Nodes), Topics: make(map[string]*Topic, len(s.Topics))}
 	if c.Nodes == nil {
 		c.Nodes = map[int32]NodeInfo{}
 	}

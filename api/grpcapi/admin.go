@@ -17,7 +17,7 @@ func (s *Server) CreateTopic(ctx context.Context, req *tierlogv1.CreateTopicRequ
 	if req.GetPartitions() < 1 {
 		return nil, invalidf("partitions %d: a topic needs at least 1 partition", req.GetPartitions())
 	}
-	info, err := s.b.CreateTopic(req.GetName(), req.GetPartitions(), req.GetConfig())
+	info, err := s.b.CreateTopicRF(req.GetName(), req.GetPartitions(), int(req.GetReplicationFactor()), req.GetConfig())
 	if err != nil {
 		return nil, s.statusFor("CreateTopic", err)
 	}

@@ -25,6 +25,13 @@ func statusCode(err error) codes.Code {
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
+	case errors.Is(err, broker.ErrNotLeader), errors.Is(err, broker.ErrNotEnoughReplicas),
+		errors.Is(err, broker.ErrNotEnoughReplicasAfterAppend):
+		// Retriable: on the leader the message names, or once replicas
+		// are back in sync.
+		return codes.Unavailable
+	case errors.Is(err, broker.ErrInvalidReplication):
+		return codes.InvalidArgument
 	case errors.Is(err, broker.ErrUnknownTopic):
 		return codes.NotFound
 	case errors.Is(err, broker.ErrTopicDeletionPending):

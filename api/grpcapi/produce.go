@@ -26,9 +26,22 @@ func (s *Server) Produce(ctx context.Context, req *tierlogv1.ProduceRequest) (*t
 	if err != nil {
 		return nil, s.statusFor("Produce", err)
 	}
-	res, err := s.b.Append(req.GetTopic(), part, raw)
+	// In a cluster a gRPC produce is Kafka's acks=all: answered once on
+	// the in-sync replicas (DURABILITY_REPLICATED).
+	pa, err := s.b.AppendAcks(req.GetTopic(), part, raw, -1)
 	if err != nil {
 		return nil, s.statusFor("Produce", err)
+	}
+	res, err := pa.Wait()
+	if err != nil {
+		return nil, s.statusFor("Produce", err)
+	}
+	durability := durabilityProto(res.Durability)
+	if s.b.Replicated(req.GetTopic()) {
+		if err := s.b.WaitReplicated(ctx, req.GetTopic(), part, res.LastOffset+1); err != nil {
+			return nil, s.statusFor("Produce", err)
+		}
+		durability = tierlogv1.Durability_DURABILITY_REPLICATED
 	}
 	return &tierlogv1.ProduceResponse{
 		Topic:           req.GetTopic(),
@@ -36,7 +49,7 @@ func (s *Server) Produce(ctx context.Context, req *tierlogv1.ProduceRequest) (*t
 		BaseOffset:      res.BaseOffset,
 		LastOffset:      res.LastOffset,
 		LogAppendTimeMs: res.LogAppendTime,
-		Durability:      durabilityProto(res.Durability),
+		Durability:      durability,
 	}, nil
 }
 

@@ -24,10 +24,12 @@ func (s *Server) describeCluster(_ *clientConn, req *kmsg.DescribeClusterRequest
 		return reply{resp: resp}
 	}
 	resp.ClusterID = s.b.ClusterID()
-	resp.ControllerID = s.opts.NodeID
-	b := kmsg.NewDescribeClusterResponseBroker()
-	b.NodeID, b.Host, b.Port = s.opts.NodeID, s.opts.AdvertisedHost, s.opts.AdvertisedPort
-	resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+	resp.ControllerID = s.b.Controller()
+	for _, n := range s.nodes() {
+		b := kmsg.NewDescribeClusterResponseBroker()
+		b.NodeID, b.Host, b.Port = n.id, n.host, n.port
+		resp.Brokers = append(resp.Brokers, b)
+	}
 	resp.ClusterAuthorizedOperations = math.MinInt32 // not computed (no ACLs), as in Metadata
 	return reply{resp: resp}
 }

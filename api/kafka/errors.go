@@ -28,6 +28,18 @@ func errorCode(err error) int16 {
 		return 0
 	case errors.As(err, &coded):
 		return coded.code.Code
+	case errors.Is(err, broker.ErrNotLeader):
+		return kerr.NotLeaderForPartition.Code
+	case errors.Is(err, broker.ErrNotEnoughReplicas):
+		return kerr.NotEnoughReplicas.Code
+	case errors.Is(err, broker.ErrNotEnoughReplicasAfterAppend):
+		return kerr.NotEnoughReplicasAfterAppend.Code
+	case errors.Is(err, broker.ErrFencedLeaderEpoch):
+		return kerr.FencedLeaderEpoch.Code
+	case errors.Is(err, broker.ErrUnknownLeaderEpoch):
+		return kerr.UnknownLeaderEpoch.Code
+	case errors.Is(err, broker.ErrInvalidReplication):
+		return kerr.InvalidReplicationFactor.Code
 	case errors.Is(err, broker.ErrUnknownTopic):
 		return kerr.UnknownTopicOrPartition.Code
 	case errors.Is(err, broker.ErrInvalidPartition):

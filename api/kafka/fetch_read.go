@@ -117,9 +117,13 @@ func (s *Server) fetchRound(ctx context.Context, c *clientConn, req *kmsg.FetchR
 			failed = true
 			continue
 		}
-		fp.code = checkEpoch(fp.epoch, fp.p.Log().LeaderEpoch())
+		fp.code = s.checkLeaderEpoch(fp.topic, fp.partition, fp.epoch, fp.p)
 		fp.start, fp.end = fp.p.StartOffset(), fp.p.EndOffset()
-		if fp.code == 0 && (fp.offset < fp.start || fp.offset > fp.end) {
+		// Between the high watermark (end) and the log end is not out of
+		// range: a consumer there (it read from a leader whose high
+		// watermark was ahead) gets nothing until the high watermark
+		// passes it, as in Kafka.
+		if fp.code == 0 && (fp.offset < fp.start || fp.offset > max(fp.end, fp.p.Log().LogEndOffset())) {
 			fp.code = kerr.OffsetOutOfRange.Code
 		}
 		if fp.code != 0 {

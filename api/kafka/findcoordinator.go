@@ -11,8 +11,8 @@ const (
 	coordinatorTransaction = 1
 )
 
-// findCoordinator names this node as every group's coordinator (a single
-// node coordinates all groups). Transactional ids get INVALID_REQUEST:
+// findCoordinator names every group's coordinator: this node, or in a
+// cluster the controller (see coordinator). Transactional ids get INVALID_REQUEST:
 // tierlog has no transactions, and a retriable error would leave a
 // transactional producer retrying for ever. v4 answers a batch of keys.
 func (s *Server) findCoordinator(_ *clientConn, req *kmsg.FindCoordinatorRequest) reply {
@@ -22,7 +22,13 @@ func (s *Server) findCoordinator(_ *clientConn, req *kmsg.FindCoordinatorRequest
 		c.Key = key
 		switch req.CoordinatorType {
 		case coordinatorGroup:
-			c.NodeID, c.Host, c.Port = s.opts.NodeID, s.opts.AdvertisedHost, s.opts.AdvertisedPort
+			n, ok := s.coordinator()
+			if !ok {
+				c.NodeID, c.Port = -1, -1
+				c.ErrorCode = kerr.CoordinatorNotAvailable.Code
+				break
+			}
+			c.NodeID, c.Host, c.Port = n.id, n.host, n.port
 		case coordinatorTransaction:
 			c.NodeID, c.Port = -1, -1
 			c.ErrorCode = kerr.InvalidRequest.Code

@@ -60,10 +60,12 @@ func (s *Server) listOffset(ctx context.Context, version int16, topic string, rp
 		return out
 	}
 	epoch := p.Log().LeaderEpoch()
+	current := int32(-1)
 	if version >= 4 {
-		if out.ErrorCode = checkEpoch(rp.CurrentLeaderEpoch, epoch); out.ErrorCode != 0 {
-			return out
-		}
+		current = rp.CurrentLeaderEpoch
+	}
+	if out.ErrorCode = s.checkLeaderEpoch(topic, rp.Partition, current, p); out.ErrorCode != 0 {
+		return out
 	}
 	out.LeaderEpoch = epoch
 	ts := rp.Timestamp

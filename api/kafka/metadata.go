@@ -8,16 +8,20 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tierlog/tierlog/broker"
+	"github.com/tierlog/tierlog/cluster"
 )
 
-// metadata describes this node as the only broker (and controller), and the
+// metadata describes the brokers (this node alone, or the cluster's nodes)
+// and the controller, and the
 // topics asked for — all of them for a nil list (an empty list before v1).
 // An unknown topic is created when the server and the request allow it
 // (AllowAutoTopicCreation, v4+; always before v4, as in Kafka).
 func (s *Server) metadata(_ *clientConn, req *kmsg.MetadataRequest) reply {
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
-	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: s.opts.NodeID, Host: s.opts.AdvertisedHost, Port: s.opts.AdvertisedPort}}
-	resp.ControllerID = s.opts.NodeID
+	for _, n := range s.nodes() {
+		resp.Brokers = append(resp.Brokers, kmsg.MetadataResponseBroker{NodeID: n.id, Host: n.host, Port: n.port})
+	}
+	resp.ControllerID = s.b.Controller()
 	if id := s.b.ClusterID(); id != "" {
 		resp.ClusterID = &id
 	}
@@ -85,10 +89,17 @@ func (s *Server) topicMetadata(info broker.TopicInfo, err error, name ...string)
 	for _, p := range info.Partitions {
 		mp := kmsg.NewMetadataResponseTopicPartition()
 		mp.Partition = p.Partition
-		mp.Leader = s.opts.NodeID
-		mp.LeaderEpoch = p.LeaderEpoch
-		mp.Replicas = []int32{s.opts.NodeID}
-		mp.ISR = []int32{s.opts.NodeID}
+		r, err := s.b.Route(info.Name, p.Partition)
+		if err != nil {
+			mp.ErrorCode = errorCode(err)
+			t.Partitions = append(t.Partitions, mp)
+			continue
+		}
+		mp.Leader, mp.LeaderEpoch, mp.Replicas, mp.ISR = r.Leader, r.LeaderEpoch, r.Replicas, r.ISR
+		if r.Leader == cluster.NoLeader {
+			// Every in-sync replica is down: clients wait and refresh.
+			mp.ErrorCode = kerr.LeaderNotAvailable.Code
+		}
 		t.Partitions = append(t.Partitions, mp)
 	}
 	return t

@@ -50,14 +50,17 @@ func (s *Server) epochEnd(ctx context.Context, version int16, topic string, rp k
 		return out
 	}
 	cur := p.Log().LeaderEpoch()
+	current := int32(-1)
 	if version >= 2 {
-		if out.ErrorCode = checkEpoch(rp.CurrentLeaderEpoch, cur); out.ErrorCode != 0 {
-			return out
-		}
+		current = rp.CurrentLeaderEpoch
+	}
+	if out.ErrorCode = s.checkLeaderEpoch(topic, rp.Partition, current, p); out.ErrorCode != 0 {
+		return out
 	}
 	switch e := rp.LeaderEpoch; {
 	case e == cur:
-		out.LeaderEpoch, out.EndOffset = cur, p.EndOffset()
+		// The log end, not the high watermark: where this epoch ends.
+		out.LeaderEpoch, out.EndOffset = cur, p.Log().LogEndOffset()
 	case e < cur && e >= 0:
 		end, err := firstAfterEpoch(ctx, p, e)
 		if err != nil {
@@ -92,6 +95,16 @@ func firstAfterEpoch(ctx context.Context, p *tiering.Partition, e int32) (int64,
 		}
 	}
 	return lo, nil
+}
+
+// checkLeaderEpoch answers a request for a partition on a node that
+// does not lead it (NOT_LEADER_OR_FOLLOWER) or with a leader epoch other
+// than the partition's (checkEpoch); 0 when it may be served.
+func (s *Server) checkLeaderEpoch(topic string, partition, client int32, p *tiering.Partition) int16 {
+	if err := s.b.CheckLeader(topic, partition); err != nil {
+		return errorCode(err)
+	}
+	return checkEpoch(client, p.Log().LeaderEpoch())
 }
 
 // checkEpoch compares the leader epoch a client names (-1: none) with the

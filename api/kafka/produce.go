@@ -3,8 +3,10 @@ package kafka
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -25,12 +27,18 @@ import (
 // since) runs later, so a client with five produce requests in flight has
 // them written back to back and made durable by one fsync.
 //
-// acks=1 and acks=-1 (all) mean the same on a single node: the response
-// is sent when the topic's flush policy's promise holds (always: fsynced;
-// interval, os: in the page cache, which survives a crash of the process
-// but not of the machine). acks=0 gets no response; an append it made that
-// failed closes the connection, as Kafka does, so the client refreshes its
-// metadata. TimeoutMillis is not used: nothing waits for replicas.
+// acks=1 is answered when the leader's flush policy's promise holds
+// (always: fsynced; interval, os: in the page cache, which survives a
+// crash of the process but not of the machine). acks=-1 (all) is answered
+// once, in addition, every in-sync replica holds the batch (each under its
+// own flush policy) and at least min.insync.replicas do; before anything
+// is written it is refused with NOT_ENOUGH_REPLICAS while fewer are in
+// sync, and after, NOT_ENOUGH_REPLICAS_AFTER_APPEND or REQUEST_TIMED_OUT
+// (TimeoutMillis) say the batch is stored on the leader but not
+// acknowledged. On a single node, and for a topic with one replica, acks=-1
+// means acks=1. acks=0 gets no response; an append it made that failed
+// closes the connection, as Kafka does, so the client refreshes its
+// metadata.
 func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	badAcks := req.Acks != 0 && req.Acks != 1 && req.Acks != -1
@@ -55,7 +63,7 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 				setProduceError(req.Version, pr, codedErrorf(kerr.InvalidRequiredAcks, "acks %d: valid values are -1 (all), 0 and 1", req.Acks))
 				continue
 			}
-			pa, err := s.appendPartition(req.Version, rt.Topic, rp)
+			pa, err := s.appendPartition(req.Version, req.Acks, rt.Topic, rp)
 			if err != nil {
 				failed = true
 				setProduceError(req.Version, pr, err)
@@ -82,8 +90,17 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 	// from the socket) are written already, and a request held until its
 	// fsync would keep up to pipelineDepth frames per connection alive.
 	version := req.Version
-	finish := func() kmsg.Response {
+	replicate := req.Acks == -1 && s.b.Clustered()
+	timeout := time.Duration(max(req.TimeoutMillis, 0)) * time.Millisecond
+	finish := func(ctx context.Context) kmsg.Response {
 		results, errs := waitAll(pas)
+		if replicate {
+			ends := make([]int64, len(waits))
+			for i := range waits {
+				ends[i] = results[i].LastOffset + 1
+			}
+			s.waitReplicated(ctx, timeout, len(waits), func(i int) (string, int32) { return waits[i].topic, waits[i].pr.Partition }, ends, errs)
+		}
 		for i, w := range waits {
 			res, err := results[i], errs[i]
 			if err != nil {
@@ -100,10 +117,39 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 		}
 		return resp
 	}
-	if !mustWait {
-		return reply{resp: finish()}
+	if !mustWait && !replicate {
+		return reply{resp: finish(context.Background())}
 	}
-	return reply{later: func(context.Context) kmsg.Response { return finish() }}
+	return reply{later: finish}
+}
+
+// waitReplicated waits, for acks=all, until each of the n partitions
+// written without error (errs[i] nil) is on its in-sync replicas up to
+// ends[i], all at once, for at most timeout (Kafka's TimeoutMillis); one
+// that does not get there gets its error in errs: REQUEST_TIMED_OUT on the
+// timeout, NOT_ENOUGH_REPLICAS_AFTER_APPEND, or NOT_LEADER_OR_FOLLOWER
+// when the node stopped leading. Its batch stays in the leader's log.
+func (s *Server) waitReplicated(ctx context.Context, timeout time.Duration, n int, at func(int) (string, int32), ends []int64, errs []error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallelWaits)
+	for i := range n {
+		if errs[i] != nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			topic, p := at(i)
+			err := s.b.WaitReplicated(ctx, topic, p, ends[i])
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = codedErrorf(kerr.RequestTimedOut, "%s/%d: stored on the leader, not on every in-sync replica within the request's timeout (%v); not acknowledged", topic, p, timeout)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
 }
 
 // maxParallelWaits bounds the goroutines one Produce request starts to
@@ -158,7 +204,7 @@ func waitAll(pas []*hot.PendingAppend) ([]hot.AppendResult, []error) {
 // v3, exactly one RecordBatch of magic 2 per partition, and zstd only from
 // v7 (the version that announced it); tierlog requires the same at v0-v2,
 // which it advertises only for librdkafka's sake (see the apis table).
-func (s *Server) appendPartition(version int16, topic string, rp kmsg.ProduceRequestTopicPartition) (*hot.PendingAppend, error) {
+func (s *Server) appendPartition(version, acks int16, topic string, rp kmsg.ProduceRequestTopicPartition) (*hot.PendingAppend, error) {
 	if err := broker.ValidateTopicName(topic); err != nil {
 		// Kafka answers UNKNOWN_TOPIC_OR_PARTITION, which clients retry
 		// until their delivery timeout for a name that can never exist;
@@ -181,7 +227,7 @@ func (s *Server) appendPartition(version int16, topic string, rp kmsg.ProduceReq
 			return nil, codedErrorf(kerr.InvalidRecord, "%d bytes follow the first record batch (%d bytes) of partition %d: Produce takes exactly one batch per partition", int64(len(b))-size, size, rp.Partition)
 		}
 	}
-	return s.b.AppendDeferred(topic, rp.Partition, b)
+	return s.b.AppendAcks(topic, rp.Partition, b, acks)
 }
 
 // setProduceError fills a partition's answer for a refused append (nothing

@@ -78,10 +78,11 @@ func (s *Server) createTopic(rt kmsg.CreateTopicsRequestTopic, dup, validateOnly
 			return 0, nil, fmt.Errorf("%w: number of partitions must be larger than 0, or -1 for the server's num_partitions (%d)",
 				broker.ErrInvalidPartition, s.opts.NumPartitions)
 		}
-		if err := checkReplicationFactor(rt.ReplicationFactor); err != nil {
+		if err := s.checkReplicationFactor(rt.ReplicationFactor); err != nil {
 			return 0, nil, err
 		}
 	}
+	rf := max(int(rt.ReplicationFactor), 0) // -1: the server's default
 	config := map[string]string{}
 	for _, c := range rt.Configs {
 		// A null value leaves the key to the server default, as in Kafka.
@@ -92,24 +93,35 @@ func (s *Server) createTopic(rt kmsg.CreateTopicsRequestTopic, dup, validateOnly
 	if validateOnly {
 		return n, config, s.b.CheckCreateTopic(rt.Topic, n, config)
 	}
-	_, err := s.b.CreateTopic(rt.Topic, n, config)
+	_, err := s.b.CreateTopicRF(rt.Topic, n, rf, config)
 	if err == nil {
 		s.log.Info("topic created by a Kafka client", "topic", rt.Topic, "partitions", n)
 	}
 	return n, config, err
 }
 
-// checkReplicas accepts the only assignment one node can have: itself.
+// checkReplicas accepts the only assignment one node can have: itself. A
+// cluster assigns replicas itself (its controller spreads them).
 func (s *Server) checkReplicas(replicas []int32) error {
+	if s.b.Clustered() {
+		return errReplicaAssignment("tierlog assigns replicas itself: give a replication factor instead of an assignment")
+	}
 	if len(replicas) != 1 || replicas[0] != s.opts.NodeID {
 		return errReplicaAssignment(fmt.Sprintf("replicas %v: this single node (%d) is the only replica of every partition", replicas, s.opts.NodeID))
 	}
 	return nil
 }
 
-// checkReplicationFactor accepts 1 and -1 (the server default, 1).
-func checkReplicationFactor(rf int16) error {
+// checkReplicationFactor accepts -1 (the server default) and, on a single
+// node, 1; in a cluster, 1 to the number of nodes.
+func (s *Server) checkReplicationFactor(rf int16) error {
 	if rf == 1 || rf == -1 {
+		return nil
+	}
+	if n := len(s.b.Nodes()); s.b.Clustered() && rf > 1 {
+		if int(rf) > n {
+			return errReplicationFactor(fmt.Sprintf("replication factor %d larger than available brokers: %d", rf, n))
+		}
 		return nil
 	}
 	if rf > 1 {

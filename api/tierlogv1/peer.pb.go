@@ -737,10 +737,13 @@ type NodeStatusResponse struct {
 	State []byte `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	// Last heartbeat per node, Unix ms, as the controller sees it (only on
 	// the controller).
-	Alive         map[int32]int64         `protobuf:"bytes,4,rep,name=alive,proto3" json:"alive,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	Partitions    []*PartitionReplication `protobuf:"bytes,5,rep,name=partitions,proto3" json:"partitions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Alive      map[int32]int64         `protobuf:"bytes,4,rep,name=alive,proto3" json:"alive,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Partitions []*PartitionReplication `protobuf:"bytes,5,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// The controller's session timeout: a node not heard from for this long
+	// is taken for dead (only on the controller).
+	SessionTimeoutMs int64 `protobuf:"varint,6,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *NodeStatusResponse) Reset() {
@@ -806,6 +809,13 @@ func (x *NodeStatusResponse) GetPartitions() []*PartitionReplication {
 		return x.Partitions
 	}
 	return nil
+}
+
+func (x *NodeStatusResponse) GetSessionTimeoutMs() int64 {
+	if x != nil {
+		return x.SessionTimeoutMs
+	}
+	return 0
 }
 
 // PartitionReplication is a led partition's replication as its leader sees it.
@@ -1025,7 +1035,7 @@ const file_tierlog_v1_peer_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\x0e2\x18.tierlog.v1.ReplicaErrorR\x05error\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\x05R\bleaderId\"\x13\n" +
-	"\x11NodeStatusRequest\"\xa5\x02\n" +
+	"\x11NodeStatusRequest\"\xd3\x02\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x05R\x06nodeId\x12#\n" +
 	"\rcontroller_id\x18\x02 \x01(\x05R\fcontrollerId\x12\x14\n" +
@@ -1033,7 +1043,8 @@ const file_tierlog_v1_peer_proto_rawDesc = "" +
 	"\x05alive\x18\x04 \x03(\v2).tierlog.v1.NodeStatusResponse.AliveEntryR\x05alive\x12@\n" +
 	"\n" +
 	"partitions\x18\x05 \x03(\v2 .tierlog.v1.PartitionReplicationR\n" +
-	"partitions\x1a8\n" +
+	"partitions\x12,\n" +
+	"\x12session_timeout_ms\x18\x06 \x01(\x03R\x10sessionTimeoutMs\x1a8\n" +
 	"\n" +
 	"AliveEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +

@@ -55,6 +55,9 @@ const (
 	Durability_DURABILITY_PAGE_CACHE Durability = 1
 	// fsynced to the leader's local disk before the acknowledgement.
 	Durability_DURABILITY_FSYNCED Durability = 2
+	// On every in-sync replica (each under its own flush policy) and at
+	// least min.insync.replicas of them: a cluster's replicated topics.
+	Durability_DURABILITY_REPLICATED Durability = 3
 )
 
 // Enum value maps for Durability.
@@ -63,11 +66,13 @@ var (
 		0: "DURABILITY_UNSPECIFIED",
 		1: "DURABILITY_PAGE_CACHE",
 		2: "DURABILITY_FSYNCED",
+		3: "DURABILITY_REPLICATED",
 	}
 	Durability_value = map[string]int32{
 		"DURABILITY_UNSPECIFIED": 0,
 		"DURABILITY_PAGE_CACHE":  1,
 		"DURABILITY_FSYNCED":     2,
+		"DURABILITY_REPLICATED":  3,
 	}
 )
 
@@ -758,9 +763,12 @@ type CreateTopicRequest struct {
 	Partitions int32 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	// Kafka-named topic configuration, e.g. "retention.ms" -> "86400000",
 	// "flush.policy" -> "always|interval|os". Unknown keys are rejected.
-	Config        map[string]string `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Config map[string]string `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Replicas of each partition in a cluster (0: the server's
+	// default_replication_factor); a single node has one.
+	ReplicationFactor int32 `protobuf:"varint,4,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateTopicRequest) Reset() {
@@ -812,6 +820,13 @@ func (x *CreateTopicRequest) GetConfig() map[string]string {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *CreateTopicRequest) GetReplicationFactor() int32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
 }
 
 type CreateTopicResponse struct {
@@ -2157,13 +2172,14 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x0elog_end_offset\x18\x06 \x01(\x03R\flogEndOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\a \x01(\x03R\rhighWatermark\x12\x1f\n" +
 	"\vnext_offset\x18\b \x01(\x03R\n" +
-	"nextOffset\"\xc7\x01\n" +
+	"nextOffset\"\xf6\x01\n" +
 	"\x12CreateTopicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x02 \x01(\x05R\n" +
 	"partitions\x12B\n" +
-	"\x06config\x18\x03 \x03(\v2*.tierlog.v1.CreateTopicRequest.ConfigEntryR\x06config\x1a9\n" +
+	"\x06config\x18\x03 \x03(\v2*.tierlog.v1.CreateTopicRequest.ConfigEntryR\x06config\x12-\n" +
+	"\x12replication_factor\x18\x04 \x01(\x05R\x11replicationFactor\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
@@ -2272,12 +2288,13 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x18remote_end_offset_before\x18\x03 \x01(\x03R\x15remoteEndOffsetBefore\x12*\n" +
 	"\x11remote_end_offset\x18\x04 \x01(\x03R\x0fremoteEndOffset\x12\x12\n" +
 	"\x04done\x18\x05 \x01(\bR\x04done\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error*[\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error*v\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DURABILITY_PAGE_CACHE\x10\x01\x12\x16\n" +
-	"\x12DURABILITY_FSYNCED\x10\x022\xe3\x06\n" +
+	"\x12DURABILITY_FSYNCED\x10\x02\x12\x19\n" +
+	"\x15DURABILITY_REPLICATED\x10\x032\xe3\x06\n" +
 	"\aTierLog\x12B\n" +
 	"\aProduce\x12\x1a.tierlog.v1.ProduceRequest\x1a\x1b.tierlog.v1.ProduceResponse\x12<\n" +
 	"\x05Fetch\x12\x18.tierlog.v1.FetchRequest\x1a\x19.tierlog.v1.FetchResponse\x12J\n" +

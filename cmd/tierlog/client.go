@@ -77,7 +77,17 @@ func (cf *clientFlags) dial() (tierlogv1.TierLogClient, func(), error) {
 	if f := cf.cmd.Flag(serverFlag); f != nil {
 		cf.server = serverAddr(f.Value.String())
 	}
-	conn, err := grpc.NewClient(cf.server,
+	conn, err := dialConn(cf.server)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tierlogv1.NewTierLogClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// dialConn connects to a node's gRPC address, waiting a little for one
+// that is starting.
+func dialConn(server string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(server,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)),
 		// Retry a refused connection quickly while waitReady waits.
@@ -85,10 +95,10 @@ func (cf *clientFlags) dial() (tierlogv1.TierLogClient, func(), error) {
 			Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond}, MinConnectTimeout: time.Second}),
 	)
 	if err != nil {
-		return nil, nil, usageErrorf("--server %q: %v", cf.server, err)
+		return nil, usageErrorf("--server %q: %v", server, err)
 	}
 	waitReady(conn, startWait)
-	return tierlogv1.NewTierLogClient(conn), func() { _ = conn.Close() }, nil
+	return conn, nil
 }
 
 // startWait is how long a command waits for a server that is not (yet)

@@ -124,14 +124,32 @@ type node struct {
 // it has written its ready file.
 func startNode(t *testing.T, dataDir string, env []string, args ...string) *node {
 	t.Helper()
+	n, ready := launchNode(t, dataDir, env, args...)
+	ready()
+	return n
+}
+
+// launchNode is startNode without the wait (see launchServe).
+func launchNode(t *testing.T, dataDir string, env []string, args ...string) (*node, func()) {
+	t.Helper()
 	all := append([]string{"--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
-	return startServe(t, "", env, all...)
+	return launchServe(t, "", env, all...)
 }
 
 // startServe runs `tierlog serve args...` in the working directory dir ("":
 // the test's) with a ready file added, and waits until it has written it.
 func startServe(t *testing.T, dir string, env []string, args ...string) *node {
+	t.Helper()
+	n, ready := launchServe(t, dir, env, args...)
+	ready()
+	return n
+}
+
+// launchServe starts `tierlog serve args...` and returns at once, with a
+// function that waits until the node has written its ready file (a
+// cluster's nodes are all launched before any can be ready).
+func launchServe(t *testing.T, dir string, env []string, args ...string) (*node, func()) {
 	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
 	all := append([]string{"serve", "--ready-file", readyPath}, args...)
@@ -158,6 +176,14 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *node {
 			t.Logf("tierlog serve output:\n%s", n.stderr.String())
 		}
 	})
+	return n, func() { n.waitReady(readyPath) }
+}
+
+// waitReady waits for the ready file at readyPath and takes the node's
+// addresses from it.
+func (n *node) waitReady(readyPath string) {
+	t := n.t
+	t.Helper()
 	var rf readyFile
 	eventually(t, "tierlog serve writes its ready file", func() error {
 		select {
@@ -175,7 +201,6 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *node {
 		t.Fatalf("ready file pid %d, want %d", rf.PID, n.cmd.Process.Pid)
 	}
 	n.grpcAddr, n.httpAddr, n.kafkaAddr = rf.GRPCAddr, rf.HTTPAddr, rf.KafkaAddr
-	return n
 }
 
 // signal sends sig and returns the exit code once the process has exited.

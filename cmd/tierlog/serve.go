@@ -201,19 +201,33 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		err = errors.Join(err, httpSrv.Shutdown(sctx))
 	}()
 
+	// A cluster node binds its listeners and joins the Raft group first:
+	// the broker follows the cluster's metadata from its first moment.
+	var cn *clusterNode
+	var b *broker.Broker
+	bopts := broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
+		Takeover: takeover, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
+		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax},
+		Groups:  groups.Options{OffsetsRetention: time.Duration(cfg.OffsetsRetentionMinutes) * time.Minute}}
+	if cfg.Cluster.Enabled() {
+		if cfg.Bucket == "" {
+			return usageErrorf("a cluster's nodes share one bucket, and the default one is in each node's data directory: set bucket (--bucket file:///a/shared/dir for nodes on one machine, s3://… or minio://… otherwise; none: no tiering)")
+		}
+		if cn, err = openCluster(cfg, defaults, reg, logger); err != nil {
+			return err
+		}
+		defer cn.close() // after the broker's Close (deferred below)
+		bopts.Cluster = cn.brokerOptions(cfg)
+	}
+
 	// The broker logs its own "broker open" and "broker closed" lines.
 	logger.Info("opening broker", "data_dir", cfg.DataDir)
-	bucket, err := openBucket(ctx, cfg)
-	if err != nil {
+	if bopts.Bucket, err = openBucket(ctx, cfg); err != nil {
 		return err
 	}
-	b, err := broker.Open(ctx, broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
-		Bucket: bucket, Takeover: takeover, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
-		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax},
-		Groups:  groups.Options{OffsetsRetention: time.Duration(cfg.OffsetsRetentionMinutes) * time.Minute}})
-	if err != nil {
-		if bucket != nil {
-			bucket.Close()
+	if b, err = broker.Open(ctx, bopts); err != nil {
+		if bopts.Bucket != nil {
+			bopts.Bucket.Close()
 		}
 		return fmt.Errorf("open broker in %s: %w", cfg.DataDir, err)
 	}
@@ -225,8 +239,10 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		}
 	}()
 
-	lis, err := net.Listen("tcp", cfg.GRPCAddr)
-	if err != nil {
+	var lis net.Listener
+	if cn != nil {
+		lis = cn.grpcLis
+	} else if lis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	lis = connlimit.Wrap(lis, connlimit.Options{Name: "grpc", Pool: connPool, Metrics: conns, Logger: logger})
@@ -243,6 +259,9 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.ConnIdleTimeout}),
 	)...)
 	api.Register(gs)
+	if cn != nil {
+		cn.serve(gs, b)
+	}
 	health := grpcapi.RegisterHealth(gs)
 	go func() {
 		if err := gs.Serve(lis); err != nil {
@@ -251,7 +270,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}()
 	ready.grpcServing.Store(true)
 
-	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, budget, connPool, conns, reg, logger, failed)
+	kafkaSrv, kafkaAddr, err := serveKafka(cfg, b, cn, budget, connPool, conns, reg, logger, failed)
 	if err != nil {
 		gs.Stop()
 		return err
@@ -275,6 +294,9 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		logger.Error("listener failed, shutting down", "err", runErr)
 	}
 	stop() // from here a second signal kills the process
+	if cn != nil {
+		cn.retire(cfg.ShutdownTimeout)
+	}
 
 	ready.draining.Store(true)
 	health.Shutdown()

@@ -34,7 +34,9 @@ func newTopicCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a topic",
-		Long: `Create a topic with --partitions partitions (default 1).
+		Long: `Create a topic with --partitions partitions (default 1) and, in a cluster,
+--replication-factor replicas of each (default: the server's
+default_replication_factor, the smaller of 3 and the number of nodes).
 
 --config key=value sets a Kafka-named topic config (repeatable), e.g.
   --config retention.ms=86400000 --config flush.policy=interval
@@ -44,7 +46,11 @@ Keys not set take the server's defaults.`,
 	cf := addClientFlags(cmd)
 	cmd.Flags().Int32Var(&partitions, "partitions", 1, "number of partitions, at least 1")
 	cmd.Flags().StringArrayVar(&configs, "config", nil, "topic config as key=value; repeatable")
+	rf := cmd.Flags().Int32("replication-factor", 0, "replicas of each partition in a cluster (0: the server's default)")
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
+		if *rf < 0 {
+			return usageErrorf("--replication-factor %d: want 1 or more (0: the server's default)", *rf)
+		}
 		if partitions < 1 {
 			return usageErrorf("--partitions %d: want at least 1", partitions)
 		}
@@ -57,7 +63,7 @@ Keys not set take the server's defaults.`,
 			return err
 		}
 		defer done()
-		resp, err := client.CreateTopic(cmd.Context(), &tierlogv1.CreateTopicRequest{Name: args[0], Partitions: partitions, Config: kv})
+		resp, err := client.CreateTopic(cmd.Context(), &tierlogv1.CreateTopicRequest{Name: args[0], Partitions: partitions, Config: kv, ReplicationFactor: *rf})
 		if err != nil {
 			return cf.rpcError("create topic "+args[0], err)
 		}

@@ -112,7 +112,7 @@ func Default() Server {
 		ConnIdleTimeout:         5 * time.Minute,
 		FetchBudgetBytes:        256 << 20,
 		TopicDefaults:           map[string]string{},
-		Cluster:                 Cluster{ReplicaLagMax: 10 * time.Second, SessionTimeout: 3 * time.Second},
+		Cluster:                 Cluster{ReplicaLagMax: 10 * time.Second, SessionTimeout: 2 * time.Second},
 	}
 }
 

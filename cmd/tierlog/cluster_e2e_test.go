@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tierlog/tierlog/internal/replcheck"
+)
+
+// ackLog collects what a producer was told: value -> partition and offset.
+type ackLog struct {
+	mu   sync.Mutex
+	acks []replcheck.Ack
+	errs int
+}
+
+func (a *ackLog) add(r *kgo.Record, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.errs++
+		return
+	}
+	a.acks = append(a.acks, replcheck.Ack{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
+}
+
+func (a *ackLog) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.acks)
+}
+
+func (a *ackLog) all() []replcheck.Ack {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.acks)
+}
+
+// produceLoop produces numbered records at acks=all (idempotent, retried
+// until delivered) until ctx ends, then waits for every promise.
+func produceLoop(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, acks *ackLog) {
+	for i := 0; ctx.Err() == nil; i++ {
+		r := &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "v-%07d", i)}
+		cl.Produce(context.Background(), r, acks.add)
+		if i%64 == 63 {
+			time.Sleep(5 * time.Millisecond) // a steady stream, not a flood of buffered records
+		}
+	}
+	if err := cl.Flush(context.Background()); err != nil {
+		t.Errorf("flush: %v", err)
+	}
+}
+
+// leaderOf asks the running nodes which node leads a partition.
+func leaderOf(t *testing.T, c *testCluster, topic string, p int32) int32 {
+	t.Helper()
+	var leader int32 = -1
+	eventually(t, "a leader for "+topic, func() error {
+		st := clusterStatusJSON(t, c.anyNode())
+		for _, ps := range st.Partitions {
+			if ps.Topic == topic && ps.Partition == p && ps.Leader >= 0 {
+				leader = ps.Leader
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader in %+v", st.Partitions)
+	})
+	return leader
+}
+
+// clusterStatusJSON runs `tierlog cluster status --json` against n.
+func clusterStatusJSON(t *testing.T, n *node) clusterStatus {
+	t.Helper()
+	out := ok(t, n, "", "cluster", "status", "--json")
+	var st clusterStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("cluster status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// waitInSync waits until every replica of topic/p is in its ISR and the
+// followers have caught up with the leader's log end.
+func waitInSync(t *testing.T, c *testCluster, topic string, p int32, replicas int) {
+	t.Helper()
+	eventually(t, "all replicas in sync", func() error {
+		st := clusterStatusJSON(t, c.anyNode())
+		for _, ps := range st.Partitions {
+			if ps.Topic != topic || ps.Partition != p {
+				continue
+			}
+			if len(ps.ISR) != replicas {
+				return fmt.Errorf("ISR %v", ps.ISR)
+			}
+			for id, lag := range ps.Lag {
+				if lag != 0 {
+					return fmt.Errorf("node %d lags %d", id, lag)
+				}
+			}
+			if ps.HighWatermark != ps.LogEnd {
+				return fmt.Errorf("high watermark %d, log end %d", ps.HighWatermark, ps.LogEnd)
+			}
+			return nil
+		}
+		return fmt.Errorf("no %s/%d in %+v", topic, p, st.Partitions)
+	})
+}
+
+// TestClusterAcksAllSurvivesLeaderKills: three nodes, a franz-go producer
+// at acks=all with min.insync.replicas=2, and the partition's leader killed
+// with SIGKILL mid-stream, cycle after cycle (restarted each time). Every
+// acknowledged record is then read back from the leader at its offset,
+// exactly once, and the three replicas hold the same bytes (replcheck).
+func TestClusterAcksAllSurvivesLeaderKills(t *testing.T) {
+	c := startCluster(t, 3, "--bucket", "file://"+t.TempDir())
+	const topic = "audit"
+	adm := kadmFor(t, c)
+	resp, err := adm.CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordRetries(1<<30), kgo.RecordDeliveryTimeout(2*time.Minute), kgo.ProduceRequestTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	acks := &ackLog{}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		produceLoop(ctx, t, cl, topic, acks)
+	}()
+	const cycles = 4
+	var failovers []time.Duration
+	for cycle := range cycles {
+		before := acks.count()
+		eventually(t, "records acknowledged before the kill", func() error {
+			if n := acks.count(); n < before+300 {
+				return fmt.Errorf("%d acknowledged", n)
+			}
+			return nil
+		})
+		leader := int(leaderOf(t, c, topic, 0))
+		killedAt, at := time.Now(), acks.count()
+		c.kill(leader, syscall.SIGKILL)
+		// The client learns the new leader from the survivors.
+		eventually(t, "acknowledgements resume after the leader's kill", func() error {
+			if n := acks.count(); n < at+50 {
+				return fmt.Errorf("%d acknowledged, %d at the kill", n, at)
+			}
+			return nil
+		})
+		failovers = append(failovers, time.Since(killedAt))
+		c.start(leader)
+		waitInSync(t, c, topic, 0, 3)
+		t.Logf("cycle %d: killed leader %d; acknowledgements resumed %v later", cycle, leader, failovers[cycle].Round(time.Millisecond))
+	}
+	stop()
+	<-done
+	waitInSync(t, c, topic, 0, 3)
+
+	// Read back from the leader: every acknowledged record at its offset.
+	want := acks.all()
+	got := readAll(t, c.kafkaAddrs(), topic)
+	byOffset := map[int64]string{}
+	for _, r := range got {
+		if _, dup := byOffset[r.Offset]; dup {
+			t.Fatalf("offset %d served twice", r.Offset)
+		}
+		byOffset[r.Offset] = string(r.Value)
+	}
+	for _, a := range want {
+		if v, ok := byOffset[a.Offset]; !ok || v != string(a.Value) {
+			t.Fatalf("acknowledged %q at offset %d; the leader serves %q (present %v)", a.Value, a.Offset, v, ok)
+		}
+	}
+	// Then the replicas, byte for byte, once stopped.
+	for id := range c.nodes {
+		c.kill(id+1, syscall.SIGTERM)
+	}
+	rep, err := replcheck.Check(want, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs()})
+	if err != nil || !rep.OK() {
+		t.Fatalf("replication check: %v\n%s", err, rep)
+	}
+	t.Logf("%d acknowledged records over %d leader kills, %d send errors; replicas agree: %s; failovers %v",
+		len(want), cycles, acks.errs, rep, failovers)
+}
+
+// kadmFor is an admin client of the cluster's running nodes.
+func kadmFor(t *testing.T, c *testCluster) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// readAll reads partition 0 of topic from its start to its end (the high
+// watermark), from whichever node leads it.
+func readAll(t *testing.T, seeds []string, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+		topic: {0: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup(topic, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
+	defer cancel()
+	var out []*kgo.Record
+	for end.Offset > 0 && (len(out) == 0 || out[len(out)-1].Offset < end.Offset-1) {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: %d records, end %d", topic, len(out), end.Offset)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
