@@ -319,7 +319,7 @@ func (b *Broker) open(ctx context.Context) error {
 	}
 	for _, t := range b.topics {
 		for _, p := range t.partitions() {
-			b.pids.raiseAbove(p.Log().MaxProducerID())
+			b.pids.raiseAbove(b.producerCounterAbove(p.Log().MaxProducerID()))
 		}
 	}
 	if err := b.openGroups(); err != nil {

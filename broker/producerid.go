@@ -110,5 +110,29 @@ func (b *Broker) AllocateProducerID() (int64, error) {
 	if closed {
 		return 0, ErrClosed
 	}
-	return b.pids.allocate()
+	n, err := b.pids.allocate()
+	if err != nil || b.opts.Cluster == nil {
+		return n, err
+	}
+	// In a cluster every node hands out ids: node i's are i modulo
+	// clusterIDStride, so two nodes never hand out the same one.
+	return n*clusterIDStride + int64(b.opts.Cluster.NodeID), nil
+}
+
+// clusterIDStride interleaves the nodes' producer ids (node ids are below
+// it: see MaxNodeID). With ids starting at Unix ms × 1000 it stays within
+// int64 until about the year 2250.
+const clusterIDStride = 1024
+
+// MaxNodeID is the largest node id a cluster takes.
+const MaxNodeID = clusterIDStride - 1
+
+// producerCounterAbove is the allocation counter value above every
+// producer id a partition holds (the inverse of AllocateProducerID's
+// mapping).
+func (b *Broker) producerCounterAbove(id int64) int64 {
+	if b.opts.Cluster == nil {
+		return id
+	}
+	return id / clusterIDStride
 }

@@ -54,6 +54,9 @@ func openCluster(cfg config.Server, defaults broker.TopicConfig, reg prometheus.
 	if !slices.ContainsFunc(cc.Peers, func(p config.Peer) bool { return p.ID == cc.NodeID }) {
 		return nil, usageErrorf("peers does not list this node: add %d=HOST:PORT (its Raft address) or set node_id to one of them", cc.NodeID)
 	}
+	if cc.NodeID > broker.MaxNodeID {
+		return nil, usageErrorf("node_id %d: a cluster's node ids are 0 to %d", cc.NodeID, broker.MaxNodeID)
+	}
 	c := &clusterNode{logger: logger, done: make(chan struct{})}
 	defer func() {
 		if err != nil {

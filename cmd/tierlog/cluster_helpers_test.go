@@ -37,7 +37,26 @@ func startCluster(t *testing.T, n int, args ...string) *testCluster {
 	for _, r := range ready {
 		r()
 	}
+	c.waitAlive(n)
 	return c
+}
+
+// waitAlive waits until the controller hears n nodes.
+func (c *testCluster) waitAlive(n int) {
+	c.t.Helper()
+	eventually(c.t, "every node registered and alive", func() error {
+		st := clusterStatusJSON(c.t, c.anyNode())
+		alive := 0
+		for _, ns := range st.Nodes {
+			if ns.Alive {
+				alive++
+			}
+		}
+		if alive != n {
+			return fmt.Errorf("%d of %d nodes alive: %+v", alive, n, st.Nodes)
+		}
+		return nil
+	})
 }
 
 // peers is the --peers value naming every node.
