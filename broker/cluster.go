@@ -160,7 +160,7 @@ func (b *Broker) Nodes() []Node {
 	if b.rm == nil {
 		return nil
 	}
-	s := b.rm.o.Node.State()
+	s := b.rm.o.Node.View()
 	out := make([]Node, 0, len(s.Nodes))
 	for _, n := range s.Nodes {
 		out = append(out, n)
@@ -200,7 +200,7 @@ func (b *Broker) Route(name string, partition int32) (Route, error) {
 	if _, err := b.Partition(name, partition); err != nil {
 		return Route{}, err
 	}
-	p, err := b.rm.o.Node.State().Partition(name, partition)
+	p, err := b.rm.o.Node.View().Partition(name, partition)
 	if err != nil {
 		return Route{}, fmt.Errorf("%w: %v", ErrUnknownTopic, err)
 	}

@@ -56,7 +56,7 @@ func waitClusterID(ctx context.Context, n *cluster.Node) (string, error) {
 	watch, unwatch := n.Watch()
 	defer unwatch()
 	for {
-		if id := n.State().ClusterID; id != "" {
+		if id := n.View().ClusterID; id != "" {
 			return id, nil
 		}
 		select {

@@ -38,7 +38,7 @@ func (rm *replicaManager) importLocalTopics() error {
 	if _, err := os.Stat(marker); err == nil {
 		return nil
 	}
-	s := rm.o.Node.State()
+	s := rm.o.Node.View()
 	for _, t := range rm.b.topicList() {
 		if _, ok := s.Topics[t.name]; ok {
 			continue
@@ -165,7 +165,7 @@ func (rm *replicaManager) propose(cmd cluster.Command) error {
 }
 
 func (rm *replicaManager) createTopic(name string, partitions int32, rf int, config map[string]string) (TopicInfo, error) {
-	nodes := len(rm.o.Node.State().Nodes)
+	nodes := len(rm.o.Node.View().Nodes)
 	if rf <= 0 {
 		rf = rm.o.DefaultReplicationFactor
 		if rf <= 0 {
@@ -198,7 +198,7 @@ func (rm *replicaManager) createTopic(name string, partitions int32, rf int, con
 }
 
 func (rm *replicaManager) deleteTopic(name string) error {
-	if _, ok := rm.o.Node.State().Topics[name]; !ok {
+	if _, ok := rm.o.Node.View().Topics[name]; !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownTopic, name)
 	}
 	if err := rm.propose(cluster.Command{DeleteTopic: &cluster.DeleteTopic{Name: name}}); err != nil {
@@ -216,7 +216,7 @@ func (rm *replicaManager) alterTopic(name string, set map[string]string, del []s
 	}
 	var info TopicInfo
 	err := rm.waitFor("alter "+name, func() bool {
-		ct, ok := rm.o.Node.State().Topics[name]
+		ct, ok := rm.o.Node.View().Topics[name]
 		t, err := rm.b.topic(name)
 		if !ok || err != nil || !maps.Equal(t.settings.Load().overrides, ct.Config) {
 			return false

@@ -129,7 +129,7 @@ func (rm *replicaManager) settle() {
 
 // pass reconciles topics and roles with the metadata once.
 func (rm *replicaManager) pass() {
-	s := rm.o.Node.State()
+	s := rm.o.Node.View()
 	if rm.b.store != nil {
 		// The controller writes the bucket's topic records.
 		rm.b.store.SetTopicWriter(rm.o.Node.IsLeader())
@@ -282,7 +282,7 @@ func (rm *replicaManager) leading(name string, partition int32) (*role, error) {
 		return r, nil
 	}
 	leader := cluster.NoLeader
-	if p, err := rm.o.Node.State().Partition(name, partition); err == nil {
+	if p, err := rm.o.Node.View().Partition(name, partition); err == nil {
 		leader = p.Leader
 	}
 	return nil, &NotLeaderError{Topic: name, Partition: partition, Leader: leader}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -15,9 +16,17 @@ type fsm struct {
 	mu     sync.RWMutex
 	state  *State
 	notify func() // called after every change, outside mu; must not block
+	// view is a copy of state made after every change, shared by every
+	// reader of View: reads on hot paths (a Kafka Metadata asks for each
+	// partition's leader) cost no copy of the whole state.
+	view atomic.Pointer[State]
 }
 
-func newFSM(notify func()) *fsm { return &fsm{state: NewState(), notify: notify} }
+func newFSM(notify func()) *fsm {
+	f := &fsm{state: NewState(), notify: notify}
+	f.view.Store(f.state.Clone())
+	return f
+}
 
 // Apply applies one committed entry. Its result (nil or the refusal error)
 // is what Node.Apply returns on the leader. A refused entry still advances
@@ -29,6 +38,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		err = f.state.Apply(cmd)
 	}
 	f.state.Index = l.Index
+	f.view.Store(f.state.Clone())
 	f.mu.Unlock()
 	f.notify()
 	return err
@@ -63,6 +73,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	f.view.Store(s.Clone())
 	f.mu.Unlock()
 	f.notify()
 	return nil

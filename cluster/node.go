@@ -244,6 +244,10 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // it may lag the leader; State().Index tells how far it got.
 func (n *Node) State() *State { return n.fsm.read() }
 
+// View is State without the copy: the same value for every caller until
+// the next change, which callers must treat as read-only.
+func (n *Node) View() *State { return n.fsm.view.Load() }
+
 // Watch returns a channel that receives a value after the state changes
 // (a command applied, a snapshot restored) or the Raft leader changes.
 // Signals coalesce: a watcher reads State() after each one and compares

@@ -45,7 +45,7 @@ func NewClient(node *cluster.Node) *Client {
 
 // peer returns a client for node id.
 func (c *Client) peer(id int32) (tierlogv1.PeerClient, error) {
-	info, ok := c.node.State().Nodes[id]
+	info, ok := c.node.View().Nodes[id]
 	if !ok || info.GRPCAddr == "" {
 		return nil, fmt.Errorf("peer: node %d has no registered address", id)
 	}

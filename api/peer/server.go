@@ -86,7 +86,7 @@ func (s *Server) Propose(ctx context.Context, req *tierlogv1.ProposeRequest) (*t
 
 // NodeStatus reports this node's view of the cluster.
 func (s *Server) NodeStatus(context.Context, *tierlogv1.NodeStatusRequest) (*tierlogv1.NodeStatusResponse, error) {
-	state, err := json.Marshal(s.node.State())
+	state, err := json.Marshal(s.node.View())
 	if err != nil {
 		return nil, err
 	}

@@ -96,7 +96,7 @@ func openCluster(cfg config.Server, defaults broker.TopicConfig, reg prometheus.
 	// unclean.leader.election.enable as the topic's config in the metadata
 	// says, else the server default.
 	unclean := func(topic string) bool {
-		t, ok := c.node.State().Topics[topic]
+		t, ok := c.node.View().Topics[topic]
 		if !ok {
 			return defaults.UncleanLeaderElection
 		}
