@@ -340,7 +340,7 @@ func (b *Broker) open(ctx context.Context) error {
 	}
 	b.ops.Add(1)
 	go b.retryDeletions()
-	if b.store != nil {
+	if b.store != nil && opts.Cluster == nil {
 		b.ops.Add(1)
 		go b.copyGroupOffsetsLoop()
 	}

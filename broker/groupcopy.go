@@ -69,9 +69,10 @@ func newGroupCopy(reg prometheus.Registerer) *groupCopy {
 // bucket if they changed since the last copy (a no-op without a bucket).
 // A node fenced off the bucket prefix copies nothing: the new owner's copy
 // is never overwritten (tiering.Store.PutGroupOffsets). Copies run one at
-// a time; waiting for another ends with ctx.
+// a time; waiting for another ends with ctx. A cluster keeps the offsets
+// in its Raft log instead (groupsync.go): no copy.
 func (b *Broker) CopyGroupOffsets(ctx context.Context) error {
-	if b.store == nil {
+	if b.store == nil || b.opts.Cluster != nil {
 		return nil
 	}
 	c := b.gcopy

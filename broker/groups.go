@@ -24,6 +24,9 @@ func (b *Broker) openGroups() error {
 		_, err := b.Partition(topic, partition)
 		return err == nil
 	}
+	if b.opts.Cluster != nil {
+		opts.Replicate = b.replicateGroupOffsets
+	}
 	g, err := groups.Open(opts)
 	if err != nil {
 		return err

@@ -38,6 +38,9 @@ type replicaManager struct {
 	// topics from before the cluster are imported; only then does a local
 	// topic the metadata lacks mean a deleted one.
 	settled atomic.Bool
+	// coordinating: this node is the controller and has loaded the
+	// group offsets (groupsync.go).
+	coordinating atomic.Bool
 }
 
 type partKey struct {
@@ -136,6 +139,7 @@ func (rm *replicaManager) pass() {
 	}
 	rm.reconcileTopics(s)
 	rm.reconcileRoles(s)
+	rm.coordinate()
 	ch := make(chan struct{})
 	close(*rm.passed.Swap(&ch))
 }

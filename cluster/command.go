@@ -15,16 +15,17 @@ const commandVersion = 1
 // Command is one change to the cluster state: exactly one field is set. It
 // is encoded as JSON in the Raft log: {"v":1,"create_topic":{...}}.
 type Command struct {
-	SetClusterID      *SetClusterID      `json:"set_cluster_id,omitempty"`
-	RegisterNode      *RegisterNode      `json:"register_node,omitempty"`
-	CreateTopic       *CreateTopic       `json:"create_topic,omitempty"`
-	DeleteTopic       *DeleteTopic       `json:"delete_topic,omitempty"`
-	AlterTopicConfig  *AlterTopicConfig  `json:"alter_topic_config,omitempty"`
-	AddPartitions     *AddPartitions     `json:"add_partitions,omitempty"`
-	SetLeader         *SetLeader         `json:"set_leader,omitempty"`
-	ShrinkISR         *ChangeISR         `json:"shrink_isr,omitempty"`
-	ExpandISR         *ChangeISR         `json:"expand_isr,omitempty"`
-	SetRemoteLogStart *SetRemoteLogStart `json:"set_remote_log_start,omitempty"`
+	SetClusterID       *SetClusterID       `json:"set_cluster_id,omitempty"`
+	CommitGroupOffsets *CommitGroupOffsets `json:"commit_group_offsets,omitempty"`
+	RegisterNode       *RegisterNode       `json:"register_node,omitempty"`
+	CreateTopic        *CreateTopic        `json:"create_topic,omitempty"`
+	DeleteTopic        *DeleteTopic        `json:"delete_topic,omitempty"`
+	AlterTopicConfig   *AlterTopicConfig   `json:"alter_topic_config,omitempty"`
+	AddPartitions      *AddPartitions      `json:"add_partitions,omitempty"`
+	SetLeader          *SetLeader          `json:"set_leader,omitempty"`
+	ShrinkISR          *ChangeISR          `json:"shrink_isr,omitempty"`
+	ExpandISR          *ChangeISR          `json:"expand_isr,omitempty"`
+	SetRemoteLogStart  *SetRemoteLogStart  `json:"set_remote_log_start,omitempty"`
 	// RetireNode is a request to the controller, never a Raft log entry:
 	// Controller.Propose on the Raft leader carries it out (see
 	// Controller.Retire); State.Apply refuses it.
@@ -154,7 +155,7 @@ func DecodeCommand(b []byte) (Command, error) {
 
 func (c Command) count() int {
 	n := 0
-	for _, set := range []bool{c.SetClusterID != nil, c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
+	for _, set := range []bool{c.SetClusterID != nil, c.CommitGroupOffsets != nil, c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
 		c.AlterTopicConfig != nil, c.AddPartitions != nil, c.SetLeader != nil, c.ShrinkISR != nil,
 		c.ExpandISR != nil, c.SetRemoteLogStart != nil, c.RetireNode != nil} {
 		if set {

@@ -15,7 +15,8 @@ import (
 type fsm struct {
 	mu     sync.RWMutex
 	state  *State
-	notify func() // called after every change, outside mu; must not block
+	groups groupOffsets // consumer groups' offsets (groups.go)
+	notify func()       // called after every change, outside mu; must not block
 	// view is a copy of state made after every change, shared by every
 	// reader of View: reads on hot paths (a Kafka Metadata asks for each
 	// partition's leader) cost no copy of the whole state.
@@ -23,7 +24,7 @@ type fsm struct {
 }
 
 func newFSM(notify func()) *fsm {
-	f := &fsm{state: NewState(), notify: notify}
+	f := &fsm{state: NewState(), groups: groupOffsets{}, notify: notify}
 	f.view.Store(f.state.Clone())
 	return f
 }
@@ -34,8 +35,17 @@ func newFSM(notify func()) *fsm {
 func (f *fsm) Apply(l *raft.Log) any {
 	cmd, err := DecodeCommand(l.Data)
 	f.mu.Lock()
+	if err == nil && cmd.CommitGroupOffsets != nil {
+		// Beside the state: no copy of it, no signal to its watchers.
+		err = f.groups.apply(cmd.CommitGroupOffsets)
+		f.mu.Unlock()
+		return err
+	}
 	if err == nil {
 		err = f.state.Apply(cmd)
+	}
+	if err == nil && cmd.DeleteTopic != nil {
+		f.groups.dropTopic(cmd.DeleteTopic.Name)
 	}
 	f.state.Index = l.Index
 	f.view.Store(f.state.Clone())
@@ -48,7 +58,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{state: f.state.Clone()}, nil
+	return &fsmSnapshot{state: f.state.Clone(), groups: f.groups.list()}, nil
 }
 
 // Restore replaces the state with a snapshot's, after checking it.
@@ -71,8 +81,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := s.Check(); err != nil {
 		return fmt.Errorf("cluster: snapshot breaks an invariant: %w", err)
 	}
+	groups := groupOffsets{}
+	if err := groups.apply(&CommitGroupOffsets{Offsets: file.Groups}); err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", err)
+	}
 	f.mu.Lock()
 	f.state = s
+	f.groups = groups
 	f.view.Store(s.Clone())
 	f.mu.Unlock()
 	f.notify()
@@ -88,14 +103,18 @@ func (f *fsm) read() *State {
 // snapshotFile is the snapshot encoding: the state as JSON, versioned like
 // the commands.
 type snapshotFile struct {
-	V     int    `json:"v"`
-	State *State `json:"state"`
+	V      int           `json:"v"`
+	State  *State        `json:"state"`
+	Groups []GroupOffset `json:"groups,omitempty"`
 }
 
-type fsmSnapshot struct{ state *State }
+type fsmSnapshot struct {
+	state  *State
+	groups []GroupOffset
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(snapshotFile{V: commandVersion, State: s.state}); err != nil {
+	if err := json.NewEncoder(sink).Encode(snapshotFile{V: commandVersion, State: s.state, Groups: s.groups}); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("cluster: write snapshot: %w", err)
 	}

@@ -19,6 +19,10 @@ const groupType = "classic"
 // by state (v4+) and type (v5+; every group is classic).
 func (s *Server) listGroups(_ *clientConn, req *kmsg.ListGroupsRequest) reply {
 	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
+	if err := s.notCoordinator(); err != nil {
+		resp.ErrorCode = errorCode(err)
+		return reply{resp: resp}
+	}
 	if len(req.TypesFilter) > 0 && !slices.ContainsFunc(req.TypesFilter, func(t string) bool { return equalFold(t, groupType) }) {
 		return reply{resp: resp}
 	}
@@ -47,6 +51,11 @@ func (s *Server) describeGroups(_ *clientConn, req *kmsg.DescribeGroupsRequest) 
 			resp.Groups = append(resp.Groups, rg)
 			continue
 		}
+		if err := s.notCoordinator(); err != nil {
+			rg.ErrorCode = errorCode(err)
+			resp.Groups = append(resp.Groups, rg)
+			continue
+		}
 		d := s.b.Groups().Describe(id)
 		rg.State, rg.ProtocolType, rg.Protocol = d.State.String(), d.ProtocolType, d.Protocol
 		for _, m := range d.Members {
@@ -66,6 +75,10 @@ func (s *Server) deleteGroups(_ *clientConn, req *kmsg.DeleteGroupsRequest) repl
 	resp := req.ResponseKind().(*kmsg.DeleteGroupsResponse)
 	waits := make([]func() error, len(req.Groups))
 	for i, id := range req.Groups {
+		if err := s.notCoordinator(); err != nil {
+			waits[i] = func() error { return err }
+			continue
+		}
 		waits[i] = s.b.Groups().Delete(id)
 	}
 	return reply{later: func(context.Context) kmsg.Response {

@@ -20,6 +20,10 @@ import (
 
 func (s *Server) joinGroup(c *clientConn, req *kmsg.JoinGroupRequest) reply {
 	resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
+	if err := s.notCoordinator(); err != nil {
+		resp.ErrorCode, resp.Generation = errorCode(err), -1
+		return reply{resp: resp}
+	}
 	r := groups.JoinRequest{Group: req.Group, MemberID: req.MemberID, InstanceID: deref(req.InstanceID),
 		ClientID: c.clientID, ClientHost: c.clientHost(), ProtocolType: req.ProtocolType,
 		SessionTimeout:   time.Duration(req.SessionTimeoutMillis) * time.Millisecond,
@@ -73,6 +77,10 @@ func (s *Server) joinGroup(c *clientConn, req *kmsg.JoinGroupRequest) reply {
 
 func (s *Server) syncGroup(_ *clientConn, req *kmsg.SyncGroupRequest) reply {
 	resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
+	if err := s.notCoordinator(); err != nil {
+		resp.ErrorCode = errorCode(err)
+		return reply{resp: resp}
+	}
 	r := groups.SyncRequest{Group: req.Group, MemberID: req.MemberID, InstanceID: deref(req.InstanceID),
 		Generation: req.Generation, ProtocolType: req.ProtocolType, Protocol: req.Protocol,
 		Assignments: make(map[string][]byte, len(req.GroupAssignment))}
@@ -107,6 +115,10 @@ func (s *Server) syncGroup(_ *clientConn, req *kmsg.SyncGroupRequest) reply {
 
 func (s *Server) heartbeat(_ *clientConn, req *kmsg.HeartbeatRequest) reply {
 	resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
+	if err := s.notCoordinator(); err != nil {
+		resp.ErrorCode = errorCode(err)
+		return reply{resp: resp}
+	}
 	resp.ErrorCode = errorCode(s.b.Groups().Heartbeat(req.Group, req.MemberID, deref(req.InstanceID), req.Generation))
 	return reply{resp: resp}
 }
@@ -115,6 +127,10 @@ func (s *Server) heartbeat(_ *clientConn, req *kmsg.HeartbeatRequest) reply {
 // static instance id (v3+, with an error per member).
 func (s *Server) leaveGroup(_ *clientConn, req *kmsg.LeaveGroupRequest) reply {
 	resp := req.ResponseKind().(*kmsg.LeaveGroupResponse)
+	if err := s.notCoordinator(); err != nil {
+		resp.ErrorCode = errorCode(err)
+		return reply{resp: resp}
+	}
 	var leavers []groups.Leaver
 	if req.Version < 3 {
 		leavers = []groups.Leaver{{MemberID: req.MemberID}}
@@ -149,6 +165,15 @@ func (c *clientConn) clientHost() string {
 }
 
 // groupErrorCode maps the coordinator's errors.
+// notCoordinator refuses group requests on a cluster node that does not
+// coordinate the groups: the clients find the coordinator again.
+func (s *Server) notCoordinator() error {
+	if s.b.IsGroupCoordinator() {
+		return nil
+	}
+	return groups.ErrNotCoordinator
+}
+
 func groupErrorCode(err error) (int16, bool) {
 	for _, m := range []struct {
 		err  error
@@ -169,6 +194,7 @@ func groupErrorCode(err error) (int16, bool) {
 		// Retriable: clients look the coordinator up again and retry; a
 		// restart replays the offset log.
 		{groups.ErrUnavailable, kerr.CoordinatorNotAvailable.Code},
+		{groups.ErrNotCoordinator, kerr.NotCoordinator.Code},
 	} {
 		if errors.Is(err, m.err) {
 			return m.code, true

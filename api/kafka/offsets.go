@@ -21,6 +21,19 @@ import (
 // retention time, when not -1, replaces the node's for this commit.
 func (s *Server) offsetCommit(_ *clientConn, req *kmsg.OffsetCommitRequest) reply {
 	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+	if err := s.notCoordinator(); err != nil {
+		for _, t := range req.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, errorCode(err)
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return reply{resp: resp}
+	}
 	r := groups.CommitRequest{Group: req.Group, MemberID: req.MemberID, InstanceID: deref(req.InstanceID), Generation: req.Generation}
 	if req.Version == 0 {
 		r.MemberID, r.Generation = "", -1 // v0 commits outside group management
@@ -79,6 +92,28 @@ func (s *Server) offsetCommit(_ *clientConn, req *kmsg.OffsetCommitRequest) repl
 // for several groups at once. Only durable commits are returned.
 func (s *Server) offsetFetch(_ *clientConn, req *kmsg.OffsetFetchRequest) reply {
 	resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+	if err := s.notCoordinator(); err != nil {
+		code := errorCode(err)
+		resp.ErrorCode = code          // v2-v7
+		for _, g := range req.Groups { // v8+
+			rg := kmsg.NewOffsetFetchResponseGroup()
+			rg.Group, rg.ErrorCode = g.Group, code
+			resp.Groups = append(resp.Groups, rg)
+		}
+		if req.Version < 2 { // per partition before v2
+			for _, t := range req.Topics {
+				rt := kmsg.NewOffsetFetchResponseTopic()
+				rt.Topic = t.Topic
+				for _, p := range t.Partitions {
+					rp := kmsg.NewOffsetFetchResponseTopicPartition()
+					rp.Partition, rp.Offset, rp.ErrorCode = p, -1, code
+					rt.Partitions = append(rt.Partitions, rp)
+				}
+				resp.Topics = append(resp.Topics, rt)
+			}
+		}
+		return reply{resp: resp}
+	}
 	if req.Version >= 8 {
 		for _, g := range req.Groups {
 			rg := kmsg.NewOffsetFetchResponseGroup()
@@ -165,6 +200,10 @@ type fetchedTopic struct {
 // consume (Kafka refuses the others with GROUP_SUBSCRIBED_TO_TOPIC).
 func (s *Server) offsetDelete(_ *clientConn, req *kmsg.OffsetDeleteRequest) reply {
 	resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
+	if err := s.notCoordinator(); err != nil {
+		resp.ErrorCode = errorCode(err)
+		return reply{resp: resp}
+	}
 	if req.Group == "" {
 		resp.ErrorCode = kerr.InvalidGroupID.Code
 		return reply{resp: resp}

@@ -39,6 +39,13 @@ type Options struct {
 	// Commit leaves out offsets of partitions that do not. It is called
 	// under the coordinator's lock, so it must not call the coordinator.
 	PartitionExists func(topic string, partition int32) bool
+	// Replicate, if set, copies every durable change of the committed
+	// offsets (commits; deletions with Offset.Offset < 0), in the log's
+	// order, after its fsync; a commit is answered only once it returned,
+	// and fails with its error (the change then stays local). A cluster
+	// replicates through its Raft log, so the offsets survive the loss of
+	// the coordinator's node (see Load).
+	Replicate func([]OffsetOf) error
 }
 
 // MaxMetadataBytes bounds a committed offset's metadata string (Kafka's
@@ -121,6 +128,7 @@ func Open(opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.replicate = opts.Replicate
 	c := &Coordinator{opts: opts, log: opts.Logger, store: st, groups: map[string]*group{},
 		emptySince: map[string]time.Time{}, stop: make(chan struct{}),
 		m: metrics{

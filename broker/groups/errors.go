@@ -34,4 +34,7 @@ var (
 	// ErrUnavailable: the coordinator is closed, or its offset log failed
 	// (retriable: a restart replays the log).
 	ErrUnavailable = errors.New("group coordinator unavailable")
+	// ErrNotCoordinator: in a cluster, another node coordinates the groups
+	// (the controller); clients look it up again (FindCoordinator).
+	ErrNotCoordinator = errors.New("not the group coordinator")
 )

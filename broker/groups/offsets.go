@@ -193,3 +193,17 @@ func (c *Coordinator) DropTopics(keep func(topic string) bool) error {
 	}
 	return wait()
 }
+
+// Load replaces every committed offset with offsets, durably, without
+// replicating them: a node that becomes a cluster's group coordinator
+// takes the cluster's copy (Options.Replicate). Groups' members and
+// generations are not part of it: members rejoin, as they do when Kafka's
+// coordinator moves.
+func (c *Coordinator) Load(offsets []OffsetOf) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrUnavailable
+	}
+	return c.store.load(offsets)
+}

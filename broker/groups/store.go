@@ -96,7 +96,26 @@ type store struct {
 	syncMu  sync.Mutex
 	f       *os.File
 	entries int // entries in the file
+
+	// replicate, if set, copies every batch of changes elsewhere (the
+	// cluster's Raft log) after its fsync, under syncMu so batches arrive
+	// in log order; the changes' callers are answered only once it
+	// returned, with its error. failedRepl holds the seq ranges of recent
+	// batches it refused (guarded by mu).
+	replicate  func([]OffsetOf) error
+	failedRepl []replFailure
 }
+
+// replFailure is a batch of changes, seqs [from, to), that is durable
+// locally but was not replicated.
+type replFailure struct {
+	from, to uint64
+	err      error
+}
+
+// maxReplFailures bounds failedRepl: a waiter older than that many failed
+// batches is long answered.
+const maxReplFailures = 64
 
 func openStore(dir string, log *slog.Logger, compact int, syncDur prometheus.Observer) (*store, error) {
 	s := &store{dir: dir, log: log, compact: compact, syncDur: syncDur, offsets: map[string]map[tp]Offset{}}
@@ -363,14 +382,16 @@ func (s *store) wait(seq uint64) error {
 	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	if seq < s.synced {
+		err := s.replError(seq)
 		s.mu.Unlock()
-		return nil
+		return err
 	}
 	if s.failed != nil {
 		err := s.failed
 		s.mu.Unlock()
 		return err
 	}
+	from := s.synced
 	queued, buf, upto := s.queued, s.buf, s.nextSeq
 	s.queued, s.buf, s.writing = nil, nil, queued
 	s.mu.Unlock()
@@ -400,6 +421,23 @@ func (s *store) wait(seq uint64) error {
 	s.entries += n
 	rewrite := s.entries >= s.compact && s.entries >= 4*s.live
 	s.mu.Unlock()
+	if s.replicate != nil {
+		var out []OffsetOf
+		for _, es := range queued {
+			for _, e := range es {
+				out = append(out, OffsetOf{Group: e.group, PartitionOffset: PartitionOffset{Topic: e.topic, Partition: e.partition, Offset: e.Offset}})
+			}
+		}
+		if err := s.replicate(out); err != nil {
+			s.mu.Lock()
+			s.failedRepl = append(s.failedRepl, replFailure{from: from, to: upto, err: err})
+			if len(s.failedRepl) > maxReplFailures {
+				s.failedRepl = s.failedRepl[1:]
+			}
+			s.mu.Unlock()
+			return err
+		}
+	}
 	if rewrite {
 		if err := s.rewrite(); err != nil {
 			// The appended file is still whole and current: only its size
@@ -408,6 +446,36 @@ func (s *store) wait(seq uint64) error {
 		}
 	}
 	return nil
+}
+
+// replError is the replication error of change seq's batch, nil if it
+// was replicated (or nothing replicates). s.mu is held.
+func (s *store) replError(seq uint64) error {
+	for _, f := range s.failedRepl {
+		if seq >= f.from && seq < f.to {
+			return f.err
+		}
+	}
+	return nil
+}
+
+// load replaces every offset with offsets (the cluster's copy, for a node
+// that becomes the coordinator), durably, without replicating them.
+func (s *store) load(offsets []OffsetOf) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	if s.failed != nil {
+		err := s.failed
+		s.mu.Unlock()
+		return err
+	}
+	s.offsets, s.live = map[string]map[tp]Offset{}, 0
+	for _, o := range offsets {
+		s.apply(entry{group: o.Group, topic: o.Topic, partition: o.Partition, Offset: o.Offset})
+	}
+	s.mu.Unlock()
+	return s.rewrite()
 }
 
 // snapshot encodes the live offsets as a whole offset log (magic, then one

@@ -235,3 +235,63 @@ func readAll(t *testing.T, seeds []string, topic string) []*kgo.Record {
 	}
 	return out
 }
+
+// TestClusterGroupOffsetsSurviveControllerKill: a consumer group commits
+// on the controller (its coordinator); the controller is killed with
+// SIGKILL; a new member of the group, coordinated by the new controller,
+// resumes exactly at the committed offset.
+func TestClusterGroupOffsetsSurviveControllerKill(t *testing.T) {
+	c := startCluster(t, 3, "--bucket", "none")
+	const topic, group = "events", "billing"
+	adm := kadmFor(t, c)
+	if resp, err := adm.CreateTopic(context.Background(), 1, 3, nil, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	for i := range 1000 {
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "e-%04d", i)}).FirstErr(); err != nil {
+			t.Fatalf("produce %d: %v", i, err)
+		}
+	}
+	// Consume 400 records and commit them (synchronously: acknowledged).
+	consume := func(n int) (first int64, commitAt int64) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+			kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
+		defer cancel()
+		first = -1
+		var got []*kgo.Record
+		for len(got) < n {
+			fs := cl.PollRecords(ctx, n-len(got))
+			if ctx.Err() != nil {
+				t.Fatalf("consumed %d of %d", len(got), n)
+			}
+			got = append(got, fs.Records()...)
+		}
+		first = got[0].Offset
+		if err := cl.CommitRecords(ctx, got[n-1]); err != nil {
+			t.Fatalf("commit: %v", err)
+		}
+		return first, got[n-1].Offset + 1
+	}
+	if first, _ := consume(400); first != 0 {
+		t.Fatalf("a new group started at %d, want 0", first)
+	}
+	ctl := clusterStatusJSON(t, c.anyNode()).Controller
+	c.kill(int(ctl), syscall.SIGKILL)
+	first, _ := consume(100)
+	if first != 400 {
+		t.Fatalf("after the controller (the group coordinator, node %d) was killed the group resumed at %d, want 400 (its acknowledged commit)", ctl, first)
+	}
+	if now := clusterStatusJSON(t, c.anyNode()).Controller; now == ctl {
+		t.Fatalf("controller still %d after its kill", now)
+	}
+}

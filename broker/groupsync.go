@@ -1,0 +1,90 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"github.com/tierlog/tierlog/broker/groups"
+	"github.com/tierlog/tierlog/cluster"
+)
+
+// In a cluster the controller coordinates every consumer group (Kafka
+// clients find it with FindCoordinator), and each durable change of the
+// committed offsets is committed to the Raft log before the client is
+// answered (groups.Options.Replicate), so a majority of the nodes holds
+// it. A node that becomes the controller loads the offsets from its Raft
+// state before it serves group requests: committed offsets survive the
+// loss of any one node. Group membership is not replicated: members
+// rejoin the new coordinator, as they do when Kafka's moves.
+
+// groupReplicateTimeout bounds one batch's commit to the Raft log.
+const groupReplicateTimeout = 10 * time.Second
+
+// replicateGroupOffsets commits a batch of offset changes to the Raft log.
+func (b *Broker) replicateGroupOffsets(offs []groups.OffsetOf) error {
+	out := make([]cluster.GroupOffset, len(offs))
+	for i, o := range offs {
+		g := cluster.GroupOffset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset.Offset,
+			LeaderEpoch: o.LeaderEpoch, Metadata: o.Metadata, CommitMs: o.CommitTime.UnixMilli()}
+		if !o.ExpireTime.IsZero() {
+			g.ExpireMs = o.ExpireTime.UnixMilli()
+		}
+		if g.Offset < 0 {
+			g.Offset = -1
+		}
+		out[i] = g
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, groupReplicateTimeout)
+	defer cancel()
+	// Applied on this node, which is the Raft leader while it coordinates:
+	// the controller's Propose does not forward to a stale one.
+	return b.opts.Cluster.Node.Apply(ctx, cluster.Command{CommitGroupOffsets: &cluster.CommitGroupOffsets{Offsets: out}})
+}
+
+// loadGroupOffsets replaces the coordinator's offsets with the Raft
+// state's, on a node that just became the controller (its state is
+// caught up: see replicaManager.coordinate).
+func (b *Broker) loadGroupOffsets() error {
+	offs := b.opts.Cluster.Node.GroupOffsets()
+	out := make([]groups.OffsetOf, len(offs))
+	for i, g := range offs {
+		o := groups.Offset{Offset: g.Offset, LeaderEpoch: g.LeaderEpoch, Metadata: g.Metadata, CommitTime: time.UnixMilli(g.CommitMs)}
+		if g.ExpireMs != 0 {
+			o.ExpireTime = time.UnixMilli(g.ExpireMs)
+		}
+		out[i] = groups.OffsetOf{Group: g.Group, PartitionOffset: groups.PartitionOffset{Topic: g.Topic, Partition: g.Partition, Offset: o}}
+	}
+	return b.groups.Load(out)
+}
+
+// IsGroupCoordinator says whether this node answers group requests: a
+// single node always; in a cluster, the controller once it has loaded the
+// offsets.
+func (b *Broker) IsGroupCoordinator() bool {
+	return b.rm == nil || (b.rm.coordinating.Load() && b.rm.o.Node.IsLeader())
+}
+
+// coordinate follows the controller's seat: on gaining it, loads the
+// cluster's group offsets (after the Raft state caught up); on losing it,
+// stops answering group requests.
+func (rm *replicaManager) coordinate() {
+	if !rm.o.Node.IsLeader() {
+		rm.coordinating.Store(false)
+		return
+	}
+	if rm.coordinating.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(rm.ctx, 10*time.Second)
+	defer cancel()
+	if err := rm.o.Node.WaitCaughtUp(ctx); err != nil {
+		rm.log.Warn("group coordinator: metadata not caught up; retrying", "err", err)
+		return
+	}
+	if err := rm.b.loadGroupOffsets(); err != nil {
+		rm.log.Warn("group coordinator: cannot load the committed offsets; retrying", "err", err)
+		return
+	}
+	rm.coordinating.Store(true)
+	rm.log.Info("coordinating consumer groups", "offsets", len(rm.o.Node.GroupOffsets()))
+}
