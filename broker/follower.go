@@ -116,6 +116,7 @@ func (rm *replicaManager) truncateToLeader(ctx context.Context, k partKey, log *
 		rm.log.Warn("replica diverged before its log start; starting over at the leader's log start", "topic", k.topic, "partition", k.partition, "start", ans.LogStart)
 		return log.TruncateFullyAndStartAt(ans.LogStart)
 	}
+	rm.truncations.Inc()
 	rm.log.Info("truncating replica to the leader's epoch boundary", "topic", k.topic, "partition", k.partition,
 		"from", end, "to", cut, "our_epoch", last, "leader_epoch_end", ans.Epoch, "leader", r.leader)
 	return log.TruncateTo(cut)

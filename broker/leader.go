@@ -59,6 +59,7 @@ func (rm *replicaManager) changeISR(ctx context.Context, k partKey, r *role, ids
 		}
 		return
 	}
+	rm.isrChanges.WithLabelValues(what).Inc()
 	rm.log.Info("ISR changed", "op", what, "topic", k.topic, "partition", k.partition, "replicas", ids, "epoch", r.epoch)
 }
 

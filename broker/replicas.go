@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"github.com/tierlog/tierlog/cluster"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/tiering"
@@ -41,6 +44,9 @@ type replicaManager struct {
 	// coordinating: this node is the controller and has loaded the
 	// group offsets (groupsync.go).
 	coordinating atomic.Bool
+
+	isrChanges  *prometheus.CounterVec // by op: shrink, expand
+	truncations prometheus.Counter     // follower truncations to a leader's epoch end
 }
 
 type partKey struct {
@@ -79,6 +85,14 @@ func newReplicaManager(b *Broker, o ClusterOptions) *replicaManager {
 	o.fill()
 	rm := &replicaManager{b: b, o: o, self: o.NodeID, log: b.opts.Logger.With("node", o.NodeID),
 		parts: map[partKey]*partRole{}}
+	f := promauto.With(b.opts.Registerer)
+	rm.isrChanges = f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_replication_isr_changes_total",
+		Help: "In-sync set changes this node proposed as a partition leader and the controller accepted, by op (shrink, expand)."}, []string{"op"})
+	rm.truncations = f.NewCounter(prometheus.CounterOpts{Name: "tierlog_replication_truncations_total",
+		Help: "Times a follower cut its log back to where its last epoch ends on a new leader."})
+	if b.opts.Registerer != nil {
+		b.opts.Registerer.MustRegister(newReplCollector(b))
+	}
 	rm.ctx, rm.cancel = context.WithCancel(context.Background())
 	ch := make(chan struct{})
 	rm.passed.Store(&ch)
