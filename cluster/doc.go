@@ -81,13 +81,18 @@
 // other alive in-sync replicas and takes it for dead until it heartbeats
 // again). These requests never reach the Raft log; the FSM refuses them.
 //
-// # Not done yet
+// # Use in tierlog serve
 //
-// This package is not yet wired into `tierlog serve`: no --node-id/--peers
-// flags, no heartbeat sender or forwarding transport (the peer service
-// provides them), and the broker still keeps its own single-node topic
-// metadata. Partition reassignment is not here.
-// Peer data replication (followers fetching, high watermark, acks=all,
-// OffsetForLeaderEpoch truncation) and membership changes after bootstrap
-// (adding or removing voters) are not here either.
+// `tierlog serve --node-id N --peers ...` (cmd/tierlog/cluster.go) opens
+// a Node, starts the Controller, and gives both to the broker
+// (broker/cluster.go), which follows the State: it creates and deletes
+// its local topics, leads or follows each partition it holds a replica
+// of, and proposes ISR changes. The peer gRPC service (api/peer) carries
+// heartbeats, forwarded commands and the replicas' data. Consumer groups'
+// committed offsets are kept beside the State (groups.go).
+//
+// # Not done
+//
+// Partition reassignment, and membership changes after bootstrap (adding
+// or removing voters), are not here.
 package cluster
