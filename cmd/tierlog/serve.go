@@ -317,7 +317,12 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}()
 	api.Stop(gs, cfg.ShutdownTimeout)
 	<-kafkaDrained
-	uploadAtShutdown(b, cfg.ShutdownUploadTimeout, logger)
+	if cn == nil {
+		// A cluster node's records are on its partitions' other replicas
+		// (it handed its leaderships over above): nothing to rush into the
+		// bucket.
+		uploadAtShutdown(b, cfg.ShutdownUploadTimeout, logger)
+	}
 	return runErr
 }
 
