@@ -61,7 +61,7 @@ func produceLoop(ctx context.Context, t *testing.T, cl *kgo.Client, topic string
 }
 
 // leaderOf asks the running nodes which node leads a partition.
-func leaderOf(t *testing.T, c *testCluster, topic string, p int32) int32 {
+func leaderOf(t testing.TB, c *testCluster, topic string, p int32) int32 {
 	t.Helper()
 	var leader int32 = -1
 	eventually(t, "a leader for "+topic, func() error {
@@ -78,7 +78,7 @@ func leaderOf(t *testing.T, c *testCluster, topic string, p int32) int32 {
 }
 
 // clusterStatusJSON runs `tierlog cluster status --json` against n.
-func clusterStatusJSON(t *testing.T, n *node) clusterStatus {
+func clusterStatusJSON(t testing.TB, n *node) clusterStatus {
 	t.Helper()
 	out := ok(t, n, "", "cluster", "status", "--json")
 	var st clusterStatus
@@ -90,7 +90,7 @@ func clusterStatusJSON(t *testing.T, n *node) clusterStatus {
 
 // waitInSync waits until every replica of topic/p is in its ISR and the
 // followers have caught up with the leader's log end.
-func waitInSync(t *testing.T, c *testCluster, topic string, p int32, replicas int) {
+func waitInSync(t testing.TB, c *testCluster, topic string, p int32, replicas int) {
 	t.Helper()
 	eventually(t, "all replicas in sync", func() error {
 		st := clusterStatusJSON(t, c.anyNode())
@@ -198,7 +198,7 @@ func TestClusterAcksAllSurvivesLeaderKills(t *testing.T) {
 }
 
 // kadmFor is an admin client of the cluster's running nodes.
-func kadmFor(t *testing.T, c *testCluster) *kadm.Client {
+func kadmFor(t testing.TB, c *testCluster) *kadm.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...))
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // up front); gRPC, Kafka and HTTP ports are picked by the kernel and read
 // from each node's ready file.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	dirs  []string
 	raft  []string
 	args  []string // extra serve arguments for every node
@@ -21,7 +21,7 @@ type testCluster struct {
 }
 
 // startCluster starts n nodes (ids 1..n) and waits for each to be ready.
-func startCluster(t *testing.T, n int, args ...string) *testCluster {
+func startCluster(t testing.TB, n int, args ...string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, args: args, nodes: make([]*node, n)}
 	for i := range n {

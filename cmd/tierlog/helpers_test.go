@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 // binary builds the tierlog binary once per test run and returns its path.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(binDir, "tierlog")
 	buildOnce.Do(func() {
@@ -76,7 +76,7 @@ func cleanEnv(extra ...string) []string {
 // eventually polls cond until it returns nil, failing with cond's last
 // error. The timeout only bounds a hung test; nothing depends on how fast
 // cond becomes true.
-func eventually(t *testing.T, what string, cond func() error) {
+func eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	last := &lastError{}
 	testutil.Eventually(t, 60*time.Second, func() bool {
@@ -110,7 +110,7 @@ func (s *syncBuffer) String() string {
 
 // node is a `tierlog serve` child process.
 type node struct {
-	t         *testing.T
+	t         testing.TB
 	cmd       *exec.Cmd
 	stderr    *syncBuffer
 	exited    chan struct{}
@@ -122,7 +122,7 @@ type node struct {
 
 // startNode runs `tierlog serve` on ephemeral loopback ports and waits until
 // it has written its ready file.
-func startNode(t *testing.T, dataDir string, env []string, args ...string) *node {
+func startNode(t testing.TB, dataDir string, env []string, args ...string) *node {
 	t.Helper()
 	n, ready := launchNode(t, dataDir, env, args...)
 	ready()
@@ -130,7 +130,7 @@ func startNode(t *testing.T, dataDir string, env []string, args ...string) *node
 }
 
 // launchNode is startNode without the wait (see launchServe).
-func launchNode(t *testing.T, dataDir string, env []string, args ...string) (*node, func()) {
+func launchNode(t testing.TB, dataDir string, env []string, args ...string) (*node, func()) {
 	t.Helper()
 	all := append([]string{"--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
@@ -139,7 +139,7 @@ func launchNode(t *testing.T, dataDir string, env []string, args ...string) (*no
 
 // startServe runs `tierlog serve args...` in the working directory dir ("":
 // the test's) with a ready file added, and waits until it has written it.
-func startServe(t *testing.T, dir string, env []string, args ...string) *node {
+func startServe(t testing.TB, dir string, env []string, args ...string) *node {
 	t.Helper()
 	n, ready := launchServe(t, dir, env, args...)
 	ready()
@@ -149,7 +149,7 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *node {
 // launchServe starts `tierlog serve args...` and returns at once, with a
 // function that waits until the node has written its ready file (a
 // cluster's nodes are all launched before any can be ready).
-func launchServe(t *testing.T, dir string, env []string, args ...string) (*node, func()) {
+func launchServe(t testing.TB, dir string, env []string, args ...string) (*node, func()) {
 	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
 	all := append([]string{"serve", "--ready-file", readyPath}, args...)
@@ -221,7 +221,7 @@ type result struct {
 
 // cli runs the tierlog binary as a client of n (nil: no --server) with the
 // given stdin and waits for it.
-func cli(t *testing.T, n *node, stdin string, args ...string) result {
+func cli(t testing.TB, n *node, stdin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
 	env := cleanEnv()
@@ -241,7 +241,7 @@ func cli(t *testing.T, n *node, stdin string, args ...string) result {
 }
 
 // ok runs cli and fails the test unless it exits 0.
-func ok(t *testing.T, n *node, stdin string, args ...string) string {
+func ok(t testing.TB, n *node, stdin string, args ...string) string {
 	t.Helper()
 	r := cli(t, n, stdin, args...)
 	if r.code != 0 {

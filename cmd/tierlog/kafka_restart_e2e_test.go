@@ -21,7 +21,7 @@ import (
 
 // fixedFreeAddr is a loopback address free now, for a node that must
 // come back on the same port (the producer keeps its seed address).
-func fixedFreeAddr(t *testing.T) string {
+func fixedFreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
