@@ -86,6 +86,13 @@ bench-tier: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
 bench-tier: minio
 	$(GO) test -run=NONE -bench=BenchmarkTiering -benchtime=1x -timeout=60m ./tiering -tiering.bytes=$(TIER_BYTES)
 
+# The cluster benchmark of the README: one node and three `tierlog serve`
+# processes on loopback, produce figures at acks=1/all and leader SIGKILLs
+# (about 2.5 minutes). Not part of test or bench.
+.PHONY: bench-cluster
+bench-cluster:
+	$(GO) test ./cmd/tierlog -run '^$$' -bench Cluster -benchtime 1x -timeout 20m
+
 # Regenerate api/tierlogv1 from api/proto (pinned buf and plugins, fetched
 # through the Go module proxy).
 proto:
