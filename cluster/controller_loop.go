@@ -215,12 +215,17 @@ func (c *Controller) evaluate(ctx context.Context) {
 	c.mu.Lock()
 	if !c.leading {
 		c.leading = true
+		// Every node heartbeats to every node (api/peer), so a new
+		// controller knows when each was last heard: a node that died with
+		// the old controller is dead one session after its last beat, not
+		// one session after this takeover. Only a node never heard from
+		// (this node just started) gets a session's grace.
 		for id := range s.Nodes {
-			if !c.retired[id] && now.After(c.heard[id]) {
+			if !c.retired[id] && c.heard[id].IsZero() {
 				c.heard[id] = now
 			}
 		}
-		c.log.Info("became the cluster controller", "nodes", len(s.Nodes), "grace", c.o.SessionTimeout)
+		c.log.Info("became the cluster controller", "nodes", len(s.Nodes), "grace_for_unheard", c.o.SessionTimeout)
 	}
 	var register []NodeInfo
 	if s.Nodes[c.o.Self.ID] != c.o.Self {

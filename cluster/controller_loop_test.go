@@ -277,7 +277,7 @@ func TestControllerFailsOverToISRWhenHeartbeatsStop(t *testing.T) {
 	}
 }
 
-func TestControllerMovesToNewRaftLeaderAfterGrace(t *testing.T) {
+func TestControllerTakeoverJudgesNodesByTheirLastHeartbeat(t *testing.T) {
 	c := newCtlCluster(t, time.Second, nil)
 	c.registered()
 	old, rest := c.others()
@@ -298,10 +298,11 @@ func TestControllerMovesToNewRaftLeaderAfterGrace(t *testing.T) {
 		t.Fatalf("raft leader %d after killing %d", next, old)
 	}
 	testutil.Eventually(t, wait, func() bool { return c.metric(next, "tierlog_cluster_is_controller", "") == 1 }, "node %d never became controller", next)
-	// The new controller had no history: it gave the old one a session of
-	// grace from the moment it took over, not from the last heartbeat.
-	if got, ok := c.ctl(next).Alive()[old]; !ok || got.Before(t0) {
-		t.Fatalf("new controller's view of the dead node: %v %v (killed at %v)", got, ok, t0)
+	// Every node gets every node's heartbeats, so the new controller
+	// judges the dead node by its last beat (before t0), not by a grace
+	// counted from its takeover: failover does not wait a second session.
+	if got, ok := c.ctl(next).Alive()[old]; ok && !got.Before(t0) {
+		t.Fatalf("new controller's view of the dead node: last heard %v, after its kill at %v (a grace from the takeover)", got, t0)
 	}
 	var after Partition
 	testutil.Eventually(t, wait, func() bool {

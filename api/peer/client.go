@@ -134,14 +134,18 @@ func (c *Client) Forward(ctx context.Context, leader cluster.NodeInfo, cmd clust
 	return decodeError(r.Error, r.Message, r.LeaderId, "", 0, 0, 0, 0)
 }
 
-// Heartbeats tells the controller every interval that self is alive,
-// until ctx ends. On the controller itself it records the beat directly.
+// Heartbeats tells every node every interval that self is alive, until
+// ctx ends: the controller, and the nodes that may become controller (so
+// they know when each node was last heard, see cluster.Controller). A
+// node not yet registered (its first beats) reaches the controller, which
+// registers it, through the Raft leader's address.
 func (c *Client) Heartbeats(ctx context.Context, ctl *cluster.Controller, self cluster.NodeInfo, interval time.Duration, logger *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	failures := 0
 	for {
-		if err := c.heartbeat(ctx, ctl, self, interval); err != nil {
+		ctl.Heartbeat(self, time.Now())
+		if err := c.heartbeat(ctx, self, interval); err != nil {
 			failures++
 			if failures == 10 { // once per outage, not every beat
 				logger.Warn("heartbeats to the controller fail", "err", err)
@@ -157,26 +161,41 @@ func (c *Client) Heartbeats(ctx context.Context, ctl *cluster.Controller, self c
 	}
 }
 
-func (c *Client) heartbeat(ctx context.Context, ctl *cluster.Controller, self cluster.NodeInfo, timeout time.Duration) error {
-	if c.node.IsLeader() {
-		ctl.Heartbeat(self, time.Now())
-		return nil
+// heartbeat sends one beat to every other node at once; the error is the
+// controller's (the others' failures are theirs to notice).
+func (c *Client) heartbeat(ctx context.Context, self cluster.NodeInfo, timeout time.Duration) error {
+	leader, leaderAddr := c.node.Leader()
+	targets := map[int32]string{}
+	for id, n := range c.node.View().Nodes {
+		if id != self.ID && n.GRPCAddr != "" {
+			targets[id] = n.GRPCAddr
+		}
 	}
-	id, _ := c.node.Leader()
-	if id < 0 {
-		return errors.New("no controller known")
+	if _, ok := targets[leader]; !ok && leader >= 0 && leader != self.ID {
+		return fmt.Errorf("controller %d (raft %s) has not registered its gRPC address yet", leader, leaderAddr)
 	}
 	hctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()
-	p, err := c.peer(id)
-	if err != nil {
-		return err
+	req := &tierlogv1.HeartbeatRequest{NodeId: self.ID, RaftAddr: self.RaftAddr, GrpcAddr: self.GRPCAddr, KafkaAddr: self.KafkaAddr}
+	var wg sync.WaitGroup
+	var leaderErr error
+	for id, addr := range targets {
+		p, err := c.dial(id, addr)
+		if err != nil {
+			continue
+		}
+		wg.Go(func() {
+			_, err := p.Heartbeat(hctx, req)
+			if id == leader {
+				leaderErr = err
+			}
+		})
 	}
-	r, err := p.Heartbeat(hctx, &tierlogv1.HeartbeatRequest{NodeId: self.ID, RaftAddr: self.RaftAddr, GrpcAddr: self.GRPCAddr, KafkaAddr: self.KafkaAddr})
-	if err != nil {
-		return err
+	wg.Wait()
+	if leader < 0 {
+		return errors.New("no controller known")
 	}
-	return decodeError(r.Error, r.Message, r.LeaderId, "", 0, 0, 0, 0)
+	return leaderErr
 }
 
 // Status asks one node (by gRPC address) for its view.

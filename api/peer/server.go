@@ -54,15 +54,12 @@ func (s *Server) EndOffsetForEpoch(_ context.Context, req *tierlogv1.EndOffsetFo
 	return out, nil
 }
 
-// Heartbeat records a node as alive, on the controller.
+// Heartbeat records a node as alive. Every node gets every node's beats,
+// so whichever becomes the controller knows when each was last heard.
 func (s *Server) Heartbeat(_ context.Context, req *tierlogv1.HeartbeatRequest) (*tierlogv1.HeartbeatResponse, error) {
-	out := &tierlogv1.HeartbeatResponse{}
-	if !s.node.IsLeader() {
-		out.Error, out.Message, out.LeaderId = encodeError(s.notLeader())
-		return out, nil
-	}
 	s.ctl.Heartbeat(cluster.NodeInfo{ID: req.NodeId, RaftAddr: req.RaftAddr, GRPCAddr: req.GrpcAddr, KafkaAddr: req.KafkaAddr}, time.Now())
-	return out, nil
+	id, _ := s.node.Leader()
+	return &tierlogv1.HeartbeatResponse{LeaderId: id}, nil
 }
 
 // Propose applies a command forwarded by another node, through the
@@ -110,10 +107,6 @@ func (s *Server) NodeStatus(context.Context, *tierlogv1.NodeStatusRequest) (*tie
 	return out, nil
 }
 
-func (s *Server) notLeader() error {
-	id, addr := s.node.Leader()
-	return &cluster.NotLeaderError{LeaderID: id, LeaderAddr: addr}
-}
 
 // encodeError turns a broker or cluster error into the wire's.
 func encodeError(err error) (tierlogv1.ReplicaError, string, int32) {
