@@ -57,10 +57,12 @@
 //
 // StartController runs on every node and acts only while the node is the
 // Raft leader. Liveness is in memory: Heartbeat(info, now) on any node
-// says node info.ID is alive; a node is dead after SessionTimeout (3 s)
-// without one; the controller's own node is always alive. A node that
-// becomes Raft leader has no heartbeat history, so it gives every
-// registered node SessionTimeout from that moment before failing it over.
+// says node info.ID is alive; a node is dead after SessionTimeout (serve's
+// session_timeout, 2 s) without one; the controller's own node is always
+// alive. Every node gets every node's heartbeats (api/peer), so a node
+// that becomes Raft leader judges each by its last beat; only a node it
+// never heard from gets SessionTimeout from that moment before failing it
+// over. Dead in-sync replicas of live leaders leave the ISR (ShrinkDead).
 // Every Tick (200 ms), and on every state or Raft leader change, the
 // leader registers itself (Self) and any node whose heartbeats carry
 // addresses the state lacks, then applies Failover: partitions of dead

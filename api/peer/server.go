@@ -107,7 +107,6 @@ func (s *Server) NodeStatus(context.Context, *tierlogv1.NodeStatusRequest) (*tie
 	return out, nil
 }
 
-
 // encodeError turns a broker or cluster error into the wire's.
 func encodeError(err error) (tierlogv1.ReplicaError, string, int32) {
 	if err == nil {
