@@ -87,6 +87,17 @@ func (cf *clientFlags) dial() (tierlogv1.TierLogClient, func(), error) {
 // dialConn connects to a node's gRPC address, waiting a little for one
 // that is starting.
 func dialConn(server string) (*grpc.ClientConn, error) {
+	conn, err := newConn(server)
+	if err != nil {
+		return nil, err
+	}
+	waitReady(conn, startWait)
+	return conn, nil
+}
+
+// newConn is a client connection to server that connects on first use,
+// without dialConn's wait for a server that is still starting.
+func newConn(server string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(server,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgBytes)),
@@ -97,7 +108,6 @@ func dialConn(server string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, usageErrorf("--server %q: %v", server, err)
 	}
-	waitReady(conn, startWait)
 	return conn, nil
 }
 

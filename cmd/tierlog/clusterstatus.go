@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -104,18 +105,15 @@ func gatherClusterStatus(ctx context.Context, server string) (*clusterStatus, er
 		led: map[string]*tierlogv1.PartitionReplication{}}
 	alive := map[int32]int64{}
 	var session int64
-	for _, id := range slices.Sorted(maps.Keys(state.Nodes)) {
-		resp := first
-		if id != first.NodeId {
-			if resp, err = nodeStatusAt(ctx, state.Nodes[id].GRPCAddr); err != nil {
-				st.Errors[id] = err.Error()
-				continue
-			}
+	for _, a := range askNodes(ctx, state, first) {
+		if a.err != nil {
+			st.Errors[a.id] = a.err.Error()
+			continue
 		}
-		if id == first.ControllerId {
-			alive, session = resp.Alive, resp.SessionTimeoutMs
+		if a.id == first.ControllerId {
+			alive, session = a.resp.Alive, a.resp.SessionTimeoutMs
 		}
-		for _, p := range resp.Partitions {
+		for _, p := range a.resp.Partitions {
 			st.led[fmt.Sprintf("%s/%d", p.Topic, p.Partition)] = p
 		}
 	}
@@ -157,6 +155,44 @@ func nodeStatusAt(ctx context.Context, addr string) (*tierlogv1.NodeStatusRespon
 	}
 	defer conn.Close()
 	return peer.Status(ctx, conn)
+}
+
+// peerStatusTimeout bounds the question to each node other than the one
+// asked first: a node that is down or cut off from this machine is
+// reported as not answering, without holding up the others.
+const peerStatusTimeout = 3 * time.Second
+
+// nodeAnswer is one node's NodeStatus answer, or why there is none.
+type nodeAnswer struct {
+	id   int32
+	resp *tierlogv1.NodeStatusResponse
+	err  error
+}
+
+// askNodes asks every node of state for its status, all at once (first
+// already answered), and returns the answers in node id order.
+func askNodes(ctx context.Context, state *cluster.State, first *tierlogv1.NodeStatusResponse) []nodeAnswer {
+	ids := slices.Sorted(maps.Keys(state.Nodes))
+	out := make([]nodeAnswer, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		out[i] = nodeAnswer{id: id, resp: first}
+		if id == first.NodeId {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, peerStatusTimeout)
+			defer cancel()
+			conn, err := newConn(state.Nodes[id].GRPCAddr)
+			if err == nil {
+				defer conn.Close()
+				out[i].resp, err = peer.Status(ctx, conn)
+			}
+			out[i].err = err
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 func (st *clusterStatus) print(out io.Writer) {
