@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,16 +19,35 @@ type testCluster struct {
 	raft  []string
 	args  []string // extra serve arguments for every node
 	nodes []*node  // nil while a node is stopped
+	// prep, when set, adjusts node id's command before it starts (the
+	// partition test runs each node under its own group id).
+	prep func(id int, cmd *exec.Cmd)
 }
 
 // startCluster starts n nodes (ids 1..n) and waits for each to be ready.
 func startCluster(t testing.TB, n int, args ...string) *testCluster {
+	t.Helper()
+	c := newTestCluster(t, n, args...)
+	c.startAll()
+	return c
+}
+
+// newTestCluster names n nodes (ids 1..n), their data directories and
+// Raft addresses, without starting them (startAll does).
+func newTestCluster(t *testing.T, n int, args ...string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, args: args, nodes: make([]*node, n)}
 	for i := range n {
 		c.dirs = append(c.dirs, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
 		c.raft = append(c.raft, fixedFreeAddr(t))
 	}
+	return c
+}
+
+// startAll starts every node and waits until each is ready and alive.
+func (c *testCluster) startAll() {
+	c.t.Helper()
+	n := len(c.nodes)
 	// Launched together: no node is ready before a quorum has elected a
 	// controller.
 	var ready []func()
@@ -38,7 +58,6 @@ func startCluster(t testing.TB, n int, args ...string) *testCluster {
 		r()
 	}
 	c.waitAlive(n)
-	return c
 }
 
 // waitAlive waits until the controller hears n nodes.
@@ -79,7 +98,11 @@ func (c *testCluster) start(id int) *node {
 func (c *testCluster) launch(id int) func() {
 	c.t.Helper()
 	args := append([]string{"--node-id", fmt.Sprint(id), "--peers", c.peers()}, c.args...)
-	n, ready := launchNode(c.t, c.dirs[id-1], nil, args...)
+	var prep func(*exec.Cmd)
+	if c.prep != nil {
+		prep = func(cmd *exec.Cmd) { c.prep(id, cmd) }
+	}
+	n, ready := launchNodeWith(c.t, c.dirs[id-1], nil, prep, args...)
 	c.nodes[id-1] = n
 	return ready
 }

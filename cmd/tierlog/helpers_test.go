@@ -132,9 +132,16 @@ func startNode(t testing.TB, dataDir string, env []string, args ...string) *node
 // launchNode is startNode without the wait (see launchServe).
 func launchNode(t testing.TB, dataDir string, env []string, args ...string) (*node, func()) {
 	t.Helper()
+	return launchNodeWith(t, dataDir, env, nil, args...)
+}
+
+// launchNodeWith is launchNode with prep (nil: none) applied to the
+// command before it starts (e.g. to run it under another group id).
+func launchNodeWith(t *testing.T, dataDir string, env []string, prep func(*exec.Cmd), args ...string) (*node, func()) {
+	t.Helper()
 	all := append([]string{"--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
-	return launchServe(t, "", env, all...)
+	return launchServeWith(t, "", env, prep, all...)
 }
 
 // startServe runs `tierlog serve args...` in the working directory dir ("":
@@ -151,6 +158,13 @@ func startServe(t testing.TB, dir string, env []string, args ...string) *node {
 // cluster's nodes are all launched before any can be ready).
 func launchServe(t testing.TB, dir string, env []string, args ...string) (*node, func()) {
 	t.Helper()
+	return launchServeWith(t, dir, env, nil, args...)
+}
+
+// launchServeWith is launchServe with prep (nil: none) applied to the
+// command before it starts.
+func launchServeWith(t *testing.T, dir string, env []string, prep func(*exec.Cmd), args ...string) (*node, func()) {
+	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
 	all := append([]string{"serve", "--ready-file", readyPath}, args...)
 	n := &node{t: t, cmd: exec.Command(binary(t), all...), stderr: &syncBuffer{}, exited: make(chan struct{})}
@@ -158,6 +172,9 @@ func launchServe(t testing.TB, dir string, env []string, args ...string) (*node,
 	n.cmd.Env = cleanEnv(env...)
 	n.cmd.Stdout = n.stderr
 	n.cmd.Stderr = n.stderr
+	if prep != nil {
+		prep(n.cmd)
+	}
 	if err := n.cmd.Start(); err != nil {
 		t.Fatalf("start tierlog serve: %v", err)
 	}
