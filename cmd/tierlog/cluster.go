@@ -134,6 +134,31 @@ func (c *clusterNode) serve(gs *grpc.Server, b *broker.Broker) {
 	}()
 }
 
+// registered says whether the cluster state holds this node with the
+// addresses it serves on: until then the controller counts it neither
+// for a topic's replicas nor as alive, so a topic created at once would
+// get fewer replicas than the cluster has nodes.
+func (c *clusterNode) registered() error {
+	if got, ok := c.node.State().Nodes[c.self.ID]; !ok || got != c.self {
+		return fmt.Errorf("node %d not registered in the cluster yet (the controller registers it from its heartbeats)", c.self.ID)
+	}
+	return nil
+}
+
+// waitRegistered waits until registered, or ctx ends.
+func (c *clusterNode) waitRegistered(ctx context.Context) error {
+	watch, stop := c.node.Watch()
+	defer stop()
+	for c.registered() != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-watch:
+		}
+	}
+	return nil
+}
+
 // retire hands this node's leaderships to other in-sync replicas before a
 // graceful stop, so clients move on without waiting for session_timeout.
 func (c *clusterNode) retire(timeout time.Duration) {

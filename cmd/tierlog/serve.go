@@ -138,6 +138,9 @@ type readiness struct {
 	brokerOpen  atomic.Bool
 	grpcServing atomic.Bool
 	draining    atomic.Bool
+	// registered (cluster mode) says whether the node is in the cluster
+	// state yet; nil on a single node.
+	registered atomic.Pointer[func() error]
 }
 
 func (r *readiness) check() error {
@@ -148,6 +151,9 @@ func (r *readiness) check() error {
 		return errors.New("broker not open yet (recovering logs)")
 	case !r.grpcServing.Load():
 		return errors.New("gRPC not serving yet")
+	}
+	if reg := r.registered.Load(); reg != nil {
+		return (*reg)()
 	}
 	return nil
 }
@@ -217,6 +223,11 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 			return err
 		}
 		defer cn.close() // after the broker's Close (deferred below)
+		// Ready (readyz, the ready file) only once registered: a client
+		// that waited for every node's readiness then finds them all in
+		// the cluster (a topic created then gets all its replicas).
+		registered := cn.registered
+		ready.registered.Store(&registered)
 		bopts.Cluster = cn.brokerOptions(cfg)
 	}
 
@@ -277,8 +288,14 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	}
 	defer kafkaSrv.Close()
 
+	if cn != nil {
+		// The ready file, like readyz, waits for the registration.
+		if err := cn.waitRegistered(ctx); err != nil {
+			logger.Info("stopped before the node was registered in the cluster", "err", err)
+		}
+	}
 	logger.Info("tierlog serving", "grpc_addr", lis.Addr().String(), "kafka_addr", kafkaAddr, "http_addr", httpSrv.Addr().String(), "data_dir", cfg.DataDir)
-	if cfg.ReadyFile != "" {
+	if cfg.ReadyFile != "" && ctx.Err() == nil {
 		if err := writeReadyFile(cfg.ReadyFile, lis.Addr(), httpSrv.Addr(), kafkaAddr); err != nil {
 			gs.Stop()
 			return err
