@@ -33,7 +33,8 @@ func newClusterStatusCmd() *cobra.Command {
 whether the controller hears their heartbeats, the controller, and per
 partition its replicas, leader, leader epoch and in-sync set (ISR); then,
 asked of each partition's leader, its high watermark, log end and each
-follower's log end (lag = leader's log end - follower's).`,
+follower's log end (lag = leader's log end - follower's; ? for a follower
+that has not fetched from this leader, e.g. one that is down).`,
 		Args: cobra.NoArgs,
 	}
 	cf := addClientFlags(cmd)
@@ -77,15 +78,17 @@ type nodeStatus struct {
 }
 
 type partitionStatus struct {
-	Topic         string          `json:"topic"`
-	Partition     int32           `json:"partition"`
-	Leader        int32           `json:"leader"`
-	LeaderEpoch   int32           `json:"leader_epoch"`
-	Replicas      []int32         `json:"replicas"`
-	ISR           []int32         `json:"isr"`
-	HighWatermark int64           `json:"high_watermark"`
-	LogEnd        int64           `json:"log_end"`
-	Lag           map[int32]int64 `json:"lag,omitempty"` // follower -> leader's log end - its log end
+	Topic         string  `json:"topic"`
+	Partition     int32   `json:"partition"`
+	Leader        int32   `json:"leader"`
+	LeaderEpoch   int32   `json:"leader_epoch"`
+	Replicas      []int32 `json:"replicas"`
+	ISR           []int32 `json:"isr"`
+	HighWatermark int64   `json:"high_watermark"`
+	LogEnd        int64   `json:"log_end"`
+	// Lag maps each follower to the leader's log end - its log end; -1:
+	// not known (it has not fetched from this leader).
+	Lag map[int32]int64 `json:"lag,omitempty"`
 }
 
 // gatherClusterStatus asks the node at server for the metadata, then the
@@ -138,7 +141,10 @@ func gatherClusterStatus(ctx context.Context, server string) (*clusterStatus, er
 						if ps.Lag == nil {
 							ps.Lag = map[int32]int64{}
 						}
-						ps.Lag[rp.NodeId] = max(r.LogEndOffset-rp.LogEndOffset, 0)
+						ps.Lag[rp.NodeId] = -1 // not fetched from this leader yet
+						if rp.LogEndOffset >= 0 {
+							ps.Lag[rp.NodeId] = max(r.LogEndOffset-rp.LogEndOffset, 0)
+						}
 					}
 				}
 			}
@@ -227,7 +233,11 @@ func (st *clusterStatus) print(out io.Writer) {
 		}
 		var lag []string
 		for _, id := range slices.Sorted(maps.Keys(p.Lag)) {
-			lag = append(lag, fmt.Sprintf("%d:%d", id, p.Lag[id]))
+			if p.Lag[id] < 0 {
+				lag = append(lag, fmt.Sprintf("%d:?", id))
+			} else {
+				lag = append(lag, fmt.Sprintf("%d:%d", id, p.Lag[id]))
+			}
 		}
 		fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%v\t%v\t%s\t%s\t%s\n", p.Topic, p.Partition, leader, p.LeaderEpoch,
 			ids(p.Replicas), ids(p.ISR), hw, end, strings.Join(lag, " "))
