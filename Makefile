@@ -3,7 +3,7 @@ GO        ?= go
 FUZZTIME  ?= 10s
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve minio kafka-clients
+.PHONY: test vet fuzz fuzz-long bench proto build compose-check serve minio kafka-clients fault-tools
 
 # The MinIO server the S3 and MinIO backend tests run against: built from
 # source at the version pinned in internal/testutil/minio_version.txt (the
@@ -21,7 +21,7 @@ serve:
 # Every test: formatting and vet, unit, fault and crash tests (race
 # detector on), short fuzz runs of every decoder, the compose file check.
 test: export TIERLOG_MINIO_BIN = $(MINIO_BIN)
-test: vet minio kafka-clients
+test: vet minio kafka-clients fault-tools
 	$(GO) test $(TESTFLAGS) ./...
 	$(MAKE) fuzz
 	$(MAKE) compose-check
@@ -53,6 +53,20 @@ kafka-clients:
 	install="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KAFKA_CLIENT_PKGS)"; \
 	$$install >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$install >/dev/null; } && $(KAFKA_CLIENTS_OK) || { \
 	  echo "could not install $(KAFKA_CLIENT_PKGS); the Kafka interop tests need them: apt-get install -y $(KAFKA_CLIENT_PKGS)" >&2; exit 1; }
+
+# iptables, with which the network partition test
+# (cmd/tierlog/cluster_partition_e2e_test.go, run as root) cuts a node off
+# on the loopback. Installed when missing, like the Kafka clients; the
+# test fails, naming the package, without it.
+FAULT_TOOLS_OK := command -v iptables >/dev/null 2>&1
+
+fault-tools:
+	@$(FAULT_TOOLS_OK) && exit 0; \
+	echo "installing iptables (Debian package) for the network partition test"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	install="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables"; \
+	$$install >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$install >/dev/null; } && $(FAULT_TOOLS_OK) || { \
+	  echo "could not install iptables; the network partition test needs it: apt-get install -y iptables" >&2; exit 1; }
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/tierlogv1/')); \
