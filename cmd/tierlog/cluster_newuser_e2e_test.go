@@ -128,12 +128,8 @@ func TestClusterNewUser(t *testing.T) {
 		t.Fatalf("topic created as the README says: replicas %v, ISR %v; want 3 of each", ps.Replicas, ps.ISR)
 	}
 
-	// A consumer that keeps reading across the failover, until every
-	// record the rounds below produce.
 	const rounds, perRound = 4, 500
 	total := rounds * perRound
-	consumer := startClient(t, "", "kcat", "-b", strings.Join(c.kafkaAddrs(), ","), "-t", topic, "-C",
-		"-o", "beginning", "-c", strconv.Itoa(total), "-f", kcatFormat)
 	var acked []string
 	produce := func(round int) {
 		t.Helper()
@@ -148,6 +144,13 @@ func TestClusterNewUser(t *testing.T) {
 		acked = append(acked, vals...)
 	}
 	produce(0)
+	// A consumer that keeps reading across the failover, until every
+	// record the rounds produce. Started once the first round is in (as
+	// the README does): right after the create, a node that has not yet
+	// applied it answers UNKNOWN_TOPIC_OR_PARTITION, on which kcat -C
+	// gives up.
+	consumer := startClient(t, "", "kcat", "-b", strings.Join(c.kafkaAddrs(), ","), "-t", topic, "-C",
+		"-o", "beginning", "-c", strconv.Itoa(total), "-f", kcatFormat)
 
 	leader := int(ps.Leader)
 	pid, err := os.ReadFile(filepath.Join(c.dirs[leader-1], ".lock"))
