@@ -34,7 +34,7 @@ func startCluster(t testing.TB, n int, args ...string) *testCluster {
 
 // newTestCluster names n nodes (ids 1..n), their data directories and
 // Raft addresses, without starting them (startAll does).
-func newTestCluster(t *testing.T, n int, args ...string) *testCluster {
+func newTestCluster(t testing.TB, n int, args ...string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, args: args, nodes: make([]*node, n)}
 	for i := range n {

@@ -137,7 +137,7 @@ func launchNode(t testing.TB, dataDir string, env []string, args ...string) (*no
 
 // launchNodeWith is launchNode with prep (nil: none) applied to the
 // command before it starts (e.g. to run it under another group id).
-func launchNodeWith(t *testing.T, dataDir string, env []string, prep func(*exec.Cmd), args ...string) (*node, func()) {
+func launchNodeWith(t testing.TB, dataDir string, env []string, prep func(*exec.Cmd), args ...string) (*node, func()) {
 	t.Helper()
 	all := append([]string{"--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0",
 		"--http-addr", "127.0.0.1:0", "--log-level", "debug"}, args...)
@@ -163,7 +163,7 @@ func launchServe(t testing.TB, dir string, env []string, args ...string) (*node,
 
 // launchServeWith is launchServe with prep (nil: none) applied to the
 // command before it starts.
-func launchServeWith(t *testing.T, dir string, env []string, prep func(*exec.Cmd), args ...string) (*node, func()) {
+func launchServeWith(t testing.TB, dir string, env []string, prep func(*exec.Cmd), args ...string) (*node, func()) {
 	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
 	all := append([]string{"serve", "--ready-file", readyPath}, args...)
