@@ -19,15 +19,16 @@ func (rm *replicaManager) follow(ctx context.Context, k partKey, part *tiering.P
 	log := part.Log()
 	backoff := newBackoff()
 	truncated := false
-	refreshed := time.Now()
+	// The manifest is re-read beside the fetches, never in their way: a
+	// bucket that stalls must not stop replication (only local retention
+	// waits for it).
+	refresher := make(chan struct{})
+	go func() {
+		defer close(refresher)
+		rm.refreshManifest(ctx, k, part)
+	}()
+	defer func() { <-refresher }()
 	for ctx.Err() == nil {
-		if time.Since(refreshed) > manifestRefresh {
-			// What the leader uploaded: local retention may now drop it.
-			refreshed = time.Now()
-			if err := part.RefreshManifest(ctx); err != nil && ctx.Err() == nil {
-				rm.log.Warn("follower: re-read the partition's manifest", "topic", k.topic, "partition", k.partition, "err", err)
-			}
-		}
 		if !truncated {
 			if err := rm.truncateToLeader(ctx, k, log, r); err != nil {
 				rm.followError(ctx, k, r, "truncate", err, backoff)
@@ -159,8 +160,32 @@ func (rm *replicaManager) fetchOnce(ctx context.Context, k partKey, log *hot.Log
 }
 
 // manifestRefresh is how often a follower re-reads its partition's
-// manifest, so local retention frees what the leader uploaded.
-const manifestRefresh = 30 * time.Second
+// manifest, so local retention frees what the leader uploaded; one
+// attempt may take manifestRefreshTimeout.
+const (
+	manifestRefresh        = 30 * time.Second
+	manifestRefreshTimeout = 20 * time.Second
+)
+
+// refreshManifest re-reads a followed partition's manifest every
+// manifestRefresh until ctx ends.
+func (rm *replicaManager) refreshManifest(ctx context.Context, k partKey, part *tiering.Partition) {
+	t := time.NewTicker(manifestRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, manifestRefreshTimeout)
+		err := part.RefreshManifest(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			rm.log.Warn("follower: re-read the partition's manifest", "topic", k.topic, "partition", k.partition, "err", err)
+		}
+	}
+}
 
 // backoff spaces retries: 50 ms doubling to 1 s.
 type backoff struct {

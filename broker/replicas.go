@@ -56,6 +56,12 @@ type partKey struct {
 
 // partRole is one local partition's current role; loops run under it.
 type partRole struct {
+	// mu fences appends against role changes: AppendAcks holds it (read)
+	// from its check that this node leads to the end of its write, and a
+	// change of leader or epoch holds it (write) while the old role ends,
+	// so no leader's append lands after the node started to follow (and
+	// truncate to) another leader.
+	mu   sync.RWMutex
 	role atomic.Pointer[role]
 	// stop ends the role's loop; done is closed when it has returned.
 	stop context.CancelFunc
@@ -231,6 +237,8 @@ func (rm *replicaManager) apply(k partKey, t *topic, part *tiering.Partition, to
 		}
 		return
 	}
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
 	pr.end()
 	r := &role{topicID: topicID, leader: p.Leader, epoch: p.LeaderEpoch, replicas: slices.Clone(p.Replicas),
 		isr: slices.Clone(p.ISR), expand: make(chan struct{}, 1)}
@@ -299,11 +307,16 @@ func (rm *replicaManager) leading(name string, partition int32) (*role, error) {
 	if r != nil && r.leader == rm.self && r.ctx.Err() == nil {
 		return r, nil
 	}
+	return nil, rm.notLeader(name, partition)
+}
+
+// notLeader is the error for a partition this node does not lead.
+func (rm *replicaManager) notLeader(name string, partition int32) error {
 	leader := cluster.NoLeader
 	if p, err := rm.o.Node.View().Partition(name, partition); err == nil {
 		leader = p.Leader
 	}
-	return nil, &NotLeaderError{Topic: name, Partition: partition, Leader: leader}
+	return &NotLeaderError{Topic: name, Partition: partition, Leader: leader}
 }
 
 // close ends every role and loop.
@@ -316,24 +329,41 @@ func (rm *replicaManager) close() {
 // for all). In a cluster only the leader appends (*NotLeaderError
 // elsewhere), and acks=-1 is refused with ErrNotEnoughReplicas, before
 // anything is written, while the ISR is smaller than min.insync.replicas.
-// After the PendingAppend's Wait, an acks=-1 producer calls WaitReplicated.
-func (b *Broker) AppendAcks(name string, partition int32, batch []byte, acks int16) (*hot.PendingAppend, error) {
+// It returns the leader epoch the batch was written at; after the
+// PendingAppend's Wait, an acks=-1 producer calls WaitReplicated with it.
+func (b *Broker) AppendAcks(name string, partition int32, batch []byte, acks int16) (*hot.PendingAppend, int32, error) {
 	p, err := b.Partition(name, partition)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if b.rm != nil {
-		r, err := b.rm.leading(name, partition)
-		if err != nil {
-			return nil, err
-		}
-		if acks == -1 && r.rs != nil {
-			if need := b.minISR(name); len(r.rs.ISR()) < need {
-				return nil, fmt.Errorf("%w: %s/%d has %d in sync (%v), min.insync.replicas is %d", ErrNotEnoughReplicas, name, partition, len(r.rs.ISR()), r.rs.ISR(), need)
-			}
+	if b.rm == nil {
+		pa, err := p.AppendDeferred(batch)
+		return pa, p.Log().LeaderEpoch(), err
+	}
+	pr := b.rm.part(name, partition)
+	if pr == nil {
+		return nil, 0, b.rm.notLeader(name, partition)
+	}
+	pr.mu.RLock()
+	defer pr.mu.RUnlock()
+	r := pr.role.Load()
+	if r == nil || r.leader != b.rm.self || r.ctx.Err() != nil {
+		return nil, 0, b.rm.notLeader(name, partition)
+	}
+	if acks == -1 && r.rs != nil {
+		if need := b.minISR(name); len(r.rs.ISR()) < need {
+			return nil, 0, fmt.Errorf("%w: %s/%d has %d in sync (%v), min.insync.replicas is %d", ErrNotEnoughReplicas, name, partition, len(r.rs.ISR()), r.rs.ISR(), need)
 		}
 	}
-	return p.AppendDeferred(batch)
+	pa, err := p.AppendDeferred(batch)
+	return pa, r.epoch, err
+}
+
+// part returns a partition's role holder (nil: not a local replica).
+func (rm *replicaManager) part(name string, partition int32) *partRole {
+	rm.mu.RLock()
+	defer rm.mu.RUnlock()
+	return rm.parts[partKey{name, partition}]
 }
 
 // Replicated says whether the topic's partitions have more than one
@@ -352,19 +382,24 @@ func (b *Broker) minISR(name string) int {
 	return int(t.settings.Load().cfg.MinInsyncReplicas)
 }
 
-// WaitReplicated waits until the offsets below end are on every in-sync
-// replica (the high watermark reached end) and at least
-// min.insync.replicas of them: what acks=all promises. A single node, and
-// a partition with one replica, return at once. It fails with
-// ErrNotEnoughReplicasAfterAppend when the ISR shrinks below the minimum,
-// with a *NotLeaderError when the node stops leading, or with ctx's error.
-func (b *Broker) WaitReplicated(ctx context.Context, name string, partition int32, end int64) error {
+// WaitReplicated waits until the offsets below end, written by AppendAcks
+// at leader epoch epoch, are on every in-sync replica (the high watermark
+// reached end) and at least min.insync.replicas of them: what acks=all
+// promises. A single node, and a partition with one replica, return at
+// once. It fails with ErrNotEnoughReplicasAfterAppend when the ISR shrinks
+// below the minimum, with ctx's error, and with a *NotLeaderError when
+// the node no longer leads at that epoch - even if it leads again at a
+// later one, whose log may hold other records at those offsets.
+func (b *Broker) WaitReplicated(ctx context.Context, name string, partition int32, end int64, epoch int32) error {
 	if b.rm == nil {
 		return nil
 	}
 	r, err := b.rm.leading(name, partition)
 	if err != nil {
 		return err
+	}
+	if r.epoch != epoch {
+		return b.rm.notLeader(name, partition)
 	}
 	if r.rs == nil {
 		return nil
@@ -374,7 +409,7 @@ func (b *Broker) WaitReplicated(ctx context.Context, name string, partition int3
 	defer cancel()
 	err = r.rs.WaitReplicated(wctx, end, b.minISR(name))
 	if err != nil && (r.ctx.Err() != nil || errors.Is(err, hot.ErrReplicaSetClosed)) && ctx.Err() == nil {
-		_, err = b.rm.leading(name, partition)
+		return b.rm.notLeader(name, partition)
 	}
 	return err
 }

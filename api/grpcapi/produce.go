@@ -28,7 +28,7 @@ func (s *Server) Produce(ctx context.Context, req *tierlogv1.ProduceRequest) (*t
 	}
 	// In a cluster a gRPC produce is Kafka's acks=all: answered once on
 	// the in-sync replicas (DURABILITY_REPLICATED).
-	pa, err := s.b.AppendAcks(req.GetTopic(), part, raw, -1)
+	pa, epoch, err := s.b.AppendAcks(req.GetTopic(), part, raw, -1)
 	if err != nil {
 		return nil, s.statusFor("Produce", err)
 	}
@@ -38,7 +38,7 @@ func (s *Server) Produce(ctx context.Context, req *tierlogv1.ProduceRequest) (*t
 	}
 	durability := durabilityProto(res.Durability)
 	if s.b.Replicated(req.GetTopic()) {
-		if err := s.b.WaitReplicated(ctx, req.GetTopic(), part, res.LastOffset+1); err != nil {
+		if err := s.b.WaitReplicated(ctx, req.GetTopic(), part, res.LastOffset+1, epoch); err != nil {
 			return nil, s.statusFor("Produce", err)
 		}
 		durability = tierlogv1.Durability_DURABILITY_REPLICATED

@@ -46,6 +46,7 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 		pr    *kmsg.ProduceResponseTopicPartition
 		topic string
 		pa    *hot.PendingAppend
+		epoch int32 // the leader epoch it was written at
 	}
 	var waits []waiting
 	failed, mustWait := false, false
@@ -63,13 +64,13 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 				setProduceError(req.Version, pr, codedErrorf(kerr.InvalidRequiredAcks, "acks %d: valid values are -1 (all), 0 and 1", req.Acks))
 				continue
 			}
-			pa, err := s.appendPartition(req.Version, req.Acks, rt.Topic, rp)
+			pa, epoch, err := s.appendPartition(req.Version, req.Acks, rt.Topic, rp)
 			if err != nil {
 				failed = true
 				setProduceError(req.Version, pr, err)
 				continue
 			}
-			waits = append(waits, waiting{pr: pr, topic: rt.Topic, pa: pa})
+			waits = append(waits, waiting{pr: pr, topic: rt.Topic, pa: pa, epoch: epoch})
 			mustWait = mustWait || pa.MustWait()
 		}
 	}
@@ -95,11 +96,11 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 	finish := func(ctx context.Context) kmsg.Response {
 		results, errs := waitAll(pas)
 		if replicate {
-			ends := make([]int64, len(waits))
-			for i := range waits {
-				ends[i] = results[i].LastOffset + 1
+			rws := make([]replWait, len(waits))
+			for i, w := range waits {
+				rws[i] = replWait{topic: w.topic, partition: w.pr.Partition, end: results[i].LastOffset + 1, epoch: w.epoch}
 			}
-			s.waitReplicated(ctx, timeout, len(waits), func(i int) (string, int32) { return waits[i].topic, waits[i].pr.Partition }, ends, errs)
+			s.waitReplicated(ctx, timeout, rws, errs)
 		}
 		for i, w := range waits {
 			res, err := results[i], errs[i]
@@ -123,28 +124,36 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 	return reply{later: finish}
 }
 
-// waitReplicated waits, for acks=all, until each of the n partitions
-// written without error (errs[i] nil) is on its in-sync replicas up to
-// ends[i], all at once, for at most timeout (Kafka's TimeoutMillis); one
-// that does not get there gets its error in errs: REQUEST_TIMED_OUT on the
-// timeout, NOT_ENOUGH_REPLICAS_AFTER_APPEND, or NOT_LEADER_OR_FOLLOWER
-// when the node stopped leading. Its batch stays in the leader's log.
-func (s *Server) waitReplicated(ctx context.Context, timeout time.Duration, n int, at func(int) (string, int32), ends []int64, errs []error) {
+// replWait is one partition's acks=all wait: its batch's end and the
+// leader epoch it was written at.
+type replWait struct {
+	topic     string
+	partition int32
+	end       int64
+	epoch     int32
+}
+
+// waitReplicated waits, for acks=all, until each partition written
+// without error (errs[i] nil) is on its in-sync replicas up to ws[i].end,
+// all at once, for at most timeout (Kafka's TimeoutMillis); one that does
+// not get there gets its error in errs: REQUEST_TIMED_OUT on the timeout,
+// NOT_ENOUGH_REPLICAS_AFTER_APPEND, or NOT_LEADER_OR_FOLLOWER when the
+// node stopped leading at that epoch. Its batch stays in the leader's log.
+func (s *Server) waitReplicated(ctx context.Context, timeout time.Duration, ws []replWait, errs []error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelWaits)
-	for i := range n {
+	for i, w := range ws {
 		if errs[i] != nil {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			topic, p := at(i)
-			err := s.b.WaitReplicated(ctx, topic, p, ends[i])
+			err := s.b.WaitReplicated(ctx, w.topic, w.partition, w.end, w.epoch)
 			if errors.Is(err, context.DeadlineExceeded) {
-				err = codedErrorf(kerr.RequestTimedOut, "%s/%d: stored on the leader, not on every in-sync replica within the request's timeout (%v); not acknowledged", topic, p, timeout)
+				err = codedErrorf(kerr.RequestTimedOut, "%s/%d: stored on the leader, not on every in-sync replica within the request's timeout (%v); not acknowledged", w.topic, w.partition, timeout)
 			}
 			errs[i] = err
 		})
@@ -204,27 +213,27 @@ func waitAll(pas []*hot.PendingAppend) ([]hot.AppendResult, []error) {
 // v3, exactly one RecordBatch of magic 2 per partition, and zstd only from
 // v7 (the version that announced it); tierlog requires the same at v0-v2,
 // which it advertises only for librdkafka's sake (see the apis table).
-func (s *Server) appendPartition(version, acks int16, topic string, rp kmsg.ProduceRequestTopicPartition) (*hot.PendingAppend, error) {
+func (s *Server) appendPartition(version, acks int16, topic string, rp kmsg.ProduceRequestTopicPartition) (*hot.PendingAppend, int32, error) {
 	if err := broker.ValidateTopicName(topic); err != nil {
 		// Kafka answers UNKNOWN_TOPIC_OR_PARTITION, which clients retry
 		// until their delivery timeout for a name that can never exist;
 		// INVALID_TOPIC_EXCEPTION fails the send at once, with the rule.
-		return nil, err
+		return nil, 0, err
 	}
 	b := rp.Records
 	switch {
 	case len(b) == 0:
-		return nil, codedErrorf(kerr.InvalidRecord, "no record batch for partition %d: Produce v%d needs exactly one", rp.Partition, version)
+		return nil, 0, codedErrorf(kerr.InvalidRecord, "no record batch for partition %d: Produce v%d needs exactly one", rp.Partition, version)
 	case len(b) > 16 && b[16] != batch.Magic:
-		return nil, codedErrorf(kerr.InvalidRecord, "record batch magic %d: tierlog stores RecordBatch v2 (magic 2) only", int8(b[16]))
+		return nil, 0, codedErrorf(kerr.InvalidRecord, "record batch magic %d: tierlog stores RecordBatch v2 (magic 2) only", int8(b[16]))
 	case len(b) >= batch.HeaderSize && version < 7 && batch.Codec(binary.BigEndian.Uint16(b[21:])&0x07) == batch.Zstd:
-		return nil, codedErrorf(kerr.UnsupportedCompressionType, "zstd compression needs Produce v7 or later, the request is v%d", version)
+		return nil, 0, codedErrorf(kerr.UnsupportedCompressionType, "zstd compression needs Produce v7 or later, the request is v%d", version)
 	}
 	if len(b) >= batch.LengthFieldEnd {
 		// A valid length smaller than the set: more follows the batch.
 		n := int64(int32(binary.BigEndian.Uint32(b[8:])))
 		if size := batch.LengthFieldEnd + n; n >= batch.HeaderSize-batch.LengthFieldEnd && size < int64(len(b)) {
-			return nil, codedErrorf(kerr.InvalidRecord, "%d bytes follow the first record batch (%d bytes) of partition %d: Produce takes exactly one batch per partition", int64(len(b))-size, size, rp.Partition)
+			return nil, 0, codedErrorf(kerr.InvalidRecord, "%d bytes follow the first record batch (%d bytes) of partition %d: Produce takes exactly one batch per partition", int64(len(b))-size, size, rp.Partition)
 		}
 	}
 	return s.b.AppendAcks(topic, rp.Partition, b, acks)
