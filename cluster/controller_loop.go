@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,16 +53,22 @@ type Controller struct {
 	n   *Node
 	log *slog.Logger
 
-	mu        sync.Mutex
-	heard     map[int32]time.Time // last heartbeat, or the grace given on becoming leader
-	info      map[int32]NodeInfo  // addresses the node's heartbeats carry
-	retired   map[int32]bool      // dead until the node heartbeats again
-	forward   func(context.Context, NodeInfo, Command) error
-	leading   bool // the loop saw this node lead at its last evaluation
-	assignMu  sync.Mutex
-	cancel    context.CancelFunc
-	done      chan struct{}
-	closeOnce sync.Once
+	mu      sync.Mutex
+	heard   map[int32]time.Time // last heartbeat, or the grace given on becoming leader
+	info    map[int32]NodeInfo  // addresses the node's heartbeats carry
+	retired map[int32]bool      // dead until the node heartbeats again
+	// incarnation is each node's process incarnation as its heartbeats
+	// carry it; restarted marks a node whose incarnation changed (a new
+	// process, perhaps on a wiped disk): dead until it leads no partition
+	// and is in no ISR that has another alive member (see evaluate).
+	incarnation map[int32]uint64
+	restarted   map[int32]bool
+	forward     func(context.Context, NodeInfo, Command) error
+	leading     bool // the loop saw this node lead at its last evaluation
+	assignMu    sync.Mutex
+	cancel      context.CancelFunc
+	done        chan struct{}
+	closeOnce   sync.Once
 
 	leaderChanges *prometheus.CounterVec
 	nodesAlive    prometheus.Gauge
@@ -84,6 +91,7 @@ func StartController(o ControllerOptions) *Controller {
 	c := &Controller{
 		o: o, n: o.Node, log: o.Logger.With("controller", o.Self.ID),
 		heard: map[int32]time.Time{}, info: map[int32]NodeInfo{}, retired: map[int32]bool{},
+		incarnation: map[int32]uint64{}, restarted: map[int32]bool{},
 		done: make(chan struct{}),
 		leaderChanges: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "tierlog_cluster_leader_changes_total",
@@ -123,12 +131,20 @@ func (c *Controller) Close() {
 // back into a partition's ISR is that partition leader's business. The
 // addresses in info are registered by the leader when they differ from the
 // state.
-func (c *Controller) Heartbeat(info NodeInfo, now time.Time) {
+func (c *Controller) Heartbeat(info NodeInfo, incarnation uint64, now time.Time) {
 	if info.ID < 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if prev, ok := c.incarnation[info.ID]; ok && prev != incarnation && info.ID != c.o.Self.ID {
+		// A new process: its log may be shorter than what its ISR
+		// membership promised (a wiped disk, unflushed writes lost), so
+		// it must not lead or count as in sync until it caught up again.
+		c.restarted[info.ID] = true
+		c.log.Info("node restarted: out of every ISR and leadership before it counts as alive", "node", info.ID)
+	}
+	c.incarnation[info.ID] = incarnation
 	if now.After(c.heard[info.ID]) {
 		c.heard[info.ID] = now
 	}
@@ -144,7 +160,7 @@ func (c *Controller) Alive() map[int32]time.Time {
 	defer c.mu.Unlock()
 	out := make(map[int32]time.Time, len(c.heard)+1)
 	for id, t := range c.heard {
-		if !c.retired[id] {
+		if !c.retired[id] && !c.restarted[id] {
 			out[id] = t
 		}
 	}
@@ -159,7 +175,7 @@ func (c *Controller) aliveAt(now time.Time) func(int32) bool {
 	c.mu.Lock()
 	heard := make(map[int32]time.Time, len(c.heard))
 	for id, t := range c.heard {
-		if !c.retired[id] {
+		if !c.retired[id] && !c.restarted[id] {
 			heard[id] = t
 		}
 	}
@@ -291,6 +307,7 @@ func (c *Controller) evaluate(ctx context.Context) {
 		c.log.Log(ctx, lv, "partition leader changed", "topic", sl.Topic, "partition", sl.Partition,
 			"from", old.Leader, "to", sl.Leader, "epoch", sl.LeaderEpoch+1, "kind", kind, "isr", old.ISR)
 	}
+	c.readmitRestarted(s, alive)
 	for _, cmd := range ShrinkDead(s, alive) {
 		ch := cmd.ShrinkISR
 		if err := c.apply(ctx, cmd); err != nil {
@@ -318,3 +335,27 @@ func newClusterID() string {
 
 // SessionTimeout is how long a node may go unheard before it is dead.
 func (c *Controller) SessionTimeout() time.Duration { return c.o.SessionTimeout }
+
+// readmitRestarted counts a restarted node as alive again once the state
+// shows it leads no partition and is in no ISR that has another alive
+// member (Failover and ShrinkDead saw it dead until then). Where it is the
+// only in-sync replica left it comes back as what it is: the partition's
+// best copy, elected at a new epoch.
+func (c *Controller) readmitRestarted(s *State, alive func(int32) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.restarted {
+		clear := true
+		for _, t := range s.Topics {
+			for _, p := range t.Partitions {
+				if p.Leader == id || (slices.Contains(p.ISR, id) && slices.ContainsFunc(p.ISR, func(r int32) bool { return r != id && alive(r) })) {
+					clear = false
+				}
+			}
+		}
+		if clear {
+			delete(c.restarted, id)
+			c.log.Info("restarted node counts as alive again", "node", id)
+		}
+	}
+}

@@ -28,7 +28,8 @@ type ctlCluster struct {
 	ctls      map[int32]*Controller
 	regs      map[int32]*prometheus.Registry
 	up        map[int32]bool
-	forwarded []NodeInfo // leaders that forwarded commands were sent to
+	inc       map[int32]uint64 // each node's process incarnation (0 until restarted)
+	forwarded []NodeInfo       // leaders that forwarded commands were sent to
 }
 
 func newCtlCluster(t *testing.T, session time.Duration, unclean func(string) bool) *ctlCluster {
@@ -39,7 +40,7 @@ func newCtlCluster(t *testing.T, session time.Duration, unclean func(string) boo
 		o.HeartbeatTimeout, o.ElectionTimeout, o.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	})
 	c := &ctlCluster{testCluster: tc, session: session, ctls: map[int32]*Controller{},
-		regs: map[int32]*prometheus.Registry{}, up: map[int32]bool{}}
+		regs: map[int32]*prometheus.Registry{}, up: map[int32]bool{}, inc: map[int32]uint64{}}
 	for id, n := range tc.nodes {
 		reg := prometheus.NewRegistry()
 		ctl := StartController(ControllerOptions{Node: n, Self: c.info(id), SessionTimeout: session,
@@ -62,7 +63,7 @@ func newCtlCluster(t *testing.T, session time.Duration, unclean func(string) boo
 			for id, up := range c.up {
 				if up {
 					for _, ctl := range c.ctls {
-						ctl.Heartbeat(c.info(id), time.Now())
+						ctl.Heartbeat(c.info(id), c.inc[id], time.Now())
 					}
 				}
 			}
@@ -121,6 +122,14 @@ func (c *ctlCluster) ctl(id int32) *Controller {
 func (c *ctlCluster) beat(id int32, up bool) {
 	c.mu.Lock()
 	c.up[id] = up
+	c.mu.Unlock()
+}
+
+// restart makes node id's heartbeats carry a new incarnation, as a new
+// process's do.
+func (c *ctlCluster) restart(id int32) {
+	c.mu.Lock()
+	c.inc[id]++
 	c.mu.Unlock()
 }
 
@@ -543,4 +552,40 @@ func TestControllerRetire(t *testing.T) {
 	if _, ok := c.ctl(leader).Alive()[leader]; ok {
 		t.Fatal("retired controller still alive in its own view")
 	}
+}
+
+// TestControllerRestartedNodeLeavesISRAndLeadershipFirst: a node whose
+// heartbeats carry a new incarnation (a new process, perhaps on a wiped
+// disk) loses its leaderships and ISR memberships before it counts as
+// alive again, even though it was never silent for a session: otherwise a
+// wiped replica still listed in sync could be elected with an empty log.
+func TestControllerRestartedNodeLeavesISRAndLeadershipFirst(t *testing.T) {
+	c := newCtlCluster(t, time.Minute, nil) // no session ever ends here
+	c.registered()
+	leader, rest := c.others()
+	if err := c.ctl(leader).CreateTopic(context.Background(), "t", "", 3, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	victim := rest[0]
+	led := c.ledBy("t", victim)
+	if len(led) != 1 {
+		t.Fatalf("node %d leads %v of t", victim, led)
+	}
+	before := c.part("t", led[0])
+	c.restart(victim)
+	testutil.Eventually(t, wait, func() bool {
+		for i := range int32(3) {
+			p := c.part("t", i)
+			if p.Leader == victim || slices.Contains(p.ISR, victim) {
+				return false
+			}
+		}
+		return true
+	}, "restarted node %d still leads or is in sync", victim)
+	after := c.part("t", led[0])
+	if after.LeaderEpoch <= before.LeaderEpoch || after.Leader == NoLeader {
+		t.Fatalf("partition led by the restarted node: %+v, was %+v", after, before)
+	}
+	testutil.Eventually(t, wait, func() bool { _, ok := c.ctl(c.leader().opts.ID).Alive()[victim]; return ok },
+		"restarted node never counted as alive again")
 }

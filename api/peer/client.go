@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -27,7 +28,9 @@ const maxMessageBytes = 256 << 20
 // broker.Peers and is the controller's forwarder.
 type Client struct {
 	node *cluster.Node
-	mu   sync.Mutex
+	// incarnation names this process in its heartbeats (random per start).
+	incarnation uint64
+	mu          sync.Mutex
 	// conns by node id; addr is the address it was dialled at.
 	conns map[int32]*peerConn
 }
@@ -40,7 +43,7 @@ type peerConn struct {
 
 // NewClient returns a client that looks nodes up in node's state.
 func NewClient(node *cluster.Node) *Client {
-	return &Client{node: node, conns: map[int32]*peerConn{}}
+	return &Client{node: node, conns: map[int32]*peerConn{}, incarnation: rand.Uint64()}
 }
 
 // peer returns a client for node id.
@@ -144,7 +147,7 @@ func (c *Client) Heartbeats(ctx context.Context, ctl *cluster.Controller, self c
 	defer t.Stop()
 	failures := 0
 	for {
-		ctl.Heartbeat(self, time.Now())
+		ctl.Heartbeat(self, c.incarnation, time.Now())
 		if err := c.heartbeat(ctx, self, interval); err != nil {
 			failures++
 			if failures == 10 { // once per outage, not every beat
@@ -176,7 +179,7 @@ func (c *Client) heartbeat(ctx context.Context, self cluster.NodeInfo, timeout t
 	}
 	hctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()
-	req := &tierlogv1.HeartbeatRequest{NodeId: self.ID, RaftAddr: self.RaftAddr, GrpcAddr: self.GRPCAddr, KafkaAddr: self.KafkaAddr}
+	req := &tierlogv1.HeartbeatRequest{NodeId: self.ID, RaftAddr: self.RaftAddr, GrpcAddr: self.GRPCAddr, KafkaAddr: self.KafkaAddr, Incarnation: c.incarnation}
 	var wg sync.WaitGroup
 	var leaderErr error
 	for id, addr := range targets {

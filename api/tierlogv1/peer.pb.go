@@ -460,11 +460,15 @@ func (x *EndOffsetForEpochResponse) GetLogStartOffset() int64 {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        int32                  `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	KafkaAddr     string                 `protobuf:"bytes,4,opt,name=kafka_addr,json=kafkaAddr,proto3" json:"kafka_addr,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    int32                  `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr  string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr  string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	KafkaAddr string                 `protobuf:"bytes,4,opt,name=kafka_addr,json=kafkaAddr,proto3" json:"kafka_addr,omitempty"`
+	// Changes with every start of the node's process: the controller takes
+	// a restarted node out of its ISRs and leaderships before it counts as
+	// alive again (its log may be shorter than before).
+	Incarnation   uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -525,6 +529,13 @@ func (x *HeartbeatRequest) GetKafkaAddr() string {
 		return x.KafkaAddr
 	}
 	return ""
+}
+
+func (x *HeartbeatRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -1018,13 +1029,14 @@ const file_tierlog_v1_peer_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x05R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"end_offset\x18\x05 \x01(\x03R\tendOffset\x12(\n" +
-	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\"\x84\x01\n" +
+	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\"\xa6\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x05R\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1d\n" +
 	"\n" +
-	"kafka_addr\x18\x04 \x01(\tR\tkafkaAddr\"z\n" +
+	"kafka_addr\x18\x04 \x01(\tR\tkafkaAddr\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"z\n" +
 	"\x11HeartbeatResponse\x12.\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x18.tierlog.v1.ReplicaErrorR\x05error\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
