@@ -169,6 +169,14 @@ func (b *Broker) Nodes() []Node {
 	return out
 }
 
+// Voters is the number of nodes of the cluster (1 for a single node).
+func (b *Broker) Voters() int {
+	if b.rm == nil {
+		return 1
+	}
+	return b.rm.o.Node.Voters()
+}
+
 // Controller is the node the Raft group follows (the controller), or
 // cluster.NoLeader; a single node is its own.
 func (b *Broker) Controller() int32 {

@@ -165,7 +165,9 @@ func (rm *replicaManager) propose(cmd cluster.Command) error {
 }
 
 func (rm *replicaManager) createTopic(name string, partitions int32, rf int, config map[string]string) (TopicInfo, error) {
-	nodes := len(rm.o.Node.View().Nodes)
+	// The voters, not the registered nodes: this node's copy of the
+	// registrations may lag the controller's (a node that just started).
+	nodes := rm.o.Node.Voters()
 	if rf <= 0 {
 		rf = rm.o.DefaultReplicationFactor
 		if rf <= 0 {
@@ -181,6 +183,10 @@ func (rm *replicaManager) createTopic(name string, partitions int32, rf int, con
 	cancel()
 	if errors.Is(err, cluster.ErrTopicExists) {
 		return TopicInfo{}, fmt.Errorf("%w: %s", ErrTopicExists, name)
+	}
+	if errors.Is(err, cluster.ErrInvalidCommand) {
+		// Fewer nodes alive than replicas asked for (the controller's view).
+		return TopicInfo{}, fmt.Errorf("%w: %v", ErrInvalidReplication, err)
 	}
 	if err != nil {
 		return TopicInfo{}, err

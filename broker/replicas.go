@@ -35,8 +35,10 @@ type replicaManager struct {
 	wg     sync.WaitGroup // the watch loop and every partition loop
 
 	// passed is closed and replaced after every reconcile pass, so calls
-	// that changed the metadata wait for this node to follow it.
+	// that changed the metadata wait for this node to follow it; kick
+	// asks the roles loop for a pass.
 	passed atomic.Pointer[chan struct{}]
+	kick   chan struct{}
 	// settled: the node's metadata is caught up with the cluster's and its
 	// topics from before the cluster are imported; only then does a local
 	// topic the metadata lacks mean a deleted one.
@@ -90,7 +92,7 @@ type role struct {
 func newReplicaManager(b *Broker, o ClusterOptions) *replicaManager {
 	o.fill()
 	rm := &replicaManager{b: b, o: o, self: o.NodeID, log: b.opts.Logger.With("node", o.NodeID),
-		parts: map[partKey]*partRole{}}
+		parts: map[partKey]*partRole{}, kick: make(chan struct{}, 1)}
 	f := promauto.With(b.opts.Registerer)
 	rm.isrChanges = f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_replication_isr_changes_total",
 		Help: "In-sync set changes this node proposed as a partition leader and the controller accepted, by op (shrink, expand)."}, []string{"op"})
@@ -108,26 +110,39 @@ func newReplicaManager(b *Broker, o ClusterOptions) *replicaManager {
 // start begins following the metadata. The first pass has been made when
 // it returns.
 func (rm *replicaManager) start() {
-	watch, unwatch := rm.o.Node.Watch()
-	rm.pass()
-	rm.wg.Add(1)
+	rm.topicsPass()
+	rm.rolesPass()
+	rm.wg.Add(2)
+	// Two loops: roles never wait behind topic creates and deletes, which
+	// talk to the bucket (a slow bucket must not delay a failover).
 	go func() {
 		defer rm.wg.Done()
-		defer unwatch()
-		rm.settle()
-		// A pass that failed (a bucket that refused a create) is retried.
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-rm.ctx.Done():
-				return
-			case <-watch:
-			case <-tick.C:
-			}
-			rm.pass()
-		}
+		rm.loop(rm.rolesPass, rm.kick)
 	}()
+	go func() {
+		defer rm.wg.Done()
+		rm.settle()
+		rm.loop(rm.topicsPass, nil)
+	}()
+}
+
+// loop runs pass after every metadata change, every second (a pass that
+// failed, a bucket that refused a create, is retried) and on kick.
+func (rm *replicaManager) loop(pass func(), kick <-chan struct{}) {
+	watch, unwatch := rm.o.Node.Watch()
+	defer unwatch()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-rm.ctx.Done():
+			return
+		case <-watch:
+		case <-tick.C:
+		case <-kick:
+		}
+		pass()
+	}
 }
 
 // settle waits until the metadata is caught up and imports the node's
@@ -142,7 +157,7 @@ func (rm *replicaManager) settle() {
 		}
 		if err == nil {
 			rm.settled.Store(true)
-			rm.pass()
+			rm.topicsPass()
 			return
 		}
 		rm.log.Warn("waiting for the cluster metadata", "err", err)
@@ -150,16 +165,30 @@ func (rm *replicaManager) settle() {
 	}
 }
 
-// pass reconciles topics and roles with the metadata once.
-func (rm *replicaManager) pass() {
-	s := rm.o.Node.View()
+// topicsPass makes the local topics the metadata's and follows the
+// controller's seat (bucket topic records, group coordination), then
+// kicks the roles loop: new topics have partitions to give roles.
+func (rm *replicaManager) topicsPass() {
 	if rm.b.store != nil {
 		// The controller writes the bucket's topic records.
 		rm.b.store.SetTopicWriter(rm.o.Node.IsLeader())
 	}
-	rm.reconcileTopics(s)
-	rm.reconcileRoles(s)
+	rm.reconcileTopics(rm.o.Node.View())
 	rm.coordinate()
+	select {
+	case rm.kick <- struct{}{}:
+	default:
+	}
+	rm.signalPass()
+}
+
+// rolesPass gives every local replica the role the metadata says.
+func (rm *replicaManager) rolesPass() {
+	rm.reconcileRoles(rm.o.Node.View())
+	rm.signalPass()
+}
+
+func (rm *replicaManager) signalPass() {
 	ch := make(chan struct{})
 	close(*rm.passed.Swap(&ch))
 }

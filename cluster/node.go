@@ -345,3 +345,13 @@ func (n *Node) WaitCaughtUp(ctx context.Context) error {
 		}
 	}
 }
+
+// Voters is the number of voters in the Raft configuration: the cluster's
+// nodes as --peers named them at bootstrap.
+func (n *Node) Voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	return len(f.Configuration().Servers)
+}

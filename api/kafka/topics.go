@@ -118,7 +118,7 @@ func (s *Server) checkReplicationFactor(rf int16) error {
 	if rf == 1 || rf == -1 {
 		return nil
 	}
-	if n := len(s.b.Nodes()); s.b.Clustered() && rf > 1 {
+	if n := s.b.Voters(); s.b.Clustered() && rf > 1 {
 		if int(rf) > n {
 			return errReplicationFactor(fmt.Sprintf("replication factor %d larger than available brokers: %d", rf, n))
 		}
