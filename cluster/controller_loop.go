@@ -64,7 +64,8 @@ type Controller struct {
 	incarnation map[int32]uint64
 	restarted   map[int32]bool
 	forward     func(context.Context, NodeInfo, Command) error
-	leading     bool // the loop saw this node lead at its last evaluation
+	leading     bool      // the loop saw this node lead at its last evaluation
+	leaderSince time.Time // when this node last became the controller
 	assignMu    sync.Mutex
 	cancel      context.CancelFunc
 	done        chan struct{}
@@ -231,6 +232,7 @@ func (c *Controller) evaluate(ctx context.Context) {
 	c.mu.Lock()
 	if !c.leading {
 		c.leading = true
+		c.leaderSince = now
 		// Every node heartbeats to every node (api/peer), so a new
 		// controller knows when each was last heard: a node that died with
 		// the old controller is dead one session after its last beat, not
@@ -252,6 +254,7 @@ func (c *Controller) evaluate(ctx context.Context) {
 			register = append(register, info)
 		}
 	}
+	leaderSince := c.leaderSince
 	c.mu.Unlock()
 	c.isController.Set(1)
 
@@ -260,14 +263,20 @@ func (c *Controller) evaluate(ctx context.Context) {
 		if c.o.ClusterID != nil {
 			id = c.o.ClusterID()
 		}
-		if id == "" {
+		// A node upgraded from a single node proposes its own id (serve
+		// does, see cmd/tierlog/cluster.go); it gets a session to do so
+		// before the cluster gets a new one.
+		if id == "" && now.Sub(leaderSince) >= c.o.SessionTimeout {
 			id = newClusterID()
 		}
-		if err := c.apply(ctx, Command{SetClusterID: &SetClusterID{ID: id}}); err != nil {
-			c.log.Warn("name the cluster", "err", err)
-		} else {
-			c.log.Info("cluster named", "cluster_id", id)
+		if id != "" {
+			if err := c.apply(ctx, Command{SetClusterID: &SetClusterID{ID: id}}); err != nil {
+				c.log.Warn("name the cluster", "err", err)
+			} else {
+				c.log.Info("cluster named", "cluster_id", id)
+			}
 		}
+
 	}
 	for _, info := range register {
 		if err := c.apply(ctx, Command{RegisterNode: &RegisterNode{Node: info}}); err != nil {

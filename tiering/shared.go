@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -528,4 +529,36 @@ func (d *Daemon) lead(ctx context.Context, p *Partition) bool {
 		d.opts.Logger.Warn("orphan cleanup after the claim", "topic", p.topic, "partition", p.partition, "err", err)
 	}
 	return true
+}
+
+// SharedClusterID returns the cluster id of a prefix already shared by a
+// cluster ("" when the marker is absent or a single node owns the
+// prefix): a cluster whose metadata has no id yet (a first start against
+// an existing cluster's bucket, or a single node's prefix converted by
+// ClaimShared) takes this one, so its nodes can open the prefix.
+func SharedClusterID(ctx context.Context, b cold.Bucket) (string, error) {
+	m, _, found, err := readMarker(ctx, b)
+	if err != nil || !found || !m.Shared {
+		return "", err
+	}
+	return m.ClusterID, nil
+}
+
+// ClaimShared converts, before the node joins its cluster, the prefix a
+// single node owned (its data directory's cluster id) into the cluster's
+// shared prefix under that id, fencing the single node off: an upgrade of
+// a single node into a cluster, asked for with --takeover. A prefix that
+// is shared already is left as it is.
+func ClaimShared(ctx context.Context, b cold.Bucket, dataDir string, logger *slog.Logger) (string, error) {
+	id, err := LocalClusterID(dataDir)
+	if err != nil || id == "" {
+		return "", err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := openShared(ctx, b, dataDir, StoreOptions{ClusterID: id, Takeover: true, Logger: logger}); err != nil {
+		return "", err
+	}
+	return id, nil
 }

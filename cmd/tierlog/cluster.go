@@ -17,6 +17,7 @@ import (
 	"github.com/tierlog/tierlog/api/peer"
 	"github.com/tierlog/tierlog/broker"
 	"github.com/tierlog/tierlog/cluster"
+	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/config"
 	"github.com/tierlog/tierlog/tiering"
 )
@@ -48,7 +49,8 @@ type clusterNode struct {
 
 // openCluster binds the gRPC and Kafka listeners and joins (or, on a
 // first start, bootstraps) the cluster.
-func openCluster(cfg config.Server, defaults broker.TopicConfig, reg prometheus.Registerer, logger *slog.Logger) (_ *clusterNode, err error) {
+func openCluster(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, bucket cold.Bucket, takeover bool,
+	reg prometheus.Registerer, logger *slog.Logger) (_ *clusterNode, err error) {
 	cc := cfg.Cluster
 	raftAddr := cc.SelfRaftAddr()
 	if !slices.ContainsFunc(cc.Peers, func(p config.Peer) bool { return p.ID == cc.NodeID }) {
@@ -103,10 +105,26 @@ func openCluster(cfg config.Server, defaults broker.TopicConfig, reg prometheus.
 		cfg, err := broker.ParseTopicConfig(defaults, t.Config)
 		return err == nil && cfg.UncleanLeaderElection
 	}
-	// A single node upgraded into a cluster keeps its cluster id (its
-	// bucket prefix's), if it is the first controller.
+	// The cluster's id, when the controller names a new cluster: a single
+	// node upgraded with --takeover converts its prefix into the shared
+	// one first, under its own id, and every node's controller takes the
+	// id of a prefix already shared (the controller waits a session for
+	// it before it makes one up).
+	if takeover && bucket != nil {
+		if _, err := tiering.ClaimShared(ctx, bucket, cfg.DataDir, logger); err != nil {
+			return nil, fmt.Errorf("take over the bucket prefix for the cluster: %w", err)
+		}
+	}
 	localID := func() string {
-		id, _ := tiering.LocalClusterID(cfg.DataDir)
+		if id, _ := tiering.LocalClusterID(cfg.DataDir); id != "" {
+			return id
+		}
+		if bucket == nil {
+			return ""
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		id, _ := tiering.SharedClusterID(rctx, bucket)
 		return id
 	}
 	c.ctl = cluster.StartController(cluster.ControllerOptions{Node: c.node, Self: c.self, SessionTimeout: cc.SessionTimeout, ClusterID: localID,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -212,8 +214,14 @@ func kadmFor(t testing.TB, c *testCluster) *kadm.Client {
 // watermark), from whichever node leads it.
 func readAll(t *testing.T, seeds []string, topic string) []*kgo.Record {
 	t.Helper()
+	return readPartition(t, seeds, topic, 0)
+}
+
+// readPartition reads one partition of topic from its start to its end.
+func readPartition(t *testing.T, seeds []string, topic string, p int32) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
-		topic: {0: kgo.NewOffset().AtStart()}}))
+		topic: {p: kgo.NewOffset().AtStart()}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +230,7 @@ func readAll(t *testing.T, seeds []string, topic string) []*kgo.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	end, _ := ends.Lookup(topic, 0)
+	end, _ := ends.Lookup(topic, p)
 	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
 	defer cancel()
 	var out []*kgo.Record
@@ -293,5 +301,65 @@ func TestClusterGroupOffsetsSurviveControllerKill(t *testing.T) {
 	}
 	if now := clusterStatusJSON(t, c.anyNode()).Controller; now == ctl {
 		t.Fatalf("controller still %d after its kill", now)
+	}
+}
+
+// TestClusterUpgradeFromSingleNode: a single node's data directory (a
+// topic with records, its file bucket) becomes node 1 of a three-node
+// cluster: the topic enters the cluster's metadata with one replica on
+// node 1, every record is still served, and the cluster's bucket is the
+// single node's (taken over once with --takeover).
+func TestClusterUpgradeFromSingleNode(t *testing.T) {
+	c := newTestCluster(t, 3)
+	single := startNode(t, c.dirs[0], nil)
+	ok(t, single, "", "topic", "create", "old", "--partitions", "2")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(single.kafkaAddr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		r := &kgo.Record{Topic: "old", Partition: int32(i % 2), Value: fmt.Appendf(nil, "r-%03d", i)}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	if code := single.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("single node exit %d", code)
+	}
+	bucket := "file://" + filepath.Join(c.dirs[0], "bucket")
+	c.args = []string{"--bucket", bucket}
+	c.prep = func(id int, cmd *exec.Cmd) {
+		if id == 1 {
+			cmd.Args = append(cmd.Args, "--takeover")
+		}
+	}
+	c.startAll()
+	var st clusterStatus
+	eventually(t, "the single node's topic in the cluster's metadata", func() error {
+		st = clusterStatusJSON(t, c.node(2))
+		for _, p := range st.Partitions {
+			if p.Topic == "old" && p.Partition == 1 {
+				if len(p.Replicas) != 1 || p.Replicas[0] != 1 || p.Leader != 1 {
+					return fmt.Errorf("old/1: replicas %v leader %d, want [1] led by 1", p.Replicas, p.Leader)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no old/1 in %+v", st.Partitions)
+	})
+	got := 0
+	for p := range int32(2) {
+		recs := readPartition(t, c.kafkaAddrs(), "old", p)
+		for i, r := range recs {
+			want := fmt.Sprintf("r-%03d", 2*i+int(p))
+			if string(r.Value) != want || r.Offset != int64(i) {
+				t.Fatalf("old/%d offset %d: %q, want %q at %d", p, r.Offset, r.Value, want, i)
+			}
+		}
+		got += len(recs)
+	}
+	if got != 200 {
+		t.Fatalf("%d of 200 records served after the upgrade", got)
 	}
 }

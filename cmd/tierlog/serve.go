@@ -215,11 +215,17 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 		Takeover: takeover, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
 		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax},
 		Groups:  groups.Options{OffsetsRetention: time.Duration(cfg.OffsetsRetentionMinutes) * time.Minute}}
+	if cfg.Cluster.Enabled() && cfg.Bucket == "" {
+		return usageErrorf("a cluster's nodes share one bucket, and the default one is in each node's data directory: set bucket (--bucket file:///a/shared/dir for nodes on one machine, s3://… or minio://… otherwise; none: no tiering)")
+	}
+	if bopts.Bucket, err = openBucket(ctx, cfg); err != nil {
+		return err
+	}
 	if cfg.Cluster.Enabled() {
-		if cfg.Bucket == "" {
-			return usageErrorf("a cluster's nodes share one bucket, and the default one is in each node's data directory: set bucket (--bucket file:///a/shared/dir for nodes on one machine, s3://… or minio://… otherwise; none: no tiering)")
-		}
-		if cn, err = openCluster(cfg, defaults, reg, logger); err != nil {
+		if cn, err = openCluster(ctx, cfg, defaults, bopts.Bucket, takeover, reg, logger); err != nil {
+			if bopts.Bucket != nil {
+				bopts.Bucket.Close()
+			}
 			return err
 		}
 		defer cn.close() // after the broker's Close (deferred below)
@@ -233,9 +239,6 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 
 	// The broker logs its own "broker open" and "broker closed" lines.
 	logger.Info("opening broker", "data_dir", cfg.DataDir)
-	if bopts.Bucket, err = openBucket(ctx, cfg); err != nil {
-		return err
-	}
 	if b, err = broker.Open(ctx, bopts); err != nil {
 		if bopts.Bucket != nil {
 			bopts.Bucket.Close()
