@@ -380,8 +380,16 @@ func (b *Broker) AppendAcks(name string, partition int32, batch []byte, acks int
 		return nil, 0, b.rm.notLeader(name, partition)
 	}
 	if acks == -1 && r.rs != nil {
-		if need := b.minISR(name); len(r.rs.ISR()) < need {
-			return nil, 0, fmt.Errorf("%w: %s/%d has %d in sync (%v), min.insync.replicas is %d", ErrNotEnoughReplicas, name, partition, len(r.rs.ISR()), r.rs.ISR(), need)
+		// Members this leader has not seen caught up within
+		// replica.lag.time.max.ms count as out already: it proposes their
+		// removal, but the metadata cannot commit it without a quorum
+		// (two of three nodes down), and acks=all must then be refused,
+		// not left to time out.
+		lagging := r.rs.OutOfSync(time.Now(), b.rm.o.ReplicaLagMax)
+		isr := slices.DeleteFunc(r.rs.ISR(), func(id int32) bool { return slices.Contains(lagging, id) })
+		if need := b.minISR(name); len(isr) < need {
+			return nil, 0, fmt.Errorf("%w: %s/%d has %d in sync (%v; behind for over %v: %v), min.insync.replicas is %d",
+				ErrNotEnoughReplicas, name, partition, len(isr), isr, b.rm.o.ReplicaLagMax, lagging, need)
 		}
 	}
 	pa, err := p.AppendDeferred(batch)
