@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +21,7 @@ import (
 
 	"github.com/tierlog/tierlog/internal/batch"
 	"github.com/tierlog/tierlog/internal/replcheck"
+	"github.com/tierlog/tierlog/tiering"
 )
 
 // partitionOf returns topic/p from a status (failing if it is absent).
@@ -136,6 +143,13 @@ func TestClusterFollowerFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// Probes get a client of their own: a connection's answers come in
+	// request order, and the producer's may wait out their timeouts.
+	probe, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
 	acks := &ackLog{}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -189,7 +203,7 @@ func TestClusterFollowerFaults(t *testing.T) {
 	var refusedAfter time.Duration
 	eventually(t, "acks=all refused with NOT_ENOUGH_REPLICAS, two nodes down", func() error {
 		probes++
-		code, off := probeProduce(t, cl, leader, topic, fmt.Appendf(nil, "probe-down-%d", probes), []byte("must not be acknowledged"))
+		code, off := probeProduce(t, probe, leader, topic, fmt.Appendf(nil, "probe-down-%d", probes), []byte("must not be acknowledged"))
 		codes[code]++
 		if code == 0 {
 			t.Fatalf("acks=all produce acknowledged at offset %d with both followers down", off)
@@ -202,7 +216,7 @@ func TestClusterFollowerFaults(t *testing.T) {
 	})
 	// A few more, while the producer keeps retrying.
 	for i := range 3 {
-		if code, _ := probeProduce(t, cl, leader, topic, fmt.Appendf(nil, "probe-refused-%d", i), []byte("x")); code != kerr.NotEnoughReplicas.Code {
+		if code, _ := probeProduce(t, probe, leader, topic, fmt.Appendf(nil, "probe-refused-%d", i), []byte("x")); code != kerr.NotEnoughReplicas.Code {
 			t.Fatalf("probe after the first refusal: %v, want NOT_ENOUGH_REPLICAS", kerr.ErrorForCode(code))
 		}
 	}
@@ -222,7 +236,7 @@ func TestClusterFollowerFaults(t *testing.T) {
 	var probeAck replcheck.Ack
 	eventually(t, "acks=all works again with the followers back", func() error {
 		key := []byte("probe-back")
-		code, off := probeProduce(t, cl, leader, topic, key, []byte("acknowledged"))
+		code, off := probeProduce(t, probe, leader, topic, key, []byte("acknowledged"))
 		if code != 0 {
 			return fmt.Errorf("probe: %v", kerr.ErrorForCode(code))
 		}
@@ -258,4 +272,206 @@ func TestClusterFollowerFaults(t *testing.T) {
 	t.Logf("two followers down: NOT_ENOUGH_REPLICAS %v after the kills (probe codes %v), %d acknowledged then; acks=all back %v after the restarts",
 		refusedAfter.Round(time.Millisecond), codes, downAcks, recovered.Round(time.Millisecond))
 	t.Logf("%d acknowledged records, %d producer send errors; %s", len(want), acks.errs, rep)
+}
+
+// bucketSegments lists the segment objects (*.seg) of a file:// bucket
+// directory, as paths relative to it, sorted.
+func bucketSegments(t *testing.T, dir string) []string {
+	t.Helper()
+	var keys []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".seg") {
+			rel, _ := filepath.Rel(dir, path)
+			keys = append(keys, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// sharedManifest reads topic/0's manifest from a file:// bucket directory
+// holding a cluster's shared prefix.
+func sharedManifest(t *testing.T, dir, topic string) tiering.Manifest {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(tiering.PartitionPrefix(topic, 0)), "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m tiering.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// produceLines produces each line as one record at acks=all, in order, 50
+// to a batch (a batch is never split between segments), and returns what
+// was acknowledged. Line i gets the key k<first+i>.
+func produceLines(t *testing.T, cl *kgo.Client, topic string, lines []string, first int) []replcheck.Ack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
+	defer cancel()
+	var out []replcheck.Ack
+	for chunk := range slices.Chunk(lines, 50) {
+		recs := make([]*kgo.Record, len(chunk))
+		for i, l := range chunk {
+			recs[i] = &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", first+len(out)+i), Value: []byte(l)}
+		}
+		res := cl.ProduceSync(ctx, recs...)
+		if err := res.FirstErr(); err != nil {
+			t.Fatalf("produce %d records: %v", len(recs), err)
+		}
+		for _, r := range res {
+			out = append(out, replcheck.Ack{Partition: r.Record.Partition, Offset: r.Record.Offset, Key: r.Record.Key, Value: r.Record.Value})
+		}
+	}
+	return out
+}
+
+// TestClusterWipedFollowerRebuilds: small segments and no local retention,
+// so the leader tiers the history and drops it locally. A follower whose
+// data directory is wiped comes back with the same id, starts at the
+// leader's local log start (the history stays in the bucket only: nothing
+// is copied or uploaded again), catches up, and once it leads (the old
+// leader killed) serves every acknowledged record from offset 0, byte for
+// byte - the old part from the shared bucket.
+func TestClusterWipedFollowerRebuilds(t *testing.T) {
+	bucket := t.TempDir()
+	c := startCluster(t, 3, "--bucket", "file://"+bucket, "--default", "segment.bytes=16384",
+		"--default", "segment.ms=1000", "--default", "local.retention.bytes=0")
+	const topic = "wiped"
+	adm := kadmFor(t, c)
+	resp, err := adm.CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	leader := leaderOf(t, c, topic, 0)
+	waitInSync(t, c, topic, 0, 3)
+	// The follower the controller will choose when the leader dies: the
+	// first other replica in assignment order (cluster.ElectLeader).
+	var wiped int32 = -1
+	for _, r := range partitionOf(t, clusterStatusJSON(t, c.anyNode()), topic, 0).Replicas {
+		if r != leader && wiped < 0 {
+			wiped = r
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordRetries(1<<30), kgo.RecordDeliveryTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	lines := tierLines(3000)
+	acks := produceLines(t, cl, topic, lines[:2000], 0)
+	tieredEnd := acks[len(acks)-1].Offset + 1
+	row := waitAllTiered(t, c.node(int(leader)), topic, tieredEnd)
+	before := bucketSegments(t, bucket)
+	if len(before) < 2 {
+		t.Fatalf("%d segment objects in the bucket after tiering %d records of ~100 bytes in 16 KiB segments", len(before), tieredEnd)
+	}
+
+	// Wipe the follower's disk and bring it back under the same id.
+	c.kill(int(wiped), syscall.SIGTERM)
+	if err := os.RemoveAll(c.dirs[wiped-1]); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	c.start(int(wiped))
+	waitInSync(t, c, topic, 0, 3)
+	rebuilt := time.Since(at)
+	wst, err := parseTierStatus(ok(t, c.node(int(wiped)), "", "tier", "status", topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrow, err := wst.partitionRow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrow["LOCAL START"] != row["LOCAL START"] {
+		t.Fatalf("wiped follower's local log starts at %s, the leader's at %s: it copied history the bucket holds\n%s", wrow["LOCAL START"], row["LOCAL START"], wst.raw)
+	}
+	// More records while it is in sync: these it holds locally.
+	acks = append(acks, produceLines(t, cl, topic, lines[2000:], 2000)...)
+	end := acks[len(acks)-1].Offset + 1
+	waitInSync(t, c, topic, 0, 3)
+	local, err := replcheck.Records(c.dirs[wiped-1], topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(local) == 0 || local[0].Offset < tieredEnd || local[len(local)-1].Offset != end-1 {
+		t.Fatalf("wiped follower's log holds %d records from %v; want [%d, %d)", len(local), local[:min(1, len(local))], tieredEnd, end)
+	}
+
+	// The old leader dies; the rebuilt follower leads and serves it all.
+	at = time.Now()
+	c.kill(int(leader), syscall.SIGKILL)
+	eventually(t, fmt.Sprintf("node %d leads", wiped), func() error {
+		if l := partitionOf(t, clusterStatusJSON(t, c.anyNode()), topic, 0).Leader; l != wiped {
+			return fmt.Errorf("leader %d", l)
+		}
+		return nil
+	})
+	failover := time.Since(at)
+	// Its high watermark reaches the end once the other follower fetches
+	// from it.
+	eventually(t, "the new leader's high watermark at the end", func() error {
+		if ps := partitionOf(t, clusterStatusJSON(t, c.anyNode()), topic, 0); ps.HighWatermark != end {
+			return fmt.Errorf("high watermark %d, log end %d, want %d", ps.HighWatermark, ps.LogEnd, end)
+		}
+		return nil
+	})
+	got := readAll(t, c.kafkaAddrs(), topic)
+	if int64(len(got)) != end {
+		t.Fatalf("read %d records from offset 0, want %d", len(got), end)
+	}
+	for i, r := range got {
+		a := acks[i]
+		if r.Offset != a.Offset || !bytes.Equal(r.Key, a.Key) || !bytes.Equal(r.Value, a.Value) {
+			t.Fatalf("record %d: offset %d key %q value %q; acknowledged offset %d key %q value %q", i, r.Offset, r.Key, r.Value, a.Offset, a.Key, a.Value)
+		}
+	}
+
+	// The new leader tiers on from where the old one stopped: the old
+	// objects stay, none is uploaded twice, every one is in the manifest.
+	waitAllTiered(t, c.node(int(wiped)), topic, end)
+	after := bucketSegments(t, bucket)
+	for _, k := range before {
+		if !slices.Contains(after, k) {
+			t.Fatalf("segment object %s gone after the failover", k)
+		}
+	}
+	m := sharedManifest(t, bucket, topic)
+	var named []string
+	bases := map[int64]bool{}
+	for _, s := range m.Segments {
+		if bases[s.BaseOffset] {
+			t.Fatalf("manifest names two segments at base offset %d: %+v", s.BaseOffset, m.Segments)
+		}
+		bases[s.BaseOffset] = true
+		named = append(named, s.Key)
+	}
+	slices.Sort(named)
+	if !slices.Equal(named, after) {
+		t.Fatalf("bucket holds %v, manifest names %v", after, named)
+	}
+
+	for id := range c.nodes {
+		if c.node(id+1) != nil {
+			c.kill(id+1, syscall.SIGTERM)
+		}
+	}
+	rep, err := replcheck.Check(acks, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs(), Tiered: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("replication check: %v\n%s", err, rep)
+	}
+	t.Logf("leader %d tiered [0, %d) into %d objects; wiped follower %d back in sync %v after its restart, local log from %s; failover to it %v; %d records read from 0; bucket %d objects after; %s",
+		leader, tieredEnd, len(before), wiped, rebuilt.Round(time.Millisecond), wrow["LOCAL START"], failover.Round(time.Millisecond), len(got), len(after), rep)
 }
