@@ -59,32 +59,51 @@ func (b *Broker) loadGroupOffsets() error {
 
 // IsGroupCoordinator says whether this node answers group requests: a
 // single node always; in a cluster, the controller once it has loaded the
-// offsets.
+// offsets in its current term (a node that lost the seat and won it back
+// must load them again: another coordinator may have taken commits
+// meanwhile).
 func (b *Broker) IsGroupCoordinator() bool {
-	return b.rm == nil || (b.rm.coordinating.Load() && b.rm.o.Node.IsLeader())
+	if b.rm == nil {
+		return true
+	}
+	n := b.rm.o.Node
+	return n.IsLeader() && b.rm.coordTerm.Load() == n.Term()
 }
 
-// coordinate follows the controller's seat: on gaining it, loads the
-// cluster's group offsets (after the Raft state caught up); on losing it,
-// stops answering group requests.
+// coordinate runs until the broker closes: whenever this node is the
+// controller in a term it has not loaded the group offsets in, it loads
+// them from the Raft state (once that is caught up). Its own loop: no
+// bucket I/O or role change stands in its way.
 func (rm *replicaManager) coordinate() {
-	if !rm.o.Node.IsLeader() {
-		rm.coordinating.Store(false)
-		return
+	watch, unwatch := rm.o.Node.Watch()
+	defer unwatch()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if term := rm.o.Node.Term(); rm.o.Node.IsLeader() && rm.coordTerm.Load() != term {
+			if err := rm.loadCoordination(); err != nil {
+				rm.log.Warn("group coordinator: cannot load the committed offsets; retrying", "err", err)
+			} else {
+				rm.coordTerm.Store(term)
+				rm.log.Info("coordinating consumer groups", "term", term, "offsets", len(rm.o.Node.GroupOffsets()))
+			}
+		}
+		select {
+		case <-rm.ctx.Done():
+			return
+		case <-watch:
+		case <-tick.C:
+		}
 	}
-	if rm.coordinating.Load() {
-		return
-	}
+}
+
+// loadCoordination waits for the Raft state to be caught up (every entry
+// of earlier terms applied) and loads the group offsets from it.
+func (rm *replicaManager) loadCoordination() error {
 	ctx, cancel := context.WithTimeout(rm.ctx, 10*time.Second)
 	defer cancel()
 	if err := rm.o.Node.WaitCaughtUp(ctx); err != nil {
-		rm.log.Warn("group coordinator: metadata not caught up; retrying", "err", err)
-		return
+		return err
 	}
-	if err := rm.b.loadGroupOffsets(); err != nil {
-		rm.log.Warn("group coordinator: cannot load the committed offsets; retrying", "err", err)
-		return
-	}
-	rm.coordinating.Store(true)
-	rm.log.Info("coordinating consumer groups", "offsets", len(rm.o.Node.GroupOffsets()))
+	return rm.b.loadGroupOffsets()
 }

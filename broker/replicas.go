@@ -43,9 +43,9 @@ type replicaManager struct {
 	// topics from before the cluster are imported; only then does a local
 	// topic the metadata lacks mean a deleted one.
 	settled atomic.Bool
-	// coordinating: this node is the controller and has loaded the
-	// group offsets (groupsync.go).
-	coordinating atomic.Bool
+	// coordTerm is the Raft term in which this node, as controller, last
+	// loaded the group offsets (groupsync.go).
+	coordTerm atomic.Uint64
 
 	isrChanges  *prometheus.CounterVec // by op: shrink, expand
 	truncations prometheus.Counter     // follower truncations to a leader's epoch end
@@ -112,9 +112,10 @@ func newReplicaManager(b *Broker, o ClusterOptions) *replicaManager {
 func (rm *replicaManager) start() {
 	rm.topicsPass()
 	rm.rolesPass()
-	rm.wg.Add(2)
-	// Two loops: roles never wait behind topic creates and deletes, which
-	// talk to the bucket (a slow bucket must not delay a failover).
+	rm.wg.Add(3)
+	// Three loops: roles and the group coordinator's seat never wait
+	// behind topic creates and deletes, which talk to the bucket (a slow
+	// bucket must not delay a failover).
 	go func() {
 		defer rm.wg.Done()
 		rm.loop(rm.rolesPass, rm.kick)
@@ -123,6 +124,10 @@ func (rm *replicaManager) start() {
 		defer rm.wg.Done()
 		rm.settle()
 		rm.loop(rm.topicsPass, nil)
+	}()
+	go func() {
+		defer rm.wg.Done()
+		rm.coordinate()
 	}()
 }
 
@@ -166,7 +171,7 @@ func (rm *replicaManager) settle() {
 }
 
 // topicsPass makes the local topics the metadata's and follows the
-// controller's seat (bucket topic records, group coordination), then
+// controller's seat (bucket topic records), then
 // kicks the roles loop: new topics have partitions to give roles.
 func (rm *replicaManager) topicsPass() {
 	if rm.b.store != nil {
@@ -174,7 +179,6 @@ func (rm *replicaManager) topicsPass() {
 		rm.b.store.SetTopicWriter(rm.o.Node.IsLeader())
 	}
 	rm.reconcileTopics(rm.o.Node.View())
-	rm.coordinate()
 	select {
 	case rm.kick <- struct{}{}:
 	default:

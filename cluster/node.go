@@ -355,3 +355,8 @@ func (n *Node) Voters() int {
 	}
 	return len(f.Configuration().Servers)
 }
+
+// Term is the node's current Raft term. A node that is leader in the same
+// term has held the leadership without a break: anything it loaded when it
+// took over in that term is still its own.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }

@@ -199,11 +199,34 @@ func (c *Coordinator) DropTopics(keep func(topic string) bool) error {
 // takes the cluster's copy (Options.Replicate). Groups' members and
 // generations are not part of it: members rejoin, as they do when Kafka's
 // coordinator moves.
+//
+// Groups and members this coordinator knew from an earlier time in the
+// seat are dropped (their pending joins and syncs answered NOT_COORDINATOR),
+// and commits still queued from then fail: another coordinator may have
+// moved the groups on meanwhile.
 func (c *Coordinator) Load(offsets []OffsetOf) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return ErrUnavailable
 	}
-	return c.store.load(offsets)
+	for _, g := range c.groups {
+		g.stopTimers()
+		for _, m := range g.members {
+			m.answer(ErrNotCoordinator)
+			m.timer.Stop()
+		}
+	}
+	c.groups = map[string]*group{}
+	if err := c.store.load(offsets); err != nil {
+		return err
+	}
+	// As at open: the loaded groups have no members here; their offsets'
+	// retention counts from now.
+	now := time.Now()
+	c.emptySince = map[string]time.Time{}
+	for _, id := range c.store.groupIDs() {
+		c.emptySince[id] = now
+	}
+	return nil
 }

@@ -470,6 +470,12 @@ func (s *store) load(offsets []OffsetOf) error {
 		s.mu.Unlock()
 		return err
 	}
+	if s.nextSeq > s.synced {
+		// Changes queued before the load, not written yet: from an earlier
+		// time in the seat; they fail rather than overwrite the loaded copy.
+		s.failedRepl = append(s.failedRepl, replFailure{from: s.synced, to: s.nextSeq, err: ErrNotCoordinator})
+		s.queued, s.buf, s.synced = nil, nil, s.nextSeq
+	}
 	s.offsets, s.live = map[string]map[tp]Offset{}, 0
 	for _, o := range offsets {
 		s.apply(entry{group: o.Group, topic: o.Topic, partition: o.Partition, Offset: o.Offset})
