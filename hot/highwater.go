@@ -2,7 +2,6 @@ package hot
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -257,22 +256,5 @@ func (l *Log) checkpointHighWatermark(now time.Time) {
 		l.opts.Logger.Warn("checkpoint high watermark; will retry", "err", err)
 		l.bg.hwDue = now.Add(hwCheckpointInterval)
 		l.hw.kicked.Store(true)
-	}
-}
-
-// waitHigh is Wait on the high watermark.
-func (l *Log) waitHigh(ctx context.Context, offset int64) error {
-	for {
-		ch := *l.hw.notify.Load()
-		if l.hw.off.Load() > offset {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-l.stop:
-			return ErrClosed
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
 }

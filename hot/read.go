@@ -3,6 +3,7 @@ package hot
 import (
 	"context"
 	"sort"
+	"sync/atomic"
 )
 
 // Read returns whole batches from the batch containing offset, up to about
@@ -189,11 +190,17 @@ func (l *Log) EndOffset() int64 { return l.HighWatermark() }
 // high watermark) is past offset, the log closes, or ctx is done.
 func (l *Log) Wait(ctx context.Context, offset int64) error {
 	if l.opts.Replicated {
-		return l.waitHigh(ctx, offset)
+		return l.waitPast(ctx, offset, &l.hw.notify, l.hw.off.Load)
 	}
+	return l.waitPast(ctx, offset, &l.notify, func() int64 { return l.visible.Load().offset })
+}
+
+// waitPast blocks until end() is past offset, the log closes, or ctx is
+// done; notify's channel is closed (and replaced) when end moves.
+func (l *Log) waitPast(ctx context.Context, offset int64, notify *atomic.Pointer[chan struct{}], end func() int64) error {
 	for {
-		ch := *l.notify.Load()
-		if l.visible.Load().offset > offset {
+		ch := *notify.Load()
+		if end() > offset {
 			return nil
 		}
 		select {
