@@ -38,33 +38,61 @@ func (rm *replicaManager) importLocalTopics() error {
 	if _, err := os.Stat(marker); err == nil {
 		return nil
 	}
-	s := rm.o.Node.View()
 	for _, t := range rm.b.topicList() {
-		if _, ok := s.Topics[t.name]; ok {
+		n := len(t.partitions())
+		if ct, ok := rm.o.Node.View().Topics[t.name]; ok {
+			if err := rm.adoptImported(t, ct); err != nil {
+				return err
+			}
 			continue
 		}
-		n := len(t.partitions())
+		// The id is recorded locally before the proposal, so a retry (the
+		// proposal's answer lost, the node restarted) proposes the same
+		// topic and recognises it.
+		if t.id == "" {
+			if err := rm.b.setTopicID(t, newTopicID(), 1); err != nil {
+				return err
+			}
+		}
 		assign := make([][]int32, n)
 		for i := range assign {
 			assign[i] = []int32{rm.self}
 		}
-		id := t.id
-		if id == "" {
-			id = newTopicID()
-		}
 		ctx, cancel := context.WithTimeout(rm.ctx, time.Minute)
-		err := rm.o.Controller.Propose(ctx, cluster.Command{CreateTopic: &cluster.CreateTopic{Name: t.name, ID: id,
+		err := rm.o.Controller.Propose(ctx, cluster.Command{CreateTopic: &cluster.CreateTopic{Name: t.name, ID: t.id,
 			ReplicationFactor: 1, Config: t.settings.Load().overrides, Assignment: assign}})
 		cancel()
-		if err != nil && !errors.Is(err, cluster.ErrTopicExists) {
-			return fmt.Errorf("broker: put topic %s into the cluster metadata: %w", t.name, err)
+		if errors.Is(err, cluster.ErrTopicExists) {
+			if ct, ok := rm.o.Node.View().Topics[t.name]; ok {
+				err = rm.adoptImported(t, ct)
+			}
 		}
-		if err := rm.b.setTopicID(t, id, 1); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("broker: put topic %s into the cluster metadata: %w", t.name, err)
 		}
 		rm.log.Info("topic imported into the cluster", "topic", t.name, "partitions", n, "replica", rm.self)
 	}
 	return fileutil.WriteFileAtomic(marker, nil, 0o644)
+}
+
+// adoptImported accepts a cluster topic of a local topic's name as that
+// topic's import: one this node proposed (its recorded id), or, for a
+// local topic without one, one with this node as the only replica of each
+// of its partitions (an import whose id was not recorded). Any other is a
+// different topic of the same name: the node does not settle (nor delete
+// anything) until an operator renames or deletes one of them.
+func (rm *replicaManager) adoptImported(t *topic, ct *cluster.Topic) error {
+	if t.id != "" && ct.ID == t.id {
+		return nil
+	}
+	mine := t.id == "" && len(ct.Partitions) == len(t.partitions())
+	for _, p := range ct.Partitions {
+		mine = mine && len(p.Replicas) == 1 && p.Replicas[0] == rm.self
+	}
+	if !mine {
+		return fmt.Errorf("broker: topic %s of this node's data directory and the cluster's topic %s (id %s) are different topics: delete or rename one", t.name, ct.Name, ct.ID)
+	}
+	return rm.b.setTopicID(t, ct.ID, 1)
 }
 
 // topicList returns the live topics.

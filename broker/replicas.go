@@ -161,6 +161,20 @@ func (rm *replicaManager) settle() {
 			err = rm.importLocalTopics()
 		}
 		if err == nil {
+			// The import was applied on the controller; this node's copy
+			// of the metadata must show it before a local topic it lacks
+			// can mean a deleted one.
+			err = rm.waitFor("imported topics in the metadata", func() bool {
+				v := rm.o.Node.View()
+				for _, t := range rm.b.topicList() {
+					if ct, ok := v.Topics[t.name]; !ok || ct.ID != t.id {
+						return false
+					}
+				}
+				return true
+			})
+		}
+		if err == nil {
 			rm.settled.Store(true)
 			rm.topicsPass()
 			return
