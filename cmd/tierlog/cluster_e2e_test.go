@@ -6,61 +6,13 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/tierlog/tierlog/internal/replcheck"
 )
-
-// ackLog collects what a producer was told: value -> partition and offset.
-type ackLog struct {
-	mu   sync.Mutex
-	acks []replcheck.Ack
-	errs int
-}
-
-func (a *ackLog) add(r *kgo.Record, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err != nil {
-		a.errs++
-		return
-	}
-	a.acks = append(a.acks, replcheck.Ack{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
-}
-
-func (a *ackLog) count() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.acks)
-}
-
-func (a *ackLog) all() []replcheck.Ack {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.acks)
-}
-
-// produceLoop produces numbered records at acks=all (idempotent, retried
-// until delivered) until ctx ends, then waits for every promise.
-func produceLoop(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, acks *ackLog) {
-	for i := 0; ctx.Err() == nil; i++ {
-		r := &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "v-%07d", i)}
-		cl.Produce(context.Background(), r, acks.add)
-		if i%64 == 63 {
-			time.Sleep(5 * time.Millisecond) // a steady stream, not a flood of buffered records
-		}
-	}
-	if err := cl.Flush(context.Background()); err != nil {
-		t.Errorf("flush: %v", err)
-	}
-}
 
 // leaderOf asks the running nodes which node leads a partition.
 func leaderOf(t testing.TB, c *testCluster, topic string, p int32) int32 {
@@ -125,34 +77,12 @@ func waitInSync(t testing.TB, c *testCluster, topic string, p int32, replicas in
 func TestClusterAcksAllSurvivesLeaderKills(t *testing.T) {
 	c := startCluster(t, 3, "--bucket", "file://"+t.TempDir())
 	const topic = "audit"
-	adm := kadmFor(t, c)
-	resp, err := adm.CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordRetries(1<<30), kgo.RecordDeliveryTimeout(2*time.Minute), kgo.ProduceRequestTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	acks := &ackLog{}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		produceLoop(ctx, t, cl, topic, acks)
-	}()
+	createAcksAllTopic(t, c, topic, 3)
+	acks, stop := startAcksAllProducer(t, c, topic, 10*time.Second)
 	const cycles = 4
 	var failovers []time.Duration
 	for cycle := range cycles {
-		before := acks.count()
-		eventually(t, "records acknowledged before the kill", func() error {
-			if n := acks.count(); n < before+300 {
-				return fmt.Errorf("%d acknowledged", n)
-			}
-			return nil
-		})
+		waitMoreAcks(t, acks, 300, "records acknowledged before the kill")
 		leader := int(leaderOf(t, c, topic, 0))
 		killedAt, at := time.Now(), acks.count()
 		c.kill(leader, syscall.SIGKILL)
@@ -169,32 +99,12 @@ func TestClusterAcksAllSurvivesLeaderKills(t *testing.T) {
 		t.Logf("cycle %d: killed leader %d; acknowledgements resumed %v later", cycle, leader, failovers[cycle].Round(time.Millisecond))
 	}
 	stop()
-	<-done
 	waitInSync(t, c, topic, 0, 3)
 
-	// Read back from the leader: every acknowledged record at its offset.
+	// Read back from the leader: every acknowledged record at its offset;
+	// then the replicas, byte for byte, once stopped.
 	want := acks.all()
-	got := readAll(t, c.kafkaAddrs(), topic)
-	byOffset := map[int64]string{}
-	for _, r := range got {
-		if _, dup := byOffset[r.Offset]; dup {
-			t.Fatalf("offset %d served twice", r.Offset)
-		}
-		byOffset[r.Offset] = string(r.Value)
-	}
-	for _, a := range want {
-		if v, ok := byOffset[a.Offset]; !ok || v != string(a.Value) {
-			t.Fatalf("acknowledged %q at offset %d; the leader serves %q (present %v)", a.Value, a.Offset, v, ok)
-		}
-	}
-	// Then the replicas, byte for byte, once stopped.
-	for id := range c.nodes {
-		c.kill(id+1, syscall.SIGTERM)
-	}
-	rep, err := replcheck.Check(want, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs()})
-	if err != nil || !rep.OK() {
-		t.Fatalf("replication check: %v\n%s", err, rep)
-	}
+	rep := verifyAcknowledged(t, c, topic, want)
 	t.Logf("%d acknowledged records over %d leader kills, %d send errors; replicas agree: %s; failovers %v",
 		len(want), cycles, acks.errs, rep, failovers)
 }

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -48,19 +47,6 @@ func waitISR(t *testing.T, n *node, topic string, what string, since time.Time, 
 		return nil
 	})
 	return time.Since(since)
-}
-
-// waitMoreAcks waits until the producer has n more acknowledgements than
-// it had when called.
-func waitMoreAcks(t *testing.T, acks *ackLog, n int, what string) {
-	t.Helper()
-	from := acks.count()
-	eventually(t, what, func() error {
-		if got := acks.count(); got < from+n {
-			return fmt.Errorf("%d acknowledged, want %d", got, from+n)
-		}
-		return nil
-	})
 }
 
 // probeProduce sends one record at acks=all straight to node leader in a
@@ -118,11 +104,7 @@ func logEnd(t *testing.T, dir, topic string) int64 {
 func TestClusterFollowerFaults(t *testing.T) {
 	c := startCluster(t, 3, "--bucket", "file://"+t.TempDir(), "--replica-lag-time-max", "2s")
 	const topic = "faults"
-	adm := kadmFor(t, c)
-	resp, err := adm.CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
+	createAcksAllTopic(t, c, topic, 3)
 	leader := leaderOf(t, c, topic, 0)
 	waitInSync(t, c, topic, 0, 3)
 	var followers []int32
@@ -137,12 +119,6 @@ func TestClusterFollowerFaults(t *testing.T) {
 	f1, f2 := followers[0], followers[1]
 	ln := c.node(int(leader)) // asked for the status: up throughout
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordRetries(1<<30), kgo.RecordDeliveryTimeout(2*time.Minute), kgo.ProduceRequestTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	// Probes get a client of their own: a connection's answers come in
 	// request order, and the producer's may wait out their timeouts.
 	probe, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...))
@@ -150,16 +126,7 @@ func TestClusterFollowerFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer probe.Close()
-	acks := &ackLog{}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		produceLoop(ctx, t, cl, topic, acks)
-	}()
-	// On a failure, closing the client fails what it still buffers, so
-	// the producer's flush returns.
-	defer func() { stop(); cl.Close(); <-done }()
+	acks, stop := startAcksAllProducer(t, c, topic, 10*time.Second)
 	waitMoreAcks(t, acks, 300, "acknowledgements with every replica up")
 
 	// 1. A follower killed and restarted.
@@ -246,27 +213,10 @@ func TestClusterFollowerFaults(t *testing.T) {
 	recovered := time.Since(at)
 	waitMoreAcks(t, acks, 300, "the producer's acknowledgements resume")
 	stop()
-	<-done
 	waitInSync(t, c, topic, 0, 3)
 
 	want := append(acks.all(), probeAck)
-	got := readAll(t, c.kafkaAddrs(), topic)
-	byOffset := map[int64]string{}
-	for _, r := range got {
-		byOffset[r.Offset] = string(r.Value)
-	}
-	for _, a := range want {
-		if v, ok := byOffset[a.Offset]; !ok || v != string(a.Value) {
-			t.Fatalf("acknowledged %q at offset %d; the leader serves %q (present %v)", a.Value, a.Offset, v, ok)
-		}
-	}
-	for id := range c.nodes {
-		c.kill(id+1, syscall.SIGTERM)
-	}
-	rep, err := replcheck.Check(want, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs()})
-	if err != nil || !rep.OK() {
-		t.Fatalf("replication check: %v\n%s", err, rep)
-	}
+	rep := verifyAcknowledged(t, c, topic, want)
 	t.Logf("leader %d; killed follower %d left the ISR after %v, rejoined %v after its restart; paused follower %d left after %v, rejoined %v after SIGCONT",
 		leader, f1, leftKilled.Round(time.Millisecond), rejoinKilled.Round(time.Millisecond), f2, leftPaused.Round(time.Millisecond), rejoinPaused.Round(time.Millisecond))
 	t.Logf("two followers down: NOT_ENOUGH_REPLICAS %v after the kills (probe codes %v), %d acknowledged then; acks=all back %v after the restarts",
@@ -347,11 +297,7 @@ func TestClusterWipedFollowerRebuilds(t *testing.T) {
 	c := startCluster(t, 3, "--bucket", "file://"+bucket, "--default", "segment.bytes=16384",
 		"--default", "segment.ms=1000", "--default", "local.retention.bytes=0")
 	const topic = "wiped"
-	adm := kadmFor(t, c)
-	resp, err := adm.CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
+	createAcksAllTopic(t, c, topic, 3)
 	leader := leaderOf(t, c, topic, 0)
 	waitInSync(t, c, topic, 0, 3)
 	// The follower the controller will choose when the leader dies: the
@@ -463,15 +409,7 @@ func TestClusterWipedFollowerRebuilds(t *testing.T) {
 		t.Fatalf("bucket holds %v, manifest names %v", after, named)
 	}
 
-	for id := range c.nodes {
-		if c.node(id+1) != nil {
-			c.kill(id+1, syscall.SIGTERM)
-		}
-	}
-	rep, err := replcheck.Check(acks, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs(), Tiered: true})
-	if err != nil || !rep.OK() {
-		t.Fatalf("replication check: %v\n%s", err, rep)
-	}
+	rep := stopAndCheckReplicas(t, c, topic, acks, true)
 	t.Logf("leader %d tiered [0, %d) into %d objects; wiped follower %d back in sync %v after its restart, local log from %s; failover to it %v; %d records read from 0; bucket %d objects after; %s",
 		leader, tieredEnd, len(before), wiped, rebuilt.Round(time.Millisecond), wrow["LOCAL START"], failover.Round(time.Millisecond), len(got), len(after), rep)
 }

@@ -1,12 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tierlog/tierlog/internal/replcheck"
 )
 
 // testCluster is n `tierlog serve --peers` processes on loopback, each
@@ -147,4 +157,152 @@ func (c *testCluster) dataDirs() map[int32]string {
 		out[int32(i+1)] = d
 	}
 	return out
+}
+
+// ackLog collects what a producer was told: value -> partition and offset.
+type ackLog struct {
+	mu   sync.Mutex
+	acks []replcheck.Ack
+	errs int
+}
+
+func (a *ackLog) add(r *kgo.Record, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.errs++
+		return
+	}
+	a.acks = append(a.acks, replcheck.Ack{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
+}
+
+func (a *ackLog) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.acks)
+}
+
+func (a *ackLog) all() []replcheck.Ack {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.acks)
+}
+
+// produceLoop produces numbered records at acks=all (idempotent, retried
+// until delivered) until ctx ends, then waits for every promise.
+func produceLoop(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, acks *ackLog) {
+	for i := 0; ctx.Err() == nil; i++ {
+		r := &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "v-%07d", i)}
+		cl.Produce(context.Background(), r, acks.add)
+		if i%64 == 63 {
+			time.Sleep(5 * time.Millisecond) // a steady stream, not a flood of buffered records
+		}
+	}
+	if err := cl.Flush(context.Background()); err != nil {
+		t.Errorf("flush: %v", err)
+	}
+}
+
+// waitMoreAcks waits until the producer has n more acknowledgements than
+// it had when called.
+func waitMoreAcks(t *testing.T, acks *ackLog, n int, what string) {
+	t.Helper()
+	from := acks.count()
+	eventually(t, what, func() error {
+		if got := acks.count(); got < from+n {
+			return fmt.Errorf("%d acknowledged, want %d", got, from+n)
+		}
+		return nil
+	})
+}
+
+// createAcksAllTopic creates topic with one partition, the given number
+// of replicas and min.insync.replicas=2.
+func createAcksAllTopic(t *testing.T, c *testCluster, topic string, replicas int16) {
+	t.Helper()
+	resp, err := kadmFor(t, c).CreateTopic(context.Background(), 1, replicas, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+}
+
+// startAcksAllProducer starts produceLoop on topic with a client of its
+// own (acks=all, retried for up to 2 minutes, each Produce request
+// waiting requestTimeout). stop ends the loop and waits until every
+// promise is answered; on a failure before that, the test's cleanup
+// closes the client first, failing what it still buffers, so the flush
+// returns at once.
+func startAcksAllProducer(t *testing.T, c *testCluster, topic string, requestTimeout time.Duration) (acks *ackLog, stop func()) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordRetries(1<<30), kgo.RecordDeliveryTimeout(2*time.Minute), kgo.ProduceRequestTimeout(requestTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acks = &ackLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		produceLoop(ctx, t, cl, topic, acks)
+	}()
+	t.Cleanup(func() { cancel(); cl.Close(); <-done })
+	return acks, func() { cancel(); <-done }
+}
+
+// readBack reads partition 0 of topic from its leader, from its start to
+// its high watermark, by offset; an offset served twice fails the test.
+func readBack(t *testing.T, c *testCluster, topic string) map[int64]*kgo.Record {
+	t.Helper()
+	byOffset := map[int64]*kgo.Record{}
+	for _, r := range readAll(t, c.kafkaAddrs(), topic) {
+		if _, dup := byOffset[r.Offset]; dup {
+			t.Fatalf("offset %d served twice", r.Offset)
+		}
+		byOffset[r.Offset] = r
+	}
+	return byOffset
+}
+
+// checkServed fails unless every acknowledged record is served at its
+// offset with its value.
+func checkServed(t *testing.T, served map[int64]*kgo.Record, want []replcheck.Ack) {
+	t.Helper()
+	for _, a := range want {
+		r, ok := served[a.Offset]
+		if !ok || !bytes.Equal(r.Value, a.Value) {
+			var v []byte
+			if ok {
+				v = r.Value
+			}
+			t.Fatalf("acknowledged %q at offset %d; the leader serves %q (present %v)", a.Value, a.Offset, v, ok)
+		}
+	}
+}
+
+// stopAndCheckReplicas stops every running node with SIGTERM and checks
+// that every replica of topic/0 holds the acknowledged records byte for
+// byte (replcheck; tiered: history below every replica's local log start
+// may be in the bucket only).
+func stopAndCheckReplicas(t *testing.T, c *testCluster, topic string, want []replcheck.Ack, tiered bool) replcheck.Report {
+	t.Helper()
+	for id := range c.nodes {
+		if c.node(id+1) != nil {
+			c.kill(id+1, syscall.SIGTERM)
+		}
+	}
+	rep, err := replcheck.Check(want, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs(), Tiered: tiered})
+	if err != nil || !rep.OK() {
+		t.Fatalf("replication check: %v\n%s", err, rep)
+	}
+	return rep
+}
+
+// verifyAcknowledged is the end of an acks=all test: every acknowledged
+// record read back from the leader at its offset, exactly once; then
+// every node stopped and the replicas checked byte for byte.
+func verifyAcknowledged(t *testing.T, c *testCluster, topic string, want []replcheck.Ack) replcheck.Report {
+	t.Helper()
+	checkServed(t, readBack(t, c, topic), want)
+	return stopAndCheckReplicas(t, c, topic, want, false)
 }

@@ -196,13 +196,7 @@ func TestClusterNewUser(t *testing.T) {
 	for _, r := range read {
 		acks = append(acks, replcheck.Ack{Partition: r.Partition, Offset: r.Offset, Value: r.Value})
 	}
-	for id := range c.nodes {
-		c.kill(id+1, syscall.SIGTERM)
-	}
-	rep, err := replcheck.Check(acks, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs()})
-	if err != nil || !rep.OK() {
-		t.Fatalf("replication check: %v\n%s", err, rep)
-	}
+	stopAndCheckReplicas(t, c, topic, acks, false)
 }
 
 // checkReadBack checks that a consumer read exactly the acknowledged

@@ -4,18 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tierlog/tierlog/internal/batch"
-	"github.com/tierlog/tierlog/internal/replcheck"
 )
 
 // TestClusterPartitionedLeader: three nodes, a franz-go producer at
@@ -35,24 +33,8 @@ func TestClusterPartitionedLeader(t *testing.T) {
 	c.prep = runAsNodeGID
 	c.startAll()
 	const topic = "part"
-	resp, err := kadmFor(t, c).CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordRetries(1<<30), kgo.RecordDeliveryTimeout(2*time.Minute), kgo.ProduceRequestTimeout(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	acks := &ackLog{}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		produceLoop(ctx, t, cl, topic, acks)
-	}()
-	defer func() { stop(); <-done }()
+	createAcksAllTopic(t, c, topic, 3)
+	acks, stop := startAcksAllProducer(t, c, topic, 3*time.Second)
 	eventually(t, "records acknowledged before the partition", func() error {
 		if n := acks.count(); n < 300 {
 			return fmt.Errorf("%d acknowledged", n)
@@ -137,36 +119,20 @@ func TestClusterPartitionedLeader(t *testing.T) {
 	fw.heal()
 	waitInSync(t, c, topic, 0, 3)
 	stop()
-	<-done
 	waitInSync(t, c, topic, 0, 3)
 
 	want := acks.all()
-	got := readAll(t, c.kafkaAddrs(), topic)
-	byOffset := map[int64][]byte{}
-	for _, r := range got {
-		if _, dup := byOffset[r.Offset]; dup {
-			t.Fatalf("offset %d served twice", r.Offset)
-		}
-		byOffset[r.Offset] = r.Value
+	served := readBack(t, c, topic)
+	for _, off := range slices.Sorted(maps.Keys(served)) {
 		for _, u := range unacked {
-			if bytes.Equal(r.Value, u) {
-				t.Fatalf("%q, never acknowledged by the isolated old leader, is served at offset %d", u, r.Offset)
+			if bytes.Equal(served[off].Value, u) {
+				t.Fatalf("%q, never acknowledged by the isolated old leader, is served at offset %d", u, off)
 			}
 		}
 	}
-	for _, a := range want {
-		if v, ok := byOffset[a.Offset]; !ok || !bytes.Equal(v, a.Value) {
-			t.Fatalf("acknowledged %q at offset %d; the cluster serves %q (present %v)", a.Value, a.Offset, v, ok)
-		}
-	}
-	for id := range c.nodes {
-		c.kill(id+1, syscall.SIGTERM)
-	}
+	checkServed(t, served, want)
 	// Byte for byte: the old leader truncated what it took while isolated.
-	rep, err := replcheck.Check(want, replcheck.Options{Topic: topic, Partitions: 1, Dirs: c.dataDirs()})
-	if err != nil || !rep.OK() {
-		t.Fatalf("replication check: %v\n%s", err, rep)
-	}
+	rep := stopAndCheckReplicas(t, c, topic, want, false)
 	t.Logf("%d acknowledged records, %d send errors; replicas agree: %s", len(want), acks.errs, rep)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tierlog/tierlog/internal/testutil"
@@ -80,11 +80,7 @@ func TestReview9_RestartedWipedReplicaStaysInISRAndIsElected(t *testing.T) {
 	// does the same.
 	c := startCluster(t, 3, "--bucket", "file://"+t.TempDir(), "--session-timeout", "15s", "--replica-lag-time-max", "60s")
 	const topic = "wiped"
-	adm := kadmFor(t, c)
-	resp, err := adm.CreateTopic(context.Background(), 1, 3, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
+	createAcksAllTopic(t, c, topic, 3)
 	acked := review9Produce(t, c, topic, 50)
 	waitInSync(t, c, topic, 0, 3)
 
@@ -121,19 +117,15 @@ func TestReview9_RestartedWipedReplicaStaysInISRAndIsElected(t *testing.T) {
 		t.Errorf("node %d, restarted with an empty disk, was elected leader from the ISR %v", wiped, now.ISR)
 	}
 
-	got := readAll(t, c.kafkaAddrs(), topic)
-	byOffset := map[int64]string{}
-	for _, r := range got {
-		byOffset[r.Offset] = string(r.Value)
-	}
+	served := readBack(t, c, topic)
 	lost := 0
 	for _, a := range acked {
-		if v, ok := byOffset[a.Offset]; !ok || v != string(a.Value) {
+		if r, ok := served[a.Offset]; !ok || !bytes.Equal(r.Value, a.Value) {
 			lost++
 		}
 	}
 	if lost > 0 {
-		t.Fatalf("%d of %d records acknowledged at acks=all (min.insync.replicas=2) are lost after one leader death; the cluster serves %d records", lost, len(acked), len(got))
+		t.Fatalf("%d of %d records acknowledged at acks=all (min.insync.replicas=2) are lost after one leader death; the cluster serves %d records", lost, len(acked), len(served))
 	}
 }
 
@@ -179,11 +171,7 @@ func TestReview9_StalledBucketStopsReplication(t *testing.T) {
 	bucket := "minio://" + proxy.Addr + "/" + m.Bucket + "/tierlog?secure=false"
 	c := startClusterEnv(t, 2, m.Env(), "--bucket", bucket, "--replica-lag-time-max", "2s")
 	const topic = "stall"
-	adm := kadmFor(t, c)
-	resp, err := adm.CreateTopic(context.Background(), 1, 2, map[string]*string{"min.insync.replicas": kadm.StringPtr("2")}, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
+	createAcksAllTopic(t, c, topic, 2)
 	created := time.Now()
 	review9Produce(t, c, topic, 10)
 	waitInSync(t, c, topic, 0, 2)
