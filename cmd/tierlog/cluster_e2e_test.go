@@ -136,11 +136,20 @@ func readPartition(t *testing.T, seeds []string, topic string, p int32) []*kgo.R
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	end, _ := ends.Lookup(topic, p)
+	// The end offset from the partition's leader (a node that just took
+	// the lead answers NOT_LEADER for a moment).
+	var end kadm.ListedOffset
+	eventually(t, "the end offset of "+topic, func() error {
+		ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if end, ok = ends.Lookup(topic, p); !ok {
+			return fmt.Errorf("no %s/%d in %v", topic, p, ends)
+		}
+		return end.Err
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), clientRunTimeout)
 	defer cancel()
 	var out []*kgo.Record
