@@ -331,6 +331,10 @@ func TestClusterWipedFollowerRebuilds(t *testing.T) {
 	}
 	at := time.Now()
 	c.start(int(wiped))
+	// A restarted node counts as alive only once the controller took it
+	// out of every ISR (its old membership promised a log it no longer
+	// has); in sync after that is in sync for real.
+	c.waitAlive(3)
 	waitInSync(t, c, topic, 0, 3)
 	rebuilt := time.Since(at)
 	wst, err := parseTierStatus(ok(t, c.node(int(wiped)), "", "tier", "status", topic))
