@@ -124,19 +124,20 @@ func newTopicID() string {
 
 // reconcileTopics makes the local topics those of the metadata. Failures
 // are logged; the next pass (a second later at most) retries.
-func (rm *replicaManager) reconcileTopics(s *cluster.State) {
+func (rm *replicaManager) reconcileTopics(s *cluster.State) (ok bool) {
 	b := rm.b
+	ok = rm.settled.Load()
 	for _, t := range rm.b.topicList() {
 		if !rm.settled.Load() {
 			break
 		}
-		ct, ok := s.Topics[t.name]
-		if ok && ct.ID == t.id {
+		if ct, found := s.Topics[t.name]; found && ct.ID == t.id {
 			continue
 		}
 		// Deleted while this node was away, or deleted and created again.
 		if err := b.deleteLocal(t.name); err != nil && !errors.Is(err, ErrUnknownTopic) {
 			rm.log.Warn("cannot delete topic the cluster deleted; retrying", "topic", t.name, "err", err)
+			ok = false
 		} else {
 			rm.log.Info("topic deleted, as the cluster did", "topic", t.name)
 		}
@@ -152,15 +153,18 @@ func (rm *replicaManager) reconcileTopics(s *cluster.State) {
 			}
 			if _, err := b.createLocal(m); err != nil && !errors.Is(err, ErrTopicExists) {
 				rm.log.Warn("cannot create topic the cluster created; retrying", "topic", name, "err", err)
+				ok = false
 			}
 			continue
 		}
 		if t.id != ct.ID {
-			continue // the older topic's deletion is still pending
+			ok = false // the older topic's deletion is still pending
+			continue
 		}
 		if n := int32(len(ct.Partitions)); n > int32(len(t.partitions())) {
 			if _, err := b.addLocal(name, n); err != nil {
 				rm.log.Warn("cannot add partitions the cluster added; retrying", "topic", name, "err", err)
+				ok = false
 			}
 		}
 		have := t.settings.Load().overrides
@@ -173,9 +177,11 @@ func (rm *replicaManager) reconcileTopics(s *cluster.State) {
 			}
 			if _, err := b.alterLocal(name, maps.Clone(ct.Config), del); err != nil {
 				rm.log.Warn("cannot apply topic config the cluster set; retrying", "topic", name, "err", err)
+				ok = false
 			}
 		}
 	}
+	return ok
 }
 
 // propose sends a metadata change to the controller.
@@ -228,7 +234,37 @@ func (rm *replicaManager) createTopic(name string, partitions int32, rf int, con
 		info = t.info()
 		return true
 	})
+	if err == nil {
+		rm.waitOthers(name)
+	}
 	return info, err
+}
+
+// othersWait bounds how long an admin change waits for the other alive
+// nodes to follow it.
+const othersWait = 5 * time.Second
+
+// waitOthers waits, at most othersWait, until every node the controller
+// hears from has reconciled its topics with the metadata as this node sees
+// it now: a client told "created" then finds the topic on any node it
+// asks. A node that lags past it only delays clients, which retry.
+func (rm *replicaManager) waitOthers(what string) {
+	target := rm.o.Node.View().Index
+	deadline := time.Now().Add(othersWait)
+	for time.Now().Before(deadline) && rm.ctx.Err() == nil {
+		done := map[int32]uint64(rm.o.Controller.Reconciled())
+		behind := false
+		for id := range rm.o.Controller.Alive() {
+			if done[id] < target {
+				behind = true
+			}
+		}
+		if !behind {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rm.log.Info("admin change: not every node followed it within the wait; clients retry meanwhile", "change", what, "index", target)
 }
 
 func (rm *replicaManager) deleteTopic(name string) error {
@@ -277,5 +313,8 @@ func (rm *replicaManager) addPartitions(name string, total int32) (TopicInfo, er
 		info = t.info()
 		return true
 	})
+	if err == nil {
+		rm.waitOthers(name)
+	}
 	return info, err
 }

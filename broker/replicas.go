@@ -43,6 +43,9 @@ type replicaManager struct {
 	// topics from before the cluster are imported; only then does a local
 	// topic the metadata lacks mean a deleted one.
 	settled atomic.Bool
+	// reconciled is the metadata index of the last topics pass that left
+	// nothing to retry (ReconciledIndex; sent in heartbeats).
+	reconciled atomic.Uint64
 	// coordTerm is the Raft term in which this node, as controller, last
 	// loaded the group offsets (groupsync.go).
 	coordTerm atomic.Uint64
@@ -192,7 +195,10 @@ func (rm *replicaManager) topicsPass() {
 		// The controller writes the bucket's topic records.
 		rm.b.store.SetTopicWriter(rm.o.Node.IsLeader())
 	}
-	rm.reconcileTopics(rm.o.Node.View())
+	v := rm.o.Node.View()
+	if rm.reconcileTopics(v) {
+		rm.reconciled.Store(v.Index)
+	}
 	select {
 	case rm.kick <- struct{}{}:
 	default:
@@ -419,6 +425,15 @@ func (rm *replicaManager) part(name string, partition int32) *partRole {
 	rm.mu.RLock()
 	defer rm.mu.RUnlock()
 	return rm.parts[partKey{name, partition}]
+}
+
+// ReconciledIndex is the cluster metadata index this node's local topics
+// last followed completely (0 for a single node).
+func (b *Broker) ReconciledIndex() uint64 {
+	if b.rm == nil {
+		return 0
+	}
+	return b.rm.reconciled.Load()
 }
 
 // Replicated says whether the topic's partitions have more than one

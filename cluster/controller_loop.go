@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -63,6 +64,7 @@ type Controller struct {
 	// and is in no ISR that has another alive member (see evaluate).
 	incarnation map[int32]uint64
 	restarted   map[int32]bool
+	reconciled  map[int32]uint64 // per node, from its heartbeats (Beat.Reconciled)
 	forward     func(context.Context, NodeInfo, Command) error
 	leading     bool      // the loop saw this node lead at its last evaluation
 	leaderSince time.Time // when this node last became the controller
@@ -92,7 +94,7 @@ func StartController(o ControllerOptions) *Controller {
 	c := &Controller{
 		o: o, n: o.Node, log: o.Logger.With("controller", o.Self.ID),
 		heard: map[int32]time.Time{}, info: map[int32]NodeInfo{}, retired: map[int32]bool{},
-		incarnation: map[int32]uint64{}, restarted: map[int32]bool{},
+		incarnation: map[int32]uint64{}, restarted: map[int32]bool{}, reconciled: map[int32]uint64{},
 		done: make(chan struct{}),
 		leaderChanges: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "tierlog_cluster_leader_changes_total",
@@ -132,12 +134,23 @@ func (c *Controller) Close() {
 // back into a partition's ISR is that partition leader's business. The
 // addresses in info are registered by the leader when they differ from the
 // state.
-func (c *Controller) Heartbeat(info NodeInfo, incarnation uint64, now time.Time) {
+// Beat is one heartbeat: who sends it, which process of it (Incarnation,
+// random per start), and how far its local topics follow the metadata
+// (Reconciled: the State index its last complete reconcile pass saw).
+type Beat struct {
+	Node        NodeInfo
+	Incarnation uint64
+	Reconciled  uint64
+}
+
+func (c *Controller) Heartbeat(b Beat, now time.Time) {
+	info, incarnation := b.Node, b.Incarnation
 	if info.ID < 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reconciled[info.ID] = max(c.reconciled[info.ID], b.Reconciled)
 	if prev, ok := c.incarnation[info.ID]; ok && prev != incarnation && info.ID != c.o.Self.ID {
 		// A new process: its log may be shorter than what its ISR
 		// membership promised (a wiped disk, unflushed writes lost), so
@@ -367,4 +380,12 @@ func (c *Controller) readmitRestarted(s *State, alive func(int32) bool) {
 			c.log.Info("restarted node counts as alive again", "node", id)
 		}
 	}
+}
+
+// Reconciled returns, per node heard from, the metadata index its local
+// topics last followed (heartbeats reach every node, so any node can ask).
+func (c *Controller) Reconciled() map[int32]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.reconciled)
 }

@@ -63,7 +63,7 @@ func newCtlCluster(t *testing.T, session time.Duration, unclean func(string) boo
 			for id, up := range c.up {
 				if up {
 					for _, ctl := range c.ctls {
-						ctl.Heartbeat(c.info(id), c.inc[id], time.Now())
+						ctl.Heartbeat(Beat{Node: c.info(id), Incarnation: c.inc[id]}, time.Now())
 					}
 				}
 			}

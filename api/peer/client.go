@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,7 +31,10 @@ type Client struct {
 	node *cluster.Node
 	// incarnation names this process in its heartbeats (random per start).
 	incarnation uint64
-	mu          sync.Mutex
+	// reconciled reports how far this node's topics follow the metadata
+	// (SetReconciled; 0 until the broker is open).
+	reconciled atomic.Pointer[func() uint64]
+	mu         sync.Mutex
 	// conns by node id; addr is the address it was dialled at.
 	conns map[int32]*peerConn
 }
@@ -147,7 +151,7 @@ func (c *Client) Heartbeats(ctx context.Context, ctl *cluster.Controller, self c
 	defer t.Stop()
 	failures := 0
 	for {
-		ctl.Heartbeat(self, c.incarnation, time.Now())
+		ctl.Heartbeat(cluster.Beat{Node: self, Incarnation: c.incarnation, Reconciled: c.reconciledIndex()}, time.Now())
 		if err := c.heartbeat(ctx, self, interval); err != nil {
 			failures++
 			if failures == 10 { // once per outage, not every beat
@@ -162,6 +166,16 @@ func (c *Client) Heartbeats(ctx context.Context, ctl *cluster.Controller, self c
 		case <-t.C:
 		}
 	}
+}
+
+// SetReconciled gives the heartbeats the broker's reconciled index.
+func (c *Client) SetReconciled(f func() uint64) { c.reconciled.Store(&f) }
+
+func (c *Client) reconciledIndex() uint64 {
+	if f := c.reconciled.Load(); f != nil {
+		return (*f)()
+	}
+	return 0
 }
 
 // heartbeat sends one beat to every other node at once; the error is the
@@ -179,7 +193,8 @@ func (c *Client) heartbeat(ctx context.Context, self cluster.NodeInfo, timeout t
 	}
 	hctx, cancel := context.WithTimeout(ctx, 2*timeout)
 	defer cancel()
-	req := &tierlogv1.HeartbeatRequest{NodeId: self.ID, RaftAddr: self.RaftAddr, GrpcAddr: self.GRPCAddr, KafkaAddr: self.KafkaAddr, Incarnation: c.incarnation}
+	req := &tierlogv1.HeartbeatRequest{NodeId: self.ID, RaftAddr: self.RaftAddr, GrpcAddr: self.GRPCAddr, KafkaAddr: self.KafkaAddr,
+		Incarnation: c.incarnation, ReconciledIndex: c.reconciledIndex()}
 	var wg sync.WaitGroup
 	var leaderErr error
 	for id, addr := range targets {

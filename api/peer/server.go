@@ -57,7 +57,8 @@ func (s *Server) EndOffsetForEpoch(_ context.Context, req *tierlogv1.EndOffsetFo
 // Heartbeat records a node as alive. Every node gets every node's beats,
 // so whichever becomes the controller knows when each was last heard.
 func (s *Server) Heartbeat(_ context.Context, req *tierlogv1.HeartbeatRequest) (*tierlogv1.HeartbeatResponse, error) {
-	s.ctl.Heartbeat(cluster.NodeInfo{ID: req.NodeId, RaftAddr: req.RaftAddr, GRPCAddr: req.GrpcAddr, KafkaAddr: req.KafkaAddr}, req.Incarnation, time.Now())
+	s.ctl.Heartbeat(cluster.Beat{Node: cluster.NodeInfo{ID: req.NodeId, RaftAddr: req.RaftAddr, GRPCAddr: req.GrpcAddr, KafkaAddr: req.KafkaAddr},
+		Incarnation: req.Incarnation, Reconciled: req.ReconciledIndex}, time.Now())
 	id, _ := s.node.Leader()
 	return &tierlogv1.HeartbeatResponse{LeaderId: id}, nil
 }

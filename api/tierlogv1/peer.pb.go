@@ -468,9 +468,12 @@ type HeartbeatRequest struct {
 	// Changes with every start of the node's process: the controller takes
 	// a restarted node out of its ISRs and leaderships before it counts as
 	// alive again (its log may be shorter than before).
-	Incarnation   uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Incarnation uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The cluster metadata index the node's local topics last followed: a
+	// topic create waits until every alive node has reached it.
+	ReconciledIndex uint64 `protobuf:"varint,6,opt,name=reconciled_index,json=reconciledIndex,proto3" json:"reconciled_index,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -534,6 +537,13 @@ func (x *HeartbeatRequest) GetKafkaAddr() string {
 func (x *HeartbeatRequest) GetIncarnation() uint64 {
 	if x != nil {
 		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetReconciledIndex() uint64 {
+	if x != nil {
+		return x.ReconciledIndex
 	}
 	return 0
 }
@@ -1029,14 +1039,15 @@ const file_tierlog_v1_peer_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x05R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"end_offset\x18\x05 \x01(\x03R\tendOffset\x12(\n" +
-	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\"\xa6\x01\n" +
+	"\x10log_start_offset\x18\x06 \x01(\x03R\x0elogStartOffset\"\xd1\x01\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x05R\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1d\n" +
 	"\n" +
 	"kafka_addr\x18\x04 \x01(\tR\tkafkaAddr\x12 \n" +
-	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"z\n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12)\n" +
+	"\x10reconciled_index\x18\x06 \x01(\x04R\x0freconciledIndex\"z\n" +
 	"\x11HeartbeatResponse\x12.\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x18.tierlog.v1.ReplicaErrorR\x05error\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +

@@ -144,6 +144,7 @@ func (c *clusterNode) brokerOptions(cfg config.Server) *broker.ClusterOptions {
 // serve registers the peer service and starts the heartbeats.
 func (c *clusterNode) serve(gs *grpc.Server, b *broker.Broker) {
 	peer.NewServer(b, c.node, c.ctl).Register(gs)
+	c.peers.SetReconciled(b.ReconciledIndex)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go func() {

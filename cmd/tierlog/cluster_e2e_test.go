@@ -282,3 +282,28 @@ func TestClusterUpgradeFromSingleNode(t *testing.T) {
 		t.Fatalf("%d of 200 records served after the upgrade", got)
 	}
 }
+
+// TestClusterCreatedTopicKnownEverywhere: once a create through one node
+// is answered, every node knows the topic (Metadata without error at once),
+// so a client that goes straight to another node (kcat -C) finds it.
+func TestClusterCreatedTopicKnownEverywhere(t *testing.T) {
+	c := startCluster(t, 3, "--bucket", "none")
+	for i := range 5 {
+		topic := fmt.Sprintf("fresh-%d", i)
+		ok(t, c.node(1), "", "topic", "create", topic, "--partitions", "3", "--replication-factor", "3")
+		for id := 2; id <= 3; id++ {
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.node(id).kafkaAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, err := kadm.NewClient(cl).Metadata(context.Background(), topic)
+			cl.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if td := md.Topics[topic]; td.Err != nil || len(td.Partitions) != 3 {
+				t.Fatalf("node %d right after the create through node 1: %v, %d partitions", id, td.Err, len(td.Partitions))
+			}
+		}
+	}
+}
