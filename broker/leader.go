@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierlog/tierlog/cluster"
 	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/tiering"
 )
 
 // lead runs while this node leads a replicated partition: it moves the
@@ -17,7 +18,8 @@ import (
 // fetches move it too, in ServeReplicaFetch), and asks the controller to
 // shrink the ISR by followers that fell behind for ReplicaLagMax and to
 // expand it by those that caught up.
-func (rm *replicaManager) lead(ctx context.Context, k partKey, log *hot.Log, r *role) {
+func (rm *replicaManager) lead(ctx context.Context, k partKey, part *tiering.Partition, r *role) {
+	log := part.Log()
 	check := time.NewTicker(max(rm.o.ReplicaLagMax/4, 50*time.Millisecond))
 	defer check.Stop()
 	for {
@@ -34,7 +36,28 @@ func (rm *replicaManager) lead(ctx context.Context, k partKey, log *hot.Log, r *
 		case now := <-check.C:
 			rm.changeISR(ctx, k, r, r.rs.OutOfSync(now, rm.o.ReplicaLagMax), false)
 			rm.changeISR(ctx, k, r, r.rs.CaughtUp(), true)
+			rm.recordLogStart(ctx, k, part, r)
 		}
+	}
+}
+
+// recordLogStart records in the metadata's remote log start how far total
+// retention has moved the partition's first offset (in the bucket or
+// local), so every node and `cluster status` see where its history
+// begins. Only forward, only at the leader's epoch (the state refuses the
+// rest).
+func (rm *replicaManager) recordLogStart(ctx context.Context, k partKey, part *tiering.Partition, r *role) {
+	p, err := rm.o.Node.View().Partition(k.topic, k.partition)
+	start := part.StartOffset()
+	if err != nil || start <= p.RemoteLogStart {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = rm.o.Controller.Propose(pctx, cluster.Command{SetRemoteLogStart: &cluster.SetRemoteLogStart{
+		Topic: k.topic, Partition: k.partition, LeaderEpoch: r.epoch, Offset: start}})
+	if err != nil && ctx.Err() == nil {
+		rm.log.Warn("record the partition's log start in the metadata; retrying", "topic", k.topic, "partition", k.partition, "offset", start, "err", err)
 	}
 }
 

@@ -321,7 +321,7 @@ func (rm *replicaManager) apply(k partKey, t *topic, part *tiering.Partition, to
 		defer close(pr.done)
 		switch {
 		case r.rs != nil:
-			rm.lead(loopCtx, k, log, r)
+			rm.lead(loopCtx, k, part, r)
 		case p.Leader != rm.self && p.Leader != cluster.NoLeader:
 			rm.follow(loopCtx, k, part, r)
 		}

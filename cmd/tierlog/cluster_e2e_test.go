@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -305,5 +306,39 @@ func TestClusterCreatedTopicKnownEverywhere(t *testing.T) {
 				t.Fatalf("node %d right after the create through node 1: %v, %d partitions", id, td.Err, len(td.Partitions))
 			}
 		}
+	}
+}
+
+// TestClusterLogStartInMetadata: when total retention deletes a
+// partition's oldest segments from the bucket, its leader records the new
+// first offset in the cluster metadata, which every node shows.
+func TestClusterLogStartInMetadata(t *testing.T) {
+	c := startCluster(t, 3, "--bucket", "file://"+t.TempDir(), "--replica-lag-time-max", "2s")
+	const topic = "short"
+	ok(t, c.node(1), "", "topic", "create", topic, "--replication-factor", "3",
+		"--config", "segment.bytes=16384", "--config", "segment.ms=500", "--config", "local.retention.bytes=0",
+		"--config", "retention.bytes=20000")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafkaAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 40 {
+		var recs []*kgo.Record
+		for j := range 50 {
+			recs = append(recs, &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "%03d-%02d-%x", i, j, rand.Uint64())})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := 1; id <= 3; id++ {
+		eventually(t, fmt.Sprintf("node %d shows the log start moved by retention", id), func() error {
+			p := partitionOf(t, clusterStatusJSON(t, c.node(id)), topic, 0)
+			if p.LogStart <= 0 {
+				return fmt.Errorf("log start %d", p.LogStart)
+			}
+			return nil
+		})
 	}
 }

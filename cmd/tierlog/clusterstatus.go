@@ -78,14 +78,17 @@ type nodeStatus struct {
 }
 
 type partitionStatus struct {
-	Topic         string  `json:"topic"`
-	Partition     int32   `json:"partition"`
-	Leader        int32   `json:"leader"`
-	LeaderEpoch   int32   `json:"leader_epoch"`
-	Replicas      []int32 `json:"replicas"`
-	ISR           []int32 `json:"isr"`
-	HighWatermark int64   `json:"high_watermark"`
-	LogEnd        int64   `json:"log_end"`
+	Topic       string  `json:"topic"`
+	Partition   int32   `json:"partition"`
+	Leader      int32   `json:"leader"`
+	LeaderEpoch int32   `json:"leader_epoch"`
+	Replicas    []int32 `json:"replicas"`
+	ISR         []int32 `json:"isr"`
+	// LogStart is the partition's first offset (in the bucket or local)
+	// as its leader last recorded it in the metadata.
+	LogStart      int64 `json:"log_start"`
+	HighWatermark int64 `json:"high_watermark"`
+	LogEnd        int64 `json:"log_end"`
 	// Lag maps each follower to the leader's log end - its log end; -1:
 	// not known (it has not fetched from this leader).
 	Lag map[int32]int64 `json:"lag,omitempty"`
@@ -133,7 +136,7 @@ func gatherClusterStatus(ctx context.Context, server string) (*clusterStatus, er
 	for _, name := range slices.Sorted(maps.Keys(state.Topics)) {
 		for i, p := range state.Topics[name].Partitions {
 			ps := partitionStatus{Topic: name, Partition: int32(i), Leader: p.Leader, LeaderEpoch: p.LeaderEpoch,
-				Replicas: p.Replicas, ISR: p.ISR, HighWatermark: -1, LogEnd: -1}
+				Replicas: p.Replicas, ISR: p.ISR, LogStart: p.RemoteLogStart, HighWatermark: -1, LogEnd: -1}
 			if r, ok := st.led[fmt.Sprintf("%s/%d", name, i)]; ok && r.LeaderEpoch == p.LeaderEpoch {
 				ps.HighWatermark, ps.LogEnd = r.HighWatermark, r.LogEndOffset
 				for _, rp := range r.Replicas {
@@ -221,7 +224,7 @@ func (st *clusterStatus) print(out io.Writer) {
 	w.Flush()
 	fmt.Fprintln(out)
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TOPIC\tPARTITION\tLEADER\tEPOCH\tREPLICAS\tISR\tHIGH WATERMARK\tLOG END\tFOLLOWER LAG")
+	fmt.Fprintln(w, "TOPIC\tPARTITION\tLEADER\tEPOCH\tREPLICAS\tISR\tLOG START\tHIGH WATERMARK\tLOG END\tFOLLOWER LAG")
 	for _, p := range st.Partitions {
 		leader := fmt.Sprint(p.Leader)
 		if p.Leader == cluster.NoLeader {
@@ -239,8 +242,8 @@ func (st *clusterStatus) print(out io.Writer) {
 				lag = append(lag, fmt.Sprintf("%d:%d", id, p.Lag[id]))
 			}
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%v\t%v\t%s\t%s\t%s\n", p.Topic, p.Partition, leader, p.LeaderEpoch,
-			ids(p.Replicas), ids(p.ISR), hw, end, strings.Join(lag, " "))
+		fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%v\t%v\t%d\t%s\t%s\t%s\n", p.Topic, p.Partition, leader, p.LeaderEpoch,
+			ids(p.Replicas), ids(p.ISR), p.LogStart, hw, end, strings.Join(lag, " "))
 	}
 	w.Flush()
 }
