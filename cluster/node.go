@@ -60,12 +60,13 @@ type Options struct {
 // Node is one member of the cluster's metadata Raft group: it holds the
 // replicated State and, on the Raft leader, applies commands to it.
 type Node struct {
-	opts  Options
-	log   *slog.Logger
-	fsm   *fsm
-	raft  *raft.Raft
-	trans *raft.NetworkTransport
-	store *raftboltdb.BoltStore
+	opts   Options
+	log    *slog.Logger
+	fsm    *fsm
+	raft   *raft.Raft
+	trans  *raft.NetworkTransport
+	stream *streamLayer
+	store  *raftboltdb.BoltStore
 
 	obs      *raft.Observer
 	obsCh    chan raft.Observation
@@ -124,6 +125,7 @@ func Open(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	stream, err := listenStream(opts.RaftAddr)
+	n.stream = stream
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("cluster: raft transport: %w", err)
@@ -288,7 +290,13 @@ func (n *Node) Close() error {
 	close(n.obsCh)
 	<-n.obsDone
 	n.trans.CloseStreams() // our pooled connections to peers
-	return errors.Join(err, n.trans.Close(), n.store.Close())
+	terr := n.trans.Close()
+	// A handler that read a peer's heartbeat before its socket closed may
+	// still save a term: the store closes after the handlers are done.
+	if !n.stream.waitHandlers(10 * time.Second) {
+		n.log.Warn("raft connection handlers still running after 10 s; closing the store anyway")
+	}
+	return errors.Join(err, terr, n.store.Close())
 }
 
 // newHCLogger sends raft's hclog lines to slog at their level.

@@ -17,6 +17,11 @@ type streamLayer struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+	// handlers counts accepted connections whose raft handler has not
+	// returned (it closes its connection on the way out): the node waits
+	// for them before closing the log store a handler may still write
+	// (a heartbeat saving a new term panics on a closed store).
+	handlers sync.WaitGroup
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -41,6 +46,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	s.conns[c] = struct{}{}
+	s.handlers.Add(1)
 	return &trackedConn{Conn: c, s: s}, nil
 }
 
@@ -69,6 +75,23 @@ func (c *trackedConn) Close() error {
 		c.s.mu.Lock()
 		delete(c.s.conns, c.Conn)
 		c.s.mu.Unlock()
+		c.s.handlers.Done()
 	})
 	return c.Conn.Close()
+}
+
+// waitHandlers waits, at most d, for the handlers of accepted connections
+// to return (after Close closed their sockets); it reports whether they did.
+func (s *streamLayer) waitHandlers(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		s.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
