@@ -45,16 +45,18 @@ func (b *Broker) replicateGroupOffsets(offs []groups.OffsetOf) error {
 // state's, on a node that just became the controller (its state is
 // caught up: see replicaManager.coordinate).
 func (b *Broker) loadGroupOffsets() error {
-	offs := b.opts.Cluster.Node.GroupOffsets()
-	out := make([]groups.OffsetOf, len(offs))
-	for i, g := range offs {
-		o := groups.Offset{Offset: g.Offset, LeaderEpoch: g.LeaderEpoch, Metadata: g.Metadata, CommitTime: time.UnixMilli(g.CommitMs)}
-		if g.ExpireMs != 0 {
-			o.ExpireTime = time.UnixMilli(g.ExpireMs)
+	return b.groups.Load(func() []groups.OffsetOf {
+		offs := b.opts.Cluster.Node.GroupOffsets()
+		out := make([]groups.OffsetOf, len(offs))
+		for i, g := range offs {
+			o := groups.Offset{Offset: g.Offset, LeaderEpoch: g.LeaderEpoch, Metadata: g.Metadata, CommitTime: time.UnixMilli(g.CommitMs)}
+			if g.ExpireMs != 0 {
+				o.ExpireTime = time.UnixMilli(g.ExpireMs)
+			}
+			out[i] = groups.OffsetOf{Group: g.Group, PartitionOffset: groups.PartitionOffset{Topic: g.Topic, Partition: g.Partition, Offset: o}}
 		}
-		out[i] = groups.OffsetOf{Group: g.Group, PartitionOffset: groups.PartitionOffset{Topic: g.Topic, Partition: g.Partition, Offset: o}}
-	}
-	return b.groups.Load(out)
+		return out
+	})
 }
 
 // IsGroupCoordinator says whether this node answers group requests: a

@@ -33,17 +33,18 @@ const proposeTimeout = 15 * time.Second
 // importLocalTopics puts the topics of a data directory that predates the
 // cluster into the metadata, with this node as their only replica, once:
 // a single node upgraded to a cluster keeps everything it held.
-func (rm *replicaManager) importLocalTopics() error {
+func (rm *replicaManager) importLocalTopics() (imported []*topic, err error) {
 	marker := filepath.Join(rm.b.opts.Dir, importedMarkerFile)
 	if _, err := os.Stat(marker); err == nil {
-		return nil
+		return nil, nil
 	}
 	for _, t := range rm.b.topicList() {
 		n := len(t.partitions())
 		if ct, ok := rm.o.Node.View().Topics[t.name]; ok {
 			if err := rm.adoptImported(t, ct); err != nil {
-				return err
+				return nil, err
 			}
+			imported = append(imported, t)
 			continue
 		}
 		// The id is recorded locally before the proposal, so a retry (the
@@ -51,7 +52,7 @@ func (rm *replicaManager) importLocalTopics() error {
 		// topic and recognises it.
 		if t.id == "" {
 			if err := rm.b.setTopicID(t, newTopicID(), 1); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		assign := make([][]int32, n)
@@ -68,11 +69,12 @@ func (rm *replicaManager) importLocalTopics() error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("broker: put topic %s into the cluster metadata: %w", t.name, err)
+			return nil, fmt.Errorf("broker: put topic %s into the cluster metadata: %w", t.name, err)
 		}
+		imported = append(imported, t)
 		rm.log.Info("topic imported into the cluster", "topic", t.name, "partitions", n, "replica", rm.self)
 	}
-	return fileutil.WriteFileAtomic(marker, nil, 0o644)
+	return imported, fileutil.WriteFileAtomic(marker, nil, 0o644)
 }
 
 // adoptImported accepts a cluster topic of a local topic's name as that

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/tierlog/tierlog/cluster"
 	"github.com/tierlog/tierlog/hot"
+	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/tiering"
 )
 
@@ -158,18 +163,26 @@ func (rm *replicaManager) loop(pass func(), kick <-chan struct{}) {
 // cluster may have no leader yet).
 func (rm *replicaManager) settle() {
 	b := newBackoff()
+	// The metadata index this node's topics followed before it stopped:
+	// its copy of the metadata must be at least that new before a local
+	// topic it lacks can mean a deleted one (a restart or a snapshot
+	// restore can show an older copy first).
+	floor := rm.loadReconciled()
 	for rm.ctx.Err() == nil {
 		err := rm.o.Node.WaitCaughtUp(rm.ctx)
+		var imported []*topic
 		if err == nil {
-			err = rm.importLocalTopics()
+			imported, err = rm.importLocalTopics()
 		}
 		if err == nil {
-			// The import was applied on the controller; this node's copy
-			// of the metadata must show it before a local topic it lacks
-			// can mean a deleted one.
-			err = rm.waitFor("imported topics in the metadata", func() bool {
+			// An import was applied on the controller; this node's copy
+			// must show it too.
+			err = rm.waitFor("the metadata this node followed before, and its imports", func() bool {
 				v := rm.o.Node.View()
-				for _, t := range rm.b.topicList() {
+				if v.Index < floor {
+					return false
+				}
+				for _, t := range imported {
 					if ct, ok := v.Topics[t.name]; !ok || ct.ID != t.id {
 						return false
 					}
@@ -187,6 +200,31 @@ func (rm *replicaManager) settle() {
 	}
 }
 
+// reconciledFile, in the data directory, holds the metadata index the
+// node's local topics last followed completely (see settle).
+const reconciledFile = "cluster-reconciled"
+
+func (rm *replicaManager) loadReconciled() uint64 {
+	raw, err := os.ReadFile(filepath.Join(rm.b.opts.Dir, reconciledFile))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64)
+	return n
+}
+
+// saveReconciled records index as followed, when it moved (a small
+// atomic write per metadata change the topics followed).
+func (rm *replicaManager) saveReconciled(index uint64) {
+	if index <= rm.reconciled.Load() {
+		return
+	}
+	rm.reconciled.Store(index)
+	if err := fileutil.WriteFileAtomic(filepath.Join(rm.b.opts.Dir, reconciledFile), []byte(strconv.FormatUint(index, 10)+"\n"), 0o644); err != nil {
+		rm.log.Warn("record the metadata index the topics follow", "err", err)
+	}
+}
+
 // topicsPass makes the local topics the metadata's and follows the
 // controller's seat (bucket topic records), then
 // kicks the roles loop: new topics have partitions to give roles.
@@ -196,8 +234,8 @@ func (rm *replicaManager) topicsPass() {
 		rm.b.store.SetTopicWriter(rm.o.Node.IsLeader())
 	}
 	v := rm.o.Node.View()
-	if rm.reconcileTopics(v) {
-		rm.reconciled.Store(v.Index)
+	if rm.reconcileTopics(v) && rm.settled.Load() {
+		rm.saveReconciled(v.Index)
 	}
 	select {
 	case rm.kick <- struct{}{}:

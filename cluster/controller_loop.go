@@ -59,11 +59,12 @@ type Controller struct {
 	info    map[int32]NodeInfo  // addresses the node's heartbeats carry
 	retired map[int32]bool      // dead until the node heartbeats again
 	// incarnation is each node's process incarnation as its heartbeats
-	// carry it; restarted marks a node whose incarnation changed (a new
-	// process, perhaps on a wiped disk): dead until it leads no partition
-	// and is in no ISR that has another alive member (see evaluate).
+	// carry it. One that differs from the incarnation the state admitted
+	// is a restarted node (a new process, perhaps on a wiped disk): dead
+	// until it leads no partition and is in no ISR that has another alive
+	// member, when the controller admits the new incarnation (in the
+	// state, so every later controller knows it was dealt with).
 	incarnation map[int32]uint64
-	restarted   map[int32]bool
 	reconciled  map[int32]uint64 // per node, from its heartbeats (Beat.Reconciled)
 	forward     func(context.Context, NodeInfo, Command) error
 	leading     bool      // the loop saw this node lead at its last evaluation
@@ -94,7 +95,7 @@ func StartController(o ControllerOptions) *Controller {
 	c := &Controller{
 		o: o, n: o.Node, log: o.Logger.With("controller", o.Self.ID),
 		heard: map[int32]time.Time{}, info: map[int32]NodeInfo{}, retired: map[int32]bool{},
-		incarnation: map[int32]uint64{}, restarted: map[int32]bool{}, reconciled: map[int32]uint64{},
+		incarnation: map[int32]uint64{}, reconciled: map[int32]uint64{},
 		done: make(chan struct{}),
 		leaderChanges: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "tierlog_cluster_leader_changes_total",
@@ -150,12 +151,8 @@ func (c *Controller) Heartbeat(b Beat, now time.Time) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.reconciled[info.ID] = max(c.reconciled[info.ID], b.Reconciled)
-	if prev, ok := c.incarnation[info.ID]; ok && prev != incarnation && info.ID != c.o.Self.ID {
-		// A new process: its log may be shorter than what its ISR
-		// membership promised (a wiped disk, unflushed writes lost), so
-		// it must not lead or count as in sync until it caught up again.
-		c.restarted[info.ID] = true
+	c.reconciled[info.ID] = b.Reconciled
+	if prev, ok := c.incarnation[info.ID]; ok && prev != incarnation {
 		c.log.Info("node restarted: out of every ISR and leadership before it counts as alive", "node", info.ID)
 	}
 	c.incarnation[info.ID] = incarnation
@@ -170,34 +167,44 @@ func (c *Controller) Heartbeat(b Beat, now time.Time) {
 // this node's controller sees it; this node is in it at the current time.
 // Retired nodes are left out until they heartbeat again.
 func (c *Controller) Alive() map[int32]time.Time {
+	s := c.n.View()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[int32]time.Time, len(c.heard)+1)
 	for id, t := range c.heard {
-		if !c.retired[id] && !c.restarted[id] {
+		if !c.retired[id] && !c.restartedLocked(s, id) {
 			out[id] = t
 		}
 	}
-	if !c.retired[c.o.Self.ID] {
+	if !c.retired[c.o.Self.ID] && !c.restartedLocked(s, c.o.Self.ID) {
 		out[c.o.Self.ID] = time.Now()
 	}
 	return out
 }
 
+// restartedLocked says whether node id's heartbeats carry an incarnation
+// other than the one the state admitted (c.mu held).
+func (c *Controller) restartedLocked(s *State, id int32) bool {
+	inc, heard := c.incarnation[id]
+	admitted := s.Nodes[id].Incarnation
+	return heard && admitted != 0 && admitted != inc
+}
+
 // aliveAt returns the liveness test for one evaluation at now.
 func (c *Controller) aliveAt(now time.Time) func(int32) bool {
+	s := c.n.View()
 	c.mu.Lock()
 	heard := make(map[int32]time.Time, len(c.heard))
 	for id, t := range c.heard {
-		if !c.retired[id] && !c.restarted[id] {
+		if !c.retired[id] && !c.restartedLocked(s, id) {
 			heard[id] = t
 		}
 	}
-	selfRetired := c.retired[c.o.Self.ID]
+	selfOut := c.retired[c.o.Self.ID] || c.restartedLocked(s, c.o.Self.ID)
 	c.mu.Unlock()
 	return func(id int32) bool {
 		if id == c.o.Self.ID {
-			return !selfRetired
+			return !selfOut
 		}
 		t, ok := heard[id]
 		return ok && now.Sub(t) < c.o.SessionTimeout
@@ -259,12 +266,12 @@ func (c *Controller) evaluate(ctx context.Context) {
 		c.log.Info("became the cluster controller", "nodes", len(s.Nodes), "grace_for_unheard", c.o.SessionTimeout)
 	}
 	var register []NodeInfo
-	if s.Nodes[c.o.Self.ID] != c.o.Self {
-		register = append(register, c.o.Self)
+	if want := c.registration(s, c.o.Self); s.Nodes[c.o.Self.ID] != want {
+		register = append(register, want)
 	}
 	for id, info := range c.info {
-		if id != c.o.Self.ID && info.RaftAddr != "" && s.Nodes[id] != info {
-			register = append(register, info)
+		if want := c.registration(s, info); id != c.o.Self.ID && info.RaftAddr != "" && s.Nodes[id] != want {
+			register = append(register, want)
 		}
 	}
 	leaderSince := c.leaderSince
@@ -329,7 +336,7 @@ func (c *Controller) evaluate(ctx context.Context) {
 		c.log.Log(ctx, lv, "partition leader changed", "topic", sl.Topic, "partition", sl.Partition,
 			"from", old.Leader, "to", sl.Leader, "epoch", sl.LeaderEpoch+1, "kind", kind, "isr", old.ISR)
 	}
-	c.readmitRestarted(s, alive)
+	c.readmitRestarted(ctx, s, alive)
 	for _, cmd := range ShrinkDead(s, alive) {
 		ch := cmd.ShrinkISR
 		if err := c.apply(ctx, cmd); err != nil {
@@ -358,15 +365,32 @@ func newClusterID() string {
 // SessionTimeout is how long a node may go unheard before it is dead.
 func (c *Controller) SessionTimeout() time.Duration { return c.o.SessionTimeout }
 
-// readmitRestarted counts a restarted node as alive again once the state
-// shows it leads no partition and is in no ISR that has another alive
-// member (Failover and ShrinkDead saw it dead until then). Where it is the
-// only in-sync replica left it comes back as what it is: the partition's
-// best copy, elected at a new epoch.
-func (c *Controller) readmitRestarted(s *State, alive func(int32) bool) {
+// registration is the record of a node the state should hold: its
+// addresses, and the incarnation the state admitted (its current one when
+// it is registered for the first time; a restart's new one only through
+// readmitRestarted).
+// c.mu held.
+func (c *Controller) registration(s *State, info NodeInfo) NodeInfo {
+	if cur, ok := s.Nodes[info.ID]; ok && cur.Incarnation != 0 {
+		info.Incarnation = cur.Incarnation
+	} else {
+		info.Incarnation = c.incarnation[info.ID]
+	}
+	return info
+}
+
+// readmitRestarted admits a restarted node's new incarnation (and so
+// counts it alive again) once the state shows it leads no partition and
+// is in no ISR that has another alive member (Failover and ShrinkDead saw
+// it dead until then). Where it is the only in-sync replica left it comes
+// back as what it is: the partition's best copy, elected at a new epoch.
+func (c *Controller) readmitRestarted(ctx context.Context, s *State, alive func(int32) bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id := range c.restarted {
+	var admit []NodeInfo
+	for id, n := range s.Nodes {
+		if !c.restartedLocked(s, id) {
+			continue
+		}
 		clear := true
 		for _, t := range s.Topics {
 			for _, p := range t.Partitions {
@@ -376,9 +400,17 @@ func (c *Controller) readmitRestarted(s *State, alive func(int32) bool) {
 			}
 		}
 		if clear {
-			delete(c.restarted, id)
-			c.log.Info("restarted node counts as alive again", "node", id)
+			n.Incarnation = c.incarnation[id]
+			admit = append(admit, n)
 		}
+	}
+	c.mu.Unlock()
+	for _, n := range admit {
+		if err := c.apply(ctx, Command{RegisterNode: &RegisterNode{Node: n}}); err != nil {
+			c.log.Warn("admit a restarted node", "node", n.ID, "err", err)
+			continue
+		}
+		c.log.Info("restarted node counts as alive again", "node", n.ID)
 	}
 }
 

@@ -28,7 +28,7 @@ type ctlCluster struct {
 	ctls      map[int32]*Controller
 	regs      map[int32]*prometheus.Registry
 	up        map[int32]bool
-	inc       map[int32]uint64 // each node's process incarnation (0 until restarted)
+	inc       map[int32]uint64 // each node's process incarnation (1 until restarted)
 	forwarded []NodeInfo       // leaders that forwarded commands were sent to
 }
 
@@ -46,7 +46,7 @@ func newCtlCluster(t *testing.T, session time.Duration, unclean func(string) boo
 		ctl := StartController(ControllerOptions{Node: n, Self: c.info(id), SessionTimeout: session,
 			Tick: 50 * time.Millisecond, Unclean: unclean, Registerer: reg})
 		ctl.SetForwarder(c.forward)
-		c.ctls[id], c.regs[id], c.up[id] = ctl, reg, true
+		c.ctls[id], c.regs[id], c.up[id], c.inc[id] = ctl, reg, true, 1
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -154,7 +154,9 @@ func (c *ctlCluster) registered() {
 	testutil.Eventually(c.t, wait, func() bool {
 		s := c.leader().State()
 		for id := range c.nodes {
-			if s.Nodes[id] != c.info(id) {
+			got := s.Nodes[id]
+			got.Incarnation = 0 // the controller records it; addresses are the test's
+			if got != c.info(id) {
 				return false
 			}
 		}
@@ -412,8 +414,10 @@ func TestControllerProposeFromFollower(t *testing.T) {
 	c.mu.Lock()
 	sent := slices.Clone(c.forwarded)
 	c.mu.Unlock()
-	if len(sent) != 1 || sent[0] != c.info(leader) {
-		t.Fatalf("forwarded to %+v, want %+v", sent, c.info(leader))
+	want := c.info(leader)
+	want.Incarnation = c.inc[leader] // as the controller registered it
+	if len(sent) != 1 || sent[0] != want {
+		t.Fatalf("forwarded to %+v, want %+v", sent, want)
 	}
 	if _, ok := c.leader().State().Topics["x"]; !ok {
 		t.Fatal("forwarded create not applied")

@@ -18,6 +18,11 @@ type NodeInfo struct {
 	RaftAddr  string `json:"raft_addr"`
 	GRPCAddr  string `json:"grpc_addr,omitempty"`
 	KafkaAddr string `json:"kafka_addr,omitempty"`
+	// Incarnation is the node's process incarnation the controller last
+	// admitted (0: not recorded). A node whose heartbeats carry another
+	// one restarted since: it leads nothing and is in no ISR until the
+	// controller admits the new one (cluster/controller_loop.go).
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // Partition is one partition's replication metadata.

@@ -194,7 +194,8 @@ func (c *Coordinator) DropTopics(keep func(topic string) bool) error {
 	return wait()
 }
 
-// Load replaces every committed offset with offsets, durably, without
+// Load replaces every committed offset with what read returns, durably,
+// without
 // replicating them: a node that becomes a cluster's group coordinator
 // takes the cluster's copy (Options.Replicate). Groups' members and
 // generations are not part of it: members rejoin, as they do when Kafka's
@@ -204,10 +205,10 @@ func (c *Coordinator) DropTopics(keep func(topic string) bool) error {
 // seat are dropped (their pending joins and syncs answered NOT_COORDINATOR),
 // and commits still queued from then fail: another coordinator may have
 // moved the groups on meanwhile.
-func (c *Coordinator) Load(offsets []OffsetOf) error {
+func (c *Coordinator) Load(read func() []OffsetOf) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return ErrUnavailable
 	}
 	for _, g := range c.groups {
@@ -218,12 +219,18 @@ func (c *Coordinator) Load(offsets []OffsetOf) error {
 		}
 	}
 	c.groups = map[string]*group{}
-	if err := c.store.load(offsets); err != nil {
+	c.mu.Unlock()
+	// Not under c.mu: load waits for a replication in flight (a Raft round
+	// trip). Group requests are refused until the caller says it
+	// coordinates, after this returns.
+	if err := c.store.load(read); err != nil {
 		return err
 	}
 	// As at open: the loaded groups have no members here; their offsets'
 	// retention counts from now.
 	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.emptySince = map[string]time.Time{}
 	for _, id := range c.store.groupIDs() {
 		c.emptySince[id] = now

@@ -43,7 +43,9 @@ func TestReplicateAndLoad(t *testing.T) {
 	refuse, got = nil, nil
 	mu.Unlock()
 
-	if err := c.Load([]OffsetOf{{Group: "h", PartitionOffset: PartitionOffset{Topic: "t", Partition: 3, Offset: Offset{Offset: 42}}}}); err != nil {
+	if err := c.Load(func() []OffsetOf {
+		return []OffsetOf{{Group: "h", PartitionOffset: PartitionOffset{Topic: "t", Partition: 3, Offset: Offset{Offset: 42}}}}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if offsetOf(c, "g", 0) != -1 || offsetOf(c, "h", 3) != 42 {

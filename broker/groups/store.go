@@ -459,11 +459,14 @@ func (s *store) replError(seq uint64) error {
 	return nil
 }
 
-// load replaces every offset with offsets (the cluster's copy, for a node
-// that becomes the coordinator), durably, without replicating them.
-func (s *store) load(offsets []OffsetOf) error {
+// load replaces every offset with what read returns (the cluster's copy,
+// for a node that becomes the coordinator), durably, without replicating
+// them. read is called once every replication in flight has ended (under
+// syncMu), so a batch acknowledged as replicated is in the copy.
+func (s *store) load(read func() []OffsetOf) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
+	offsets := read()
 	s.mu.Lock()
 	if s.failed != nil {
 		err := s.failed
