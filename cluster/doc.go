@@ -63,6 +63,11 @@
 // that becomes Raft leader judges each by its last beat; only a node it
 // never heard from gets SessionTimeout from that moment before failing it
 // over. Dead in-sync replicas of live leaders leave the ISR (ShrinkDead).
+// Heartbeats carry the node's process incarnation (random per start); the
+// state records the one the controller admitted. A node whose beats carry
+// another restarted (perhaps on a wiped disk): it counts as dead - out of
+// every leadership and ISR - until the controller admits the new
+// incarnation, which any later controller then knows.
 // Every Tick (200 ms), and on every state or Raft leader change, the
 // leader registers itself (Self) and any node whose heartbeats carry
 // addresses the state lacks, then applies Failover: partitions of dead
