@@ -560,32 +560,15 @@ func (b *Broker) PickPartition(name string, key []byte) (int32, error) {
 	return int32((t.rr.Add(1) - 1) % uint32(n)), nil
 }
 
-// Append appends one batch to a partition; see hot.Log.Append for what the
-// result promises.
+// Append appends one batch to a partition and waits for the flush
+// policy's promise (acks=1 in a cluster: the leader's); see hot.Log.Append
+// for what the result promises. Front ends that pipeline use AppendAcks.
 func (b *Broker) Append(name string, partition int32, batch []byte) (hot.AppendResult, error) {
-	p, err := b.Partition(name, partition)
+	pa, _, err := b.AppendAcks(name, partition, batch, 1)
 	if err != nil {
 		return hot.AppendResult{}, err
 	}
-	if err := b.CheckLeader(name, partition); err != nil {
-		return hot.AppendResult{}, err
-	}
-	return p.Append(batch)
-}
-
-// AppendDeferred writes one batch to a partition without waiting for the
-// flush policy's promise: see hot.Log.AppendDeferred. A front end serving
-// one connection's requests in order calls it in request order (producer
-// sequences are checked in that order) and waits afterwards.
-func (b *Broker) AppendDeferred(name string, partition int32, batch []byte) (*hot.PendingAppend, error) {
-	p, err := b.Partition(name, partition)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.CheckLeader(name, partition); err != nil {
-		return nil, err
-	}
-	return p.AppendDeferred(batch)
+	return pa.Wait()
 }
 
 // Fetch reads whole batches from the batch containing offset, from the hot

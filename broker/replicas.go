@@ -416,8 +416,11 @@ func (rm *replicaManager) close() {
 	rm.wg.Wait()
 }
 
-// AppendAcks is AppendDeferred for a producer asking for acks (0, 1, or -1
-// for all). In a cluster only the leader appends (*NotLeaderError
+// AppendAcks writes one batch to a partition for a producer asking for
+// acks (0, 1, or -1 for all), without waiting for the flush policy's
+// promise (see hot.Log.AppendDeferred: a front end serving one
+// connection's requests in order calls it in request order, so producer
+// sequences are checked in that order, and waits afterwards). In a cluster only the leader appends (*NotLeaderError
 // elsewhere), and acks=-1 is refused with ErrNotEnoughReplicas, before
 // anything is written, while the ISR is smaller than min.insync.replicas.
 // It returns the leader epoch the batch was written at; after the
