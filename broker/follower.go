@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/tierlog/tierlog/hot"
@@ -65,15 +66,12 @@ func (rm *replicaManager) followError(ctx context.Context, k partKey, r *role, w
 	if ctx.Err() != nil {
 		return
 	}
-	level := "debug"
+	level := slog.LevelDebug // a leader change makes a few failures normal
 	if b.n >= 3 {
-		level = "warn"
+		level = slog.LevelWarn
 	}
-	if level == "warn" {
-		rm.log.Warn("replica fetch failed; retrying", "topic", k.topic, "partition", k.partition, "leader", r.leader, "epoch", r.epoch, "step", what, "err", err)
-	} else {
-		rm.log.Debug("replica fetch failed; retrying", "topic", k.topic, "partition", k.partition, "leader", r.leader, "epoch", r.epoch, "step", what, "err", err)
-	}
+	rm.log.Log(ctx, level, "replica fetch failed; retrying", "topic", k.topic, "partition", k.partition,
+		"leader", r.leader, "epoch", r.epoch, "step", what, "err", err)
 	b.wait(ctx)
 }
 
