@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 )
 
 // The controller's decisions as pure functions of the state, so they are
@@ -74,12 +75,14 @@ func Failover(s *State, alive func(int32) bool, unclean func(topic string) bool)
 	slices.Sort(names)
 	var cmds []Command
 	for _, name := range names {
-		uncleanOK := unclean != nil && unclean(name)
+		// Asked only for a partition that needs a leader: the callback
+		// parses the topic's config.
+		uncleanOK := sync.OnceValue(func() bool { return unclean != nil && unclean(name) })
 		for i, p := range s.Topics[name].Partitions {
 			if p.Leader != NoLeader && alive(p.Leader) {
 				continue
 			}
-			leader, clean, err := ElectLeader(p, alive, uncleanOK)
+			leader, clean, err := ElectLeader(p, alive, uncleanOK())
 			if err != nil && p.Leader == NoLeader {
 				continue // still offline; no epoch bump for nothing
 			}

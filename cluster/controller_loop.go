@@ -44,11 +44,11 @@ type ControllerOptions struct {
 // replica (Failover), registers nodes, and carries out requests forwarded
 // from other nodes (Propose).
 //
-// Liveness: this node is always alive; another node is alive while it was
-// heard from within SessionTimeout. A node that becomes Raft leader has no
-// history, so it gives every registered node SessionTimeout from that
-// moment: a failover right after a controller change waits up to one
-// session, rather than taking every node for dead.
+// Liveness: this node is alive unless retired or restarted; another node
+// is alive while it was heard from within SessionTimeout. Every node hears
+// every node's heartbeats, so a node that becomes Raft leader judges each
+// by its last beat; only a node it never heard from gets SessionTimeout
+// from that moment.
 type Controller struct {
 	o   ControllerOptions
 	n   *Node
@@ -129,12 +129,6 @@ func (c *Controller) Close() {
 	})
 }
 
-// Heartbeat records that node info.ID is alive at now. Any node's
-// controller takes heartbeats; only the Raft leader's acts on them. A
-// retired or dead node that heartbeats is simply alive again; taking it
-// back into a partition's ISR is that partition leader's business. The
-// addresses in info are registered by the leader when they differ from the
-// state.
 // Beat is one heartbeat: who sends it, which process of it (Incarnation,
 // random per start), and how far its local topics follow the metadata
 // (Reconciled: the State index its last complete reconcile pass saw).
@@ -144,6 +138,12 @@ type Beat struct {
 	Reconciled  uint64
 }
 
+// Heartbeat records that node b.Node.ID is alive at now. Any node's
+// controller takes heartbeats; only the Raft leader's acts on them. A
+// retired or dead node that heartbeats is simply alive again (a restarted
+// one once admitted); taking it back into a partition's ISR is that
+// partition leader's business. The addresses in b.Node are registered by
+// the leader when they differ from the state.
 func (c *Controller) Heartbeat(b Beat, now time.Time) {
 	info, incarnation := b.Node, b.Incarnation
 	if info.ID < 0 {
@@ -248,7 +248,7 @@ func (c *Controller) evaluate(ctx context.Context) {
 		return
 	}
 	now := time.Now()
-	s := c.n.State()
+	s := c.n.View()
 	c.mu.Lock()
 	if !c.leading {
 		c.leading = true

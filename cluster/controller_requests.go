@@ -47,7 +47,7 @@ func (c *Controller) Propose(ctx context.Context, cmd Command) error {
 	if id < 0 || id == c.o.Self.ID || fwd == nil {
 		return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
 	}
-	info, ok := c.n.State().Nodes[id]
+	info, ok := c.n.View().Nodes[id]
 	if !ok {
 		info = NodeInfo{ID: id, RaftAddr: addr}
 	}
@@ -98,7 +98,7 @@ func (c *Controller) AddPartitions(ctx context.Context, name string, total int32
 func (c *Controller) assignAndApply(ctx context.Context, cmd Command) error {
 	c.assignMu.Lock()
 	defer c.assignMu.Unlock()
-	s := c.n.State()
+	s := c.n.View()
 	alive := c.aliveAt(time.Now())
 	var nodes []int32
 	for id := range s.Nodes {
@@ -168,7 +168,7 @@ func (c *Controller) retire(ctx context.Context, id int32) error {
 	// A round can meet a failover or ISR change of the same partition
 	// (ErrStaleEpoch); it is decided again from the new state.
 	for range 10 {
-		s := c.n.State()
+		s := c.n.View()
 		alive := c.aliveAt(time.Now())
 		var stuck []string
 		again := false

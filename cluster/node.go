@@ -341,8 +341,7 @@ func (n *Node) WaitCaughtUp(ctx context.Context) error {
 				return nil
 			}
 		} else if id, _ := n.Leader(); id >= 0 && time.Since(n.raft.LastContact()) < 2*time.Second {
-			commit, err := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
-			if err == nil && commit > 0 && n.raft.AppliedIndex() >= commit {
+			if commit := n.raft.CommitIndex(); commit > 0 && n.raft.AppliedIndex() >= commit {
 				return nil
 			}
 		}

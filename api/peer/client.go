@@ -143,9 +143,9 @@ func (c *Client) Forward(ctx context.Context, leader cluster.NodeInfo, cmd clust
 
 // Heartbeats tells every node every interval that self is alive, until
 // ctx ends: the controller, and the nodes that may become controller (so
-// they know when each node was last heard, see cluster.Controller). A
-// node not yet registered (its first beats) reaches the controller, which
-// registers it, through the Raft leader's address.
+// they know when each node was last heard, see cluster.Controller). Beats
+// go to registered nodes; the controller registers itself, then the
+// others from their beats.
 func (c *Client) Heartbeats(ctx context.Context, ctl *cluster.Controller, self cluster.NodeInfo, interval time.Duration, logger *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -200,6 +200,9 @@ func (c *Client) heartbeat(ctx context.Context, self cluster.NodeInfo, timeout t
 	for id, addr := range targets {
 		p, err := c.dial(id, addr)
 		if err != nil {
+			if id == leader {
+				leaderErr = err
+			}
 			continue
 		}
 		wg.Go(func() {
@@ -240,10 +243,7 @@ func decodeError(code tierlogv1.ReplicaError, msg string, leader int32, topic st
 	case tierlogv1.ReplicaError_REPLICA_ERROR_UNKNOWN_PARTITION:
 		return fmt.Errorf("%w: %s", broker.ErrUnknownTopic, msg)
 	case tierlogv1.ReplicaError_REPLICA_ERROR_REFUSED:
-		if err := cluster.ParseRefusal(msg); err != nil {
-			return err
-		}
-		return errors.New(msg)
+		return cluster.ParseRefusal(msg)
 	}
 	return fmt.Errorf("peer: %s", msg)
 }

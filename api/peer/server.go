@@ -129,7 +129,7 @@ func encodeError(err error) (tierlogv1.ReplicaError, string, int32) {
 		return tierlogv1.ReplicaError_REPLICA_ERROR_OFFSET_OUT_OF_RANGE, err.Error(), 0
 	case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrInvalidPartition):
 		return tierlogv1.ReplicaError_REPLICA_ERROR_UNKNOWN_PARTITION, err.Error(), 0
-	case cluster.ParseRefusal(err.Error()) != nil:
+	case cluster.IsRefusal(err):
 		return tierlogv1.ReplicaError_REPLICA_ERROR_REFUSED, err.Error(), 0
 	}
 	return tierlogv1.ReplicaError_REPLICA_ERROR_UNAVAILABLE, err.Error(), 0

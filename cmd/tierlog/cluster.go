@@ -23,7 +23,7 @@ import (
 )
 
 // heartbeatInterval is how often a node tells the controller it is alive;
-// session_timeout (default 3 s) is many of them, so a few lost beats do
+// session_timeout (default 2 s) is many of them, so a few lost beats do
 // not move leadership.
 const heartbeatInterval = 200 * time.Millisecond
 
@@ -199,6 +199,7 @@ func (c *clusterNode) retire(timeout time.Duration) {
 // broker closed).
 func (c *clusterNode) close() {
 	c.stopHeartbeats()
+	c.closeListeners() // if serve never got to serve on them (the broker failed to open)
 	c.ctl.Close()
 	if err := c.node.Close(); err != nil {
 		c.logger.Warn("close cluster node", "err", err)
