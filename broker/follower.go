@@ -92,7 +92,7 @@ func (rm *replicaManager) truncateToLeader(ctx context.Context, k partKey, log *
 		return err
 	}
 	end := log.LogEndOffset()
-	cut := end
+	var cut int64
 	switch {
 	case ans.Epoch < 0 || ans.End < 0:
 		// The leader holds none of this replica's epochs: nothing here is

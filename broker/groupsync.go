@@ -22,6 +22,13 @@ const groupReplicateTimeout = 10 * time.Second
 
 // replicateGroupOffsets commits a batch of offset changes to the Raft log.
 func (b *Broker) replicateGroupOffsets(offs []groups.OffsetOf) error {
+	if b.rm == nil {
+		// Open's own clean-ups (offsets of topics gone from disk, a
+		// restore's revision): local only. The node serves no group
+		// request before it loads the cluster's copy as coordinator, and
+		// the metadata drops a deleted topic's offsets itself.
+		return nil
+	}
 	out := make([]cluster.GroupOffset, len(offs))
 	for i, o := range offs {
 		g := cluster.GroupOffset{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset.Offset,

@@ -170,10 +170,10 @@ func (rm *replicaManager) reconcileTopics(s *cluster.State) (ok bool) {
 			}
 		}
 		have := t.settings.Load().overrides
-		if !maps.Equal(have, ct.Config) && !(len(have) == 0 && len(ct.Config) == 0) {
+		if !maps.Equal(have, ct.Config) {
 			var del []string
 			for k := range have {
-				if _, ok := ct.Config[k]; !ok {
+				if _, kept := ct.Config[k]; !kept {
 					del = append(del, k)
 				}
 			}
@@ -300,14 +300,11 @@ func (rm *replicaManager) alterTopic(name string, set map[string]string, del []s
 }
 
 func (rm *replicaManager) addPartitions(name string, total int32) (TopicInfo, error) {
-	ctx, cancel := context.WithTimeout(rm.ctx, proposeTimeout)
-	err := rm.o.Controller.AddPartitions(ctx, name, total)
-	cancel()
-	if err != nil {
+	if err := rm.propose(cluster.Command{AddPartitions: &cluster.AddPartitions{Name: name, Total: total}}); err != nil {
 		return TopicInfo{}, err
 	}
 	var info TopicInfo
-	err = rm.waitFor("add partitions to "+name, func() bool {
+	err := rm.waitFor("add partitions to "+name, func() bool {
 		t, err := rm.b.topic(name)
 		if err != nil || int32(len(t.partitions())) < total {
 			return false

@@ -44,7 +44,12 @@ func (c *replCollector) Collect(ch chan<- prometheus.Metric) {
 		var lag int64
 		inSync := 0
 		for _, r := range p.Replicas {
-			lag = max(lag, p.LogEnd-r.LogEnd)
+			if r.LogEnd < 0 {
+				// Not fetched from this leader yet: all of the local log.
+				lag = max(lag, p.LogEnd-p.LogStart)
+			} else {
+				lag = max(lag, p.LogEnd-r.LogEnd)
+			}
 			if r.InSync {
 				inSync++
 			}

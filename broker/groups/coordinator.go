@@ -201,6 +201,19 @@ func (c *Coordinator) expireOffsets() {
 	c.log.Info("expired committed offsets deleted", "offsets", len(es), "retention", c.opts.OffsetsRetention)
 }
 
+// dropGroupsLocked forgets every group's members, answering their pending
+// joins and syncs with err. c.mu is held.
+func (c *Coordinator) dropGroupsLocked(err error) {
+	for _, g := range c.groups {
+		g.stopTimers()
+		for _, m := range g.members {
+			m.answer(err)
+			m.timer.Stop()
+		}
+	}
+	c.groups = map[string]*group{}
+}
+
 // Close answers every waiting join and sync with ErrUnavailable, stops
 // the timers and closes the offset log.
 func (c *Coordinator) Close() error {
@@ -210,13 +223,7 @@ func (c *Coordinator) Close() error {
 		return nil
 	}
 	c.closed = true
-	for _, g := range c.groups {
-		g.stopTimers()
-		for _, m := range g.members {
-			m.answer(ErrUnavailable)
-			m.timer.Stop()
-		}
-	}
+	c.dropGroupsLocked(ErrUnavailable)
 	c.groups = nil
 	c.mu.Unlock()
 	close(c.stop)

@@ -195,8 +195,7 @@ func (c *Coordinator) DropTopics(keep func(topic string) bool) error {
 }
 
 // Load replaces every committed offset with what read returns, durably,
-// without
-// replicating them: a node that becomes a cluster's group coordinator
+// without replicating them: a node that becomes a cluster's group coordinator
 // takes the cluster's copy (Options.Replicate). Groups' members and
 // generations are not part of it: members rejoin, as they do when Kafka's
 // coordinator moves.
@@ -211,14 +210,7 @@ func (c *Coordinator) Load(read func() []OffsetOf) error {
 		c.mu.Unlock()
 		return ErrUnavailable
 	}
-	for _, g := range c.groups {
-		g.stopTimers()
-		for _, m := range g.members {
-			m.answer(ErrNotCoordinator)
-			m.timer.Stop()
-		}
-	}
-	c.groups = map[string]*group{}
+	c.dropGroupsLocked(ErrNotCoordinator)
 	c.mu.Unlock()
 	// Not under c.mu: load waits for a replication in flight (a Raft round
 	// trip). Group requests are refused until the caller says it
