@@ -401,7 +401,7 @@ func (b *Broker) openPartitions(ctx context.Context, t *topic, from, to int32, c
 		po := b.partitionOptions(name, p, cfg)
 		// A replicated partition's readers see only what every in-sync
 		// replica holds (the high watermark), not its log end.
-		po.HotOptions.Replicated = t.rf > 1
+		po.HotOptions.Replicated = t.rf > 1 && b.opts.Cluster != nil
 		po.New = isNew
 		part, err := tiering.OpenPartition(ctx, po)
 		if err != nil {
@@ -476,11 +476,14 @@ type TopicInfo struct {
 	Config     map[string]string
 	// Overrides are the keys the topic sets itself.
 	Overrides map[string]string
+	// ReplicationFactor is the replicas of each partition (1 on a single
+	// node).
+	ReplicationFactor int
 }
 
 func (t *topic) info() TopicInfo {
 	st := t.settings.Load()
-	ti := TopicInfo{Name: t.name, Config: st.cfg.Map(), Overrides: maps.Clone(st.overrides)}
+	ti := TopicInfo{Name: t.name, Config: st.cfg.Map(), Overrides: maps.Clone(st.overrides), ReplicationFactor: max(t.rf, 1)}
 	for p, part := range t.partitions() {
 		pi := PartitionInfo{Partition: int32(p), StartOffset: part.StartOffset(), EndOffset: part.EndOffset(),
 			LeaderEpoch: part.Log().LeaderEpoch()}

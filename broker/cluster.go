@@ -169,6 +169,19 @@ func (b *Broker) Nodes() []Node {
 	return out
 }
 
+// DefaultReplicationFactor is what a topic created without one gets: the
+// setting, else the smaller of 3 and the number of nodes (1 on a single
+// node).
+func (b *Broker) DefaultReplicationFactor() int {
+	if b.rm == nil {
+		return 1
+	}
+	if rf := b.rm.o.DefaultReplicationFactor; rf > 0 {
+		return rf
+	}
+	return min(3, b.rm.o.Node.Voters())
+}
+
 // Voters is the number of nodes of the cluster (1 for a single node).
 func (b *Broker) Voters() int {
 	if b.rm == nil {

@@ -205,10 +205,7 @@ func (rm *replicaManager) createTopic(name string, partitions int32, rf int, con
 	// registrations may lag the controller's (a node that just started).
 	nodes := rm.o.Node.Voters()
 	if rf <= 0 {
-		rf = rm.o.DefaultReplicationFactor
-		if rf <= 0 {
-			rf = min(3, nodes)
-		}
+		rf = rm.b.DefaultReplicationFactor()
 	}
 	if rf > nodes {
 		return TopicInfo{}, fmt.Errorf("%w: %d replicas asked, the cluster has %d nodes", ErrInvalidReplication, rf, nodes)

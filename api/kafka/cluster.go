@@ -7,9 +7,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// describeCluster describes the cluster of one: this node is the only
-// broker and the controller, the cluster id is the data directory's. The
-// node has no separate controller endpoint (v1's endpoint type 2).
+// describeCluster describes the brokers (this node alone, or the cluster's
+// nodes), the controller and the cluster id. There is no separate
+// controller endpoint (v1's endpoint type 2).
 func (s *Server) describeCluster(_ *clientConn, req *kmsg.DescribeClusterRequest) reply {
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
 	resp.EndpointType = req.EndpointType

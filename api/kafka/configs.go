@@ -149,7 +149,7 @@ func (s *Server) brokerConfigEntries(name string) ([]configEntry, error) {
 		static("auto.create.topics.enable", strconv.FormatBool(s.opts.AutoCreateTopics)),
 		static("broker.id", strconv.Itoa(int(s.opts.NodeID))),
 		static("connections.max.idle.ms", strconv.FormatInt(s.opts.IdleTimeout.Milliseconds(), 10)),
-		static("default.replication.factor", "1"),
+		static("default.replication.factor", strconv.Itoa(s.b.DefaultReplicationFactor())),
 		static("num.partitions", strconv.Itoa(int(s.opts.NumPartitions))),
 		static("socket.request.max.bytes", strconv.Itoa(int(s.opts.MaxRequestBytes))),
 	}, nil

@@ -164,7 +164,6 @@ func (c *clientConn) clientHost() string {
 	return "/" + host
 }
 
-// groupErrorCode maps the coordinator's errors.
 // notCoordinator refuses group requests on a cluster node that does not
 // coordinate the groups: the clients find the coordinator again.
 func (s *Server) notCoordinator() error {
@@ -174,6 +173,7 @@ func (s *Server) notCoordinator() error {
 	return groups.ErrNotCoordinator
 }
 
+// groupErrorCode maps the coordinator's errors.
 func groupErrorCode(err error) (int16, bool) {
 	for _, m := range []struct {
 		err  error

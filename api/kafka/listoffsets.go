@@ -16,7 +16,7 @@ import (
 // advertise). Per partition, Timestamp asks for:
 //
 //	-2 (earliest)  the log start, the bucket's history included
-//	-1 (latest)    the log end (the high watermark: one node)
+//	-1 (latest)    the high watermark (a single node's: its log end)
 //	-3 (max, v7+)  the first record with the partition's largest timestamp
 //	t >= 0         the first record with a timestamp >= t, looked up in the
 //	               tiered segments and the hot log (broker.OffsetForTime),

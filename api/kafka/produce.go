@@ -47,9 +47,11 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 		topic string
 		pa    *hot.PendingAppend
 		epoch int32 // the leader epoch it was written at
+		// replicate: acks=all on a replicated topic waits for its ISR.
+		replicate bool
 	}
 	var waits []waiting
-	failed, mustWait := false, false
+	failed, mustWait, replicate := false, false, false
 	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
 	for i, rt := range req.Topics {
 		t := &resp.Topics[i]
@@ -70,7 +72,9 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 				setProduceError(req.Version, pr, err)
 				continue
 			}
-			waits = append(waits, waiting{pr: pr, topic: rt.Topic, pa: pa, epoch: epoch})
+			w := waiting{pr: pr, topic: rt.Topic, pa: pa, epoch: epoch, replicate: req.Acks == -1 && s.b.Replicated(rt.Topic)}
+			waits = append(waits, w)
+			replicate = replicate || w.replicate
 			mustWait = mustWait || pa.MustWait()
 		}
 	}
@@ -91,16 +95,17 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 	// from the socket) are written already, and a request held until its
 	// fsync would keep up to pipelineDepth frames per connection alive.
 	version := req.Version
-	replicate := req.Acks == -1 && s.b.Clustered()
 	timeout := time.Duration(max(req.TimeoutMillis, 0)) * time.Millisecond
 	finish := func(ctx context.Context) kmsg.Response {
 		results, errs := waitAll(pas)
 		if replicate {
-			rws := make([]replWait, len(waits))
+			var rws []replWait
 			for i, w := range waits {
-				rws[i] = replWait{topic: w.topic, partition: w.pr.Partition, end: results[i].LastOffset + 1, epoch: w.epoch}
+				if w.replicate && errs[i] == nil {
+					rws = append(rws, replWait{topic: w.topic, partition: w.pr.Partition, end: results[i].LastOffset + 1, epoch: w.epoch, err: &errs[i]})
+				}
 			}
-			s.waitReplicated(ctx, timeout, rws, errs)
+			s.waitReplicated(ctx, timeout, rws)
 		}
 		for i, w := range waits {
 			res, err := results[i], errs[i]
@@ -112,8 +117,8 @@ func (s *Server) produce(_ *clientConn, req *kmsg.ProduceRequest) reply {
 			if res.TimestampType == hot.LogAppendTime {
 				w.pr.LogAppendTime = res.LogAppendTime
 			}
-			if start, _, err := s.b.Offsets(w.topic, w.pr.Partition); err == nil {
-				w.pr.LogStartOffset = start
+			if p, err := s.b.Partition(w.topic, w.pr.Partition); err == nil {
+				w.pr.LogStartOffset = p.StartOffset()
 			}
 		}
 		return resp
@@ -131,23 +136,21 @@ type replWait struct {
 	partition int32
 	end       int64
 	epoch     int32
+	err       *error // where the outcome goes
 }
 
-// waitReplicated waits, for acks=all, until each partition written
-// without error (errs[i] nil) is on its in-sync replicas up to ws[i].end,
-// all at once, for at most timeout (Kafka's TimeoutMillis); one that does
-// not get there gets its error in errs: REQUEST_TIMED_OUT on the timeout,
-// NOT_ENOUGH_REPLICAS_AFTER_APPEND, or NOT_LEADER_OR_FOLLOWER when the
-// node stopped leading at that epoch. Its batch stays in the leader's log.
-func (s *Server) waitReplicated(ctx context.Context, timeout time.Duration, ws []replWait, errs []error) {
+// waitReplicated waits, for acks=all, until each partition of ws is on its
+// in-sync replicas up to its end, all at once, for at most timeout
+// (Kafka's TimeoutMillis); one that does not get there gets its error:
+// REQUEST_TIMED_OUT on the timeout, NOT_ENOUGH_REPLICAS_AFTER_APPEND, or
+// NOT_LEADER_OR_FOLLOWER when the node stopped leading at that epoch. Its
+// batch stays in the leader's log.
+func (s *Server) waitReplicated(ctx context.Context, timeout time.Duration, ws []replWait) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelWaits)
-	for i, w := range ws {
-		if errs[i] != nil {
-			continue
-		}
+	for _, w := range ws {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -155,7 +158,7 @@ func (s *Server) waitReplicated(ctx context.Context, timeout time.Duration, ws [
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = codedErrorf(kerr.RequestTimedOut, "%s/%d: stored on the leader, not on every in-sync replica within the request's timeout (%v); not acknowledged", w.topic, w.partition, timeout)
 			}
-			errs[i] = err
+			*w.err = err
 		})
 	}
 	wg.Wait()

@@ -15,8 +15,8 @@ import (
 // a created topic (or added partitions) is durable in the data directory
 // and, with a bucket, recorded there; a deleted topic is gone for clients
 // and its removal from the bucket finishes in the background if the
-// bucket is down. One node holds every partition, so the only replication
-// factor is 1 and the only replica this node.
+// bucket is down. A single node holds every partition (replication factor
+// 1); a cluster's controller assigns the replicas of the factor asked for.
 
 // createTopics creates (or, validate-only, checks) each topic.
 func (s *Server) createTopics(_ *clientConn, req *kmsg.CreateTopicsRequest) reply {
@@ -31,7 +31,10 @@ func (s *Server) createTopics(_ *clientConn, req *kmsg.CreateTopicsRequest) repl
 			resp.Topics = append(resp.Topics, t)
 			continue
 		}
-		t.NumPartitions, t.ReplicationFactor = n, 1
+		t.NumPartitions, t.ReplicationFactor = n, int16(s.b.DefaultReplicationFactor())
+		if rt.ReplicationFactor > 0 {
+			t.ReplicationFactor = rt.ReplicationFactor
+		}
 		// v5+: the topic's configs, as DescribeConfigs gives them.
 		if cfg, err := broker.ParseTopicConfig(s.b.TopicDefaults(), config); err == nil {
 			for _, e := range s.topicConfigEntries(cfg.Map(), config) {
