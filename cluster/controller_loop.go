@@ -247,6 +247,21 @@ func (c *Controller) evaluate(ctx context.Context) {
 		c.nodesAlive.Set(0)
 		return
 	}
+	c.mu.Lock()
+	taking := !c.leading
+	c.mu.Unlock()
+	if taking {
+		// A new Raft leader may not have applied every committed entry
+		// yet: deciding on that older state (a node's admitted
+		// incarnation, a moved leader) would undo what the last controller
+		// did. Act once caught up; until then, next tick.
+		wctx, cancel := context.WithTimeout(ctx, max(c.o.Tick, time.Second))
+		err := c.n.WaitCaughtUp(wctx)
+		cancel()
+		if err != nil {
+			return
+		}
+	}
 	now := time.Now()
 	s := c.n.View()
 	c.mu.Lock()
