@@ -172,9 +172,6 @@ func (s *Store) SetTopicWriter(w bool) { s.topicWriter.Store(w) }
 
 func (s *Store) writesTopics() bool { return !s.shared || s.topicWriter.Load() }
 
-// Shared reports whether the store is a cluster's shared prefix.
-func (s *Store) Shared() bool { return s.shared }
-
 // leadership is what the node was told of its role for a partition. gen
 // counts SetLeadership calls, so work started under one leadership cannot
 // act for the next.
@@ -209,17 +206,6 @@ func (p *Partition) Leadership() (epoch int32, leader bool, stopped error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.lead.epoch, p.lead.leader, p.stopped
-}
-
-// tiersNow reports whether this node tiers p: always on a single node's
-// prefix, on a shared one while it leads p and has not been fenced.
-func (p *Partition) tiersNow() bool {
-	if !p.shared() {
-		return true
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.lead.leader && p.stopped == nil
 }
 
 // fence stops tiering under leadership l: another leader moved the
