@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -76,6 +77,11 @@ func BenchmarkCluster(b *testing.B) {
 		{what: "1 node, acks=all", seeds: []string{single.kafkaAddr}, acks: kgo.AllISRAcks()},
 		{what: "3 nodes, acks=all", seeds: c.kafkaAddrs(), acks: kgo.AllISRAcks()},
 	}
+	// The reference: this machine's disk, written the way a segment is
+	// (sequential write(2), fsync per MiB under flush.policy=always), for
+	// as long as each figure, in the same rounds. Three replicas on one
+	// disk write every acknowledged byte three times.
+	var raw []float64
 	for round := range *clusterBenchRounds {
 		for _, s := range setups {
 			f := clusterProduceFor(b, s.seeds, "bench", s.acks)
@@ -83,6 +89,8 @@ func BenchmarkCluster(b *testing.B) {
 			s.idle = append(s.idle, clusterLatencyFor(b, s.seeds, "bench", s.acks))
 			b.Logf("round %d, %s: %.1f MB/s", round+1, s.what, f.mbs())
 		}
+		raw = append(raw, rawDiskFor(b, b.TempDir(), *clusterBenchDuration, *clusterBenchFlush == "always"))
+		b.Logf("round %d, raw disk: %.1f MB/s", round+1, raw[len(raw)-1])
 	}
 	single.signal(syscall.SIGTERM)
 
@@ -105,8 +113,16 @@ func BenchmarkCluster(b *testing.B) {
 		fmt.Fprintf(&out, "%-18s %8.1f %10.0f %11s %11s %14s %14s  [%s]\n", s.what, f.mbs(), f.perSecond(),
 			roundDur(f.p50), roundDur(f.p99), roundDur(l.p50), roundDur(l.p99), strings.Join(each, " "))
 	}
+	rawMed := medianBy(raw, func(x float64) float64 { return x })
+	var each []string
+	for _, r := range raw {
+		each = append(each, fmt.Sprintf("%.0f", r))
+	}
+	fmt.Fprintf(&out, "%-18s %8.1f %10s %11s %11s %14s %14s  [%s]\n", "raw disk", rawMed, "", "", "", "", "", strings.Join(each, " "))
 	fmt.Fprintf(&out, "ratios: 3 nodes acks=all / 1 node acks=all %.2f (target >= 0.5); 3 nodes acks=1 / 1 node acks=1 %.2f; 3 nodes acks=all / 3 nodes acks=1 %.2f\n",
 		med["3 nodes, acks=all"]/med["1 node, acks=all"], med["3 nodes, acks=1"]/med["1 node, acks=1"], med["3 nodes, acks=all"]/med["3 nodes, acks=1"])
+	fmt.Fprintf(&out, "disk bytes written / raw disk: 1 node acks=all %.2f, 3 nodes acks=all %.2f (3 replicas on one disk: 3x the acknowledged bytes)\n",
+		med["1 node, acks=all"]/rawMed, 3*med["3 nodes, acks=all"]/rawMed)
 	fmt.Fprintf(&out, "failover: leader of a 1-partition topic SIGKILLed under acks=all producers; times after the kill\n")
 	for i, tr := range trials {
 		fmt.Fprintf(&out, "  %d: %s\n", i+1, tr)
@@ -130,6 +146,39 @@ func BenchmarkCluster(b *testing.B) {
 		}
 	}
 	fmt.Print(out.String())
+}
+
+// rawDiskFor writes 1 MiB blocks to a new file in dir for d, with an
+// fsync after each block when sync (as flush.policy=always syncs each
+// group of appends) or once at the end otherwise, and returns MB/s.
+func rawDiskFor(b *testing.B, dir string, d time.Duration, sync bool) float64 {
+	f, err := os.Create(filepath.Join(dir, "raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	block := make([]byte, 1<<20)
+	for i := range block {
+		block[i] = byte(i * 7)
+	}
+	var n int64
+	start := time.Now()
+	for time.Since(start) < d {
+		if _, err := f.Write(block); err != nil {
+			b.Fatal(err)
+		}
+		n += int64(len(block))
+		if sync {
+			if err := f.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return float64(n) / time.Since(start).Seconds() / 1e6
 }
 
 // medianBy returns the element of xs at the median of key.
