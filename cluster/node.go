@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -40,9 +42,11 @@ type Options struct {
 	// RaftAddr is the host:port the Raft transport listens on and that
 	// peers dial; it must be an address peers can reach (not 0.0.0.0).
 	RaftAddr string
-	// Peers are the voters of a NEW cluster, this node included; used only
-	// when Dir holds no Raft state (later starts rejoin from the stores and
-	// ignore Peers). Empty means a cluster of this node alone.
+	// Peers are the voters of a NEW cluster, this node included. A node
+	// whose Dir holds no Raft state asks them whether the cluster exists
+	// (admission.go): it bootstraps a new one only when a majority answer
+	// and none has state. Later starts rejoin from the stores. Empty means
+	// a cluster of this node alone.
 	Peers []Peer
 	// Logger gets raft's log lines (at their level) and the node's own.
 	Logger *slog.Logger
@@ -68,6 +72,17 @@ type Node struct {
 	stream *streamLayer
 	store  *raftboltdb.BoltStore
 
+	// For the admission probe (admission.go), served from before Open
+	// starts raft: live is raft once it runs; hasState whether the node
+	// has (or is about to run raft with) Raft state; token and witnesses
+	// are its side of a new cluster's bootstrap.
+	live        atomic.Pointer[raft.Raft]
+	hasState    atomic.Bool
+	token       string
+	witnesses   atomic.Pointer[[]string]
+	readmitting atomic.Bool
+	readmitMu   sync.Mutex
+
 	obs      *raft.Observer
 	obsCh    chan raft.Observation
 	obsDone  chan struct{}
@@ -76,10 +91,13 @@ type Node struct {
 	nextW    int
 }
 
-// Open starts the node: a new cluster is bootstrapped from Options.Peers
-// when Dir holds no Raft state; otherwise the node rejoins with the log,
-// term, vote and snapshots it has.
-func Open(opts Options) (*Node, error) {
+// Open starts the node. With Raft state in Dir the node rejoins with the
+// log, term, vote and snapshots it has. Without, it asks its peers first
+// (admission.go): it bootstraps a new cluster from Options.Peers, or -
+// when the cluster exists and this node lost its state - waits until the
+// Raft leader re-admits it. ctx bounds that wait only (Open returns ctx's
+// error when it ends first); the node runs until Close.
+func Open(ctx context.Context, opts Options) (*Node, error) {
 	if opts.ID < 0 || opts.Dir == "" || opts.RaftAddr == "" {
 		return nil, fmt.Errorf("%w: node needs an id >= 0, a dir and a raft address", ErrInvalidCommand)
 	}
@@ -99,7 +117,7 @@ func Open(opts Options) (*Node, error) {
 	if err := fileutil.MkdirAllDurable(opts.Dir); err != nil {
 		return nil, err
 	}
-	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}}
+	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}, token: newToken()}
 	hlog := newHCLogger(n.log)
 	n.fsm = newFSM(n.notify)
 
@@ -124,7 +142,21 @@ func Open(opts Options) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	stream, err := listenStream(opts.RaftAddr)
+	existing, err := raft.HasExistingState(n.store, n.store, snaps)
+	if err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: read raft state: %w", err)
+	}
+	n.hasState.Store(existing)
+	if existing {
+		if b, err := n.store.Get(witnessesKey); err == nil && len(b) > 0 {
+			var w []string
+			if json.Unmarshal(b, &w) == nil {
+				n.witnesses.Store(&w)
+			}
+		}
+	}
+	stream, err := listenStream(opts.RaftAddr, n.serveProbe)
 	n.stream = stream
 	if err != nil {
 		n.store.Close()
@@ -153,23 +185,29 @@ func Open(opts Options) (*Node, error) {
 		conf.TrailingLogs = opts.TrailingLogs
 	}
 
-	existing, err := raft.HasExistingState(n.store, n.store, snaps)
-	if err == nil && !existing {
-		var cfg raft.Configuration
-		for _, p := range peers {
-			cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: serverID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
-		}
-		n.log.Info("bootstrapping a new cluster", "peers", len(peers))
-		err = raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, cfg)
-	}
-	if err == nil {
-		n.raft, err = raft.NewRaft(conf, n.fsm, n.store, n.store, snaps, n.trans)
-	}
-	if err != nil {
-		n.trans.Close()
+	fail := func(err error) (*Node, error) {
+		n.trans.Close() // and the stream layer
+		n.stream.waitHandlers(10 * time.Second)
 		n.store.Close()
-		return nil, fmt.Errorf("cluster: start raft: %w", err)
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if !existing {
+		bootstrap, witnesses, err := n.admit(ctx, peers)
+		if err != nil {
+			return fail(fmt.Errorf("join: %w", err))
+		}
+		if bootstrap {
+			if err := n.bootstrap(conf, snaps, peers, witnesses); err != nil {
+				return fail(fmt.Errorf("bootstrap: %w", err))
+			}
+		}
+		n.hasState.Store(true)
+	}
+	n.stream.serveRaft()
+	if n.raft, err = raft.NewRaft(conf, n.fsm, n.store, n.store, snaps, n.trans); err != nil {
+		return fail(fmt.Errorf("start raft: %w", err))
+	}
+	n.live.Store(n.raft)
 
 	// Raft leadership changes wake watchers too: the controller role moves
 	// with it.
@@ -187,6 +225,24 @@ func Open(opts Options) (*Node, error) {
 		}
 	}()
 	return n, nil
+}
+
+// bootstrap writes a new cluster's configuration, all peers voters, and
+// the witnesses of the decision (admission.go) beside it.
+func (n *Node) bootstrap(conf *raft.Config, snaps raft.SnapshotStore, peers []Peer, witnesses []string) error {
+	b, err := json.Marshal(witnesses)
+	if err != nil {
+		return err
+	}
+	if err := n.store.Set(witnessesKey, b); err != nil {
+		return err
+	}
+	n.witnesses.Store(&witnesses)
+	var cfg raft.Configuration
+	for _, p := range peers {
+		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: serverID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+	}
+	return raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, cfg)
 }
 
 func serverID(id int32) raft.ServerID { return raft.ServerID(strconv.Itoa(int(id))) }
@@ -230,8 +286,10 @@ func (n *Node) notLeader() error {
 
 // Leader returns the Raft leader's node id and Raft address as this node
 // knows them, or -1 and "" while none is known.
-func (n *Node) Leader() (int32, string) {
-	addr, id := n.raft.LeaderWithID()
+func (n *Node) Leader() (int32, string) { return leaderOf(n.raft) }
+
+func leaderOf(r *raft.Raft) (int32, string) {
+	addr, id := r.LeaderWithID()
 	v, err := strconv.ParseInt(string(id), 10, 32)
 	if err != nil || id == "" {
 		return -1, ""

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -42,10 +43,34 @@ func newCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
 			c.stop(id)
 		}
 	})
-	for _, p := range c.peers {
-		c.start(p.ID)
-	}
+	c.startAll()
 	return c
+}
+
+// startAll opens every node at once: a new cluster's nodes each wait in
+// Open until a majority of them answer.
+func (c *testCluster) startAll() {
+	c.t.Helper()
+	res := make([]chan openResult, len(c.peers))
+	for i, p := range c.peers {
+		res[i] = make(chan openResult, 1)
+		go func() {
+			n, err := Open(context.Background(), c.options(p.ID))
+			res[i] <- openResult{n, err}
+		}()
+	}
+	var errs []error
+	for i, p := range c.peers {
+		r := <-res[i]
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("open node %d: %w", p.ID, r.err))
+			continue
+		}
+		c.nodes[p.ID] = r.n
+	}
+	if len(errs) > 0 {
+		c.t.Fatal(errors.Join(errs...))
+	}
 }
 
 func freeAddr(t *testing.T) string {
@@ -58,15 +83,19 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func (c *testCluster) start(id int32) *Node {
-	c.t.Helper()
+func (c *testCluster) options(id int32) Options {
 	o := Options{ID: id, Dir: c.dirs[id], RaftAddr: c.peers[id-1].RaftAddr, Peers: c.peers,
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond}
 	if c.opts != nil {
 		c.opts(&o)
 	}
-	n, err := Open(o)
+	return o
+}
+
+func (c *testCluster) start(id int32) *Node {
+	c.t.Helper()
+	n, err := Open(context.Background(), c.options(id))
 	if err != nil {
 		c.t.Fatalf("open node %d: %v", id, err)
 	}
@@ -322,9 +351,7 @@ func TestSnapshotRestoreAndInstallOnLaggingFollower(t *testing.T) {
 	for id := range c.nodes {
 		c.stop(id)
 	}
-	for _, p := range c.peers {
-		c.start(p.ID)
-	}
+	c.startAll()
 	got := c.converged()
 	if got.Topics["t"].Config["n"] != "19" || !reflect.DeepEqual(got.Topics, want.Topics) || !reflect.DeepEqual(got.Nodes, want.Nodes) {
 		t.Fatalf("after restart from snapshots: %+v, want %+v", got, want)
@@ -334,7 +361,7 @@ func TestSnapshotRestoreAndInstallOnLaggingFollower(t *testing.T) {
 func TestSingleNodeCluster(t *testing.T) {
 	dir, addr := t.TempDir(), freeAddr(t)
 	open := func() *Node {
-		n, err := Open(Options{ID: 0, Dir: dir, RaftAddr: addr,
+		n, err := Open(context.Background(), Options{ID: 0, Dir: dir, RaftAddr: addr,
 			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -366,7 +393,7 @@ func TestOpenRefusesBadOptions(t *testing.T) {
 		{ID: 1, Dir: t.TempDir(), RaftAddr: ":1"},
 		{ID: -1, Dir: t.TempDir(), RaftAddr: "127.0.0.1:1"},
 	} {
-		if _, err := Open(o); !errors.Is(err, ErrInvalidCommand) {
+		if _, err := Open(context.Background(), o); !errors.Is(err, ErrInvalidCommand) {
 			t.Errorf("open %+v: %v", o, err)
 		}
 	}

@@ -1,53 +1,126 @@
 package cluster
 
 import (
+	"errors"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
-// streamLayer is raft's TCP stream layer plus one thing raft's own lacks:
-// Close also closes the connections it accepted. Without that, a closed
-// node's handlers for its peers' pooled connections (and their sockets)
-// live on until the peers happen to drop them.
+// probeByte starts a connection of the admission probe (admission.go) on
+// the Raft port. hashicorp's NetworkTransport starts every connection with
+// an rpcType byte (0 to 3), so this one never reaches raft.
+const probeByte = 'T'
+
+// streamLayer is raft's TCP stream layer plus what raft's own lacks:
+//   - Close also closes the connections it accepted. Without that, a
+//     closed node's handlers for its peers' pooled connections (and their
+//     sockets) live on until the peers happen to drop them.
+//   - The first byte of each accepted connection picks its server: the
+//     admission probe (probeByte) or raft, which reads the same byte again.
+//   - Raft gets connections only once the node runs it (serveRaft): a node
+//     waiting to be admitted closes them, so it answers no vote.
 type streamLayer struct {
 	net.Listener
+	probe  func(net.Conn) // serves one probe connection and closes it
+	raftOn atomic.Bool
+	toRaft chan net.Conn
+	done   chan struct{} // closed by Close
+	loop   chan struct{} // closed when the accept loop returned
+
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
-	// handlers counts accepted connections whose raft handler has not
-	// returned (it closes its connection on the way out): the node waits
-	// for them before closing the log store a handler may still write
-	// (a heartbeat saving a new term panics on a closed store).
+	// handlers counts accepted connections not closed yet (raft's handler,
+	// the probe's, or the router's that reads the first byte close them):
+	// the node waits for them before closing the log store a handler may
+	// still write (a heartbeat saving a new term panics on a closed store).
 	handlers sync.WaitGroup
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func listenStream(addr string) (*streamLayer, error) {
+func listenStream(addr string, probe func(net.Conn)) (*streamLayer, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &streamLayer{Listener: l, conns: map[net.Conn]struct{}{}}, nil
+	s := &streamLayer{Listener: l, probe: probe, toRaft: make(chan net.Conn),
+		done: make(chan struct{}), loop: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	go s.acceptLoop()
+	return s, nil
 }
 
-func (s *streamLayer) Accept() (net.Conn, error) {
-	c, err := s.Listener.Accept()
-	if err != nil {
-		return nil, err
+func (s *streamLayer) acceptLoop() {
+	defer close(s.loop)
+	pause := 5 * time.Millisecond
+	for {
+		c, err := s.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: try again, without spinning.
+			select {
+			case <-s.done:
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, time.Second)
+			continue
+		}
+		pause = 5 * time.Millisecond
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.handlers.Add(1)
+		s.mu.Unlock()
+		go s.route(&trackedConn{Conn: c, s: s})
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+}
+
+// route reads the connection's first byte, without a deadline: raft may
+// dial a pipeline connection long before it sends anything on it. Close
+// ends the wait by closing the connection.
+func (s *streamLayer) route(c *trackedConn) {
+	var first [1]byte
+	if _, err := io.ReadFull(c.Conn, first[:]); err != nil {
 		c.Close()
+		return
+	}
+	if first[0] == probeByte {
+		s.probe(c)
+		return
+	}
+	if !s.raftOn.Load() {
+		c.Close()
+		return
+	}
+	select {
+	case s.toRaft <- &peekedConn{trackedConn: c, first: first[:]}:
+	case <-s.done:
+		c.Close()
+	}
+}
+
+// serveRaft hands raft the connections from now on.
+func (s *streamLayer) serveRaft() { s.raftOn.Store(true) }
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.toRaft:
+		return c, nil
+	case <-s.done:
 		return nil, net.ErrClosed
 	}
-	s.conns[c] = struct{}{}
-	s.handlers.Add(1)
-	return &trackedConn{Conn: c, s: s}, nil
 }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -56,12 +129,19 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 
 func (s *streamLayer) Close() error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	s.closed = true
+	close(s.done)
 	for c := range s.conns {
 		c.Close()
 	}
 	s.mu.Unlock()
-	return s.Listener.Close()
+	err := s.Listener.Close()
+	<-s.loop
+	return err
 }
 
 type trackedConn struct {
@@ -78,6 +158,21 @@ func (c *trackedConn) Close() error {
 		c.s.handlers.Done()
 	})
 	return c.Conn.Close()
+}
+
+// peekedConn gives raft the first byte the router read, then the rest.
+type peekedConn struct {
+	*trackedConn
+	first []byte
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 && len(p) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.trackedConn.Read(p)
 }
 
 // waitHandlers waits, at most d, for the handlers of accepted connections

@@ -90,7 +90,9 @@ func openCluster(ctx context.Context, cfg config.Server, defaults broker.TopicCo
 	// Raft's timeouts are shorter than its defaults (1 s, 1 s, 500 ms): a
 	// dead controller is replaced in about a second, which with
 	// session_timeout bounds a failover.
-	c.node, err = cluster.Open(cluster.Options{ID: cc.NodeID, Dir: filepath.Join(cfg.DataDir, "cluster"), RaftAddr: raftAddr,
+	// A node whose Raft state is gone waits here until the cluster takes it
+	// back (cluster/admission.go); a signal ends the wait.
+	c.node, err = cluster.Open(ctx, cluster.Options{ID: cc.NodeID, Dir: filepath.Join(cfg.DataDir, "cluster"), RaftAddr: raftAddr,
 		Peers: peers, Logger: logger, HeartbeatTimeout: raftTimeout, ElectionTimeout: raftTimeout, LeaderLeaseTimeout: raftTimeout / 2})
 	if err != nil {
 		return nil, fmt.Errorf("join the cluster: %w", err)

@@ -226,6 +226,11 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 			if bopts.Bucket != nil {
 				bopts.Bucket.Close()
 			}
+			if ctx.Err() != nil {
+				// A signal while it waited to join (or to be re-admitted).
+				logger.Info("stopped before joining the cluster", "err", err)
+				return nil
+			}
 			return err
 		}
 		defer cn.close() // after the broker's Close (deferred below)
