@@ -28,13 +28,17 @@
 //
 // Options.Dir holds raft.db (raft-boltdb/v2: the Raft log and the term and
 // vote, fsynced on every write) and snapshots/ (raft's file snapshot store,
-// two kept). A node whose Dir has no Raft state bootstraps a new cluster
-// from Options.Peers (this node alone when empty: the single-node default);
-// any later Open rejoins from the stores and ignores Peers.
+// two kept). A node whose Dir has no Raft state asks its peers first
+// (admission.go, a small probe protocol on the Raft port): when none has
+// state and a majority answer, it bootstraps a new cluster from
+// Options.Peers (this node alone when empty: the single-node default);
+// when the cluster exists, the node lost its state, and it waits until
+// the Raft leader removes it from the voters and adds it back. Any later
+// Open rejoins from the stores and ignores Peers.
 //
 // # Use
 //
-//	n, err := cluster.Open(cluster.Options{ID: 1, Dir: "data/cluster",
+//	n, err := cluster.Open(ctx, cluster.Options{ID: 1, Dir: "data/cluster",
 //		RaftAddr: "127.0.0.1:7072", Peers: peers})
 //	...
 //	a, _ := cluster.AssignReplicas(nodeIDs, partitions, rf, start)
@@ -101,5 +105,6 @@
 // # Not done
 //
 // Partition reassignment, and membership changes after bootstrap (adding
-// or removing voters), are not here.
+// or removing voters) other than re-admitting a node that lost its Raft
+// state, are not here.
 package cluster

@@ -2,8 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -134,12 +139,16 @@ type openResult struct {
 // admitted returns from Open only then. The test's cleanup stops the wait
 // and closes the node.
 func (c *testCluster) startAsync(id int32) <-chan openResult {
+	return c.startAsyncWith(c.options(id))
+}
+
+func (c *testCluster) startAsyncWith(o Options) <-chan openResult {
 	ch := make(chan openResult, 1)
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		defer close(done)
-		n, err := Open(ctx, c.options(id))
+		n, err := Open(ctx, o)
 		ch <- openResult{n, err}
 	}()
 	c.t.Cleanup(func() {
@@ -171,3 +180,111 @@ func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestNewClusterNodesStartedApart: the nodes of a new cluster start one
+// after another. The first waits (alone it is no majority); the second
+// makes a majority of empty nodes and they bootstrap; the third, started
+// once the cluster runs, is taken in as a voter (it finds the cluster
+// and asks to be admitted).
+func TestNewClusterNodesStartedApart(t *testing.T) {
+	c := &testCluster{t: t, dirs: map[int32]string{}, nodes: map[int32]*Node{}}
+	base := t.TempDir()
+	for id := int32(1); id <= 3; id++ {
+		c.peers = append(c.peers, Peer{ID: id, RaftAddr: freeAddr(t)})
+		c.dirs[id] = filepath.Join(base, "node"+strconv.Itoa(int(id)))
+	}
+	t.Cleanup(func() {
+		for id := range c.nodes {
+			c.stop(id)
+		}
+	})
+	waits := &countHandler{msg: "waiting for a majority of the peers"}
+	o := c.options(1)
+	o.Logger = slog.New(waits)
+	first := c.startAsyncWith(o)
+	testutil.Eventually(t, wait, func() bool { return waits.n.Load() > 0 }, "node 1 never said it waits for its peers")
+	select {
+	case r := <-first:
+		t.Fatalf("node 1 alone of 3 opened (%v): it bootstrapped without a majority", r.err)
+	default:
+	}
+	c.start(2)
+	r := <-first
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	c.nodes[1] = r.n
+	c.registerAndCreate("t")
+	c.start(3)
+	s := c.converged()
+	if len(s.Topics["t"].Partitions) != 3 {
+		t.Fatalf("state %+v", s)
+	}
+	for id, n := range c.nodes {
+		if v := n.Voters(); v != 3 {
+			t.Fatalf("node %d sees %d voters", id, v)
+		}
+	}
+}
+
+// TestOpenWaitingStopsWithContext: an empty node whose peers never answer
+// waits, and returns ctx's error once ctx ends, releasing its Raft port.
+func TestOpenWaitingStopsWithContext(t *testing.T) {
+	peers := []Peer{{ID: 1, RaftAddr: freeAddr(t)}, {ID: 2, RaftAddr: freeAddr(t)}, {ID: 3, RaftAddr: freeAddr(t)}}
+	waits := &countHandler{msg: "waiting for a majority of the peers"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		n, err := Open(ctx, Options{ID: 1, Dir: t.TempDir(), RaftAddr: peers[0].RaftAddr, Peers: peers, Logger: slog.New(waits)})
+		if err == nil {
+			n.Close()
+		}
+		done <- err
+	}()
+	testutil.Eventually(t, wait, func() bool { return waits.n.Load() > 0 }, "node never said it waits for its peers")
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("open after cancel: %v", err)
+	}
+	l, err := net.Listen("tcp", peers[0].RaftAddr)
+	if err != nil {
+		t.Fatalf("raft port still held after the canceled open: %v", err)
+	}
+	l.Close()
+}
+
+// TestProbeBadInput: the probe answers a state question on the Raft port,
+// and closes a connection whose request is too long or not JSON without
+// an answer; raft keeps working.
+func TestProbeBadInput(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	l := c.leader()
+	addr := l.opts.RaftAddr
+	a, err := ask(context.Background(), addr, probeRequest{Op: "state", ID: 99}, probeTimeout)
+	if err != nil || !a.State || a.ID != l.opts.ID || a.LeaderID != l.opts.ID || a.LeaderAddr != addr {
+		t.Fatalf("state answer %+v, %v", a, err)
+	}
+	a, err = ask(context.Background(), addr, probeRequest{Op: "readmit", ID: 99, Addr: "127.0.0.1:1"}, probeTimeout)
+	if err != nil || a.Admitted || !strings.Contains(a.Error, "not a member") {
+		t.Fatalf("readmit of a stranger: %+v, %v", a, err)
+	}
+	for name, req := range map[string][]byte{
+		"too long": append([]byte{probeByte}, make([]byte, probeLineMax+10)...),
+		"not json": []byte("T{nope\n"),
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(wait))
+		if _, err := conn.Write(req); err != nil {
+			t.Fatalf("%s: write: %v", name, err)
+		}
+		if b, err := io.ReadAll(conn); len(b) != 0 {
+			t.Fatalf("%s: answered %q (%v)", name, b, err)
+		}
+		conn.Close()
+	}
+	c.registerAndCreate("t")
+	c.converged()
+}

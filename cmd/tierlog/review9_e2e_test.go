@@ -102,7 +102,14 @@ func TestReview9_RestartedWipedReplicaStaysInISRAndIsElected(t *testing.T) {
 	if err := os.RemoveAll(c.dirs[wiped-1]); err != nil {
 		t.Fatal(err)
 	}
-	c.start(wiped)
+	// The wipe took the node's Raft state too: it waits until the cluster
+	// re-admits it (cluster/admission.go), which takes a Raft majority
+	// with state - the survivor and the old leader's node. (Electing with
+	// the wiped node's vote could lose committed metadata.) So the old
+	// leader's node comes back as well, a new process on its disk.
+	wipedReady := c.launch(wiped)
+	c.start(leader)
+	wipedReady()
 
 	var now partitionStatus
 	eventually(t, "a new leader", func() error {
