@@ -13,7 +13,8 @@ import (
 
 // probeByte starts a connection of the admission probe (admission.go) on
 // the Raft port. hashicorp's NetworkTransport starts every connection with
-// an rpcType byte (0 to 3), so this one never reaches raft.
+// an rpcType byte (0 to 4 in v1.7: append entries ... pre-vote), so this
+// one never reaches raft.
 const probeByte = 'T'
 
 // streamLayer is raft's TCP stream layer plus what raft's own lacks:
