@@ -16,7 +16,10 @@ package cluster
 //     random token per Open, the "witnesses"); a node it counted that then
 //     finds it running bootstraps the same configuration too - it is as if
 //     both had bootstrapped at once - instead of waiting for a leader the
-//     first node cannot get alone.
+//     first node cannot get alone. (The token lives in memory: a node
+//     restarted in the second between being counted and looking again
+//     is a late node, taken in by readmission once the cluster has a
+//     leader - which, with three nodes, needs the third one first.)
 //   - A peer runs Raft (or waits to be re-admitted itself): the cluster
 //     exists, and this node was a voter that lost its state. It must not
 //     vote until the cluster takes it back: it asks the Raft leader to
