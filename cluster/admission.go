@@ -16,10 +16,13 @@ package cluster
 //     random token per Open, the "witnesses"); a node it counted that then
 //     finds it running bootstraps the same configuration too - it is as if
 //     both had bootstrapped at once - instead of waiting for a leader the
-//     first node cannot get alone. (The token lives in memory: a node
-//     restarted in the second between being counted and looking again
-//     is a late node, taken in by readmission once the cluster has a
-//     leader - which, with three nodes, needs the third one first.)
+//     first node cannot get alone. The token lives in memory only (a
+//     wiped node must never match an old one): a node restarted in the
+//     second between being counted and looking again waits for
+//     readmission like a late node, and if the peer that counted it is
+//     then the only node with state, no leader can ever be elected - the
+//     nodes wait, logging it, until the operator clears that peer's Dir
+//     (it holds only the bootstrap configuration) and restarts it.
 //   - A peer runs Raft (or waits to be re-admitted itself): the cluster
 //     exists, and this node was a voter that lost its state. It must not
 //     vote until the cluster takes it back: it asks the Raft leader to
