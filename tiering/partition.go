@@ -357,18 +357,14 @@ func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.F
 	}
 	for {
 		p.mu.RLock()
-		seg, ok := findSegment(p.view, offset)
-		next, hasNext := findSegment(p.view, seg.NextOffset)
+		view := p.view // never modified in place: commits install a new slice
 		p.mu.RUnlock()
+		seg, ok := findSegment(view, offset)
 		start, end := p.StartOffset(), p.log.EndOffset()
 		if !ok || p.reader == nil {
 			return hot.FetchResult{StartOffset: start, EndOffset: end}, &hot.OffsetOutOfRangeError{Offset: offset, Start: start, End: end}
 		}
-		if hasNext && offset >= seg.BaseOffset+(seg.NextOffset-seg.BaseOffset)/2 {
-			// A replay half way through a segment: fetch the next one's footer
-			// and first chunks now, so the boundary does not stall it.
-			p.reader.Prefetch(cold.SegmentRef{Key: next.Key, Size: next.Size})
-		}
+		prefetchNext(p.reader, view, seg, offset)
 		if p.testHookRemoteRead != nil {
 			p.testHookRemoteRead()
 		}

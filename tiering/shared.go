@@ -235,13 +235,17 @@ func (p *Partition) fence(l leadership, format string, args ...any) error {
 // if the key is absent: then the newest versioned copy, left by a single
 // node before an upgrade, is returned if there is one (with etag "").
 func (p *Partition) readShared(ctx context.Context) (m *Manifest, etag string, found bool, err error) {
-	key := sharedManifestKey(p.topic, p.partition)
+	return p.store.readShared(ctx, p.topic, p.partition)
+}
+
+func (s *Store) readShared(ctx context.Context, topic string, partition int32) (m *Manifest, etag string, found bool, err error) {
+	key := sharedManifestKey(topic, partition)
 	var attrs cold.Attributes
-	err = retry(ctx, func() (err error) { attrs, err = p.store.Bucket.Attributes(ctx, key); return err })
+	err = retry(ctx, func() (err error) { attrs, err = s.Bucket.Attributes(ctx, key); return err })
 	if err == nil {
 		var raw []byte
 		err = retry(ctx, func() error {
-			rc, err := p.store.Bucket.Get(ctx, key)
+			rc, err := s.Bucket.Get(ctx, key)
 			if err != nil {
 				return err
 			}
@@ -258,9 +262,9 @@ func (p *Partition) readShared(ctx context.Context) (m *Manifest, etag string, f
 		}
 	}
 	if !errors.Is(err, cold.ErrNotFound) {
-		return nil, "", false, fmt.Errorf("tiering: %s/%d: read manifest: %w", p.topic, p.partition, err)
+		return nil, "", false, fmt.Errorf("tiering: %s/%d: read manifest: %w", topic, partition, err)
 	}
-	m, ok, err := p.store.latestManifest(ctx, p.topic, p.partition)
+	m, ok, err := s.latestManifest(ctx, topic, partition)
 	if err != nil || !ok {
 		return nil, "", false, err
 	}

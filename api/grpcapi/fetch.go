@@ -282,7 +282,7 @@ func (s *Server) fetchOnce(ctx context.Context, p fetchParams, off int64, limit 
 				if compressed {
 					r = cloneRecord(r)
 				}
-				resp.Records = append(resp.Records, recordProto(r))
+				resp.Records = append(resp.Records, RecordProto(r))
 				size += rsize
 				n++
 				resp.NextOffset = r.Offset + 1
@@ -329,7 +329,9 @@ func recordSize(r batch.Record) int {
 	return n
 }
 
-func recordProto(r batch.Record) *tierlogv1.Record {
+// RecordProto is a decoded record as the API returns it (bucket consume
+// prints records it decoded itself in the same form). It aliases r's bytes.
+func RecordProto(r batch.Record) *tierlogv1.Record {
 	pr := &tierlogv1.Record{
 		Offset:      r.Offset,
 		TimestampMs: r.Timestamp,

@@ -300,24 +300,36 @@ func (p *printer) remaining() int64 {
 // arrives. It reports whether --max was reached.
 func (p *printer) write(partition int32, recs []*tierlogv1.Record) (bool, error) {
 	for _, r := range recs {
-		if p.max > 0 && p.count >= p.max {
+		if p.full() {
 			break
 		}
-		if p.json {
-			p.buf = appendJSONRecord(p.buf[:0], partition, r)
-		} else {
-			p.buf = append(append(p.buf[:0], r.GetValue()...), '\n')
+		if err := p.add(partition, r); err != nil {
+			return false, err
 		}
-		if _, err := p.w.Write(p.buf); err != nil {
-			return false, fmt.Errorf("write output: %w", err)
-		}
-		p.count++
 	}
 	if err := p.flush(); err != nil {
 		return false, err
 	}
-	return p.max > 0 && p.count >= p.max, nil
+	return p.full(), nil
 }
+
+// add writes one record to the buffer, without flushing it. Callers check
+// full first.
+func (p *printer) add(partition int32, r *tierlogv1.Record) error {
+	if p.json {
+		p.buf = appendJSONRecord(p.buf[:0], partition, r)
+	} else {
+		p.buf = append(append(p.buf[:0], r.GetValue()...), '\n')
+	}
+	if _, err := p.w.Write(p.buf); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	p.count++
+	return nil
+}
+
+// full reports whether --max records were printed.
+func (p *printer) full() bool { return p.max > 0 && p.count >= p.max }
 
 func (p *printer) flush() error {
 	if err := p.w.Flush(); err != nil {
