@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/bucketurl"
+	"github.com/tierlog/tierlog/internal/testutil"
+	"github.com/tierlog/tierlog/internal/testutil/auditgen"
+)
+
+var bucketBenchBytes = flag.Int64("bucketconsume.bytes", 64<<20, "BenchmarkBucketConsume: bytes of audit events to produce and replay")
+
+// BenchmarkBucketConsume measures `tierlog bucket consume` replaying a
+// stopped node's history from a local MinIO, next to raw GETs of the same
+// segment objects in the same run: the real binary (process start, topic
+// record and manifest reads included) printing every record to a pipe,
+// against whole-object GETs one after another that only move the bytes.
+// Three rounds each, alternating; medians. Throughput is in MB of records
+// (the values printed, newline included) per second; the ratio is consume
+// over raw GETs. It never fails on timing; it fails if the replay prints
+// anything but what was produced.
+//
+//	go test -run=NONE -bench=BenchmarkBucketConsume -benchtime=1x ./cmd/tierlog [-bucketconsume.bytes=67108864]
+func BenchmarkBucketConsume(b *testing.B) {
+	m := testutil.StartMinIO(b)
+	url := m.MinIOURL(m.Bucket, "tierlog")
+	dataDir := filepath.Join(b.TempDir(), "data")
+	n := startNode(b, dataDir, m.Env(), "--bucket", url)
+	ok(b, n, "", "topic", "create", "audit", "--config", "segment.bytes=16777216", "--config", "segment.ms=1000",
+		"--config", "local.retention.bytes=0")
+	var input bytes.Buffer
+	g := auditgen.New(auditgen.Options{Seed: 1})
+	for int64(input.Len()) < *bucketBenchBytes {
+		v := g.Next().Value
+		if bytes.IndexByte(v, '\n') >= 0 {
+			b.Fatalf("audit event with a newline: %q", v)
+		}
+		input.Write(v)
+		input.WriteByte('\n')
+	}
+	records := int64(bytes.Count(input.Bytes(), []byte{'\n'}))
+	start := time.Now()
+	ok(b, n, input.String(), "produce", "audit", "--batch", "1000", "--quiet")
+	b.Logf("produced %d records, %.1f MB, in %v", records, float64(input.Len())/1e6, time.Since(start).Round(time.Millisecond))
+	eventually(b, "everything tiered", func() error {
+		st, err := parseTierStatus(ok(b, n, "", "tier", "status", "audit"))
+		if err != nil {
+			return err
+		}
+		row, err := st.partitionRow()
+		if err != nil {
+			return err
+		}
+		v, err := row.ints("END", "LAG SEGS", "LOCAL START")
+		if err != nil {
+			return err
+		}
+		if v[0] != records || v[1] != 0 || v[2] != records {
+			return fmt.Errorf("not all tiered yet:\n%s", st.raw)
+		}
+		return nil
+	})
+	if code := n.signal(syscall.SIGTERM); code != 0 {
+		b.Fatalf("SIGTERM: exit %d", code)
+	}
+	os.RemoveAll(dataDir)
+
+	ctx := context.Background()
+	bucket, err := bucketurl.OpenReadOnly(ctx, url, cold.Options{Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bucket.Close()
+	var segs []string
+	if err := bucket.Iter(ctx, "", func(k string) error {
+		if strings.HasSuffix(k, ".seg") {
+			segs = append(segs, k)
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	rawGets := func() (time.Duration, int64) {
+		start, stored := time.Now(), int64(0)
+		for _, k := range segs {
+			rc, err := bucket.Get(ctx, k)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			stored += n
+		}
+		return time.Since(start), stored
+	}
+	consume := func(args ...string) (time.Duration, []byte) {
+		cmd := exec.Command(binary(b), append([]string{"bucket", "consume", "--bucket", url, "audit"}, args...)...)
+		cmd.Env = cleanEnv(m.Env()...)
+		var out, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("bucket consume: %v\n%s", err, &stderr)
+		}
+		return time.Since(start), out.Bytes()
+	}
+	var raw, cons, first []time.Duration
+	var stored int64
+	b.ResetTimer()
+	for range 3 {
+		d, s := rawGets()
+		raw, stored = append(raw, d), s
+		d, out := consume()
+		if !bytes.Equal(out, input.Bytes()) {
+			b.Fatalf("bucket consume printed %d bytes, want the %d produced", len(out), input.Len())
+		}
+		cons = append(cons, d)
+		// The fixed cost: process start, bucket open, topic record,
+		// manifest, the first chunk of the first segment.
+		d, out = consume("--to", "0")
+		if !bytes.Equal(out, input.Bytes()[:bytes.IndexByte(input.Bytes(), '\n')+1]) {
+			b.Fatalf("bucket consume --to 0 printed %q", out)
+		}
+		first = append(first, d)
+	}
+	b.StopTimer()
+	slices.Sort(raw)
+	slices.Sort(cons)
+	slices.Sort(first)
+	mb := float64(input.Len()) / 1e6
+	rawMBs, consMBs := mb/raw[1].Seconds(), mb/cons[1].Seconds()
+	b.ReportMetric(consMBs, "consume_MB/s")
+	b.ReportMetric(rawMBs, "rawget_MB/s")
+	b.ReportMetric(consMBs/rawMBs, "ratio")
+	fmt.Fprintf(os.Stderr, "bucket consume bench: %d records, %.1f MB of records in %d segment objects (%.1f MB stored)\n"+
+		"  bucket consume (binary, to a pipe)  %8v  %7.1f MB/s of records\n"+
+		"  of which fixed cost (--to 0)        %8v\n"+
+		"  raw GETs of the objects             %8v  %7.1f MB/s of records (%.1f MB/s stored)\n"+
+		"  ratio consume / raw GETs            %.2fx\n",
+		records, mb, len(segs), float64(stored)/1e6, cons[1].Round(time.Millisecond), consMBs, first[1].Round(time.Millisecond),
+		raw[1].Round(time.Millisecond), rawMBs, float64(stored)/1e6/raw[1].Seconds(), consMBs/rawMBs)
+}
