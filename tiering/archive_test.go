@@ -143,24 +143,5 @@ func TestArchiveBelowStart(t *testing.T) {
 // readArchive reads ap from offset from to its end as bucket consume does.
 func readArchive(t *testing.T, ap *ArchivedPartition, from int64) []batch.Record {
 	t.Helper()
-	var out []batch.Record
-	for off := from; ; {
-		data, err := ap.Read(context.Background(), off, 32<<10)
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-		recs, err := batch.DecodeAll(data)
-		if err != nil || len(recs) == 0 {
-			t.Fatalf("decode at %d: %d records, %v", off, len(recs), err)
-		}
-		for _, r := range recs {
-			if r.Offset >= off {
-				out = append(out, r)
-			}
-		}
-		off = recs[len(recs)-1].Offset + 1
-	}
+	return readRecords(t, from, ap.End, func(off int64) ([]byte, error) { return ap.Read(context.Background(), off, 32<<10) })
 }

@@ -110,13 +110,23 @@ func produce(t *testing.T, p *Partition, n int) {
 // readAll reads from offset from to the end through the tiered read path.
 func readAll(t *testing.T, p *Partition, from int64) []batch.Record {
 	t.Helper()
-	var out []batch.Record
-	for off := from; off < p.EndOffset(); {
+	return readRecords(t, from, p.EndOffset(), func(off int64) ([]byte, error) {
 		res, err := p.Read(context.Background(), off, 32<<10)
+		return res.Records, err
+	})
+}
+
+// readRecords reads offsets [from, to) with read, which returns whole
+// batches from the one holding its offset.
+func readRecords(t *testing.T, from, to int64, read func(off int64) ([]byte, error)) []batch.Record {
+	t.Helper()
+	var out []batch.Record
+	for off := from; off < to; {
+		data, err := read(off)
 		if err != nil {
 			t.Fatalf("read at %d: %v", off, err)
 		}
-		recs, err := batch.DecodeAll(res.Records)
+		recs, err := batch.DecodeAll(data)
 		if err != nil || len(recs) == 0 {
 			t.Fatalf("decode at %d: %d records, %v", off, len(recs), err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,25 +21,9 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-// bucketCLI runs the tierlog binary with no server and the extra
-// environment env (bucket credentials).
-func bucketCLI(t *testing.T, env []string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(binary(t), args...)
-	cmd.Env = cleanEnv(env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		if _, isExit := err.(*exec.ExitError); !isExit {
-			t.Fatalf("run tierlog %v: %v", args, err)
-		}
-	}
-	return result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
-}
-
 func bucketOK(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	r := bucketCLI(t, env, args...)
+	r := runCLI(t, env, "", args...)
 	if r.code != 0 {
 		t.Fatalf("tierlog %s: exit %d\nstderr: %s", strings.Join(args, " "), r.code, r.stderr)
 	}
@@ -327,7 +309,7 @@ func (h *history) check(t *testing.T, env []string, bucketURL string) {
 		{[]string{"multi", "--partition", "3"}, []string{"topic multi has 3 partitions"}},
 	}
 	for _, c := range errCases {
-		r := bucketCLI(t, env, append([]string{"bucket", "consume", "--bucket", bucketURL}, c.args...)...)
+		r := runCLI(t, env, "", append([]string{"bucket", "consume", "--bucket", bucketURL}, c.args...)...)
 		if r.code != 1 || r.stdout != "" {
 			t.Errorf("bucket consume %v: exit %d, stdout %q; want exit 1 and no output", c.args, r.code, r.stdout)
 		}
@@ -380,7 +362,7 @@ func TestBucketConsumeUnreachable(t *testing.T) {
 		{m.MinIOURL("no-such-bucket", "p"), m.Env(), []string{"no-such-bucket"}},
 		{m.MinIOURL(m.Bucket, "p"), wrongKey, []string{m.Bucket}},
 	} {
-		r := bucketCLI(t, c.env, "bucket", "consume", "--bucket", c.url, "audit")
+		r := runCLI(t, c.env, "", "bucket", "consume", "--bucket", c.url, "audit")
 		if r.code != 1 {
 			t.Errorf("bucket consume --bucket %s: exit %d, want 1\nstderr: %s", c.url, r.code, r.stderr)
 		}
@@ -403,7 +385,7 @@ func TestBucketConsumeUnreachable(t *testing.T) {
 		{"--bucket", "file://" + missing, "audit", "--from", "5", "--from-time", "1h"},
 		{"--bucket", "file://" + missing, "audit", "--to-time", "soon"},
 	} {
-		if r := bucketCLI(t, nil, append([]string{"bucket", "consume"}, args...)...); r.code != 2 {
+		if r := runCLI(t, nil, "", append([]string{"bucket", "consume"}, args...)...); r.code != 2 {
 			t.Errorf("bucket consume %v: exit %d, want 2 (usage)\nstderr: %s", args, r.code, r.stderr)
 		}
 	}

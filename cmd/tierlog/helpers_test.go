@@ -240,12 +240,19 @@ type result struct {
 // given stdin and waits for it.
 func cli(t testing.TB, n *node, stdin string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
-	env := cleanEnv()
+	var env []string
 	if n != nil {
 		env = append(env, "TIERLOG_SERVER="+n.grpcAddr)
 	}
-	cmd.Env = env
+	return runCLI(t, env, stdin, args...)
+}
+
+// runCLI runs the tierlog binary with the extra environment env (a
+// server's address, bucket credentials) and waits for it.
+func runCLI(t testing.TB, env []string, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = cleanEnv(env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
