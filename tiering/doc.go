@@ -81,4 +81,12 @@
 // epoch; a new leader claims the manifest before it uploads, sweeps what
 // earlier leaders uploaded and never named, and continues where the
 // manifest ends; followers only read it (RefreshManifest). See shared.go.
+//
+// # Reading with no node
+//
+// An Archive reads a prefix's history with no node and no write (`tierlog
+// bucket consume`): the topic records, each partition's newest manifest as
+// a node finds it (shared or versioned copy), and the committed segments
+// through a cold.Reader. Objects no manifest names are not read. See
+// archive.go.
 package tiering
