@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/hot"
 )
@@ -41,6 +43,10 @@ type DaemonOptions struct {
 	// refused with a retriable *LocalDiskFullError until uploads and local
 	// retention bring them below it. <= 0: no ceiling.
 	LocalDiskMaxBytes int64
+	// Signer signs the checkpoints of the partitions' Merkle trees (see
+	// tree.go); its public key is written to the bucket before the first
+	// one. Nil: no tree is built (segments carry no tree size and root).
+	Signer *audit.Key
 	// TmpDir holds objects being built before upload.
 	TmpDir   string
 	Backoff  Backoff
@@ -64,6 +70,8 @@ type Daemon struct {
 
 	disk    nodeDisk
 	checkMu sync.Mutex // serialises checkDisk
+
+	keyPut atomic.Bool // the signer's public key is in the bucket
 
 	stop chan struct{}
 	done chan struct{}
@@ -437,6 +445,11 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	}
 	if p.testHookUploaded != nil {
 		p.testHookUploaded()
+	}
+	if obj.leaves != nil {
+		if err := d.extendTree(ctx, p, obj.leaves, &entry); err != nil {
+			return err
+		}
 	}
 	entry.State = CopyFinished
 	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, obj.raw, len(obj.footer.Chunks), obj.sha256

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/hot"
 	"github.com/tierlog/tierlog/internal/batch"
@@ -21,12 +22,43 @@ type object struct {
 	raw    int64 // segment bytes it holds
 	sha256 string
 	footer *cold.Footer
+	leaves *audit.Leaves // its records' Merkle leaves; nil without a signer
 }
 
 // build writes the remote form of a sealed segment (chunked, compressed,
 // with footer) to a temporary file. WriteSegment validates every batch's
 // CRC on the way: corrupt local data is never uploaded.
 func (d *Daemon) build(p *Partition, s hot.SegmentInfo, id string) (*object, error) {
+	// The leaves are computed beside the object, reading the segment
+	// again (from the page cache) on another core.
+	type leavesResult struct {
+		l   *audit.Leaves
+		err error
+	}
+	var leaves chan leavesResult
+	if d.opts.Signer != nil {
+		leaves = make(chan leavesResult, 1)
+		go func() {
+			l, err := segmentLeaves(s.Path, s.BaseOffset, s.NextOffset)
+			leaves <- leavesResult{l, err}
+		}()
+	}
+	o, err := d.buildObject(s, id)
+	if leaves != nil {
+		r := <-leaves
+		if err == nil && r.err != nil {
+			os.Remove(o.path)
+			err = fmt.Errorf("build remote segment of %s: %w", s.Path, r.err)
+		}
+		if err == nil {
+			o.leaves = r.l
+		}
+	}
+	return o, err
+}
+
+// buildObject writes the object of build.
+func (d *Daemon) buildObject(s hot.SegmentInfo, id string) (*object, error) {
 	src, err := os.Open(s.Path)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/hot"
 )
@@ -116,6 +117,9 @@ type Partition struct {
 	// Guarded by tierMu: consecutive failed uploads and when to try again.
 	failures int
 	retryAt  time.Time
+	// tree (guarded by tierMu) is the partition's Merkle tree as the last
+	// upload left it; nil: load it from the bucket (tree.go).
+	tree *audit.Tree
 	// removed (guarded by tierMu) is set by Daemon.Remove: a pass or sweep
 	// that took a snapshot of the partitions before the removal must not
 	// touch the bucket for a topic whose deletion is listing it.

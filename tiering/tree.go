@@ -1,0 +1,199 @@
+package tiering
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/batch"
+)
+
+// The partition's Merkle tree (package audit, see DESIGN.md "Audit-grade
+// history"): build computes a segment's leaf hashes beside its object, off
+// the produce path; upload appends them to the tree, writes the changed
+// tiles and a signed checkpoint after the object is verified and before
+// the manifest commit, and records the tree's size and root in the
+// segment's entry. The tree's state between uploads is p.tree (guarded by
+// tierMu); the bucket's tiles at the manifest's last tree size are the
+// truth it is reloaded from after a restart, a restore, a change of
+// leader or a failed attempt.
+
+// segmentLeaves computes the leaf hashes of the local segment file at
+// path for offsets [from, next): the batches from the one starting at
+// from (see skipTo), absent leaves for offsets no record holds.
+func segmentLeaves(path string, from, next int64) (*audit.Leaves, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := skipTo(f, from); err != nil {
+		return nil, err
+	}
+	l := audit.NewLeaves(from)
+	r := bufio.NewReaderSize(f, 1<<20)
+	var buf []byte
+	for {
+		var prefix [batch.LengthFieldEnd]byte
+		if _, err := io.ReadFull(r, prefix[:]); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("leaves of %s: %w", path, err)
+		}
+		length := int(int32(binary.BigEndian.Uint32(prefix[8:])))
+		if length < batch.HeaderSize-batch.LengthFieldEnd || length > 1<<30 {
+			return nil, fmt.Errorf("leaves of %s: %w: batch length %d", path, batch.ErrCorrupt, length)
+		}
+		buf = append(append(buf[:0], prefix[:]...), make([]byte, length)...)
+		if _, err := io.ReadFull(r, buf[batch.LengthFieldEnd:]); err != nil {
+			return nil, fmt.Errorf("leaves of %s: %w", path, err)
+		}
+		if err := l.AddBatch(buf); err != nil {
+			return nil, fmt.Errorf("leaves of %s: %w", path, err)
+		}
+	}
+	if l.End() > next {
+		return nil, fmt.Errorf("leaves of %s: records up to offset %d, the segment ends at %d", path, l.End(), next)
+	}
+	l.FillTo(next)
+	return l, nil
+}
+
+// extendTree appends a segment's leaves to the partition's tree, writes
+// its tiles and checkpoint and records the tree's size and root in entry.
+// Called by upload with tierMu held, before the commit.
+func (d *Daemon) extendTree(ctx context.Context, p *Partition, l *audit.Leaves, entry *RemoteSegment) error {
+	if err := d.putKey(ctx); err != nil {
+		return err
+	}
+	t, err := d.treeBefore(ctx, p, l.Start())
+	if err != nil {
+		return err
+	}
+	if err := t.Append(ctx, l); err != nil {
+		p.tree = nil // reload from the bucket next time
+		return fmt.Errorf("tiering: %s/%d: extend the Merkle tree: %w", p.topic, p.partition, err)
+	}
+	size, root := t.Size(), t.Root()
+	origin := audit.Origin(d.store.ClusterID, p.topic, p.partition)
+	signed, err := audit.Sign(d.opts.Signer, origin, size, root)
+	if err == nil {
+		err = audit.PutCheckpoint(ctx, d.store.Bucket, PartitionPrefix(p.topic, p.partition), size, signed)
+	}
+	if err != nil {
+		return fmt.Errorf("tiering: %s/%d: checkpoint at tree size %d: %w", p.topic, p.partition, size, err)
+	}
+	entry.TreeSize, entry.TreeRoot = int64(size), hex.EncodeToString(root)
+	return nil
+}
+
+// putKey writes the signing key's public key to the bucket, once per
+// daemon, before the first checkpoint it signs.
+func (d *Daemon) putKey(ctx context.Context) error {
+	if d.keyPut.Load() {
+		return nil
+	}
+	if err := audit.PutPublicKey(ctx, d.store.Bucket, d.opts.Signer); err != nil {
+		return fmt.Errorf("tiering: public key: %w", err)
+	}
+	d.keyPut.Store(true)
+	return nil
+}
+
+// treeBefore returns the partition's tree as the manifest's committed
+// segments leave it, ready for leaves from offset start: p.tree if it is
+// at the manifest's last tree size, else the tree reopened from the
+// bucket's tiles at that size and checked against the recorded root.
+// Committed segments the tree does not cover yet (uploaded before trees
+// were built, or committed by a restart's adoption) are read back from the
+// bucket and appended first.
+func (d *Daemon) treeBefore(ctx context.Context, p *Partition, start int64) (*audit.Tree, error) {
+	m := p.Manifest()
+	var size int64
+	var root string
+	var behind []RemoteSegment
+	for _, s := range m.Segments {
+		if s.State != CopyFinished && s.State != DeleteStarted {
+			continue
+		}
+		if s.TreeSize > 0 && s.TreeSize >= size {
+			size, root = s.TreeSize, s.TreeRoot
+		}
+	}
+	for _, s := range m.committed() {
+		if s.NextOffset > size && s.BaseOffset < start {
+			behind = append(behind, s)
+		}
+	}
+	t := p.tree
+	if t == nil || t.Size() != uint64(size) || hex.EncodeToString(t.Root()) != root && size > 0 {
+		var err error
+		if t, err = audit.OpenTree(ctx, d.store.Bucket, PartitionPrefix(p.topic, p.partition), uint64(size)); err != nil {
+			return nil, fmt.Errorf("tiering: %s/%d: load the Merkle tree at size %d: %w", p.topic, p.partition, size, err)
+		}
+		if got := hex.EncodeToString(t.Root()); size > 0 && got != root {
+			return nil, fmt.Errorf("tiering: %s/%d: the bucket's tiles give root %s at tree size %d, the manifest recorded %s: tiles changed",
+				p.topic, p.partition, got, size, root)
+		}
+	}
+	p.tree = t
+	if len(behind) > 0 {
+		d.opts.Logger.Info("building the Merkle tree of segments uploaded without one", "topic", p.topic, "partition", p.partition,
+			"from", size, "segments", len(behind))
+	}
+	for _, s := range behind {
+		l, err := d.remoteLeaves(ctx, p, s, int64(t.Size()))
+		if err != nil {
+			p.tree = nil
+			return nil, err
+		}
+		if err := t.Append(ctx, l); err != nil {
+			p.tree = nil
+			return nil, fmt.Errorf("tiering: %s/%d: extend the Merkle tree with %s: %w", p.topic, p.partition, s.Key, err)
+		}
+	}
+	return t, nil
+}
+
+// remoteLeaves reads a committed segment back from the bucket (the cold
+// reader) and returns the leaves of its offsets from from on.
+func (d *Daemon) remoteLeaves(ctx context.Context, p *Partition, s RemoteSegment, from int64) (*audit.Leaves, error) {
+	from = max(from, s.BaseOffset)
+	l := audit.NewLeaves(from)
+	ref := cold.SegmentRef{Key: s.Key, Size: s.Size}
+	for off := from; off < s.NextOffset; {
+		data, err := p.reader.Read(ctx, ref, off, 8<<20)
+		if err != nil {
+			return nil, fmt.Errorf("tiering: read %s for its Merkle tree: %w", s.Key, err)
+		}
+		for pos := 0; pos < len(data); {
+			h, err := batch.Peek(data[pos:])
+			if err != nil {
+				return nil, fmt.Errorf("tiering: read %s for its Merkle tree: %w", s.Key, err)
+			}
+			err = audit.AppendLeaves(data[pos:pos+h.Size()], func(o int64, leaf []byte) error {
+				if o < l.End() {
+					return nil // the batch began below from
+				}
+				return l.Add(o, audit.LeafHash(leaf))
+			})
+			if err != nil {
+				return nil, fmt.Errorf("tiering: read %s for its Merkle tree: %w", s.Key, err)
+			}
+			off = max(off, h.NextOffset())
+			pos += h.Size()
+		}
+		if len(data) == 0 {
+			break
+		}
+	}
+	l.FillTo(s.NextOffset)
+	return l, nil
+}

@@ -1,0 +1,276 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+
+	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
+)
+
+// signWith makes e's daemon build the partitions' trees, signing with the
+// key in keyPath (created if missing).
+func (e *env) signWith(keyPath string) *audit.Key {
+	e.t.Helper()
+	k, err := audit.LoadOrCreateKey(keyPath, audit.KeyName(0))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.daemon.opts.Signer = k
+	return k
+}
+
+// independentTree is the reference tree (merkle/testonly) over every
+// record of p read back through the read path (the bucket's segments for
+// what is remote), absent leaves filling offsets below the first.
+func independentTree(t *testing.T, p *Partition, to int64) *testonly.Tree {
+	t.Helper()
+	ref := testonly.New(rfc6962.DefaultHasher)
+	for _, r := range readAll(t, p, p.StartOffset()) {
+		if r.Offset >= to {
+			break
+		}
+		for o := int64(ref.Size()); o < r.Offset; o++ {
+			ref.AppendData(audit.AbsentLeaf(o))
+		}
+		ar := audit.Record{Offset: r.Offset, Timestamp: r.Timestamp, Key: r.Key, Value: r.Value}
+		for _, h := range r.Headers {
+			ar.Headers = append(ar.Headers, audit.Header{Key: h.Key, Value: h.Value})
+		}
+		ref.AppendData(audit.EncodeLeaf(nil, ar))
+	}
+	for o := int64(ref.Size()); o < to; o++ {
+		ref.AppendData(audit.AbsentLeaf(o))
+	}
+	return ref
+}
+
+// checkTree compares what the bucket and manifest say of p's tree with
+// the independent tree over its records: the latest checkpoint (signed by
+// the key the bucket publishes), one kept checkpoint per segment, each
+// segment's tree size and root, and the level-0 tiles.
+func checkTree(t *testing.T, e *env, p *Partition) {
+	t.Helper()
+	ctx := context.Background()
+	end := p.UploadedEnd()
+	ref := independentTree(t, p, end)
+	prefix := PartitionPrefix(p.topic, p.partition)
+	v, err := audit.GetPublicKey(ctx, e.bucket, audit.KeyName(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := audit.Origin(e.store.ClusterID, p.topic, p.partition)
+	latest, err := audit.GetCheckpoint(ctx, e.bucket, prefix, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := audit.Open(latest, origin, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Size != uint64(end) || !bytes.Equal(c.Hash, ref.Hash()) {
+		t.Fatalf("latest checkpoint: size %d root %x, want %d %x", c.Size, c.Hash, end, ref.Hash())
+	}
+	var sizes []uint64
+	for _, s := range p.Manifest().committed() {
+		if s.TreeSize != s.NextOffset || s.TreeRoot != hex.EncodeToString(ref.HashAt(uint64(s.NextOffset))) {
+			t.Fatalf("segment %d..%d: tree size %d root %s, want %d %x", s.BaseOffset, s.NextOffset, s.TreeSize, s.TreeRoot, s.NextOffset, ref.HashAt(uint64(s.NextOffset)))
+		}
+		sizes = append(sizes, uint64(s.NextOffset))
+	}
+	kept, err := audit.ListCheckpoints(ctx, e.bucket, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(kept, sizes) {
+		t.Fatalf("kept checkpoints %v, segments end at %v", kept, sizes)
+	}
+	for _, s := range kept {
+		signed, err := audit.GetCheckpoint(ctx, e.bucket, prefix, int64(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err := audit.Open(signed, origin, v); err != nil || !bytes.Equal(c.Hash, ref.HashAt(s)) {
+			t.Fatalf("checkpoint %d: %v", s, err)
+		}
+	}
+	for n := uint64(0); n*256 < uint64(end); n++ {
+		w := int(min(256, uint64(end)-n*256))
+		tile, err := audit.ReadTile(ctx, e.bucket, prefix, 0, n, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range uint64(w) {
+			if !bytes.Equal(tile[j*32:j*32+32], ref.LeafHash(n*256+j)) {
+				t.Fatalf("tile 0/%d entry %d differs from leaf %d's hash", n, j, n*256+j)
+			}
+		}
+	}
+	for _, i := range []uint64{0, uint64(end) / 3, uint64(end) - 1} {
+		proof, err := audit.InclusionProof(ctx, e.bucket, prefix, i, uint64(end))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := audit.VerifyInclusion(ref.LeafHash(i), i, uint64(end), proof, c.Hash); err != nil {
+			t.Fatalf("inclusion of %d: %v", i, err)
+		}
+	}
+}
+
+// The daemon builds the tree as it uploads; a restart and a restore from
+// the bucket continue the same tree; the orphan sweep keeps it.
+func TestTreeBuiltAsSegmentsUpload(t *testing.T) {
+	for _, bk := range []struct {
+		name   string
+		bucket func(*testing.T) cold.Bucket
+	}{{"file", newFileBucket}, {"minio", minioBucket}} {
+		t.Run(bk.name, func(t *testing.T) {
+			bucket := bk.bucket(t)
+			dataDir := t.TempDir()
+			keyPath := filepath.Join(t.TempDir(), "signing.key")
+			e := newEnv(t, bucket, dataDir)
+			e.signWith(keyPath)
+			p := e.open("audit", 0, true)
+			produce(t, p, 300)
+			e.settle(p)
+			if n := len(p.Manifest().committed()); n < 4 {
+				t.Fatalf("%d segments uploaded", n)
+			}
+			checkTree(t, e, p)
+
+			// The orphan sweep deletes an orphan segment but no tree object.
+			ctx := context.Background()
+			prefix := PartitionPrefix("audit", 0)
+			orphan := prefix + "00000000000099999999-0-0123456789abcdef.seg"
+			if _, err := bucket.Upload(ctx, orphan, strings.NewReader("x"), 1); err != nil {
+				t.Fatal(err)
+			}
+			before := tlogKeys(t, bucket, prefix)
+			if err := e.daemon.cleanup(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := bucket.Exists(ctx, orphan); ok {
+				t.Fatal("the sweep did not run: the orphan is still there")
+			}
+			if after := tlogKeys(t, bucket, prefix); !slices.Equal(before, after) {
+				t.Fatalf("the orphan sweep changed the tree's objects: %d before, %d after", len(before), len(after))
+			}
+
+			// A restart: same data directory and key, a new daemon.
+			p.Close()
+			e2 := newEnv(t, bucket, dataDir)
+			e2.signWith(keyPath)
+			p2 := e2.open("audit", 0, true)
+			produce(t, p2, 100)
+			e2.settle(p2)
+			checkTree(t, e2, p2)
+			p2.Close()
+
+			// A restore from the bucket: empty data directory.
+			e3 := restoreEnv(t, bucket, t.TempDir())
+			e3.signWith(keyPath)
+			p3 := e3.open("audit", 0, true)
+			defer p3.Close()
+			produce(t, p3, 100)
+			e3.settle(p3)
+			checkTree(t, e3, p3)
+		})
+	}
+}
+
+func tlogKeys(t *testing.T, b cold.Bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	if err := b.Iter(context.Background(), prefix+audit.Dir, func(k string) error { keys = append(keys, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no tree objects")
+	}
+	return keys
+}
+
+// Segments uploaded before the tree existed (no signer) get their leaves
+// from the bucket's objects at the next upload with one: the tree covers
+// the whole partition from offset 0.
+func TestTreeCatchesUpWithSegmentsUploadedWithout(t *testing.T) {
+	bucket := newFileBucket(t)
+	dataDir := t.TempDir()
+	e := newEnv(t, bucket, dataDir)
+	p := e.open("audit", 0, true)
+	produce(t, p, 150)
+	e.settle(p)
+	for _, s := range p.Manifest().committed() {
+		if s.TreeSize != 0 || s.TreeRoot != "" {
+			t.Fatalf("a segment uploaded without a signer has a tree: %+v", s)
+		}
+	}
+	p.Close()
+	e2 := newEnv(t, bucket, dataDir)
+	e2.signWith(filepath.Join(t.TempDir(), "k"))
+	p2 := e2.open("audit", 0, true)
+	defer p2.Close()
+	produce(t, p2, 100)
+	e2.settle(p2)
+	m := p2.Manifest().committed()
+	last := m[len(m)-1]
+	ref := independentTree(t, p2, last.NextOffset)
+	if last.TreeSize != last.NextOffset || last.TreeRoot != hex.EncodeToString(ref.Hash()) {
+		t.Fatalf("after catching up: tree %d %s, want %d %x", last.TreeSize, last.TreeRoot, last.NextOffset, ref.Hash())
+	}
+}
+
+// failingUploads fails uploads of keys containing match n times.
+type failingUploads struct {
+	cold.Bucket
+	match string
+	n     atomic.Int32
+}
+
+func (f *failingUploads) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	if strings.Contains(key, f.match) && f.n.Add(-1) >= 0 {
+		return cold.Attributes{}, fmt.Errorf("injected: %s refused", key)
+	}
+	return f.Bucket.Upload(ctx, key, r, size)
+}
+
+func (f *failingUploads) UploadIf(ctx context.Context, key string, r io.Reader, size int64, c cold.Condition) (cold.Attributes, error) {
+	return f.Bucket.(cold.ConditionalUploader).UploadIf(ctx, key, r, size, c)
+}
+
+// A checkpoint that cannot be written fails the upload attempt: the
+// manifest does not name the segment, and the retry builds the same tree.
+func TestTreeWriteFailureFailsTheUpload(t *testing.T) {
+	fb := &failingUploads{Bucket: newFileBucket(t), match: "tlog/checkpoints/"}
+	e := newEnv(t, fb, t.TempDir())
+	e.signWith(filepath.Join(t.TempDir(), "k"))
+	p := e.open("audit", 0, true)
+	defer p.Close()
+	produce(t, p, 100)
+	e.settle(p)
+	fb.n.Store(100) // every retry inside the attempt fails too
+	produce(t, p, 30)
+	p.Log().Roll()
+	before := p.UploadedEnd()
+	e.daemon.pass(context.Background())
+	if p.UploadedEnd() != before {
+		t.Fatalf("a segment was committed without its checkpoint: uploaded end %d, was %d", p.UploadedEnd(), before)
+	}
+	fb.n.Store(0)
+	p.tierMu.Lock()
+	p.retryAt = p.retryAt.AddDate(-1, 0, 0) // skip the backoff
+	p.tierMu.Unlock()
+	e.settle(p)
+	checkTree(t, e, p)
+}
