@@ -51,6 +51,10 @@ type Options struct {
 	// filled in by the broker). Its LocalDiskMaxBytes is the node's
 	// local-disk ceiling: 0 means tiering.DefaultLocalDiskMax of Dir, -1 none.
 	Tiering tiering.DaemonOptions
+	// SigningKey is the file of the node's Ed25519 key that signs the
+	// partitions' checkpoints (created, mode 0600, if missing; its public
+	// key is written to the bucket). Empty: Dir/signing.key.
+	SigningKey string
 	// Cache configures the remote reader's chunk cache and prefetch.
 	Cache cold.ReaderOptions
 	// CacheBytes is the chunk cache's budget (0: 256 MiB).

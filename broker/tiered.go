@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/tiering"
@@ -41,6 +42,21 @@ func (b *Broker) openTiering(ctx context.Context) error {
 	}
 	b.cache = cache
 	do := b.opts.Tiering
+	// The signing key is read or created only now, with the data directory
+	// locked: two processes starting on one directory never make two keys.
+	keyPath := b.opts.SigningKey
+	if keyPath == "" {
+		keyPath = filepath.Join(b.opts.Dir, "signing.key")
+	}
+	node := 0 // a single node's key is node 0's
+	if b.opts.Cluster != nil {
+		node = int(b.opts.Cluster.NodeID)
+	}
+	if do.Signer, err = audit.LoadOrCreateKey(keyPath, audit.KeyName(node)); err != nil {
+		cache.Close()
+		return err
+	}
+	b.opts.Logger.Info("checkpoint signing key", "file", keyPath, "public_key", do.Signer.Public)
 	do.TmpDir = filepath.Join(b.opts.Dir, "tiering-tmp")
 	do.Logger = b.opts.Logger
 	do.Registry = b.opts.Registerer

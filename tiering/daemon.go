@@ -188,6 +188,13 @@ func (d *Daemon) run() {
 		d.watchDisk(ctx)
 	}()
 	defer func() { cancel(); <-watching }()
+	if d.opts.Signer != nil && d.store.Fenced() == nil {
+		// Published at start, so a verifier finds it before any checkpoint;
+		// the first upload tries again if this fails.
+		if err := d.putKey(ctx); err != nil && ctx.Err() == nil {
+			d.opts.Logger.Warn("write the signing key's public key to the bucket", "err", err)
+		}
+	}
 	tick := time.NewTicker(d.opts.Interval)
 	defer tick.Stop()
 	lastCleanup := time.Time{}

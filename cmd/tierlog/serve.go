@@ -212,7 +212,7 @@ func serve(ctx context.Context, cfg config.Server, defaults broker.TopicConfig, 
 	var cn *clusterNode
 	var b *broker.Broker
 	bopts := broker.Options{Dir: cfg.DataDir, Defaults: defaults, Logger: logger, Registerer: reg,
-		Takeover: takeover, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
+		Takeover: takeover, SigningKey: cfg.SigningKey, CacheBytes: cfg.CacheBytes, MaxNodePartitions: cfg.MaxNodePartitions, Cache: cold.ReaderOptions{ReadRateLimit: cfg.RemoteReadRate},
 		Tiering: tiering.DaemonOptions{Concurrency: cfg.TieringParallel, UploadBytesPerSec: cfg.UploadRate, LocalDiskMaxBytes: cfg.LocalDiskMax},
 		Groups:  groups.Options{OffsetsRetention: time.Duration(cfg.OffsetsRetentionMinutes) * time.Minute}}
 	if cfg.Cluster.Enabled() && cfg.Bucket == "" {

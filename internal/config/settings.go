@@ -50,6 +50,9 @@ type Server struct {
 	UploadRate      int64 // upload_rate: tiering upload bytes/s, 0 unlimited
 	RemoteReadRate  int64 // remote_read_rate: historical read bytes/s from the bucket, 0 unlimited
 	TieringParallel int   // tiering_concurrency: partitions uploading at once
+	// SigningKey (signing_key) is the file of the Ed25519 key that signs
+	// the partitions' checkpoints; empty: DataDir/signing.key.
+	SigningKey string
 	// MaxNodePartitions (max_node_partitions) bounds the partitions of all
 	// topics on the node together; a create past it is refused.
 	MaxNodePartitions int
@@ -360,6 +363,11 @@ var settings = []setting{
 		typ: "int",
 		get: func(c *Server) string { return strconv.FormatInt(c.OffsetsRetentionMinutes, 10) },
 		set: func(c *Server, v string) error { return setInt(&c.OffsetsRetentionMinutes, v, 1) },
+	},
+	{
+		name: "signing_key", usage: "file of the node's Ed25519 key that signs the partitions' Merkle tree checkpoints (created, mode 0600, if missing; default <data dir>/signing.key)",
+		get: func(c *Server) string { return c.SigningKey },
+		set: func(c *Server, v string) error { c.SigningKey = v; return nil },
 	},
 	{
 		name: "ready_file", usage: "once serving, write the bound addresses as JSON to this file (for scripts and tests using port 0)",
