@@ -19,7 +19,7 @@ var factory = &compact.RangeFactory{Hash: hasher.HashChildren}
 // flushTiles is how many full tiles an Append holds before writing them
 // (a long run of absent leaves must not hold its whole tree in memory).
 const (
-	writeParallel = 8
+	writeParallel = 32
 	flushTiles    = 256
 )
 

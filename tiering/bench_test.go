@@ -60,7 +60,7 @@ func BenchmarkTiering(b *testing.B) {
 	tb := &tierBench{b: b, rc: newRequestCounter()}
 	defer tb.rc.close()
 	m := testutil.StartMinIO(b)
-	tb.bucket = openBenchBucket(b, m, tb.rc)
+	tb.bucket = openBenchBucket(b, m, tb.rc, "bench")
 	defer tb.bucket.Close()
 	dataDir := filepath.Join(b.TempDir(), "node")
 	var err error
@@ -84,7 +84,7 @@ func BenchmarkTiering(b *testing.B) {
 	// A hot copy of the same segments (hard links: the same page cache)
 	// for the hot-tier references, before local retention removes them.
 	tb.hotDir = filepath.Join(b.TempDir(), "hotcopy")
-	linkDir(b, tb.partDir, tb.hotDir)
+	copyFiles(b, tb.partDir, tb.hotDir, true)
 
 	// 2. Upload everything; local retention 0 then frees the local copies.
 	progress("upload", "uploading %d segments", len(p.Log().SealedSegments()))
@@ -194,13 +194,13 @@ func benchHotConfig(localBytes int64) hot.Config {
 	return c
 }
 
-func openBenchBucket(b *testing.B, m *testutil.MinIO, rc *requestCounter) cold.Bucket {
+func openBenchBucket(b *testing.B, m *testutil.MinIO, rc *requestCounter, prefix string) cold.Bucket {
 	var url string
 	switch *benchBackend {
 	case "minio":
-		url = m.MinIOURL(m.Bucket, "bench")
+		url = m.MinIOURL(m.Bucket, prefix)
 	case "s3":
-		url = m.S3URL(m.Bucket, "bench")
+		url = m.S3URL(m.Bucket, prefix)
 	default:
 		b.Fatalf("-tiering.backend=%s: valid values are minio and s3", *benchBackend)
 	}
@@ -255,8 +255,9 @@ func produceAudit(b *testing.B, p *tiering.Partition, recordBytes int64) generat
 	return out
 }
 
-// linkDir hard-links every file of src into a new directory dst.
-func linkDir(b *testing.B, src, dst string) {
+// copyFiles hard-links (link) or copies every regular file of src into a
+// new directory dst.
+func copyFiles(b *testing.B, src, dst string, link bool) {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -265,12 +266,36 @@ func linkDir(b *testing.B, src, dst string) {
 		b.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.Type().IsRegular() {
-			if err := os.Link(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
-				b.Fatal(err)
-			}
+		if !e.Type().IsRegular() {
+			continue
+		}
+		from, to := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
+		if link {
+			err = os.Link(from, to)
+		} else {
+			err = copyFile(from, to)
+		}
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func committed(p *tiering.Partition) []tiering.RemoteSegment {

@@ -443,6 +443,20 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 		}
 	}()
 
+	// The segment's tiles are written while its object uploads (see
+	// appendTree); its checkpoint only once the object is verified.
+	var tree chan error
+	if obj.leaves != nil {
+		tree = make(chan error, 1)
+		tctx, cancel := context.WithCancel(ctx)
+		go func() { tree <- d.appendTree(tctx, p, obj.leaves) }()
+		defer func() {
+			cancel()
+			if tree != nil {
+				<-tree
+			}
+		}()
+	}
 	attrs, err := d.put(ctx, entry.Key, obj)
 	if err != nil {
 		return err
@@ -453,8 +467,13 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	if p.testHookUploaded != nil {
 		p.testHookUploaded()
 	}
-	if obj.leaves != nil {
-		if err := d.extendTree(ctx, p, obj.leaves, &entry); err != nil {
+	if tree != nil {
+		err := <-tree
+		tree = nil
+		if err == nil {
+			err = d.checkpoint(ctx, p, &entry)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -66,10 +66,10 @@ func segmentLeaves(path string, from, next int64) (*audit.Leaves, error) {
 	return l, nil
 }
 
-// extendTree appends a segment's leaves to the partition's tree, writes
-// its tiles and checkpoint and records the tree's size and root in entry.
-// Called by upload with tierMu held, before the commit.
-func (d *Daemon) extendTree(ctx context.Context, p *Partition, l *audit.Leaves, entry *RemoteSegment) error {
+// appendTree appends a segment's leaves to the partition's tree and
+// writes the tiles that changed. upload runs it beside the object's upload
+// (tiles of leaves no checkpoint names yet are harmless), with tierMu held.
+func (d *Daemon) appendTree(ctx context.Context, p *Partition, l *audit.Leaves) error {
 	if err := d.putKey(ctx); err != nil {
 		return err
 	}
@@ -81,7 +81,19 @@ func (d *Daemon) extendTree(ctx context.Context, p *Partition, l *audit.Leaves, 
 		p.tree = nil // reload from the bucket next time
 		return fmt.Errorf("tiering: %s/%d: extend the Merkle tree: %w", p.topic, p.partition, err)
 	}
+	return nil
+}
+
+// checkpoint signs and writes the checkpoint of the partition's tree as
+// appendTree left it, and records its size and root in entry. upload calls
+// it once the object is verified, before the commit: a checkpoint never
+// names leaves whose segment the bucket does not hold.
+func (d *Daemon) checkpoint(ctx context.Context, p *Partition, entry *RemoteSegment) error {
+	t := p.tree
 	size, root := t.Size(), t.Root()
+	if int64(size) != entry.NextOffset {
+		return fmt.Errorf("tiering: %s/%d: the Merkle tree holds %d leaves, the segment ends at %d", p.topic, p.partition, size, entry.NextOffset)
+	}
 	origin := audit.Origin(d.store.ClusterID, p.topic, p.partition)
 	signed, err := audit.Sign(d.opts.Signer, origin, size, root)
 	if err == nil {
