@@ -42,13 +42,15 @@ func produceAtLogEnd(t *testing.T, p *Partition, n int) {
 
 // A replicated leader uploads nothing above its high watermark (a new
 // leader could still truncate it), and uploads it once the high watermark
-// passes. A new leader whose high watermark lags the bucket (its
+// passes, and a new leader continues the partition's Merkle tree. A new leader whose high watermark lags the bucket (its
 // followers have not fetched yet) still claims the manifest: the lineage
 // check compares the bucket with its log end, not its high watermark.
 func TestReplicatedLeaderTiersBelowTheHighWatermark(t *testing.T) {
 	ctx := context.Background()
 	bs := sharedBuckets(t, "file", 2)
 	a, b := sharedEnv(t, bs[0]), sharedEnv(t, bs[1])
+	a.signWith(filepath.Join(t.TempDir(), "a.key"), 1)
+	b.signWith(filepath.Join(t.TempDir(), "b.key"), 2)
 	pa, pb := a.openReplicated("r"), b.openReplicated("r")
 	defer pa.Close()
 	defer pb.Close()
@@ -110,4 +112,7 @@ func TestReplicatedLeaderTiersBelowTheHighWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkContinuous(t, bs[1], m, 0, m.uploadedUpTo())
+	// The new leader went on with the tree A built (loaded from the
+	// bucket's tiles at the manifest's tree size), signing with its key.
+	checkTree(t, b, pb, 1, 2)
 }

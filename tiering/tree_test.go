@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -14,16 +15,17 @@ import (
 
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 )
 
-// signWith makes e's daemon build the partitions' trees, signing with the
-// key in keyPath (created if missing).
-func (e *env) signWith(keyPath string) *audit.Key {
+// signWith makes e's daemon build the partitions' trees, signing as node
+// 0 (or node[0]) with the key in keyPath (created if missing).
+func (e *env) signWith(keyPath string, node ...int) *audit.Key {
 	e.t.Helper()
-	k, err := audit.LoadOrCreateKey(keyPath, audit.KeyName(0))
+	k, err := audit.LoadOrCreateKey(keyPath, audit.KeyName(append(node, 0)[0]))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -59,23 +61,42 @@ func independentTree(t *testing.T, p *Partition, to int64) *testonly.Tree {
 // checkTree compares what the bucket and manifest say of p's tree with
 // the independent tree over its records: the latest checkpoint (signed by
 // the key the bucket publishes), one kept checkpoint per segment, each
-// segment's tree size and root, and the level-0 tiles.
-func checkTree(t *testing.T, e *env, p *Partition) {
+// segment's tree size and root, and the level-0 tiles. Checkpoints may
+// be signed by any of nodes (default: node 0).
+func checkTree(t *testing.T, e *env, p *Partition, nodes ...int) {
 	t.Helper()
 	ctx := context.Background()
 	end := p.UploadedEnd()
 	ref := independentTree(t, p, end)
 	prefix := PartitionPrefix(p.topic, p.partition)
-	v, err := audit.GetPublicKey(ctx, e.bucket, audit.KeyName(0))
-	if err != nil {
-		t.Fatal(err)
+	if len(nodes) == 0 {
+		nodes = []int{0}
+	}
+	var vs []note.Verifier
+	for _, n := range nodes {
+		v, err := audit.GetPublicKey(ctx, e.bucket, audit.KeyName(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
 	}
 	origin := audit.Origin(e.store.ClusterID, p.topic, p.partition)
+	open := func(signed []byte) (*audit.Checkpoint, error) {
+		var errs []error
+		for _, v := range vs {
+			c, err := audit.Open(signed, origin, v)
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}
 	latest, err := audit.GetCheckpoint(ctx, e.bucket, prefix, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := audit.Open(latest, origin, v)
+	c, err := open(latest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +122,7 @@ func checkTree(t *testing.T, e *env, p *Partition) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c, err := audit.Open(signed, origin, v); err != nil || !bytes.Equal(c.Hash, ref.HashAt(s)) {
+		if c, err := open(signed); err != nil || !bytes.Equal(c.Hash, ref.HashAt(s)) {
 			t.Fatalf("checkpoint %d: %v", s, err)
 		}
 	}
