@@ -283,6 +283,22 @@ func (m *MinIO) NewBucket(t testing.TB) string {
 	return name
 }
 
+// NewLockedBucket creates another empty bucket with S3 Object Lock enabled
+// (which turns on versioning) and returns its name. The server runs in
+// MinIO's single-drive xl-single mode on a fresh data directory, which
+// supports versioning and Object Lock; the older single-drive "fs" mode
+// refused both.
+func (m *MinIO) NewLockedBucket(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("tierlog-locked-%d", m.buckets.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.client.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: MinIORegion, ObjectLocking: true}); err != nil {
+		t.Fatalf("MinIO %s: create bucket %s with Object Lock: %v", m.Endpoint, name, err)
+	}
+	return name
+}
+
 // URL is the server's base URL, http://host:port.
 func (m *MinIO) URL() string { return "http://" + m.Endpoint }
 

@@ -6,7 +6,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/minio/minio-go/v7"
 	"go.uber.org/goleak"
 )
 
@@ -40,6 +42,38 @@ func TestStartMinIO(t *testing.T) {
 	}
 	if _, err := os.Stat(m.DataDir); !os.IsNotExist(err) {
 		t.Errorf("data dir %s still there: %v", m.DataDir, err)
+	}
+}
+
+// TestNewLockedBucket checks that the pinned server, as StartMinIO runs
+// it, keeps a locked object: a version under retention cannot be deleted.
+func TestNewLockedBucket(t *testing.T) {
+	m := StartMinIO(t)
+	ctx := context.Background()
+	name := m.NewLockedBucket(t)
+	_, mode, _, _, err := m.Client().GetObjectLockConfig(ctx, name)
+	if err != nil {
+		t.Fatalf("object lock config of %s: %v", name, err)
+	}
+	if mode != nil {
+		t.Errorf("default retention mode %v, want none", *mode)
+	}
+	if _, _, _, _, err := m.Client().GetObjectLockConfig(ctx, m.Bucket); err == nil {
+		t.Errorf("the plain bucket %s has an object lock config", m.Bucket)
+	}
+	until := time.Now().Add(time.Hour)
+	compliance := minio.Compliance
+	info, err := m.Client().PutObject(ctx, name, "k", strings.NewReader("x"), 1,
+		minio.PutObjectOptions{Mode: compliance, RetainUntilDate: until})
+	if err != nil {
+		t.Fatalf("put with retention: %v", err)
+	}
+	if info.VersionID == "" {
+		t.Errorf("no version id from a locked bucket")
+	}
+	err = m.Client().RemoveObject(ctx, name, "k", minio.RemoveObjectOptions{VersionID: info.VersionID})
+	if err == nil {
+		t.Errorf("deleted a version under compliance retention")
 	}
 }
 
