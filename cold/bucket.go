@@ -19,6 +19,9 @@ type Attributes struct {
 	ETag string
 	// VersionID is the object version on a versioned bucket; empty otherwise.
 	VersionID string
+	// RetainUntil is the version's Object Lock retain-until date, as
+	// UploadLocked set it; zero otherwise (Attributes does not ask).
+	RetainUntil time.Time
 }
 
 // Bucket is the one small interface every object store sits behind. Keys are

@@ -61,7 +61,7 @@ func IsRetryable(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return false
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrPreconditionFailed):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrPreconditionFailed), errors.Is(err, ErrObjectLocked):
 		return false
 	case brokenReply(err):
 		return true

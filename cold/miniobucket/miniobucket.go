@@ -35,6 +35,8 @@ var (
 	_ cold.Bucket              = (*Bucket)(nil)
 	_ cold.MultipartAborter    = (*Bucket)(nil)
 	_ cold.ConditionalUploader = (*Bucket)(nil)
+	_ cold.Locker              = (*Bucket)(nil)
+	_ cold.Versioned           = (*Bucket)(nil)
 )
 
 // Name returns the bucket's minio:// URL.
@@ -78,7 +80,7 @@ func wrap(err error) error {
 
 func isNotFound(err error) bool {
 	var resp minio.ErrorResponse
-	return errors.As(err, &resp) && (resp.Code == "NoSuchKey" || resp.Code == "NotFound")
+	return errors.As(err, &resp) && (resp.Code == "NoSuchKey" || resp.Code == "NotFound" || resp.Code == "NoSuchVersion")
 }
 
 func (b *Bucket) object(key string) (string, error) {
@@ -102,6 +104,11 @@ func (b *Bucket) errf(op, key string, err error) error {
 // PartSize first, so a small one still goes up in one PUT (minio-go would
 // start a multipart upload for any object of unknown size).
 func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	return b.upload(ctx, key, r, size, minio.PutObjectOptions{})
+}
+
+// upload is Upload with opts (Object Lock settings) added to the PUT.
+func (b *Bucket) upload(ctx context.Context, key string, r io.Reader, size int64, opts minio.PutObjectOptions) (cold.Attributes, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return cold.Attributes{}, err
@@ -109,10 +116,8 @@ func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64
 	if err := ctx.Err(); err != nil {
 		return cold.Attributes{}, b.errf("upload", key, err)
 	}
-	opts := minio.PutObjectOptions{
-		PartSize:   uint64(b.opts.PartSize),
-		NumThreads: uint(b.opts.PartConcurrency),
-	}
+	opts.PartSize = uint64(b.opts.PartSize)
+	opts.NumThreads = uint(b.opts.PartConcurrency)
 	body := objutil.ContextReader(ctx, r)
 	if size >= 0 {
 		body = objutil.SizedReader(body, size, key)
@@ -192,6 +197,15 @@ func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // checked against the announced length: a truncated response fails with an
 // error wrapping io.ErrUnexpectedEOF.
 func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	return b.getRange(ctx, key, "", off, length)
+}
+
+// GetRangeVersion is GetRange of one version of key; see cold.Versioned.
+func (b *Bucket) GetRangeVersion(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error) {
+	return b.getRange(ctx, key, versionID, off, length)
+}
+
+func (b *Bucket) getRange(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return nil, err
@@ -200,9 +214,9 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (i
 		return nil, fmt.Errorf("miniobucket %s: get %s: %w", b.name, key, err)
 	}
 	if length == 0 {
-		return b.emptyRange(ctx, key, off)
+		return b.emptyRange(ctx, key, versionID, off)
 	}
-	var opts minio.GetObjectOptions
+	opts := minio.GetObjectOptions{VersionID: versionID}
 	switch {
 	case length > 0:
 		err = opts.SetRange(off, off+length-1)
@@ -218,7 +232,7 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (i
 	if err != nil {
 		var resp minio.ErrorResponse
 		if errors.As(err, &resp) && resp.Code == "InvalidRange" {
-			return b.emptyRange(ctx, key, off)
+			return b.emptyRange(ctx, key, versionID, off)
 		}
 		return nil, b.errf("get", key, err)
 	}
@@ -227,8 +241,8 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (i
 
 // emptyRange answers a range that holds no bytes: an empty reader if the
 // object exists and off is at most its size.
-func (b *Bucket) emptyRange(ctx context.Context, key string, off int64) (io.ReadCloser, error) {
-	attrs, err := b.Attributes(ctx, key)
+func (b *Bucket) emptyRange(ctx context.Context, key, versionID string, off int64) (io.ReadCloser, error) {
+	attrs, err := b.attributes(ctx, key, versionID)
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +254,15 @@ func (b *Bucket) emptyRange(ctx context.Context, key string, off int64) (io.Read
 
 // Attributes returns the object's attributes from a HEAD request.
 func (b *Bucket) Attributes(ctx context.Context, key string) (cold.Attributes, error) {
+	return b.attributes(ctx, key, "")
+}
+
+func (b *Bucket) attributes(ctx context.Context, key, versionID string) (cold.Attributes, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return cold.Attributes{}, err
 	}
-	info, err := b.client.StatObject(ctx, b.bucket, obj, minio.StatObjectOptions{})
+	info, err := b.client.StatObject(ctx, b.bucket, obj, minio.StatObjectOptions{VersionID: versionID})
 	if err != nil {
 		return cold.Attributes{}, b.errf("attributes", key, err)
 	}

@@ -229,3 +229,13 @@ func TestConditionalUploadToMissingBucket(t *testing.T) {
 	}
 	coldtest.MissingBucketTest(t, b)
 }
+
+func TestObjectLock(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	locked := m.NewLockedBucket(t)
+	coldtest.LockTest(t, open(t, m.MinIOURL(locked, "p/"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}), m.Client(), locked, "p/")
+	plain := open(t, m.MinIOURL(m.Bucket, ""), cold.Options{Credentials: creds(m)})
+	if on, err := plain.LockEnabled(context.Background()); on || err != nil {
+		t.Errorf("LockEnabled on a bucket without Object Lock: %v, %v", on, err)
+	}
+}

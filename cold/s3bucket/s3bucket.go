@@ -36,6 +36,8 @@ var (
 	_ cold.Bucket              = (*Bucket)(nil)
 	_ cold.MultipartAborter    = (*Bucket)(nil)
 	_ cold.ConditionalUploader = (*Bucket)(nil)
+	_ cold.Locker              = (*Bucket)(nil)
+	_ cold.Versioned           = (*Bucket)(nil)
 )
 
 // Name returns the bucket's s3:// URL.
@@ -83,7 +85,7 @@ func isNotFound(err error) bool {
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
-		return api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound"
+		return api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchVersion"
 	}
 	var status interface{ HTTPStatusCode() int }
 	return errors.As(err, &status) && status.HTTPStatusCode() == http.StatusNotFound
@@ -94,6 +96,12 @@ func isNotFound(err error) bool {
 // it fails). The reader is checked against size, so a wrong size fails
 // the upload instead of storing a cut object.
 func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	return b.upload(ctx, key, r, size, func(*s3.PutObjectInput) {})
+}
+
+// upload is Upload with set adding fields (Object Lock settings) to the
+// request; the transfer manager copies them to a multipart upload's.
+func (b *Bucket) upload(ctx context.Context, key string, r io.Reader, size int64, set func(*s3.PutObjectInput)) (cold.Attributes, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return cold.Attributes{}, err
@@ -111,11 +119,13 @@ func (b *Bucket) Upload(ctx context.Context, key string, r io.Reader, size int64
 		u.Concurrency = b.opts.PartConcurrency
 		u.LeavePartsOnError = false
 	})
-	out, err := up.Upload(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket: aws.String(b.bucket),
 		Key:    aws.String(obj),
 		Body:   body,
-	})
+	}
+	set(in)
+	out, err := up.Upload(ctx, in)
 	if err != nil {
 		return cold.Attributes{}, b.errf("upload", key, err)
 	}
@@ -201,6 +211,15 @@ func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // checked against the announced length: a truncated response fails with an
 // error wrapping io.ErrUnexpectedEOF.
 func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	return b.getRange(ctx, key, "", off, length)
+}
+
+// GetRangeVersion is GetRange of one version of key; see cold.Versioned.
+func (b *Bucket) GetRangeVersion(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error) {
+	return b.getRange(ctx, key, versionID, off, length)
+}
+
+func (b *Bucket) getRange(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return nil, err
@@ -210,9 +229,12 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (i
 	}
 	if length == 0 {
 		// S3 has no empty range; check the object and the offset.
-		return b.emptyRange(ctx, key, off)
+		return b.emptyRange(ctx, key, versionID, off)
 	}
 	in := &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj)}
+	if versionID != "" {
+		in.VersionId = aws.String(versionID)
+	}
 	switch {
 	case length > 0:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+length-1))
@@ -224,7 +246,7 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (i
 		var api smithy.APIError
 		if errors.As(err, &api) && api.ErrorCode() == "InvalidRange" {
 			// The offset is at or past the end (or the object is empty).
-			return b.emptyRange(ctx, key, off)
+			return b.emptyRange(ctx, key, versionID, off)
 		}
 		return nil, b.errf("get", key, err)
 	}
@@ -237,8 +259,8 @@ func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64) (i
 
 // emptyRange answers a range that holds no bytes: an empty reader if the
 // object exists and off is at most its size.
-func (b *Bucket) emptyRange(ctx context.Context, key string, off int64) (io.ReadCloser, error) {
-	attrs, err := b.Attributes(ctx, key)
+func (b *Bucket) emptyRange(ctx context.Context, key, versionID string, off int64) (io.ReadCloser, error) {
+	attrs, err := b.attributes(ctx, key, versionID)
 	if err != nil {
 		return nil, err
 	}
@@ -250,11 +272,19 @@ func (b *Bucket) emptyRange(ctx context.Context, key string, off int64) (io.Read
 
 // Attributes returns the object's attributes from a HEAD request.
 func (b *Bucket) Attributes(ctx context.Context, key string) (cold.Attributes, error) {
+	return b.attributes(ctx, key, "")
+}
+
+func (b *Bucket) attributes(ctx context.Context, key, versionID string) (cold.Attributes, error) {
 	obj, err := b.object(key)
 	if err != nil {
 		return cold.Attributes{}, err
 	}
-	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj)})
+	in := &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj)}
+	if versionID != "" {
+		in.VersionId = aws.String(versionID)
+	}
+	out, err := b.client.HeadObject(ctx, in)
 	if err != nil {
 		return cold.Attributes{}, b.errf("attributes", key, err)
 	}

@@ -1,0 +1,134 @@
+package s3bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/tierlog/tierlog/cold"
+)
+
+// LockEnabled reports whether the bucket was created with Object Lock.
+func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
+	out, err := b.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.bucket)})
+	if err != nil {
+		var api smithy.APIError
+		if errors.As(err, &api) && api.ErrorCode() == "ObjectLockConfigurationNotFoundError" {
+			return false, nil
+		}
+		return false, fmt.Errorf("s3bucket %s: object lock configuration: %w", b.name, err)
+	}
+	return out.ObjectLockConfiguration != nil && out.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled, nil
+}
+
+// UploadLocked is Upload with a retention and a legal hold on the new
+// version. S3 requires Content-MD5 or a checksum on such a PUT: the SDK
+// sends a CRC32 with every PutObject and UploadPart by default
+// (RequestChecksumCalculation WhenSupported), which satisfies it.
+func (b *Bucket) UploadLocked(ctx context.Context, key string, r io.Reader, size int64, ret cold.Retention, legalHold bool) (cold.Attributes, error) {
+	attrs, err := b.upload(ctx, key, r, size, func(in *s3.PutObjectInput) {
+		if ret.Mode != "" {
+			in.ObjectLockMode = types.ObjectLockMode(ret.Mode)
+			in.ObjectLockRetainUntilDate = aws.Time(ret.Until)
+		}
+		if legalHold {
+			in.ObjectLockLegalHoldStatus = types.ObjectLockLegalHoldStatusOn
+		}
+	})
+	if err == nil && ret.Mode != "" {
+		attrs.RetainUntil = ret.Until
+	}
+	return attrs, err
+}
+
+// SetLegalHold puts a legal hold on or off one version of key.
+func (b *Bucket) SetLegalHold(ctx context.Context, key, versionID string, on bool) error {
+	obj, err := b.object(key)
+	if err != nil {
+		return err
+	}
+	status := types.ObjectLockLegalHoldStatusOff
+	if on {
+		status = types.ObjectLockLegalHoldStatusOn
+	}
+	in := &s3.PutObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj),
+		LegalHold: &types.ObjectLockLegalHold{Status: status}}
+	if versionID != "" {
+		in.VersionId = aws.String(versionID)
+	}
+	if _, err := b.client.PutObjectLegalHold(ctx, in); err != nil {
+		return b.errf("set legal hold", key, err)
+	}
+	return nil
+}
+
+// ObjectLock returns one version's retention and legal hold.
+func (b *Bucket) ObjectLock(ctx context.Context, key, versionID string) (cold.Retention, bool, error) {
+	obj, err := b.object(key)
+	if err != nil {
+		return cold.Retention{}, false, err
+	}
+	var version *string
+	if versionID != "" {
+		version = aws.String(versionID)
+	}
+	var ret cold.Retention
+	rout, err := b.client.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version})
+	switch {
+	case err != nil && !noLockOn(err):
+		return cold.Retention{}, false, b.errf("object retention", key, err)
+	case err == nil && rout.Retention != nil && rout.Retention.RetainUntilDate != nil:
+		ret = cold.Retention{Mode: cold.LockMode(rout.Retention.Mode), Until: *rout.Retention.RetainUntilDate}
+	}
+	hout, err := b.client.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version})
+	if err != nil && !noLockOn(err) {
+		return cold.Retention{}, false, b.errf("object legal hold", key, err)
+	}
+	hold := err == nil && hout.LegalHold != nil && hout.LegalHold.Status == types.ObjectLockLegalHoldStatusOn
+	return ret, hold, nil
+}
+
+// noLockOn reports the answer for a version that has no retention (or no
+// legal hold) set.
+func noLockOn(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && (api.ErrorCode() == "NoSuchObjectLockConfiguration" || api.ErrorCode() == "ObjectLockConfigurationNotFoundError")
+}
+
+// DeleteVersion removes one version of key; a version under retention or
+// legal hold is refused with cold.ErrObjectLocked.
+func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error {
+	obj, err := b.object(key)
+	if err != nil {
+		return err
+	}
+	_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: aws.String(versionID)})
+	switch {
+	case err == nil || isNotFound(err):
+		return nil
+	case locked(err):
+		return fmt.Errorf("s3bucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, err)
+	}
+	return b.errf("delete", key, err)
+}
+
+// locked reports a delete refused for Object Lock: S3 answers 403
+// AccessDenied, MinIO 400 InvalidRequest "Object is WORM protected and
+// cannot be overwritten"; some stores say ObjectLocked.
+func locked(err error) bool {
+	var api smithy.APIError
+	if errors.As(err, &api) && (api.ErrorCode() == "AccessDenied" || api.ErrorCode() == "ObjectLocked" ||
+		(api.ErrorCode() == "InvalidRequest" && strings.Contains(api.ErrorMessage(), "WORM"))) {
+		return true
+	}
+	var status interface{ HTTPStatusCode() int }
+	return errors.As(err, &status) && status.HTTPStatusCode() == http.StatusForbidden
+}
