@@ -101,10 +101,13 @@ func (o ReaderOptions) withDefaults() (ReaderOptions, error) {
 }
 
 // SegmentRef names a remote segment object: its key and size, as the
-// manifest records them.
+// manifest records them, and on a versioned bucket the version written,
+// which reads then ask for: an object overwritten behind the writer's back
+// is still read as written.
 type SegmentRef struct {
-	Key  string
-	Size int64
+	Key       string
+	Size      int64
+	VersionID string
 }
 
 // ErrOffsetOutOfRange means a Read asked a segment for an offset outside

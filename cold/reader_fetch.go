@@ -45,13 +45,13 @@ func (r *Reader) object(ctx context.Context, seg SegmentRef) (*object, error) {
 			var f *Footer
 			err := r.retry(r.ctx, seg, func() error {
 				var err error
-				f, _, err = readFooter(r.ctx, r.b, seg.Key, seg.Size, r.countGet("footer"))
+				f, _, err = readFooter(r.ctx, r.b, seg, r.countGet("footer"))
 				return err
 			})
 			if err != nil {
 				return nil, err
 			}
-			o := &object{key: seg.Key, ckey: r.prefix + seg.Key, size: seg.Size, footer: f, lastRead: -1}
+			o := &object{key: seg.Key, version: seg.VersionID, ckey: r.prefix + seg.Key, size: seg.Size, footer: f, lastRead: -1}
 			return r.footers.add(o), nil
 		})
 		o, _ := v.(*object)
@@ -277,7 +277,7 @@ func (r *Reader) getRun(o *object, run []*entry, next *int, retried bool) error 
 	first, last := run[*next].info, run[len(run)-1].info
 	off, length := first.StoredPos, last.StoredPos+last.StoredSize-first.StoredPos
 	count := r.countGet("chunks")
-	rc, err := r.b.GetRange(r.ctx, o.key, off, length)
+	rc, err := GetRangeVersion(r.ctx, r.b, o.key, o.version, off, length)
 	if err != nil {
 		count(0)
 		return fmt.Errorf("cold: get %s chunks %d-%d: %w", o.key, first.Index, last.Index, err)

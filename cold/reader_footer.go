@@ -8,10 +8,12 @@ import (
 // object is what a Reader knows about one remote segment: its footer and
 // where its sequential reader is.
 type object struct {
-	key    string // object key in the bucket
-	ckey   string // key in the chunk cache (bucket name + key)
-	size   int64
-	footer *Footer
+	key string // object key in the bucket
+	// version is the object version to read ("": the current one).
+	version string
+	ckey    string // key in the chunk cache (bucket name + key)
+	size    int64
+	footer  *Footer
 
 	mu       sync.Mutex
 	lastRead int // chunk index last read, -1 before any read

@@ -17,17 +17,19 @@ const FooterTailBytes = 64 << 10
 // second only if the footer is larger than FooterTailBytes. It does not
 // retry; Reader does.
 func ReadFooter(ctx context.Context, b Bucket, key string, size int64) (*Footer, error) {
-	f, _, err := readFooter(ctx, b, key, size, nil)
+	f, _, err := readFooter(ctx, b, SegmentRef{Key: key, Size: size}, nil)
 	return f, err
 }
 
-// readFooter is ReadFooter that also counts its GETs in gets (if not nil).
-func readFooter(ctx context.Context, b Bucket, key string, size int64, gets func(n int)) (*Footer, int, error) {
+// readFooter is ReadFooter of seg (its version, if it names one) that also
+// counts its GETs in gets (if not nil).
+func readFooter(ctx context.Context, b Bucket, seg SegmentRef, gets func(n int)) (*Footer, int, error) {
+	key, size := seg.Key, seg.Size
 	if size < SegmentHeaderSize+SegmentTrailerSize {
 		return nil, 0, withKey(corruptFooter("object size %d is below the smallest segment (%d bytes)", size, SegmentHeaderSize+SegmentTrailerSize), key)
 	}
 	n := min(size, FooterTailBytes)
-	tail, err := getAll(ctx, b, key, size-n, n, gets)
+	tail, err := getAll(ctx, b, seg, size-n, n, gets)
 	if err != nil {
 		return nil, 1, err
 	}
@@ -37,7 +39,7 @@ func readFooter(ctx context.Context, b Bucket, key string, size int64, gets func
 	}
 	requests := 1
 	if need := tr.footerLen + SegmentTrailerSize; need > n {
-		head, err := getAll(ctx, b, key, size-need, need-n, gets)
+		head, err := getAll(ctx, b, seg, size-need, need-n, gets)
 		if err != nil {
 			return nil, 2, err
 		}
@@ -54,8 +56,9 @@ func readFooter(ctx context.Context, b Bucket, key string, size int64, gets func
 // getAll reads length bytes at off. A short body is reported as a
 // truncated object wrapping io.ErrUnexpectedEOF: retryable (a connection
 // cut mid-body looks the same), and corruption if it persists.
-func getAll(ctx context.Context, b Bucket, key string, off, length int64, gets func(n int)) ([]byte, error) {
-	rc, err := b.GetRange(ctx, key, off, length)
+func getAll(ctx context.Context, b Bucket, seg SegmentRef, off, length int64, gets func(n int)) ([]byte, error) {
+	key := seg.Key
+	rc, err := GetRangeVersion(ctx, b, key, seg.VersionID, off, length)
 	if err != nil {
 		if gets != nil {
 			gets(0)

@@ -120,7 +120,7 @@ func (ap *ArchivedPartition) Read(ctx context.Context, offset int64, maxBytes in
 	seg := ap.Segments[i]
 	offset = max(offset, seg.BaseOffset)
 	prefetchNext(ap.reader, ap.Segments, seg, offset)
-	data, err := ap.reader.Read(ctx, cold.SegmentRef{Key: seg.Key, Size: seg.Size}, offset, maxBytes)
+	data, err := ap.reader.Read(ctx, seg.ref(), offset, maxBytes)
 	if err != nil {
 		return nil, fmt.Errorf("tiering: %s/%d: read offset %d from %s: %w", ap.Topic, ap.Partition, offset, seg.Key, err)
 	}
@@ -135,7 +135,7 @@ func (ap *ArchivedPartition) OffsetForTime(ctx context.Context, ts int64) (int64
 		if s.MaxTimestamp < ts {
 			continue
 		}
-		off, found, err := ap.reader.OffsetForTime(ctx, cold.SegmentRef{Key: s.Key, Size: s.Size}, ts)
+		off, found, err := ap.reader.OffsetForTime(ctx, s.ref(), ts)
 		if err != nil {
 			return 0, fmt.Errorf("tiering: %s/%d: time lookup in %s: %w", ap.Topic, ap.Partition, s.Key, err)
 		}
@@ -151,6 +151,6 @@ func (ap *ArchivedPartition) OffsetForTime(ctx context.Context, ts int64) (int64
 // boundary does not stall it. view is the committed segments.
 func prefetchNext(r *cold.Reader, view []RemoteSegment, seg RemoteSegment, offset int64) {
 	if next, ok := findSegment(view, seg.NextOffset); ok && offset >= seg.BaseOffset+(seg.NextOffset-seg.BaseOffset)/2 {
-		r.Prefetch(cold.SegmentRef{Key: next.Key, Size: next.Size})
+		r.Prefetch(next.ref())
 	}
 }

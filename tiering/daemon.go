@@ -47,6 +47,10 @@ type DaemonOptions struct {
 	// tree.go); its public key is written to the bucket before the first
 	// one. Nil: no tree is built (segments carry no tree size and root).
 	Signer *audit.Key
+	// LockRetry is how long a deletion that Object Lock refused without
+	// saying until when (a legal hold) waits before it is tried again
+	// (default 10m).
+	LockRetry time.Duration
 	// TmpDir holds objects being built before upload.
 	TmpDir   string
 	Backoff  Backoff
@@ -90,6 +94,9 @@ func NewDaemon(store *Store, o DaemonOptions) *Daemon {
 	}
 	if o.StaleMultipart <= 0 {
 		o.StaleMultipart = time.Hour
+	}
+	if o.LockRetry <= 0 {
+		o.LockRetry = 10 * time.Minute
 	}
 	if o.ChunkBytes <= 0 {
 		o.ChunkBytes = 4 << 20
@@ -278,7 +285,7 @@ func (p *Partition) needsPass() bool {
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if p.m.Version > p.copied || p.retention.Age > 0 || p.retention.Bytes >= 0 {
+	if p.m.Version > p.copied || p.retention.Age > 0 || p.retention.Bytes >= 0 || p.holdPending() {
 		return true
 	}
 	for _, s := range p.m.Segments {
@@ -328,6 +335,9 @@ func (d *Daemon) tier(ctx context.Context, p *Partition) {
 					"segment", s.BaseOffset, "retry_in", wait, "err", err)
 			}
 		}
+	}
+	if err := d.applyLegalHold(ctx, p); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
+		d.opts.Logger.Warn("apply legal hold", "topic", p.topic, "partition", p.partition, "err", err)
 	}
 	if err := d.applyRetention(ctx, p); errors.Is(err, ErrNotLeader) {
 		return
@@ -457,7 +467,7 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 			}
 		}()
 	}
-	attrs, err := d.put(ctx, entry.Key, obj)
+	attrs, err := d.putObject(ctx, p, entry.Key, obj)
 	if err != nil {
 		return err
 	}
@@ -480,7 +490,7 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	entry.State = CopyFinished
 	entry.Size, entry.RawSize, entry.Chunks, entry.SHA256 = obj.size, obj.raw, len(obj.footer.Chunks), obj.sha256
 	entry.FirstTimestamp, entry.MaxTimestamp = obj.footer.FirstTimestamp, obj.footer.MaxTimestamp
-	entry.ETag, entry.VersionID = attrs.ETag, attrs.VersionID
+	entry.ETag, entry.VersionID, entry.RetainUntil = attrs.ETag, attrs.VersionID, attrs.RetainUntil
 	entry.UploadedAt = d.opts.Now().UTC()
 	// The bucket's manifest copy names the segment before the node acts on
 	// the commit (reads, local deletion): see commitDurable.
@@ -499,6 +509,12 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 // put uploads the built object under the rate limit, retrying what
 // cold.IsRetryable calls transient.
 func (d *Daemon) put(ctx context.Context, key string, obj *object) (cold.Attributes, error) {
+	return d.putObject(ctx, nil, key, obj)
+}
+
+// putObject is put of one of p's objects, under p's Object Lock (nil p:
+// none).
+func (d *Daemon) putObject(ctx context.Context, p *Partition, key string, obj *object) (cold.Attributes, error) {
 	var attrs cold.Attributes
 	err := retryWith(ctx, d.opts.Backoff, func(err error) {
 		d.m.retries.WithLabelValues("put").Inc()
@@ -513,7 +529,7 @@ func (d *Daemon) put(ctx context.Context, key string, obj *object) (cold.Attribu
 		if d.limiter != nil {
 			r = &limitedReader{ctx: ctx, r: f, l: d.limiter}
 		}
-		attrs, err = d.store.Bucket.Upload(ctx, key, r, obj.size)
+		attrs, err = d.uploadObject(ctx, p, key, r, obj.size)
 		return err
 	})
 	if err != nil {
@@ -584,7 +600,7 @@ func (d *Daemon) applyRetention(ctx context.Context, p *Partition) error {
 	for _, s := range committed {
 		byAge := r.Age > 0 && s.MaxTimestamp >= 0 && now.UnixMilli()-s.MaxTimestamp > r.Age.Milliseconds()
 		bySize := r.Bytes >= 0 && total-s.RawSize >= r.Bytes
-		if !byAge && !bySize {
+		if (!byAge && !bySize) || d.lockedNow(p, s, now) {
 			break
 		}
 		victims = append(victims, s)
@@ -616,8 +632,10 @@ func (d *Daemon) finishDeletes(ctx context.Context, p *Partition) error {
 		if s.State != DeleteStarted {
 			continue
 		}
-		if err := retry(ctx, func() error { return d.store.Bucket.Delete(ctx, s.Key) }); err != nil {
+		if done, err := d.deleteSegment(ctx, p, s); err != nil {
 			return err
+		} else if !done {
+			continue // Object Lock holds it: retried after its date
 		}
 		d.m.deletes.Inc()
 		if err := p.commit(func(m *Manifest) { m.removeID(s.ID) }); err != nil {

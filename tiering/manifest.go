@@ -47,12 +47,16 @@ type RemoteSegment struct {
 	Key         string         `json:"key"` // object key
 	State       SegmentState   `json:"state"`
 
-	Size           int64     `json:"size,omitempty"`     // object bytes
-	RawSize        int64     `json:"raw_size,omitempty"` // segment bytes before compression
-	Chunks         int       `json:"chunks,omitempty"`
-	SHA256         string    `json:"sha256,omitempty"` // of the whole object
-	ETag           string    `json:"etag,omitempty"`
-	VersionID      string    `json:"version_id,omitempty"` // S3 object version, for Object Lock
+	Size      int64  `json:"size,omitempty"`     // object bytes
+	RawSize   int64  `json:"raw_size,omitempty"` // segment bytes before compression
+	Chunks    int    `json:"chunks,omitempty"`
+	SHA256    string `json:"sha256,omitempty"` // of the whole object
+	ETag      string `json:"etag,omitempty"`
+	VersionID string `json:"version_id,omitempty"` // S3 object version: reads and deletes name it
+	// RetainUntil is the Object Lock retain-until date the object was
+	// uploaded with (zero: none), so retention knows without asking the
+	// bucket that it cannot delete the object before then.
+	RetainUntil    time.Time `json:"retain_until,omitzero"`
 	FirstTimestamp int64     `json:"first_timestamp,omitempty"`
 	MaxTimestamp   int64     `json:"max_timestamp,omitempty"`
 	UploadedAt     time.Time `json:"uploaded_at,omitzero"`
@@ -77,6 +81,17 @@ type Manifest struct {
 	// LeaderEpoch is the leader epoch of the manifest's last writer on a
 	// shared prefix (see shared.go); 0 on a single node's.
 	LeaderEpoch int32 `json:"leader_epoch,omitempty"`
+	// LegalHold is the Object Lock legal hold every object of the
+	// partition carries (its segments' recorded versions and its tlog/
+	// objects): a change of the topic's remote.object.lock.legal.hold is
+	// applied to them all before it is recorded here (see lock.go).
+	LegalHold bool `json:"legal_hold,omitempty"`
+}
+
+// ref names the segment's object for the cold reader: its recorded
+// version, so a later overwrite of the key is not what is read.
+func (s RemoteSegment) ref() cold.SegmentRef {
+	return cold.SegmentRef{Key: s.Key, Size: s.Size, VersionID: s.VersionID}
 }
 
 // SegmentEpoch says that from StartOffset on, a segment's batches carry

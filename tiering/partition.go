@@ -45,6 +45,8 @@ type PartitionOptions struct {
 	// (local.disk.max.bytes): past it, appends are refused with a
 	// retriable *LocalDiskFullError. <= 0: only the node's ceiling applies.
 	LocalMaxBytes int64
+	// ObjectLock is the topic's WORM settings (remote.object.lock.*).
+	ObjectLock ObjectLock
 	// New says the partition is being created, so the bucket holds nothing
 	// of it (a create of a name whose deletion is unfinished is refused):
 	// it starts empty without listing the bucket for a manifest - one LIST
@@ -70,6 +72,7 @@ type Partition struct {
 	view      []RemoteSegment // m.committed(), recomputed when m changes: reads search it without copying
 	remote    bool
 	retention Retention
+	objLock   ObjectLock
 	copied    int64 // manifest version last copied to the bucket
 	// changed is closed and replaced at every manifest install and when
 	// the partition stops tiering (notify), so WaitUploaded sleeps until
@@ -120,6 +123,9 @@ type Partition struct {
 	// tree (guarded by tierMu) is the partition's Merkle tree as the last
 	// upload left it; nil: load it from the bucket (tree.go).
 	tree *audit.Tree
+	// Guarded by tierMu: segments whose deletion Object Lock holds back,
+	// and when to look at each again (see lock.go).
+	lockWait map[string]time.Time
 	// removed (guarded by tierMu) is set by Daemon.Remove: a pass or sweep
 	// that took a snapshot of the partitions before the removal must not
 	// touch the bucket for a topic whose deletion is listing it.
@@ -147,7 +153,7 @@ func OpenPartition(ctx context.Context, o PartitionOptions) (*Partition, error) 
 	// Every line of the partition names it; lines add only their own
 	// attributes.
 	p := &Partition{topic: o.Topic, partition: o.Partition, dir: o.Dir, store: o.Store, reader: o.Reader,
-		logger: o.Logger.With("topic", o.Topic, "partition", o.Partition), remote: o.Remote, retention: o.Retention}
+		logger: o.Logger.With("topic", o.Topic, "partition", o.Partition), remote: o.Remote, retention: o.Retention, objLock: o.ObjectLock}
 	p.localMax.Store(o.LocalMaxBytes)
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -372,7 +378,7 @@ func (p *Partition) Read(ctx context.Context, offset int64, maxBytes int) (hot.F
 		if p.testHookRemoteRead != nil {
 			p.testHookRemoteRead()
 		}
-		data, err := p.reader.Read(ctx, cold.SegmentRef{Key: seg.Key, Size: seg.Size}, offset, maxBytes)
+		data, err := p.reader.Read(ctx, seg.ref(), offset, maxBytes)
 		if err != nil {
 			if ctx.Err() == nil && !p.holds(seg) {
 				continue // remote retention took the segment meanwhile: answer as of now
@@ -413,7 +419,7 @@ retry:
 			if s.MaxTimestamp < ts {
 				continue
 			}
-			off, found, err := p.reader.OffsetForTime(ctx, cold.SegmentRef{Key: s.Key, Size: s.Size}, ts)
+			off, found, err := p.reader.OffsetForTime(ctx, s.ref(), ts)
 			if err != nil {
 				if ctx.Err() == nil && !p.holds(s) {
 					continue retry
