@@ -71,6 +71,7 @@ func (b *Broker) alterLocal(name string, set map[string]string, del []string) (T
 			return TopicInfo{}, fmt.Errorf("broker: alter topic %s partition %d: %w", name, i, err)
 		}
 		p.SetLocalMaxBytes(cfg.LocalDiskMaxBytes)
+		p.SetObjectLock(cfg.objectLock())
 	}
 	b.opts.Logger.Info("topic config altered", "topic", name, "set", set, "deleted", slices.Sorted(slices.Values(del)))
 	return t.info(), nil
@@ -149,6 +150,9 @@ func (b *Broker) altered(old *topicSettings, set map[string]string, del []string
 	hc := cfg.hotConfig(b.store != nil)
 	if err := hc.Validate(); err != nil {
 		return nil, TopicConfig{}, hot.Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if err := b.checkObjectLock(cfg); err != nil {
+		return nil, TopicConfig{}, hot.Config{}, err
 	}
 	return over, cfg, hc, nil
 }

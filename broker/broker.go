@@ -433,7 +433,7 @@ func (b *Broker) partitionOptions(name string, p int32, cfg TopicConfig) tiering
 		Hot:        cfg.hotConfig(b.store != nil),
 		HotOptions: hot.Options{Logger: logger, Metrics: b.metrics, Topic: name, Partition: p, Scheduler: b.sched, OpenFile: b.opts.OpenFile},
 		Store:      b.store, Reader: b.reader, Remote: cfg.RemoteStorageEnable, Retention: cfg.retention(),
-		LocalMaxBytes: cfg.LocalDiskMaxBytes, Logger: logger,
+		LocalMaxBytes: cfg.LocalDiskMaxBytes, ObjectLock: cfg.objectLock(), Logger: logger,
 	}
 }
 

@@ -46,6 +46,14 @@ type TopicConfig struct {
 	// outside the in-sync set lead when no in-sync one is alive: the
 	// partition comes back, losing what only the dead replicas held.
 	UncleanLeaderElection bool
+	// ObjectLockMode (remote.object.lock.mode: none, governance or
+	// compliance) uploads the topic's objects with an S3 Object Lock
+	// retention of ObjectLockDays (remote.object.lock.days) days;
+	// ObjectLockLegalHold (remote.object.lock.legal.hold) puts a legal
+	// hold on all of them. See objectlock.go.
+	ObjectLockMode      string
+	ObjectLockDays      int64
+	ObjectLockLegalHold bool
 }
 
 // DefaultTopicConfig holds the server's built-in defaults: 64 MiB or 1 hour
@@ -69,6 +77,7 @@ func DefaultTopicConfig() TopicConfig {
 		TimestampType:       hot.CreateTime,
 		LocalDiskMaxBytes:   -1,
 		MinInsyncReplicas:   1,
+		ObjectLockMode:      LockModeNone,
 	}
 }
 
@@ -131,6 +140,10 @@ var configKeys = map[string]configKey{
 	"min.insync.replicas":            intKey("an integer from 1 to 32767", 1, math.MaxInt16, func(c *TopicConfig) *int64 { return &c.MinInsyncReplicas }),
 	"remote.storage.enable":          boolKey(func(c *TopicConfig) *bool { return &c.RemoteStorageEnable }),
 	"unclean.leader.election.enable": boolKey(func(c *TopicConfig) *bool { return &c.UncleanLeaderElection }),
+	"remote.object.lock.mode":        lockModeKey,
+	"remote.object.lock.days": intKey("0 (no retention) or a number of days from 1 to 36500", 0, 36500,
+		func(c *TopicConfig) *int64 { return &c.ObjectLockDays }),
+	"remote.object.lock.legal.hold": boolKey(func(c *TopicConfig) *bool { return &c.ObjectLockLegalHold }),
 	"max.message.bytes": {
 		valid: fmt.Sprintf("an integer from 128 to %d", hot.MaxSegmentBytes),
 		set: func(c *TopicConfig, v string) error {
@@ -189,6 +202,9 @@ func ParseTopicConfig(base TopicConfig, kv map[string]string) (TopicConfig, erro
 		if err := ck.set(&c, kv[k]); err != nil {
 			return base, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, k, err)
 		}
+	}
+	if err := c.checkLockConfig(); err != nil {
+		return base, err
 	}
 	// The active segment alone may fill a smaller ceiling, and it rolls
 	// (so it can be uploaded and the space freed) only at segment.ms:

@@ -124,7 +124,7 @@ func (b *Broker) checkNewTopic(name string, partitions int32, config map[string]
 	if err := cfg.hotConfig(b.store != nil).Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	return nil
+	return b.checkObjectLock(cfg)
 }
 
 // reserve claims name for op, or says why it cannot be.

@@ -41,6 +41,10 @@ func statusCode(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, broker.ErrTopicExists):
 		return codes.AlreadyExists
+	case errors.Is(err, broker.ErrObjectLockUnavailable):
+		// A valid config the node's bucket cannot honour: no retry helps
+		// until the bucket changes.
+		return codes.FailedPrecondition
 	case errors.Is(err, broker.ErrInvalidPartition),
 		errors.Is(err, broker.ErrInvalidConfig),
 		errors.Is(err, broker.ErrInvalidTopicName),

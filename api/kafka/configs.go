@@ -35,6 +35,9 @@ var configTypes = map[string]kmsg.ConfigType{
 	"local.retention.bytes": kmsg.ConfigTypeLong,
 	"local.disk.max.bytes":  kmsg.ConfigTypeLong,
 	"remote.storage.enable": kmsg.ConfigTypeBoolean,
+
+	"remote.object.lock.days":       kmsg.ConfigTypeInt,
+	"remote.object.lock.legal.hold": kmsg.ConfigTypeBoolean,
 }
 
 // configEntry is one topic key as Kafka describes it.
