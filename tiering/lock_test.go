@@ -95,9 +95,13 @@ func TestLockedTopicRetention(t *testing.T) {
 			if len(segs) < 3 {
 				t.Fatalf("%d committed segments, want at least 3", len(segs))
 			}
+			// The manifest records the version and the date the bucket
+			// keeps (no later than 2s, rounded up, after the commit).
 			for _, s := range segs {
-				if s.VersionID == "" || s.RetainUntil.Before(s.UploadedAt.Add(2*time.Second)) || s.RetainUntil.After(s.UploadedAt.Add(4*time.Second)) {
-					t.Fatalf("segment %s: version %q, retain until %v, uploaded %v; want a version and a date 2s after the upload", s.Key, s.VersionID, s.RetainUntil, s.UploadedAt)
+				ret, _, err := e.env.bucket.(cold.Locker).ObjectLock(ctx, s.Key, s.VersionID)
+				if err != nil || s.VersionID == "" || ret.Mode != cold.LockCompliance || !ret.Until.Equal(s.RetainUntil) ||
+					s.RetainUntil.After(s.UploadedAt.Add(3*time.Second)) {
+					t.Fatalf("segment %s: version %q, retain until %v, uploaded %v; the bucket says %+v (%v)", s.Key, s.VersionID, s.RetainUntil, s.UploadedAt, ret, err)
 				}
 			}
 			// An administrator tries to rewrite history: the delete of the
@@ -130,8 +134,14 @@ func TestLockedTopicRetention(t *testing.T) {
 			}
 			checkRecords(t, readAll(t, p, 0), 0, p.EndOffset())
 
-			// A lock the manifest does not know of (here: its date lost):
-			// the delete is started, refused, and left delete_started.
+			// A lock the manifest does not know of (here: a legal hold set
+			// by hand, and the recorded date lost): the delete is started,
+			// refused, and left delete_started.
+			hold := minio.LegalHoldEnabled
+			if err := e.m.Client().PutObjectLegalHold(ctx, e.bucket, lockedPrefix+first.Key, minio.PutObjectLegalHoldOptions{VersionID: first.VersionID, Status: &hold}); err != nil {
+				t.Fatal(err)
+			}
+			e.daemon.opts.LockRetry = 20 * time.Millisecond
 			p.tierMu.Lock()
 			err := p.commit(func(m *Manifest) {
 				for i := range m.Segments {
@@ -157,7 +167,12 @@ func TestLockedTopicRetention(t *testing.T) {
 				t.Errorf("locked deletes deferred: %v, want 3", n)
 			}
 
-			// The real clock: every delete completes once its date passes.
+			// The hold lifted and the real clock: every delete completes
+			// once its date passes.
+			hold = minio.LegalHoldDisabled
+			if err := e.m.Client().PutObjectLegalHold(ctx, e.bucket, lockedPrefix+first.Key, minio.PutObjectLegalHoldOptions{VersionID: first.VersionID, Status: &hold}); err != nil {
+				t.Fatal(err)
+			}
 			e.clock.Store(nil)
 			testutil.Eventually(t, 30*time.Second, func() bool {
 				e.daemon.pass(ctx)
