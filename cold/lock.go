@@ -97,3 +97,12 @@ func LockEnabled(ctx context.Context, b Bucket) (bool, error) {
 	}
 	return l.LockEnabled(ctx)
 }
+
+// A read-only bucket reads versions (an archive tool reads the versions the
+// manifest names, as the node does) and refuses to delete them.
+
+func (r readOnly) GetRangeVersion(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error) {
+	return GetRangeVersion(ctx, r.b, key, versionID, off, length)
+}
+
+func (r readOnly) DeleteVersion(_ context.Context, key, _ string) error { return r.refuse("delete", key) }
