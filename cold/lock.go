@@ -105,4 +105,6 @@ func (r readOnly) GetRangeVersion(ctx context.Context, key, versionID string, of
 	return GetRangeVersion(ctx, r.b, key, versionID, off, length)
 }
 
-func (r readOnly) DeleteVersion(_ context.Context, key, _ string) error { return r.refuse("delete", key) }
+func (r readOnly) DeleteVersion(_ context.Context, key, _ string) error {
+	return r.refuse("delete", key)
+}
