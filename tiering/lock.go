@@ -263,3 +263,21 @@ func (b ownedBucket) DeleteVersion(ctx context.Context, key, versionID string) e
 	}
 	return cold.DeleteVersion(ctx, b.Bucket, key, versionID)
 }
+
+// partitionBucket is the store's bucket with p's Object Lock on its
+// uploads, for the partition's tlog/ objects (tiles and checkpoints): the
+// audit package writes through it. The lock is read at each upload, so a
+// tree opened before a config change follows the change.
+func (d *Daemon) partitionBucket(p *Partition) cold.Bucket {
+	return lockedUploads{Bucket: d.store.Bucket, d: d, p: p}
+}
+
+type lockedUploads struct {
+	cold.Bucket
+	d *Daemon
+	p *Partition
+}
+
+func (b lockedUploads) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	return b.d.uploadObject(ctx, b.p, key, r, size)
+}

@@ -88,10 +88,24 @@ func TestLockedTopicRetention(t *testing.T) {
 		t.Run(scheme, func(t *testing.T) {
 			ctx := context.Background()
 			e := newLockedEnv(t, scheme)
+			e.signWith(filepath.Join(t.TempDir(), "signing.key"))
 			p := e.openLocked("audit", ObjectLock{Mode: cold.LockCompliance, Period: 2 * time.Second})
 			produce(t, p, 300)
 			e.settle(p)
 			segs := p.Manifest().committed()
+			// The tree's tiles and checkpoints are locked like the segments.
+			var tlog int
+			err := e.env.bucket.Iter(ctx, PartitionPrefix("audit", 0)+"tlog/", func(key string) error {
+				tlog++
+				ret, _, err := e.env.bucket.(cold.Locker).ObjectLock(ctx, key, "")
+				if err != nil || ret.Mode != cold.LockCompliance || ret.Until.IsZero() {
+					t.Errorf("tlog object %s: retention %+v (%v), want compliance", key, ret, err)
+				}
+				return nil
+			})
+			if err != nil || tlog < 2 {
+				t.Fatalf("%d tlog objects (%v), want tiles and checkpoints", tlog, err)
+			}
 			if len(segs) < 3 {
 				t.Fatalf("%d committed segments, want at least 3", len(segs))
 			}
@@ -143,7 +157,7 @@ func TestLockedTopicRetention(t *testing.T) {
 			}
 			e.daemon.opts.LockRetry = 20 * time.Millisecond
 			p.tierMu.Lock()
-			err := p.commit(func(m *Manifest) {
+			err = p.commit(func(m *Manifest) {
 				for i := range m.Segments {
 					if m.Segments[i].ID == first.ID {
 						m.Segments[i].RetainUntil = time.Time{}

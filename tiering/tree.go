@@ -97,7 +97,7 @@ func (d *Daemon) checkpoint(ctx context.Context, p *Partition, entry *RemoteSegm
 	origin := audit.Origin(d.store.ClusterID, p.topic, p.partition)
 	signed, err := audit.Sign(d.opts.Signer, origin, size, root)
 	if err == nil {
-		err = audit.PutCheckpoint(ctx, d.store.Bucket, PartitionPrefix(p.topic, p.partition), size, signed)
+		err = audit.PutCheckpoint(ctx, d.partitionBucket(p), PartitionPrefix(p.topic, p.partition), size, signed)
 	}
 	if err != nil {
 		return fmt.Errorf("tiering: %s/%d: checkpoint at tree size %d: %w", p.topic, p.partition, size, err)
@@ -147,7 +147,7 @@ func (d *Daemon) treeBefore(ctx context.Context, p *Partition, start int64) (*au
 	t := p.tree
 	if t == nil || t.Size() != uint64(size) || hex.EncodeToString(t.Root()) != root && size > 0 {
 		var err error
-		if t, err = audit.OpenTree(ctx, d.store.Bucket, PartitionPrefix(p.topic, p.partition), uint64(size)); err != nil {
+		if t, err = audit.OpenTree(ctx, d.partitionBucket(p), PartitionPrefix(p.topic, p.partition), uint64(size)); err != nil {
 			return nil, fmt.Errorf("tiering: %s/%d: load the Merkle tree at size %d: %w", p.topic, p.partition, size, err)
 		}
 		if got := hex.EncodeToString(t.Root()); size > 0 && got != root {
