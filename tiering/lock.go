@@ -79,16 +79,22 @@ func (p *Partition) holdPending() bool { return p.objLock.LegalHold != p.m.Legal
 // lock anything, with Upload otherwise (and for a nil p). Segments go
 // through it; the tlog/ objects of the partition's tree should too.
 func (d *Daemon) uploadObject(ctx context.Context, p *Partition, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	return d.uploadTo(ctx, d.store.Bucket, p, key, r, size)
+}
+
+// uploadTo is uploadObject through b (the store's bucket or its tile
+// bucket).
+func (d *Daemon) uploadTo(ctx context.Context, b cold.Bucket, p *Partition, key string, r io.Reader, size int64) (cold.Attributes, error) {
 	var l ObjectLock
 	if p != nil {
 		l = p.ObjectLock()
 	}
 	if !l.On() {
-		return d.store.Bucket.Upload(ctx, key, r, size)
+		return b.Upload(ctx, key, r, size)
 	}
-	locker, ok := d.store.Bucket.(cold.Locker)
+	locker, ok := b.(cold.Locker)
 	if !ok {
-		return cold.Attributes{}, fmt.Errorf("topic %s asks for S3 Object Lock, which bucket %s does not have", p.topic, d.store.Bucket.Name())
+		return cold.Attributes{}, fmt.Errorf("topic %s asks for S3 Object Lock, which bucket %s does not have", p.topic, b.Name())
 	}
 	var ret cold.Retention
 	if l.Mode != "" {
@@ -272,6 +278,12 @@ func (d *Daemon) partitionBucket(p *Partition) cold.Bucket {
 	return lockedUploads{Bucket: d.store.Bucket, d: d, p: p}
 }
 
+// tileBucket is partitionBucket for the tree's tiles, whose writes share
+// ownership checks (see ownership.checkRecent).
+func (d *Daemon) tileBucket(p *Partition) cold.Bucket {
+	return lockedUploads{Bucket: d.store.treeBucket(), d: d, p: p}
+}
+
 type lockedUploads struct {
 	cold.Bucket
 	d *Daemon
@@ -279,5 +291,5 @@ type lockedUploads struct {
 }
 
 func (b lockedUploads) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
-	return b.d.uploadObject(ctx, b.p, key, r, size)
+	return b.d.uploadTo(ctx, b.Bucket, b.p, key, r, size)
 }

@@ -98,6 +98,8 @@ type ownership struct {
 	mu     sync.Mutex
 	etag   string // of the marker as we last saw it ours
 	fenced error
+	// checked is when the last check that found the prefix ours began.
+	checked time.Time
 }
 
 // readMarker reads the marker and the ETag of what it read (HEAD before
@@ -253,6 +255,35 @@ func (o *ownership) check(ctx context.Context) error {
 	return nil
 }
 
+// checkRecent is check, answered by the last successful one if that began
+// less than within ago. Only for writes another owner could not make
+// differently: a Merkle tile's bytes follow from the leaves below it, so
+// one marker HEAD per batch of tiles (32 in flight) stands for all of
+// them instead of doubling their requests. The tiles a fenced node writes
+// in that window are at worst rewritten by the owner (tiering/tree.go);
+// its checkpoints and manifests are still checked one by one.
+func (o *ownership) checkRecent(ctx context.Context, within time.Duration) error {
+	o.mu.Lock()
+	fenced, last := o.fenced, o.checked
+	o.mu.Unlock()
+	if fenced != nil {
+		return fenced
+	}
+	if time.Since(last) < within {
+		return nil
+	}
+	began := time.Now()
+	if err := o.check(ctx); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	if began.After(o.checked) {
+		o.checked = began
+	}
+	o.mu.Unlock()
+	return nil
+}
+
 func (o *ownership) fence(format string, args ...any) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -307,6 +338,32 @@ func (b ownedAborter) AbortIncompleteUploads(ctx context.Context, prefix string,
 		return 0, err
 	}
 	return b.Bucket.(cold.MultipartAborter).AbortIncompleteUploads(ctx, prefix, olderThan)
+}
+
+// tileCheck is how long one ownership check stands for the tile writes
+// after it (see checkRecent).
+const tileCheck = time.Second
+
+// tileBucket is an ownedBucket whose uploads share recent checks.
+type tileBucket struct{ ownedBucket }
+
+func (b tileBucket) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	if err := b.o.checkRecent(ctx, tileCheck); err != nil {
+		return cold.Attributes{}, err
+	}
+	return b.Bucket.Upload(ctx, key, r, size)
+}
+
+// UploadLocked is ownedBucket's, after the shared check.
+func (b tileBucket) UploadLocked(ctx context.Context, key string, r io.Reader, size int64, ret cold.Retention, legalHold bool) (cold.Attributes, error) {
+	l, err := b.locker()
+	if err != nil {
+		return cold.Attributes{}, err
+	}
+	if err := b.o.checkRecent(ctx, tileCheck); err != nil {
+		return cold.Attributes{}, err
+	}
+	return l.UploadLocked(ctx, key, r, size, ret, legalHold)
 }
 
 func (o *ownership) bucket() cold.Bucket {

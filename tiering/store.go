@@ -99,6 +99,8 @@ type Store struct {
 	Bucket    cold.Bucket
 	ClusterID string
 	owner     *ownership
+	// tiles is Bucket for the Merkle tree's tile writes (see tileBucket).
+	tiles cold.Bucket
 	// shared: the prefix is a cluster's (StoreOptions.Shared); topicWriter
 	// says whether this node writes the topic records (SetTopicWriter).
 	shared      bool
@@ -167,7 +169,7 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOpt
 		}
 	}
 	registerOwnerMetrics(opts.Registerer, o)
-	return &Store{Bucket: o.bucket(), ClusterID: cluster, owner: o}, nil
+	return &Store{Bucket: o.bucket(), ClusterID: cluster, owner: o, tiles: tileBucket{ownedBucket{Bucket: o.b, o: o}}}, nil
 }
 
 func (s *Store) putJSON(ctx context.Context, key string, v any) error {
@@ -277,4 +279,12 @@ func (s *Store) latestManifest(ctx context.Context, topic string, partition int3
 		return nil, false, fmt.Errorf("%s: %w", bestKey, err)
 	}
 	return m, true, nil
+}
+
+// treeBucket is the bucket the Merkle tree writes its tiles through.
+func (s *Store) treeBucket() cold.Bucket {
+	if s.tiles == nil {
+		return s.Bucket
+	}
+	return s.tiles
 }

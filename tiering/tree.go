@@ -147,7 +147,7 @@ func (d *Daemon) treeBefore(ctx context.Context, p *Partition, start int64) (*au
 	t := p.tree
 	if t == nil || t.Size() != uint64(size) || hex.EncodeToString(t.Root()) != root && size > 0 {
 		var err error
-		if t, err = audit.OpenTree(ctx, d.partitionBucket(p), PartitionPrefix(p.topic, p.partition), uint64(size)); err != nil {
+		if t, err = audit.OpenTree(ctx, d.tileBucket(p), PartitionPrefix(p.topic, p.partition), uint64(size)); err != nil {
 			return nil, fmt.Errorf("tiering: %s/%d: load the Merkle tree at size %d: %w", p.topic, p.partition, size, err)
 		}
 		if got := hex.EncodeToString(t.Root()); size > 0 && got != root {
