@@ -120,3 +120,36 @@ func TestClaimThroughLostReplies(t *testing.T) {
 		}
 	}
 }
+
+// Tile writes share one ownership check per tileCheck: a node whose prefix
+// was taken over stops writing tiles once that window has passed (and its
+// checkpoints, checked one by one, stop at once).
+func TestTileWritesFencedAfterTheirWindow(t *testing.T) {
+	ctx := context.Background()
+	bucket := newFileBucket(t)
+	a := newEnv(t, bucket, t.TempDir())
+	tiles := a.store.treeBucket()
+	if _, err := tiles.Upload(ctx, "tile-1", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	restoreEnv(t, bucket, t.TempDir()) // another node takes the prefix over
+	if _, err := a.store.Bucket.Upload(ctx, "checkpoint", strings.NewReader("x"), 1); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a checked upload after the takeover: %v, want ErrFenced", err)
+	}
+	// Fenced once, every write is refused at once, the shared ones too.
+	if _, err := tiles.Upload(ctx, "tile-2", strings.NewReader("x"), 1); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a tile upload by a fenced node: %v, want ErrFenced", err)
+	}
+
+	// Without a checked write in between, the window alone fences them.
+	c := newEnv(t, newFileBucket(t), t.TempDir())
+	tiles = c.store.treeBucket()
+	if _, err := tiles.Upload(ctx, "tile-1", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	restoreEnv(t, c.bucket, t.TempDir())
+	testutil.Eventually(t, 10*tileCheck, func() bool {
+		_, err := tiles.Upload(ctx, "tile-n", strings.NewReader("x"), 1)
+		return errors.Is(err, ErrFenced)
+	}, "tile uploads refused once the shared check is older than tileCheck")
+}
