@@ -61,8 +61,14 @@ func Open(text []byte, origin string, v note.Verifier) (*Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint signature (key %s): %w", v.Name(), err)
 	}
+	return parseBody(n.Text, origin)
+}
+
+// parseBody parses a checkpoint body (formats/log) whose signature was
+// checked, of origin if that is not empty, with a SHA-256 root.
+func parseBody(text, origin string) (*Checkpoint, error) {
 	var c Checkpoint
-	if _, err := c.Unmarshal([]byte(n.Text)); err != nil {
+	if _, err := c.Unmarshal([]byte(text)); err != nil {
 		return nil, fmt.Errorf("audit: checkpoint body: %w", err)
 	}
 	if origin != "" && c.Origin != origin {

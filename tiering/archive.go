@@ -78,7 +78,12 @@ type ArchivedPartition struct {
 	Segments []RemoteSegment
 	// ManifestVersion is the version of the manifest read (0: none).
 	ManifestVersion int64
+	// TreeSize and TreeRoot (lowercase hex) are the partition's Merkle
+	// tree after the last committed segment (0, "": no tree yet).
+	TreeSize int64
+	TreeRoot string
 
+	bucket cold.Bucket
 	reader *cold.Reader
 }
 
@@ -89,11 +94,12 @@ func (a *Archive) Partition(ctx context.Context, topic string, partition int32) 
 	if err != nil {
 		return nil, fmt.Errorf("tiering: %s/%d: read manifest from %s: %w", topic, partition, a.store.Bucket.Name(), err)
 	}
-	ap := &ArchivedPartition{Topic: topic, Partition: partition, reader: a.reader}
+	ap := &ArchivedPartition{Topic: topic, Partition: partition, bucket: a.store.Bucket, reader: a.reader}
 	if m == nil {
 		return ap, nil
 	}
 	ap.ManifestVersion = m.Version
+	ap.TreeSize, ap.TreeRoot = m.treeSize()
 	ap.Segments = m.committed()
 	ap.Start, ap.End = m.LogStartOffset, m.LogStartOffset
 	if n := len(ap.Segments); n > 0 {

@@ -128,17 +128,8 @@ func (d *Daemon) putKey(ctx context.Context) error {
 // bucket and appended first.
 func (d *Daemon) treeBefore(ctx context.Context, p *Partition, start int64) (*audit.Tree, error) {
 	m := p.Manifest()
-	var size int64
-	var root string
+	size, root := m.treeSize()
 	var behind []RemoteSegment
-	for _, s := range m.Segments {
-		if s.State != CopyFinished && s.State != DeleteStarted {
-			continue
-		}
-		if s.TreeSize > 0 && s.TreeSize >= size {
-			size, root = s.TreeSize, s.TreeRoot
-		}
-	}
 	for _, s := range m.committed() {
 		if s.NextOffset > size && s.BaseOffset < start {
 			behind = append(behind, s)
