@@ -197,3 +197,25 @@ func (b *Broker) BucketName() string {
 	}
 	return b.opts.Bucket.Name()
 }
+
+// PublicKey is the public key of the node's checkpoint signing key, or
+// fails with tiering.ErrNotTiered on a node with no bucket.
+func (b *Broker) PublicKey() (string, error) {
+	if b.daemon == nil || b.daemon.PublicKey() == "" {
+		return "", fmt.Errorf("broker: the node has no bucket (%w), so it signs no checkpoints", tiering.ErrNotTiered)
+	}
+	return b.daemon.PublicKey(), nil
+}
+
+// Prover makes proofs of a partition's history from the bucket (see
+// tiering.Prover), on the partition's leader.
+func (b *Broker) Prover(name string, partition int32) (*tiering.Prover, error) {
+	p, err := b.Partition(name, partition)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.CheckLeader(name, partition); err != nil {
+		return nil, err
+	}
+	return p.Prover()
+}

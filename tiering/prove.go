@@ -20,13 +20,13 @@ import (
 var (
 	// ErrNotInTree: the offset is not a leaf of the partition's tree as
 	// the bucket's committed manifest records it (not tiered yet).
-	ErrNotInTree = errors.New("tiering: offset not in the Merkle tree yet")
+	ErrNotInTree = errors.New("not in the tree yet")
 	// ErrNoRecord: the offset is a leaf of the tree but no record holds
 	// it (an absent leaf: compaction, or before the archive began).
-	ErrNoRecord = errors.New("tiering: no record at offset")
+	ErrNoRecord = errors.New("no record")
 	// ErrNoCheckpoint: no checkpoint was made at the tree size asked for
 	// (checkpoints are made after each uploaded segment).
-	ErrNoCheckpoint = errors.New("tiering: no checkpoint at that tree size")
+	ErrNoCheckpoint = errors.New("no checkpoint")
 )
 
 // treeSize is the size of the partition's tree after the last segment the
@@ -63,6 +63,9 @@ func (p *Partition) Prover() (*Prover, error) {
 		return nil, fmt.Errorf("tiering: %s/%d: %w: the node has no bucket, so no Merkle tree", p.topic, p.partition, ErrNotTiered)
 	}
 	size, _ := p.Manifest().treeSize()
+	if size == 0 && !p.remoteOn.Load() {
+		return nil, fmt.Errorf("tiering: %s/%d: %w: remote.storage.enable=false, so no Merkle tree", p.topic, p.partition, ErrNotTiered)
+	}
 	return &Prover{bucket: p.store.Bucket, topic: p.topic, partition: p.partition, size: uint64(size),
 		read: func(ctx context.Context, offset int64, maxBytes int) ([]byte, error) {
 			res, err := p.Read(ctx, offset, maxBytes)
@@ -114,9 +117,9 @@ func (pr *Prover) Inclusion(ctx context.Context, offset int64) (*audit.Inclusion
 
 func (pr *Prover) notInTree(offset int64) error {
 	if pr.size == 0 {
-		return fmt.Errorf("%w: offset %d of %s/%d is not in the tree yet: no segment of it is in the bucket with a tree", ErrNotInTree, offset, pr.topic, pr.partition)
+		return fmt.Errorf("offset %d of %s/%d is %w: no segment of it is in the bucket with a tree", offset, pr.topic, pr.partition, ErrNotInTree)
 	}
-	return fmt.Errorf("%w: offset %d of %s/%d is not in the tree yet: the tree ends at %d (it grows as segments are tiered)", ErrNotInTree, offset, pr.topic, pr.partition, pr.size)
+	return fmt.Errorf("offset %d of %s/%d is %w: the tree ends at %d (it grows as segments are tiered)", offset, pr.topic, pr.partition, ErrNotInTree, pr.size)
 }
 
 // record reads the record at offset (a copy, owning its bytes).
@@ -155,7 +158,7 @@ func (pr *Prover) record(ctx context.Context, offset int64) (audit.Record, error
 		data = data[h.Size():]
 	}
 	if !found {
-		return rec, fmt.Errorf("%w %d of %s/%d: its leaf is absent (compacted, or before the archive began)", ErrNoRecord, offset, pr.topic, pr.partition)
+		return rec, fmt.Errorf("offset %d of %s/%d holds %w: its leaf is absent (compacted, or before the archive began)", offset, pr.topic, pr.partition, ErrNoRecord)
 	}
 	return rec, nil
 }
@@ -182,7 +185,7 @@ func (pr *Prover) Consistency(ctx context.Context, size1, size2 uint64) (*audit.
 	case size1 == 0 || size1 > size2:
 		return nil, fmt.Errorf("tiering: %s/%d: consistency from tree size %d to %d: want 0 < from <= to", pr.topic, pr.partition, size1, size2)
 	case size2 > pr.size:
-		return nil, fmt.Errorf("%w: %s/%d: tree size %d: the tree ends at %d", ErrNotInTree, pr.topic, pr.partition, size2, pr.size)
+		return nil, fmt.Errorf("tree size %d of %s/%d is %w: the tree ends at %d", size2, pr.topic, pr.partition, ErrNotInTree, pr.size)
 	}
 	older, c1, err := pr.checkpoint(ctx, size1)
 	if err != nil {
@@ -239,7 +242,7 @@ func (pr *Prover) checkpoint(ctx context.Context, size uint64) ([]byte, *audit.C
 // noCheckpoint says that no checkpoint of size is kept, and the kept sizes
 // next to it.
 func (pr *Prover) noCheckpoint(ctx context.Context, size uint64) error {
-	err := fmt.Errorf("%w: %s/%d has no checkpoint at tree size %d", ErrNoCheckpoint, pr.topic, pr.partition, size)
+	err := fmt.Errorf("%s/%d has %w at tree size %d", pr.topic, pr.partition, ErrNoCheckpoint, size)
 	sizes, lerr := audit.ListCheckpoints(ctx, pr.bucket, pr.prefix())
 	if lerr != nil || len(sizes) == 0 {
 		return err

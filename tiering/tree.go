@@ -106,6 +106,15 @@ func (d *Daemon) checkpoint(ctx context.Context, p *Partition, entry *RemoteSegm
 	return nil
 }
 
+// PublicKey is the public key of the key that signs the checkpoints ("":
+// the daemon builds no trees).
+func (d *Daemon) PublicKey() string {
+	if d.opts.Signer == nil {
+		return ""
+	}
+	return d.opts.Signer.Public
+}
+
 // putKey writes the signing key's public key to the bucket, once per
 // daemon, before the first checkpoint it signs.
 func (d *Daemon) putKey(ctx context.Context) error {

@@ -65,6 +65,11 @@ func statusCode(err error) codes.Code {
 		// The topic does not tier or the node has no bucket: a retry
 		// cannot succeed until that configuration changes.
 		return codes.FailedPrecondition
+	case errors.Is(err, tiering.ErrNotInTree):
+		// Not tiered yet: the proof can be made once its segment is.
+		return codes.FailedPrecondition
+	case errors.Is(err, tiering.ErrNoRecord), errors.Is(err, tiering.ErrNoCheckpoint):
+		return codes.NotFound
 	case errors.Is(err, hot.ErrOffsetOutOfRange):
 		return codes.OutOfRange
 	case errors.Is(err, hot.ErrRetriable):

@@ -2110,6 +2110,474 @@ func (x *PartitionUpload) GetError() string {
 	return ""
 }
 
+type ProveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveRequest) Reset() {
+	*x = ProveRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveRequest) ProtoMessage() {}
+
+func (x *ProveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveRequest.ProtoReflect.Descriptor instead.
+func (*ProveRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ProveRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ProveRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ProveRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type ProveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record (its offset is the leaf index).
+	Record *Record `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// The record is a transaction marker (a control record).
+	Control bool `protobuf:"varint,2,opt,name=control,proto3" json:"control,omitempty"`
+	// The record's canonical leaf (see docs/format.md, "Verifiable history").
+	Leaf []byte `protobuf:"bytes,3,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	// The size of the tree the proof is against.
+	TreeSize uint64 `protobuf:"varint,4,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The RFC 6962 inclusion proof, leaf to root.
+	InclusionProof [][]byte `protobuf:"bytes,5,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	// The signed checkpoint (C2SP signed note) of the tree of tree_size.
+	Checkpoint    string `protobuf:"bytes,6,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveResponse) Reset() {
+	*x = ProveResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveResponse) ProtoMessage() {}
+
+func (x *ProveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveResponse.ProtoReflect.Descriptor instead.
+func (*ProveResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ProveResponse) GetRecord() *Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *ProveResponse) GetControl() bool {
+	if x != nil {
+		return x.Control
+	}
+	return false
+}
+
+func (x *ProveResponse) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
+func (x *ProveResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *ProveResponse) GetInclusionProof() [][]byte {
+	if x != nil {
+		return x.InclusionProof
+	}
+	return nil
+}
+
+func (x *ProveResponse) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+type ProveConsistencyRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Tree sizes of two checkpoints, old_size <= new_size; new_size 0 means
+	// the tree after the partition's last tiered segment.
+	OldSize       uint64 `protobuf:"varint,3,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	NewSize       uint64 `protobuf:"varint,4,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveConsistencyRequest) Reset() {
+	*x = ProveConsistencyRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveConsistencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveConsistencyRequest) ProtoMessage() {}
+
+func (x *ProveConsistencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveConsistencyRequest.ProtoReflect.Descriptor instead.
+func (*ProveConsistencyRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ProveConsistencyRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ProveConsistencyRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ProveConsistencyRequest) GetOldSize() uint64 {
+	if x != nil {
+		return x.OldSize
+	}
+	return 0
+}
+
+func (x *ProveConsistencyRequest) GetNewSize() uint64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
+type ProveConsistencyResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	OldCheckpoint    string                 `protobuf:"bytes,1,opt,name=old_checkpoint,json=oldCheckpoint,proto3" json:"old_checkpoint,omitempty"`
+	NewCheckpoint    string                 `protobuf:"bytes,2,opt,name=new_checkpoint,json=newCheckpoint,proto3" json:"new_checkpoint,omitempty"`
+	ConsistencyProof [][]byte               `protobuf:"bytes,3,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ProveConsistencyResponse) Reset() {
+	*x = ProveConsistencyResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveConsistencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveConsistencyResponse) ProtoMessage() {}
+
+func (x *ProveConsistencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveConsistencyResponse.ProtoReflect.Descriptor instead.
+func (*ProveConsistencyResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ProveConsistencyResponse) GetOldCheckpoint() string {
+	if x != nil {
+		return x.OldCheckpoint
+	}
+	return ""
+}
+
+func (x *ProveConsistencyResponse) GetNewCheckpoint() string {
+	if x != nil {
+		return x.NewCheckpoint
+	}
+	return ""
+}
+
+func (x *ProveConsistencyResponse) GetConsistencyProof() [][]byte {
+	if x != nil {
+		return x.ConsistencyProof
+	}
+	return nil
+}
+
+type CheckpointRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// A tree size a checkpoint was made at; 0 means the latest (the tree
+	// after the partition's last tiered segment).
+	Size          uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CheckpointRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CheckpointRequest) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type CheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint    string                 `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointResponse) Reset() {
+	*x = CheckpointResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointResponse) ProtoMessage() {}
+
+func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CheckpointResponse) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+type PublicKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublicKeyRequest) Reset() {
+	*x = PublicKeyRequest{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublicKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublicKeyRequest) ProtoMessage() {}
+
+func (x *PublicKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublicKeyRequest.ProtoReflect.Descriptor instead.
+func (*PublicKeyRequest) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{34}
+}
+
+type PublicKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "<name>+<hash>+<base64 key>", as `tierlog verify-proof --public-key`
+	// takes it.
+	PublicKey     string `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublicKeyResponse) Reset() {
+	*x = PublicKeyResponse{}
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublicKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublicKeyResponse) ProtoMessage() {}
+
+func (x *PublicKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tierlog_v1_tierlog_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublicKeyResponse.ProtoReflect.Descriptor instead.
+func (*PublicKeyResponse) Descriptor() ([]byte, []int) {
+	return file_tierlog_v1_tierlog_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PublicKeyResponse) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
 var File_tierlog_v1_tierlog_proto protoreflect.FileDescriptor
 
 const file_tierlog_v1_tierlog_proto_rawDesc = "" +
@@ -2288,13 +2756,47 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\x18remote_end_offset_before\x18\x03 \x01(\x03R\x15remoteEndOffsetBefore\x12*\n" +
 	"\x11remote_end_offset\x18\x04 \x01(\x03R\x0fremoteEndOffset\x12\x12\n" +
 	"\x04done\x18\x05 \x01(\bR\x04done\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error*v\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"Z\n" +
+	"\fProveRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"\xcf\x01\n" +
+	"\rProveResponse\x12*\n" +
+	"\x06record\x18\x01 \x01(\v2\x12.tierlog.v1.RecordR\x06record\x12\x18\n" +
+	"\acontrol\x18\x02 \x01(\bR\acontrol\x12\x12\n" +
+	"\x04leaf\x18\x03 \x01(\fR\x04leaf\x12\x1b\n" +
+	"\ttree_size\x18\x04 \x01(\x04R\btreeSize\x12'\n" +
+	"\x0finclusion_proof\x18\x05 \x03(\fR\x0einclusionProof\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x06 \x01(\tR\n" +
+	"checkpoint\"\x83\x01\n" +
+	"\x17ProveConsistencyRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x19\n" +
+	"\bold_size\x18\x03 \x01(\x04R\aoldSize\x12\x19\n" +
+	"\bnew_size\x18\x04 \x01(\x04R\anewSize\"\x95\x01\n" +
+	"\x18ProveConsistencyResponse\x12%\n" +
+	"\x0eold_checkpoint\x18\x01 \x01(\tR\roldCheckpoint\x12%\n" +
+	"\x0enew_checkpoint\x18\x02 \x01(\tR\rnewCheckpoint\x12+\n" +
+	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\"[\n" +
+	"\x11CheckpointRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\"4\n" +
+	"\x12CheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\"\x12\n" +
+	"\x10PublicKeyRequest\"2\n" +
+	"\x11PublicKeyResponse\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\tR\tpublicKey*v\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DURABILITY_PAGE_CACHE\x10\x01\x12\x16\n" +
 	"\x12DURABILITY_FSYNCED\x10\x02\x12\x19\n" +
-	"\x15DURABILITY_REPLICATED\x10\x032\xe3\x06\n" +
+	"\x15DURABILITY_REPLICATED\x10\x032\x97\t\n" +
 	"\aTierLog\x12B\n" +
 	"\aProduce\x12\x1a.tierlog.v1.ProduceRequest\x1a\x1b.tierlog.v1.ProduceResponse\x12<\n" +
 	"\x05Fetch\x12\x18.tierlog.v1.FetchRequest\x1a\x19.tierlog.v1.FetchResponse\x12J\n" +
@@ -2309,7 +2811,12 @@ const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\n" +
 	"TierStatus\x12\x1d.tierlog.v1.TierStatusRequest\x1a\x1e.tierlog.v1.TierStatusResponse\x12K\n" +
 	"\n" +
-	"TierUpload\x12\x1d.tierlog.v1.TierUploadRequest\x1a\x1e.tierlog.v1.TierUploadResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
+	"TierUpload\x12\x1d.tierlog.v1.TierUploadRequest\x1a\x1e.tierlog.v1.TierUploadResponse\x12<\n" +
+	"\x05Prove\x12\x18.tierlog.v1.ProveRequest\x1a\x19.tierlog.v1.ProveResponse\x12]\n" +
+	"\x10ProveConsistency\x12#.tierlog.v1.ProveConsistencyRequest\x1a$.tierlog.v1.ProveConsistencyResponse\x12K\n" +
+	"\n" +
+	"Checkpoint\x12\x1d.tierlog.v1.CheckpointRequest\x1a\x1e.tierlog.v1.CheckpointResponse\x12H\n" +
+	"\tPublicKey\x12\x1c.tierlog.v1.PublicKeyRequest\x1a\x1d.tierlog.v1.PublicKeyResponseB4Z2github.com/tierlog/tierlog/api/tierlogv1;tierlogv1b\x06proto3"
 
 var (
 	file_tierlog_v1_tierlog_proto_rawDescOnce sync.Once
@@ -2324,7 +2831,7 @@ func file_tierlog_v1_tierlog_proto_rawDescGZIP() []byte {
 }
 
 var file_tierlog_v1_tierlog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_tierlog_v1_tierlog_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_tierlog_v1_tierlog_proto_goTypes = []any{
 	(Durability)(0),                  // 0: tierlog.v1.Durability
 	(*Header)(nil),                   // 1: tierlog.v1.Header
@@ -2355,9 +2862,17 @@ var file_tierlog_v1_tierlog_proto_goTypes = []any{
 	(*TierUploadRequest)(nil),        // 26: tierlog.v1.TierUploadRequest
 	(*TierUploadResponse)(nil),       // 27: tierlog.v1.TierUploadResponse
 	(*PartitionUpload)(nil),          // 28: tierlog.v1.PartitionUpload
-	nil,                              // 29: tierlog.v1.CreateTopicRequest.ConfigEntry
-	nil,                              // 30: tierlog.v1.AlterTopicConfigRequest.SetEntry
-	nil,                              // 31: tierlog.v1.TopicInfo.ConfigEntry
+	(*ProveRequest)(nil),             // 29: tierlog.v1.ProveRequest
+	(*ProveResponse)(nil),            // 30: tierlog.v1.ProveResponse
+	(*ProveConsistencyRequest)(nil),  // 31: tierlog.v1.ProveConsistencyRequest
+	(*ProveConsistencyResponse)(nil), // 32: tierlog.v1.ProveConsistencyResponse
+	(*CheckpointRequest)(nil),        // 33: tierlog.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),       // 34: tierlog.v1.CheckpointResponse
+	(*PublicKeyRequest)(nil),         // 35: tierlog.v1.PublicKeyRequest
+	(*PublicKeyResponse)(nil),        // 36: tierlog.v1.PublicKeyResponse
+	nil,                              // 37: tierlog.v1.CreateTopicRequest.ConfigEntry
+	nil,                              // 38: tierlog.v1.AlterTopicConfigRequest.SetEntry
+	nil,                              // 39: tierlog.v1.TopicInfo.ConfigEntry
 }
 var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	1,  // 0: tierlog.v1.Record.headers:type_name -> tierlog.v1.Header
@@ -2365,44 +2880,53 @@ var file_tierlog_v1_tierlog_proto_depIdxs = []int32{
 	0,  // 2: tierlog.v1.ProduceResponse.durability:type_name -> tierlog.v1.Durability
 	5,  // 3: tierlog.v1.FetchStreamRequest.fetch:type_name -> tierlog.v1.FetchRequest
 	2,  // 4: tierlog.v1.FetchResponse.records:type_name -> tierlog.v1.Record
-	29, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
+	37, // 5: tierlog.v1.CreateTopicRequest.config:type_name -> tierlog.v1.CreateTopicRequest.ConfigEntry
 	18, // 6: tierlog.v1.CreateTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
 	18, // 7: tierlog.v1.ListTopicsResponse.topics:type_name -> tierlog.v1.TopicInfo
 	18, // 8: tierlog.v1.DescribeTopicResponse.topic:type_name -> tierlog.v1.TopicInfo
-	30, // 9: tierlog.v1.AlterTopicConfigRequest.set:type_name -> tierlog.v1.AlterTopicConfigRequest.SetEntry
+	38, // 9: tierlog.v1.AlterTopicConfigRequest.set:type_name -> tierlog.v1.AlterTopicConfigRequest.SetEntry
 	18, // 10: tierlog.v1.AlterTopicConfigResponse.topic:type_name -> tierlog.v1.TopicInfo
 	19, // 11: tierlog.v1.TopicInfo.partitions:type_name -> tierlog.v1.PartitionInfo
-	31, // 12: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
+	39, // 12: tierlog.v1.TopicInfo.config:type_name -> tierlog.v1.TopicInfo.ConfigEntry
 	22, // 13: tierlog.v1.ListOffsetsResponse.partitions:type_name -> tierlog.v1.PartitionOffset
 	25, // 14: tierlog.v1.TierStatusResponse.partitions:type_name -> tierlog.v1.PartitionTierStatus
 	28, // 15: tierlog.v1.TierUploadResponse.partitions:type_name -> tierlog.v1.PartitionUpload
-	3,  // 16: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
-	5,  // 17: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
-	6,  // 18: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
-	8,  // 19: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
-	10, // 20: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
-	12, // 21: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
-	14, // 22: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
-	16, // 23: tierlog.v1.TierLog.AlterTopicConfig:input_type -> tierlog.v1.AlterTopicConfigRequest
-	20, // 24: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
-	23, // 25: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
-	26, // 26: tierlog.v1.TierLog.TierUpload:input_type -> tierlog.v1.TierUploadRequest
-	4,  // 27: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
-	7,  // 28: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
-	7,  // 29: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
-	9,  // 30: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
-	11, // 31: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
-	13, // 32: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
-	15, // 33: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
-	17, // 34: tierlog.v1.TierLog.AlterTopicConfig:output_type -> tierlog.v1.AlterTopicConfigResponse
-	21, // 35: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
-	24, // 36: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
-	27, // 37: tierlog.v1.TierLog.TierUpload:output_type -> tierlog.v1.TierUploadResponse
-	27, // [27:38] is the sub-list for method output_type
-	16, // [16:27] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	2,  // 16: tierlog.v1.ProveResponse.record:type_name -> tierlog.v1.Record
+	3,  // 17: tierlog.v1.TierLog.Produce:input_type -> tierlog.v1.ProduceRequest
+	5,  // 18: tierlog.v1.TierLog.Fetch:input_type -> tierlog.v1.FetchRequest
+	6,  // 19: tierlog.v1.TierLog.FetchStream:input_type -> tierlog.v1.FetchStreamRequest
+	8,  // 20: tierlog.v1.TierLog.CreateTopic:input_type -> tierlog.v1.CreateTopicRequest
+	10, // 21: tierlog.v1.TierLog.DeleteTopic:input_type -> tierlog.v1.DeleteTopicRequest
+	12, // 22: tierlog.v1.TierLog.ListTopics:input_type -> tierlog.v1.ListTopicsRequest
+	14, // 23: tierlog.v1.TierLog.DescribeTopic:input_type -> tierlog.v1.DescribeTopicRequest
+	16, // 24: tierlog.v1.TierLog.AlterTopicConfig:input_type -> tierlog.v1.AlterTopicConfigRequest
+	20, // 25: tierlog.v1.TierLog.ListOffsets:input_type -> tierlog.v1.ListOffsetsRequest
+	23, // 26: tierlog.v1.TierLog.TierStatus:input_type -> tierlog.v1.TierStatusRequest
+	26, // 27: tierlog.v1.TierLog.TierUpload:input_type -> tierlog.v1.TierUploadRequest
+	29, // 28: tierlog.v1.TierLog.Prove:input_type -> tierlog.v1.ProveRequest
+	31, // 29: tierlog.v1.TierLog.ProveConsistency:input_type -> tierlog.v1.ProveConsistencyRequest
+	33, // 30: tierlog.v1.TierLog.Checkpoint:input_type -> tierlog.v1.CheckpointRequest
+	35, // 31: tierlog.v1.TierLog.PublicKey:input_type -> tierlog.v1.PublicKeyRequest
+	4,  // 32: tierlog.v1.TierLog.Produce:output_type -> tierlog.v1.ProduceResponse
+	7,  // 33: tierlog.v1.TierLog.Fetch:output_type -> tierlog.v1.FetchResponse
+	7,  // 34: tierlog.v1.TierLog.FetchStream:output_type -> tierlog.v1.FetchResponse
+	9,  // 35: tierlog.v1.TierLog.CreateTopic:output_type -> tierlog.v1.CreateTopicResponse
+	11, // 36: tierlog.v1.TierLog.DeleteTopic:output_type -> tierlog.v1.DeleteTopicResponse
+	13, // 37: tierlog.v1.TierLog.ListTopics:output_type -> tierlog.v1.ListTopicsResponse
+	15, // 38: tierlog.v1.TierLog.DescribeTopic:output_type -> tierlog.v1.DescribeTopicResponse
+	17, // 39: tierlog.v1.TierLog.AlterTopicConfig:output_type -> tierlog.v1.AlterTopicConfigResponse
+	21, // 40: tierlog.v1.TierLog.ListOffsets:output_type -> tierlog.v1.ListOffsetsResponse
+	24, // 41: tierlog.v1.TierLog.TierStatus:output_type -> tierlog.v1.TierStatusResponse
+	27, // 42: tierlog.v1.TierLog.TierUpload:output_type -> tierlog.v1.TierUploadResponse
+	30, // 43: tierlog.v1.TierLog.Prove:output_type -> tierlog.v1.ProveResponse
+	32, // 44: tierlog.v1.TierLog.ProveConsistency:output_type -> tierlog.v1.ProveConsistencyResponse
+	34, // 45: tierlog.v1.TierLog.Checkpoint:output_type -> tierlog.v1.CheckpointResponse
+	36, // 46: tierlog.v1.TierLog.PublicKey:output_type -> tierlog.v1.PublicKeyResponse
+	32, // [32:47] is the sub-list for method output_type
+	17, // [17:32] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_tierlog_v1_tierlog_proto_init() }
@@ -2431,7 +2955,7 @@ func file_tierlog_v1_tierlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tierlog_v1_tierlog_proto_rawDesc), len(file_tierlog_v1_tierlog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

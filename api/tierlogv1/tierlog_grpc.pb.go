@@ -54,6 +54,10 @@ const (
 	TierLog_ListOffsets_FullMethodName      = "/tierlog.v1.TierLog/ListOffsets"
 	TierLog_TierStatus_FullMethodName       = "/tierlog.v1.TierLog/TierStatus"
 	TierLog_TierUpload_FullMethodName       = "/tierlog.v1.TierLog/TierUpload"
+	TierLog_Prove_FullMethodName            = "/tierlog.v1.TierLog/Prove"
+	TierLog_ProveConsistency_FullMethodName = "/tierlog.v1.TierLog/ProveConsistency"
+	TierLog_Checkpoint_FullMethodName       = "/tierlog.v1.TierLog/Checkpoint"
+	TierLog_PublicKey_FullMethodName        = "/tierlog.v1.TierLog/PublicKey"
 )
 
 // TierLogClient is the client API for TierLog service.
@@ -104,6 +108,29 @@ type TierLogClient interface {
 	// so; the uploads go on in the background). FAILED_PRECONDITION when the
 	// topic does not tier (remote.storage.enable=false, or no bucket).
 	TierUpload(ctx context.Context, in *TierUploadRequest, opts ...grpc.CallOption) (*TierUploadResponse, error)
+	// Verifiable history: each tiering partition has an RFC 6962 Merkle tree
+	// (one leaf per offset) whose signed checkpoints are kept in the bucket.
+	// Proofs are made against the tree after the partition's last tiered
+	// segment; they are checked offline (`tierlog verify-proof`) with the
+	// signing node's public key.
+	//
+	// Prove returns the record at an offset, its canonical leaf and its
+	// inclusion proof against the signed checkpoint of the tree: the fields
+	// of `tierlog prove`'s proof file. FAILED_PRECONDITION for an offset not
+	// in the tree yet (not tiered; the message says where the tree ends) or
+	// a topic that does not tier; OUT_OF_RANGE below the log start or past
+	// its end; NOT_FOUND for an offset of the tree no record holds.
+	Prove(ctx context.Context, in *ProveRequest, opts ...grpc.CallOption) (*ProveResponse, error)
+	// ProveConsistency returns the consistency proof that the tree at the
+	// checkpoint of new_size extends the tree at the checkpoint of old_size
+	// (append-only history). NOT_FOUND when no checkpoint was made at a
+	// size (one is made after each tiered segment).
+	ProveConsistency(ctx context.Context, in *ProveConsistencyRequest, opts ...grpc.CallOption) (*ProveConsistencyResponse, error)
+	// Checkpoint returns a partition's signed checkpoint.
+	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
+	// PublicKey returns the public key of the node's checkpoint signing key.
+	// FAILED_PRECONDITION on a node without a bucket (it signs nothing).
+	PublicKey(ctx context.Context, in *PublicKeyRequest, opts ...grpc.CallOption) (*PublicKeyResponse, error)
 }
 
 type tierLogClient struct {
@@ -233,6 +260,46 @@ func (c *tierLogClient) TierUpload(ctx context.Context, in *TierUploadRequest, o
 	return out, nil
 }
 
+func (c *tierLogClient) Prove(ctx context.Context, in *ProveRequest, opts ...grpc.CallOption) (*ProveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProveResponse)
+	err := c.cc.Invoke(ctx, TierLog_Prove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tierLogClient) ProveConsistency(ctx context.Context, in *ProveConsistencyRequest, opts ...grpc.CallOption) (*ProveConsistencyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProveConsistencyResponse)
+	err := c.cc.Invoke(ctx, TierLog_ProveConsistency_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tierLogClient) Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointResponse)
+	err := c.cc.Invoke(ctx, TierLog_Checkpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tierLogClient) PublicKey(ctx context.Context, in *PublicKeyRequest, opts ...grpc.CallOption) (*PublicKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublicKeyResponse)
+	err := c.cc.Invoke(ctx, TierLog_PublicKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TierLogServer is the server API for TierLog service.
 // All implementations must embed UnimplementedTierLogServer
 // for forward compatibility.
@@ -281,6 +348,29 @@ type TierLogServer interface {
 	// so; the uploads go on in the background). FAILED_PRECONDITION when the
 	// topic does not tier (remote.storage.enable=false, or no bucket).
 	TierUpload(context.Context, *TierUploadRequest) (*TierUploadResponse, error)
+	// Verifiable history: each tiering partition has an RFC 6962 Merkle tree
+	// (one leaf per offset) whose signed checkpoints are kept in the bucket.
+	// Proofs are made against the tree after the partition's last tiered
+	// segment; they are checked offline (`tierlog verify-proof`) with the
+	// signing node's public key.
+	//
+	// Prove returns the record at an offset, its canonical leaf and its
+	// inclusion proof against the signed checkpoint of the tree: the fields
+	// of `tierlog prove`'s proof file. FAILED_PRECONDITION for an offset not
+	// in the tree yet (not tiered; the message says where the tree ends) or
+	// a topic that does not tier; OUT_OF_RANGE below the log start or past
+	// its end; NOT_FOUND for an offset of the tree no record holds.
+	Prove(context.Context, *ProveRequest) (*ProveResponse, error)
+	// ProveConsistency returns the consistency proof that the tree at the
+	// checkpoint of new_size extends the tree at the checkpoint of old_size
+	// (append-only history). NOT_FOUND when no checkpoint was made at a
+	// size (one is made after each tiered segment).
+	ProveConsistency(context.Context, *ProveConsistencyRequest) (*ProveConsistencyResponse, error)
+	// Checkpoint returns a partition's signed checkpoint.
+	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
+	// PublicKey returns the public key of the node's checkpoint signing key.
+	// FAILED_PRECONDITION on a node without a bucket (it signs nothing).
+	PublicKey(context.Context, *PublicKeyRequest) (*PublicKeyResponse, error)
 	mustEmbedUnimplementedTierLogServer()
 }
 
@@ -323,6 +413,18 @@ func (UnimplementedTierLogServer) TierStatus(context.Context, *TierStatusRequest
 }
 func (UnimplementedTierLogServer) TierUpload(context.Context, *TierUploadRequest) (*TierUploadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TierUpload not implemented")
+}
+func (UnimplementedTierLogServer) Prove(context.Context, *ProveRequest) (*ProveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Prove not implemented")
+}
+func (UnimplementedTierLogServer) ProveConsistency(context.Context, *ProveConsistencyRequest) (*ProveConsistencyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ProveConsistency not implemented")
+}
+func (UnimplementedTierLogServer) Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Checkpoint not implemented")
+}
+func (UnimplementedTierLogServer) PublicKey(context.Context, *PublicKeyRequest) (*PublicKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublicKey not implemented")
 }
 func (UnimplementedTierLogServer) mustEmbedUnimplementedTierLogServer() {}
 func (UnimplementedTierLogServer) testEmbeddedByValue()                 {}
@@ -536,6 +638,78 @@ func _TierLog_TierUpload_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TierLog_Prove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).Prove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_Prove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).Prove(ctx, req.(*ProveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TierLog_ProveConsistency_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProveConsistencyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).ProveConsistency(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_ProveConsistency_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).ProveConsistency(ctx, req.(*ProveConsistencyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TierLog_Checkpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).Checkpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_Checkpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).Checkpoint(ctx, req.(*CheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TierLog_PublicKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublicKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TierLogServer).PublicKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TierLog_PublicKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TierLogServer).PublicKey(ctx, req.(*PublicKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TierLog_ServiceDesc is the grpc.ServiceDesc for TierLog service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -582,6 +756,22 @@ var TierLog_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TierUpload",
 			Handler:    _TierLog_TierUpload_Handler,
+		},
+		{
+			MethodName: "Prove",
+			Handler:    _TierLog_Prove_Handler,
+		},
+		{
+			MethodName: "ProveConsistency",
+			Handler:    _TierLog_ProveConsistency_Handler,
+		},
+		{
+			MethodName: "Checkpoint",
+			Handler:    _TierLog_Checkpoint_Handler,
+		},
+		{
+			MethodName: "PublicKey",
+			Handler:    _TierLog_PublicKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
