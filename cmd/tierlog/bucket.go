@@ -140,25 +140,11 @@ func bucketConsume(cmd *cobra.Command, fl *bucketConsumeFlags, topic string) err
 		return err
 	}
 	ctx := cmd.Context()
-	b, err := bucketurl.OpenReadOnly(ctx, fl.bucket, cold.Options{})
-	if err != nil {
-		return fmt.Errorf("open bucket: %w", err)
-	}
-	defer b.Close()
-	// The reader's own log lines (retries, corrupt chunks) go to stderr;
-	// the records to stdout.
-	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cache, err := cold.NewChunkCache(cold.ChunkCacheOptions{MaxBytes: 256 << 20})
+	archive, b, closeArchive, err := openArchive(cmd, fl.bucket)
 	if err != nil {
 		return err
 	}
-	defer cache.Close()
-	reader, err := cold.NewReader(b, cache, cold.ReaderOptions{Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer reader.Close()
-	archive := tiering.NewArchive(b, reader)
+	defer closeArchive()
 
 	meta, err := archive.Topic(ctx, topic)
 	if err != nil {
@@ -203,6 +189,33 @@ func bucketConsume(cmd *cobra.Command, fl *bucketConsumeFlags, topic string) err
 		}
 	}
 	return out.flush()
+}
+
+// openArchive opens the bucket at url read-only and the history in it,
+// read through the cold reader serve uses; closeArchive releases both.
+// The reader's own log lines (retries, corrupt chunks) go to stderr.
+func openArchive(cmd *cobra.Command, url string) (a *tiering.Archive, b cold.Bucket, closeArchive func(), err error) {
+	b, err = bucketurl.OpenReadOnly(cmd.Context(), url, cold.Options{})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open bucket: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cache, err := cold.NewChunkCache(cold.ChunkCacheOptions{MaxBytes: 256 << 20})
+	if err != nil {
+		b.Close()
+		return nil, nil, nil, err
+	}
+	reader, err := cold.NewReader(b, cache, cold.ReaderOptions{Logger: logger})
+	if err != nil {
+		cache.Close()
+		b.Close()
+		return nil, nil, nil, err
+	}
+	return tiering.NewArchive(b, reader), b, func() {
+		reader.Close()
+		cache.Close()
+		b.Close()
+	}, nil
 }
 
 // offsets turns the range into offsets [from, to) of ap, failing for a

@@ -63,7 +63,7 @@ Exit codes: 0 success, 1 the command failed (the server's error is printed),
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
 	addServerFlag(root)
-	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd(), newTierCmd(), newBucketCmd(), newClusterCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd(), newTierCmd(), newBucketCmd(), newProveCmd(), newProveConsistencyCmd(), newVerifyProofCmd(), newCheckpointCmd(), newClusterCmd(), newBenchCmd(), newVersionCmd())
 	hideRepeatedDefaults(root)
 	return root
 }
