@@ -40,19 +40,21 @@ $(MINIO_BIN):
 
 # The real Kafka clients the interop tests run (cmd/tierlog/kafka_*_test.go):
 # Debian's kcat (librdkafka) and python3-kafka (kafka-python, which only
-# /usr/bin/python3 sees). Installed when missing - apt-get update only if
-# the install fails (package lists missing or stale) - and checked after,
-# so a failed install stops here with the command that would fix it.
-KAFKA_CLIENT_PKGS := kcat python3-kafka
-KAFKA_CLIENTS_OK  := command -v kcat >/dev/null 2>&1 && /usr/bin/python3 -c 'import kafka' >/dev/null 2>&1
+# /usr/bin/python3 sees); and python3-nacl (Ed25519) for the independent
+# proof verifier (cmd/tierlog/testdata/verify_proof.py). Installed when
+# missing - apt-get update only if the install fails (package lists missing
+# or stale) - and checked after, so a failed install stops here with the
+# command that would fix it.
+KAFKA_CLIENT_PKGS := kcat python3-kafka python3-nacl
+KAFKA_CLIENTS_OK  := command -v kcat >/dev/null 2>&1 && /usr/bin/python3 -c 'import kafka, nacl' >/dev/null 2>&1
 
 kafka-clients:
 	@$(KAFKA_CLIENTS_OK) && exit 0; \
-	echo "installing $(KAFKA_CLIENT_PKGS) (Debian packages) for the Kafka interop tests"; \
+	echo "installing $(KAFKA_CLIENT_PKGS) (Debian packages) for the Kafka interop tests and the proof verifier"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	install="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KAFKA_CLIENT_PKGS)"; \
 	$$install >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$install >/dev/null; } && $(KAFKA_CLIENTS_OK) || { \
-	  echo "could not install $(KAFKA_CLIENT_PKGS); the Kafka interop tests need them: apt-get install -y $(KAFKA_CLIENT_PKGS)" >&2; exit 1; }
+	  echo "could not install $(KAFKA_CLIENT_PKGS); the Kafka interop tests and the proof verifier need them: apt-get install -y $(KAFKA_CLIENT_PKGS)" >&2; exit 1; }
 
 # iptables, with which the network partition test
 # (cmd/tierlog/cluster_partition_e2e_test.go, run as root) cuts a node off

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/transparency-dev/merkle/proof"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -84,7 +85,7 @@ func (f *InclusionFile) Verify(vs note.Verifiers) error {
 		return fmt.Errorf("audit: the checkpoint is of tree size %d, the proof of size %d", c.Size, f.TreeSize)
 	}
 	if err := VerifyInclusion(LeafHash(f.Leaf), uint64(f.Offset), f.TreeSize, f.InclusionProof, c.Hash); err != nil {
-		return fmt.Errorf("audit: the record at offset %d is not in the tree the checkpoint signs: %w", f.Offset, err)
+		return fmt.Errorf("audit: the record at offset %d is not in the tree the checkpoint signs: %w", f.Offset, oneLine(err))
 	}
 	return nil
 }
@@ -136,7 +137,7 @@ func (f *ConsistencyFile) Verify(vs note.Verifiers) error {
 		return fmt.Errorf("audit: old checkpoint of size %d, new of size %d: want 0 < old <= new", older.Size, newer.Size)
 	}
 	if err := VerifyConsistency(older.Size, newer.Size, f.ConsistencyProof, older.Hash, newer.Hash); err != nil {
-		return fmt.Errorf("audit: the log at size %d does not extend the log at size %d: %w", newer.Size, older.Size, err)
+		return fmt.Errorf("audit: the log at size %d does not extend the log at size %d: %w", newer.Size, older.Size, oneLine(err))
 	}
 	return nil
 }
@@ -148,6 +149,16 @@ func (f *ConsistencyFile) String() string {
 		return fmt.Sprintf("the log of %s/%d extends an earlier checkpoint", f.Topic, f.Partition)
 	}
 	return fmt.Sprintf("the log of %s/%d at %d records extends its log at %d records", f.Topic, f.Partition, newer.Size, older.Size)
+}
+
+// oneLine says a root mismatch (merkle/proof's error spans lines) in one
+// line, the roots in hex; other errors are returned as they are.
+func oneLine(err error) error {
+	var rm proof.RootMismatchError
+	if errors.As(err, &rm) {
+		return fmt.Errorf("the proof gives root %x, the checkpoint signs %x", rm.CalculatedRoot, rm.ExpectedRoot)
+	}
+	return err
 }
 
 // ParseProofFile reads a proof file of either format.
