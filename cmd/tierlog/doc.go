@@ -5,6 +5,10 @@
 //	tierlog topic list | describe NAME | delete NAME
 //	tierlog produce TOPIC [--key K] [--partition P] [--value V] [--compression C] [--batch N]
 //	tierlog consume TOPIC [--partition P] [--from-beginning | --offset N | --since TIME] [--max N] [--follow] [--format text|json]
+//	tierlog prove TOPIC PARTITION OFFSET [-o FILE] [--bucket URL]
+//	tierlog prove-consistency TOPIC PARTITION --from SIZE|--from-checkpoint FILE [--to SIZE] [-o FILE] [--bucket URL]
+//	tierlog verify-proof FILE --public-key KEY|FILE
+//	tierlog checkpoint TOPIC PARTITION [--size N] [--bucket URL] | checkpoint --public-key [--signing-key FILE]
 //
 // serve resolves its settings with internal/config (flag > TIERLOG_* env >
 // YAML file > default), opens the broker, serves the gRPC API
