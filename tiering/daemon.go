@@ -494,7 +494,12 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	entry.UploadedAt = d.opts.Now().UTC()
 	// The bucket's manifest copy names the segment before the node acts on
 	// the commit (reads, local deletion): see commitDurable.
-	if err := p.commitDurable(ctx, func(m *Manifest) { m.replace(entry) }); err != nil {
+	if err := p.commitDurable(ctx, func(m *Manifest) {
+		m.replace(entry)
+		if entry.TreeSize > m.TreeSize {
+			m.TreeSize, m.TreeRoot = entry.TreeSize, entry.TreeRoot
+		}
+	}); err != nil {
 		return err
 	}
 	d.m.uploads.WithLabelValues("ok").Inc()

@@ -81,6 +81,12 @@ type Manifest struct {
 	// LeaderEpoch is the leader epoch of the manifest's last writer on a
 	// shared prefix (see shared.go); 0 on a single node's.
 	LeaderEpoch int32 `json:"leader_epoch,omitempty"`
+	// TreeSize and TreeRoot are the partition's Merkle tree after the
+	// newest committed segment. The segments record it too, but remote
+	// retention removes segments, and the tree (like the signed history)
+	// goes on from where it was, not from the oldest segment left.
+	TreeSize int64  `json:"tree_size,omitempty"`
+	TreeRoot string `json:"tree_root,omitempty"`
 	// LegalHold is the Object Lock legal hold every object of the
 	// partition carries (its segments' recorded versions and its tlog/
 	// objects): a change of the topic's remote.object.lock.legal.hold is

@@ -33,8 +33,7 @@ var (
 // manifest commits (0: no tree yet). Segments retention is deleting still
 // count: the tree keeps their leaves.
 func (m *Manifest) treeSize() (int64, string) {
-	var size int64
-	var root string
+	size, root := m.TreeSize, m.TreeRoot
 	for _, s := range m.Segments {
 		if (s.State == CopyFinished || s.State == DeleteStarted) && s.TreeSize > 0 && s.TreeSize >= size {
 			size, root = s.TreeSize, s.TreeRoot

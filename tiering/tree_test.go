@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // signWith makes e's daemon build the partitions' trees, signing as node
@@ -294,4 +296,54 @@ func TestTreeWriteFailureFailsTheUpload(t *testing.T) {
 	p.tierMu.Unlock()
 	e.settle(p)
 	checkTree(t, e, p)
+}
+
+// Remote retention may delete every segment a manifest names; the tree
+// goes on from its size, not from 0: the next checkpoint extends the last
+// one signed before the deletion (a consistency proof between them
+// verifies), and the manifest still says where the tree is.
+func TestTreeContinuesAfterRetentionDeletesEverySegment(t *testing.T) {
+	ctx := context.Background()
+	bucket := newFileBucket(t)
+	e := newEnv(t, bucket, t.TempDir())
+	e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+	p := e.open("audit", 0, true)
+	defer p.Close()
+	produce(t, p, 100)
+	e.settle(p)
+	prefix := PartitionPrefix("audit", 0)
+	size1, root1 := p.Manifest().treeSize()
+	if size1 == 0 {
+		t.Fatal("no tree after the first uploads")
+	}
+
+	p.mu.Lock()
+	p.retention = Retention{Age: time.Nanosecond, Bytes: -1}
+	p.mu.Unlock()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		e.daemon.pass(ctx)
+		return len(p.Manifest().committed()) == 0
+	}, "remote retention deletes every segment")
+	if size, root := p.Manifest().treeSize(); size != size1 || root != root1 {
+		t.Fatalf("with no segment left the manifest says tree %d %s, want %d %s", size, root, size1, root1)
+	}
+
+	p.mu.Lock()
+	p.retention = Retention{Bytes: -1}
+	p.mu.Unlock()
+	produce(t, p, 20)
+	e.settle(p)
+	size2, root2hex := p.Manifest().treeSize()
+	if size2 <= size1 {
+		t.Fatalf("tree size %d after more uploads, was %d", size2, size1)
+	}
+	proof, err := audit.ConsistencyProof(ctx, bucket, prefix, uint64(size1), uint64(size2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, _ := hex.DecodeString(root1)
+	r2, _ := hex.DecodeString(root2hex)
+	if err := audit.VerifyConsistency(uint64(size1), uint64(size2), proof, r1, r2); err != nil {
+		t.Fatalf("the tree after retention does not extend the one signed before: %v", err)
+	}
 }
