@@ -1,0 +1,400 @@
+package tiering
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/batch"
+)
+
+// Verification of an archive with no server (tierlog verify). For one
+// partition it
+//
+//   - checks every kept checkpoint's signature (any key given) and origin,
+//     and that the latest names the newest tree;
+//   - recomputes the Merkle tree from the segments' records, read straight
+//     from the bucket (one GET per object: its SHA-256 and its records come
+//     from the same bytes), in offset order, and compares the root at every
+//     checkpoint's and every manifest entry's tree size;
+//   - compares every tile the recomputed tree has with the stored one;
+//   - checks a consistency proof built from the tiles between consecutive
+//     checkpoints (the recomputed roots agreeing implies it, but a proof is
+//     what an auditor is handed);
+//   - checks each object's SHA-256 against the manifest;
+//   - looks for a rollback: the newest signed tree size must not exceed the
+//     offsets the segments cover.
+//
+// Someone who rewrites an object and fixes every CRC and the manifest's
+// SHA-256 still cannot make the records give the root of a signed
+// checkpoint. History below the first segment the manifest keeps (deleted
+// by retention) cannot be recomputed: the tree below it is taken from the
+// tiles, and checkpoints at or below it are checked for signature and
+// consistency only.
+
+// VerifyOptions say what Archive.Verify trusts.
+type VerifyOptions struct {
+	// Keys are the public keys a checkpoint may be signed by (any one).
+	Keys note.Verifiers
+	// Trusted are checkpoints kept outside the bucket (an auditor's earlier
+	// copy), already opened with Keys: the archive must still extend them,
+	// even if the bucket's own newer checkpoints were removed. Each applies
+	// to the partition its origin names.
+	Trusted []TrustedCheckpoint
+	// Progress, if not nil, is called as records are verified with the
+	// partition's records and record bytes so far.
+	Progress func(records, bytes int64)
+}
+
+// TrustedCheckpoint is a checkpoint from outside the bucket; Name says
+// where it came from in findings.
+type TrustedCheckpoint struct {
+	Name       string
+	Checkpoint *audit.Checkpoint
+}
+
+// Finding is one way the archive disagrees with its signed history.
+type Finding struct {
+	// Offset is the first offset it concerns, Object the object that
+	// disagrees (a segment, tile, checkpoint or manifest key).
+	Offset  int64
+	Object  string
+	Problem string
+	// checkpoint: found by the checkpoints alone (signature, consistency
+	// proof, rollback), listed after what recomputing the tree found.
+	checkpoint bool
+}
+
+func (f Finding) String() string {
+	return fmt.Sprintf("offset %d, %s: %s", f.Offset, f.Object, f.Problem)
+}
+
+// VerifyReport is what Archive.Verify checked and found.
+type VerifyReport struct {
+	Topic     string
+	Partition int32
+	Origin    string
+	// From and End bound the offsets recomputed from the segments.
+	From, End      int64
+	Segments       int
+	Records, Bytes int64 // records and record batch bytes read
+	// Checkpoints with a valid signature; BelowStart of them at tree sizes
+	// the recomputation cannot reach (signature and consistency only);
+	// Latest the largest signed tree size.
+	Checkpoints, BelowStart int
+	Latest                  uint64
+	Roots                   int // roots compared with the recomputed tree
+	Proofs                  int // consistency proofs verified
+	Tiles                   int // tiles compared
+	Notes                   []string
+	// Findings, the first disagreement first (empty: the partition
+	// verified).
+	Findings []Finding
+}
+
+// maxFindings bounds the findings kept per partition: after the first,
+// the rest are mostly its consequences.
+const maxFindings = 100
+
+// Topics lists the topics the bucket records, without tombstones.
+func (a *Archive) Topics(ctx context.Context) ([]TopicMeta, error) {
+	all, err := a.store.Topics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tiering: list topics in %s: %w", a.store.Bucket.Name(), err)
+	}
+	return slices.DeleteFunc(all, func(t TopicMeta) bool { return t.Deleting }), nil
+}
+
+// ClusterID is the id of the cluster the bucket prefix belongs to (its
+// cluster marker), which checkpoint origins name.
+func (a *Archive) ClusterID(ctx context.Context) (string, error) {
+	m, _, found, err := readMarker(ctx, a.store.Bucket)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", fmt.Errorf("tiering: %s holds no cluster marker (%s): not a tierlog bucket prefix", a.store.Bucket.Name(), clusterMarkerKey)
+	}
+	return m.ClusterID, nil
+}
+
+// Verify checks one partition of the archive (see above). Disagreements
+// are Findings in the report; an error means the bucket could not be read
+// and nothing is concluded.
+func (a *Archive) Verify(ctx context.Context, clusterID, topic string, partition int32, opts VerifyOptions) (*VerifyReport, error) {
+	ap, err := a.Partition(ctx, topic, partition)
+	if err != nil {
+		return nil, err
+	}
+	prefix := PartitionPrefix(topic, partition)
+	v := &verifier{
+		ctx: ctx, b: a.store.Bucket, opts: opts, ap: ap, prefix: prefix,
+		rep:   &VerifyReport{Topic: topic, Partition: partition, Origin: audit.Origin(clusterID, topic, partition), Segments: len(ap.Segments)},
+		cps:   map[uint64]signedRoot{},
+		tiles: &tileChecker{Bucket: a.store.Bucket, prefix: prefix},
+	}
+	v.manifestKey = manifestKey(topic, partition, ap.ManifestVersion)
+	if ok, err := a.store.Bucket.Exists(ctx, sharedManifestKey(topic, partition)); err == nil && ok {
+		v.manifestKey = sharedManifestKey(topic, partition)
+	}
+	if err := v.readCheckpoints(); err != nil {
+		return nil, err
+	}
+	if err := v.recompute(); err != nil {
+		return nil, err
+	}
+	if err := v.checkConsistency(); err != nil {
+		return nil, err
+	}
+	v.checkRollback()
+	v.rep.Tiles = int(v.tiles.compared.Load())
+	slices.SortStableFunc(v.rep.Findings, func(x, y Finding) int {
+		if x.checkpoint != y.checkpoint {
+			if x.checkpoint {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(x.Offset, y.Offset)
+	})
+	return v.rep, nil
+}
+
+type signedRoot struct {
+	root []byte
+	key  string
+}
+
+// verifier is the state of one partition's Verify.
+type verifier struct {
+	ctx         context.Context
+	b           cold.Bucket
+	opts        VerifyOptions
+	ap          *ArchivedPartition
+	prefix      string
+	manifestKey string
+	rep         *VerifyReport
+	cps         map[uint64]signedRoot // valid checkpoints by tree size
+	tiles       *tileChecker
+
+	// The recomputation: tree holds the leaves up to cur.Start(), cur the
+	// leaves since; bounds the tree sizes to compare roots at (or write
+	// partial tiles at), from bound on; lastGood the last size whose root
+	// agreed. stopped: the rest cannot be recomputed.
+	tree     *audit.Tree
+	cur      *audit.Leaves
+	bounds   []int64
+	bound    int
+	lastGood int64
+	stopped  bool
+}
+
+func (v *verifier) add(f Finding) {
+	if len(v.rep.Findings) < maxFindings {
+		v.rep.Findings = append(v.rep.Findings, f)
+	}
+}
+
+// addCheckpoint adds a finding of the checkpoints alone.
+func (v *verifier) addCheckpoint(offset int64, object, format string, args ...any) {
+	v.add(Finding{Offset: offset, Object: object, Problem: fmt.Sprintf(format, args...), checkpoint: true})
+}
+
+func (v *verifier) note(format string, args ...any) {
+	v.rep.Notes = append(v.rep.Notes, fmt.Sprintf(format, args...))
+}
+
+// readCheckpoints opens every kept checkpoint, the latest and the trusted
+// ones of this partition.
+func (v *verifier) readCheckpoints() error {
+	sizes, err := audit.ListCheckpoints(v.ctx, v.b, v.prefix)
+	if err != nil {
+		return err
+	}
+	prev := uint64(0)
+	for _, size := range sizes {
+		key := audit.CheckpointKey(v.prefix, size)
+		text, err := audit.GetCheckpoint(v.ctx, v.b, v.prefix, int64(size))
+		if errors.Is(err, cold.ErrNotFound) {
+			continue // deleted since the listing
+		}
+		if err != nil {
+			return err
+		}
+		c, err := audit.OpenWith(text, v.rep.Origin, v.opts.Keys)
+		switch {
+		case err != nil:
+			v.addCheckpoint(int64(prev), key, "the checkpoint of tree size %d is not valid: %v", size, err)
+		case c.Size != size:
+			v.addCheckpoint(int64(prev), key, "the checkpoint stored for tree size %d names tree size %d", size, c.Size)
+		default:
+			v.cps[size] = signedRoot{root: c.Hash, key: key}
+		}
+		prev = size
+	}
+	for _, t := range v.opts.Trusted {
+		if t.Checkpoint.Origin != v.rep.Origin {
+			continue
+		}
+		if have, ok := v.cps[t.Checkpoint.Size]; ok && !bytes.Equal(have.root, t.Checkpoint.Hash) {
+			v.addCheckpoint(int64(t.Checkpoint.Size), have.key, "the bucket's checkpoint of tree size %d signs root %x, the trusted checkpoint %s signs %x: a fork",
+				t.Checkpoint.Size, have.root, t.Name, t.Checkpoint.Hash)
+		}
+		v.cps[t.Checkpoint.Size] = signedRoot{root: t.Checkpoint.Hash, key: t.Name}
+	}
+	latestKey := audit.LatestCheckpointKey(v.prefix)
+	newest := v.latest()
+	text, err := audit.GetCheckpoint(v.ctx, v.b, v.prefix, -1)
+	if errors.Is(err, cold.ErrNotFound) {
+		if len(sizes) > 0 {
+			v.addCheckpoint(int64(newest), latestKey, "the latest checkpoint is missing, though %d numbered checkpoints are kept", len(sizes))
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c, err := audit.OpenWith(text, v.rep.Origin, v.opts.Keys)
+	if err != nil {
+		v.addCheckpoint(int64(newest), latestKey, "the latest checkpoint is not valid: %v", err)
+		return nil
+	}
+	have, ok := v.cps[c.Size]
+	switch {
+	case c.Size < newest:
+		v.addCheckpoint(int64(c.Size), latestKey, "the latest checkpoint names tree size %d, but %s signs the larger tree size %d: the latest was rolled back",
+			c.Size, v.cps[newest].key, newest)
+	case ok && !bytes.Equal(have.root, c.Hash):
+		v.addCheckpoint(int64(c.Size), latestKey, "the latest checkpoint signs root %x for tree size %d, %s signs %x for the same size: a fork",
+			c.Hash, c.Size, have.key, have.root)
+	case !ok:
+		v.addCheckpoint(int64(c.Size), audit.CheckpointKey(v.prefix, c.Size), "the latest checkpoint names tree size %d, whose kept copy is missing", c.Size)
+		v.cps[c.Size] = signedRoot{root: c.Hash, key: latestKey}
+	}
+	return nil
+}
+
+// latest is the largest signed tree size.
+func (v *verifier) latest() uint64 {
+	var n uint64
+	for size := range v.cps {
+		n = max(n, size)
+	}
+	return n
+}
+
+// checkConsistency verifies a consistency proof built from the tiles
+// between each two consecutive valid checkpoints.
+func (v *verifier) checkConsistency() error {
+	sizes := slices.Sorted(func(yield func(uint64) bool) {
+		for s := range v.cps {
+			if !yield(s) {
+				return
+			}
+		}
+	})
+	v.rep.Checkpoints = len(sizes)
+	v.rep.Latest = v.latest()
+	for i, s := range sizes {
+		if int64(s) <= v.rep.From && v.rep.From > 0 {
+			v.rep.BelowStart++
+		}
+		if i == 0 || sizes[i-1] == 0 {
+			continue
+		}
+		older, newer := v.cps[sizes[i-1]], v.cps[s]
+		p, err := audit.ConsistencyProof(v.ctx, v.b, v.prefix, sizes[i-1], s)
+		if errors.Is(err, cold.ErrNotFound) {
+			v.addCheckpoint(int64(sizes[i-1]), newer.key, "no consistency proof with the checkpoint of tree size %d: a tile it needs is missing: %v", sizes[i-1], err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := audit.VerifyConsistency(sizes[i-1], s, p, older.root, newer.root); err != nil {
+			v.addCheckpoint(int64(sizes[i-1]), newer.key, "the tree of tree size %d does not extend the one %s signs at tree size %d: the consistency proof from the tiles fails (%v)",
+				s, older.key, sizes[i-1], err)
+			continue
+		}
+		v.rep.Proofs++
+	}
+	return nil
+}
+
+// checkRollback: the segments must reach the newest signed tree size, and
+// no manifest entry may record a tree larger than the newest checkpoint.
+func (v *verifier) checkRollback() {
+	latest := v.latest()
+	end := v.ap.End
+	last := v.manifestKey
+	var maxTree int64
+	var maxKey string
+	for _, s := range v.ap.Segments {
+		last = s.Key
+		if s.TreeSize > maxTree {
+			maxTree, maxKey = s.TreeSize, s.Key
+		}
+	}
+	if latest > 0 && int64(latest) > end {
+		v.addCheckpoint(end, last, "the checkpoint %s signs a tree of %d records (offsets up to %d), but the segments the manifest names end at offset %d: offsets %d to %d are missing (rolled back or truncated)",
+			v.cps[latest].key, latest, latest-1, end, end, latest-1)
+	}
+	if maxTree > int64(latest) {
+		v.addCheckpoint(int64(latest), v.manifestKey, "the manifest records tree size %d after %s, but the newest checkpoint is of tree size %d: checkpoints were removed",
+			maxTree, maxKey, latest)
+	}
+	if end > int64(latest) && !v.stopped {
+		v.note("offsets %d to %d are in the archive but no checkpoint signs them yet", latest, end-1)
+	}
+}
+
+// objectAt names the segment holding offset, or the gap it falls in.
+func (v *verifier) objectAt(offset int64) string {
+	for i, s := range v.ap.Segments {
+		if offset < s.BaseOffset {
+			if i == 0 {
+				return fmt.Sprintf("(no segment: offsets below %d are not in the archive)", s.BaseOffset)
+			}
+			return fmt.Sprintf("(no segment: the manifest %s names none for offsets %d to %d)", v.manifestKey, v.ap.Segments[i-1].NextOffset, s.BaseOffset-1)
+		}
+		if offset < s.NextOffset {
+			return s.Key
+		}
+	}
+	return fmt.Sprintf("(no segment: the segments end at offset %d)", v.ap.End)
+}
+
+func hexRoot(root []byte) string { return hex.EncodeToString(root) }
+
+// forEachLeaf calls fn with the offset and leaf hash of every record of
+// the raw batches (a decoded chunk).
+func forEachLeaf(raw []byte, fn func(offset int64, leafHash []byte, batchBytes int) error) error {
+	for pos := 0; pos < len(raw); {
+		h, err := batch.Peek(raw[pos:])
+		if err == nil && h.Size() > len(raw)-pos {
+			err = batch.ErrShortBatch
+		}
+		if err != nil {
+			return err
+		}
+		size := h.Size()
+		err = audit.AppendLeaves(raw[pos:pos+size], func(o int64, leaf []byte) error {
+			n := size
+			size = 0 // count a batch's bytes once
+			return fn(o, audit.LeafHash(leaf), n)
+		})
+		if err != nil {
+			return err
+		}
+		pos += h.Size()
+	}
+	return nil
+}

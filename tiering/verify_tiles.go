@@ -1,0 +1,162 @@
+package tiering
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
+)
+
+// tileChecker is the bucket a verifier's recomputed audit.Tree writes its
+// tiles to: instead of storing a tile it compares it with the tile the
+// archive holds under that key, and keeps what differs. Reads go to the
+// archive's bucket. Full tiles are always compared; partial tiles only
+// while partials is set - at the tree sizes the tiering daemon wrote them
+// (segment ends, checkpoints), not at the sizes the verifier cuts its work
+// at. Safe for concurrent use (audit.Tree writes tiles in parallel).
+type tileChecker struct {
+	cold.Bucket // the archive's, read only
+	prefix      string
+	partials    atomic.Bool
+	compared    atomic.Int64
+
+	mu         sync.Mutex
+	mismatches []tileMismatch
+}
+
+// tileMismatch is a stored tile that is missing or differs from the
+// recomputed one at entry, whose first leaf is offset.
+type tileMismatch struct {
+	key            string
+	level          int
+	offset         int64
+	stored, wanted []byte // the entry's hashes (nil: the tile is missing)
+}
+
+func (c *tileChecker) Upload(ctx context.Context, key string, r io.Reader, _ int64) (cold.Attributes, error) {
+	wanted, err := io.ReadAll(r)
+	if err != nil {
+		return cold.Attributes{}, err
+	}
+	level, n, width, ok := parseTileKey(strings.TrimPrefix(key, c.prefix+audit.Dir))
+	if !ok {
+		return cold.Attributes{}, fmt.Errorf("tiering: verify: the tree wrote %s, which is not a tile", key)
+	}
+	if width < audit.TileWidth && !c.partials.Load() {
+		return cold.Attributes{}, nil
+	}
+	c.compared.Add(1)
+	stored, err := getAll(ctx, c.Bucket, key)
+	if errors.Is(err, cold.ErrNotFound) && width < audit.TileWidth {
+		// A partial tile superseded by the full one may be gone.
+		if full, ferr := getAll(ctx, c.Bucket, audit.TileKey(c.prefix, level, n, audit.TileWidth)); ferr == nil {
+			stored, err = full[:min(len(full), len(wanted))], nil
+		}
+	}
+	first := int64(n) * audit.TileWidth << (audit.TileHeight * level)
+	switch {
+	case errors.Is(err, cold.ErrNotFound):
+		c.add(tileMismatch{key: key, level: level, offset: first})
+		return cold.Attributes{}, nil
+	case err != nil:
+		return cold.Attributes{}, err
+	case bytes.Equal(stored, wanted):
+		return cold.Attributes{}, nil
+	}
+	i := 0
+	for i+audit.HashSize <= min(len(stored), len(wanted)) && bytes.Equal(stored[i:i+audit.HashSize], wanted[i:i+audit.HashSize]) {
+		i += audit.HashSize
+	}
+	m := tileMismatch{key: key, level: level, offset: first + int64(i/audit.HashSize)<<(audit.TileHeight*level)}
+	if i+audit.HashSize <= len(wanted) {
+		m.wanted = wanted[i : i+audit.HashSize]
+	}
+	if i+audit.HashSize <= len(stored) {
+		m.stored = stored[i : i+audit.HashSize]
+	} else {
+		m.stored = []byte{} // shorter than it should be
+	}
+	c.add(m)
+	return cold.Attributes{}, nil
+}
+
+func (c *tileChecker) Delete(context.Context, string) error {
+	return errors.New("tiering: verify never deletes")
+}
+
+func (c *tileChecker) add(m tileMismatch) {
+	c.mu.Lock()
+	c.mismatches = append(c.mismatches, m)
+	c.mu.Unlock()
+}
+
+// take returns the mismatches found since the last call, first offset
+// first (level 0 before higher levels at one offset).
+func (c *tileChecker) take() []tileMismatch {
+	c.mu.Lock()
+	out := c.mismatches
+	c.mismatches = nil
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b tileMismatch) int {
+		if a.offset != b.offset {
+			return cmp.Compare(a.offset, b.offset)
+		}
+		return a.level - b.level
+	})
+	return out
+}
+
+// parseTileKey parses a tile path relative to the tree's folder
+// ("tile/<L>/<N>" or "tile/<L>/<N>.p/<W>", N in audit.TilePath's 3-digit
+// elements): its level, index and width.
+func parseTileKey(path string) (level int, n uint64, width int, ok bool) {
+	rest, found := strings.CutPrefix(path, "tile/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	l, rest, found := strings.Cut(rest, "/")
+	level, err := strconv.Atoi(l)
+	if !found || err != nil || level < 0 {
+		return 0, 0, 0, false
+	}
+	width = audit.TileWidth
+	if idx, w, partial := strings.Cut(rest, ".p/"); partial {
+		if width, err = strconv.Atoi(w); err != nil || width < 1 || width >= audit.TileWidth {
+			return 0, 0, 0, false
+		}
+		rest = idx
+	}
+	for _, el := range strings.Split(rest, "/") {
+		d, err := strconv.ParseUint(strings.TrimPrefix(el, "x"), 10, 64)
+		if err != nil || len(el) < 3 {
+			return 0, 0, 0, false
+		}
+		n = n*1000 + d
+	}
+	return level, n, width, audit.TilePath(level, n, width) == path
+}
+
+// getAll reads a whole object, retrying transient failures.
+func getAll(ctx context.Context, b cold.Bucket, key string) ([]byte, error) {
+	var data []byte
+	err := retry(ctx, func() error {
+		rc, err := b.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		data, err = io.ReadAll(rc)
+		return err
+	})
+	return data, err
+}
