@@ -50,8 +50,9 @@ type VerifyOptions struct {
 	// to the partition its origin names.
 	Trusted []TrustedCheckpoint
 	// Progress, if not nil, is called as records are verified with the
-	// partition's records and record bytes so far.
-	Progress func(records, bytes int64)
+	// partition's records and record bytes so far, and the record bytes
+	// of all its segments.
+	Progress func(records, bytes, total int64)
 }
 
 // TrustedCheckpoint is a checkpoint from outside the bucket; Name says
@@ -195,6 +196,7 @@ type verifier struct {
 	bound    int
 	lastGood int64
 	stopped  bool
+	total    int64 // record bytes of the segments, for Progress
 }
 
 func (v *verifier) add(f Finding) {
@@ -240,6 +242,10 @@ func (v *verifier) readCheckpoints() error {
 		}
 		prev = size
 	}
+	if err := v.readLatest(len(sizes)); err != nil {
+		return err
+	}
+	// After the latest: it is the newest of the bucket's own.
 	for _, t := range v.opts.Trusted {
 		if t.Checkpoint.Origin != v.rep.Origin {
 			continue
@@ -250,12 +256,18 @@ func (v *verifier) readCheckpoints() error {
 		}
 		v.cps[t.Checkpoint.Size] = signedRoot{root: t.Checkpoint.Hash, key: t.Name}
 	}
+	return nil
+}
+
+// readLatest checks the latest checkpoint against the numbered ones: the
+// newest of them, the same root, its numbered copy kept.
+func (v *verifier) readLatest(numbered int) error {
 	latestKey := audit.LatestCheckpointKey(v.prefix)
 	newest := v.latest()
 	text, err := audit.GetCheckpoint(v.ctx, v.b, v.prefix, -1)
 	if errors.Is(err, cold.ErrNotFound) {
-		if len(sizes) > 0 {
-			v.addCheckpoint(int64(newest), latestKey, "the latest checkpoint is missing, though %d numbered checkpoints are kept", len(sizes))
+		if numbered > 0 {
+			v.addCheckpoint(int64(newest), latestKey, "the latest checkpoint is missing, though %d numbered checkpoints are kept", numbered)
 		}
 		return nil
 	}

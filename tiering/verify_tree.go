@@ -59,6 +59,9 @@ func (v *verifier) recompute() error {
 	}
 	v.bounds = slices.Sorted(maps.Keys(set))
 	for _, s := range segs {
+		v.total += s.RawSize
+	}
+	for _, s := range segs {
 		if v.stopped {
 			break
 		}
@@ -129,7 +132,7 @@ func (v *verifier) segment(s RemoteSegment) error {
 					return v.record(s, o, h, n)
 				})
 				if v.opts.Progress != nil {
-					v.opts.Progress(v.rep.Records, v.rep.Bytes)
+					v.opts.Progress(v.rep.Records, v.rep.Bytes, v.total)
 				}
 				return err
 			})

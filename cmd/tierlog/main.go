@@ -34,6 +34,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
+	var ce *exitCodeError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(stderr, "tierlog: %v\n", ce.err)
+		return ce.code
+	}
 	var re *runError
 	if errors.As(err, &re) {
 		fmt.Fprintf(stderr, "tierlog: %v\n", re.err)
@@ -63,7 +68,7 @@ Exit codes: 0 success, 1 the command failed (the server's error is printed),
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
 	addServerFlag(root)
-	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd(), newTierCmd(), newBucketCmd(), newProveCmd(), newProveConsistencyCmd(), newVerifyProofCmd(), newCheckpointCmd(), newClusterCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newTopicCmd(), newProduceCmd(), newConsumeCmd(), newTierCmd(), newBucketCmd(), newProveCmd(), newProveConsistencyCmd(), newVerifyProofCmd(), newCheckpointCmd(), newVerifyCmd(), newClusterCmd(), newBenchCmd(), newVersionCmd())
 	hideRepeatedDefaults(root)
 	return root
 }
@@ -145,6 +150,16 @@ type runError struct{ err error }
 
 func (e *runError) Error() string { return e.err.Error() }
 func (e *runError) Unwrap() error { return e.err }
+
+// exitCodeError is a command's failure with its own exit code (verify:
+// 1 for a finding, 2 for a bucket it cannot read).
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }
 
 // runE adapts a command body so that its errors are told apart from parsing
 // errors: a usageError stays a usage error, anything else becomes a runError.
