@@ -25,10 +25,19 @@ import (
 func TestVerifyTampering(t *testing.T) {
 	t.Parallel()
 	bucket := filepath.Join(t.TempDir(), "bucket")
-	orig := writeAuditArchive(t, nil, "file://"+bucket, 3000)
+	orig := writeAuditArchive(t, nil, "file://"+bucket, 3000, true)
 	wantClean(t, orig.verify(t))
 	wantClean(t, orig.verify(t, "audit"))
 	wantClean(t, orig.verify(t, "audit", "0"))
+	// Retention deleted the start of short: what is left verifies, and the
+	// report says what could not be recomputed.
+	r := orig.verify(t, "short")
+	wantClean(t, r)
+	for _, want := range []string{"deleted by retention", "below the archive's start: signature and consistency only"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("verify short: the report does not say %q:\n%s", want, r.stdout)
+		}
+	}
 
 	t.Run("record value changed, checksums fixed", func(t *testing.T) {
 		a := orig.copyTo(t)
@@ -229,7 +238,7 @@ func TestVerifyTampering(t *testing.T) {
 func TestVerifyMinIO(t *testing.T) {
 	t.Parallel()
 	m := testutil.StartMinIO(t)
-	a := writeAuditArchive(t, m.Env(), m.MinIOURL(m.Bucket, "tierlog"), 2000)
+	a := writeAuditArchive(t, m.Env(), m.MinIOURL(m.Bucket, "tierlog"), 3000, false)
 	wantClean(t, a.verify(t))
 	tp := a.tamper(t)
 	const target = 777

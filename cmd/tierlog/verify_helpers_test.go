@@ -34,8 +34,9 @@ type auditArchive struct {
 }
 
 // writeAuditArchive runs a node on bucketURL, produces n records to
-// "audit", waits until every one is tiered and stops the node.
-func writeAuditArchive(t *testing.T, env []string, bucketURL string, n int) *auditArchive {
+// "audit" (and, if short, to "short", whose start remote retention
+// deletes), waits until every one is tiered and stops the node.
+func writeAuditArchive(t *testing.T, env []string, bucketURL string, n int, short bool) *auditArchive {
 	t.Helper()
 	dir := t.TempDir()
 	a := &auditArchive{url: bucketURL, env: env, keyPath: filepath.Join(dir, "signing.key"), records: int64(n)}
@@ -45,6 +46,16 @@ func writeAuditArchive(t *testing.T, env []string, bucketURL string, n int) *aud
 	ok(t, nd, joinLines(lines[:n/2]), "produce", "audit", "--batch", "100", "--quiet")
 	ok(t, nd, joinLines(lines[n/2:]), "produce", "audit", "--batch", "100", "--quiet", "--compression", "zstd")
 	waitTiered(t, nd, "audit", []int64{int64(n)})
+	if short {
+		ok(t, nd, "", append([]string{"topic", "create", "short", "--config", "retention.bytes=100000"}, tierTopicConfig...)...)
+		ok(t, nd, joinLines(tierLines(3000)), "produce", "short", "--batch", "100", "--quiet")
+		eventually(t, "retention deletes the start of short", func() error {
+			if start := waitTiered(t, nd, "short", []int64{3000})[0]; start == 0 {
+				return fmt.Errorf("short's remote tier still starts at 0")
+			}
+			return nil
+		})
+	}
 	if code := nd.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}

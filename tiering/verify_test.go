@@ -1,0 +1,81 @@
+package tiering
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
+)
+
+// verifyArchive runs Archive.Verify on p's partition in e's bucket, read
+// only, with e's signing key k.
+func verifyArchive(t *testing.T, e *env, p *Partition, k *audit.Key) *VerifyReport {
+	t.Helper()
+	v, err := audit.NewVerifier(k.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := NewArchive(cold.ReadOnly(e.bucket), nil).Verify(context.Background(), e.store.ClusterID, p.topic, p.partition,
+		VerifyOptions{Keys: note.VerifierList(v)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// signedPartition opens a partition of a new env whose daemon builds the
+// tree, with n batches produced and uploaded.
+func signedPartition(t *testing.T, n int) (*env, *Partition, *audit.Key) {
+	t.Helper()
+	e := newEnv(t, newFileBucket(t), t.TempDir())
+	k := e.signWith(filepath.Join(t.TempDir(), "k"))
+	p := e.open("audit", 0, true)
+	t.Cleanup(func() { p.Close() })
+	produce(t, p, n)
+	e.settle(p)
+	return e, p, k
+}
+
+// An archive the daemon wrote verifies: every record read, every root,
+// tile and consistency proof checked.
+func TestVerifyArchive(t *testing.T) {
+	e, p, k := signedPartition(t, 300)
+	rep := verifyArchive(t, e, p, k)
+	segs := p.Manifest().committed()
+	if len(rep.Findings) > 0 || rep.Records != p.UploadedEnd() || rep.Segments != len(segs) ||
+		rep.Checkpoints != len(segs) || rep.Proofs != len(segs)-1 || rep.Roots != 2*len(segs) || rep.Tiles == 0 {
+		t.Fatalf("verify: %+v, want no findings, %d records, %d segments and checkpoints", rep, p.UploadedEnd(), len(segs))
+	}
+}
+
+// Remote retention that deletes every segment which recorded the tree
+// does not restart it: the next checkpoint extends the earlier ones (a
+// consistency proof holds), which Verify checks.
+func TestTreeContinuesAfterRetentionDeletedEverySegment(t *testing.T) {
+	e, p, k := signedPartition(t, 100)
+	before := p.UploadedEnd()
+	if err := p.SetConfig(hotConfig(), true, Retention{Bytes: 0}); err != nil {
+		t.Fatal(err)
+	}
+	e.daemon.pass(context.Background())
+	if n := len(p.Manifest().Segments); n != 0 {
+		t.Fatalf("retention left %d segments", n)
+	}
+	if err := p.SetConfig(hotConfig(), true, Retention{Bytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, p, 100)
+	e.settle(p)
+	rep := verifyArchive(t, e, p, k)
+	if len(rep.Findings) > 0 || rep.From != before || rep.BelowStart == 0 || rep.Proofs != rep.Checkpoints-1 {
+		t.Fatalf("verify after retention deleted everything below %d: %+v", before, rep)
+	}
+	if !strings.Contains(strings.Join(rep.Notes, "\n"), "deleted by retention") {
+		t.Errorf("the report does not say what retention deleted: %q", rep.Notes)
+	}
+}
