@@ -140,12 +140,13 @@ func (a *Archive) Verify(ctx context.Context, clusterID, topic string, partition
 		ctx: ctx, b: a.store.Bucket, opts: opts, ap: ap, prefix: prefix,
 		rep:   &VerifyReport{Topic: topic, Partition: partition, Origin: audit.Origin(clusterID, topic, partition), Segments: len(ap.Segments)},
 		cps:   map[uint64]signedRoot{},
-		tiles: &tileChecker{Bucket: a.store.Bucket, prefix: prefix},
+		tiles: newTileChecker(a.store.Bucket, prefix),
 	}
 	v.manifestKey = manifestKey(topic, partition, ap.ManifestVersion)
 	if ok, err := a.store.Bucket.Exists(ctx, sharedManifestKey(topic, partition)); err == nil && ok {
 		v.manifestKey = sharedManifestKey(topic, partition)
 	}
+	defer v.tiles.pending.Wait() // comparisons in flight when an error ends it
 	if err := v.readCheckpoints(); err != nil {
 		return nil, err
 	}

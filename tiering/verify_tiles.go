@@ -23,15 +23,24 @@ import (
 // archive's bucket. Full tiles are always compared; partial tiles only
 // while partials is set - at the tree sizes the tiering daemon wrote them
 // (segment ends, checkpoints), not at the sizes the verifier cuts its work
-// at. Safe for concurrent use (audit.Tree writes tiles in parallel).
+// at. Comparisons run in the background (the tree goes on meanwhile);
+// take waits for them. Safe for concurrent use (audit.Tree writes tiles
+// in parallel).
 type tileChecker struct {
 	cold.Bucket // the archive's, read only
 	prefix      string
 	partials    atomic.Bool
 	compared    atomic.Int64
+	pending     sync.WaitGroup
+	sem         chan struct{} // bounds the comparisons in flight
 
 	mu         sync.Mutex
 	mismatches []tileMismatch
+	err        error // the first read that failed
+}
+
+func newTileChecker(b cold.Bucket, prefix string) *tileChecker {
+	return &tileChecker{Bucket: b, prefix: prefix, sem: make(chan struct{}, 32)}
 }
 
 // tileMismatch is a stored tile that is missing or differs from the
@@ -56,6 +65,23 @@ func (c *tileChecker) Upload(ctx context.Context, key string, r io.Reader, _ int
 		return cold.Attributes{}, nil
 	}
 	c.compared.Add(1)
+	c.pending.Add(1)
+	c.sem <- struct{}{}
+	go func() {
+		defer func() { <-c.sem; c.pending.Done() }()
+		// Not the tree's context: it ends with the Append that wrote the
+		// tile, and the comparison outlives it.
+		if err := c.compare(context.WithoutCancel(ctx), key, level, n, width, wanted); err != nil {
+			c.mu.Lock()
+			c.err = cmp.Or(c.err, err)
+			c.mu.Unlock()
+		}
+	}()
+	return cold.Attributes{}, nil
+}
+
+// compare reads the stored tile and keeps what differs from wanted.
+func (c *tileChecker) compare(ctx context.Context, key string, level int, n uint64, width int, wanted []byte) error {
 	stored, err := getAll(ctx, c.Bucket, key)
 	if errors.Is(err, cold.ErrNotFound) && width < audit.TileWidth {
 		// A partial tile superseded by the full one may be gone.
@@ -67,11 +93,11 @@ func (c *tileChecker) Upload(ctx context.Context, key string, r io.Reader, _ int
 	switch {
 	case errors.Is(err, cold.ErrNotFound):
 		c.add(tileMismatch{key: key, level: level, offset: first})
-		return cold.Attributes{}, nil
+		return nil
 	case err != nil:
-		return cold.Attributes{}, err
+		return fmt.Errorf("read tile %s: %w", key, err)
 	case bytes.Equal(stored, wanted):
-		return cold.Attributes{}, nil
+		return nil
 	}
 	i := 0
 	for i+audit.HashSize <= min(len(stored), len(wanted)) && bytes.Equal(stored[i:i+audit.HashSize], wanted[i:i+audit.HashSize]) {
@@ -87,7 +113,7 @@ func (c *tileChecker) Upload(ctx context.Context, key string, r io.Reader, _ int
 		m.stored = []byte{} // shorter than it should be
 	}
 	c.add(m)
-	return cold.Attributes{}, nil
+	return nil
 }
 
 func (c *tileChecker) Delete(context.Context, string) error {
@@ -100,20 +126,25 @@ func (c *tileChecker) add(m tileMismatch) {
 	c.mu.Unlock()
 }
 
-// take returns the mismatches found since the last call, first offset
-// first (level 0 before higher levels at one offset).
-func (c *tileChecker) take() []tileMismatch {
+// take waits for the comparisons in flight and returns the mismatches
+// found since the last call, first offset first (level 0 before higher
+// levels at one offset), or the first read that failed.
+func (c *tileChecker) take() ([]tileMismatch, error) {
+	c.pending.Wait()
 	c.mu.Lock()
-	out := c.mismatches
-	c.mismatches = nil
+	out, err := c.mismatches, c.err
+	c.mismatches, c.err = nil, nil
 	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	slices.SortFunc(out, func(a, b tileMismatch) int {
 		if a.offset != b.offset {
 			return cmp.Compare(a.offset, b.offset)
 		}
 		return a.level - b.level
 	})
-	return out
+	return out, nil
 }
 
 // parseTileKey parses a tile path relative to the tree's folder

@@ -12,6 +12,10 @@ import (
 	"github.com/tierlog/tierlog/cold"
 )
 
+// hashAhead is how many chunks' leaves are hashed at once, ahead of the
+// tree.
+const hashAhead = 2
+
 // maxPiece bounds the leaf hashes a verifier holds between two appends to
 // its tree (2 MiB).
 const maxPiece = 1 << 16
@@ -30,6 +34,44 @@ func (p *recordProblem) Error() string { return p.msg }
 type permanent struct{ err error }
 
 func (p permanent) Error() string { return p.err.Error() }
+
+// chunkLeaves are the leaf hashes of one chunk's records, computed by
+// hashChunk on its own goroutine (done closes when they are).
+type chunkLeaves struct {
+	offsets []int64
+	hashes  []byte // audit.HashSize per offset
+	sizes   []int  // batch bytes, counted at a batch's first record
+	err     error
+	done    chan struct{}
+}
+
+func hashChunk(c cold.ChunkInfo, raw []byte) *chunkLeaves {
+	cl := &chunkLeaves{done: make(chan struct{})}
+	go func() {
+		defer close(cl.done)
+		err := forEachLeaf(raw, func(o int64, h []byte, n int) error {
+			cl.offsets = append(cl.offsets, o)
+			cl.hashes = append(cl.hashes, h...)
+			cl.sizes = append(cl.sizes, n)
+			return nil
+		})
+		if err != nil {
+			cl.err = &recordProblem{offset: c.FirstOffset, msg: fmt.Sprintf("the batches of chunk %d (offsets %d to %d) do not decode: %v", c.Index, c.FirstOffset, c.NextOffset-1, err)}
+		}
+	}()
+	return cl
+}
+
+// apply waits for the hashes and calls fn with each leaf, in order.
+func (cl *chunkLeaves) apply(fn func(offset int64, leafHash []byte, batchBytes int) error) error {
+	<-cl.done
+	for i, o := range cl.offsets {
+		if err := fn(o, cl.hashes[i*audit.HashSize:(i+1)*audit.HashSize], cl.sizes[i]); err != nil {
+			return err
+		}
+	}
+	return cl.err
+}
 
 // recompute rebuilds the tree from the committed segments, comparing its
 // root at every checkpoint and manifest tree size and its tiles with the
@@ -69,10 +111,11 @@ func (v *verifier) recompute() error {
 			return err
 		}
 	}
-	for _, m := range v.tiles.take() {
+	mismatches, err := v.tiles.take()
+	for _, m := range mismatches {
 		v.tileFinding(m)
 	}
-	return nil
+	return err
 }
 
 // openAt starts the tree at offset from, the first segment's base: empty
@@ -124,8 +167,14 @@ func (v *verifier) segment(s RemoteSegment) error {
 				resume = v.cur.End() // what an earlier attempt verified
 			}
 			first = false
-			sum, err = cold.ScanObject(v.ctx, v.b, s.Key, s.Size, f, func(_ cold.ChunkInfo, raw []byte) error {
-				err := forEachLeaf(raw, func(o int64, h []byte, n int) error {
+			// Each chunk's leaves are hashed on a goroutine of its own
+			// while the next chunks are read and decoded and the earlier
+			// ones' leaves are added to the tree.
+			var queue []*chunkLeaves
+			apply := func() error {
+				cl := queue[0]
+				queue = queue[1:]
+				err := cl.apply(func(o int64, h []byte, n int) error {
 					if o < resume {
 						return nil
 					}
@@ -135,7 +184,23 @@ func (v *verifier) segment(s RemoteSegment) error {
 					v.opts.Progress(v.rep.Records, v.rep.Bytes, v.total)
 				}
 				return err
+			}
+			sum, err = cold.ScanObject(v.ctx, v.b, s.Key, s.Size, f, func(c cold.ChunkInfo, raw []byte) error {
+				if c.Codec == cold.ChunkRaw {
+					raw = bytes.Clone(raw) // it aliases the scan's buffer
+				}
+				queue = append(queue, hashChunk(c, raw))
+				if len(queue) > hashAhead {
+					return apply()
+				}
+				return nil
 			})
+			for err == nil && len(queue) > 0 {
+				err = apply()
+			}
+			for _, cl := range queue {
+				<-cl.done
+			}
 			return err
 		})
 	}
@@ -255,7 +320,10 @@ func (v *verifier) compareRoot(b int64) error {
 	if mroot != "" {
 		v.rep.Roots++
 	}
-	mismatches := v.tiles.take()
+	mismatches, err := v.tiles.take()
+	if err != nil {
+		return err
+	}
 	switch {
 	case cpOK && mOK:
 		// The records give the signed root: whatever tile differs is wrong.
@@ -348,7 +416,9 @@ func (v *verifier) skip(s RemoteSegment) error {
 	for v.bound < len(v.bounds) && v.bounds[v.bound] <= s.NextOffset {
 		v.bound++
 	}
-	v.tiles.take()
+	if _, err := v.tiles.take(); err != nil {
+		return err
+	}
 	v.cur = audit.NewLeaves(s.NextOffset)
 	var signed []byte
 	if cp, ok := v.cps[uint64(s.NextOffset)]; ok {
