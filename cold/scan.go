@@ -10,8 +10,16 @@ import (
 	"slices"
 )
 
-// ScanObject reads the object key - of size bytes, footer f as ReadFooter
-// returned it - whole, in one GET, and calls fn with each chunk's batches
+// ReadSegmentFooter is ReadFooter of seg, its recorded version if it
+// names one.
+func ReadSegmentFooter(ctx context.Context, b Bucket, seg SegmentRef) (*Footer, error) {
+	f, _, err := readFooter(ctx, b, seg, nil)
+	return f, err
+}
+
+// ScanObject reads the object seg names - its recorded version, if any, of
+// seg.Size bytes, footer f as ReadSegmentFooter returned it - whole, in one
+// GET, and calls fn with each chunk's batches
 // in chunk order (checked and decoded by DecodeChunk; raw is only valid
 // during the call). It returns the SHA-256 of every byte the GET returned,
 // for a verifier to compare with the digest the manifest recorded: the
@@ -19,9 +27,10 @@ import (
 // each other from the header on, and the footer the stream ends with must
 // be f's; a stream shorter or longer than size is a *CorruptObjectError.
 // It does not retry: a caller that may see transient errors reads again.
-func ScanObject(ctx context.Context, b Bucket, key string, size int64, f *Footer, fn func(c ChunkInfo, raw []byte) error) ([sha256.Size]byte, error) {
+func ScanObject(ctx context.Context, b Bucket, seg SegmentRef, f *Footer, fn func(c ChunkInfo, raw []byte) error) ([sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
-	rc, err := b.Get(ctx, key)
+	key, size := seg.Key, seg.Size
+	rc, err := GetRangeVersion(ctx, b, key, seg.VersionID, 0, -1)
 	if err != nil {
 		return sum, fmt.Errorf("cold: get %s: %w", key, err)
 	}

@@ -144,25 +144,6 @@ func (d *Daemon) treeBefore(ctx context.Context, p *Partition, start int64) (*au
 			behind = append(behind, s)
 		}
 	}
-	if size == 0 && len(behind) == 0 && start > 0 {
-		// No committed segment records the tree, yet leaves start past 0:
-		// remote retention may have deleted every segment that did. The
-		// tree then has the size where they ended, and its tiles are
-		// still in the bucket; restarting it from absent leaves would
-		// sign a tree the earlier checkpoints do not extend. Without
-		// tiles at that size the tree begins here (absent leaves below).
-		if t := p.tree; t != nil && t.Size() == uint64(start) {
-			return t, nil
-		}
-		t, err := audit.OpenTree(ctx, d.store.Bucket, PartitionPrefix(p.topic, p.partition), uint64(start))
-		if err == nil {
-			p.tree = t
-			return t, nil
-		}
-		if !errors.Is(err, cold.ErrNotFound) {
-			return nil, fmt.Errorf("tiering: %s/%d: load the Merkle tree at size %d: %w", p.topic, p.partition, start, err)
-		}
-	}
 	t := p.tree
 	if t == nil || t.Size() != uint64(size) || hex.EncodeToString(t.Root()) != root && size > 0 {
 		var err error

@@ -348,8 +348,7 @@ func (v *verifier) checkRollback() {
 	latest := v.latest()
 	end := v.ap.End
 	last := v.manifestKey
-	var maxTree int64
-	var maxKey string
+	maxTree, maxKey := v.ap.TreeSize, v.manifestKey
 	for _, s := range v.ap.Segments {
 		last = s.Key
 		if s.TreeSize > maxTree {

@@ -99,6 +99,9 @@ func (v *verifier) recompute() error {
 			set[s.TreeSize] = true
 		}
 	}
+	if v.ap.TreeSize > from {
+		set[v.ap.TreeSize] = true
+	}
 	v.bounds = slices.Sorted(maps.Keys(set))
 	for _, s := range segs {
 		v.total += s.RawSize
@@ -154,7 +157,7 @@ func (v *verifier) segment(s RemoteSegment) error {
 		return err
 	}
 	var f *cold.Footer
-	err := retry(v.ctx, func() (err error) { f, err = cold.ReadFooter(v.ctx, v.b, s.Key, s.Size); return err })
+	err := retry(v.ctx, func() (err error) { f, err = cold.ReadSegmentFooter(v.ctx, v.b, s.ref()); return err })
 	if err == nil && (f.BaseOffset != s.BaseOffset || f.NextOffset != s.NextOffset) {
 		err = &recordProblem{offset: s.BaseOffset, msg: fmt.Sprintf("the object holds offsets %d to %d, the manifest names it for offsets %d to %d",
 			f.BaseOffset, f.NextOffset-1, s.BaseOffset, s.NextOffset-1)}
@@ -185,7 +188,7 @@ func (v *verifier) segment(s RemoteSegment) error {
 				}
 				return err
 			}
-			sum, err = cold.ScanObject(v.ctx, v.b, s.Key, s.Size, f, func(c cold.ChunkInfo, raw []byte) error {
+			sum, err = cold.ScanObject(v.ctx, v.b, s.ref(), f, func(c cold.ChunkInfo, raw []byte) error {
 				if c.Codec == cold.ChunkRaw {
 					raw = bytes.Clone(raw) // it aliases the scan's buffer
 				}
@@ -295,12 +298,16 @@ func (v *verifier) cut(b int64) error {
 }
 
 // manifestRoot is the root the manifest records at tree size b ("" if
-// none) and the segment it records it after.
+// none) and the segment it records it after (or the manifest, for the
+// tree it keeps beside its segments).
 func (v *verifier) manifestRoot(b int64) (root, key string) {
 	for _, s := range v.ap.Segments {
 		if s.TreeSize == b && s.TreeRoot != "" {
 			return s.TreeRoot, s.Key
 		}
+	}
+	if v.ap.TreeSize == b && v.ap.TreeRoot != "" {
+		return v.ap.TreeRoot, v.manifestKey
 	}
 	return "", ""
 }

@@ -14,8 +14,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tierlog/tierlog/audit"
-	"github.com/tierlog/tierlog/cold"
-	"github.com/tierlog/tierlog/cold/bucketurl"
 	"github.com/tierlog/tierlog/tiering"
 )
 
@@ -112,12 +110,11 @@ func verify(cmd *cobra.Command, fl *verifyFlags, args []string) error {
 	}
 
 	ctx := cmd.Context()
-	b, err := bucketurl.OpenReadOnly(ctx, fl.bucket, cold.Options{})
+	archive, b, closeArchive, err := openArchive(cmd, fl.bucket)
 	if err != nil {
-		return fmt.Errorf("open bucket: %w", err)
+		return err
 	}
-	defer b.Close()
-	archive := tiering.NewArchive(b, nil)
+	defer closeArchive()
 	cluster, err := archive.ClusterID(ctx)
 	if err != nil {
 		return err
