@@ -360,8 +360,12 @@ func (v *verifier) checkRollback() {
 			v.cps[latest].key, latest, latest-1, end, end, latest-1)
 	}
 	if maxTree > int64(latest) {
-		v.addCheckpoint(int64(latest), v.manifestKey, "the manifest records tree size %d after %s, but the newest checkpoint is of tree size %d: checkpoints were removed",
-			maxTree, maxKey, latest)
+		where := ""
+		if maxKey != v.manifestKey {
+			where = " after " + maxKey
+		}
+		v.addCheckpoint(int64(latest), v.manifestKey, "the manifest records tree size %d%s, but the newest checkpoint is of tree size %d: checkpoints were removed (rolled back)",
+			maxTree, where, latest)
 	}
 	if end > int64(latest) && !v.stopped {
 		v.note("offsets %d to %d are in the archive but no checkpoint signs them yet", latest, end-1)

@@ -195,17 +195,18 @@ func TestVerifyTampering(t *testing.T) {
 		for _, s := range segs[len(keep):] {
 			tp.del(s.Key)
 		}
+		last := keep[len(keep)-1]
 		tp.editManifests(func(m *tiering.Manifest) {
 			var out []tiering.RemoteSegment
 			for _, s := range m.Segments {
-				if s.BaseOffset < keep[len(keep)-1].NextOffset {
+				if s.BaseOffset < last.NextOffset {
 					out = append(out, s)
 				}
 			}
 			m.Segments = out
 		})
-		end := keep[len(keep)-1].NextOffset
-		wantFinding(t, a.verify(t), end, keep[len(keep)-1].Key, "rolled back", fmt.Sprintf("offsets %d to %d are missing", end, a.records-1))
+		end := last.NextOffset
+		wantFinding(t, a.verify(t), end, last.Key, "rolled back", fmt.Sprintf("offsets %d to %d are missing", end, a.records-1))
 
 		// With the newer checkpoints deleted too, the bucket alone cannot
 		// tell; a checkpoint the auditor kept from before can.
@@ -219,8 +220,13 @@ func TestVerifyTampering(t *testing.T) {
 			}
 		}
 		tp.put(audit.LatestCheckpointKey(tp.prefix), tp.get(audit.CheckpointKey(tp.prefix, uint64(end))))
+		// The manifest's own record of the tree still names the size
+		// rolled back...
+		wantFinding(t, a.verify(t), end, mustNewest(tp), fmt.Sprintf("the manifest records tree size %d", a.records), "checkpoints were removed")
+		// ...until it is rewritten too.
+		tp.editManifests(func(m *tiering.Manifest) { m.TreeSize, m.TreeRoot = last.TreeSize, last.TreeRoot })
 		wantClean(t, a.verify(t))
-		wantFinding(t, a.verify(t, "--checkpoint", kept), end, keep[len(keep)-1].Key, "rolled back", kept)
+		wantFinding(t, a.verify(t, "--checkpoint", kept), end, last.Key, "rolled back", kept)
 	})
 
 	t.Run("latest checkpoint rolled back", func(t *testing.T) {
