@@ -92,8 +92,10 @@ type Key struct {
 
 // LoadOrCreateKey reads the private key file at path (note.GenerateKey's
 // private key string), or creates it, readable by its owner only and
-// fsynced, when it does not exist. A file holding a key of another name
-// than name is refused: its signatures would name another signer.
+// fsynced, when it does not exist. name is what a new key is called; a
+// key that exists keeps its own name, so one node's signatures go on
+// naming one signer (a single node's key, tierlog-node-0, keeps signing
+// after the node joins a cluster under another id).
 func LoadOrCreateKey(path, name string) (*Key, error) {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -112,9 +114,6 @@ func LoadOrCreateKey(path, name string) (*Key, error) {
 	k, err := ParseKey(strings.TrimSpace(string(raw)))
 	if err != nil {
 		return nil, fmt.Errorf("audit: signing key %s: %w", path, err)
-	}
-	if k.Name() != name {
-		return nil, fmt.Errorf("audit: signing key %s is named %q, this node signs as %q (move the file away to create a new key)", path, k.Name(), name)
 	}
 	return k, nil
 }
