@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -123,4 +124,133 @@ func TestReview9d_RestartDuringFormationDocumentedRemedyNeverForms(t *testing.T)
 	}
 	t.Fatalf("new cluster never formed 15 s after the documented remedy (node 1's Dir cleared, restarted): %d of 3 nodes returned from Open, the cleared node 1 waits to be re-admitted (%d lines) like nodes 2 and 3: no node has Raft state",
 		len(got), n1.n.Load())
+}
+
+// heldProxy forwards connections to target, each only once release is
+// closed: a slow link (well under probeTimeout).
+type heldProxy struct {
+	l        net.Listener
+	release  chan struct{}
+	accepted chan struct{} // closed at the first connection
+	done     chan struct{}
+}
+
+func newHeldProxy(t *testing.T, target string) *heldProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &heldProxy{l: l, release: make(chan struct{}), accepted: make(chan struct{}), done: make(chan struct{})}
+	var first bool
+	go func() {
+		defer close(p.done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if !first {
+				first = true
+				close(p.accepted)
+			}
+			go func() {
+				defer c.Close()
+				<-p.release
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = ioCopy(u, c); u.Close() }()
+				_, _ = ioCopy(c, u)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.release:
+		default:
+			close(p.release)
+		}
+		l.Close()
+		<-p.done
+	})
+	return p
+}
+
+func ioCopy(dst, src net.Conn) (int64, error) {
+	buf := make([]byte, 32<<10)
+	var n int64
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// TestReview9d_NewClusterStallsWithoutAnyRestart: a new cluster of 3, no
+// node restarted, every node started once, within a fraction of a second,
+// and one link (node 2 to node 3) slow to answer - well inside
+// probeTimeout. Node 1 counts node 2 and bootstraps. Node 2's probe round
+// saw node 1 still empty, and its answer from node 3 arrives after node 3
+// (started a moment later) found node 1 running and began to wait for
+// readmission: "readmitting" counts as "the cluster exists", so node 2
+// waits for readmission too instead of finding node 1's witnesses. Node 1
+// is the only node with Raft state: no leader can ever be elected.
+// admission.go says this stall needs a node restarted in the window.
+func TestReview9d_NewClusterStallsWithoutAnyRestart(t *testing.T) {
+	c := newEmptyCluster(t, 3)
+	proxy := newHeldProxy(t, c.peers[2].RaftAddr)
+
+	a := c.startAsync(1)
+	o2 := c.options(2)
+	o2.Peers = slices.Clone(c.peers)
+	o2.Peers[2].RaftAddr = proxy.l.Addr().String() // node 2 reaches node 3 over the slow link
+	waits2 := &countHandler{msg: "waiting to be re-admitted"}
+	o2.Logger = slog.New(waits2)
+	b := c.startAsyncWith(o2)
+	<-proxy.accepted // node 2's round is under way (node 1 answered empty)
+
+	r := <-a // node 1 counts node 2 and bootstraps
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	c.nodes[1] = r.n
+
+	waits3 := &countHandler{msg: "waiting to be re-admitted"}
+	o3 := c.options(3)
+	o3.Logger = slog.New(waits3)
+	cc := c.startAsyncWith(o3)
+	testutil.Eventually(t, wait, func() bool { return waits3.n.Load() > 0 }, "node 3 never waited for readmission")
+	close(proxy.release)
+
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, ch := range []<-chan openResult{b, cc} {
+			select {
+			case r := <-ch:
+				if r.err != nil {
+					t.Fatalf("open: %v", r.err)
+				}
+				c.nodes[r.n.opts.ID] = r.n
+			default:
+			}
+		}
+		for _, n := range c.nodes {
+			if n.IsLeader() {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("new cluster (no node restarted) never elected a leader in 15 s: node 1 alone bootstrapped; node 2, counted by node 1, waits for readmission (%d lines) as node 3 does (%d lines)",
+		waits2.n.Load(), waits3.n.Load())
 }
