@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -314,4 +315,44 @@ func TestReview9d_RaftDBLostSnapshotKeptVotesWithForgottenLog(t *testing.T) {
 			b, down, leader.opts.ID, a, a, b, leader.State().Topics["t"].Config)
 	}
 	t.Fatalf("node %d elected with only %d and the node %d that lost its raft.db up", leader.opts.ID, down, b)
+}
+
+// TestReview9d_ReadmitEvictsHealthyVoter: the leader re-admits any member
+// id it is asked to, at any address, without checking that the voter it
+// removes lost its state: the voter under that id answers the probe at its
+// configured address with State=true, runs raft and is in sync. One probe
+// line (a second process started with the same node id and an empty dir,
+// or anything that can reach the Raft port) removes the healthy node 2 and
+// adds "node 2" at an address nobody serves. The cluster still has three
+// voters on paper but only two reachable: one more node down (node 3
+// here) and no metadata change can commit.
+func TestReview9d_ReadmitEvictsHealthyVoter(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.registerAndCreate("t")
+	c.converged()
+	l := c.leader()
+	var victim, other int32 = -1, -1
+	for _, p := range c.peers {
+		switch {
+		case p.ID == l.opts.ID:
+		case victim < 0:
+			victim = p.ID
+		default:
+			other = p.ID
+		}
+	}
+	st, err := ask(context.Background(), c.peers[victim-1].RaftAddr, probeRequest{Op: "state", ID: 99}, probeTimeout)
+	if err != nil || !st.State {
+		t.Fatalf("node %d's state answer %+v, %v", victim, st, err)
+	}
+	a, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: victim, Addr: freeAddr(t)}, readmitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Admitted {
+		c.stop(other)
+		err := l.Apply(context.Background(), Command{AlterTopicConfig: &AlterTopicConfig{Name: "t", Set: map[string]string{"k": "v"}}})
+		t.Fatalf("leader removed the healthy, in-sync voter %d (which answers State=true at its address) and re-added it at an unserved address on one readmit request; with node %d down, apply: %v",
+			victim, other, err)
+	}
 }
