@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -355,4 +357,78 @@ func TestReview9d_ReadmitEvictsHealthyVoter(t *testing.T) {
 		t.Fatalf("leader removed the healthy, in-sync voter %d (which answers State=true at its address) and re-added it at an unserved address on one readmit request; with node %d down, apply: %v",
 			victim, other, err)
 	}
+}
+
+// TestReview9d_TwoWipedBootstrapThenOldNodeReturns: README says two wiped
+// nodes of three started while the third is down "would bootstrap a new,
+// empty cluster". It does not say what happens next: when the third node
+// (old state, higher term) comes back, the two histories share index 1
+// (each bootstrap's configuration at term 1) and raft reconciles them as
+// one log - an entry the new cluster committed (acknowledged to a client)
+// is lost or the old history is silently spliced in. Seen: node 1 (old
+// history, higher term) is elected and all three reach the same applied
+// index, but 2 and 3 keep the new cluster's topics and 1 the old ones:
+// the state machines diverged for good, and nothing says so.
+func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.registerAndCreate("old")
+	// Terms on the old cluster move past the new one's.
+	for range 3 {
+		l := c.leader()
+		if err := l.raft.LeadershipTransfer().Error(); err != nil {
+			t.Fatal(err)
+		}
+		c.mustApply(Command{AlterTopicConfig: &AlterTopicConfig{Name: "old", Set: map[string]string{"x": "y"}}})
+	}
+	c.converged()
+	for id := range c.nodes {
+		c.stop(id)
+	}
+	for _, id := range []int32{2, 3} {
+		if err := os.RemoveAll(c.dirs[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r2, r3 := c.startAsync(2), c.startAsync(3)
+	for _, ch := range []<-chan openResult{r2, r3} {
+		r := <-ch
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		c.nodes[r.n.opts.ID] = r.n
+	}
+	for _, id := range []int32{2, 3} {
+		c.mustApply(Command{RegisterNode: &RegisterNode{Node: NodeInfo{ID: id, RaftAddr: c.peers[id-1].RaftAddr}}})
+	}
+	a, _ := AssignReplicas([]int32{2, 3}, 1, 2, 0)
+	c.mustApply(Command{CreateTopic: &CreateTopic{Name: "new", ReplicationFactor: 2, Assignment: a}})
+	c.converged()
+
+	c.start(1)
+	time.Sleep(5 * time.Second)
+	views := map[int32]string{}
+	for id, n := range c.nodes {
+		lid, _ := n.Leader()
+		views[id] = fmt.Sprintf("topics %v leader %d term %d applied %d", keys(n.State().Topics), lid, n.Term(), n.raft.AppliedIndex())
+	}
+	if a, b := c.nodes[1].State(), c.nodes[2].State(); a.Index == b.Index && !reflect.DeepEqual(a.Topics, b.Topics) {
+		t.Fatalf("metadata diverged for good: nodes at the same applied index hold different states after the old node 1 came back to the two wiped nodes' new cluster: %v", views)
+	}
+	for id, n := range c.nodes {
+		if _, ok := n.State().Topics["new"]; !ok {
+			t.Fatalf("the old node 1 came back and node %d lost the topic \"new\" the new cluster (2 and 3) committed: %v", id, views)
+		}
+		if _, ok := n.State().Topics["old"]; ok {
+			t.Fatalf("node %d holds topic \"old\" alongside the new cluster's history: the two clusters' logs were spliced: %v", id, views)
+		}
+	}
+	t.Logf("%v", views)
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
