@@ -6,52 +6,64 @@ package cluster
 // node whose disk was wiped (or replaced) that simply bootstrapped again
 // would be a voter with an empty log: with the one peer that missed an
 // entry committed on it, it could elect that peer, and the committed
-// entry (an ISR shrink, a leader epoch) would be gone - and it could vote
-// twice in one term. So an empty node first asks its peers, over the Raft
-// port (probeByte, then a JSON line each way), whether a cluster exists:
+// entry (an ISR shrink, a leader epoch) would be gone. So an empty node
+// first asks its peers, over the Raft port (probeByte, then a JSON line
+// each way), what they hold, and asks again about every second until it
+// can decide:
 //
-//   - A majority of the peers (this node included) answer, all empty: a
-//     new cluster. The node bootstraps it from Options.Peers, as every
-//     node of a new cluster does. It names the empty nodes it counted (a
-//     random token per Open, the "witnesses"); a node it counted that then
-//     finds it running bootstraps the same configuration too - it is as if
-//     both had bootstrapped at once - instead of waiting for a leader the
-//     first node cannot get alone. The token lives in memory only (a
-//     wiped node must never match an old one): a node restarted in the
-//     second between being counted and looking again waits for
-//     readmission like a late node, and if the peer that counted it is
-//     then the only node with state, no leader can ever be elected - the
-//     nodes wait, logging it, until the operator clears that peer's Dir
-//     (it holds only the bootstrap configuration) and restarts it.
-//   - A peer runs Raft (or waits to be re-admitted itself): the cluster
-//     exists, and this node was a voter that lost its state. It must not
-//     vote until the cluster takes it back: it asks the Raft leader to
-//     remove it from the voters and add it back (readmit), and starts
+//   - A peer holds state: it runs Raft and its log (snapshot included)
+//     goes past index 1. BootstrapCluster writes the configuration at
+//     index 1 and any elected leader appends at least a no-op at index 2,
+//     so a node at index <= 1 never had anything committed on it. The
+//     cluster exists and this node lost its state: it asks the Raft leader
+//     to remove it from the voters and add it back (readmit), and starts
 //     Raft only when both changes are committed, with no configuration of
 //     its own (hashicorp never campaigns without one; the leader's
 //     AppendEntries or InstallSnapshot bring it).
-//   - Otherwise it waits, and says so at Warn: it never bootstraps on a
-//     guess.
+//   - Else, a majority of the peers (this node included) answered, and
+//     all hold nothing (empty, waiting to be re-admitted, or running Raft
+//     with only the bootstrap configuration): the node bootstraps with the
+//     configuration from Options.Peers. Every node has the same --peers,
+//     so several nodes bootstrapping, at once or one after another, write
+//     the same index 1 - the case hashicorp documents as safe (call
+//     BootstrapCluster on every server with the same configuration). A
+//     node that bootstraps late is like a voter that has been down since
+//     the cluster began.
+//   - Else it waits, and says so at Warn: it never bootstraps on a guess.
 //
+// Why bootstrapping is safe: once an entry is committed, a majority holds
+// index >= 2 for good (unless wiped), and every majority the node counts
+// meets it, so the node finds state - unless the peer in both answered
+// before the entry reached it; then the node joins with index 1 only, an
+// empty voter holding a prefix of every log, which any Raft node may be.
 // Why readmission is safe: the removal commits on a majority of the other
 // voters, so from then on every committed entry is on a majority that
 // does not count the wiped node; the addition commits the same way. When
 // the node starts voting again it is a new, empty voter added by a
-// committed configuration change - the standard Raft membership change -
-// and any majority it helps elect holds a voter that has every committed
-// entry and refuses a candidate without them.
+// committed configuration change - the standard Raft membership change.
+// The leader re-admits only a configured voter, at its configured address,
+// after asking that address itself and hearing that the node there does
+// not run Raft: a healthy voter is never removed on someone's word.
+//
+// What admission cannot do: a lost majority (two wiped nodes of three)
+// cannot be recovered by Raft. If the wiped nodes answer as a majority
+// while the others are down, they bootstrap a new cluster; every Raft
+// group names itself (Node.group, chosen once, in its log), and the
+// transport refuses connections between nodes of different groups, so
+// when an old node comes back the two histories never merge: both sides
+// log the refusal at Error, and the operator restarts the cluster from
+// scratch (README). The same goes for a wiped node that voted in a term
+// whose leader is down while the peers it asks hold nothing: it may vote
+// again in that term; only a wipe and a failure together reach this.
 
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -70,43 +82,31 @@ const (
 	waitLogEvery = 10 * time.Second
 )
 
-// witnessesKey is where a node that bootstrapped a new cluster keeps the
-// tokens of the empty nodes it counted (in raft.db's stable store, beside
-// the term and vote), so they still find them after it restarts.
-var witnessesKey = []byte("tierlog_bootstrap_witnesses")
-
 type probeRequest struct {
-	Op    string `json:"op"` // "state" or "readmit"
-	ID    int32  `json:"id"`
-	Token string `json:"token,omitempty"`
-	// Addr is the Raft address readmit adds the node with.
+	Op string `json:"op"` // "state" or "readmit"
+	ID int32  `json:"id"`
+	// Addr is the Raft address readmit adds the node with: the one the
+	// configuration has for it.
 	Addr string `json:"addr,omitempty"`
 }
 
 type probeAnswer struct {
 	ID int32 `json:"id"`
-	// State: this node runs Raft (it has, or is being given, the cluster's
-	// state). Token: an empty node's token for this Open.
-	State bool   `json:"state"`
-	Token string `json:"token,omitempty"`
-	// Readmitting: an empty node that found the cluster and waits to be
-	// taken back; a new cluster does not count it as empty.
-	Readmitting bool `json:"readmitting,omitempty"`
-	// Witnesses: on a node that bootstrapped a new cluster, the tokens of
-	// the empty nodes it counted.
-	Witnesses  []string `json:"witnesses,omitempty"`
-	LeaderID   int32    `json:"leader_id"`
-	LeaderAddr string   `json:"leader_addr,omitempty"`
+	// State: this node runs Raft (or is about to, with the state it has).
+	// LastIndex is its last log index, snapshot included: past 1, the
+	// node holds what a leader wrote (see the top of this file).
+	State      bool   `json:"state"`
+	LastIndex  uint64 `json:"last_index,omitempty"`
+	LeaderID   int32  `json:"leader_id"`
+	LeaderAddr string `json:"leader_addr,omitempty"`
 	// Admitted answers readmit: both configuration changes are committed.
 	Admitted bool   `json:"admitted,omitempty"`
 	Error    string `json:"error,omitempty"`
 }
 
-func newToken() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return hex.EncodeToString(b)
-}
+// holdsState reports whether the answering node holds what a Raft leader
+// wrote: then the cluster exists.
+func (a probeAnswer) holdsState() bool { return a.State && a.LastIndex > 1 }
 
 // serveProbe answers one probe connection (after its probeByte) and
 // closes it.
@@ -137,14 +137,12 @@ func (n *Node) serveProbe(c net.Conn) {
 func (n *Node) probeState() probeAnswer {
 	ans := probeAnswer{ID: n.opts.ID, LeaderID: -1}
 	if !n.hasState.Load() {
-		ans.Token, ans.Readmitting = n.token, n.readmitting.Load()
 		return ans
 	}
 	ans.State = true
-	if w := n.witnesses.Load(); w != nil {
-		ans.Witnesses = *w
-	}
+	ans.LastIndex = n.openIndex.Load()
 	if r := n.live.Load(); r != nil {
+		ans.LastIndex = r.LastIndex()
 		ans.LeaderID, ans.LeaderAddr = leaderOf(r)
 	}
 	return ans
@@ -161,6 +159,7 @@ func (n *Node) readmit(req probeRequest) probeAnswer {
 		return ans
 	}
 	if err := n.mayReadmit(r, req); err != nil {
+		n.log.Warn("readmission refused", "readmit", req.ID, "raft_addr", req.Addr, "err", err)
 		ans.Error = err.Error()
 		return ans
 	}
@@ -181,98 +180,112 @@ func (n *Node) readmit(req probeRequest) probeAnswer {
 	return ans
 }
 
-// mayReadmit: only a node of this cluster - a voter now, or one of the
-// peers it was started with (a readmission that removed it and then
-// failed) - at a dialable address, and never the leader itself.
+// mayReadmit: only a voter of this cluster (in the configuration, or -
+// after a readmission that removed it and then failed - among the peers
+// this node was started with), only at the address it has there, never
+// the leader itself, and only once the node at that address answered,
+// to this leader's own probe, that it does not run Raft.
 func (n *Node) mayReadmit(r *raft.Raft, req probeRequest) error {
 	if req.ID == n.opts.ID {
 		return fmt.Errorf("node %d is the leader", req.ID)
 	}
-	if host, _, err := net.SplitHostPort(req.Addr); err != nil || host == "" {
-		return fmt.Errorf("raft address %q is not a host:port", req.Addr)
+	addr := ""
+	for _, p := range n.opts.Peers {
+		if p.ID == req.ID {
+			addr = p.RaftAddr
+		}
 	}
-	known := slices.ContainsFunc(n.opts.Peers, func(p Peer) bool { return p.ID == req.ID })
-	if f := r.GetConfiguration(); f.Error() == nil {
-		known = known || slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return s.ID == serverID(req.ID) })
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("read the raft configuration: %w", err)
 	}
-	if !known {
+	for _, s := range f.Configuration().Servers {
+		if s.ID == serverID(req.ID) {
+			addr = string(s.Address)
+		}
+	}
+	switch {
+	case addr == "":
 		return fmt.Errorf("node %d is not a member of this cluster (adding nodes is not supported)", req.ID)
+	case req.Addr != addr:
+		return fmt.Errorf("node %d's raft address is %s in the cluster's configuration, not %s (changing a node's address is not supported)", req.ID, addr, req.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	a, err := ask(ctx, addr, probeRequest{Op: "state", ID: n.opts.ID}, probeTimeout)
+	switch {
+	case err != nil:
+		return fmt.Errorf("node %d does not answer at %s: %w", req.ID, addr, err)
+	case a.ID != req.ID:
+		return fmt.Errorf("node %d's address %s answers as node %d", req.ID, addr, a.ID)
+	case a.State:
+		return fmt.Errorf("node %d at %s runs raft with its state: it needs no readmission", req.ID, addr)
 	}
 	return nil
 }
 
 // admit decides how a node without Raft state starts: bootstrap a new
-// cluster (true, with the witnesses to keep), or - once the cluster took
-// it back - join with no configuration (false). It returns ctx's error if
-// ctx ends first.
-func (n *Node) admit(ctx context.Context, peers []Peer) (bool, []string, error) {
+// cluster (true), or - once the cluster took it back - join with no
+// configuration (false). It returns ctx's error if ctx ends first.
+func (n *Node) admit(ctx context.Context, peers []Peer) (bool, error) {
 	need := len(peers)/2 + 1
 	w := waiter{log: n.log}
 	for {
 		answers := n.probePeers(ctx, peers)
-		empty := []string{n.token}
 		exists := false
 		for _, a := range answers {
-			if a.State && slices.Contains(a.Witnesses, n.token) {
-				n.log.Info("joining the new cluster a peer bootstrapped counting this node", "peer", a.ID, "peers", len(peers))
-				return true, a.Witnesses, nil
+			exists = exists || a.holdsState()
+		}
+		switch {
+		case exists:
+			why := n.askReadmit(ctx, answers)
+			if why == nil {
+				n.log.Info("re-admitted as a voter: starting raft with no configuration of its own")
+				return false, nil
 			}
-			if a.State || a.Readmitting {
-				exists = true
-			} else if a.Token != "" {
-				empty = append(empty, a.Token)
-			}
+			w.wait("no Raft state here but the cluster exists: this node lost its state; waiting to be re-admitted as a voter before it runs Raft (the Raft leader must remove it from the voters and add it back; with 3 nodes both others must be up)",
+				"why", why)
+		case 1+len(answers) >= need:
+			n.log.Info("bootstrapping a new cluster: a majority of the peers answered and none holds Raft state", "peers", len(peers), "answered", 1+len(answers))
+			return true, nil
+		default:
+			w.wait("no Raft state here: waiting for a majority of the peers to answer before bootstrapping a new cluster (a node never bootstraps on a guess)",
+				"answered", 1+len(answers), "need", need)
 		}
-		if exists {
-			return false, nil, n.waitReadmitted(ctx, peers, answers)
-		}
-		if len(empty) >= need {
-			n.log.Info("bootstrapping a new cluster: no peer has Raft state", "peers", len(peers), "empty_answered", len(empty))
-			return true, empty, nil
-		}
-		w.wait("no Raft state here: waiting for a majority of the peers to answer before bootstrapping a new cluster (a node never bootstraps on a guess)",
-			"answered", len(empty), "need", need)
 		if err := w.pause(ctx); err != nil {
-			return false, nil, err
+			return false, err
 		}
 	}
 }
 
-// waitReadmitted asks the Raft leader to take this node back until it
-// has (see readmit).
-func (n *Node) waitReadmitted(ctx context.Context, peers []Peer, answers []probeAnswer) error {
-	n.readmitting.Store(true)
-	n.log.Warn("no Raft state here but the cluster exists: this node lost its state; waiting to be re-admitted as a voter before it runs Raft")
-	w := waiter{log: n.log}
-	req := probeRequest{Op: "readmit", ID: n.opts.ID, Token: n.token, Addr: n.opts.RaftAddr}
-	for {
-		leader, why := "", "no peer knows a raft leader"
-		for _, a := range answers {
-			if a.LeaderAddr != "" {
-				leader = a.LeaderAddr
-				break
-			}
-		}
-		// A node that stopped leading names the next one: follow it once.
-		for hop := 0; leader != "" && hop < 2; hop++ {
-			a, err := ask(ctx, leader, req, readmitTimeout)
-			if err == nil && a.Admitted {
-				n.log.Info("re-admitted as a voter: starting raft with no configuration of its own", "leader", leader)
-				return nil
-			}
-			why = fmt.Sprintf("leader %s: %v", leader, errors.Join(err, errorText(a.Error)))
-			if err != nil || a.LeaderAddr == leader {
-				break
-			}
+// askReadmit asks the Raft leader the answers name to take this node back
+// (see readmit); it returns nil once it has, else why not.
+func (n *Node) askReadmit(ctx context.Context, answers []probeAnswer) error {
+	leader := ""
+	for _, a := range answers {
+		if a.LeaderAddr != "" {
 			leader = a.LeaderAddr
+			break
 		}
-		w.wait("waiting to be re-admitted: the Raft leader must remove this node from the voters and add it back (with 3 nodes, both others must be up)",
-			"why", why)
-		if err := w.pause(ctx); err != nil {
-			return err
-		}
-		answers = n.probePeers(ctx, peers)
 	}
+	if leader == "" {
+		return errors.New("no peer knows a raft leader")
+	}
+	req := probeRequest{Op: "readmit", ID: n.opts.ID, Addr: n.opts.RaftAddr}
+	var why error
+	// A node that stopped leading names the next one: follow it once.
+	for hop := 0; leader != "" && hop < 2; hop++ {
+		a, err := ask(ctx, leader, req, readmitTimeout)
+		if err == nil && a.Admitted {
+			return nil
+		}
+		why = fmt.Errorf("leader %s: %w", leader, errors.Join(err, errorText(a.Error)))
+		if err != nil || a.LeaderAddr == leader {
+			break
+		}
+		leader = a.LeaderAddr
+	}
+	return why
 }
 
 func errorText(s string) error {
@@ -295,7 +308,7 @@ func (n *Node) probePeers(ctx context.Context, peers []Peer) []probeAnswer {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a, err := ask(ctx, p.RaftAddr, probeRequest{Op: "state", ID: n.opts.ID, Token: n.token}, probeTimeout)
+			a, err := ask(ctx, p.RaftAddr, probeRequest{Op: "state", ID: n.opts.ID}, probeTimeout)
 			if err != nil {
 				n.log.Debug("peer did not answer the admission probe", "peer", p.ID, "raft_addr", p.RaftAddr, "err", err)
 				return

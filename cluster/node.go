@@ -3,7 +3,6 @@ package cluster
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,14 +73,12 @@ type Node struct {
 
 	// For the admission probe (admission.go), served from before Open
 	// starts raft: live is raft once it runs; hasState whether the node
-	// has (or is about to run raft with) Raft state; token and witnesses
-	// are its side of a new cluster's bootstrap.
-	live        atomic.Pointer[raft.Raft]
-	hasState    atomic.Bool
-	token       string
-	witnesses   atomic.Pointer[[]string]
-	readmitting atomic.Bool
-	readmitMu   sync.Mutex
+	// has (or is about to run raft with) Raft state; openIndex its last
+	// index (snapshot included) until raft runs.
+	live      atomic.Pointer[raft.Raft]
+	hasState  atomic.Bool
+	openIndex atomic.Uint64
+	readmitMu sync.Mutex
 
 	obs      *raft.Observer
 	obsCh    chan raft.Observation
@@ -117,7 +114,7 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	if err := fileutil.MkdirAllDurable(opts.Dir); err != nil {
 		return nil, err
 	}
-	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}, token: newToken()}
+	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}}
 	hlog := newHCLogger(n.log)
 	n.fsm = newFSM(n.notify)
 
@@ -149,12 +146,12 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.hasState.Store(existing)
 	if existing {
-		if b, err := n.store.Get(witnessesKey); err == nil && len(b) > 0 {
-			var w []string
-			if json.Unmarshal(b, &w) == nil {
-				n.witnesses.Store(&w)
-			}
+		idx, err := lastIndex(n.store, snaps)
+		if err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("cluster: read raft state: %w", err)
 		}
+		n.openIndex.Store(idx)
 	}
 	stream, err := listenStream(opts.RaftAddr, n.serveProbe)
 	n.stream = stream
@@ -192,14 +189,15 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	if !existing {
-		bootstrap, witnesses, err := n.admit(ctx, peers)
+		bootstrap, err := n.admit(ctx, peers)
 		if err != nil {
 			return fail(fmt.Errorf("join: %w", err))
 		}
 		if bootstrap {
-			if err := n.bootstrap(conf, snaps, peers, witnesses); err != nil {
+			if err := n.bootstrap(conf, snaps, peers); err != nil {
 				return fail(fmt.Errorf("bootstrap: %w", err))
 			}
+			n.openIndex.Store(1)
 		}
 		n.hasState.Store(true)
 	}
@@ -227,22 +225,30 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	return n, nil
 }
 
-// bootstrap writes a new cluster's configuration, all peers voters, and
-// the witnesses of the decision (admission.go) beside it.
-func (n *Node) bootstrap(conf *raft.Config, snaps raft.SnapshotStore, peers []Peer, witnesses []string) error {
-	b, err := json.Marshal(witnesses)
-	if err != nil {
-		return err
-	}
-	if err := n.store.Set(witnessesKey, b); err != nil {
-		return err
-	}
-	n.witnesses.Store(&witnesses)
+// bootstrap writes a new cluster's configuration, all peers voters, at
+// index 1 (admission.go).
+func (n *Node) bootstrap(conf *raft.Config, snaps raft.SnapshotStore, peers []Peer) error {
 	var cfg raft.Configuration
 	for _, p := range peers {
 		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: serverID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
 	}
 	return raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, cfg)
+}
+
+// lastIndex is the last index of the log or of the latest snapshot.
+func lastIndex(logs raft.LogStore, snaps raft.SnapshotStore) (uint64, error) {
+	idx, err := logs.LastIndex()
+	if err != nil {
+		return 0, err
+	}
+	list, err := snaps.List()
+	if err != nil {
+		return 0, err
+	}
+	if len(list) > 0 {
+		idx = max(idx, list[0].Index)
+	}
+	return idx, nil
 }
 
 func serverID(id int32) raft.ServerID { return raft.ServerID(strconv.Itoa(int(id))) }
