@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -139,6 +140,10 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if snaps, err = n.setLostSnapshotsAside(snaps, hlog); err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	existing, err := raft.HasExistingState(n.store, n.store, snaps)
 	if err != nil {
 		n.store.Close()
@@ -233,6 +238,47 @@ func (n *Node) bootstrap(conf *raft.Config, snaps raft.SnapshotStore, peers []Pe
 		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: serverID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
 	}
 	return raft.BootstrapCluster(conf, n.store, n.store, snaps, n.trans, cfg)
+}
+
+// setLostSnapshotsAside: a node whose raft.db has no term and no log
+// entries but whose snapshot store has snapshots lost raft.db (removed,
+// or a disk restored in part). raft.HasExistingState would take the
+// snapshot for state and the node would vote at once, with its term, vote
+// and every entry after the snapshot forgotten. Such a node is empty: its
+// snapshots move to snapshots.lost-<unix time> (kept for the operator,
+// never deleted) and it goes through admission. It returns the snapshot
+// store to use.
+func (n *Node) setLostSnapshotsAside(snaps *raft.FileSnapshotStore, hlog hclog.Logger) (*raft.FileSnapshotStore, error) {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return snaps, err
+	}
+	term, err := n.store.GetUint64([]byte("CurrentTerm")) // raft's key
+	if err != nil && err.Error() != "not found" {
+		return nil, fmt.Errorf("read raft term: %w", err)
+	}
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("read raft log: %w", err)
+	}
+	if term > 0 || last > 0 {
+		return snaps, nil
+	}
+	from := filepath.Join(n.opts.Dir, "snapshots") // raft's FileSnapshotStore directory
+	to := fmt.Sprintf("%s.lost-%d", from, time.Now().Unix())
+	n.log.Warn("raft.db has no term and no log but snapshots exist: this node lost its Raft state; moving the snapshots aside and joining as an empty node",
+		"snapshots", len(list), "latest_index", list[0].Index, "moved_to", to)
+	if err := os.Rename(from, to); err != nil {
+		return nil, fmt.Errorf("set lost snapshots aside: %w", err)
+	}
+	snaps, err = raft.NewFileSnapshotStoreWithLogger(n.opts.Dir, 2, hlog) // a new, empty snapshots/
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	if err := fileutil.SyncDir(n.opts.Dir); err != nil { // the rename and the new directory
+		return nil, fmt.Errorf("set lost snapshots aside: %w", err)
+	}
+	return snaps, nil
 }
 
 // lastIndex is the last index of the log or of the latest snapshot.

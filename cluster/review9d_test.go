@@ -326,26 +326,71 @@ func TestReview9d_RaftDBLostSnapshotKeptVotesWithForgottenLog(t *testing.T) {
 	}
 	c.stop(a)
 
-	c.start(down)
-	bn := c.start(b) // returns at once: the snapshot counts as state
+	// (Changed with the fix: node b's Open now waits - it lost its Raft
+	// state and must be re-admitted - so it is opened on its own goroutine;
+	// the test then wants it back, with the entry, once A is up.)
+	elections := &countHandler{msg: "entering candidate state"}
+	o := c.options(down)
+	o.Logger = slog.New(elections)
+	dn, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[down] = dn
+	lost := &countHandler{msg: "lost its Raft state"}
+	ob := c.options(b)
+	ob.Logger = slog.New(lost)
+	opened := c.startAsyncWith(ob)
+	var bn *Node
+	collect := func() {
+		if bn != nil {
+			return
+		}
+		select {
+		case r := <-opened:
+			if r.err != nil {
+				t.Fatalf("open node %d: %v", b, r.err)
+			}
+			bn = r.n
+			c.nodes[b] = bn
+		default:
+		}
+	}
 	var leader *Node
-	deadline := time.Now().Add(10 * time.Second)
-	for leader == nil && time.Now().Before(deadline) {
-		for _, n := range []*Node{c.nodes[down], bn} {
-			if n.IsLeader() {
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		collect()
+		for _, n := range []*Node{dn, bn} {
+			if n != nil && n.IsLeader() {
 				leader = n
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		return leader != nil || elections.n.Load() >= 5
+	}, "node %d campaigned %d times", down, elections.n.Load())
+	if leader != nil {
+		if !has(leader) {
+			t.Fatalf("node %d (raft.db removed, snapshot kept) and node %d elected %d while %d was down: the entry committed on %d and %d is gone (topic config %v)",
+				b, down, leader.opts.ID, a, a, b, leader.State().Topics["t"].Config)
+		}
+		t.Fatalf("node %d elected with only %d and the node %d that lost its raft.db up", leader.opts.ID, down, b)
 	}
-	if leader == nil {
-		return // no majority without A: what should happen
+	if lost.n.Load() == 0 {
+		t.Fatalf("node %d did not say it lost its Raft state", b)
 	}
-	if !has(leader) {
-		t.Fatalf("node %d (raft.db removed, snapshot kept) and node %d elected %d while %d was down: the entry committed on %d and %d is gone (topic config %v)",
-			b, down, leader.opts.ID, a, a, b, leader.State().Topics["t"].Config)
+	aside, _ := filepath.Glob(filepath.Join(c.dirs[b], "snapshots.lost-*", "*", "state.bin"))
+	if len(aside) == 0 {
+		t.Fatalf("node %d's snapshots were not kept in snapshots.lost-*", b)
 	}
-	t.Fatalf("node %d elected with only %d and the node %d that lost its raft.db up", leader.opts.ID, down, b)
+
+	// A is back: A and C elect a leader with the entry; b is re-admitted
+	// and gets it.
+	c.start(a)
+	testutil.Eventually(t, wait, func() bool { collect(); return bn != nil }, "node %d never re-admitted", b)
+	c.converged()
+	for id, n := range c.nodes {
+		if !has(n) {
+			t.Fatalf("node %d lacks the committed entry: %v", id, n.State().Topics["t"].Config)
+		}
+	}
 }
 
 // TestReview9d_ReadmitEvictsHealthyVoter: the leader re-admits any member
