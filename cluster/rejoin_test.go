@@ -288,3 +288,29 @@ func TestProbeBadInput(t *testing.T) {
 	c.registerAndCreate("t")
 	c.converged()
 }
+
+// TestReadmitRefusesVoterThatDoesNotAnswer: a readmit request for a
+// configured voter that is down (its address does not answer the leader's
+// own probe) is refused; the configuration keeps the voter as it was.
+func TestReadmitRefusesVoterThatDoesNotAnswer(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	l := c.leader()
+	var down int32 = -1
+	for _, p := range c.peers {
+		if p.ID != l.opts.ID {
+			down = p.ID
+			break
+		}
+	}
+	c.stop(down)
+	a, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: down, Addr: c.peers[down-1].RaftAddr}, readmitTimeout)
+	if err != nil || a.Admitted || !strings.Contains(a.Error, "does not answer") {
+		t.Fatalf("readmit of a voter that is down: %+v, %v", a, err)
+	}
+	if v := l.Voters(); v != 3 {
+		t.Fatalf("%d voters after the refused readmission", v)
+	}
+	c.start(down)
+	c.registerAndCreate("t")
+	c.converged()
+}

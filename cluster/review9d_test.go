@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -424,6 +425,14 @@ func TestReview9d_ReadmitEvictsHealthyVoter(t *testing.T) {
 	a, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: victim, Addr: freeAddr(t)}, readmitTimeout)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// At its configured address too: the node there runs Raft.
+	a2, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: victim, Addr: c.peers[victim-1].RaftAddr}, readmitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a2.Admitted || !strings.Contains(a2.Error, "runs raft") || !strings.Contains(a.Error, "not supported") {
+		t.Fatalf("readmit of healthy voter %d: at another address %+v, at its own %+v", victim, a, a2)
 	}
 	if a.Admitted {
 		c.stop(other)
