@@ -16,6 +16,7 @@ const commandVersion = 1
 // is encoded as JSON in the Raft log: {"v":1,"create_topic":{...}}.
 type Command struct {
 	SetClusterID       *SetClusterID       `json:"set_cluster_id,omitempty"`
+	SetRaftID          *SetRaftID          `json:"set_raft_id,omitempty"`
 	CommitGroupOffsets *CommitGroupOffsets `json:"commit_group_offsets,omitempty"`
 	RegisterNode       *RegisterNode       `json:"register_node,omitempty"`
 	CreateTopic        *CreateTopic        `json:"create_topic,omitempty"`
@@ -35,6 +36,13 @@ type Command struct {
 // SetClusterID names the cluster, once: a second SetClusterID with another
 // id is refused (ErrInvalidCommand), one with the same id is a no-op.
 type SetClusterID struct {
+	ID string `json:"id"`
+}
+
+// SetRaftID names the Raft group, once (State.RaftID): a second one with
+// another id is refused (ErrInvalidCommand), one with the same id is a
+// no-op.
+type SetRaftID struct {
 	ID string `json:"id"`
 }
 
@@ -155,7 +163,7 @@ func DecodeCommand(b []byte) (Command, error) {
 
 func (c Command) count() int {
 	n := 0
-	for _, set := range []bool{c.SetClusterID != nil, c.CommitGroupOffsets != nil, c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
+	for _, set := range []bool{c.SetClusterID != nil, c.SetRaftID != nil, c.CommitGroupOffsets != nil, c.RegisterNode != nil, c.CreateTopic != nil, c.DeleteTopic != nil,
 		c.AlterTopicConfig != nil, c.AddPartitions != nil, c.SetLeader != nil, c.ShrinkISR != nil,
 		c.ExpandISR != nil, c.SetRemoteLogStart != nil, c.RetireNode != nil} {
 		if set {
@@ -178,6 +186,15 @@ func (s *State) Apply(c Command) error {
 			return fmt.Errorf("%w: the cluster is %s already, not %s", ErrInvalidCommand, s.ClusterID, id)
 		}
 		s.ClusterID = c.SetClusterID.ID
+		return nil
+	case c.SetRaftID != nil:
+		switch id := c.SetRaftID.ID; {
+		case id == "":
+			return fmt.Errorf("%w: empty raft id", ErrInvalidCommand)
+		case s.RaftID != "" && s.RaftID != id:
+			return fmt.Errorf("%w: the raft group is %s already, not %s", ErrInvalidCommand, s.RaftID, id)
+		}
+		s.RaftID = c.SetRaftID.ID
 		return nil
 	case c.RegisterNode != nil:
 		return s.registerNode(c.RegisterNode)

@@ -81,6 +81,15 @@ type Node struct {
 	openIndex atomic.Uint64
 	readmitMu sync.Mutex
 
+	// The Raft group's identity (identity.go): id as kept in the stable
+	// store; naming while this leader proposes one; bg counts such
+	// proposals, which Close waits for; foreign rate-limits the Error a
+	// connection from another group logs.
+	id      atomic.Pointer[string]
+	naming  atomic.Bool
+	bg      sync.WaitGroup
+	foreign foreignLog
+
 	obs      *raft.Observer
 	obsCh    chan raft.Observation
 	obsDone  chan struct{}
@@ -117,7 +126,7 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, log: opts.Logger.With("node", opts.ID), watchers: map[int]chan struct{}{}}
 	hlog := newHCLogger(n.log)
-	n.fsm = newFSM(n.notify)
+	n.fsm = newFSM(func() { n.keepRaftID(); n.notify() })
 
 	var err error
 	n.store, err = raftboltdb.New(raftboltdb.Options{
@@ -158,7 +167,11 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 		}
 		n.openIndex.Store(idx)
 	}
-	stream, err := listenStream(opts.RaftAddr, n.serveProbe)
+	if err := n.loadRaftID(); err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	stream, err := listenStream(opts.RaftAddr, n.serveProbe, n.raftID, n.refuseForeign)
 	n.stream = stream
 	if err != nil {
 		n.store.Close()
@@ -224,9 +237,11 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	go func() {
 		defer close(n.obsDone)
 		for range n.obsCh {
+			n.nameGroup()
 			n.notify()
 		}
 	}()
+	n.nameGroup() // in case it led before the observer was registered
 	return n, nil
 }
 
@@ -399,6 +414,7 @@ func (n *Node) Close() error {
 	n.raft.DeregisterObserver(n.obs)
 	close(n.obsCh)
 	<-n.obsDone
+	n.bg.Wait()            // nameGroup's proposal, ended by the shutdown
 	n.trans.CloseStreams() // our pooled connections to peers
 	terr := n.trans.Close()
 	// A handler that read a peer's heartbeat before its socket closed may

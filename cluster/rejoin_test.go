@@ -128,6 +128,11 @@ func TestWipedVoterWaitsForReadmission(t *testing.T) {
 	if voters != 3 || wiped.Voters() != 3 {
 		t.Fatalf("configuration %+v (%d voters), the wiped node sees %d", f.Configuration().Servers, voters, wiped.Voters())
 	}
+	// The re-admitted node took the group's id with the state (and keeps
+	// it in its stable store, identity.go).
+	if id := c.leader().raftID(); id == "" || wiped.raftID() != id {
+		t.Fatalf("raft id: leader %q, re-admitted node %q", id, wiped.raftID())
+	}
 }
 
 type openResult struct {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -452,6 +451,14 @@ func TestReview9d_ReadmitEvictsHealthyVoter(t *testing.T) {
 // history, higher term) is elected and all three reach the same applied
 // index, but 2 and 3 keep the new cluster's topics and 1 the old ones:
 // the state machines diverged for good, and nothing says so.
+//
+// (Changed with the fix, identity.go: Raft cannot recover a lost majority,
+// so the new cluster is not merged with the old node. Each Raft group
+// names itself once, and nodes of different groups refuse each other's
+// Raft connections and log it at Error. The test now wants exactly that:
+// the refusal logged on both sides, the two histories kept apart - node 1
+// never takes "new", nodes 2 and 3 never take "old" - and the new cluster
+// still committing. README says what the operator does then.)
 func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.registerAndCreate("old")
@@ -472,8 +479,14 @@ func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r2, r3 := c.startAsync(2), c.startAsync(3)
-	for _, ch := range []<-chan openResult{r2, r3} {
+	refusedNew := &countHandler{msg: "another Raft group"}
+	var opened []<-chan openResult
+	for _, id := range []int32{2, 3} {
+		o := c.options(id)
+		o.Logger = slog.New(refusedNew)
+		opened = append(opened, c.startAsyncWith(o))
+	}
+	for _, ch := range opened {
 		r := <-ch
 		if r.err != nil {
 			t.Fatal(r.err)
@@ -487,25 +500,51 @@ func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
 	c.mustApply(Command{CreateTopic: &CreateTopic{Name: "new", ReplicationFactor: 2, Assignment: a}})
 	c.converged()
 
-	c.start(1)
-	time.Sleep(5 * time.Second)
-	views := map[int32]string{}
-	for id, n := range c.nodes {
-		lid, _ := n.Leader()
-		views[id] = fmt.Sprintf("topics %v leader %d term %d applied %d", keys(n.State().Topics), lid, n.Term(), n.raft.AppliedIndex())
+	refusedOld := &countHandler{msg: "another Raft group"}
+	o1 := c.options(1)
+	o1.Logger = slog.New(refusedOld)
+	n1, err := Open(context.Background(), o1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if a, b := c.nodes[1].State(), c.nodes[2].State(); a.Index == b.Index && !reflect.DeepEqual(a.Topics, b.Topics) {
-		t.Fatalf("metadata diverged for good: nodes at the same applied index hold different states after the old node 1 came back to the two wiped nodes' new cluster: %v", views)
-	}
-	for id, n := range c.nodes {
-		if _, ok := n.State().Topics["new"]; !ok {
-			t.Fatalf("the old node 1 came back and node %d lost the topic \"new\" the new cluster (2 and 3) committed: %v", id, views)
+	c.nodes[1] = n1
+	views := func() map[int32]string {
+		v := map[int32]string{}
+		for id, n := range c.nodes {
+			lid, _ := n.Leader()
+			v[id] = fmt.Sprintf("topics %v leader %d term %d applied %d", keys(n.State().Topics), lid, n.Term(), n.raft.AppliedIndex())
 		}
-		if _, ok := n.State().Topics["old"]; ok {
-			t.Fatalf("node %d holds topic \"old\" alongside the new cluster's history: the two clusters' logs were spliced: %v", id, views)
+		return v
+	}
+	testutil.Eventually(t, wait, func() bool { return refusedOld.n.Load() > 0 && refusedNew.n.Load() > 0 },
+		"the old node 1 and the new cluster (2, 3) did not both refuse each other's Raft connections (%d, %d refusals logged): %v",
+		refusedOld.n.Load(), refusedNew.n.Load(), views())
+
+	// The new cluster goes on, without node 1.
+	var leader *Node
+	testutil.Eventually(t, wait, func() bool {
+		for _, id := range []int32{2, 3} {
+			if c.nodes[id].IsLeader() {
+				leader = c.nodes[id]
+			}
+		}
+		return leader != nil
+	}, "the new cluster lost its leader when node 1 came back: %v", views())
+	if err := leader.Apply(context.Background(), Command{AlterTopicConfig: &AlterTopicConfig{Name: "new", Set: map[string]string{"after": "return"}}}); err != nil {
+		t.Fatalf("the new cluster commits nothing once node 1 is back: %v (%v)", err, views())
+	}
+	testutil.Eventually(t, wait, func() bool {
+		s2, s3 := c.nodes[2].State(), c.nodes[3].State()
+		return s2.Index == s3.Index && s2.Topics["new"] != nil && s2.Topics["new"].Config["after"] == "return"
+	}, "nodes 2 and 3 did not converge: %v", views())
+	for id, n := range c.nodes {
+		_, hasOld := n.State().Topics["old"]
+		_, hasNew := n.State().Topics["new"]
+		if (id == 1 && hasNew) || (id != 1 && hasOld) || n.IsLeader() && id == 1 {
+			t.Fatalf("the two clusters' histories mixed on node %d: %v", id, views())
 		}
 	}
-	t.Logf("%v", views)
+	t.Logf("%v", views())
 }
 
 func keys[V any](m map[string]V) []string {

@@ -61,9 +61,14 @@ type State struct {
 	Index uint64 `json:"index"`
 	// ClusterID names the cluster (Kafka's cluster id, the bucket prefix's
 	// owner); set once by the first controller, never changed.
-	ClusterID string             `json:"cluster_id,omitempty"`
-	Nodes     map[int32]NodeInfo `json:"nodes"`
-	Topics    map[string]*Topic  `json:"topics"`
+	ClusterID string `json:"cluster_id,omitempty"`
+	// RaftID names this Raft group: random, chosen once by its first
+	// leader (identity.go). Two groups bootstrapped apart from the same
+	// --peers (a lost majority) have different ones, and their nodes
+	// refuse each other's Raft connections.
+	RaftID string             `json:"raft_id,omitempty"`
+	Nodes  map[int32]NodeInfo `json:"nodes"`
+	Topics map[string]*Topic  `json:"topics"`
 }
 
 // NewState returns the empty state of a new cluster.
@@ -73,7 +78,7 @@ func NewState() *State {
 
 // Clone returns a deep copy.
 func (s *State) Clone() *State {
-	c := &State{Index: s.Index, ClusterID: s.ClusterID, Nodes: maps.Clone(s.Nodes), Topics: make(map[string]*Topic, len(s.Topics))}
+	c := &State{Index: s.Index, ClusterID: s.ClusterID, RaftID: s.RaftID, Nodes: maps.Clone(s.Nodes), Topics: make(map[string]*Topic, len(s.Topics))}
 	if c.Nodes == nil {
 		c.Nodes = map[int32]NodeInfo{}
 	}

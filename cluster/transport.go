@@ -25,9 +25,15 @@ const probeByte = 'T'
 //     admission probe (probeByte) or raft, which reads the same byte again.
 //   - Raft gets connections only once the node runs it (serveRaft): a node
 //     waiting to be admitted closes them, so it answers no vote.
+//   - Raft connections carry the dialer's Raft group id, and one of
+//     another group is refused (identity.go).
 type streamLayer struct {
 	net.Listener
-	probe  func(net.Conn) // serves one probe connection and closes it
+	probe func(net.Conn) // serves one probe connection and closes it
+	// group returns this node's Raft group id ("" while it has none);
+	// refuse is told of each connection refused for another group's id.
+	group  func() string
+	refuse func(remote net.Addr, theirs, mine string)
 	raftOn atomic.Bool
 	toRaft chan net.Conn
 	done   chan struct{} // closed by Close
@@ -45,12 +51,12 @@ type streamLayer struct {
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func listenStream(addr string, probe func(net.Conn)) (*streamLayer, error) {
+func listenStream(addr string, probe func(net.Conn), group func() string, refuse func(net.Addr, string, string)) (*streamLayer, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &streamLayer{Listener: l, probe: probe, toRaft: make(chan net.Conn),
+	s := &streamLayer{Listener: l, probe: probe, group: group, refuse: refuse, toRaft: make(chan net.Conn),
 		done: make(chan struct{}), loop: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	go s.acceptLoop()
 	return s, nil
@@ -101,12 +107,26 @@ func (s *streamLayer) route(c *trackedConn) {
 		s.probe(c)
 		return
 	}
+	var conn net.Conn = &peekedConn{trackedConn: c, first: first[:]}
+	if first[0] == groupByte {
+		theirs, err := readGroup(c.Conn)
+		if err != nil {
+			c.Close()
+			return
+		}
+		if mine := s.group(); mine != "" && theirs != mine {
+			s.refuse(c.RemoteAddr(), theirs, mine)
+			c.Close()
+			return
+		}
+		conn = c // raft reads its own first byte next
+	}
 	if !s.raftOn.Load() {
 		c.Close()
 		return
 	}
 	select {
-	case s.toRaft <- &peekedConn{trackedConn: c, first: first[:]}:
+	case s.toRaft <- conn:
 	case <-s.done:
 		c.Close()
 	}
@@ -124,8 +144,20 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	}
 }
 
+// Dial connects to a peer's Raft port and names this node's group first,
+// once it has one.
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
+	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	if err != nil {
+		return nil, err
+	}
+	if id := s.group(); id != "" {
+		if err := writeGroup(c, id, timeout); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 func (s *streamLayer) Close() error {
