@@ -29,12 +29,16 @@
 // Options.Dir holds raft.db (raft-boltdb/v2: the Raft log and the term and
 // vote, fsynced on every write) and snapshots/ (raft's file snapshot store,
 // two kept). A node whose Dir has no Raft state asks its peers first
-// (admission.go, a small probe protocol on the Raft port): when none has
-// state and a majority answer, it bootstraps a new cluster from
-// Options.Peers (this node alone when empty: the single-node default);
-// when the cluster exists, the node lost its state, and it waits until
-// the Raft leader removes it from the voters and adds it back. Any later
-// Open rejoins from the stores and ignores Peers.
+// (admission.go, a small probe protocol on the Raft port): when none holds
+// more than the bootstrap configuration and a majority answer, it
+// bootstraps a new cluster from Options.Peers (this node alone when empty:
+// the single-node default); when the cluster exists, the node lost its
+// state, and it waits until the Raft leader removes it from the voters and
+// adds it back. Snapshots without a raft.db are a lost state too: they
+// move to snapshots.lost-<unix time>. Any later Open rejoins from the
+// stores and ignores Peers. raft.db's stable store also keeps the Raft
+// group's id (identity.go): nodes of two groups formed from the same peers
+// refuse each other's Raft connections.
 //
 // # Use
 //
