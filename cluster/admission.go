@@ -48,7 +48,7 @@ package cluster
 // What admission cannot do: a lost majority (two wiped nodes of three)
 // cannot be recovered by Raft. If the wiped nodes answer as a majority
 // while the others are down, they bootstrap a new cluster; every Raft
-// group names itself (Node.group, chosen once, in its log), and the
+// group names itself (identity.go: chosen once, in its log), and the
 // transport refuses connections between nodes of different groups, so
 // when an old node comes back the two histories never merge: both sides
 // log the refusal at Error, and the operator restarts the cluster from
