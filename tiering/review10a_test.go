@@ -1,0 +1,126 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"hash/crc32"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/batch"
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+// forgeSegment returns an object of exactly s.Size bytes, a valid segment
+// of s's offsets in which one byte of the value of offset s.BaseOffset is
+// changed (batch CRC fixed up, footer CRCs made by WriteSegment): what an
+// administrator with write access could put over the key.
+func forgeSegment(t *testing.T, p *Partition, s RemoteSegment) []byte {
+	t.Helper()
+	var raw []byte
+	for off := s.BaseOffset; off < s.NextOffset; {
+		res, err := p.Read(context.Background(), off, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := res.Records
+		for len(data) > 0 && off < s.NextOffset {
+			h, err := batch.Peek(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.BaseOffset >= off {
+				raw = append(raw, data[:h.Size()]...)
+				off = h.NextOffset()
+			}
+			data = data[h.Size():]
+		}
+	}
+	want := testutil.Value(s.BaseOffset, valueSize)
+	i := bytes.Index(raw, want)
+	if i < 0 {
+		t.Fatal("value of the first offset not found in its batch")
+	}
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
+	for pos := 0; pos < len(want); pos++ {
+		for _, c := range []byte("!#%&*+-/=?@^_~") {
+			forged := bytes.Clone(raw)
+			if forged[i+pos] == c {
+				continue
+			}
+			forged[i+pos] = c
+			h, _ := batch.Peek(forged)
+			b := forged[:h.Size()]
+			binary.BigEndian.PutUint32(b[17:21], crc32.Checksum(b[21:], castagnoli))
+			var obj bytes.Buffer
+			if _, err := cold.WriteSegment(&obj, bytes.NewReader(forged), cold.SegmentOptions{ChunkBytes: 16 << 10}); err != nil {
+				t.Fatal(err)
+			}
+			if int64(obj.Len()) == s.Size {
+				return obj.Bytes()
+			}
+		}
+	}
+	t.Fatal("no forged object of the same size")
+	return nil
+}
+
+// TestReview10a_CatchUpReadsOverwrittenVersion: on a versioned (Object
+// Lock) bucket the manifest records each segment's version id and reads
+// use it, so an object overwritten behind tierlog's back is still read as
+// written (TestLockedTopicRetention checks this for a running node). But
+// the Merkle tree's catch-up over segments uploaded without a tree
+// (tiering/tree.go remoteLeaves) reads them with a SegmentRef without the
+// VersionID: it reads the overwritten bytes, and - since the cold reader
+// caches footers by key+size and chunks by key, not by version - the
+// normal read path of the same node then serves the forged bytes too,
+// and the checkpoint signs a tree over them.
+func TestReview10a_CatchUpReadsOverwrittenVersion(t *testing.T) {
+	ctx := context.Background()
+	e := newLockedEnv(t, "minio")
+	lock := ObjectLock{Mode: cold.LockGovernance, Period: time.Hour}
+	p := e.openLocked("audit", lock)
+	produce(t, p, 150)
+	e.settle(p)
+	segs := p.Manifest().committed()
+	first := segs[0]
+	if first.VersionID == "" {
+		t.Fatalf("no version id recorded: %+v", first)
+	}
+	forged := forgeSegment(t, p, first)
+	p.Close()
+	e.daemon.Remove(p)
+
+	// An administrator overwrites the first segment's key (a new version;
+	// the locked one stays and the manifest names it).
+	if _, err := e.m.Client().PutObject(ctx, e.bucket, lockedPrefix+first.Key, bytes.NewReader(forged), int64(len(forged)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node restarts with a signing key: the tree catches up over the
+	// committed segments, then normal reads.
+	e2 := newEnv(t, e.env.bucket, e.dataDir)
+	e2.signWith(filepath.Join(t.TempDir(), "signing.key")) // without it (no catch-up) the reads below are right
+	p2, err := OpenPartition(ctx, PartitionOptions{
+		Dir: filepath.Join(e.dataDir, "audit", "0"), Topic: "audit", Hot: hotConfig(),
+		Store: e2.store, Reader: e2.reader, Remote: true, Retention: Retention{Bytes: -1}, ObjectLock: lock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2.daemon.Add(p2)
+	defer p2.Close()
+	produce(t, p2, 20)
+	e2.settle(p2)
+	// The read path must serve the recorded (locked) version.
+	for _, r := range readAll(t, p2, 0) {
+		if want := testutil.Value(r.Offset, valueSize); !bytes.Equal(r.Value, want) {
+			t.Fatalf("offset %d: the read path serves %q, the producer wrote (and the manifest's version %s holds) %q", r.Offset, r.Value, first.VersionID, want)
+		}
+	}
+}
