@@ -124,3 +124,59 @@ func TestReview10a_CatchUpReadsOverwrittenVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestReview10a_AdoptedLockedSegmentLosesRetainUntil: a crash after a
+// locked segment's upload and before its commit leaves a copy_started
+// attempt whose object is whole; the restart's sweep adopts it
+// (adoptFinished, from the object's attributes), but the entry it commits
+// has no retain_until. Remote retention then takes the object for
+// unlocked: it starts the deletion (the log start moves past offsets the
+// bucket must keep, which stop being readable) instead of leaving the
+// segment copy_finished until its date, as tiering/lock.go promises for
+// every locked segment ("Remote retention never deletes a locked object
+// early ... it stays copy_finished and keeps serving reads").
+func TestReview10a_AdoptedLockedSegmentLosesRetainUntil(t *testing.T) {
+	ctx := context.Background()
+	e := newLockedEnv(t, "minio")
+	lock := ObjectLock{Mode: cold.LockGovernance, Period: time.Hour}
+	p := e.openLocked("audit", lock)
+	produce(t, p, 100)
+	p.Log().Roll()
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(e.daemon.pending(p)) > 0 }, "a segment sealed")
+	b := built{s: e.daemon.pending(p)[0], id: newID()}
+	var err error
+	if b.obj, err = e.daemon.build(p, b.s, b.id); err != nil {
+		t.Fatal(err)
+	}
+	defer b.discard()
+	entry := RemoteSegment{BaseOffset: b.s.BaseOffset, NextOffset: b.s.NextOffset, ID: b.id,
+		Key: segmentKey(p.topic, p.partition, b.s.BaseOffset, 0, b.id), State: CopyStarted}
+	p.tierMu.Lock()
+	err = p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) })
+	p.tierMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := e.daemon.putObject(ctx, p, entry.Key, b.obj) // as upload does: locked
+	if err != nil || attrs.RetainUntil.IsZero() {
+		t.Fatalf("locked upload: %+v %v", attrs, err)
+	}
+	// The crash: no commit. The restart's sweep adopts the attempt.
+	if err := e.daemon.cleanup(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	segs := p.Manifest().committed()
+	if len(segs) != 1 || segs[0].Key != entry.Key {
+		t.Fatalf("not adopted: %+v", p.Manifest().Segments)
+	}
+	t.Logf("adopted entry: version %q retain_until %v (the bucket keeps it until %v)", segs[0].VersionID, segs[0].RetainUntil, attrs.RetainUntil)
+
+	setRetention(p, Retention{Age: time.Millisecond, Bytes: -1})
+	for range 3 {
+		e.daemon.pass(ctx)
+	}
+	m := p.Manifest()
+	if m.LogStartOffset != 0 || len(m.committed()) != 1 {
+		t.Fatalf("retention started deleting a segment locked until %v: log start %d, segments %+v", attrs.RetainUntil, m.LogStartOffset, m.Segments)
+	}
+}
