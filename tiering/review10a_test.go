@@ -180,3 +180,47 @@ func TestReview10a_AdoptedLockedSegmentLosesRetainUntil(t *testing.T) {
 		t.Fatalf("retention started deleting a segment locked until %v: log start %d, segments %+v", attrs.RetainUntil, m.LogStartOffset, m.Segments)
 	}
 }
+
+// TestReview10a_LegalHoldOffLeavesOldVersionsHeld: under a topic's legal
+// hold every checkpoint is uploaded held, and each one overwrites
+// tlog/checkpoint (a new version each time on the versioned bucket Object
+// Lock needs). Lifting the hold (applyLegalHold) releases only the
+// current version of each tlog/ key: every earlier version of
+// tlog/checkpoint written under the hold stays held for good - nothing
+// tierlog does ever releases or deletes them.
+func TestReview10a_LegalHoldOffLeavesOldVersionsHeld(t *testing.T) {
+	ctx := context.Background()
+	e := newLockedEnv(t, "minio")
+	e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+	p := e.openLocked("held", ObjectLock{LegalHold: true})
+	for range 3 {
+		produce(t, p, 60)
+		e.settle(p)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { e.daemon.pass(ctx); return p.Manifest().LegalHold }, "legal hold not recorded")
+	p.SetObjectLock(ObjectLock{})
+	testutil.Eventually(t, 10*time.Second, func() bool { e.daemon.pass(ctx); return !p.Manifest().LegalHold }, "legal hold not lifted")
+
+	cl := e.m.Client()
+	var held []string
+	versions := 0
+	for o := range cl.ListObjects(ctx, e.bucket, minio.ListObjectsOptions{Prefix: lockedPrefix + PartitionPrefix("held", 0) + "tlog/", Recursive: true, WithVersions: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if o.IsDeleteMarker {
+			continue
+		}
+		versions++
+		st, err := cl.GetObjectLegalHold(ctx, e.bucket, o.Key, minio.GetObjectLegalHoldOptions{VersionID: o.VersionID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st != nil && *st == minio.LegalHoldEnabled {
+			held = append(held, o.Key+"@"+o.VersionID)
+		}
+	}
+	if len(held) > 0 {
+		t.Fatalf("after the topic's legal hold was lifted, %d of %d tlog/ object versions are still held: %v", len(held), versions, held)
+	}
+}
