@@ -11,6 +11,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/batch"
 	"github.com/tierlog/tierlog/internal/testutil"
@@ -222,5 +223,97 @@ func TestReview10a_LegalHoldOffLeavesOldVersionsHeld(t *testing.T) {
 	}
 	if len(held) > 0 {
 		t.Fatalf("after the topic's legal hold was lifted, %d of %d tlog/ object versions are still held: %v", len(held), versions, held)
+	}
+}
+
+// TestReview10a_ForkAfterAdoptedSegmentRetained: a crash after a
+// segment's checkpoint (size N) was written and before the manifest
+// committed it; the restart adopts the attempt (adoptFinished: the entry
+// has no tree size), and remote retention deletes it before another
+// segment is uploaded. The manifest's tree size is still that of the
+// segment before (S < N), so the next upload appends ABSENT leaves for
+// [S, N) - the records the checkpoint of N signed - rewriting their
+// tiles: the new checkpoint does not extend the signed checkpoint of N (a
+// fork), and no consistency proof between them exists.
+func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
+	ctx := context.Background()
+	bucket := newFileBucket(t)
+	dataDir := t.TempDir()
+	keyPath := filepath.Join(t.TempDir(), "signing.key")
+	e := newEnv(t, bucket, dataDir)
+	e.signWith(keyPath)
+	p := e.open("audit", 0, true)
+	produce(t, p, 100)
+	e.settle(p)
+	produce(t, p, 50) // one segment
+	p.Log().Roll()
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(e.daemon.pending(p)) > 0 }, "a segment sealed")
+
+	// upload() up to the checkpoint, then the crash.
+	if n := len(e.daemon.pending(p)); n != 1 {
+		t.Fatalf("%d pending segments, want 1", n)
+	}
+	b := built{s: e.daemon.pending(p)[0], id: newID()}
+	var err error
+	if b.obj, err = e.daemon.build(p, b.s, b.id); err != nil {
+		t.Fatal(err)
+	}
+	defer b.discard()
+	entry := RemoteSegment{BaseOffset: b.s.BaseOffset, NextOffset: b.s.NextOffset, ID: b.id,
+		Key: segmentKey(p.topic, p.partition, b.s.BaseOffset, 0, b.id), State: CopyStarted}
+	p.tierMu.Lock()
+	err = p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) })
+	if err == nil {
+		_, err = e.daemon.putObject(ctx, p, entry.Key, b.obj)
+	}
+	if err == nil {
+		err = e.daemon.appendTree(ctx, p, b.obj.leaves)
+	}
+	if err == nil {
+		err = e.daemon.checkpoint(ctx, p, &entry)
+	}
+	p.tierMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := entry.NextOffset
+	signedN, err := audit.GetCheckpoint(ctx, bucket, PartitionPrefix("audit", 0), int64(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	e.daemon.Remove(p)
+
+	// The restart: the sweep adopts the attempt; retention (age) takes
+	// every segment before any new one is sealed.
+	e2 := newEnv(t, bucket, dataDir)
+	e2.signWith(keyPath)
+	p2 := e2.open("audit", 0, true)
+	defer p2.Close()
+	e2.daemon.cleanupAll(ctx)
+	if got := p2.UploadedEnd(); got != n {
+		t.Fatalf("the attempt was not adopted: uploaded end %d, want %d", got, n)
+	}
+	{
+		m := p2.Manifest()
+		t.Logf("after adoption: tree %d %s; segments %+v", m.TreeSize, m.TreeRoot, m.Segments)
+	}
+	setRetention(p2, Retention{Age: time.Millisecond, Bytes: -1})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		e2.daemon.pass(ctx)
+		return len(p2.Manifest().Segments) == 0
+	}, "retention did not delete the segments")
+	t.Logf("after retention: tree %d", p2.Manifest().TreeSize)
+	setRetention(p2, Retention{Bytes: -1})
+	produce(t, p2, 50)
+	e2.settle(p2)
+
+	pr, err := p2.Prover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pr.Consistency(ctx, uint64(n), 0); err != nil {
+		cN, _ := audit.PeekCheckpoint(signedN)
+		t.Fatalf("the tree at %d does not extend the checkpoint signed at %d (root %x): %v", pr.TreeSize(), n, cN.Hash, err)
 	}
 }
