@@ -91,8 +91,9 @@ type ChunkCache struct {
 	closed                              atomic.Bool
 }
 
-// chunkKey names a chunk: the object (prefixed by the bucket's name, so
-// Readers of different buckets can share a cache) and its index.
+// chunkKey names a chunk: the object version (its objectID, prefixed by
+// the bucket's name so Readers of different buckets can share a cache) and
+// its index.
 type chunkKey struct {
 	obj string
 	idx int

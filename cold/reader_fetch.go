@@ -28,7 +28,7 @@ func (r *Reader) object(ctx context.Context, seg SegmentRef) (*object, error) {
 	if r.ctx.Err() != nil {
 		return nil, ErrReaderClosed
 	}
-	if o := r.footers.get(seg.Key, seg.Size); o != nil {
+	if o := r.footers.get(seg); o != nil {
 		return o, nil
 	}
 	if !r.track() {
@@ -41,7 +41,7 @@ func (r *Reader) object(ctx context.Context, seg SegmentRef) (*object, error) {
 	res := make(chan result, 1)
 	go func() {
 		defer r.wg.Done()
-		v, err, _ := r.sf.Do(seg.Key+"\x00"+strconv.FormatInt(seg.Size, 10), func() (any, error) {
+		v, err, _ := r.sf.Do(objectID(seg)+"\x00"+strconv.FormatInt(seg.Size, 10), func() (any, error) {
 			var f *Footer
 			err := r.retry(r.ctx, seg, func() error {
 				var err error
@@ -51,7 +51,7 @@ func (r *Reader) object(ctx context.Context, seg SegmentRef) (*object, error) {
 			if err != nil {
 				return nil, err
 			}
-			o := &object{key: seg.Key, version: seg.VersionID, ckey: r.prefix + seg.Key, size: seg.Size, footer: f, lastRead: -1}
+			o := &object{key: seg.Key, version: seg.VersionID, ckey: r.prefix + objectID(seg), size: seg.Size, footer: f, lastRead: -1}
 			return r.footers.add(o), nil
 		})
 		o, _ := v.(*object)

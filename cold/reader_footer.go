@@ -11,7 +11,7 @@ type object struct {
 	key string // object key in the bucket
 	// version is the object version to read ("": the current one).
 	version string
-	ckey    string // key in the chunk cache (bucket name + key)
+	ckey    string // key in the chunk cache (bucket name + key + version)
 	size    int64
 	footer  *Footer
 
@@ -20,7 +20,20 @@ type object struct {
 	aheadTo  int // chunks below this index have been fetched or requested
 }
 
-// footerCache is a count-bounded LRU of objects.
+// objectID names an object version in the Reader's caches: the key and
+// the version read. Keying on the key alone would let an overwrite of the
+// key (a new current version) be served for a recorded version, or the
+// reverse, whichever was cached first.
+func objectID(seg SegmentRef) string {
+	if seg.VersionID == "" {
+		return seg.Key
+	}
+	return seg.Key + "\x00" + seg.VersionID
+}
+
+func (o *object) id() string { return objectID(SegmentRef{Key: o.key, VersionID: o.version}) }
+
+// footerCache is a count-bounded LRU of objects, by objectID.
 type footerCache struct {
 	mu    sync.Mutex
 	limit int
@@ -32,12 +45,12 @@ func newFooterCache(limit int) *footerCache {
 	return &footerCache{limit: limit, m: make(map[string]*list.Element)}
 }
 
-func (c *footerCache) get(key string, size int64) *object {
+func (c *footerCache) get(seg SegmentRef) *object {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.m[key]; ok {
+	if el, ok := c.m[objectID(seg)]; ok {
 		o := el.Value.(*object)
-		if o.size == size {
+		if o.size == seg.Size {
 			c.lru.MoveToFront(el)
 			return o
 		}
@@ -48,18 +61,19 @@ func (c *footerCache) get(key string, size int64) *object {
 func (c *footerCache) add(o *object) *object {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.m[o.key]; ok {
+	id := o.id()
+	if el, ok := c.m[id]; ok {
 		if cur := el.Value.(*object); cur.size == o.size {
 			c.lru.MoveToFront(el)
 			return cur
 		}
 		c.lru.Remove(el)
 	}
-	c.m[o.key] = c.lru.PushFront(o)
+	c.m[id] = c.lru.PushFront(o)
 	for c.lru.Len() > c.limit {
 		old := c.lru.Back()
 		c.lru.Remove(old)
-		delete(c.m, old.Value.(*object).key)
+		delete(c.m, old.Value.(*object).id())
 	}
 	return o
 }

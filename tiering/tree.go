@@ -11,7 +11,6 @@ import (
 	"os"
 
 	"github.com/tierlog/tierlog/audit"
-	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
@@ -175,11 +174,12 @@ func (d *Daemon) treeBefore(ctx context.Context, p *Partition, start int64) (*au
 }
 
 // remoteLeaves reads a committed segment back from the bucket (the cold
-// reader) and returns the leaves of its offsets from from on.
+// reader, the version the manifest records: an overwrite of the key is not
+// what the tree signs) and returns the leaves of its offsets from from on.
 func (d *Daemon) remoteLeaves(ctx context.Context, p *Partition, s RemoteSegment, from int64) (*audit.Leaves, error) {
 	from = max(from, s.BaseOffset)
 	l := audit.NewLeaves(from)
-	ref := cold.SegmentRef{Key: s.Key, Size: s.Size}
+	ref := s.ref()
 	for off := from; off < s.NextOffset; {
 		data, err := p.reader.Read(ctx, ref, off, 8<<20)
 		if err != nil {
