@@ -19,8 +19,10 @@ type Attributes struct {
 	ETag string
 	// VersionID is the object version on a versioned bucket; empty otherwise.
 	VersionID string
-	// RetainUntil is the version's Object Lock retain-until date, as
-	// UploadLocked set it; zero otherwise (Attributes does not ask).
+	// RetainUntil is the version's Object Lock retain-until date (zero:
+	// none): as UploadLocked set it, or as Attributes' HEAD answers it -
+	// what a restart adopting an object it uploaded records, so retention
+	// never deletes it early.
 	RetainUntil time.Time
 }
 

@@ -122,15 +122,19 @@ func unusable(err error) bool {
 }
 
 // inspect reads a segment object's footer and digest, checks the footer
-// matches the key, and returns it as a committed manifest entry.
+// matches the key, and returns it as a committed manifest entry. It reads
+// the version Attributes names, and records that version and its Object
+// Lock retain-until date as an upload does: reads and deletes then name
+// the version, and remote retention leaves it alone until its date.
 func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, error) {
 	base, id, _ := parseSegmentKey(key)
 	var a cold.Attributes
 	if err := retry(ctx, func() (err error) { a, err = p.store.Bucket.Attributes(ctx, key); return err }); err != nil {
 		return RemoteSegment{}, err
 	}
+	ref := cold.SegmentRef{Key: key, Size: a.Size, VersionID: a.VersionID}
 	var f *cold.Footer
-	if err := retry(ctx, func() (err error) { f, err = cold.ReadFooter(ctx, p.store.Bucket, key, a.Size); return err }); err != nil {
+	if err := retry(ctx, func() (err error) { f, err = cold.ReadSegmentFooter(ctx, p.store.Bucket, ref); return err }); err != nil {
 		return RemoteSegment{}, err
 	}
 	if f.BaseOffset != base {
@@ -139,7 +143,7 @@ func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, err
 	h := sha256.New()
 	err := retry(ctx, func() error {
 		h.Reset()
-		rc, err := p.store.Bucket.Get(ctx, key)
+		rc, err := cold.GetRangeVersion(ctx, p.store.Bucket, key, a.VersionID, 0, a.Size)
 		if err != nil {
 			return err
 		}
@@ -155,7 +159,8 @@ func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, err
 	}
 	return RemoteSegment{BaseOffset: f.BaseOffset, NextOffset: f.NextOffset, ID: id, Key: key, State: CopyFinished,
 		Size: a.Size, RawSize: f.RawSize, Chunks: len(f.Chunks), SHA256: hex.EncodeToString(h.Sum(nil)),
-		ETag: a.ETag, VersionID: a.VersionID, FirstTimestamp: f.FirstTimestamp, MaxTimestamp: f.MaxTimestamp, Epochs: segmentEpochs(f),
+		ETag: a.ETag, VersionID: a.VersionID, RetainUntil: a.RetainUntil.UTC(),
+		FirstTimestamp: f.FirstTimestamp, MaxTimestamp: f.MaxTimestamp, Epochs: segmentEpochs(f),
 		UploadedAt: a.LastModified.UTC()}, nil
 }
 

@@ -176,8 +176,10 @@ func TestReview10a_AdoptedLockedSegmentLosesRetainUntil(t *testing.T) {
 	for range 3 {
 		e.daemon.pass(ctx)
 	}
+	// The passes may upload the segments sealed after it; the adopted one
+	// must still be committed, and the log start where it was.
 	m := p.Manifest()
-	if m.LogStartOffset != 0 || len(m.committed()) != 1 {
+	if c := m.committed(); m.LogStartOffset != 0 || len(c) == 0 || c[0].Key != entry.Key {
 		t.Fatalf("retention started deleting a segment locked until %v: log start %d, segments %+v", attrs.RetainUntil, m.LogStartOffset, m.Segments)
 	}
 }

@@ -62,6 +62,10 @@ func LockTest(t *testing.T, b cold.Bucket, raw *minio.Client, bucket, prefix str
 			if !a.RetainUntil.Equal(until) {
 				t.Errorf("RetainUntil %v, want %v", a.RetainUntil, until)
 			}
+			// A restart adopting an object reads its date from Attributes.
+			if got, err := b.Attributes(ctx, key); err != nil || !got.RetainUntil.Equal(until) || got.VersionID != a.VersionID {
+				t.Errorf("Attributes: %+v, %v; want version %s retained until %v", got, err, a.VersionID, until)
+			}
 			ret, hold, err := l.ObjectLock(ctx, key, a.VersionID)
 			if err != nil || ret.Mode != cold.LockCompliance || !ret.Until.Equal(until) || hold {
 				t.Errorf("ObjectLock: %+v, hold %v, %v; want compliance until %v, no hold", ret, hold, err, until)

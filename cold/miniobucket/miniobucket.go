@@ -266,12 +266,20 @@ func (b *Bucket) attributes(ctx context.Context, key, versionID string) (cold.At
 	if err != nil {
 		return cold.Attributes{}, b.errf("attributes", key, err)
 	}
-	return cold.Attributes{
+	a := cold.Attributes{
 		Size:         info.Size,
 		LastModified: info.LastModified,
 		ETag:         unquote(info.ETag),
 		VersionID:    info.VersionID,
-	}, nil
+	}
+	// The HEAD answer carries the version's retention (S3 sends it to a
+	// caller allowed to read it); minio-go keeps it only as a header.
+	if v := info.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date"); v != "" {
+		if a.RetainUntil, err = time.Parse(time.RFC3339, v); err != nil {
+			return cold.Attributes{}, b.errf("attributes", key, fmt.Errorf("retain-until date %q: %w", v, err))
+		}
+	}
+	return a, nil
 }
 
 // Exists reports whether the object exists (a HEAD request).

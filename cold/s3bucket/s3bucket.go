@@ -293,6 +293,7 @@ func (b *Bucket) attributes(ctx context.Context, key, versionID string) (cold.At
 		LastModified: aws.ToTime(out.LastModified),
 		ETag:         unquote(aws.ToString(out.ETag)),
 		VersionID:    aws.ToString(out.VersionId),
+		RetainUntil:  aws.ToTime(out.ObjectLockRetainUntilDate),
 	}, nil
 }
 
