@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -176,12 +177,49 @@ func CheckpointKey(prefix string, size uint64) string {
 	return fmt.Sprintf("%s%scheckpoints/%020d", prefix, Dir, size)
 }
 
+// ErrForkedCheckpoint: the bucket keeps a checkpoint of the size being
+// written with another root. Writing over it would sign a tree that the
+// kept checkpoint (which verifiers may hold) is not a prefix of: a fork.
+var ErrForkedCheckpoint = errors.New("the bucket keeps a checkpoint of that size with another root")
+
 // PutCheckpoint writes a signed checkpoint of size under prefix: the
 // numbered copy first, then the latest, so "latest" never names a
-// checkpoint that is not kept.
+// checkpoint that is not kept. A numbered checkpoint is never replaced by
+// one with another root: if the bucket keeps one of size, the same root
+// leaves it as it is (a retry, or the same tree signed again) and another
+// root fails with ErrForkedCheckpoint, writing nothing. The check reads the
+// kept copy before the write instead of a conditional (If-None-Match)
+// upload, which cannot carry the Object Lock retention and legal hold the
+// numbered copies are uploaded with; the partition's single writer (its
+// node, or its leader on a shared prefix) makes the read-then-write safe.
 func PutCheckpoint(ctx context.Context, b cold.Bucket, prefix string, size uint64, signed []byte) error {
-	if err := putObject(ctx, b, CheckpointKey(prefix, size), signed); err != nil {
+	c, err := PeekCheckpoint(signed)
+	if err != nil {
 		return err
+	}
+	if c.Size != size {
+		return fmt.Errorf("audit: a checkpoint of tree size %d written as the one of size %d", c.Size, size)
+	}
+	key := CheckpointKey(prefix, size)
+	kept, err := getObject(ctx, b, key)
+	switch {
+	case errors.Is(err, cold.ErrNotFound):
+		if err := putObject(ctx, b, key, signed); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		old, perr := PeekCheckpoint(kept)
+		if perr != nil || old.Size != size || !bytes.Equal(old.Hash, c.Hash) {
+			var had string
+			if perr != nil {
+				had = perr.Error()
+			} else {
+				had = fmt.Sprintf("size %d root %x", old.Size, old.Hash)
+			}
+			return fmt.Errorf("audit: %s: %w (kept: %s; new: root %x)", key, ErrForkedCheckpoint, had, c.Hash)
+		}
 	}
 	return putObject(ctx, b, LatestCheckpointKey(prefix), signed)
 }

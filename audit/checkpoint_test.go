@@ -3,6 +3,7 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,5 +147,38 @@ func TestLoadOrCreateKeyKeepsItsName(t *testing.T) {
 	}
 	if k1.Name() != audit.KeyName(0) || k1.Public != k0.Public {
 		t.Fatalf("reloaded key %s (%s), want the first one %s", k1.Name(), k1.Public, k0.Public)
+	}
+}
+
+// TestPutCheckpointNeverForks: writing a checkpoint of a size the bucket
+// keeps succeeds if the root is the same (a retry) and fails with
+// ErrForkedCheckpoint, writing nothing, if it is another.
+func TestPutCheckpointNeverForks(t *testing.T) {
+	ctx := context.Background()
+	b := newFileBucket(t)
+	k, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"), audit.KeyName(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := audit.Origin("c", "t", 0)
+	root, other := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	first, _ := audit.Sign(k, origin, 10, root)
+	for range 2 { // the second is a retry
+		if err := audit.PutCheckpoint(ctx, b, prefix, 10, first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forked, _ := audit.Sign(k, origin, 10, other)
+	if err := audit.PutCheckpoint(ctx, b, prefix, 10, forked); !errors.Is(err, audit.ErrForkedCheckpoint) {
+		t.Fatalf("a checkpoint of a kept size with another root: %v, want ErrForkedCheckpoint", err)
+	}
+	for _, size := range []int64{10, -1} {
+		if got, err := audit.GetCheckpoint(ctx, b, prefix, size); err != nil || !bytes.Equal(got, first) {
+			t.Errorf("checkpoint %d after the refused fork: %q %v, want the first", size, got, err)
+		}
+	}
+	wrong, _ := audit.Sign(k, origin, 11, root)
+	if err := audit.PutCheckpoint(ctx, b, prefix, 12, wrong); err == nil {
+		t.Error("a checkpoint of size 11 written as size 12")
 	}
 }

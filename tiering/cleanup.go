@@ -53,6 +53,9 @@ func (d *Daemon) cleanupLocked(ctx context.Context, p *Partition) error {
 	if err := d.adoptFinished(ctx, p, m); err != nil {
 		return err
 	}
+	if err := d.recordSignedTree(ctx, p); err != nil {
+		return err
+	}
 	m = p.Manifest()
 	var stale []string
 	for _, s := range m.Segments {

@@ -613,6 +613,14 @@ func (d *Daemon) applyRetention(ctx context.Context, p *Partition) error {
 	}
 	if len(victims) > 0 {
 		last := victims[len(victims)-1]
+		if size, _ := m.treeSize(); last.NextOffset > size {
+			// Segments the tree has not covered: record a checkpoint signed
+			// over them first, or their leaves would be absent in the tree
+			// the next upload builds (see recordSignedTree).
+			if err := d.recordSignedTree(ctx, p); err != nil {
+				return err
+			}
+		}
 		err := p.commitDurable(ctx, func(m *Manifest) {
 			m.LogStartOffset = max(m.LogStartOffset, last.NextOffset)
 			for i := range m.Segments {

@@ -251,34 +251,7 @@ func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
 	p.Log().Roll()
 	testutil.Eventually(t, 5*time.Second, func() bool { return len(e.daemon.pending(p)) > 0 }, "a segment sealed")
 
-	// upload() up to the checkpoint, then the crash.
-	if n := len(e.daemon.pending(p)); n != 1 {
-		t.Fatalf("%d pending segments, want 1", n)
-	}
-	b := built{s: e.daemon.pending(p)[0], id: newID()}
-	var err error
-	if b.obj, err = e.daemon.build(p, b.s, b.id); err != nil {
-		t.Fatal(err)
-	}
-	defer b.discard()
-	entry := RemoteSegment{BaseOffset: b.s.BaseOffset, NextOffset: b.s.NextOffset, ID: b.id,
-		Key: segmentKey(p.topic, p.partition, b.s.BaseOffset, 0, b.id), State: CopyStarted}
-	p.tierMu.Lock()
-	err = p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) })
-	if err == nil {
-		_, err = e.daemon.putObject(ctx, p, entry.Key, b.obj)
-	}
-	if err == nil {
-		err = e.daemon.appendTree(ctx, p, b.obj.leaves)
-	}
-	if err == nil {
-		err = e.daemon.checkpoint(ctx, p, &entry)
-	}
-	p.tierMu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := entry.NextOffset
+	n := crashAfterCheckpoint(t, e, p)
 	signedN, err := audit.GetCheckpoint(ctx, bucket, PartitionPrefix("audit", 0), int64(n))
 	if err != nil {
 		t.Fatal(err)
@@ -318,4 +291,39 @@ func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
 		cN, _ := audit.PeekCheckpoint(signedN)
 		t.Fatalf("the tree at %d does not extend the checkpoint signed at %d (root %x): %v", pr.TreeSize(), n, cN.Hash, err)
 	}
+}
+
+// crashAfterCheckpoint runs upload() on p's one sealed segment up to its
+// checkpoint, then stops as a crash would: no commit (the entry stays
+// copy_started). It returns the segment's end, the checkpoint's size.
+func crashAfterCheckpoint(t *testing.T, e *env, p *Partition) int64 {
+	t.Helper()
+	ctx := context.Background()
+	if n := len(e.daemon.pending(p)); n != 1 {
+		t.Fatalf("%d pending segments, want 1", n)
+	}
+	b := built{s: e.daemon.pending(p)[0], id: newID()}
+	var err error
+	if b.obj, err = e.daemon.build(p, b.s, b.id); err != nil {
+		t.Fatal(err)
+	}
+	defer b.discard()
+	entry := RemoteSegment{BaseOffset: b.s.BaseOffset, NextOffset: b.s.NextOffset, ID: b.id,
+		Key: segmentKey(p.topic, p.partition, b.s.BaseOffset, 0, b.id), State: CopyStarted}
+	p.tierMu.Lock()
+	err = p.commit(func(m *Manifest) { m.Segments = append(m.Segments, entry) })
+	if err == nil {
+		_, err = e.daemon.putObject(ctx, p, entry.Key, b.obj)
+	}
+	if err == nil {
+		err = e.daemon.appendTree(ctx, p, b.obj.leaves)
+	}
+	if err == nil {
+		err = e.daemon.checkpoint(ctx, p, &entry)
+	}
+	p.tierMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entry.NextOffset
 }

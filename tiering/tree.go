@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os"
 
 	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
@@ -98,10 +100,99 @@ func (d *Daemon) checkpoint(ctx context.Context, p *Partition, entry *RemoteSegm
 	if err == nil {
 		err = audit.PutCheckpoint(ctx, d.partitionBucket(p), PartitionPrefix(p.topic, p.partition), size, signed)
 	}
+	if errors.Is(err, audit.ErrForkedCheckpoint) {
+		// Never written over: the upload fails (and is retried) until
+		// someone looks. Nothing tierlog does should get here.
+		d.opts.Logger.Error("the Merkle tree does not extend a checkpoint the bucket keeps; not signing it", "topic", p.topic,
+			"partition", p.partition, "tree_size", size, "root", hex.EncodeToString(root), "err", err)
+	}
 	if err != nil {
 		return fmt.Errorf("tiering: %s/%d: checkpoint at tree size %d: %w", p.topic, p.partition, size, err)
 	}
 	entry.TreeSize, entry.TreeRoot = int64(size), hex.EncodeToString(root)
+	return nil
+}
+
+// recordSignedTree records in the manifest the tree size and root of a
+// checkpoint this daemon signed past the manifest's tree: the one at the
+// newest committed segment's end, which a crash between that segment's
+// checkpoint and its commit leaves unrecorded when the segment is then
+// adopted (adoptFinished, or a lost disk's restore). The checkpoint must
+// be signed with this daemon's key for the partition's origin, and the
+// bucket's tiles must give its root at its size.
+//
+// Why this and PutCheckpoint's refusal to replace a numbered checkpoint
+// with another root keep every checkpoint written extended by every later
+// one: a later tree forks from a checkpoint of size N only if it is
+// reopened below N and the leaves up to N are then computed otherwise.
+// They are computed from the same records (the local segment, or the
+// segment's recorded version in the bucket) unless retention deleted
+// their segment first, which made them absent leaves. The manifest is
+// below a checkpoint only after such a crash (one attempt at a time, the
+// commit right after the checkpoint): an attempt withdrawn is uploaded
+// again from the local log (same leaves), and an adopted one is recorded
+// here - at the sweep that adopts it, and again before retention deletes
+// segments past the tree - so retention never makes its leaves absent. A
+// checkpoint not verifiable with this daemon's key (another leader's on a
+// shared prefix, a signing key lost with the disk) is not recorded; the
+// next upload's catch-up covers its segment, and PutCheckpoint still
+// refuses a fork at exactly its size.
+func (d *Daemon) recordSignedTree(ctx context.Context, p *Partition) error {
+	if d.opts.Signer == nil {
+		return nil
+	}
+	m := p.Manifest()
+	size, _ := m.treeSize()
+	c := m.committed()
+	if len(c) == 0 || c[len(c)-1].NextOffset <= size {
+		return nil
+	}
+	s := c[len(c)-1]
+	prefix := PartitionPrefix(p.topic, p.partition)
+	signed, err := audit.GetCheckpoint(ctx, d.store.Bucket, prefix, s.NextOffset)
+	if errors.Is(err, cold.ErrNotFound) {
+		return nil // nothing signed there: the next upload's catch-up covers s
+	}
+	if err != nil {
+		return fmt.Errorf("tiering: %s/%d: %w", p.topic, p.partition, err)
+	}
+	skip := func(why error) error {
+		d.opts.Logger.Warn("a checkpoint at the end of the committed segments is not recorded; the next upload builds the tree over them",
+			"topic", p.topic, "partition", p.partition, "tree_size", s.NextOffset, "err", why)
+		return nil
+	}
+	v, err := audit.NewVerifier(d.opts.Signer.Public)
+	if err != nil {
+		return err
+	}
+	cp, err := audit.Open(signed, audit.Origin(d.store.ClusterID, p.topic, p.partition), v)
+	if err != nil {
+		return skip(err)
+	}
+	if cp.Size != uint64(s.NextOffset) {
+		return skip(fmt.Errorf("it names tree size %d", cp.Size))
+	}
+	root, err := audit.RootAt(ctx, d.tileBucket(p), prefix, cp.Size)
+	if errors.Is(err, cold.ErrNotFound) {
+		return skip(err)
+	} else if err != nil {
+		return fmt.Errorf("tiering: %s/%d: tree at size %d: %w", p.topic, p.partition, cp.Size, err)
+	}
+	if !bytes.Equal(root, cp.Hash) {
+		return skip(fmt.Errorf("the tiles give root %x, the checkpoint %x", root, cp.Hash))
+	}
+	s.TreeSize, s.TreeRoot = int64(cp.Size), hex.EncodeToString(root)
+	err = p.commit(func(m *Manifest) {
+		m.replace(s)
+		if s.TreeSize > m.TreeSize {
+			m.TreeSize, m.TreeRoot = s.TreeSize, s.TreeRoot
+		}
+	})
+	if err != nil {
+		return err
+	}
+	d.opts.Logger.Info("recorded the signed Merkle tree of a segment adopted after a restart", "topic", p.topic, "partition", p.partition,
+		"key", s.Key, "tree_size", s.TreeSize)
 	return nil
 }
 

@@ -347,3 +347,55 @@ func TestTreeContinuesAfterRetentionDeletesEverySegment(t *testing.T) {
 		t.Fatalf("the tree after retention does not extend the one signed before: %v", err)
 	}
 }
+
+// A node that lost its disk after a segment's checkpoint and before its
+// commit restores the segment from the bucket without a tree size; remote
+// retention deleting it before the next upload must not make its leaves
+// absent in the next tree: retention records the checkpoint this node
+// signed first, and the next tree extends it.
+func TestTreeRestoredSegmentRetainedBeforeNextUpload(t *testing.T) {
+	ctx := context.Background()
+	bucket := newFileBucket(t)
+	keyPath := filepath.Join(t.TempDir(), "signing.key")
+	e := newEnv(t, bucket, t.TempDir())
+	e.signWith(keyPath)
+	p := e.open("audit", 0, true)
+	produce(t, p, 100)
+	e.settle(p)
+	produce(t, p, 50)
+	p.Log().Roll()
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(e.daemon.pending(p)) > 0 }, "a segment sealed")
+	n := crashAfterCheckpoint(t, e, p)
+	p.Close()
+	e.daemon.Remove(p)
+
+	e2 := restoreEnv(t, bucket, t.TempDir()) // the disk is lost
+	e2.signWith(keyPath)
+	p2 := e2.open("audit", 0, true)
+	defer p2.Close()
+	m := p2.Manifest()
+	if c := m.committed(); len(c) == 0 || c[len(c)-1].NextOffset != n {
+		t.Fatalf("the restore did not adopt the segment ending at %d: %+v", n, m.Segments)
+	}
+	if size, _ := m.treeSize(); size >= n {
+		t.Fatalf("the restore recorded tree size %d; this test wants it below %d", size, n)
+	}
+	setRetention(p2, Retention{Age: time.Millisecond, Bytes: -1})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		e2.daemon.pass(ctx)
+		return len(p2.Manifest().Segments) == 0
+	}, "retention did not delete the segments")
+	if size, _ := p2.Manifest().treeSize(); size != n {
+		t.Fatalf("after retention the manifest's tree size is %d, the checkpoint signed before the crash %d", size, n)
+	}
+	setRetention(p2, Retention{Bytes: -1})
+	produce(t, p2, 50)
+	e2.settle(p2)
+	pr, err := p2.Prover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pr.Consistency(ctx, uint64(n), 0); err != nil {
+		t.Fatalf("the tree at %d does not extend the checkpoint signed at %d: %v", pr.TreeSize(), n, err)
+	}
+}
