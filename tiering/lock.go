@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 )
 
@@ -167,7 +168,9 @@ func (d *Daemon) deleteSegment(ctx context.Context, p *Partition, s RemoteSegmen
 
 // applyLegalHold brings the partition's objects to the topic's legal hold
 // when it changed: every segment's recorded version and every object under
-// the partition's tlog/ prefix (its current version), then records the
+// the partition's tlog/ prefix but the latest checkpoint (its current
+// version: a retried or repeated write of a tile leaves an older identical
+// version as it was, see README's WORM section), then records the
 // hold in the manifest. It runs under tierMu, so no upload races it, and a
 // failure leaves the manifest as it was: the next pass does it again.
 func (d *Daemon) applyLegalHold(ctx context.Context, p *Partition) error {
@@ -199,7 +202,11 @@ func (d *Daemon) applyLegalHold(ctx context.Context, p *Partition) error {
 		n++
 	}
 	tlog := PartitionPrefix(p.topic, p.partition) + "tlog/"
+	latest := audit.LatestCheckpointKey(PartitionPrefix(p.topic, p.partition))
 	err := d.store.Bucket.Iter(ctx, tlog, func(key string) error {
+		if key == latest {
+			return nil // never locked: see lockedUploads.Upload
+		}
 		n++
 		return set(key, "")
 	})
@@ -271,8 +278,9 @@ func (b ownedBucket) DeleteVersion(ctx context.Context, key, versionID string) e
 }
 
 // partitionBucket is the store's bucket with p's Object Lock on its
-// uploads, for the partition's tlog/ objects (tiles and checkpoints): the
-// audit package writes through it. The lock is read at each upload, so a
+// uploads, for the partition's tlog/ objects (tiles and numbered
+// checkpoints; not the latest checkpoint): the audit package writes
+// through it. The lock is read at each upload, so a
 // tree opened before a config change follows the change.
 func (d *Daemon) partitionBucket(p *Partition) cold.Bucket {
 	return lockedUploads{Bucket: d.store.Bucket, d: d, p: p}
@@ -291,5 +299,13 @@ type lockedUploads struct {
 }
 
 func (b lockedUploads) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	if key == audit.LatestCheckpointKey(PartitionPrefix(b.p.topic, b.p.partition)) {
+		// tlog/checkpoint is a mutable pointer, rewritten at every
+		// segment like the manifest: locked, every version of it would be
+		// kept for the lock's days, and those written under a legal hold
+		// would stay held after it is lifted (applyLegalHold releases
+		// current versions). The numbered copy it points to is locked.
+		return b.Bucket.Upload(ctx, key, r, size)
+	}
 	return b.d.uploadTo(ctx, b.Bucket, b.p, key, r, size)
 }
