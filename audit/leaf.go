@@ -3,6 +3,7 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -23,10 +24,43 @@ const HashSize = sha256.Size
 // flagControl marks a control record (a transaction marker).
 const flagControl = 0x01
 
-// Header is one record header.
+// Header is one record header. In JSON both its key and value are base64:
+// Kafka header keys are bytes (non-Java producers send any), and a JSON
+// string would turn invalid UTF-8 into U+FFFD - a record that no longer
+// encodes its leaf.
 type Header struct {
 	Key   string `json:"key"`
 	Value []byte `json:"value"` // nil: a null value
+}
+
+// headerJSON is Header's JSON form.
+type headerJSON struct {
+	Key   []byte `json:"key"`
+	Value []byte `json:"value"`
+}
+
+// MarshalJSON writes the key as base64, like the value.
+func (h Header) MarshalJSON() ([]byte, error) {
+	return json.Marshal(headerJSON{Key: []byte(h.Key), Value: h.Value})
+}
+
+// UnmarshalJSON reads the key from base64; a header key is never null.
+func (h *Header) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Key json.RawMessage `json:"key"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	if len(raw.Key) == 0 || string(raw.Key) == "null" {
+		return errors.New("audit: a record header without a key")
+	}
+	var j headerJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	h.Key, h.Value = string(j.Key), j.Value
+	return nil
 }
 
 // Record is one record as the leaf encodes it and as a proof file carries

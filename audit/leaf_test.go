@@ -180,12 +180,12 @@ func TestLeavesGaps(t *testing.T) {
 
 // The proof file's record JSON: base64 bytes, null for null.
 func TestRecordJSON(t *testing.T) {
-	r := audit.Record{Offset: 1, Timestamp: 2, Key: nil, Value: []byte("hi"), Headers: []audit.Header{{Key: "a", Value: nil}}}
+	r := audit.Record{Offset: 1, Timestamp: 2, Key: nil, Value: []byte("hi"), Headers: []audit.Header{{Key: "a", Value: nil}, {Key: "\xff", Value: []byte{}}}}
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"offset":1,"timestamp":2,"key":null,"value":"aGk=","headers":[{"key":"a","value":null}],"control":false}`
+	want := `{"offset":1,"timestamp":2,"key":null,"value":"aGk=","headers":[{"key":"YQ==","value":null},{"key":"/w==","value":""}],"control":false}`
 	if string(b) != want {
 		t.Fatalf("json %s\nwant %s", b, want)
 	}
@@ -195,5 +195,15 @@ func TestRecordJSON(t *testing.T) {
 	}
 	if !bytes.Equal(audit.EncodeLeaf(nil, back), audit.EncodeLeaf(nil, r)) {
 		t.Fatal("the record read back encodes another leaf")
+	}
+}
+
+// A header key is base64 bytes in JSON, never null.
+func TestHeaderJSONRejects(t *testing.T) {
+	for _, in := range []string{`{"value":null}`, `{"key":null,"value":null}`, `{"key":"a!","value":null}`} {
+		var h audit.Header
+		if err := json.Unmarshal([]byte(in), &h); err == nil {
+			t.Errorf("%s read as %+v", in, h)
+		}
 	}
 }

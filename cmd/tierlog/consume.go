@@ -56,7 +56,8 @@ Formats:
   json  one object per line: {"partition","offset","timestamp" (RFC 3339,
         UTC, milliseconds),"key","value","headers":[{"key","value"}]};
         a null key or value is null, valid UTF-8 is a string, anything else
-        appears base64-encoded as "key_base64" / "value_base64" instead.`,
+        (header keys included) appears base64-encoded as "key_base64" /
+        "value_base64" instead.`,
 		Args: exactArgs("TOPIC"),
 	}
 	cf := addClientFlags(cmd)

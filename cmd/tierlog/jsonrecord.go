@@ -32,8 +32,9 @@ func appendJSONRecord(b []byte, partition int32, r *tierlogv1.Record) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"key":`...)
-		b = appendJSONString(b, h.GetKey())
+		// Header keys are bytes in Kafka too: "key_base64" if not UTF-8.
+		b = append(b, '{')
+		b = appendBytesField(b, "key", []byte(h.GetKey()))
 		b = append(b, ',')
 		b = appendBytesField(b, "value", h.Value)
 		b = append(b, '}')

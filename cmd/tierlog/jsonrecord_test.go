@@ -16,11 +16,12 @@ func TestAppendJSONRecord(t *testing.T) {
 			{Key: "bin", Value: []byte{0xff, 0x00}},
 			{Key: "null"},
 			{Key: "empty", Value: []byte{}},
+			{Key: "\xfe", Value: []byte("x")},
 		},
 	}
 	got := string(appendJSONRecord(nil, 3, r))
 	want := `{"partition":3,"offset":7,"timestamp":"2023-11-14T22:13:20.123Z","key":null,"value":"a \"q\" \\ <b>&\n\t\u0001 ✓",` +
-		`"headers":[{"key":"bin","value_base64":"/wA="},{"key":"null","value":null},{"key":"empty","value":""}]}` + "\n"
+		`"headers":[{"key":"bin","value_base64":"/wA="},{"key":"null","value":null},{"key":"empty","value":""},{"key_base64":"/g==","value":"x"}]}` + "\n"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

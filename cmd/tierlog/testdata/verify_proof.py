@@ -54,7 +54,7 @@ def encode_leaf(rec):
     headers = rec.get("headers") or []
     out += be(len(headers), 4)
     for h in headers:
-        k = h["key"].encode("utf-8")
+        k = base64.b64decode(h["key"], validate=True)  # bytes, like the value
         out += be(len(k), 4) + k
         out += nullable(b64_or_none(h["value"]))
     return out
