@@ -471,7 +471,7 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	if err != nil {
 		return err
 	}
-	if err := d.verify(ctx, entry.Key, obj); err != nil {
+	if err := d.verify(ctx, entry.Key, attrs.VersionID, obj); err != nil {
 		return err
 	}
 	if p.testHookUploaded != nil {
@@ -544,8 +544,9 @@ func (d *Daemon) putObject(ctx context.Context, p *Partition, key string, obj *o
 }
 
 // verify checks the stored object before the manifest may name it: its size
-// and its footer, read back from the bucket, must be what was built.
-func (d *Daemon) verify(ctx context.Context, key string, obj *object) error {
+// and its footer, read back from the bucket (the version the upload made,
+// which the manifest records), must be what was built.
+func (d *Daemon) verify(ctx context.Context, key, version string, obj *object) error {
 	return retryWith(ctx, d.opts.Backoff, func(error) { d.m.retries.WithLabelValues("verify").Inc() }, func() error {
 		a, err := d.store.Bucket.Attributes(ctx, key)
 		if err != nil {
@@ -554,7 +555,7 @@ func (d *Daemon) verify(ctx context.Context, key string, obj *object) error {
 		if a.Size != obj.size {
 			return fmt.Errorf("verify %s: stored %d bytes, uploaded %d", key, a.Size, obj.size)
 		}
-		return obj.verifyFooter(ctx, d.store.Bucket, key)
+		return obj.verifyFooter(ctx, d.store.Bucket, cold.SegmentRef{Key: key, Size: obj.size, VersionID: version})
 	})
 }
 

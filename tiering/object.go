@@ -126,8 +126,9 @@ func skipTo(src *os.File, from int64) (int64, error) {
 
 // verifyFooter reads the stored object's footer back from the bucket and
 // checks it describes what was built.
-func (o *object) verifyFooter(ctx context.Context, b cold.Bucket, key string) error {
-	f, err := cold.ReadFooter(ctx, b, key, o.size)
+func (o *object) verifyFooter(ctx context.Context, b cold.Bucket, ref cold.SegmentRef) error {
+	key := ref.Key
+	f, err := cold.ReadSegmentFooter(ctx, b, ref)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", key, err)
 	}
