@@ -12,7 +12,7 @@ import (
 // Decoders are pooled (their tables are large) and run with concurrency 1,
 // so DecodeAll starts no goroutines and a pooled decoder can simply be
 // dropped. The memory cap is a backstop: DecodeChunk has already checked
-// that the frame declares exactly the chunk's raw size.
+// that the frame declares exactly the chunk's raw size, if it declares one.
 var decoderPool = sync.Pool{New: func() any {
 	d, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(1),
@@ -55,8 +55,12 @@ func DecodeChunk(stored []byte, c ChunkInfo) ([]byte, error) {
 	if err := h.Decode(stored); err != nil {
 		return fail(err, "zstd frame header")
 	}
-	if !h.HasFCS || h.FrameContentSize != uint64(c.RawSize) {
-		return fail(nil, "zstd frame declares %d bytes (size present: %v), the chunk table says %d", h.FrameContentSize, h.HasFCS, c.RawSize)
+	// The frame content size is optional (RFC 8878), and klauspost/compress
+	// leaves it out below 256 bytes: a tiny segment's chunk has none. Then
+	// the decoder's memory cap bounds the output and the raw size and CRC
+	// are checked after.
+	if h.HasFCS && h.FrameContentSize != uint64(c.RawSize) {
+		return fail(nil, "zstd frame declares %d bytes, the chunk table says %d", h.FrameContentSize, c.RawSize)
 	}
 	d, _ := decoderPool.Get().(*zstd.Decoder)
 	if d == nil {
