@@ -253,13 +253,20 @@ func runCLI(t testing.TB, env []string, stdin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(binary(t), args...)
 	cmd.Env = cleanEnv(env...)
+	return runCmd(t, cmd, stdin)
+}
+
+// runCmd runs cmd, a tierlog command line, with the given stdin and waits
+// for it.
+func runCmd(t testing.TB, cmd *exec.Cmd, stdin string) result {
+	t.Helper()
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("run tierlog %v: %v", args, err)
+		t.Fatalf("run tierlog %v: %v", cmd.Args[1:], err)
 	}
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
 }

@@ -230,12 +230,36 @@ func (tp *tamper) segmentLog(key string) []byte {
 }
 
 // rewriteSegment rewrites segment s as an administrator who knows the
-// formats could: edit changes the records of each batch (nil drops the
-// batch), every batch changed is framed again with a valid CRC-32C, the
-// object is written again by the cold package's segment writer (chunk
-// checksums, footer) under the same key, and every manifest copy gets the
-// new size, SHA-256 and offsets. Only the Merkle tree can tell.
+// formats could: the object alteredSegment makes is written under the
+// same key, and every manifest copy gets the new size, SHA-256 and
+// offsets. Only the Merkle tree can tell.
 func (tp *tamper) rewriteSegment(s tiering.RemoteSegment, edit func(recs []batch.Record) []batch.Record) {
+	tp.t.Helper()
+	obj, f := tp.alteredSegment(s, edit)
+	tp.put(s.Key, obj)
+	tp.recordSegment(s, f)
+}
+
+// recordSegment gives segment s's entry in every manifest copy the size,
+// SHA-256 and offsets of the object whose footer is f.
+func (tp *tamper) recordSegment(s tiering.RemoteSegment, f *cold.Footer) {
+	tp.t.Helper()
+	tp.editManifests(func(m *tiering.Manifest) {
+		for i := range m.Segments {
+			if e := &m.Segments[i]; e.Key == s.Key {
+				e.Size, e.RawSize, e.Chunks, e.SHA256 = f.ObjectSize, f.RawSize, len(f.Chunks), hex.EncodeToString(f.SHA256[:])
+				e.NextOffset = f.NextOffset
+			}
+		}
+	})
+}
+
+// alteredSegment is segment s's object as an administrator who knows the
+// formats could make it: edit changes the records of each batch (nil
+// drops the batch), every batch changed is framed again with a valid
+// CRC-32C, and the object is written again by the cold package's segment
+// writer (chunk checksums, footer). It returns the object and its footer.
+func (tp *tamper) alteredSegment(s tiering.RemoteSegment, edit func(recs []batch.Record) []batch.Record) ([]byte, *cold.Footer) {
 	tp.t.Helper()
 	log := tp.segmentLog(s.Key)
 	var out []byte
@@ -274,15 +298,7 @@ func (tp *tamper) rewriteSegment(s tiering.RemoteSegment, edit func(recs []batch
 	if err != nil {
 		tp.t.Fatal(err)
 	}
-	tp.put(s.Key, obj.Bytes())
-	tp.editManifests(func(m *tiering.Manifest) {
-		for i := range m.Segments {
-			if e := &m.Segments[i]; e.Key == s.Key {
-				e.Size, e.RawSize, e.Chunks, e.SHA256 = f.ObjectSize, f.RawSize, len(f.Chunks), hex.EncodeToString(f.SHA256[:])
-				e.NextOffset = f.NextOffset
-			}
-		}
-	})
+	return obj.Bytes(), f
 }
 
 // checkpointSizes are the tree sizes of the kept checkpoints.
