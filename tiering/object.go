@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
@@ -93,7 +94,36 @@ func (d *Daemon) buildObject(s hot.SegmentInfo, id string) (*object, error) {
 		return nil, fmt.Errorf("build remote segment of %s: it holds offsets %d..%d, the log said %d..%d",
 			s.Path, f.BaseOffset, f.NextOffset, s.BaseOffset, s.NextOffset)
 	}
+	if err := decodeBuilt(path, f); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("build remote segment of %s: the object does not read back: %w", s.Path, err)
+	}
 	return &object{path: path, size: f.ObjectSize, raw: s.Size - skipped, sha256: hex.EncodeToString(f.SHA256[:]), footer: f}, nil
+}
+
+// decodeBuilt decodes every chunk of a built object as the cold reader
+// will (checksums, codec, sizes), before it is uploaded: the local copy is
+// deleted once the bucket holds the object, and upload's read-back checks
+// only the footer, so an object the reader refuses would make its records
+// unreadable for good. Local CPU only, no requests; a tiny segment's zstd
+// frame without a content size was such a case.
+func decodeBuilt(path string, f *cold.Footer) error {
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	var stored []byte
+	for _, c := range f.Chunks {
+		stored = slices.Grow(stored[:0], int(c.StoredSize))[:c.StoredSize]
+		if _, err := src.ReadAt(stored, c.StoredPos); err != nil {
+			return fmt.Errorf("chunk %d: %w", c.Index, err)
+		}
+		if _, err := cold.DecodeChunk(stored, c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // skipTo positions src at the batch that starts at offset from, returning

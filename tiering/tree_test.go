@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -397,5 +398,40 @@ func TestTreeRestoredSegmentRetainedBeforeNextUpload(t *testing.T) {
 	}
 	if _, err := pr.Consistency(ctx, uint64(n), 0); err != nil {
 		t.Fatalf("the tree at %d does not extend the checkpoint signed at %d: %v", pr.TreeSize(), n, err)
+	}
+}
+
+// A built object is decoded before it is uploaded: one whose chunks the
+// cold reader would refuse is never uploaded (its local copy would later
+// be deleted, its records unreadable).
+func TestBuiltObjectDecodedBeforeUpload(t *testing.T) {
+	e := newEnv(t, newFileBucket(t), t.TempDir())
+	p := e.open("t", 0, false)
+	defer p.Close()
+	produce(t, p, 50)
+	if err := p.Log().Roll(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(p.Log().SealedSegments()) > 0 }, "a sealed segment")
+	segs := p.Log().SealedSegments()
+	o, err := e.daemon.buildObject(segs[0], newID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(o.path)
+	if err := decodeBuilt(o.path, o.footer); err != nil {
+		t.Fatalf("an untouched object: %v", err)
+	}
+	raw, err := os.ReadFile(o.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.footer.Chunks[len(o.footer.Chunks)-1]
+	raw[c.StoredPos+c.StoredSize/2] ^= 0xff
+	if err := os.WriteFile(o.path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeBuilt(o.path, o.footer); !errors.Is(err, cold.ErrCorruptObject) {
+		t.Fatalf("an object with a changed chunk byte: %v, want ErrCorruptObject", err)
 	}
 }
