@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/tiering"
+)
+
+// TestReview10b_TrustedCheckpointIgnoredAfterMarkerRewrite: the auditor
+// kept the newest checkpoint outside the bucket and passes it with
+// --checkpoint - the documented defence against a rollback that also
+// deleted the bucket's newer checkpoints. The administrator rolls back
+// the two newest segments, deletes every checkpoint, strips the
+// manifest's tree sizes - and rewrites the cluster marker's cluster_id,
+// an unsigned object in the bucket. The verifier builds the origin from
+// that id, finds the trusted checkpoint's origin different and skips it
+// silently: verify exits 0, "every record, tile and checkpoint agrees",
+// though the auditor's own signed checkpoint says offsets are missing.
+func TestReview10b_TrustedCheckpointIgnoredAfterMarkerRewrite(t *testing.T) {
+	t.Parallel()
+	bucket := filepath.Join(t.TempDir(), "bucket")
+	a := writeAuditArchive(t, nil, "file://"+bucket, 3000, false)
+	tp := a.tamper(t)
+	kept := filepath.Join(t.TempDir(), "checkpoint")
+	if err := os.WriteFile(kept, tp.get(audit.LatestCheckpointKey(tp.prefix)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantClean(t, a.verify(t, "--checkpoint", kept))
+
+	// Roll back: the two newest segments go.
+	segs := tp.segments()
+	last := segs[len(segs)-3]
+	for _, s := range segs[len(segs)-2:] {
+		tp.del(s.Key)
+	}
+	tp.editManifests(func(m *tiering.Manifest) {
+		var out []tiering.RemoteSegment
+		for _, s := range m.Segments {
+			if s.BaseOffset < last.NextOffset {
+				s.TreeSize, s.TreeRoot = 0, ""
+				out = append(out, s)
+			}
+		}
+		m.Segments = out
+		m.TreeSize, m.TreeRoot = 0, ""
+	})
+	for _, size := range tp.checkpointSizes() {
+		tp.del(audit.CheckpointKey(tp.prefix, size))
+	}
+	tp.del(audit.LatestCheckpointKey(tp.prefix))
+	// Control: with the marker untouched, the kept checkpoint finds it.
+	wantFinding(t, a.verify(t, "--checkpoint", kept), last.NextOffset, last.Key, "rolled back")
+
+	// The cluster marker is an unsigned JSON object: give it another id.
+	var marker map[string]any
+	if err := json.Unmarshal(tp.get("cluster.json"), &marker); err != nil {
+		t.Fatal(err)
+	}
+	marker["cluster_id"] = "not-the-cluster-the-auditor-trusts"
+	raw, _ := json.Marshal(marker)
+	tp.put("cluster.json", raw)
+
+	r := a.verify(t, "--checkpoint", kept)
+	t.Logf("verify --checkpoint after the marker rewrite: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	if r.code == 0 {
+		t.Fatalf("verify --checkpoint %s exits 0 on an archive rolled back from %d to %d records: the trusted checkpoint was skipped because the bucket's cluster marker no longer names its cluster", kept, a.records, last.NextOffset)
+	}
+}
