@@ -70,3 +70,25 @@ func TestReview10b_TrustedCheckpointIgnoredAfterMarkerRewrite(t *testing.T) {
 		t.Fatalf("verify --checkpoint %s exits 0 on an archive rolled back from %d to %d records: the trusted checkpoint was skipped because the bucket's cluster marker no longer names its cluster", kept, a.records, last.NextOffset)
 	}
 }
+
+// TestReview10b_TruncatedTileExit2: one full tile truncated by the
+// administrator. The recomputation notices (the tile differs), but the
+// consistency proofs between checkpoints read the same tile with
+// audit.ReadTile, whose "holds N bytes, want M" error is not
+// cold.ErrNotFound: checkConsistency returns it as a read failure, Verify
+// drops every finding, and verify exits 2, "nothing concluded" - the
+// code for a bucket it could not read - instead of 1 with the offset and
+// the tile. A script that treats 2 as "try again later" never raises the
+// alarm.
+func TestReview10b_TruncatedTileExit2(t *testing.T) {
+	t.Parallel()
+	bucket := filepath.Join(t.TempDir(), "bucket")
+	a := writeAuditArchive(t, nil, "file://"+bucket, 3000, false)
+	wantClean(t, a.verify(t))
+	tp := a.tamper(t)
+	key := audit.TileKey(tp.prefix, 0, 1, audit.TileWidth)
+	tp.put(key, tp.get(key)[:100])
+	r := a.verify(t)
+	t.Logf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	wantFinding(t, r, audit.TileWidth+3, key, "tile")
+}
