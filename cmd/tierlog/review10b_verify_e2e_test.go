@@ -92,3 +92,76 @@ func TestReview10b_TruncatedTileExit2(t *testing.T) {
 	t.Logf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	wantFinding(t, r, audit.TileWidth+3, key, "tile")
 }
+
+// TestReview10b_UnsignedTopicRecordHidesPartition: `tierlog verify
+// --bucket URL --public-key KEY` (every topic) takes the list of topics
+// and their partition counts from topics/<name>.json - unsigned objects
+// the administrator can rewrite like any other. With a segment of audit/0
+// deleted (a finding on its own), deleting audit's topic record, marking
+// it a tombstone, or setting its partition count to 0 makes verify skip
+// audit/0 without a word: it verifies "short" alone, exits 0 and prints
+// "every record, tile and checkpoint agrees", though audit/0's signed
+// checkpoints and tiles are all still in the bucket.
+func TestReview10b_UnsignedTopicRecordHidesPartition(t *testing.T) {
+	t.Parallel()
+	bucket := filepath.Join(t.TempDir(), "bucket")
+	orig := writeAuditArchive(t, nil, "file://"+bucket, 3000, true)
+	wantClean(t, orig.verify(t))
+	for _, c := range []struct {
+		name string
+		edit func(tp *tamper)
+	}{
+		{"topic record deleted", func(tp *tamper) { tp.del("topics/audit.json") }},
+		{"topic record a tombstone", func(tp *tamper) { tp.editTopic(func(m map[string]any) { m["deleting"] = true }) }},
+		{"topic record with 0 partitions", func(tp *tamper) { tp.editTopic(func(m map[string]any) { m["partitions"] = 0 }) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := orig.copyTo(t)
+			tp := a.tamper(t)
+			s := tp.segments()[1]
+			tp.del(s.Key)
+			wantFinding(t, a.verify(t), s.BaseOffset, s.Key, "missing") // control
+			c.edit(tp)
+			r := a.verify(t)
+			t.Logf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			wantFinding(t, r, s.BaseOffset, s.Key, "missing")
+		})
+	}
+}
+
+func (tp *tamper) editTopic(edit func(m map[string]any)) {
+	tp.t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(tp.get("topics/audit.json"), &m); err != nil {
+		tp.t.Fatal(err)
+	}
+	edit(m)
+	raw, _ := json.Marshal(m)
+	tp.put("topics/audit.json", raw)
+}
+
+// TestReview10b_TamperedManifestExit2: the administrator lists a
+// committed segment twice in the manifest (or swaps two entries). The
+// manifest no longer validates ("manifest segments overlap"), and verify
+// reports that as a bucket it could not read: exit 2, "nothing
+// concluded", no offset, no object - not exit 1 with the first
+// disagreement, as a tampered archive must give.
+func TestReview10b_TamperedManifestExit2(t *testing.T) {
+	t.Parallel()
+	bucket := filepath.Join(t.TempDir(), "bucket")
+	a := writeAuditArchive(t, nil, "file://"+bucket, 3000, false)
+	wantClean(t, a.verify(t))
+	tp := a.tamper(t)
+	segs := tp.segments()
+	tp.editManifests(func(m *tiering.Manifest) {
+		for i := 1; i+1 < len(m.Segments); i++ {
+			if m.Segments[i].Key == segs[1].Key {
+				m.Segments[i], m.Segments[i+1] = m.Segments[i+1], m.Segments[i]
+				return
+			}
+		}
+	})
+	r := a.verify(t)
+	t.Logf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	wantFinding(t, r, segs[1].BaseOffset, mustNewest(tp))
+}
