@@ -35,7 +35,7 @@ func review10bProofs(t *testing.T, n int, offsets ...int64) ([]map[string]json.R
 	l := audit.NewLeaves(0)
 	var recs []audit.Record
 	for o := int64(0); o < int64(n); o++ {
-		r := audit.Record{Offset: o, Timestamp: 1700000000000 + o, Value: []byte(fmt.Sprintf("value %d", o)), Headers: []audit.Header{}}
+		r := audit.Record{Offset: o, Timestamp: 1700000000000 + o, Value: []byte(fmt.Sprintf("value %d", o)), Headers: []audit.Header{{Key: "h", Value: []byte("v")}}}
 		recs = append(recs, r)
 		if err := l.Add(o, audit.LeafHash(audit.EncodeLeaf(nil, r))); err != nil {
 			t.Fatal(err)
@@ -100,5 +100,38 @@ func TestReview10b_ProofFileCaseVariantFields(t *testing.T) {
 	t.Logf("tierlog verify-proof: exit %d: %s %s", r.code, strings.TrimSpace(r.stdout), strings.TrimSpace(r.stderr))
 	if r.code == 0 {
 		t.Fatalf("tierlog verify-proof accepted a proof file whose \"offset\"/\"record\" (offset 1, as Python and jq read it) is not what it verified (%s)", strings.TrimSpace(r.stdout))
+	}
+}
+
+// TestReview10b_ProofFileHeaderUnknownField: format.md says of proof
+// files "Unknown fields are refused" (ParseProofFile sets
+// DisallowUnknownFields: "a field this version does not check must not
+// pass as checked"). audit.Header has its own UnmarshalJSON, which
+// decodes with plain json.Unmarshal: inside a record header any field
+// passes - here an "approved_by" the verifier never checked - and
+// tierlog verify-proof says valid.
+func TestReview10b_ProofFileHeaderUnknownField(t *testing.T) {
+	t.Parallel()
+	ps, pub := review10bProofs(t, 5, 3)
+	var rec map[string]any
+	if err := json.Unmarshal(ps[0]["record"], &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["headers"].([]any)[0].(map[string]any)["approved_by"] = "the auditor"
+	raw, _ := json.Marshal(rec)
+	ps[0]["record"] = raw
+	// An unknown field at the top level is refused (the control).
+	top, _ := json.Marshal(map[string]any{"format": json.RawMessage(ps[0]["format"]), "approved_by": "x"})
+	if _, err := audit.ParseProofFile(top); err == nil {
+		t.Fatal("an unknown top-level field is accepted")
+	}
+	out, _ := json.Marshal(ps[0])
+	file := filepath.Join(t.TempDir(), "proof.json")
+	if err := os.WriteFile(file, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, nil, "", "verify-proof", file, "--public-key", pub)
+	if r.code == 0 {
+		t.Fatalf("verify-proof accepted a proof file with an unknown field in a record header: %s", strings.TrimSpace(r.stdout))
 	}
 }
