@@ -178,9 +178,13 @@ func ParseProofFile(data []byte) (ProofFile, error) {
 	default:
 		return nil, fmt.Errorf("audit: proof file of format %q, want %q or %q", head.Format, InclusionFormat, ConsistencyFormat)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields() // a field this version does not check must not pass as checked
-	if err := dec.Decode(f); err != nil {
+	// Exactly the documented names, each once (checkShape): a field this
+	// version does not check must not pass as checked, nor one the decoder
+	// would match to another name.
+	if err := checkShape(data, proofShapes[head.Format]); err != nil {
+		return nil, fmt.Errorf("audit: %s file: %w", head.Format, err)
+	}
+	if err := json.Unmarshal(data, f); err != nil {
 		return nil, fmt.Errorf("audit: %s file: %w", head.Format, err)
 	}
 	return f, nil

@@ -246,3 +246,53 @@ func TestLoadPublicKeys(t *testing.T) {
 		}
 	}
 }
+
+// A proof file's objects (top level, record, headers) must have exactly
+// the documented field names, case-sensitive, each once, and nothing may
+// follow the object: encoding/json alone would match "OFFSET" to offset,
+// keep the last of two, and ignore a field inside a header.
+func TestProofFileStrictFields(t *testing.T) {
+	pl := newProofLog(t, 100)
+	good, err := json.Marshal(audit.NewInclusionFile("topic", 0, pl.records[1], 100, nil, pl.signed[100]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.ParseProofFile(good); err != nil {
+		t.Fatalf("the file as prove writes it: %v", err)
+	}
+	s := string(good)
+	for _, c := range []struct{ name, file, want string }{
+		{"a case variant at the top", strings.Replace(s, `"offset":1,`, `"offset":1,"OFFSET":2,`, 1), `"OFFSET" (field names are case-sensitive: the field is "offset")`},
+		{"a duplicate at the top", strings.Replace(s, `"offset":1,`, `"offset":1,"offset":2,`, 1), `field "offset" given twice`},
+		{"a case variant in the record", strings.Replace(s, `"control":`, `"Control":`, 1), `"Control"`},
+		{"a duplicate in the record", strings.Replace(s, `"timestamp":`, `"timestamp":1,"timestamp":`, 1), `"timestamp" given twice`},
+		{"an unknown field in a header", strings.Replace(s, `{"key":"aA=="`, `{"approved_by":"x","key":"aA=="`, 1), `unknown field "approved_by"`},
+		{"a header field twice", strings.Replace(s, `{"key":"aA=="`, `{"key":"Zw==","key":"aA=="`, 1), `"key" given twice`},
+		{"an unknown field in the record", strings.Replace(s, `"control":false`, `"control":false,"x":0`, 1), `unknown field "x"`},
+		{"the record missing control", strings.Replace(s, `,"control":false`, ``, 1), `missing field control`},
+		{"inclusion_proof not an array", strings.Replace(s, `"inclusion_proof":[]`, `"inclusion_proof":{}`, 1), `want an array`},
+		{"a record that is not an object", strings.Replace(s, `"record":{`, `"record":[],"x":{`, 1), `want an object`},
+		{"a null header list", strings.Replace(s, `"headers":[{"key":"aA==","value":null},{"key":"Zw==","value":"eA=="}]`, `"headers":null`, 1), `"headers": want an array`},
+		{"a null header key", strings.Replace(s, `{"key":"aA=="`, `{"key":null`, 1), `"key": null`},
+		{"a second object after it", s + `{}`, `after top-level value`},
+	} {
+		if c.file == s {
+			t.Fatalf("%s: the edit did not apply to %s", c.name, s)
+		}
+		_, err := audit.ParseProofFile([]byte(c.file))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %s", c.name, err, c.want)
+		}
+	}
+	cons, err := json.Marshal(audit.NewConsistencyFile("topic", 0, pl.signed[100], pl.signed[100], nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.ParseProofFile(cons); err != nil {
+		t.Fatalf("a consistency file as prove-consistency writes it: %v", err)
+	}
+	dup := strings.Replace(string(cons), `"topic":"topic"`, `"topic":"topic","Topic":"other"`, 1)
+	if _, err := audit.ParseProofFile([]byte(dup)); err == nil || !strings.Contains(err.Error(), `"Topic"`) {
+		t.Errorf("a consistency file with \"Topic\" beside \"topic\": %v", err)
+	}
+}

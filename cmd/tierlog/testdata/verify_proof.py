@@ -40,6 +40,78 @@ def nullable(b):
     return be(len(b), 4, signed=True) + b
 
 
+TOP_FIELDS = {"format", "topic", "partition", "offset", "record", "leaf", "tree_size", "inclusion_proof", "checkpoint"}
+RECORD_FIELDS = {"offset", "timestamp", "key", "value", "headers", "control"}
+HEADER_FIELDS = {"key", "value"}
+
+
+def no_duplicates(pairs):
+    """object_pairs_hook: a field named twice is refused (json keeps the last)."""
+    obj = {}
+    for k, v in pairs:
+        if k in obj:
+            raise Invalid("field %r given twice" % k)
+        obj[k] = v
+    return obj
+
+
+def refuse_constant(name):
+    raise Invalid("%s is not JSON" % name)
+
+
+def exact(obj, fields, where):
+    """obj is an object with exactly these field names (case-sensitive)."""
+    if not isinstance(obj, dict):
+        raise Invalid("%s: want an object" % where)
+    if set(obj) != fields:
+        raise Invalid("%s: fields %s, want exactly %s" % (where, sorted(obj), sorted(fields)))
+
+
+def integer(v, where, lo, hi):
+    """An integer in [lo, hi]: not a bool (a Python int), not a float."""
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise Invalid("%s: %r is not an integer from %d to %d" % (where, v, lo, hi))
+    return v
+
+
+def string(v, where, nullable=False):
+    if not (isinstance(v, str) or nullable and v is None):
+        raise Invalid("%s: %r is not a string%s" % (where, v, " or null" if nullable else ""))
+    return v
+
+
+def check_shape(proof):
+    """The file as format.md documents it, and the types Go's decoder
+    accepts, so both verifiers read the same proof or refuse it."""
+    i64 = (-(1 << 63), (1 << 63) - 1)
+    exact(proof, TOP_FIELDS, "the file")
+    string(proof["format"], "format")
+    string(proof["topic"], "topic")
+    integer(proof["partition"], "partition", -(1 << 31), (1 << 31) - 1)
+    integer(proof["offset"], "offset", 0, i64[1])
+    integer(proof["tree_size"], "tree_size", 0, (1 << 64) - 1)
+    string(proof["leaf"], "leaf")
+    string(proof["checkpoint"], "checkpoint")
+    if not isinstance(proof["inclusion_proof"], list):
+        raise Invalid("inclusion_proof: want an array")
+    for p in proof["inclusion_proof"]:
+        string(p, "inclusion_proof")
+    rec = proof["record"]
+    exact(rec, RECORD_FIELDS, "record")
+    integer(rec["offset"], "record.offset", *i64)
+    integer(rec["timestamp"], "record.timestamp", *i64)
+    string(rec["key"], "record.key", nullable=True)
+    string(rec["value"], "record.value", nullable=True)
+    if not isinstance(rec["control"], bool):
+        raise Invalid("record.control: %r is not true or false" % rec["control"])
+    if not isinstance(rec["headers"], list):
+        raise Invalid("record.headers: want an array")
+    for h in rec["headers"]:
+        exact(h, HEADER_FIELDS, "record header")
+        string(h["key"], "header key")
+        string(h["value"], "header value", nullable=True)
+
+
 def b64_or_none(v):
     return None if v is None else base64.b64decode(v, validate=True)
 
@@ -51,7 +123,7 @@ def encode_leaf(rec):
     out += be(rec["timestamp"], 8, signed=True)
     out += nullable(b64_or_none(rec["key"]))
     out += nullable(b64_or_none(rec["value"]))
-    headers = rec.get("headers") or []
+    headers = rec["headers"]
     out += be(len(headers), 4)
     for h in headers:
         k = base64.b64decode(h["key"], validate=True)  # bytes, like the value
@@ -129,6 +201,7 @@ def open_note(text, vkey):
 
 
 def verify(proof, vkey):
+    check_shape(proof)
     if proof.get("format") != "tierlog-inclusion-proof-v1":
         raise Invalid("format %r" % proof.get("format"))
     rec, offset, size = proof["record"], proof["offset"], proof["tree_size"]
@@ -155,11 +228,11 @@ def main():
     if len(sys.argv) != 3:
         print("usage: verify_proof.py PROOF.json PUBLIC_KEY", file=sys.stderr)
         return 2
-    with open(sys.argv[1]) as f:
-        proof = json.load(f)
     try:
+        with open(sys.argv[1], encoding="utf-8") as f:
+            proof = json.load(f, object_pairs_hook=no_duplicates, parse_constant=refuse_constant)
         verify(proof, sys.argv[2])
-    except (Invalid, KeyError, ValueError, TypeError) as e:
+    except (Invalid, KeyError, ValueError, TypeError, OverflowError) as e:
         print("invalid: %s" % e, file=sys.stderr)
         return 1
     print("valid: offset %d of %s/%d" % (proof["offset"], proof["topic"], proof["partition"]))
