@@ -81,9 +81,21 @@ func ReadTile(ctx context.Context, b cold.Bucket, prefix string, level int, n ui
 		return nil, err
 	}
 	if len(data) != width*HashSize {
-		return nil, fmt.Errorf("audit: tile %s holds %d bytes, want %d (%d hashes)", key, len(data), width*HashSize, width)
+		return nil, &BadTileError{Key: key, Size: len(data), Width: width}
 	}
 	return data, nil
+}
+
+// BadTileError is a stored tile of another size than its key says: the
+// bucket answered, with bytes that are not the tile.
+type BadTileError struct {
+	Key   string
+	Size  int // bytes stored
+	Width int // hashes the key says it holds
+}
+
+func (e *BadTileError) Error() string {
+	return fmt.Sprintf("audit: tile %s holds %d bytes, want %d (%d hashes)", e.Key, e.Size, e.Width*HashSize, e.Width)
 }
 
 // writeTile uploads a tile's hashes.

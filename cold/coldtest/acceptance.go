@@ -405,6 +405,7 @@ func testIter(t *testing.T, b cold.Bucket) {
 			t.Errorf("Iter(\"\") misses %q", k)
 		}
 	}
+	testFolders(t, b, p, all)
 	// f's error stops the iteration and comes back.
 	stop := errors.New("stop")
 	calls := 0
@@ -417,6 +418,44 @@ func testIter(t *testing.T, b cold.Bucket) {
 	})
 	if !errors.Is(err, stop) || calls != 2 {
 		t.Errorf("Iter with f failing at the 2nd key: err %v after %d calls; want f's error after 2", err, calls)
+	}
+}
+
+// testFolders checks the backend's cold.FolderLister against the keys
+// testIter uploaded (keys, under p), and cold.Folders' fallback for a
+// bucket without one.
+func testFolders(t *testing.T, b cold.Bucket, p string, keys []string) {
+	t.Helper()
+	if _, ok := b.(cold.FolderLister); !ok {
+		t.Errorf("%T is not a cold.FolderLister", b)
+	}
+	list := func(b cold.Bucket, prefix string) []string {
+		var got []string
+		if err := cold.Folders(context.Background(), b, prefix, func(f string) error { got = append(got, f); return nil }); err != nil {
+			t.Fatalf("Folders(%q): %v", prefix, err)
+		}
+		return got
+	}
+	iterOnly := struct{ cold.Bucket }{b} // hides the FolderLister
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{p, []string{p + "a/", p + "c/"}},
+		{p + "a/", []string{p + "a/y/"}},
+		{p + "c/", []string{p + "c/d/"}},
+		{p + "a/y/", nil},
+		{p + "nothing/", nil},
+	} {
+		if got := list(b, tc.prefix); !slices.Equal(got, tc.want) {
+			t.Errorf("Folders(%q) = %q, want %q (keys %q)", tc.prefix, got, tc.want, keys)
+		}
+		if got := list(iterOnly, tc.prefix); !slices.Equal(got, tc.want) {
+			t.Errorf("cold.Folders(%q) of a bucket that only iterates = %q, want %q", tc.prefix, got, tc.want)
+		}
+	}
+	if err := cold.Folders(context.Background(), b, p+"a", func(string) error { return nil }); err == nil {
+		t.Errorf("Folders(%q) succeeded, want an error: a folder prefix ends in \"/\"", p+"a")
 	}
 }
 

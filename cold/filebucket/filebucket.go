@@ -365,6 +365,37 @@ func (b *Bucket) Iter(ctx context.Context, prefix string, f func(key string) err
 	return b.walk(ctx, dirKey, prefix, f)
 }
 
+// Folders lists the directories in prefix's directory (cold.FolderLister);
+// Delete removes a directory it empties, so each holds a key.
+func (b *Bucket) Folders(ctx context.Context, prefix string, f func(folder string) error) error {
+	if err := objutil.CheckPrefix(prefix); err != nil || prefix != "" && !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("filebucket %s: folders of %q: want \"\" or a prefix ending in \"/\" (%v)", b.root, prefix, err)
+	}
+	entries, err := os.ReadDir(filepath.Join(b.root, filepath.FromSlash(prefix)))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("filebucket: folders of %q: %w", prefix, err)
+	}
+	var folders []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), objutil.TempPrefix) {
+			folders = append(folders, prefix+e.Name()+"/")
+		}
+	}
+	slices.Sort(folders) // as keys: "a/" sorts after "a.b/", as Iter has it
+	for _, folder := range folders {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("filebucket: folders of %q: %w", prefix, err)
+		}
+		if err := f(folder); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // walk lists the directory named by dirKey ("" for the root, else ending
 // in "/") and recurses. Siblings are visited in the order of their keys,
 // a directory's key being its name plus "/": then every key under a

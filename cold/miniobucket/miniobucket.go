@@ -329,6 +329,33 @@ func (b *Bucket) Iter(ctx context.Context, prefix string, f func(key string) err
 	return nil
 }
 
+// Folders lists the common prefixes under prefix (a listing that is not
+// recursive: MinIO's delimiter "/"), as cold.FolderLister.
+func (b *Bucket) Folders(ctx context.Context, prefix string, f func(folder string) error) error {
+	if err := objutil.CheckPrefix(prefix); err != nil || prefix != "" && !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("miniobucket %s: folders of %q: want \"\" or a prefix ending in \"/\" (%v)", b.name, prefix, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix})
+	defer func() {
+		cancel()
+		for range ch {
+		}
+	}()
+	for o := range ch {
+		if o.Err != nil {
+			return fmt.Errorf("miniobucket %s: folders of %q: %w", b.name, prefix, wrap(o.Err))
+		}
+		if strings.HasSuffix(o.Key, "/") {
+			if err := f(strings.TrimPrefix(o.Key, b.prefix)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // AbortIncompleteUploads aborts multipart uploads under prefix started
 // more than olderThan ago. MinIO lists uploads only for an exact object
 // key, so prefix should be the key of the upload to abort.

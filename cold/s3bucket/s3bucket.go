@@ -344,6 +344,31 @@ func (b *Bucket) Iter(ctx context.Context, prefix string, f func(key string) err
 	return nil
 }
 
+// Folders lists the common prefixes under prefix with the delimiter "/"
+// (cold.FolderLister).
+func (b *Bucket) Folders(ctx context.Context, prefix string, f func(folder string) error) error {
+	if err := objutil.CheckPrefix(prefix); err != nil || prefix != "" && !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("s3bucket %s: folders of %q: want \"\" or a prefix ending in \"/\" (%v)", b.name, prefix, err)
+	}
+	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+		Bucket:    aws.String(b.bucket),
+		Prefix:    aws.String(b.prefix + prefix),
+		Delimiter: aws.String("/"),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("s3bucket %s: folders of %q: %w", b.name, prefix, err)
+		}
+		for _, cp := range page.CommonPrefixes {
+			if err := f(strings.TrimPrefix(aws.ToString(cp.Prefix), b.prefix)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // AbortIncompleteUploads aborts the multipart uploads under prefix started
 // more than olderThan ago. (A bucket lifecycle rule
 // AbortIncompleteMultipartUpload does the same on AWS without requests.)
