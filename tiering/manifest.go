@@ -166,28 +166,59 @@ func (m *Manifest) clone() *Manifest {
 
 func (m *Manifest) validate() error {
 	if m.Format != ManifestFormat {
-		return fmt.Errorf("manifest format %d, this build reads %d", m.Format, ManifestFormat)
+		return &manifestError{offset: -1, err: fmt.Errorf("manifest format %d, this build reads %d", m.Format, ManifestFormat)}
 	}
-	// Committed segments must not overlap; attempts in flight may repeat a
-	// range (a retry after a withdrawal that did not land).
+	// Committed segments must be in offset order and not overlap;
+	// attempts in flight may repeat a range (a retry after a withdrawal
+	// that did not land).
 	c := m.committed()
 	for i := 1; i < len(c); i++ {
 		if c[i].BaseOffset < c[i-1].NextOffset {
-			return fmt.Errorf("manifest segments overlap at offset %d", c[i].BaseOffset)
+			return &manifestError{offset: c[i].BaseOffset, err: fmt.Errorf("manifest segments overlap at offset %d (%s after %s, which ends at offset %d)",
+				c[i].BaseOffset, c[i].Key, c[i-1].Key, c[i-1].NextOffset)}
 		}
 	}
 	return nil
 }
 
+// manifestError is a manifest that does not decode or validate: the bucket
+// (or disk) answered with bytes that are not a valid manifest. offset is
+// the first offset it concerns (-1: none), key the manifest's key once
+// known.
+type manifestError struct {
+	key    string
+	offset int64
+	err    error
+}
+
+func (e *manifestError) Error() string {
+	if e.key != "" {
+		return fmt.Sprintf("%s: tiering: manifest: %v", e.key, e.err)
+	}
+	return fmt.Sprintf("tiering: manifest: %v", e.err)
+}
+
+func (e *manifestError) Unwrap() error { return e.err }
+
 func decodeManifest(b []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("tiering: manifest: %w", err)
+		return nil, &manifestError{offset: -1, err: err}
 	}
 	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("tiering: manifest: %w", err)
+		return nil, err
 	}
 	return &m, nil
+}
+
+// decodeManifestAt is decodeManifest of the manifest stored under key.
+func decodeManifestAt(b []byte, key string) (*Manifest, error) {
+	m, err := decodeManifest(b)
+	var me *manifestError
+	if errors.As(err, &me) {
+		me.key = key
+	}
+	return m, err
 }
 
 func (m *Manifest) encode() []byte {

@@ -254,9 +254,9 @@ func (s *Store) readShared(ctx context.Context, topic string, partition int32) (
 			return err
 		})
 		if err == nil {
-			m, err = decodeManifest(raw)
+			m, err = decodeManifestAt(raw, key)
 			if err != nil {
-				return nil, "", false, fmt.Errorf("%s: %w", key, err)
+				return nil, "", false, err
 			}
 			return m, attrs.ETag, true, nil
 		}

@@ -270,13 +270,13 @@ func (s *Store) latestManifest(ctx context.Context, topic string, partition int3
 	if err != nil || bestKey == "" {
 		return nil, false, err
 	}
-	var raw json.RawMessage
-	if err := retry(ctx, func() error { return s.getJSON(ctx, bestKey, &raw) }); err != nil {
+	raw, err := getAll(ctx, s.Bucket, bestKey)
+	if err != nil {
 		return nil, false, err
 	}
-	m, err := decodeManifest(raw)
+	m, err := decodeManifestAt(raw, bestKey)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: %w", bestKey, err)
+		return nil, false, err
 	}
 	return m, true, nil
 }

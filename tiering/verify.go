@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -105,58 +106,55 @@ type VerifyReport struct {
 // the rest are mostly its consequences.
 const maxFindings = 100
 
-// Topics lists the topics the bucket records, without tombstones.
-func (a *Archive) Topics(ctx context.Context) ([]TopicMeta, error) {
-	all, err := a.store.Topics(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("tiering: list topics in %s: %w", a.store.Bucket.Name(), err)
-	}
-	return slices.DeleteFunc(all, func(t TopicMeta) bool { return t.Deleting }), nil
-}
-
-// ClusterID is the id of the cluster the bucket prefix belongs to (its
-// cluster marker), which checkpoint origins name.
-func (a *Archive) ClusterID(ctx context.Context) (string, error) {
-	m, _, found, err := readMarker(ctx, a.store.Bucket)
-	if err != nil {
-		return "", err
-	}
-	if !found {
-		return "", fmt.Errorf("tiering: %s holds no cluster marker (%s): not a tierlog bucket prefix", a.store.Bucket.Name(), clusterMarkerKey)
-	}
-	return m.ClusterID, nil
-}
-
 // Verify checks one partition of the archive (see above). Disagreements
-// are Findings in the report; an error means the bucket could not be read
-// and nothing is concluded.
-func (a *Archive) Verify(ctx context.Context, clusterID, topic string, partition int32, opts VerifyOptions) (*VerifyReport, error) {
-	ap, err := a.Partition(ctx, topic, partition)
-	if err != nil {
-		return nil, err
-	}
+// are Findings in the report (t.Findings first among those of the
+// checkpoints); an error means the bucket could not be read and nothing
+// is concluded.
+func (a *Archive) Verify(ctx context.Context, t VerifyTarget, opts VerifyOptions) (*VerifyReport, error) {
+	topic, partition := t.Topic, t.Partition
 	prefix := PartitionPrefix(topic, partition)
 	v := &verifier{
-		ctx: ctx, b: a.store.Bucket, opts: opts, ap: ap, prefix: prefix,
-		rep:   &VerifyReport{Topic: topic, Partition: partition, Origin: audit.Origin(clusterID, topic, partition), Segments: len(ap.Segments)},
+		ctx: ctx, b: a.store.Bucket, opts: opts, prefix: prefix, marker: t.ClusterID,
+		rep:   &VerifyReport{Topic: topic, Partition: partition, Findings: slices.Clone(t.Findings)},
 		cps:   map[uint64]signedRoot{},
 		tiles: newTileChecker(a.store.Bucket, prefix),
 	}
-	v.manifestKey = manifestKey(topic, partition, ap.ManifestVersion)
-	if ok, err := a.store.Bucket.Exists(ctx, sharedManifestKey(topic, partition)); err == nil && ok {
-		v.manifestKey = sharedManifestKey(topic, partition)
+	v.trust()
+	ap, err := a.Partition(ctx, topic, partition)
+	var me *manifestError
+	switch {
+	case errors.As(err, &me):
+		// Bytes that are not a valid manifest: nothing to recompute from,
+		// but the checkpoints are still checked.
+		v.add(Finding{Offset: max(me.offset, 0), Object: me.key, Problem: fmt.Sprintf("the manifest is not valid: %v; the segments are not recomputed", me.err)})
+		ap, v.manifestKey, v.noManifest = &ArchivedPartition{Topic: topic, Partition: partition}, me.key, true
+	case err != nil:
+		return nil, err
+	default:
+		v.manifestKey = manifestKey(topic, partition, ap.ManifestVersion)
+		if ok, err := a.store.Bucket.Exists(ctx, sharedManifestKey(topic, partition)); err == nil && ok {
+			v.manifestKey = sharedManifestKey(topic, partition)
+		}
 	}
+	v.ap = ap
+	v.rep.Segments = len(ap.Segments)
 	defer v.tiles.pending.Wait() // comparisons in flight when an error ends it
 	if err := v.readCheckpoints(); err != nil {
 		return nil, err
 	}
+	v.checkMarker()
 	if err := v.recompute(); err != nil {
 		return nil, err
 	}
 	if err := v.checkConsistency(); err != nil {
 		return nil, err
 	}
-	v.checkRollback()
+	if !v.noManifest {
+		v.checkRollback()
+		if err := v.checkSigned(); err != nil {
+			return nil, err
+		}
+	}
 	v.rep.Tiles = int(v.tiles.compared.Load())
 	slices.SortStableFunc(v.rep.Findings, func(x, y Finding) int {
 		if x.checkpoint != y.checkpoint {
@@ -183,7 +181,15 @@ type verifier struct {
 	ap          *ArchivedPartition
 	prefix      string
 	manifestKey string
+	noManifest  bool // the manifest is not valid: nothing recomputed
 	rep         *VerifyReport
+	// cluster is the cluster id of the partition's signed history: a
+	// trusted checkpoint's, else the first valid checkpoint's in the
+	// bucket (clusterFrom says which); marker is the one the bucket's
+	// unsigned marker names. trusted are the trusted checkpoints of this
+	// partition.
+	cluster, clusterFrom, marker string
+	trusted                      []TrustedCheckpoint
 	cps         map[uint64]signedRoot // valid checkpoints by tree size
 	tiles       *tileChecker
 
@@ -215,6 +221,56 @@ func (v *verifier) note(format string, args ...any) {
 	v.rep.Notes = append(v.rep.Notes, fmt.Sprintf(format, args...))
 }
 
+// trust picks the trusted checkpoints of this partition; the first
+// decides the partition's cluster id (the others must name it too).
+func (v *verifier) trust() {
+	for _, t := range v.opts.Trusted {
+		cluster, topic, p, err := audit.ParseOrigin(t.Checkpoint.Origin)
+		if err != nil || topic != v.rep.Topic || p != v.rep.Partition {
+			continue
+		}
+		if v.cluster == "" {
+			v.cluster, v.clusterFrom = cluster, "the trusted checkpoint "+t.Name
+		} else if cluster != v.cluster {
+			v.addCheckpoint(int64(t.Checkpoint.Size), t.Name, "the trusted checkpoint names cluster %s, %s names %s", cluster, v.clusterFrom, v.cluster)
+			continue
+		}
+		v.trusted = append(v.trusted, t)
+	}
+}
+
+// open checks a checkpoint of the bucket (stored under key): a valid
+// signature by a key given, an origin naming this partition and its
+// cluster. The first valid one decides the cluster if no trusted
+// checkpoint did: the marker is not signed.
+func (v *verifier) open(text []byte, key string) (*audit.Checkpoint, error) {
+	c, err := audit.OpenWith(text, "", v.opts.Keys)
+	if err != nil {
+		return nil, err
+	}
+	cluster, topic, p, err := audit.ParseOrigin(c.Origin)
+	switch {
+	case err != nil:
+		return nil, err
+	case topic != v.rep.Topic || p != v.rep.Partition:
+		return nil, fmt.Errorf("its origin %q names another partition than %s/%d", c.Origin, v.rep.Topic, v.rep.Partition)
+	case v.cluster == "":
+		v.cluster, v.clusterFrom = cluster, "the signed checkpoint "+key
+	case cluster != v.cluster:
+		return nil, fmt.Errorf("its origin %q names cluster %s, but %s names cluster %s", c.Origin, cluster, v.clusterFrom, v.cluster)
+	}
+	return c, nil
+}
+
+// checkMarker: the cluster id the bucket's marker names must be the one
+// the partition's signed checkpoints name. It sets the report's origin.
+func (v *verifier) checkMarker() {
+	if v.cluster != "" && v.marker != "" && v.cluster != v.marker {
+		v.addCheckpoint(0, clusterMarkerKey, "the bucket's cluster id %s is not the one %s names (%s)", v.marker, v.clusterFrom, v.cluster)
+	}
+	v.rep.Origin = audit.Origin(cmp.Or(v.cluster, v.marker), v.rep.Topic, v.rep.Partition)
+}
+
 // readCheckpoints opens every kept checkpoint, the latest and the trusted
 // ones of this partition.
 func (v *verifier) readCheckpoints() error {
@@ -232,7 +288,7 @@ func (v *verifier) readCheckpoints() error {
 		if err != nil {
 			return err
 		}
-		c, err := audit.OpenWith(text, v.rep.Origin, v.opts.Keys)
+		c, err := v.open(text, key)
 		switch {
 		case err != nil:
 			v.addCheckpoint(int64(prev), key, "the checkpoint of tree size %d is not valid: %v", size, err)
@@ -247,10 +303,7 @@ func (v *verifier) readCheckpoints() error {
 		return err
 	}
 	// After the latest: it is the newest of the bucket's own.
-	for _, t := range v.opts.Trusted {
-		if t.Checkpoint.Origin != v.rep.Origin {
-			continue
-		}
+	for _, t := range v.trusted {
 		if have, ok := v.cps[t.Checkpoint.Size]; ok && !bytes.Equal(have.root, t.Checkpoint.Hash) {
 			v.addCheckpoint(int64(t.Checkpoint.Size), have.key, "the bucket's checkpoint of tree size %d signs root %x, the trusted checkpoint %s signs %x: a fork",
 				t.Checkpoint.Size, have.root, t.Name, t.Checkpoint.Hash)
@@ -275,7 +328,7 @@ func (v *verifier) readLatest(numbered int) error {
 	if err != nil {
 		return err
 	}
-	c, err := audit.OpenWith(text, v.rep.Origin, v.opts.Keys)
+	c, err := v.open(text, latestKey)
 	if err != nil {
 		v.addCheckpoint(int64(newest), latestKey, "the latest checkpoint is not valid: %v", err)
 		return nil
@@ -325,8 +378,13 @@ func (v *verifier) checkConsistency() error {
 		}
 		older, newer := v.cps[sizes[i-1]], v.cps[s]
 		p, err := audit.ConsistencyProof(v.ctx, v.b, v.prefix, sizes[i-1], s)
-		if errors.Is(err, cold.ErrNotFound) {
+		var bad *audit.BadTileError
+		switch {
+		case errors.Is(err, cold.ErrNotFound):
 			v.addCheckpoint(int64(sizes[i-1]), newer.key, "no consistency proof with the checkpoint of tree size %d: a tile it needs is missing: %v", sizes[i-1], err)
+			continue
+		case errors.As(err, &bad):
+			v.addCheckpoint(v.tileOffset(bad.Key), bad.Key, "no consistency proof between the checkpoints of tree sizes %d and %d: %v", sizes[i-1], s, bad)
 			continue
 		}
 		if err != nil {
@@ -370,6 +428,48 @@ func (v *verifier) checkRollback() {
 	if end > int64(latest) && !v.stopped {
 		v.note("offsets %d to %d are in the archive but no checkpoint signs them yet", latest, end-1)
 	}
+}
+
+// checkSigned: a partition with committed segments must have signed
+// history - the operator gave --public-key expecting it. None at all
+// (no checkpoint valid or kept) is a finding: its checkpoints were
+// deleted, or, with no Merkle tree either, it was tiered before tierlog
+// signed its history (a node builds the tree at the partition's next
+// upload) or all of it was deleted, which look the same.
+func (v *verifier) checkSigned() error {
+	if len(v.ap.Segments) == 0 || len(v.cps) > 0 {
+		return nil
+	}
+	tree := v.ap.TreeSize > 0
+	for _, s := range v.ap.Segments {
+		tree = tree || s.TreeSize > 0
+	}
+	err := retry(v.ctx, func() error {
+		return cold.Folders(v.ctx, v.b, v.prefix, func(f string) error {
+			tree = tree || f == v.prefix+audit.Dir
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("tiering: verify %s/%d: list %s: %w", v.rep.Topic, v.rep.Partition, v.prefix, err)
+	}
+	first := v.ap.Segments[0].BaseOffset
+	if tree {
+		v.addCheckpoint(first, v.prefix+audit.Dir, "WARNING: the partition has a Merkle tree (tiles or tree sizes in the manifest) but no signed checkpoint valid with the keys given: its checkpoints were deleted, or signed by another key")
+	} else {
+		v.addCheckpoint(first, v.manifestKey, "WARNING: no signed history: the manifest names %d segments (offsets %d to %d) but records no Merkle tree, and the bucket holds no %s: tiered before tierlog signed its history, or that history was deleted",
+			len(v.ap.Segments), first, v.ap.End-1, audit.Dir)
+	}
+	return nil
+}
+
+// tileOffset is the first leaf below the tile stored under key.
+func (v *verifier) tileOffset(key string) int64 {
+	level, n, _, ok := parseTileKey(strings.TrimPrefix(key, v.prefix+audit.Dir))
+	if !ok {
+		return 0
+	}
+	return int64(n) * audit.TileWidth << (audit.TileHeight * level)
 }
 
 // objectAt names the segment holding offset, or the gap it falls in.

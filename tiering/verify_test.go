@@ -20,8 +20,8 @@ func verifyArchive(t *testing.T, e *env, p *Partition, k *audit.Key) *VerifyRepo
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := NewArchive(cold.ReadOnly(e.bucket), nil).Verify(context.Background(), e.store.ClusterID, p.topic, p.partition,
-		VerifyOptions{Keys: note.VerifierList(v)})
+	rep, err := NewArchive(cold.ReadOnly(e.bucket), nil).Verify(context.Background(),
+		VerifyTarget{ClusterID: e.store.ClusterID, Topic: p.topic, Partition: p.partition}, VerifyOptions{Keys: note.VerifierList(v)})
 	if err != nil {
 		t.Fatal(err)
 	}

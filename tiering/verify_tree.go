@@ -144,6 +144,9 @@ func (v *verifier) openAt(from int64) error {
 		if t, err = audit.OpenTree(v.ctx, v.tiles, v.prefix, 0); err != nil {
 			return err
 		}
+	case v.badTile(err):
+		v.stop(from, fmt.Sprintf("the tiles at tree size %d (the archive's start) cannot be read", from))
+		return nil
 	case err != nil:
 		return err
 	}
@@ -401,6 +404,9 @@ func (v *verifier) resync(b int64, root, signed []byte) error {
 	case errors.Is(err, cold.ErrNotFound):
 		v.stop(b, fmt.Sprintf("the tiles at tree size %d are missing", b))
 		return nil
+	case v.badTile(err):
+		v.stop(b, fmt.Sprintf("a tile at tree size %d cannot be read", b))
+		return nil
 	case err != nil:
 		return err
 	case root == nil && signed == nil:
@@ -436,6 +442,17 @@ func (v *verifier) skip(s RemoteSegment) error {
 	return v.resync(s.NextOffset, nil, signed)
 }
 
+// badTile reports a tile of the wrong size (err from reading the tree)
+// as a finding: the bucket answered with bytes that are not the tile.
+func (v *verifier) badTile(err error) bool {
+	var bad *audit.BadTileError
+	if !errors.As(err, &bad) {
+		return false
+	}
+	v.add(Finding{Offset: v.tileOffset(bad.Key), Object: bad.Key, Problem: bad.Error()})
+	return true
+}
+
 func (v *verifier) stop(b int64, why string) {
 	v.stopped = true
 	v.note("%s: offsets from %d on are not recomputed", why, b)
@@ -446,6 +463,11 @@ func (v *verifier) stop(b int64, why string) {
 func (v *verifier) tileFinding(m tileMismatch) {
 	if m.stored == nil {
 		v.add(Finding{Offset: m.offset, Object: m.key, Problem: "the tile is missing"})
+		return
+	}
+	if len(m.stored) == 0 {
+		v.add(Finding{Offset: m.offset, Object: m.key, Problem: fmt.Sprintf(
+			"the tile is cut short: it ends before its entry for offset %d (level %d)", m.offset, m.level*audit.TileHeight)})
 		return
 	}
 	v.add(Finding{Offset: m.offset, Object: m.key, Problem: fmt.Sprintf(

@@ -100,7 +100,10 @@ func verify(cmd *cobra.Command, fl *verifyFlags, args []string) error {
 		}
 		opts.Trusted = append(opts.Trusted, tiering.TrustedCheckpoint{Name: path, Checkpoint: c})
 	}
-	partition := int32(-1)
+	topic, partition := "", int32(-1)
+	if len(args) > 0 {
+		topic = args[0]
+	}
 	if len(args) == 2 {
 		p, err := strconv.ParseInt(args[1], 10, 32)
 		if err != nil || p < 0 {
@@ -110,53 +113,25 @@ func verify(cmd *cobra.Command, fl *verifyFlags, args []string) error {
 	}
 
 	ctx := cmd.Context()
-	archive, b, closeArchive, err := openArchive(cmd, fl.bucket)
+	archive, _, closeArchive, err := openArchive(cmd, fl.bucket)
 	if err != nil {
 		return err
 	}
 	defer closeArchive()
-	cluster, err := archive.ClusterID(ctx)
+	// The topic records, the partitions with signed checkpoints and the
+	// trusted checkpoints' partitions: the records are unsigned hints.
+	targets, err := archive.VerifyTargets(ctx, topic, partition, opts.Trusted)
 	if err != nil {
 		return err
-	}
-	type target struct {
-		topic     string
-		partition int32
-	}
-	var targets []target
-	var topics []tiering.TopicMeta
-	if len(args) == 0 {
-		if topics, err = archive.Topics(ctx); err != nil {
-			return err
-		}
-	} else {
-		meta, err := archive.Topic(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		if partition >= meta.Partitions {
-			return usageErrorf("topic %s has %d partitions (0 to %d) in %s, not %d", meta.Name, meta.Partitions, meta.Partitions-1, b.Name(), partition)
-		}
-		topics = []tiering.TopicMeta{meta}
-	}
-	for _, t := range topics {
-		for p := range t.Partitions {
-			if partition < 0 || p == partition {
-				targets = append(targets, target{t.Name, p})
-			}
-		}
-	}
-	if len(targets) == 0 {
-		return fmt.Errorf("%s holds no topic to verify", b.Name())
 	}
 
 	out := cmd.OutOrStdout()
 	failed := 0
 	for _, t := range targets {
-		name := fmt.Sprintf("%s/%d", t.topic, t.partition)
+		name := fmt.Sprintf("%s/%d", t.Topic, t.Partition)
 		pr := newProgress(cmd.ErrOrStderr(), name)
 		opts.Progress = pr.update
-		rep, err := archive.Verify(ctx, cluster, t.topic, t.partition, opts)
+		rep, err := archive.Verify(ctx, t, opts)
 		pr.done()
 		if err != nil {
 			return fmt.Errorf("verify %s: %w (nothing concluded)", name, err)
