@@ -190,8 +190,8 @@ type verifier struct {
 	// partition.
 	cluster, clusterFrom, marker string
 	trusted                      []TrustedCheckpoint
-	cps         map[uint64]signedRoot // valid checkpoints by tree size
-	tiles       *tileChecker
+	cps                          map[uint64]signedRoot // valid checkpoints by tree size
+	tiles                        *tileChecker
 
 	// The recomputation: tree holds the leaves up to cur.Start(), cur the
 	// leaves since; bounds the tree sizes to compare roots at (or write
