@@ -440,10 +440,7 @@ func (v *verifier) checkSigned() error {
 	if len(v.ap.Segments) == 0 || len(v.cps) > 0 {
 		return nil
 	}
-	tree := v.ap.TreeSize > 0
-	for _, s := range v.ap.Segments {
-		tree = tree || s.TreeSize > 0
-	}
+	tree := v.manifestTree()
 	err := retry(v.ctx, func() error {
 		return cold.Folders(v.ctx, v.b, v.prefix, func(f string) error {
 			tree = tree || f == v.prefix+audit.Dir

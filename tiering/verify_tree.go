@@ -115,10 +115,24 @@ func (v *verifier) recompute() error {
 		}
 	}
 	mismatches, err := v.tiles.take()
+	if len(v.cps) == 0 && !v.manifestTree() {
+		// Nothing signs or records a tree: there are no tiles to judge
+		// (checkSigned reports the partition unsigned).
+		mismatches = nil
+	}
 	for _, m := range mismatches {
 		v.tileFinding(m)
 	}
 	return err
+}
+
+// manifestTree reports whether the manifest records a Merkle tree.
+func (v *verifier) manifestTree() bool {
+	tree := v.ap.TreeSize > 0
+	for _, s := range v.ap.Segments {
+		tree = tree || s.TreeSize > 0
+	}
+	return tree
 }
 
 // openAt starts the tree at offset from, the first segment's base: empty

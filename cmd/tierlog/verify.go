@@ -32,7 +32,10 @@ func newVerifyCmd() *cobra.Command {
 altered, dropped, reordered or rolled back - also by someone with write access
 to the bucket who fixed up every checksum. Nothing is written to the bucket and
 no server is needed. Without TOPIC every topic is checked, without PARTITION
-every partition of TOPIC.
+every partition of TOPIC: the partitions the topic records name, every one
+whose prefix holds signed checkpoints, and every one a --checkpoint names.
+Only the keys and the --checkpoint files are trusted: a topic record, cluster
+marker or manifest that disagrees with the signed history is a finding.
 
 For each partition it
   - checks every kept checkpoint (tlog/checkpoints/*) and the latest one:
@@ -56,6 +59,9 @@ checkpoint kept outside the bucket: pass it with --checkpoint.
 KEY is a public key as 'tierlog checkpoint --public-key' prints it
 (<name>+<hash>+<key>), or a file of such keys, one per line; a checkpoint
 signed by any of them is accepted.
+
+A partition with committed segments but no valid signed checkpoint is a
+finding too (its history was deleted, or tiered before it was signed).
 
 Exit codes: 0 every partition verified, 1 a disagreement was found, 2 usage
 error or the bucket could not be read (nothing concluded).`,
