@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/audit"
@@ -175,13 +177,20 @@ func TestProveBelowStart(t *testing.T) {
 	p, _ := e.b.Partition("short", 0)
 	testutil.Eventually(t, 30*time.Second, func() bool { e.b.Tiering().Wake(); return p.StartOffset() > 0 },
 		"remote retention deletes the first segment")
-	start := p.StartOffset()
-	_, err = e.c.Prove(ctx, &tierlogv1.ProveRequest{Topic: "short", Offset: start - 1})
-	wantStatus(t, err, codes.OutOfRange, fmt.Sprintf("offset %d", start-1), fmt.Sprintf("offsets %d to", start))
-	resp, err := e.c.Prove(ctx, &tierlogv1.ProveRequest{Topic: "short", Offset: start})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Retention may go on deleting while the test asks: take a start that
+	// stayed put across both requests.
+	var start int64
+	var resp *tierlogv1.ProveResponse
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		start = p.StartOffset()
+		_, err = e.c.Prove(ctx, &tierlogv1.ProveRequest{Topic: "short", Offset: start - 1})
+		if status.Code(err) != codes.OutOfRange || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", start-1)) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("offsets %d to", start)) {
+			return false
+		}
+		resp, err = e.c.Prove(ctx, &tierlogv1.ProveRequest{Topic: "short", Offset: start})
+		return err == nil && p.StartOffset() == start
+	}, "offset below the log start OUT_OF_RANGE and the start itself proved")
 	pk, err := e.c.PublicKey(ctx, &tierlogv1.PublicKeyRequest{})
 	if err != nil {
 		t.Fatal(err)

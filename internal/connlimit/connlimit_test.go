@@ -208,6 +208,10 @@ func TestSharedPool(t *testing.T) {
 	if a, b := value(t, m.active.WithLabelValues("a")), value(t, m.active.WithLabelValues("b")); a != 1 || b != 1 {
 		t.Fatalf("active a=%v b=%v, want 1 each", a, b)
 	}
+	// The refused connection is closed before its rejection is counted.
+	for deadline := time.Now().Add(10 * time.Second); value(t, m.rejected.WithLabelValues("b")) != 1 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if got := value(t, m.rejected.WithLabelValues("b")); got != 1 {
 		t.Fatalf("rejected on b = %v, want 1", got)
 	}
