@@ -377,6 +377,9 @@ func TestSingleNodeCluster(t *testing.T) {
 	if err := n.Apply(ctx, Command{CreateTopic: &CreateTopic{Name: "t", ReplicationFactor: 1, Assignment: [][]int32{{0}, {0}}}}); err != nil {
 		t.Fatal(err)
 	}
+	// The group names itself on its own after its first election (nameGroup):
+	// wait for it, or want may miss an id the restarted node then has.
+	testutil.Eventually(t, wait, func() bool { return n.View().RaftID != "" }, "the group never named itself")
 	want := n.State()
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
