@@ -53,6 +53,7 @@ type MinIO struct {
 	client  *minio.Client
 	buckets atomic.Int64
 	logPath string
+	pid     int
 }
 
 // MinIOBinary finds the MinIO server binary: $TIERLOG_MINIO_BIN (which
@@ -160,6 +161,7 @@ func (m *MinIO) start(t testing.TB, bin, dir string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	m.pid = cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() {
 		cmd.Wait()
@@ -326,3 +328,9 @@ func (m *MinIO) Env() []string {
 // Client is a minio-go client of the server with root credentials, for
 // tests that look behind a backend's back.
 func (m *MinIO) Client() *minio.Client { return m.client }
+
+// CPU is the processor time (user + system) the server has used so far,
+// for benchmarks that report what the server, not tierlog, spent.
+func (m *MinIO) CPU() (time.Duration, error) {
+	return ProcessCPU(m.pid)
+}
