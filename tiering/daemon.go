@@ -494,12 +494,7 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	entry.UploadedAt = d.opts.Now().UTC()
 	// The bucket's manifest copy names the segment before the node acts on
 	// the commit (reads, local deletion): see commitDurable.
-	if err := p.commitDurable(ctx, func(m *Manifest) {
-		m.replace(entry)
-		if entry.TreeSize > m.TreeSize {
-			m.TreeSize, m.TreeRoot = entry.TreeSize, entry.TreeRoot
-		}
-	}); err != nil {
+	if err := p.commitDurable(ctx, func(m *Manifest) { m.replace(entry) }); err != nil {
 		return err
 	}
 	d.m.uploads.WithLabelValues("ok").Inc()
@@ -615,10 +610,10 @@ func (d *Daemon) applyRetention(ctx context.Context, p *Partition) error {
 	if len(victims) > 0 {
 		last := victims[len(victims)-1]
 		if size, _ := m.treeSize(); last.NextOffset > size {
-			// Segments the tree has not covered: record a checkpoint signed
-			// over them first, or their leaves would be absent in the tree
-			// the next upload builds (see recordSignedTree).
-			if err := d.recordSignedTree(ctx, p); err != nil {
+			// Segments the tree has not covered: cover them first, or
+			// their leaves would be absent in the tree the next upload
+			// builds (see coverTree).
+			if err := d.coverTree(ctx, p); err != nil {
 				return err
 			}
 		}
@@ -668,7 +663,12 @@ func (m *Manifest) removeID(id string) {
 	}
 }
 
+// replace puts e in place of the entry with its ID; a tree size e records
+// past the manifest's becomes the manifest's.
 func (m *Manifest) replace(e RemoteSegment) {
+	if e.TreeSize > m.TreeSize {
+		m.TreeSize, m.TreeRoot = e.TreeSize, e.TreeRoot
+	}
 	for i, s := range m.Segments {
 		if s.ID == e.ID {
 			m.Segments[i] = e

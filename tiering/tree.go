@@ -182,17 +182,53 @@ func (d *Daemon) recordSignedTree(ctx context.Context, p *Partition) error {
 		return skip(fmt.Errorf("the tiles give root %x, the checkpoint %x", root, cp.Hash))
 	}
 	s.TreeSize, s.TreeRoot = int64(cp.Size), hex.EncodeToString(root)
-	err = p.commit(func(m *Manifest) {
-		m.replace(s)
-		if s.TreeSize > m.TreeSize {
-			m.TreeSize, m.TreeRoot = s.TreeSize, s.TreeRoot
-		}
-	})
-	if err != nil {
+	if err := p.commit(func(m *Manifest) { m.replace(s) }); err != nil {
 		return err
 	}
 	d.opts.Logger.Info("recorded the signed Merkle tree of a segment adopted after a restart", "topic", p.topic, "partition", p.partition,
 		"key", s.Key, "tree_size", s.TreeSize)
+	return nil
+}
+
+// coverTree brings the partition's tree to the end of the committed
+// segments before remote retention deletes any of them: it records a
+// checkpoint this daemon signed there (recordSignedTree) or else builds the
+// tree over the segments it does not cover, read back from the bucket,
+// signs a checkpoint at their end and records it. A checkpoint another key
+// signed at that size (a former leader's on a shared prefix, a key lost
+// with a disk) holds the same root: the leaves come from the same records.
+// Had retention deleted those segments first, the next upload would build
+// absent leaves over them - a fork of that checkpoint.
+func (d *Daemon) coverTree(ctx context.Context, p *Partition) error {
+	if d.opts.Signer == nil {
+		return nil
+	}
+	if err := d.recordSignedTree(ctx, p); err != nil {
+		return err
+	}
+	m := p.Manifest()
+	size, _ := m.treeSize()
+	c := m.committed()
+	if len(c) == 0 || c[len(c)-1].NextOffset <= size {
+		return nil
+	}
+	last := c[len(c)-1]
+	if err := d.putKey(ctx); err != nil {
+		return err
+	}
+	if _, err := d.treeBefore(ctx, p, last.NextOffset); err != nil {
+		return err
+	}
+	if err := d.checkpoint(ctx, p, &last); err != nil {
+		p.tree = nil
+		return err
+	}
+	if err := p.commit(func(m *Manifest) { m.replace(last) }); err != nil {
+		p.tree = nil
+		return err
+	}
+	d.opts.Logger.Info("built the Merkle tree over committed segments before remote retention deletes them", "topic", p.topic,
+		"partition", p.partition, "tree_size", last.TreeSize)
 	return nil
 }
 
