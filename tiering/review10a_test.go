@@ -240,7 +240,14 @@ func TestReview10a_LegalHoldOffLeavesOldVersionsHeld(t *testing.T) {
 // [S, N) - the records the checkpoint of N signed - rewriting their
 // tiles: the new checkpoint does not extend the signed checkpoint of N (a
 // fork), and no consistency proof between them exists.
-func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
+func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) { adoptRetainExtend(t, true) }
+
+// adoptRetainExtend: a crash between a segment's checkpoint and its
+// commit; a restart (with the same signing key or another) adopts the
+// attempt; remote retention deletes every segment before a new one is
+// sealed; then new records are tiered. The tree must extend the
+// checkpoint signed before the crash.
+func adoptRetainExtend(t *testing.T, sameKey bool) {
 	ctx := context.Background()
 	bucket := newFileBucket(t)
 	dataDir := t.TempDir()
@@ -255,16 +262,17 @@ func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() bool { return len(e.daemon.pending(p)) > 0 }, "a segment sealed")
 
 	n := crashAfterCheckpoint(t, e, p)
-	signedN, err := audit.GetCheckpoint(ctx, bucket, PartitionPrefix("audit", 0), int64(n))
+	signedN, err := audit.GetCheckpoint(ctx, bucket, PartitionPrefix("audit", 0), n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
 	e.daemon.Remove(p)
 
-	// The restart: the sweep adopts the attempt; retention (age) takes
-	// every segment before any new one is sealed.
 	e2 := newEnv(t, bucket, dataDir)
+	if !sameKey {
+		keyPath = filepath.Join(t.TempDir(), "other.key")
+	}
 	e2.signWith(keyPath)
 	p2 := e2.open("audit", 0, true)
 	defer p2.Close()
@@ -272,16 +280,14 @@ func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
 	if got := p2.UploadedEnd(); got != n {
 		t.Fatalf("the attempt was not adopted: uploaded end %d, want %d", got, n)
 	}
-	{
-		m := p2.Manifest()
-		t.Logf("after adoption: tree %d %s; segments %+v", m.TreeSize, m.TreeRoot, m.Segments)
-	}
 	setRetention(p2, Retention{Age: time.Millisecond, Bytes: -1})
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		e2.daemon.pass(ctx)
 		return len(p2.Manifest().Segments) == 0
 	}, "retention did not delete the segments")
-	t.Logf("after retention: tree %d", p2.Manifest().TreeSize)
+	if got := p2.Manifest().TreeSize; got != n {
+		t.Fatalf("retention deleted every segment with the tree at %d, want it at their end %d", got, n)
+	}
 	setRetention(p2, Retention{Bytes: -1})
 	produce(t, p2, 50)
 	e2.settle(p2)
@@ -290,9 +296,13 @@ func TestReview10a_ForkAfterAdoptedSegmentRetained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	old, _ := audit.PeekCheckpoint(signedN)
 	if _, err := pr.Consistency(ctx, uint64(n), 0); err != nil {
-		cN, _ := audit.PeekCheckpoint(signedN)
-		t.Fatalf("the tree at %d does not extend the checkpoint signed at %d (root %x): %v", pr.TreeSize(), n, cN.Hash, err)
+		t.Fatalf("the tree at %d does not extend the checkpoint signed at %d (root %x): %v", pr.TreeSize(), n, old.Hash, err)
+	}
+	root, err := audit.RootAt(ctx, bucket, PartitionPrefix("audit", 0), uint64(n))
+	if err != nil || !bytes.Equal(root, old.Hash) {
+		t.Fatalf("root at %d: %x %v, the checkpoint signed %x", n, root, err, old.Hash)
 	}
 }
 

@@ -442,55 +442,5 @@ func TestBuiltObjectDecodedBeforeUpload(t *testing.T) {
 // the segment before the tree covers it, or the next upload would build
 // absent leaves over records a checkpoint already signed: a fork.
 func TestTreeCoversAdoptedSegmentSignedByAnotherKeyBeforeRetention(t *testing.T) {
-	ctx := context.Background()
-	bucket := newFileBucket(t)
-	dataDir := t.TempDir()
-	e := newEnv(t, bucket, dataDir)
-	e.signWith(filepath.Join(t.TempDir(), "old.key"))
-	p := e.open("audit", 0, true)
-	produce(t, p, 100)
-	e.settle(p)
-	produce(t, p, 50) // one segment
-	p.Log().Roll()
-	testutil.Eventually(t, 5*time.Second, func() bool { return len(e.daemon.pending(p)) > 0 }, "a segment sealed")
-	n := crashAfterCheckpoint(t, e, p)
-	signedN, err := audit.GetCheckpoint(ctx, bucket, PartitionPrefix("audit", 0), n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
-	e.daemon.Remove(p)
-
-	e2 := newEnv(t, bucket, dataDir)
-	e2.signWith(filepath.Join(t.TempDir(), "new.key"))
-	p2 := e2.open("audit", 0, true)
-	defer p2.Close()
-	e2.daemon.cleanupAll(ctx)
-	if got := p2.UploadedEnd(); got != n {
-		t.Fatalf("the attempt was not adopted: uploaded end %d, want %d", got, n)
-	}
-	setRetention(p2, Retention{Age: time.Millisecond, Bytes: -1})
-	testutil.Eventually(t, 10*time.Second, func() bool {
-		e2.daemon.pass(ctx)
-		return len(p2.Manifest().Segments) == 0
-	}, "retention did not delete the segments")
-	if got := p2.Manifest().TreeSize; got != n {
-		t.Fatalf("retention deleted every segment with the tree at %d, want it at their end %d", got, n)
-	}
-	setRetention(p2, Retention{Bytes: -1})
-	produce(t, p2, 50)
-	e2.settle(p2)
-	pr, err := p2.Prover()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pr.Consistency(ctx, uint64(n), 0); err != nil {
-		t.Fatalf("the tree at %d does not extend the checkpoint the other key signed at %d: %v", pr.TreeSize(), n, err)
-	}
-	// The same root: the other key's checkpoint and this tree agree at n.
-	old, _ := audit.PeekCheckpoint(signedN)
-	root, err := audit.RootAt(ctx, bucket, PartitionPrefix("audit", 0), uint64(n))
-	if err != nil || !bytes.Equal(root, old.Hash) {
-		t.Fatalf("root at %d: %x %v, the other key signed %x", n, root, err, old.Hash)
-	}
+	adoptRetainExtend(t, false)
 }
