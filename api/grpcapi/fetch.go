@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -341,8 +343,29 @@ func RecordProto(r batch.Record) *tierlogv1.Record {
 	if len(r.Headers) > 0 {
 		pr.Headers = make([]*tierlogv1.Header, len(r.Headers))
 		for i, h := range r.Headers {
-			pr.Headers[i] = &tierlogv1.Header{Key: h.Key, Value: h.Value}
+			pr.Headers[i] = HeaderProto(h.Key, h.Value)
 		}
 	}
 	return pr
+}
+
+// HeaderProto is a record header as the API carries it: the key in key,
+// or in key_bytes when it is not valid UTF-8 (a proto3 string must be).
+func HeaderProto(key string, value []byte) *tierlogv1.Header {
+	if utf8.ValidString(key) {
+		return &tierlogv1.Header{Key: key, Value: value}
+	}
+	return &tierlogv1.Header{KeyBytes: []byte(key), Value: value}
+}
+
+// HeaderKey is the key a header carries (see HeaderProto). Both key and
+// key_bytes set is an error: which one is meant?
+func HeaderKey(h *tierlogv1.Header) (string, error) {
+	if h.KeyBytes == nil {
+		return h.GetKey(), nil
+	}
+	if h.GetKey() != "" {
+		return "", fmt.Errorf("a header sets both key %q and key_bytes", h.GetKey())
+	}
+	return string(h.KeyBytes), nil
 }

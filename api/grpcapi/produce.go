@@ -88,7 +88,11 @@ func (s *Server) produceBatch(req *tierlogv1.ProduceRequest) ([]byte, error) {
 		if len(r.GetHeaders()) > 0 {
 			hdrs = make([]batch.RecordHeader, len(r.GetHeaders()))
 			for j, h := range r.GetHeaders() {
-				hdrs[j] = batch.RecordHeader{Key: h.GetKey(), Value: h.Value}
+				key, err := HeaderKey(h)
+				if err != nil {
+					return nil, invalidf("record %d, header %d: %v", i, j, err)
+				}
+				hdrs[j] = batch.RecordHeader{Key: key, Value: h.Value}
 			}
 		}
 		brecs[i] = batch.Record{

@@ -205,3 +205,44 @@ func TestProduceFsyncedDurability(t *testing.T) {
 		t.Errorf("durability %v with flush.policy=always, want FSYNCED", resp.Durability)
 	}
 }
+
+// Kafka header keys are bytes on the wire; a Kafka producer may send one
+// that is not UTF-8, which a proto3 string cannot carry. Such a record is
+// still fetched (its key in key_bytes), byte for byte, and produced back.
+func TestHeaderKeyNotUTF8(t *testing.T) {
+	e := newEnv(t)
+	e.createTopic(t, "bin", 1, nil)
+	keys := []string{"\xff\xfe", "ok", "", "caf\xc3"}
+	var hs []batch.RecordHeader
+	for i, k := range keys {
+		hs = append(hs, batch.RecordHeader{Key: k, Value: fmt.Append(nil, i)})
+	}
+	built, err := batch.Build([]batch.Record{{Timestamp: 1_700_000_000_000, Value: []byte("v"), Headers: hs}}, batch.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.produce(t, &tierlogv1.ProduceRequest{Topic: "bin", Partition: ptr[int32](0), Batch: built})
+	check := func(f *tierlogv1.FetchResponse, from int64) {
+		t.Helper()
+		if len(f.Records) != 1 || f.Records[0].Offset != from || len(f.Records[0].Headers) != len(keys) {
+			t.Fatalf("fetched %v, want one record with %d headers at %d", f.Records, len(keys), from)
+		}
+		for i, h := range f.Records[0].Headers {
+			got := h.Key
+			if h.KeyBytes != nil {
+				got = string(h.KeyBytes)
+				if h.Key != "" {
+					t.Errorf("header %d: key %q beside key_bytes", i, h.Key)
+				}
+			}
+			if got != keys[i] || !bytes.Equal(h.Value, fmt.Append(nil, i)) {
+				t.Errorf("header %d: key %q value %q, want %q %q", i, got, h.Value, keys[i], fmt.Append(nil, i))
+			}
+		}
+	}
+	f := e.fetch(t, &tierlogv1.FetchRequest{Topic: "bin", Start: offsetStart(0)})
+	check(f, 0)
+	// Produced back as fetched: the same header keys.
+	e.produce(t, &tierlogv1.ProduceRequest{Topic: "bin", Partition: ptr[int32](0), Records: f.Records})
+	check(e.fetch(t, &tierlogv1.FetchRequest{Topic: "bin", Start: offsetStart(1)}), 1)
+}

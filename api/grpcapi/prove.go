@@ -82,7 +82,7 @@ func ProveProto(f *audit.InclusionFile) *tierlogv1.ProveResponse {
 	r := f.Record
 	pr := &tierlogv1.Record{Offset: r.Offset, TimestampMs: r.Timestamp, Key: r.Key, Value: r.Value}
 	for _, h := range r.Headers {
-		pr.Headers = append(pr.Headers, &tierlogv1.Header{Key: h.Key, Value: h.Value})
+		pr.Headers = append(pr.Headers, HeaderProto(h.Key, h.Value))
 	}
 	return &tierlogv1.ProveResponse{Record: pr, Control: r.Control, Leaf: f.Leaf, TreeSize: f.TreeSize,
 		InclusionProof: f.InclusionProof, Checkpoint: f.Checkpoint}
@@ -94,7 +94,10 @@ func InclusionFileFromProto(topic string, partition int32, resp *tierlogv1.Prove
 	pr := resp.GetRecord()
 	r := audit.Record{Offset: pr.GetOffset(), Timestamp: pr.GetTimestampMs(), Key: pr.Key, Value: pr.Value, Control: resp.GetControl()}
 	for _, h := range pr.GetHeaders() {
-		r.Headers = append(r.Headers, audit.Header{Key: h.GetKey(), Value: h.Value})
+		// Both key forms set is no header the server sends: the empty key
+		// then makes a leaf the proof does not verify.
+		key, _ := HeaderKey(h)
+		r.Headers = append(r.Headers, audit.Header{Key: key, Value: h.Value})
 	}
 	f := audit.NewInclusionFile(topic, partition, r, resp.GetTreeSize(), resp.GetInclusionProof(), []byte(resp.GetCheckpoint()))
 	f.Leaf = resp.GetLeaf() // as the server sent it: the verifier compares it with the record

@@ -106,9 +106,15 @@ func (Durability) EnumDescriptor() ([]byte, []int) {
 // Header is a record header. Kafka allows repeated keys and null values.
 type Header struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key, when it is valid UTF-8 (nearly always).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Unset means a null value; set but empty means an empty value.
-	Value         []byte `protobuf:"bytes,2,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	Value []byte `protobuf:"bytes,2,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	// The key, when it is not valid UTF-8: Kafka header keys are bytes on the
+	// wire (non-Java producers send any) and a proto3 string must be UTF-8.
+	// Fetch sets exactly one of key and key_bytes; on produce a set key_bytes
+	// is the key and key must be empty.
+	KeyBytes      []byte `protobuf:"bytes,3,opt,name=key_bytes,json=keyBytes,proto3,oneof" json:"key_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +159,13 @@ func (x *Header) GetKey() string {
 func (x *Header) GetValue() []byte {
 	if x != nil {
 		return x.Value
+	}
+	return nil
+}
+
+func (x *Header) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
 	}
 	return nil
 }
@@ -2583,11 +2596,14 @@ var File_tierlog_v1_tierlog_proto protoreflect.FileDescriptor
 const file_tierlog_v1_tierlog_proto_rawDesc = "" +
 	"\n" +
 	"\x18tierlog/v1/tierlog.proto\x12\n" +
-	"tierlog.v1\"?\n" +
+	"tierlog.v1\"o\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
-	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
-	"\x06_value\"\xb5\x01\n" +
+	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01\x12 \n" +
+	"\tkey_bytes\x18\x03 \x01(\fH\x01R\bkeyBytes\x88\x01\x01B\b\n" +
+	"\x06_valueB\f\n" +
+	"\n" +
+	"_key_bytes\"\xb5\x01\n" +
 	"\x06Record\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12!\n" +
 	"\ftimestamp_ms\x18\x02 \x01(\x03R\vtimestampMs\x12\x15\n" +
