@@ -285,7 +285,7 @@ func (p *Partition) needsPass() bool {
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if p.m.Version > p.copied || p.retention.Age > 0 || p.retention.Bytes >= 0 || p.holdPending() {
+	if p.m.Version > p.copied || p.retention.Age > 0 || p.retention.Bytes >= 0 || p.holdPending() || p.treeBehind() {
 		return true
 	}
 	for _, s := range p.m.Segments {
@@ -384,7 +384,10 @@ type built struct {
 func (d *Daemon) uploadPending(ctx context.Context, p *Partition) (hot.SegmentInfo, error) {
 	pending := d.pending(p)
 	if len(pending) == 0 {
-		return hot.SegmentInfo{}, nil
+		// Nothing to upload: committed segments the tree does not cover
+		// (tiered before this node signed, an adopted attempt) get it now,
+		// so an idle partition's history is signed too.
+		return hot.SegmentInfo{}, d.coverTree(ctx, p)
 	}
 	bctx, cancel := context.WithCancel(ctx)
 	ahead := make(chan built, 1)

@@ -232,6 +232,23 @@ func (d *Daemon) coverTree(ctx context.Context, p *Partition) error {
 	return nil
 }
 
+// treeBehind reports whether committed segments lie past the Merkle tree
+// of a partition whose daemon signs: a pass then covers them (see
+// uploadPending). p.mu must be held.
+func (p *Partition) treeBehind() bool {
+	d := p.daemon.Load()
+	if d == nil || d.opts.Signer == nil {
+		return false
+	}
+	size, _ := p.m.treeSize()
+	for i := len(p.m.Segments) - 1; i >= 0; i-- {
+		if s := p.m.Segments[i]; s.State == CopyFinished {
+			return s.NextOffset > size && s.NextOffset > p.m.LogStartOffset
+		}
+	}
+	return false
+}
+
 // PublicKey is the public key of the key that signs the checkpoints ("":
 // the daemon builds no trees).
 func (d *Daemon) PublicKey() string {

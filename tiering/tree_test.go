@@ -255,6 +255,39 @@ func TestTreeCatchesUpWithSegmentsUploadedWithout(t *testing.T) {
 	}
 }
 
+// A partition tiered before its node signed and idle since gets its tree
+// and a signed checkpoint without waiting for a new segment: otherwise
+// verify reports its history as unsigned for as long as it stays idle.
+func TestTreeCoversIdlePartitionUploadedWithout(t *testing.T) {
+	ctx := context.Background()
+	bucket := newFileBucket(t)
+	dataDir := t.TempDir()
+	e := newEnv(t, bucket, dataDir)
+	p := e.open("audit", 0, true)
+	produce(t, p, 150)
+	e.settle(p)
+	end := p.UploadedEnd()
+	p.Close()
+	e2 := newEnv(t, bucket, dataDir)
+	e2.signWith(filepath.Join(t.TempDir(), "k"))
+	p2 := e2.open("audit", 0, true)
+	defer p2.Close()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		e2.daemon.pass(ctx)
+		return p2.Manifest().TreeSize == end
+	}, "the idle partition's tree never covered its committed segments")
+	ref := independentTree(t, p2, end)
+	if m := p2.Manifest(); m.TreeRoot != hex.EncodeToString(ref.Hash()) {
+		t.Fatalf("tree root %s, want %x", m.TreeRoot, ref.Hash())
+	}
+	if _, err := audit.GetCheckpoint(ctx, bucket, PartitionPrefix("audit", 0), end); err != nil {
+		t.Fatalf("no checkpoint at %d: %v", end, err)
+	}
+	if p2.needsPass() {
+		t.Fatal("the partition still needs a pass once its tree covers it")
+	}
+}
+
 // failingUploads fails uploads of keys containing match n times.
 type failingUploads struct {
 	cold.Bucket
