@@ -58,7 +58,8 @@ const (
 	// ChunkRaw stores the batches as they are: compression did not shrink
 	// them (typically producer-compressed batches).
 	ChunkRaw ChunkCodec = 0
-	// ChunkZstd stores one zstd frame (with its content size) of the batches.
+	// ChunkZstd stores one zstd frame of the batches (with its content
+	// size, except below 256 bytes: see DecodeChunk).
 	ChunkZstd ChunkCodec = 1
 )
 
