@@ -21,11 +21,11 @@ type FolderLister interface {
 // Folders lists the folders directly under prefix with b's FolderLister,
 // or, for a bucket without one, from every key below prefix.
 func Folders(ctx context.Context, b Bucket, prefix string, f func(folder string) error) error {
-	if prefix != "" && !strings.HasSuffix(prefix, "/") {
-		return fmt.Errorf("cold: folders of %q: a folder prefix ends in \"/\"", prefix)
-	}
 	if fl, ok := b.(FolderLister); ok {
-		return fl.Folders(ctx, prefix, f)
+		return fl.Folders(ctx, prefix, f) // which checks prefix as it checks Iter's
+	}
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("%s: folders: prefix %q is not a folder: want \"\" or a prefix ending in \"/\"", b.Name(), prefix)
 	}
 	last := ""
 	return b.Iter(ctx, prefix, func(key string) error {

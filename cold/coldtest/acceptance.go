@@ -454,8 +454,30 @@ func testFolders(t *testing.T, b cold.Bucket, p string, keys []string) {
 			t.Errorf("cold.Folders(%q) of a bucket that only iterates = %q, want %q", tc.prefix, got, tc.want)
 		}
 	}
-	if err := cold.Folders(context.Background(), b, p+"a", func(string) error { return nil }); err == nil {
-		t.Errorf("Folders(%q) succeeded, want an error: a folder prefix ends in \"/\"", p+"a")
+	// A prefix that is not a folder, or climbs out, is refused by the
+	// backend (called directly or through cold.Folders) and by the
+	// fallback alike, saying why.
+	for prefix, says := range map[string]string{p + "a": "is not a folder", p + "../": `".."`} {
+		for name, folders := range map[string]func(string, func(string) error) error{
+			"the backend's Folders": func(prefix string, f func(string) error) error {
+				fl, _ := b.(cold.FolderLister)
+				if fl == nil {
+					return nil // reported above
+				}
+				return fl.Folders(context.Background(), prefix, f)
+			},
+			"cold.Folders": func(prefix string, f func(string) error) error {
+				return cold.Folders(context.Background(), b, prefix, f)
+			},
+			"cold.Folders' fallback (Iter)": func(prefix string, f func(string) error) error {
+				return cold.Folders(context.Background(), iterOnly, prefix, f)
+			},
+		} {
+			err := folders(prefix, func(string) error { return nil })
+			if err == nil || !strings.Contains(err.Error(), says) || strings.Contains(err.Error(), "<nil>") {
+				t.Errorf("%s(%q) = %v, want an error saying %s", name, prefix, err, says)
+			}
+		}
 	}
 }
 

@@ -368,8 +368,8 @@ func (b *Bucket) Iter(ctx context.Context, prefix string, f func(key string) err
 // Folders lists the directories in prefix's directory (cold.FolderLister);
 // Delete removes a directory it empties, so each holds a key.
 func (b *Bucket) Folders(ctx context.Context, prefix string, f func(folder string) error) error {
-	if err := objutil.CheckPrefix(prefix); err != nil || prefix != "" && !strings.HasSuffix(prefix, "/") {
-		return fmt.Errorf("filebucket %s: folders of %q: want \"\" or a prefix ending in \"/\" (%v)", b.root, prefix, err)
+	if err := objutil.CheckFolderPrefix(prefix); err != nil {
+		return fmt.Errorf("filebucket %s: folders: %w", b.root, err)
 	}
 	entries, err := os.ReadDir(filepath.Join(b.root, filepath.FromSlash(prefix)))
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {

@@ -332,8 +332,8 @@ func (b *Bucket) Iter(ctx context.Context, prefix string, f func(key string) err
 // Folders lists the common prefixes under prefix (a listing that is not
 // recursive: MinIO's delimiter "/"), as cold.FolderLister.
 func (b *Bucket) Folders(ctx context.Context, prefix string, f func(folder string) error) error {
-	if err := objutil.CheckPrefix(prefix); err != nil || prefix != "" && !strings.HasSuffix(prefix, "/") {
-		return fmt.Errorf("miniobucket %s: folders of %q: want \"\" or a prefix ending in \"/\" (%v)", b.name, prefix, err)
+	if err := objutil.CheckFolderPrefix(prefix); err != nil {
+		return fmt.Errorf("miniobucket %s: folders: %w", b.name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

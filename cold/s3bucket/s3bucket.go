@@ -347,8 +347,8 @@ func (b *Bucket) Iter(ctx context.Context, prefix string, f func(key string) err
 // Folders lists the common prefixes under prefix with the delimiter "/"
 // (cold.FolderLister).
 func (b *Bucket) Folders(ctx context.Context, prefix string, f func(folder string) error) error {
-	if err := objutil.CheckPrefix(prefix); err != nil || prefix != "" && !strings.HasSuffix(prefix, "/") {
-		return fmt.Errorf("s3bucket %s: folders of %q: want \"\" or a prefix ending in \"/\" (%v)", b.name, prefix, err)
+	if err := objutil.CheckFolderPrefix(prefix); err != nil {
+		return fmt.Errorf("s3bucket %s: folders: %w", b.name, err)
 	}
 	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
 		Bucket:    aws.String(b.bucket),

@@ -71,6 +71,18 @@ func CheckPrefix(prefix string) error {
 	return nil
 }
 
+// CheckFolderPrefix reports whether prefix is a valid Folders prefix: a
+// valid Iter prefix that is "" or ends in "/" (a folder).
+func CheckFolderPrefix(prefix string) error {
+	if err := CheckPrefix(prefix); err != nil {
+		return err
+	}
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("prefix %q is not a folder: want \"\" or a prefix ending in \"/\"", prefix)
+	}
+	return nil
+}
+
 // CheckRange validates GetRange arguments.
 func CheckRange(off, length int64) error {
 	if off < 0 {
