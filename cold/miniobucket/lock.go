@@ -5,20 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 
 	"github.com/minio/minio-go/v7"
 
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/internal/objutil"
 )
 
 // LockEnabled reports whether the bucket was created with Object Lock.
 func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
 	enabled, _, _, _, err := b.client.GetObjectLockConfig(ctx, b.bucket)
 	if err != nil {
-		var resp minio.ErrorResponse
-		if errors.As(err, &resp) && resp.Code == "ObjectLockConfigurationNotFoundError" {
+		if answer(err).NoLockConfig() {
 			return false, nil
 		}
 		return false, fmt.Errorf("miniobucket %s: object lock configuration: %w", b.name, wrap(err))
@@ -69,24 +67,26 @@ func (b *Bucket) ObjectLock(ctx context.Context, key, versionID string) (cold.Re
 	}
 	var ret cold.Retention
 	mode, until, err := b.client.GetObjectRetention(ctx, b.bucket, obj, versionID)
-	if err != nil && !noLockOn(err) {
+	if err != nil && !answer(err).NoLockConfig() {
 		return cold.Retention{}, false, b.errf("object retention", key, err)
 	}
 	if mode != nil && until != nil {
 		ret = cold.Retention{Mode: cold.LockMode(*mode), Until: *until}
 	}
 	hold, err := b.client.GetObjectLegalHold(ctx, b.bucket, obj, minio.GetObjectLegalHoldOptions{VersionID: versionID})
-	if err != nil && !noLockOn(err) {
+	if err != nil && !answer(err).NoLockConfig() {
 		return cold.Retention{}, false, b.errf("object legal hold", key, err)
 	}
 	return ret, hold != nil && *hold == minio.LegalHoldEnabled, nil
 }
 
-// noLockOn reports the answer for a version that has no retention (or no
-// legal hold) set.
-func noLockOn(err error) bool {
+// answer is the S3 error answer err carries (zero if none).
+func answer(err error) objutil.Answer {
 	var resp minio.ErrorResponse
-	return errors.As(err, &resp) && (resp.Code == "NoSuchObjectLockConfiguration" || resp.Code == "ObjectLockConfigurationNotFoundError")
+	if !errors.As(err, &resp) {
+		return objutil.Answer{}
+	}
+	return objutil.Answer{Code: resp.Code, Message: resp.Message, Status: resp.StatusCode}
 }
 
 // DeleteVersion removes one version of key; a version under retention or
@@ -100,20 +100,8 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	switch {
 	case err == nil || isNotFound(err):
 		return nil
-	case locked(err):
+	case answer(err).LockRefused():
 		return fmt.Errorf("miniobucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, wrap(err))
 	}
 	return b.errf("delete", key, err)
-}
-
-// locked reports a delete refused for Object Lock: S3 answers 403
-// AccessDenied, MinIO 400 InvalidRequest "Object is WORM protected and
-// cannot be overwritten"; some stores say ObjectLocked.
-func locked(err error) bool {
-	var resp minio.ErrorResponse
-	if !errors.As(err, &resp) {
-		return false
-	}
-	return resp.Code == "AccessDenied" || resp.Code == "ObjectLocked" || resp.StatusCode == http.StatusForbidden ||
-		(resp.Code == "InvalidRequest" && strings.Contains(resp.Message, "WORM"))
 }

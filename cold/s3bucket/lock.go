@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -14,14 +12,14 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/cold/internal/objutil"
 )
 
 // LockEnabled reports whether the bucket was created with Object Lock.
 func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
 	out, err := b.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.bucket)})
 	if err != nil {
-		var api smithy.APIError
-		if errors.As(err, &api) && api.ErrorCode() == "ObjectLockConfigurationNotFoundError" {
+		if answer(err).NoLockConfig() {
 			return false, nil
 		}
 		return false, fmt.Errorf("s3bucket %s: object lock configuration: %w", b.name, err)
@@ -83,24 +81,31 @@ func (b *Bucket) ObjectLock(ctx context.Context, key, versionID string) (cold.Re
 	var ret cold.Retention
 	rout, err := b.client.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version})
 	switch {
-	case err != nil && !noLockOn(err):
+	case err != nil && !answer(err).NoLockConfig():
 		return cold.Retention{}, false, b.errf("object retention", key, err)
 	case err == nil && rout.Retention != nil && rout.Retention.RetainUntilDate != nil:
 		ret = cold.Retention{Mode: cold.LockMode(rout.Retention.Mode), Until: *rout.Retention.RetainUntilDate}
 	}
 	hout, err := b.client.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version})
-	if err != nil && !noLockOn(err) {
+	if err != nil && !answer(err).NoLockConfig() {
 		return cold.Retention{}, false, b.errf("object legal hold", key, err)
 	}
 	hold := err == nil && hout.LegalHold != nil && hout.LegalHold.Status == types.ObjectLockLegalHoldStatusOn
 	return ret, hold, nil
 }
 
-// noLockOn reports the answer for a version that has no retention (or no
-// legal hold) set.
-func noLockOn(err error) bool {
+// answer is the S3 error answer err carries (zero if none).
+func answer(err error) objutil.Answer {
+	var a objutil.Answer
 	var api smithy.APIError
-	return errors.As(err, &api) && (api.ErrorCode() == "NoSuchObjectLockConfiguration" || api.ErrorCode() == "ObjectLockConfigurationNotFoundError")
+	if errors.As(err, &api) {
+		a.Code, a.Message = api.ErrorCode(), api.ErrorMessage()
+	}
+	var status interface{ HTTPStatusCode() int }
+	if errors.As(err, &status) {
+		a.Status = status.HTTPStatusCode()
+	}
+	return a
 }
 
 // DeleteVersion removes one version of key; a version under retention or
@@ -114,21 +119,8 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	switch {
 	case err == nil || isNotFound(err):
 		return nil
-	case locked(err):
+	case answer(err).LockRefused():
 		return fmt.Errorf("s3bucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, err)
 	}
 	return b.errf("delete", key, err)
-}
-
-// locked reports a delete refused for Object Lock: S3 answers 403
-// AccessDenied, MinIO 400 InvalidRequest "Object is WORM protected and
-// cannot be overwritten"; some stores say ObjectLocked.
-func locked(err error) bool {
-	var api smithy.APIError
-	if errors.As(err, &api) && (api.ErrorCode() == "AccessDenied" || api.ErrorCode() == "ObjectLocked" ||
-		(api.ErrorCode() == "InvalidRequest" && strings.Contains(api.ErrorMessage(), "WORM"))) {
-		return true
-	}
-	var status interface{ HTTPStatusCode() int }
-	return errors.As(err, &status) && status.HTTPStatusCode() == http.StatusForbidden
 }

@@ -331,6 +331,28 @@ func BucketPrefix(path string) (string, error) {
 	return p, nil
 }
 
+// Answer is an S3 error answer, whichever SDK reported it: the code and
+// message of the error body and the HTTP status. The backends read it
+// from their SDK's error; what it means is decided here, once.
+type Answer struct {
+	Code, Message string
+	Status        int
+}
+
+// LockRefused reports a request refused for Object Lock: S3 answers 403
+// AccessDenied, MinIO 400 InvalidRequest "Object is WORM protected and
+// cannot be overwritten"; some stores say ObjectLocked.
+func (a Answer) LockRefused() bool {
+	return a.Code == "AccessDenied" || a.Code == "ObjectLocked" || a.Status == http.StatusForbidden ||
+		a.Code == "InvalidRequest" && strings.Contains(a.Message, "WORM")
+}
+
+// NoLockConfig reports the answer for a bucket without an Object Lock
+// configuration, or for a version with no retention (or no legal hold).
+func (a Answer) NoLockConfig() bool {
+	return a.Code == "ObjectLockConfigurationNotFoundError" || a.Code == "NoSuchObjectLockConfiguration"
+}
+
 // IsNetworkError reports whether err happened on the way to the server
 // (dial, TLS, connection broken, no response), as opposed to an answer.
 func IsNetworkError(err error) bool {

@@ -106,3 +106,29 @@ func TestRedactURL(t *testing.T) {
 		t.Errorf("ParseError = %q, want the cause without the URL", got)
 	}
 }
+
+func TestAnswer(t *testing.T) {
+	for a, want := range map[Answer]bool{
+		{Code: "AccessDenied", Status: 403}: true, // S3
+		{Status: 403}:                       true, // a 403 whose body was not read
+		{Code: "ObjectLocked", Status: 400}: true,
+		{Code: "InvalidRequest", Message: "Object is WORM protected and cannot be overwritten", Status: 400}: true, // MinIO
+		{Code: "InvalidRequest", Message: "Invalid version id specified", Status: 400}:                       false,
+		{Code: "NoSuchKey", Status: 404}: false,
+		{}:                               false,
+	} {
+		if got := a.LockRefused(); got != want {
+			t.Errorf("%+v.LockRefused() = %v, want %v", a, got, want)
+		}
+	}
+	for a, want := range map[Answer]bool{
+		{Code: "ObjectLockConfigurationNotFoundError", Status: 404}: true, // bucket without Object Lock
+		{Code: "NoSuchObjectLockConfiguration", Status: 404}:        true, // version without retention
+		{Code: "NoSuchKey", Status: 404}:                            false,
+		{}:                                                          false,
+	} {
+		if got := a.NoLockConfig(); got != want {
+			t.Errorf("%+v.NoLockConfig() = %v, want %v", a, got, want)
+		}
+	}
+}
