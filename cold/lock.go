@@ -59,6 +59,9 @@ type Locker interface {
 // overwritten behind the writer's back is still read as written, and a
 // delete removes the version itself instead of hiding it behind a delete
 // marker.
+//
+// A versionID "" names the current version, as for Locker.SetLegalHold:
+// GetRangeVersion is then GetRange, and DeleteVersion Delete.
 type Versioned interface {
 	// GetRangeVersion is GetRange of one version of key.
 	GetRangeVersion(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error)

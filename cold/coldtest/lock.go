@@ -138,6 +138,20 @@ func LockTest(t *testing.T, b cold.Bucket, raw *minio.Client, bucket, prefix str
 		}
 	})
 
+	t.Run("current version", func(t *testing.T) {
+		// A version id "" names the current version, as it does for
+		// SetLegalHold: DeleteVersion then deletes as Delete does (on a
+		// versioned bucket, a delete marker hides the key).
+		key := "unlocked/current"
+		put(key, []byte("plain"), cold.Retention{}, false)
+		if err := b.(cold.Versioned).DeleteVersion(ctx, key, ""); err != nil {
+			t.Fatalf("DeleteVersion of the current version: %v", err)
+		}
+		if _, err := readVersion(key, ""); !errors.Is(err, cold.ErrNotFound) {
+			t.Errorf("read after DeleteVersion of the current version: %v, want ErrNotFound", err)
+		}
+	})
+
 	t.Run("retention ends", func(t *testing.T) {
 		key := "locked/short"
 		until := time.Now().Add(3 * time.Second)

@@ -57,11 +57,8 @@ func (b *Bucket) SetLegalHold(ctx context.Context, key, versionID string, on boo
 	if on {
 		status = types.ObjectLockLegalHoldStatusOn
 	}
-	in := &s3.PutObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj),
+	in := &s3.PutObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID),
 		LegalHold: &types.ObjectLockLegalHold{Status: status}}
-	if versionID != "" {
-		in.VersionId = aws.String(versionID)
-	}
 	if _, err := b.client.PutObjectLegalHold(ctx, in); err != nil {
 		return b.errf("set legal hold", key, err)
 	}
@@ -74,19 +71,15 @@ func (b *Bucket) ObjectLock(ctx context.Context, key, versionID string) (cold.Re
 	if err != nil {
 		return cold.Retention{}, false, err
 	}
-	var version *string
-	if versionID != "" {
-		version = aws.String(versionID)
-	}
 	var ret cold.Retention
-	rout, err := b.client.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version})
+	rout, err := b.client.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
 	switch {
 	case err != nil && !answer(err).NoLockConfig():
 		return cold.Retention{}, false, b.errf("object retention", key, err)
 	case err == nil && rout.Retention != nil && rout.Retention.RetainUntilDate != nil:
 		ret = cold.Retention{Mode: cold.LockMode(rout.Retention.Mode), Until: *rout.Retention.RetainUntilDate}
 	}
-	hout, err := b.client.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version})
+	hout, err := b.client.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
 	if err != nil && !answer(err).NoLockConfig() {
 		return cold.Retention{}, false, b.errf("object legal hold", key, err)
 	}
@@ -108,6 +101,14 @@ func answer(err error) objutil.Answer {
 	return a
 }
 
+// version is a request's version id: none (the current version) for "".
+func version(id string) *string {
+	if id == "" {
+		return nil
+	}
+	return aws.String(id)
+}
+
 // DeleteVersion removes one version of key; a version under retention or
 // legal hold is refused with cold.ErrObjectLocked.
 func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error {
@@ -115,7 +116,7 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	if err != nil {
 		return err
 	}
-	_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: aws.String(versionID)})
+	_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
 	switch {
 	case err == nil || isNotFound(err):
 		return nil

@@ -231,10 +231,7 @@ func (b *Bucket) getRange(ctx context.Context, key, versionID string, off, lengt
 		// S3 has no empty range; check the object and the offset.
 		return b.emptyRange(ctx, key, versionID, off)
 	}
-	in := &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj)}
-	if versionID != "" {
-		in.VersionId = aws.String(versionID)
-	}
+	in := &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)}
 	switch {
 	case length > 0:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+length-1))
@@ -280,11 +277,7 @@ func (b *Bucket) attributes(ctx context.Context, key, versionID string) (cold.At
 	if err != nil {
 		return cold.Attributes{}, err
 	}
-	in := &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj)}
-	if versionID != "" {
-		in.VersionId = aws.String(versionID)
-	}
-	out, err := b.client.HeadObject(ctx, in)
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
 	if err != nil {
 		return cold.Attributes{}, b.errf("attributes", key, err)
 	}

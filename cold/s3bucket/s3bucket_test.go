@@ -269,3 +269,41 @@ func TestObjectLock(t *testing.T) {
 		t.Errorf("LockEnabled on a bucket without Object Lock: %v, %v", on, err)
 	}
 }
+
+// roundTripFunc is an http.RoundTripper from a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestCurrentVersionSendsNoVersionID: a version id "" names the current
+// version, so no request carries an empty versionId parameter (which S3
+// refuses as an invalid version id; MinIO takes it for the current one).
+func TestCurrentVersionSendsNoVersionID(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	var empty atomic.Value // the last request with versionId=""
+	tr := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if q := r.URL.Query(); q.Has("versionId") && q.Get("versionId") == "" {
+			empty.Store(r.Method + " " + r.URL.String())
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	ctx := context.Background()
+	b := open(t, m.S3URL(m.NewLockedBucket(t), "v/"), cold.Options{Credentials: creds(m), Transport: tr})
+	if _, err := b.Upload(ctx, "k", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.ObjectLock(ctx, "k", ""); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := b.GetRangeVersion(ctx, "k", "", 0, -1); err != nil {
+		t.Fatal(err)
+	} else {
+		rc.Close()
+	}
+	if err := b.DeleteVersion(ctx, "k", ""); err != nil {
+		t.Fatal(err)
+	}
+	if req := empty.Load(); req != nil {
+		t.Errorf("%s: an empty versionId sent for the current version", req)
+	}
+}
