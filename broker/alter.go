@@ -23,13 +23,10 @@ import (
 // written, so a crash between the two writes (or a bucket write that
 // failed after landing) is repaired by the next open.
 func (b *Broker) AlterTopicConfig(name string, set map[string]string, del []string) (TopicInfo, error) {
-	if err := checkDeletes(set, del); err != nil {
+	if err := b.CheckAlterTopicConfig(name, set, del); err != nil {
 		return TopicInfo{}, err
 	}
 	if b.rm != nil {
-		if err := b.CheckAlterTopicConfig(name, set, del); err != nil {
-			return TopicInfo{}, err
-		}
 		return b.rm.alterTopic(name, set, del)
 	}
 	return b.alterLocal(name, set, del)
@@ -108,6 +105,9 @@ func (b *Broker) beginTopicChange(name string) (t *topic, done func(), err error
 
 // CheckAlterTopicConfig reports the error AlterTopicConfig would return
 // for the same change, without making it (Kafka's validate-only alter).
+// Like a create's checks, it runs where the change is asked for: a node
+// applying a change the cluster committed (alterLocal) does not ask the
+// bucket again whether it can lock objects.
 func (b *Broker) CheckAlterTopicConfig(name string, set map[string]string, del []string) error {
 	if err := checkDeletes(set, del); err != nil {
 		return err
@@ -116,8 +116,11 @@ func (b *Broker) CheckAlterTopicConfig(name string, set map[string]string, del [
 	if err != nil {
 		return err
 	}
-	_, _, _, err = b.altered(t.settings.Load(), set, del)
-	return err
+	_, cfg, _, err := b.altered(t.settings.Load(), set, del)
+	if err != nil {
+		return err
+	}
+	return b.checkObjectLock(cfg)
 }
 
 func checkDeletes(set map[string]string, del []string) error {
@@ -150,9 +153,6 @@ func (b *Broker) altered(old *topicSettings, set map[string]string, del []string
 	hc := cfg.hotConfig(b.store != nil)
 	if err := hc.Validate(); err != nil {
 		return nil, TopicConfig{}, hot.Config{}, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
-	if err := b.checkObjectLock(cfg); err != nil {
-		return nil, TopicConfig{}, hot.Config{}, err
 	}
 	return over, cfg, hc, nil
 }

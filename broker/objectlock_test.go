@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tierlog/tierlog/cold"
@@ -33,7 +34,7 @@ func TestObjectLockConfig(t *testing.T) {
 	}
 
 	m := testutil.StartMinIO(t)
-	openMinIO := func(t *testing.T, bucket string) cold.Bucket {
+	openMinIO := func(t *testing.T, bucket string) *miniobucket.Bucket {
 		b, err := miniobucket.Open(context.Background(), m.MinIOURL(bucket, "n/"),
 			cold.Options{Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
 		if err != nil {
@@ -111,4 +112,47 @@ func TestObjectLockConfig(t *testing.T) {
 			t.Errorf("partition lock after the alter %+v, want the legal hold on", l)
 		}
 	})
+
+	// The bucket is asked whether it can lock where a change is asked for
+	// (create, alter, and their validate-only forms), as a create's other
+	// checks are; a node applying a change the cluster committed
+	// (reconcileTopics calls alterLocal) does not ask again - nor fail to
+	// apply it, leaving its uploads unlocked, if the request fails.
+	t.Run("asked where a change is asked for", func(t *testing.T) {
+		asks := &lockAsks{Bucket: openMinIO(t, m.NewLockedBucket(t))}
+		b, err := Open(context.Background(), Options{Dir: t.TempDir(), Bucket: asks})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if _, err := b.CreateTopic("worm", 1, compliance); err != nil {
+			t.Fatal(err)
+		}
+		if n := asks.n.Swap(0); n != 1 {
+			t.Errorf("create of a locked topic asked the bucket %d times, want 1", n)
+		}
+		if _, err := b.AlterTopicConfig("worm", map[string]string{"retention.ms": "7200000"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := asks.n.Swap(0); n != 1 {
+			t.Errorf("alter of a locked topic asked the bucket %d times, want 1", n)
+		}
+		if _, err := b.alterLocal("worm", map[string]string{"retention.ms": "3600000"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := asks.n.Load(); n != 0 {
+			t.Errorf("applying a committed change asked the bucket %d times, want none", n)
+		}
+	})
+}
+
+// lockAsks counts the broker's LockEnabled requests to its bucket.
+type lockAsks struct {
+	*miniobucket.Bucket
+	n atomic.Int32
+}
+
+func (b *lockAsks) LockEnabled(ctx context.Context) (bool, error) {
+	b.n.Add(1)
+	return b.Bucket.LockEnabled(ctx)
 }
