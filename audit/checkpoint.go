@@ -188,10 +188,12 @@ var ErrForkedCheckpoint = errors.New("the bucket keeps a checkpoint of that size
 // one with another root: if the bucket keeps one of size, the same root
 // leaves it as it is (a retry, or the same tree signed again) and another
 // root fails with ErrForkedCheckpoint, writing nothing. The check reads the
-// kept copy before the write instead of a conditional (If-None-Match)
-// upload, which cannot carry the Object Lock retention and legal hold the
-// numbered copies are uploaded with; the partition's single writer (its
-// node, or its leader on a shared prefix) makes the read-then-write safe.
+// kept copy before the write (one GET per checkpoint, so per uploaded
+// segment) instead of a conditional (If-None-Match) upload: the numbered
+// copies go up with the topic's Object Lock retention and legal hold (b
+// adds them to Upload), which cold's UploadIf does not carry. The
+// partition's single writer (its node, or its leader on a shared prefix)
+// makes the read-then-write safe.
 func PutCheckpoint(ctx context.Context, b cold.Bucket, prefix string, size uint64, signed []byte) error {
 	c, err := PeekCheckpoint(signed)
 	if err != nil {
