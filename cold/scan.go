@@ -10,18 +10,10 @@ import (
 	"slices"
 )
 
-// ReadSegmentFooter is ReadFooter of seg, its recorded version if it
-// names one.
-func ReadSegmentFooter(ctx context.Context, b Bucket, seg SegmentRef) (*Footer, error) {
-	f, _, err := readFooter(ctx, b, seg, nil)
-	return f, err
-}
-
 // ScanObject reads the object seg names - its recorded version, if any, of
-// seg.Size bytes, footer f as ReadSegmentFooter returned it - whole, in one
-// GET, and calls fn with each chunk's batches
-// in chunk order (checked and decoded by DecodeChunk; raw is only valid
-// during the call). It returns the SHA-256 of every byte the GET returned,
+// seg.Size bytes, footer f as ReadFooter returned it - whole, in one GET,
+// and calls fn with each chunk's batches in chunk order (checked and
+// decoded by DecodeChunk; raw is only valid during the call). It returns the SHA-256 of every byte the GET returned,
 // for a verifier to compare with the digest the manifest recorded: the
 // digest and the batches come from the same bytes. The chunks must follow
 // each other from the header on, and the footer the stream ends with must

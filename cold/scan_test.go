@@ -18,7 +18,7 @@ func TestScanObject(t *testing.T) {
 	b := newFileBucket(t)
 	log, _ := buildLog(t, segSpec{nBatches: 40, recs: 10, size: 200, codec: batch.Zstd})
 	seg, want := putSegment(t, b, "seg", log, cold.SegmentOptions{ChunkBytes: 8 << 10})
-	f, err := cold.ReadSegmentFooter(ctx, b, seg)
+	f, err := cold.ReadFooter(ctx, b, seg)
 	if err != nil || len(f.Chunks) < 2 {
 		t.Fatalf("footer: %d chunks, %v", len(f.Chunks), err)
 	}

@@ -12,12 +12,12 @@ import (
 // second GET is needed only for very large segments.
 const FooterTailBytes = 64 << 10
 
-// ReadFooter fetches and parses the footer of the object key of size bytes
-// (the size the manifest recorded) with one ranged GET of its tail, and a
-// second only if the footer is larger than FooterTailBytes. It does not
-// retry; Reader does.
-func ReadFooter(ctx context.Context, b Bucket, key string, size int64) (*Footer, error) {
-	f, _, err := readFooter(ctx, b, SegmentRef{Key: key, Size: size}, nil)
+// ReadFooter fetches and parses the footer of the object seg names (of
+// seg.Size bytes, the size the manifest recorded; its recorded version if
+// seg names one) with one ranged GET of its tail, and a second only if the
+// footer is larger than FooterTailBytes. It does not retry; Reader does.
+func ReadFooter(ctx context.Context, b Bucket, seg SegmentRef) (*Footer, error) {
+	f, _, err := readFooter(ctx, b, seg, nil)
 	return f, err
 }
 

@@ -432,14 +432,14 @@ func TestReadFooterOneShot(t *testing.T) {
 	b := newFileBucket(t)
 	log, _ := buildLog(t, segSpec{nBatches: 5, recs: 2, size: 50})
 	seg, want := putSegment(t, b, "one", log, cold.SegmentOptions{})
-	f, err := cold.ReadFooter(context.Background(), b, seg.Key, seg.Size)
+	f, err := cold.ReadFooter(context.Background(), b, seg)
 	if err != nil || f.NextOffset != want.NextOffset || f.ObjectSize != seg.Size || b.gets.Load() != 1 {
 		t.Fatalf("footer %+v, err %v, %d GETs", f, err, b.gets.Load())
 	}
-	if _, err := cold.ReadFooter(context.Background(), b, "missing", seg.Size); !errors.Is(err, cold.ErrNotFound) {
+	if _, err := cold.ReadFooter(context.Background(), b, cold.SegmentRef{Key: "missing", Size: seg.Size}); !errors.Is(err, cold.ErrNotFound) {
 		t.Fatalf("missing object: %v", err)
 	}
-	if _, err := cold.ReadFooter(context.Background(), b, seg.Key, 10); !errors.Is(err, cold.ErrCorruptObject) {
+	if _, err := cold.ReadFooter(context.Background(), b, cold.SegmentRef{Key: seg.Key, Size: 10}); !errors.Is(err, cold.ErrCorruptObject) {
 		t.Fatalf("size below any segment: %v", err)
 	}
 	if cold.ChunkZstd.String() != "zstd" || cold.ChunkRaw.String() != "raw" || cold.ChunkCodec(7).String() != "codec(7)" {

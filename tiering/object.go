@@ -158,7 +158,7 @@ func skipTo(src *os.File, from int64) (int64, error) {
 // checks it describes what was built.
 func (o *object) verifyFooter(ctx context.Context, b cold.Bucket, ref cold.SegmentRef) error {
 	key := ref.Key
-	f, err := cold.ReadSegmentFooter(ctx, b, ref)
+	f, err := cold.ReadFooter(ctx, b, ref)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", key, err)
 	}

@@ -134,7 +134,7 @@ func (p *Partition) inspect(ctx context.Context, key string) (RemoteSegment, err
 	}
 	ref := cold.SegmentRef{Key: key, Size: a.Size, VersionID: a.VersionID}
 	var f *cold.Footer
-	if err := retry(ctx, func() (err error) { f, err = cold.ReadSegmentFooter(ctx, p.store.Bucket, ref); return err }); err != nil {
+	if err := retry(ctx, func() (err error) { f, err = cold.ReadFooter(ctx, p.store.Bucket, ref); return err }); err != nil {
 		return RemoteSegment{}, err
 	}
 	if f.BaseOffset != base {

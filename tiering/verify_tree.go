@@ -174,7 +174,7 @@ func (v *verifier) segment(s RemoteSegment) error {
 		return err
 	}
 	var f *cold.Footer
-	err := retry(v.ctx, func() (err error) { f, err = cold.ReadSegmentFooter(v.ctx, v.b, s.ref()); return err })
+	err := retry(v.ctx, func() (err error) { f, err = cold.ReadFooter(v.ctx, v.b, s.ref()); return err })
 	if err == nil && (f.BaseOffset != s.BaseOffset || f.NextOffset != s.NextOffset) {
 		err = &recordProblem{offset: s.BaseOffset, msg: fmt.Sprintf("the object holds offsets %d to %d, the manifest names it for offsets %d to %d",
 			f.BaseOffset, f.NextOffset-1, s.BaseOffset, s.NextOffset-1)}
