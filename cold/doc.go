@@ -30,6 +30,18 @@
 //     the chain (errors.As), and are classified by IsRetryable — the one
 //     function that decides what to retry.
 //
+// # Optional interfaces
+//
+// Beside Bucket, small interfaces that callers find with a type assertion
+// (and the helpers in this package that fall back when a bucket lacks
+// them): ConditionalUploader (UploadIf: one writer owns a prefix),
+// MultipartAborter, FolderLister (one level of the key hierarchy in one
+// LIST; Folders falls back to Iter), Versioned (read and delete one object
+// version; GetRangeVersion and DeleteVersion fall back to the key) and
+// Locker (S3 Object Lock; LockEnabled says no without it). The file
+// backend has neither Versioned nor Locker. ReadOnly wraps a bucket so
+// that nothing through it can change the bucket.
+//
 // # Backends and URLs
 //
 // A bucket is named by a URL; package cold/bucketurl opens one:
