@@ -229,22 +229,7 @@ func tlogKeys(t *testing.T, b cold.Bucket, prefix string) []string {
 // from the bucket's objects at the next upload with one: the tree covers
 // the whole partition from offset 0.
 func TestTreeCatchesUpWithSegmentsUploadedWithout(t *testing.T) {
-	bucket := newFileBucket(t)
-	dataDir := t.TempDir()
-	e := newEnv(t, bucket, dataDir)
-	p := e.open("audit", 0, true)
-	produce(t, p, 150)
-	e.settle(p)
-	for _, s := range p.Manifest().committed() {
-		if s.TreeSize != 0 || s.TreeRoot != "" {
-			t.Fatalf("a segment uploaded without a signer has a tree: %+v", s)
-		}
-	}
-	p.Close()
-	e2 := newEnv(t, bucket, dataDir)
-	e2.signWith(filepath.Join(t.TempDir(), "k"))
-	p2 := e2.open("audit", 0, true)
-	defer p2.Close()
+	e2, p2, _ := tieredWithoutSigner(t)
 	produce(t, p2, 100)
 	e2.settle(p2)
 	m := p2.Manifest().committed()
@@ -260,18 +245,8 @@ func TestTreeCatchesUpWithSegmentsUploadedWithout(t *testing.T) {
 // verify reports its history as unsigned for as long as it stays idle.
 func TestTreeCoversIdlePartitionUploadedWithout(t *testing.T) {
 	ctx := context.Background()
-	bucket := newFileBucket(t)
-	dataDir := t.TempDir()
-	e := newEnv(t, bucket, dataDir)
-	p := e.open("audit", 0, true)
-	produce(t, p, 150)
-	e.settle(p)
-	end := p.UploadedEnd()
-	p.Close()
-	e2 := newEnv(t, bucket, dataDir)
-	e2.signWith(filepath.Join(t.TempDir(), "k"))
-	p2 := e2.open("audit", 0, true)
-	defer p2.Close()
+	e2, p2, bucket := tieredWithoutSigner(t)
+	end := p2.UploadedEnd()
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		e2.daemon.pass(ctx)
 		return p2.Manifest().TreeSize == end
@@ -286,6 +261,28 @@ func TestTreeCoversIdlePartitionUploadedWithout(t *testing.T) {
 	if p2.needsPass() {
 		t.Fatal("the partition still needs a pass once its tree covers it")
 	}
+}
+
+// tieredWithoutSigner tiers records of a partition with no signer, then
+// reopens it under a daemon that signs (closed with the test).
+func tieredWithoutSigner(t *testing.T) (*env, *Partition, cold.Bucket) {
+	bucket := newFileBucket(t)
+	dataDir := t.TempDir()
+	e := newEnv(t, bucket, dataDir)
+	p := e.open("audit", 0, true)
+	produce(t, p, 150)
+	e.settle(p)
+	for _, s := range p.Manifest().committed() {
+		if s.TreeSize != 0 || s.TreeRoot != "" {
+			t.Fatalf("a segment uploaded without a signer has a tree: %+v", s)
+		}
+	}
+	p.Close()
+	e2 := newEnv(t, bucket, dataDir)
+	e2.signWith(filepath.Join(t.TempDir(), "k"))
+	p2 := e2.open("audit", 0, true)
+	t.Cleanup(func() { p2.Close() })
+	return e2, p2, bucket
 }
 
 // failingUploads fails uploads of keys containing match n times.
