@@ -27,6 +27,9 @@ var (
 	// ErrNoCheckpoint: no checkpoint was made at the tree size asked for
 	// (checkpoints are made after each uploaded segment).
 	ErrNoCheckpoint = errors.New("no checkpoint")
+	// ErrBadRange: a consistency proof asked from a tree size of 0, or from
+	// a larger tree to a smaller one.
+	ErrBadRange = errors.New("want 0 < from <= to")
 )
 
 // treeSize is the size of the partition's tree after the last segment the
@@ -175,14 +178,17 @@ func cloneRecord(r audit.Record) audit.Record {
 // size2 (0: the committed tree's) extends the tree at the checkpoint of
 // size1. Both must be checkpoints the bucket keeps.
 func (pr *Prover) Consistency(ctx context.Context, size1, size2 uint64) (*audit.ConsistencyFile, error) {
-	if size2 == 0 {
+	latest := size2 == 0
+	if latest {
 		size2 = pr.size
 	}
 	switch {
+	case size1 == 0 || !latest && size1 > size2:
+		return nil, fmt.Errorf("tiering: %s/%d: consistency from tree size %d to %d: %w", pr.topic, pr.partition, size1, size2, ErrBadRange)
 	case pr.size == 0:
 		return nil, pr.notInTree(0)
-	case size1 == 0 || size1 > size2:
-		return nil, fmt.Errorf("tiering: %s/%d: consistency from tree size %d to %d: want 0 < from <= to", pr.topic, pr.partition, size1, size2)
+	case size1 > pr.size:
+		return nil, fmt.Errorf("tree size %d of %s/%d is %w: the tree ends at %d", size1, pr.topic, pr.partition, ErrNotInTree, pr.size)
 	case size2 > pr.size:
 		return nil, fmt.Errorf("tree size %d of %s/%d is %w: the tree ends at %d", size2, pr.topic, pr.partition, ErrNotInTree, pr.size)
 	}

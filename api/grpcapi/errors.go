@@ -68,6 +68,8 @@ func statusCode(err error) codes.Code {
 	case errors.Is(err, tiering.ErrNotInTree):
 		// Not tiered yet: the proof can be made once its segment is.
 		return codes.FailedPrecondition
+	case errors.Is(err, tiering.ErrBadRange):
+		return codes.InvalidArgument
 	case errors.Is(err, tiering.ErrNoRecord), errors.Is(err, tiering.ErrNoCheckpoint):
 		return codes.NotFound
 	case errors.Is(err, hot.ErrOffsetOutOfRange):

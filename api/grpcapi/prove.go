@@ -43,9 +43,6 @@ func (s *Server) ProveConsistency(ctx context.Context, req *tierlogv1.ProveConsi
 	if err != nil {
 		return nil, s.statusFor("ProveConsistency", err)
 	}
-	if req.GetOldSize() == 0 || req.GetNewSize() != 0 && req.GetOldSize() > req.GetNewSize() {
-		return nil, invalidf("old_size %d, new_size %d: want 0 < old_size <= new_size (new_size 0: the latest)", req.GetOldSize(), req.GetNewSize())
-	}
 	f, err := pr.Consistency(ctx, req.GetOldSize(), req.GetNewSize())
 	if err != nil {
 		return nil, s.statusFor("ProveConsistency", err)

@@ -136,7 +136,13 @@ func TestProveRPCs(t *testing.T) {
 	_, err = e.c.ProveConsistency(ctx, &tierlogv1.ProveConsistencyRequest{Topic: "a", OldSize: sizes[0] + 1})
 	wantStatus(t, err, codes.NotFound, fmt.Sprintf("no checkpoint at tree size %d", sizes[0]+1), fmt.Sprint(sizes[0]), fmt.Sprint(sizes[1]))
 	_, err = e.c.ProveConsistency(ctx, &tierlogv1.ProveConsistencyRequest{Topic: "a", OldSize: sizes[1], NewSize: sizes[0]})
-	wantStatus(t, err, codes.InvalidArgument, "old_size")
+	wantStatus(t, err, codes.InvalidArgument, "want 0 < from <= to")
+	_, err = e.c.ProveConsistency(ctx, &tierlogv1.ProveConsistencyRequest{Topic: "a"})
+	wantStatus(t, err, codes.InvalidArgument, "want 0 < from <= to")
+	// From a size past the tree to the latest: not in the tree yet (was
+	// Internal, logged as a server error).
+	_, err = e.c.ProveConsistency(ctx, &tierlogv1.ProveConsistencyRequest{Topic: "a", OldSize: n + 5})
+	wantStatus(t, err, codes.FailedPrecondition, fmt.Sprintf("tree size %d", n+5), "not in the tree yet")
 	_, err = e.c.Checkpoint(ctx, &tierlogv1.CheckpointRequest{Topic: "a", Size: n + 1})
 	wantStatus(t, err, codes.NotFound, fmt.Sprintf("no checkpoint at tree size %d", n+1))
 	_, err = e.c.Prove(ctx, &tierlogv1.ProveRequest{Topic: "nosuch"})
