@@ -9,12 +9,14 @@
 // config) and, per partition, the replica assignment, the leader, the
 // leader epoch, the in-sync replica set (ISR) and the remote log start.
 // Node liveness is not replicated: heartbeats are the controller's
-// in-memory view, so they never cost a Raft write.
+// in-memory view, so they never cost a Raft write (only the admission of
+// a restarted node's new incarnation does, once per restart).
 //
 // State changes only through a Command: a versioned JSON union
-// ({"v":1,"set_leader":{...}}) of RegisterNode, CreateTopic, DeleteTopic,
-// AlterTopicConfig, AddPartitions, SetLeader, ShrinkISR, ExpandISR and
-// SetRemoteLogStart. State.Apply is deterministic and validates before it
+// ({"v":1,"set_leader":{...}}) of SetClusterID, SetRaftID (the Raft
+// group's name, identity.go), RegisterNode, CreateTopic, DeleteTopic,
+// AlterTopicConfig, AddPartitions, SetLeader, ShrinkISR, ExpandISR,
+// SetRemoteLogStart and CommitGroupOffsets. State.Apply is deterministic and validates before it
 // changes anything; a refused command (ErrStaleEpoch, ErrNotInISR, ...) is
 // a no-op on every node and its error is Node.Apply's result on the leader.
 // Invariants after every command: a leader is NoLeader or in its ISR; the
@@ -64,10 +66,10 @@
 // # Controller
 //
 // StartController runs on every node and acts only while the node is the
-// Raft leader. Liveness is in memory: Heartbeat(info, now) on any node
-// says node info.ID is alive; a node is dead after SessionTimeout (serve's
-// session_timeout, 2 s) without one; the controller's own node is always
-// alive. Every node gets every node's heartbeats (api/peer), so a node
+// Raft leader. Liveness is in memory: Heartbeat(beat, now) on any node
+// says node beat.Node.ID is alive; a node is dead after SessionTimeout
+// (serve's session_timeout, 2 s) without one; the controller's own node is
+// alive unless retired or restarted (below). Every node gets every node's heartbeats (api/peer), so a node
 // that becomes Raft leader judges each by its last beat; only a node it
 // never heard from gets SessionTimeout from that moment before failing it
 // over. Dead in-sync replicas of live leaders leave the ISR (ShrinkDead).
@@ -83,8 +85,8 @@
 // (epoch + 1), or to NoLeader (unless the topic allows unclean election);
 // an offline partition gets a leader once an ISR member is alive. Refused
 // or failed commands are decided again on the next tick. A node that
-// heartbeats again is simply alive; its partition leaders, not the
-// controller, take it back into their ISRs.
+// heartbeats again is simply alive (a restarted one once admitted); its
+// partition leaders, not the controller, take it back into their ISRs.
 //
 // Controller.Propose applies a command on the Raft leader: locally, or
 // through the forwarder (SetForwarder; the peer service sends the command,

@@ -74,13 +74,6 @@ var refusals = []error{ErrUnknownCommand, ErrInvalidCommand, ErrUnknownNode, Err
 // named in it, so callers keep mapping refusals (ErrTopicExists to Kafka's
 // TOPIC_ALREADY_EXISTS, ...) the same on every node. A text naming no
 // sentinel gives a plain error.
-// IsRefusal says whether err is a refusal by the cluster state (one of
-// the sentinels a command is refused with), as opposed to a failure to
-// get an answer (no leader, a timeout, shutdown).
-func IsRefusal(err error) bool {
-	return slices.ContainsFunc(refusals, func(e error) bool { return errors.Is(err, e) })
-}
-
 func ParseRefusal(msg string) error {
 	var found error
 	at := len(msg)
@@ -93,6 +86,13 @@ func ParseRefusal(msg string) error {
 		return errors.New(msg)
 	}
 	return &refusal{msg: msg, err: found}
+}
+
+// IsRefusal says whether err is a refusal by the cluster state (one of
+// the sentinels a command is refused with), as opposed to a failure to
+// get an answer (no leader, a timeout, shutdown).
+func IsRefusal(err error) bool {
+	return slices.ContainsFunc(refusals, func(e error) bool { return errors.Is(err, e) })
 }
 
 type refusal struct {
