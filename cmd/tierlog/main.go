@@ -56,11 +56,14 @@ func newRootCmd() *cobra.Command {
 		Short: "tierlog is a Kafka-style log service with tiered storage",
 		Long: `tierlog is a Kafka-style log service with tiered storage.
 
-Run a node with 'tierlog serve'; the other commands are clients of a running
-node's gRPC API (--server, env TIERLOG_SERVER).
+Run a node with 'tierlog serve'. Most other commands are clients of a running
+node's gRPC API (--server, env TIERLOG_SERVER); 'bucket consume', 'verify' and
+'verify-proof' need no server, nor do 'prove', 'prove-consistency' and
+'checkpoint' with --bucket.
 
-Exit codes: 0 success, 1 the command failed (the server's error is printed),
-2 usage or configuration error.`,
+Exit codes: 0 success, 1 the command failed (the error is printed), 2 usage
+or configuration error. A command's help says where its codes mean more
+(verify: 1 a disagreement found, 2 also a bucket it could not read).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// Completion scripts are not worth a subcommand in a tool this small.
