@@ -165,21 +165,28 @@ func (c *Controller) Heartbeat(b Beat, now time.Time) {
 
 // Alive returns when each node was last heard from (or given grace), as
 // this node's controller sees it; this node is in it at the current time.
-// Retired nodes are left out until they heartbeat again.
+// Nodes counted out (outLocked) are left out.
 func (c *Controller) Alive() map[int32]time.Time {
 	s := c.n.View()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[int32]time.Time, len(c.heard)+1)
 	for id, t := range c.heard {
-		if !c.retired[id] && !c.restartedLocked(s, id) {
+		if !c.outLocked(s, id) {
 			out[id] = t
 		}
 	}
-	if !c.retired[c.o.Self.ID] && !c.restartedLocked(s, c.o.Self.ID) {
+	if !c.outLocked(s, c.o.Self.ID) {
 		out[c.o.Self.ID] = time.Now()
 	}
 	return out
+}
+
+// outLocked says whether node id counts as dead whatever its heartbeats
+// say: retired (until it heartbeats again) or restarted (until its new
+// incarnation is admitted). c.mu held.
+func (c *Controller) outLocked(s *State, id int32) bool {
+	return c.retired[id] || c.restartedLocked(s, id)
 }
 
 // restartedLocked says whether node id's heartbeats carry an incarnation
@@ -196,11 +203,11 @@ func (c *Controller) aliveAt(now time.Time) func(int32) bool {
 	c.mu.Lock()
 	heard := make(map[int32]time.Time, len(c.heard))
 	for id, t := range c.heard {
-		if !c.retired[id] && !c.restartedLocked(s, id) {
+		if !c.outLocked(s, id) {
 			heard[id] = t
 		}
 	}
-	selfOut := c.retired[c.o.Self.ID] || c.restartedLocked(s, c.o.Self.ID)
+	selfOut := c.outLocked(s, c.o.Self.ID)
 	c.mu.Unlock()
 	return func(id int32) bool {
 		if id == c.o.Self.ID {
