@@ -224,3 +224,24 @@ func TestParseRefusal(t *testing.T) {
 		t.Errorf("plain: %v", err)
 	}
 }
+
+// TestNodeInfoSameAddresses: a node's registration check ignores the
+// incarnation the controller admitted, and nothing else.
+func TestNodeInfoSameAddresses(t *testing.T) {
+	self := NodeInfo{ID: 1, RaftAddr: "r:1", GRPCAddr: "g:1", KafkaAddr: "k:1"}
+	admitted := self
+	admitted.Incarnation = 42
+	if !admitted.SameAddresses(self) || !self.SameAddresses(admitted) {
+		t.Errorf("%+v and %+v differ only in the incarnation", admitted, self)
+	}
+	for _, other := range []NodeInfo{
+		{ID: 2, RaftAddr: "r:1", GRPCAddr: "g:1", KafkaAddr: "k:1"},
+		{ID: 1, RaftAddr: "r:2", GRPCAddr: "g:1", KafkaAddr: "k:1"},
+		{ID: 1, RaftAddr: "r:1", GRPCAddr: "g:2", KafkaAddr: "k:1"},
+		{ID: 1, RaftAddr: "r:1", GRPCAddr: "g:1", KafkaAddr: "k:2"},
+	} {
+		if admitted.SameAddresses(other) {
+			t.Errorf("%+v and %+v: same addresses", admitted, other)
+		}
+	}
+}

@@ -25,6 +25,14 @@ type NodeInfo struct {
 	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
+// SameAddresses reports whether o is the same node at the same addresses,
+// whatever incarnation either records: what a node's own registration
+// check compares.
+func (n NodeInfo) SameAddresses(o NodeInfo) bool {
+	n.Incarnation, o.Incarnation = 0, 0
+	return n == o
+}
+
 // Partition is one partition's replication metadata.
 type Partition struct {
 	// Replicas is the assignment; the first is the preferred leader.

@@ -160,9 +160,7 @@ func (c *clusterNode) serve(gs *grpc.Server, b *broker.Broker) {
 // for a topic's replicas nor as alive, so a topic created at once would
 // get fewer replicas than the cluster has nodes.
 func (c *clusterNode) registered() error {
-	got, ok := c.node.View().Nodes[c.self.ID]
-	got.Incarnation = 0 // the controller's record of this process, not an address
-	if !ok || got != c.self {
+	if got, ok := c.node.View().Nodes[c.self.ID]; !ok || !got.SameAddresses(c.self) {
 		return fmt.Errorf("node %d not registered in the cluster yet (the controller registers it from its heartbeats)", c.self.ID)
 	}
 	return nil
