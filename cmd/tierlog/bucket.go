@@ -146,20 +146,9 @@ func bucketConsume(cmd *cobra.Command, fl *bucketConsumeFlags, topic string) err
 	}
 	defer closeArchive()
 
-	meta, err := archive.Topic(ctx, topic)
+	partitions, err := archivePartitions(ctx, archive, b, topic, fl.partition)
 	if err != nil {
 		return err
-	}
-	partitions := make([]int32, 0, meta.Partitions)
-	switch {
-	case cmd.Flags().Changed("partition") && fl.partition >= meta.Partitions:
-		return fmt.Errorf("topic %s has %d partitions (0 to %d) in %s, not %d", topic, meta.Partitions, meta.Partitions-1, b.Name(), fl.partition)
-	case cmd.Flags().Changed("partition"):
-		partitions = append(partitions, fl.partition)
-	default:
-		for p := range meta.Partitions {
-			partitions = append(partitions, p)
-		}
 	}
 	// Every partition's manifest and range is checked before the first
 	// record prints: a bad --from fails the command, not its last part.
@@ -216,6 +205,26 @@ func openArchive(cmd *cobra.Command, url string) (a *tiering.Archive, b cold.Buc
 		cache.Close()
 		b.Close()
 	}, nil
+}
+
+// archivePartitions returns the partitions of topic that the bucket's topic
+// record names: every one, or only partition (>= 0) once it is one of them.
+func archivePartitions(ctx context.Context, a *tiering.Archive, b cold.Bucket, topic string, partition int32) ([]int32, error) {
+	meta, err := a.Topic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	if partition >= 0 {
+		if partition >= meta.Partitions {
+			return nil, fmt.Errorf("topic %s has %d partitions (0 to %d) in %s, not %d", topic, meta.Partitions, meta.Partitions-1, b.Name(), partition)
+		}
+		return []int32{partition}, nil
+	}
+	all := make([]int32, 0, meta.Partitions)
+	for p := range meta.Partitions {
+		all = append(all, p)
+	}
+	return all, nil
 }
 
 // offsets turns the range into offsets [from, to) of ap, failing for a

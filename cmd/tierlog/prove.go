@@ -12,6 +12,7 @@ import (
 	"github.com/tierlog/tierlog/api/grpcapi"
 	tierlogv1 "github.com/tierlog/tierlog/api/tierlogv1"
 	"github.com/tierlog/tierlog/audit"
+	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/fileutil"
 	"github.com/tierlog/tierlog/tiering"
 )
@@ -41,11 +42,11 @@ func addProverFlags(cmd *cobra.Command) *proverFlags {
 
 func (pf *proverFlags) open(cmd *cobra.Command) (prover, error) {
 	if pf.bucket != "" {
-		a, _, closeArchive, err := openArchive(cmd, pf.bucket)
+		a, b, closeArchive, err := openArchive(cmd, pf.bucket)
 		if err != nil {
 			return nil, err
 		}
-		return &bucketProver{a: a, closeArchive: closeArchive}, nil
+		return &bucketProver{a: a, b: b, closeArchive: closeArchive}, nil
 	}
 	c, closeConn, err := pf.client.dial()
 	if err != nil {
@@ -88,17 +89,14 @@ func (s *serverProver) close() { s.closeConn() }
 
 type bucketProver struct {
 	a            *tiering.Archive
+	b            cold.Bucket
 	closeArchive func()
 }
 
 // partition is the prover of a partition the bucket holds.
 func (bp *bucketProver) partition(ctx context.Context, topic string, partition int32) (*tiering.Prover, error) {
-	meta, err := bp.a.Topic(ctx, topic)
-	if err != nil {
+	if _, err := archivePartitions(ctx, bp.a, bp.b, topic, partition); err != nil {
 		return nil, err
-	}
-	if partition >= meta.Partitions {
-		return nil, fmt.Errorf("topic %s has %d partitions (0 to %d), not %d", topic, meta.Partitions, meta.Partitions-1, partition)
 	}
 	ap, err := bp.a.Partition(ctx, topic, partition)
 	if err != nil {

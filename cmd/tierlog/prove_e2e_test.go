@@ -164,6 +164,7 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 		{[]string{"prove", "audit", "0", "3000"}, "outside the log, which holds offsets 0 to 2999"},
 		{[]string{"prove", "--bucket", bucketURL, "audit", "0", "3000"}, "offset 3000 of audit/0 is not in the tree yet: the tree ends at 3000"},
 		{[]string{"prove", "audit", "1", "0"}, "partition"},
+		{[]string{"prove", "--bucket", bucketURL, "audit", "1", "0"}, "topic audit has 1 partitions (0 to 0) in "},
 	} {
 		r := runCLI(t, append(env, "TIERLOG_SERVER="+n.grpcAddr), "", c.args...)
 		if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, c.want) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -111,11 +110,9 @@ func verify(cmd *cobra.Command, fl *verifyFlags, args []string) error {
 		topic = args[0]
 	}
 	if len(args) == 2 {
-		p, err := strconv.ParseInt(args[1], 10, 32)
-		if err != nil || p < 0 {
-			return usageErrorf("PARTITION %q: want a partition number, 0 or more", args[1])
+		if partition, err = parsePartition(args[1]); err != nil {
+			return err
 		}
-		partition = int32(p)
 	}
 
 	ctx := cmd.Context()
