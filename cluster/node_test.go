@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -30,8 +29,16 @@ type testCluster struct {
 	opts  func(*Options)
 }
 
+// newCluster starts a new cluster of n nodes.
 func newCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
 	t.Helper()
+	c := newEmptyCluster(t, n, opts)
+	c.startAll()
+	return c
+}
+
+// newEmptyCluster is the n nodes of a new cluster, none started yet.
+func newEmptyCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
 	c := &testCluster{t: t, dirs: map[int32]string{}, nodes: map[int32]*Node{}, opts: opts}
 	base := t.TempDir()
 	for id := int32(1); id <= int32(n); id++ {
@@ -43,7 +50,6 @@ func newCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
 			c.stop(id)
 		}
 	})
-	c.startAll()
 	return c
 }
 
@@ -51,26 +57,97 @@ func newCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
 // Open until a majority of them answer.
 func (c *testCluster) startAll() {
 	c.t.Helper()
-	res := make([]chan openResult, len(c.peers))
-	for i, p := range c.peers {
-		res[i] = make(chan openResult, 1)
-		go func() {
-			n, err := Open(context.Background(), c.options(p.ID))
-			res[i] <- openResult{n, err}
-		}()
+	var opens []*opening
+	for _, p := range c.peers {
+		opens = append(opens, c.startAsync(p.ID))
 	}
-	var errs []error
-	for i, p := range c.peers {
-		r := <-res[i]
-		if r.err != nil {
-			errs = append(errs, fmt.Errorf("open node %d: %w", p.ID, r.err))
-			continue
+	for _, o := range opens {
+		if o.within(time.Minute) == nil {
+			c.t.Fatalf("node %d still in Open after a minute", o.id)
 		}
-		c.nodes[p.ID] = r.n
 	}
-	if len(errs) > 0 {
-		c.t.Fatal(errors.Join(errs...))
+}
+
+// opening is a node's Open running on its own goroutine (startAsync): a
+// node without Raft state returns from Open only once it bootstrapped or
+// was re-admitted.
+type opening struct {
+	c  *testCluster
+	id int32
+	ch chan openResult
+	n  *Node
+}
+
+type openResult struct {
+	n   *Node
+	err error
+}
+
+// startAsync opens node id on its own goroutine. The test's cleanup stops
+// a wait still under way and closes a node nobody took.
+func (c *testCluster) startAsync(id int32) *opening {
+	return c.startAsyncWith(c.options(id))
+}
+
+func (c *testCluster) startAsyncWith(o Options) *opening {
+	op := &opening{c: c, id: o.ID, ch: make(chan openResult, 1)}
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer close(done)
+		n, err := Open(ctx, o)
+		op.ch <- openResult{n, err}
+	}()
+	c.t.Cleanup(func() {
+		cancel()
+		<-done
+		select {
+		case r := <-op.ch:
+			if r.err == nil {
+				r.n.Close()
+			}
+		default:
+		}
+	})
+	return op
+}
+
+// node returns the node if its Open returned (it is then one of the
+// cluster's open nodes), nil while it waits; an error fails the test.
+func (op *opening) node() *Node {
+	op.c.t.Helper()
+	if op.n == nil {
+		select {
+		case r := <-op.ch:
+			op.take(r)
+		default:
+		}
 	}
+	return op.n
+}
+
+// within is node, waiting at most d for Open to return.
+func (op *opening) within(d time.Duration) *Node {
+	op.c.t.Helper()
+	if op.n == nil {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case r := <-op.ch:
+			op.take(r)
+		case <-t.C:
+		}
+	}
+	return op.n
+}
+
+func (op *opening) take(r openResult) {
+	op.c.t.Helper()
+	if r.err != nil {
+		op.c.t.Fatalf("open node %d: %v", op.id, r.err)
+	}
+	op.n = r.n
+	op.c.nodes[op.id] = r.n
 }
 
 func freeAddr(t *testing.T) string {
@@ -133,6 +210,20 @@ func (c *testCluster) leader() *Node {
 		return true
 	}, "no agreed raft leader")
 	return l
+}
+
+// roles returns the agreed Raft leader's id and the other nodes' ids, in
+// peer order.
+func (c *testCluster) roles() (int32, []int32) {
+	c.t.Helper()
+	leader := c.leader().opts.ID
+	var rest []int32
+	for _, p := range c.peers {
+		if p.ID != leader {
+			rest = append(rest, p.ID)
+		}
+	}
+	return leader, rest
 }
 
 // apply applies cmd on the current leader, retrying while leadership moves.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,91 +26,8 @@ import (
 // A and C elect a leader that has the entry, and B comes back as a voter
 // with the state.
 func TestWipedVoterWaitsForReadmission(t *testing.T) {
-	c := newCluster(t, 3, nil)
-	c.registerAndCreate("t")
-	c.converged()
-	a := c.leader().opts.ID
-	var b, down int32 = -1, -1
-	for _, p := range c.peers {
-		switch {
-		case p.ID == a:
-		case b < 0:
-			b = p.ID
-		default:
-			down = p.ID
-		}
-	}
-	c.stop(down)
-	// Committed on A and B only: the two voters up.
-	c.mustApply(Command{AlterTopicConfig: &AlterTopicConfig{Name: "t", Set: map[string]string{"committed": "on-a-and-b"}}})
-	has := func(n *Node) bool {
-		tp, ok := n.State().Topics["t"]
-		return ok && tp.Config["committed"] == "on-a-and-b"
-	}
-	testutil.Eventually(t, wait, func() bool { return has(c.nodes[b]) }, "node %d never applied the entry", b)
-
-	c.stop(b)
-	if err := os.RemoveAll(c.dirs[b]); err != nil {
-		t.Fatal(err)
-	}
-	c.stop(a)
-
-	// C's own log counts its elections (hashicorp pre-votes: a lost one
-	// leaves the term as it was).
-	elections := &countHandler{msg: "entering candidate state"}
-	o := c.options(down)
-	o.Logger = slog.New(elections)
-	cn, err := Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nodes[down] = cn
-	opened := c.startAsync(b)
-	var wiped *Node
-	// collect takes B's node once its Open returned.
-	collect := func() {
-		if wiped != nil {
-			return
-		}
-		select {
-		case r := <-opened:
-			if r.err != nil {
-				t.Fatalf("open wiped node %d: %v", b, r.err)
-			}
-			wiped = r.n
-			c.nodes[b] = wiped
-		default:
-		}
-	}
-
-	// C campaigns again and again; each of its elections is one B could
-	// vote in. Five of them, and no leader.
-	var leader *Node
-	testutil.Eventually(t, 30*time.Second, func() bool {
-		collect()
-		for _, n := range []*Node{cn, wiped} {
-			if n != nil && n.IsLeader() {
-				leader = n
-			}
-		}
-		return leader != nil || elections.n.Load() >= 5
-	}, "node %d campaigned %d times", down, elections.n.Load())
-	if leader != nil {
-		if !has(leader) {
-			t.Fatalf("node %d was elected by %d and the wiped node %d while %d was down, and the entry committed on %d and %d is gone: state %+v",
-				leader.opts.ID, down, b, a, a, b, leader.State())
-		}
-		t.Fatalf("node %d was elected while only %d and the wiped node %d were up", leader.opts.ID, down, b)
-	}
-
-	// A is back: A and C elect a leader that has the entry, and B is
-	// re-admitted as a voter and gets the state.
-	c.start(a)
-	testutil.Eventually(t, wait, func() bool { collect(); return wiped != nil }, "wiped node %d never re-admitted", b)
-	s := c.converged()
-	if !has(c.leader()) {
-		t.Fatalf("committed entry lost: state %+v", s)
-	}
+	c, wiped := lostVoterCase{lose: os.RemoveAll}.run(t)
+	b := wiped.opts.ID
 	f := c.leader().raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		t.Fatal(err)
@@ -135,39 +51,87 @@ func TestWipedVoterWaitsForReadmission(t *testing.T) {
 	}
 }
 
-type openResult struct {
-	n   *Node
-	err error
+// lostVoterCase is a voter that loses its Raft state: an entry is
+// committed on A (the leader) and B while C is down; B is stopped and
+// loses its state (lose, given B's Dir) and A goes down. C and B must
+// elect no leader while C campaigns five times: B forgot the entry and its
+// votes. Then A comes back: A and C elect a leader with the entry, and B
+// is re-admitted and gets it. run returns the cluster and B's node.
+type lostVoterCase struct {
+	before func(b *Node) error     // on B before the entry (nil: nothing)
+	lose   func(bDir string) error // B's state lost
+	bLog   slog.Handler            // B's log once it lost its state (nil: none)
 }
 
-// startAsync opens node id on its own goroutine: a node that waits to be
-// admitted returns from Open only then. The test's cleanup stops the wait
-// and closes the node.
-func (c *testCluster) startAsync(id int32) <-chan openResult {
-	return c.startAsyncWith(c.options(id))
-}
-
-func (c *testCluster) startAsyncWith(o Options) <-chan openResult {
-	ch := make(chan openResult, 1)
-	done := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		defer close(done)
-		n, err := Open(ctx, o)
-		ch <- openResult{n, err}
-	}()
-	c.t.Cleanup(func() {
-		cancel()
-		<-done
-		select {
-		case r := <-ch:
-			if r.err == nil {
-				r.n.Close()
-			}
-		default:
+func (lc lostVoterCase) run(t *testing.T) (*testCluster, *Node) {
+	t.Helper()
+	c := newCluster(t, 3, nil)
+	c.registerAndCreate("t")
+	c.converged()
+	a, rest := c.roles()
+	b, down := rest[0], rest[1]
+	if lc.before != nil {
+		if err := lc.before(c.nodes[b]); err != nil {
+			t.Fatal(err)
 		}
-	})
-	return ch
+	}
+	c.stop(down)
+	// Committed on A and B only: the two voters up.
+	c.mustApply(Command{AlterTopicConfig: &AlterTopicConfig{Name: "t", Set: map[string]string{"committed": "on-a-and-b"}}})
+	has := func(n *Node) bool {
+		tp, ok := n.State().Topics["t"]
+		return ok && tp.Config["committed"] == "on-a-and-b"
+	}
+	testutil.Eventually(t, wait, func() bool { return has(c.nodes[b]) }, "node %d never applied the entry", b)
+	c.stop(b)
+	if err := lc.lose(c.dirs[b]); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(a)
+
+	// C's own log counts its elections (hashicorp pre-votes: a lost one
+	// leaves the term as it was); each is one B could vote in.
+	elections := &countHandler{msg: "entering candidate state"}
+	o := c.options(down)
+	o.Logger = slog.New(elections)
+	cn, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[down] = cn
+	ob := c.options(b)
+	if lc.bLog != nil {
+		ob.Logger = slog.New(lc.bLog)
+	}
+	lost := c.startAsyncWith(ob)
+	var leader *Node
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		for _, n := range []*Node{cn, lost.node()} {
+			if n != nil && n.IsLeader() {
+				leader = n
+			}
+		}
+		return leader != nil || elections.n.Load() >= 5
+	}, "node %d campaigned %v times, no leader", down, elections)
+	if leader != nil {
+		if !has(leader) {
+			t.Fatalf("node %d was elected by %d and node %d, which lost its Raft state, while %d was down, and the entry committed on %d and %d is gone: state %+v",
+				leader.opts.ID, down, b, a, a, b, leader.State())
+		}
+		t.Fatalf("node %d was elected while only %d and node %d, which lost its Raft state, were up", leader.opts.ID, down, b)
+	}
+
+	// A is back: A and C elect a leader that has the entry, and B is
+	// re-admitted as a voter and gets the state.
+	c.start(a)
+	testutil.Eventually(t, wait, func() bool { return lost.node() != nil }, "node %d never re-admitted", b)
+	c.converged()
+	for id, n := range c.nodes {
+		if !has(n) {
+			t.Fatalf("node %d lacks the committed entry: %v", id, n.State().Topics["t"].Config)
+		}
+	}
+	return c, lost.node()
 }
 
 // countHandler counts the log records whose message contains msg.
@@ -186,39 +150,28 @@ func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
 func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countHandler) WithGroup(string) slog.Handler      { return h }
 
+// String is the count, read when a failure message is formatted.
+func (h *countHandler) String() string { return strconv.FormatInt(h.n.Load(), 10) }
+
 // TestNewClusterNodesStartedApart: the nodes of a new cluster start one
 // after another. The first waits (alone it is no majority); the second
 // makes a majority of empty nodes and they bootstrap; the third, started
 // once the cluster runs, is taken in as a voter (it finds the cluster
 // and asks to be admitted).
 func TestNewClusterNodesStartedApart(t *testing.T) {
-	c := &testCluster{t: t, dirs: map[int32]string{}, nodes: map[int32]*Node{}}
-	base := t.TempDir()
-	for id := int32(1); id <= 3; id++ {
-		c.peers = append(c.peers, Peer{ID: id, RaftAddr: freeAddr(t)})
-		c.dirs[id] = filepath.Join(base, "node"+strconv.Itoa(int(id)))
-	}
-	t.Cleanup(func() {
-		for id := range c.nodes {
-			c.stop(id)
-		}
-	})
+	c := newEmptyCluster(t, 3, nil)
 	waits := &countHandler{msg: "waiting for a majority of the peers"}
 	o := c.options(1)
 	o.Logger = slog.New(waits)
 	first := c.startAsyncWith(o)
 	testutil.Eventually(t, wait, func() bool { return waits.n.Load() > 0 }, "node 1 never said it waits for its peers")
-	select {
-	case r := <-first:
-		t.Fatalf("node 1 alone of 3 opened (%v): it bootstrapped without a majority", r.err)
-	default:
+	if first.node() != nil {
+		t.Fatal("node 1 alone of 3 opened: it bootstrapped without a majority")
 	}
 	c.start(2)
-	r := <-first
-	if r.err != nil {
-		t.Fatal(r.err)
+	if first.within(time.Minute) == nil {
+		t.Fatal("node 1 still waits with node 2 up")
 	}
-	c.nodes[1] = r.n
 	c.registerAndCreate("t")
 	c.start(3)
 	s := c.converged()
@@ -299,14 +252,8 @@ func TestProbeBadInput(t *testing.T) {
 // own probe) is refused; the configuration keeps the voter as it was.
 func TestReadmitRefusesVoterThatDoesNotAnswer(t *testing.T) {
 	c := newCluster(t, 3, nil)
-	l := c.leader()
-	var down int32 = -1
-	for _, p := range c.peers {
-		if p.ID != l.opts.ID {
-			down = p.ID
-			break
-		}
-	}
+	leader, rest := c.roles()
+	l, down := c.nodes[leader], rest[0]
 	c.stop(down)
 	a, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: down, Addr: c.peers[down-1].RaftAddr}, readmitTimeout)
 	if err != nil || a.Admitted || !strings.Contains(a.Error, "does not answer") {

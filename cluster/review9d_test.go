@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -53,21 +54,6 @@ func fakeEmptyPeer(t *testing.T, addr string, id int32) (stop func()) {
 	return func() { l.Close(); <-done }
 }
 
-func newEmptyCluster(t *testing.T, n int) *testCluster {
-	c := &testCluster{t: t, dirs: map[int32]string{}, nodes: map[int32]*Node{}}
-	base := t.TempDir()
-	for id := int32(1); id <= int32(n); id++ {
-		c.peers = append(c.peers, Peer{ID: id, RaftAddr: freeAddr(t)})
-		c.dirs[id] = filepath.Join(base, "node"+strconv.Itoa(int(id)))
-	}
-	t.Cleanup(func() {
-		for id := range c.nodes {
-			c.stop(id)
-		}
-	})
-	return c
-}
-
 // TestReview9d_RestartDuringFormationDocumentedRemedyNeverForms: a new
 // cluster of 3. Node 1 counts node 2 (empty) and bootstraps; node 2's
 // process is restarted before it looks again (new token), and node 3
@@ -85,30 +71,22 @@ func newEmptyCluster(t *testing.T, n int) *testCluster {
 // waits for their Opens, then still clears and restarts node 1, which must
 // be re-admitted, and a leader must be elected.)
 func TestReview9d_RestartDuringFormationDocumentedRemedyNeverForms(t *testing.T) {
-	c := newEmptyCluster(t, 3)
+	c := newEmptyCluster(t, 3, nil)
 	stopFake := fakeEmptyPeer(t, c.peers[1].RaftAddr, 2)
 	c.start(1) // counts itself and node 2's first life: bootstraps
 	stopFake()
 
 	// Node 2 (restarted) and node 3 start.
 	readmitting := &countHandler{msg: "waiting to be re-admitted"}
-	var opened []<-chan openResult
-	got := map[int]*Node{}
+	var opened []*opening
 	for _, id := range []int32{2, 3} {
 		o := c.options(id)
 		o.Logger = slog.New(readmitting)
 		opened = append(opened, c.startAsyncWith(o))
 	}
-	for i, ch := range opened {
-		select {
-		case r := <-ch:
-			if r.err != nil {
-				t.Fatalf("open: %v", r.err)
-			}
-			got[i] = r.n
-			c.nodes[r.n.opts.ID] = r.n
-		case <-time.After(15 * time.Second):
-			t.Fatalf("nodes 2 and 3 did not open within 15 s beside node 1 running with only the bootstrap configuration (%d readmission waits)", readmitting.n.Load())
+	for _, op := range opened {
+		if op.within(15*time.Second) == nil {
+			t.Fatalf("nodes 2 and 3 did not open within 15 s beside node 1 running with only the bootstrap configuration (%v readmission waits)", readmitting)
 		}
 	}
 
@@ -122,28 +100,15 @@ func TestReview9d_RestartDuringFormationDocumentedRemedyNeverForms(t *testing.T)
 	o1.Logger = slog.New(n1)
 	opened = append(opened, c.startAsyncWith(o1))
 
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for i, ch := range opened {
-			select {
-			case r := <-ch:
-				if r.err != nil {
-					t.Fatalf("open: %v", r.err)
-				}
-				got[i] = r.n
-				c.nodes[r.n.opts.ID] = r.n
-			default:
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		for _, op := range opened {
+			if n := op.node(); n != nil && n.IsLeader() {
+				return true
 			}
 		}
-		for _, n := range got {
-			if n.IsLeader() {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("new cluster never formed 15 s after the documented remedy (node 1's Dir cleared, restarted): %d of 3 nodes returned from Open, the cleared node 1 waits to be re-admitted (%d lines) like nodes 2 and 3: no node has Raft state",
-		len(got), n1.n.Load())
+		return false
+	}, "new cluster never formed after the documented remedy (node 1's Dir cleared, restarted): %v of 3 nodes returned from Open, the cleared node 1 waits to be re-admitted (%v lines) like nodes 2 and 3: no node has Raft state",
+		later(func() string { return strconv.Itoa(len(c.nodes)) }), n1)
 }
 
 // heldProxy forwards connections to target, each only once release is
@@ -233,10 +198,10 @@ func ioCopy(dst, src net.Conn) (int64, error) {
 // for that Open, then releases the slow link and wants node 2 open as well
 // and a leader.)
 func TestReview9d_NewClusterStallsWithoutAnyRestart(t *testing.T) {
-	c := newEmptyCluster(t, 3)
+	c := newEmptyCluster(t, 3, nil)
 	proxy := newHeldProxy(t, c.peers[2].RaftAddr)
 
-	a := c.startAsync(1)
+	first := c.startAsync(1)
 	o2 := c.options(2)
 	o2.Peers = slices.Clone(c.peers)
 	o2.Peers[2].RaftAddr = proxy.l.Addr().String() // node 2 reaches node 3 over the slow link
@@ -245,46 +210,30 @@ func TestReview9d_NewClusterStallsWithoutAnyRestart(t *testing.T) {
 	b := c.startAsyncWith(o2)
 	<-proxy.accepted // node 2's round is under way (node 1 answered empty)
 
-	r := <-a // node 1 counts node 2 and bootstraps
-	if r.err != nil {
-		t.Fatal(r.err)
+	if first.within(time.Minute) == nil { // node 1 counts node 2 and bootstraps
+		t.Fatal("node 1 never opened")
 	}
-	c.nodes[1] = r.n
 
 	waits3 := &countHandler{msg: "waiting to be re-admitted"}
 	o3 := c.options(3)
 	o3.Logger = slog.New(waits3)
-	cc := c.startAsyncWith(o3)
-	select {
-	case r := <-cc:
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		c.nodes[3] = r.n
-	case <-time.After(15 * time.Second):
-		t.Fatalf("node 3 did not open within 15 s (%d readmission waits)", waits3.n.Load())
+	if c.startAsyncWith(o3).within(15*time.Second) == nil {
+		t.Fatalf("node 3 did not open within 15 s (%v readmission waits)", waits3)
 	}
 	close(proxy.release)
 
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case r := <-b:
-			if r.err != nil {
-				t.Fatalf("open: %v", r.err)
-			}
-			c.nodes[r.n.opts.ID] = r.n
-		default:
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		if b.node() == nil {
+			return false
 		}
 		for _, n := range c.nodes {
-			if n.IsLeader() && c.nodes[2] != nil {
-				return
+			if n.IsLeader() {
+				return true
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("new cluster (no node restarted) never elected a leader with node 2 open in 15 s: node 2 waits for readmission (%d lines), node 3 did (%d lines)",
-		waits2.n.Load(), waits3.n.Load())
+		return false
+	}, "new cluster (no node restarted) never elected a leader with node 2 open: node 2 waits for readmission (%v lines), node 3 did (%v lines)",
+		waits2, waits3)
 }
 
 // TestReview9d_RaftDBLostSnapshotKeptVotesWithForgottenLog: a node whose
@@ -296,100 +245,22 @@ func TestReview9d_NewClusterStallsWithoutAnyRestart(t *testing.T) {
 // while C was down is lost when B (raft.db removed) and C elect a leader
 // with A down: exactly what admission exists to prevent.
 func TestReview9d_RaftDBLostSnapshotKeptVotesWithForgottenLog(t *testing.T) {
-	c := newCluster(t, 3, nil)
-	c.registerAndCreate("t")
-	c.converged()
-	a := c.leader().opts.ID
-	var b, down int32 = -1, -1
-	for _, p := range c.peers {
-		switch {
-		case p.ID == a:
-		case b < 0:
-			b = p.ID
-		default:
-			down = p.ID
-		}
-	}
-	if err := c.nodes[b].Snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	c.stop(down)
-	c.mustApply(Command{AlterTopicConfig: &AlterTopicConfig{Name: "t", Set: map[string]string{"committed": "on-a-and-b"}}})
-	has := func(n *Node) bool {
-		tp, ok := n.State().Topics["t"]
-		return ok && tp.Config["committed"] == "on-a-and-b"
-	}
-	testutil.Eventually(t, wait, func() bool { return has(c.nodes[b]) }, "node %d never applied the entry", b)
-	c.stop(b)
-	if err := os.Remove(filepath.Join(c.dirs[b], "raft.db")); err != nil {
-		t.Fatal(err)
-	}
-	c.stop(a)
-
 	// (Changed with the fix: node b's Open now waits - it lost its Raft
-	// state and must be re-admitted - so it is opened on its own goroutine;
-	// the test then wants it back, with the entry, once A is up.)
-	elections := &countHandler{msg: "entering candidate state"}
-	o := c.options(down)
-	o.Logger = slog.New(elections)
-	dn, err := Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nodes[down] = dn
+	// state and must be re-admitted; the test then wants it back, with the
+	// entry, once A is up.)
 	lost := &countHandler{msg: "lost its Raft state"}
-	ob := c.options(b)
-	ob.Logger = slog.New(lost)
-	opened := c.startAsyncWith(ob)
-	var bn *Node
-	collect := func() {
-		if bn != nil {
-			return
-		}
-		select {
-		case r := <-opened:
-			if r.err != nil {
-				t.Fatalf("open node %d: %v", b, r.err)
-			}
-			bn = r.n
-			c.nodes[b] = bn
-		default:
-		}
-	}
-	var leader *Node
-	testutil.Eventually(t, 30*time.Second, func() bool {
-		collect()
-		for _, n := range []*Node{dn, bn} {
-			if n != nil && n.IsLeader() {
-				leader = n
-			}
-		}
-		return leader != nil || elections.n.Load() >= 5
-	}, "node %d campaigned %d times", down, elections.n.Load())
-	if leader != nil {
-		if !has(leader) {
-			t.Fatalf("node %d (raft.db removed, snapshot kept) and node %d elected %d while %d was down: the entry committed on %d and %d is gone (topic config %v)",
-				b, down, leader.opts.ID, a, a, b, leader.State().Topics["t"].Config)
-		}
-		t.Fatalf("node %d elected with only %d and the node %d that lost its raft.db up", leader.opts.ID, down, b)
-	}
+	c, bn := lostVoterCase{
+		before: (*Node).Snapshot,
+		lose:   func(dir string) error { return os.Remove(filepath.Join(dir, "raft.db")) },
+		bLog:   lost,
+	}.run(t)
+	b := bn.opts.ID
 	if lost.n.Load() == 0 {
 		t.Fatalf("node %d did not say it lost its Raft state", b)
 	}
 	aside, _ := filepath.Glob(filepath.Join(c.dirs[b], "snapshots.lost-*", "*", "state.bin"))
 	if len(aside) == 0 {
 		t.Fatalf("node %d's snapshots were not kept in snapshots.lost-*", b)
-	}
-
-	// A is back: A and C elect a leader with the entry; b is re-admitted
-	// and gets it.
-	c.start(a)
-	testutil.Eventually(t, wait, func() bool { collect(); return bn != nil }, "node %d never re-admitted", b)
-	c.converged()
-	for id, n := range c.nodes {
-		if !has(n) {
-			t.Fatalf("node %d lacks the committed entry: %v", id, n.State().Topics["t"].Config)
-		}
 	}
 }
 
@@ -406,17 +277,8 @@ func TestReview9d_ReadmitEvictsHealthyVoter(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.registerAndCreate("t")
 	c.converged()
-	l := c.leader()
-	var victim, other int32 = -1, -1
-	for _, p := range c.peers {
-		switch {
-		case p.ID == l.opts.ID:
-		case victim < 0:
-			victim = p.ID
-		default:
-			other = p.ID
-		}
-	}
+	leader, rest := c.roles()
+	l, victim, other := c.nodes[leader], rest[0], rest[1]
 	st, err := ask(context.Background(), c.peers[victim-1].RaftAddr, probeRequest{Op: "state", ID: 99}, probeTimeout)
 	if err != nil || !st.State {
 		t.Fatalf("node %d's state answer %+v, %v", victim, st, err)
@@ -480,18 +342,16 @@ func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
 		}
 	}
 	refusedNew := &countHandler{msg: "another Raft group"}
-	var opened []<-chan openResult
+	var opened []*opening
 	for _, id := range []int32{2, 3} {
 		o := c.options(id)
 		o.Logger = slog.New(refusedNew)
 		opened = append(opened, c.startAsyncWith(o))
 	}
-	for _, ch := range opened {
-		r := <-ch
-		if r.err != nil {
-			t.Fatal(r.err)
+	for _, op := range opened {
+		if op.within(time.Minute) == nil {
+			t.Fatalf("wiped node %d never opened", op.id)
 		}
-		c.nodes[r.n.opts.ID] = r.n
 	}
 	for _, id := range []int32{2, 3} {
 		c.mustApply(Command{RegisterNode: &RegisterNode{Node: NodeInfo{ID: id, RaftAddr: c.peers[id-1].RaftAddr}}})
@@ -508,17 +368,17 @@ func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.nodes[1] = n1
-	views := func() map[int32]string {
+	views := later(func() string {
 		v := map[int32]string{}
 		for id, n := range c.nodes {
 			lid, _ := n.Leader()
-			v[id] = fmt.Sprintf("topics %v leader %d term %d applied %d", keys(n.State().Topics), lid, n.Term(), n.raft.AppliedIndex())
+			v[id] = fmt.Sprintf("topics %v leader %d term %d applied %d", slices.Sorted(maps.Keys(n.State().Topics)), lid, n.Term(), n.raft.AppliedIndex())
 		}
-		return v
-	}
+		return fmt.Sprint(v)
+	})
 	testutil.Eventually(t, wait, func() bool { return refusedOld.n.Load() > 0 && refusedNew.n.Load() > 0 },
-		"the old node 1 and the new cluster (2, 3) did not both refuse each other's Raft connections (%d, %d refusals logged): %v",
-		refusedOld.n.Load(), refusedNew.n.Load(), views())
+		"the old node 1 and the new cluster (2, 3) did not both refuse each other's Raft connections (%v, %v refusals logged): %v",
+		refusedOld, refusedNew, views)
 
 	// The new cluster goes on, without node 1.
 	var leader *Node
@@ -529,28 +389,26 @@ func TestReview9d_TwoWipedBootstrapThenOldNodeReturns(t *testing.T) {
 			}
 		}
 		return leader != nil
-	}, "the new cluster lost its leader when node 1 came back: %v", views())
+	}, "the new cluster lost its leader when node 1 came back: %v", views)
 	if err := leader.Apply(context.Background(), Command{AlterTopicConfig: &AlterTopicConfig{Name: "new", Set: map[string]string{"after": "return"}}}); err != nil {
-		t.Fatalf("the new cluster commits nothing once node 1 is back: %v (%v)", err, views())
+		t.Fatalf("the new cluster commits nothing once node 1 is back: %v (%v)", err, views)
 	}
 	testutil.Eventually(t, wait, func() bool {
 		s2, s3 := c.nodes[2].State(), c.nodes[3].State()
 		return s2.Index == s3.Index && s2.Topics["new"] != nil && s2.Topics["new"].Config["after"] == "return"
-	}, "nodes 2 and 3 did not converge: %v", views())
+	}, "nodes 2 and 3 did not converge: %v", views)
 	for id, n := range c.nodes {
 		_, hasOld := n.State().Topics["old"]
 		_, hasNew := n.State().Topics["new"]
 		if (id == 1 && hasNew) || (id != 1 && hasOld) || n.IsLeader() && id == 1 {
-			t.Fatalf("the two clusters' histories mixed on node %d: %v", id, views())
+			t.Fatalf("the two clusters' histories mixed on node %d: %v", id, views)
 		}
 	}
-	t.Logf("%v", views())
+	t.Logf("%v", views)
 }
 
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
+// later formats as f() when a failure message is printed, not when the
+// call that may fail is made.
+type later func() string
+
+func (l later) String() string { return l() }
