@@ -38,44 +38,7 @@ func BenchmarkBucketConsume(b *testing.B) {
 	m := testutil.StartMinIO(b)
 	url := m.MinIOURL(m.Bucket, "tierlog")
 	dataDir := filepath.Join(b.TempDir(), "data")
-	n := startNode(b, dataDir, m.Env(), "--bucket", url)
-	ok(b, n, "", "topic", "create", "audit", "--config", "segment.bytes=16777216", "--config", "segment.ms=1000",
-		"--config", "local.retention.bytes=0")
-	var input bytes.Buffer
-	g := auditgen.New(auditgen.Options{Seed: 1})
-	for int64(input.Len()) < *bucketBenchBytes {
-		v := g.Next().Value
-		if bytes.IndexByte(v, '\n') >= 0 {
-			b.Fatalf("audit event with a newline: %q", v)
-		}
-		input.Write(v)
-		input.WriteByte('\n')
-	}
-	records := int64(bytes.Count(input.Bytes(), []byte{'\n'}))
-	start := time.Now()
-	ok(b, n, input.String(), "produce", "audit", "--batch", "1000", "--quiet")
-	b.Logf("produced %d records, %.1f MB, in %v", records, float64(input.Len())/1e6, time.Since(start).Round(time.Millisecond))
-	eventually(b, "everything tiered", func() error {
-		st, err := parseTierStatus(ok(b, n, "", "tier", "status", "audit"))
-		if err != nil {
-			return err
-		}
-		row, err := st.partitionRow()
-		if err != nil {
-			return err
-		}
-		v, err := row.ints("END", "LAG SEGS", "LOCAL START")
-		if err != nil {
-			return err
-		}
-		if v[0] != records || v[1] != 0 || v[2] != records {
-			return fmt.Errorf("not all tiered yet:\n%s", st.raw)
-		}
-		return nil
-	})
-	if code := n.signal(syscall.SIGTERM); code != 0 {
-		b.Fatalf("SIGTERM: exit %d", code)
-	}
+	input, records := benchAuditHistory(b, dataDir, m.Env(), url, *bucketBenchBytes)
 	os.RemoveAll(dataDir)
 
 	ctx := context.Background()
@@ -110,15 +73,7 @@ func BenchmarkBucketConsume(b *testing.B) {
 		return time.Since(start), stored
 	}
 	consume := func(args ...string) (time.Duration, []byte) {
-		cmd := exec.Command(binary(b), append([]string{"bucket", "consume", "--bucket", url, "audit"}, args...)...)
-		cmd.Env = cleanEnv(m.Env()...)
-		var out, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("bucket consume: %v\n%s", err, &stderr)
-		}
-		return time.Since(start), out.Bytes()
+		return timedRun(b, m.Env(), append([]string{"bucket", "consume", "--bucket", url, "audit"}, args...)...)
 	}
 	var raw, cons, first []time.Duration
 	var stored int64
@@ -127,14 +82,14 @@ func BenchmarkBucketConsume(b *testing.B) {
 		d, s := rawGets()
 		raw, stored = append(raw, d), s
 		d, out := consume()
-		if !bytes.Equal(out, input.Bytes()) {
-			b.Fatalf("bucket consume printed %d bytes, want the %d produced", len(out), input.Len())
+		if !bytes.Equal(out, input) {
+			b.Fatalf("bucket consume printed %d bytes, want the %d produced", len(out), len(input))
 		}
 		cons = append(cons, d)
 		// The fixed cost: process start, bucket open, topic record,
 		// manifest, the first chunk of the first segment.
 		d, out = consume("--to", "0")
-		if !bytes.Equal(out, input.Bytes()[:bytes.IndexByte(input.Bytes(), '\n')+1]) {
+		if !bytes.Equal(out, input[:bytes.IndexByte(input, '\n')+1]) {
 			b.Fatalf("bucket consume --to 0 printed %q", out)
 		}
 		first = append(first, d)
@@ -143,7 +98,7 @@ func BenchmarkBucketConsume(b *testing.B) {
 	slices.Sort(raw)
 	slices.Sort(cons)
 	slices.Sort(first)
-	mb := float64(input.Len()) / 1e6
+	mb := float64(len(input)) / 1e6
 	rawMBs, consMBs := mb/raw[1].Seconds(), mb/cons[1].Seconds()
 	b.ReportMetric(consMBs, "consume_MB/s")
 	b.ReportMetric(rawMBs, "rawget_MB/s")
@@ -155,4 +110,46 @@ func BenchmarkBucketConsume(b *testing.B) {
 		"  ratio consume / raw GETs            %.2fx\n",
 		records, mb, len(segs), float64(stored)/1e6, cons[1].Round(time.Millisecond), consMBs, first[1].Round(time.Millisecond),
 		raw[1].Round(time.Millisecond), rawMBs, float64(stored)/1e6/raw[1].Seconds(), consMBs/rawMBs)
+}
+
+// benchAuditHistory runs a node in dataDir on the bucket at url (env: its
+// credentials, args: more serve flags), produces generated audit events,
+// one a line, to topic "audit" (16 MiB segments) until about size bytes,
+// waits until every one is in the bucket and stops the node. It returns
+// the lines as produced and their count.
+func benchAuditHistory(b *testing.B, dataDir string, env []string, url string, size int64, args ...string) ([]byte, int64) {
+	b.Helper()
+	n := startNode(b, dataDir, env, append([]string{"--bucket", url}, args...)...)
+	ok(b, n, "", "topic", "create", "audit", "--config", "segment.bytes=16777216", "--config", "segment.ms=1000",
+		"--config", "local.retention.bytes=0")
+	var input bytes.Buffer
+	g := auditgen.New(auditgen.Options{Seed: 1})
+	for int64(input.Len()) < size {
+		input.Write(bytes.ReplaceAll(g.Next().Value, []byte{'\n'}, []byte{' '}))
+		input.WriteByte('\n')
+	}
+	records := int64(bytes.Count(input.Bytes(), []byte{'\n'}))
+	start := time.Now()
+	ok(b, n, input.String(), "produce", "audit", "--batch", "1000", "--quiet")
+	b.Logf("produced %d records, %.1f MB, in %v", records, float64(input.Len())/1e6, time.Since(start).Round(time.Millisecond))
+	waitTiered(b, n, "audit", []int64{records})
+	if code := n.signal(syscall.SIGTERM); code != 0 {
+		b.Fatalf("SIGTERM: exit %d", code)
+	}
+	return input.Bytes(), records
+}
+
+// timedRun runs the tierlog binary with the extra environment env and
+// returns how long it took and what it printed; it fails unless it exits 0.
+func timedRun(b *testing.B, env []string, args ...string) (time.Duration, []byte) {
+	b.Helper()
+	cmd := exec.Command(binary(b), args...)
+	cmd.Env = cleanEnv(env...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("tierlog %s: %v\n%s\n%s", strings.Join(args, " "), err, &out, &stderr)
+	}
+	return time.Since(start), out.Bytes()
 }

@@ -128,6 +128,35 @@ func (st tierStatusOut) partitionRow() (tierRow, error) {
 	return st.rows[0], nil
 }
 
+// waitTiered polls `tier status` until every partition of topic ends at
+// its offset in ends, has no upload lag and keeps nothing locally: every
+// record is in the bucket. It returns the REMOTE START of each partition.
+func waitTiered(t testing.TB, n *node, topic string, ends []int64) []int64 {
+	t.Helper()
+	starts := make([]int64, len(ends))
+	eventually(t, "all of "+topic+" tiered", func() error {
+		st, err := parseTierStatus(ok(t, n, "", "tier", "status", topic))
+		if err != nil {
+			return err
+		}
+		if len(st.rows) != len(ends) {
+			return fmt.Errorf("%d partitions, want %d:\n%s", len(st.rows), len(ends), st.raw)
+		}
+		for _, row := range st.rows {
+			v, err := row.ints("PARTITION", "END", "LAG SEGS", "LOCAL START", "REMOTE START")
+			if err != nil {
+				return err
+			}
+			if p := v[0]; v[1] != ends[p] || v[2] != 0 || v[3] != ends[p] {
+				return fmt.Errorf("partition %d: want END %d, no lag, LOCAL START %d:\n%s", p, ends[p], ends[p], st.raw)
+			}
+			starts[v[0]] = v[4]
+		}
+		return nil
+	})
+	return starts
+}
+
 // waitAllTiered polls `tier status` until every record of the topic's only
 // partition is in the bucket and local retention has dropped every sealed
 // segment: no upload lag, the remote tier starts at 0, the local log holds

@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +18,6 @@ import (
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold/filebucket"
 	"github.com/tierlog/tierlog/internal/testutil"
-	"github.com/tierlog/tierlog/internal/testutil/auditgen"
 )
 
 var verifyBenchBytes = flag.Int64("verify.bytes", 32<<20, "BenchmarkVerify: bytes of audit events to produce, verify and replay")
@@ -40,53 +36,12 @@ func BenchmarkVerify(b *testing.B) {
 	url := m.MinIOURL(m.Bucket, "tierlog")
 	dir := b.TempDir()
 	keyPath := filepath.Join(dir, "signing.key")
-	n := startNode(b, filepath.Join(dir, "data"), m.Env(), "--bucket", url, "--signing-key", keyPath)
-	ok(b, n, "", "topic", "create", "audit", "--config", "segment.bytes=16777216", "--config", "segment.ms=1000",
-		"--config", "local.retention.bytes=0")
-	var input bytes.Buffer
-	g := auditgen.New(auditgen.Options{Seed: 1})
-	for int64(input.Len()) < *verifyBenchBytes {
-		input.Write(bytes.ReplaceAll(g.Next().Value, []byte{'\n'}, []byte{' '}))
-		input.WriteByte('\n')
-	}
-	records := int64(bytes.Count(input.Bytes(), []byte{'\n'}))
-	ok(b, n, input.String(), "produce", "audit", "--batch", "1000", "--quiet")
-	eventually(b, "everything tiered", func() error {
-		st, err := parseTierStatus(ok(b, n, "", "tier", "status", "audit"))
-		if err != nil {
-			return err
-		}
-		row, err := st.partitionRow()
-		if err != nil {
-			return err
-		}
-		v, err := row.ints("END", "LAG SEGS", "LOCAL START")
-		if err != nil {
-			return err
-		}
-		if v[0] != records || v[1] != 0 || v[2] != records {
-			return fmt.Errorf("not all tiered yet:\n%s", st.raw)
-		}
-		return nil
-	})
-	if code := n.signal(syscall.SIGTERM); code != 0 {
-		b.Fatalf("SIGTERM: exit %d", code)
-	}
+	input, records := benchAuditHistory(b, filepath.Join(dir, "data"), m.Env(), url, *verifyBenchBytes, "--signing-key", keyPath)
 	k, err := audit.LoadOrCreateKey(keyPath, audit.KeyName(0))
 	if err != nil {
 		b.Fatal(err)
 	}
-	run := func(args ...string) (time.Duration, []byte) {
-		cmd := exec.Command(binary(b), args...)
-		cmd.Env = cleanEnv(m.Env()...)
-		var out, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("tierlog %s: %v\n%s\n%s", strings.Join(args, " "), err, &out, &stderr)
-		}
-		return time.Since(start), out.Bytes()
-	}
+	run := func(args ...string) (time.Duration, []byte) { return timedRun(b, m.Env(), args...) }
 	var ver, cons []time.Duration
 	var report string
 	b.ResetTimer()
@@ -94,15 +49,15 @@ func BenchmarkVerify(b *testing.B) {
 		d, out := run("verify", "--bucket", url, "--public-key", k.Public, "audit")
 		ver, report = append(ver, d), string(out)
 		d, out = run("bucket", "consume", "--bucket", url, "audit")
-		if !bytes.Equal(out, input.Bytes()) {
-			b.Fatalf("bucket consume printed %d bytes, want the %d produced", len(out), input.Len())
+		if !bytes.Equal(out, input) {
+			b.Fatalf("bucket consume printed %d bytes, want the %d produced", len(out), len(input))
 		}
 		cons = append(cons, d)
 	}
 	b.StopTimer()
 	slices.Sort(ver)
 	slices.Sort(cons)
-	mb := float64(input.Len()) / 1e6
+	mb := float64(len(input)) / 1e6
 	verMBs, consMBs := mb/ver[1].Seconds(), mb/cons[1].Seconds()
 	b.ReportMetric(verMBs, "verify_MB/s")
 	b.ReportMetric(consMBs, "consume_MB/s")
