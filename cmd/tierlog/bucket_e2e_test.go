@@ -21,15 +21,6 @@ import (
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
-func bucketOK(t *testing.T, env []string, args ...string) string {
-	t.Helper()
-	r := runCLI(t, env, "", args...)
-	if r.code != 0 {
-		t.Fatalf("tierlog %s: exit %d\nstderr: %s", strings.Join(args, " "), r.code, r.stderr)
-	}
-	return r.stdout
-}
-
 // bucketState is every object of a bucket with its content digest and
 // attributes, and for a file bucket every file and directory under its
 // root, so any write - an object, a temporary or lock file - shows.

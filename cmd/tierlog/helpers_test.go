@@ -274,7 +274,20 @@ func runCmd(t testing.TB, cmd *exec.Cmd, stdin string) result {
 // ok runs cli and fails the test unless it exits 0.
 func ok(t testing.TB, n *node, stdin string, args ...string) string {
 	t.Helper()
-	r := cli(t, n, stdin, args...)
+	return succeeded(t, cli(t, n, stdin, args...), args)
+}
+
+// bucketOK is ok for a command that needs no server, with the extra
+// environment env (bucket credentials).
+func bucketOK(t testing.TB, env []string, args ...string) string {
+	t.Helper()
+	return succeeded(t, runCLI(t, env, "", args...), args)
+}
+
+// succeeded returns what the command printed, failing the test unless it
+// exited 0.
+func succeeded(t testing.TB, r result, args []string) string {
+	t.Helper()
 	if r.code != 0 {
 		t.Fatalf("tierlog %s: exit %d\nstderr: %s", strings.Join(args, " "), r.code, r.stderr)
 	}
