@@ -61,8 +61,8 @@ func TestAuditNewUser(t *testing.T) {
 	// README "WORM retention" creates it (1 day here).
 	locked := startNode(t, filepath.Join(dir, "locked"), m.Env(), "--bucket", lockedURL)
 	plain := startNode(t, filepath.Join(dir, "plain"), m.Env(), "--bucket", plainURL)
-	ok(t, locked, "", append(append([]string{"topic", "create", "audit"}, tierTopicConfig...), lockConfig...)...)
-	ok(t, plain, "", append([]string{"topic", "create", "audit"}, tierTopicConfig...)...)
+	createTiered(t, locked, "audit", lockConfig...)
+	createTiered(t, plain, "audit")
 	var plainLines, zstdLines strings.Builder
 	for i := range auditRecords {
 		k, v := auditEvent(i)

@@ -134,9 +134,8 @@ type history struct {
 func tierHistory(t *testing.T, env []string, bucketURL string) *history {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	n := startNode(t, dataDir, env, "--bucket", bucketURL)
-	ok(t, n, "", append([]string{"topic", "create", "audit"}, tierTopicConfig...)...)
-	ok(t, n, "", append([]string{"topic", "create", "multi", "--partitions", "3"}, tierTopicConfig...)...)
-	ok(t, n, "", append([]string{"topic", "create", "short", "--config", "retention.bytes=100000"}, tierTopicConfig...)...)
+	createTiered(t, n, "audit")
+	createTiered(t, n, "multi", "--partitions", "3")
 
 	h := &history{audit: tierLines(3000), split: 1700}
 	ok(t, n, joinLines(h.audit[:h.split]), "produce", "audit", "--batch", "100", "--quiet")
@@ -157,18 +156,10 @@ func tierHistory(t *testing.T, env []string, bucketURL string) *history {
 		}
 		ok(t, n, joinLines(h.multi[p]), "produce", "multi", "--partition", fmt.Sprint(p), "--batch", "50", "--quiet")
 	}
-	h.short = tierLines(3000)
-	ok(t, n, joinLines(h.short), "produce", "short", "--batch", "100", "--quiet")
+	h.short, h.shortStart = shortTopic(t, n)
 
 	waitTiered(t, n, "audit", []int64{int64(len(h.audit))})
 	waitTiered(t, n, "multi", []int64{int64(len(h.multi[0])), int64(len(h.multi[1])), int64(len(h.multi[2]))})
-	eventually(t, "retention deletes the start of short", func() error {
-		h.shortStart = waitTiered(t, n, "short", []int64{int64(len(h.short))})[0]
-		if h.shortStart == 0 {
-			return fmt.Errorf("short's remote tier still starts at 0")
-		}
-		return nil
-	})
 	if code := n.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}

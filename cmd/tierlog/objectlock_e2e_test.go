@@ -43,7 +43,7 @@ func TestObjectLockE2E(t *testing.T) {
 
 	bucket := m.NewLockedBucket(t)
 	n := startNode(t, filepath.Join(t.TempDir(), "data"), m.Env(), "--bucket", m.MinIOURL(bucket, "tierlog"))
-	ok(t, n, "", append(append([]string{"topic", "create", "worm"}, tierTopicConfig...), lockConfig...)...)
+	createTiered(t, n, "worm", lockConfig...)
 	ok(t, n, joinLines(tierLines(2000)), "produce", "worm", "--quiet")
 	segments := func() []minio.ObjectInfo {
 		var out []minio.ObjectInfo

@@ -43,7 +43,7 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "node.key")
 	n := startNode(t, filepath.Join(dir, "data"), env, "--bucket", bucketURL, "--signing-key", keyPath)
-	ok(t, n, "", append([]string{"topic", "create", "audit"}, tierTopicConfig...)...)
+	createTiered(t, n, "audit")
 	lines := tierLines(3000)
 	ok(t, n, joinLines(lines[:1500]), "produce", "audit", "--batch", "100", "--quiet")
 	waitTiered(t, n, "audit", []int64{1500})

@@ -44,7 +44,7 @@ func tierRoundTrip(t *testing.T, m *testutil.MinIO, bucketURL string, nLines int
 	dataDir := filepath.Join(t.TempDir(), "data")
 	env := m.Env()
 	n := startNode(t, dataDir, env, "--bucket", bucketURL)
-	ok(t, n, "", append([]string{"topic", "create", "events"}, tierTopicConfig...)...)
+	createTiered(t, n, "events")
 
 	lines := tierLines(nLines)
 	input := joinLines(lines)
@@ -155,7 +155,7 @@ func TestTieringKillMidUpload(t *testing.T) {
 
 	dataDir := filepath.Join(t.TempDir(), "data")
 	n := startNode(t, dataDir, m.Env(), "--bucket", viaProxy)
-	ok(t, n, "", append([]string{"topic", "create", "events"}, tierTopicConfig...)...)
+	createTiered(t, n, "events")
 	lines := tierLines(5000)
 	input := joinLines(lines)
 	ok(t, n, input, "produce", "events", "--batch", "100", "--quiet")

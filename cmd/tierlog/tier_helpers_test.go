@@ -128,6 +128,31 @@ func (st tierStatusOut) partitionRow() (tierRow, error) {
 	return st.rows[0], nil
 }
 
+// createTiered creates topic name on n with tierTopicConfig and the
+// further flags args.
+func createTiered(t testing.TB, n *node, name string, args ...string) {
+	t.Helper()
+	ok(t, n, "", append(append([]string{"topic", "create", name}, tierTopicConfig...), args...)...)
+}
+
+// shortTopic creates topic "short" on n, produces 3000 tierLines to it and
+// waits until all is tiered and remote retention (retention.bytes) deleted
+// its start. It returns the lines and where the remote tier now starts.
+func shortTopic(t testing.TB, n *node) ([]string, int64) {
+	t.Helper()
+	createTiered(t, n, "short", "--config", "retention.bytes=100000")
+	lines := tierLines(3000)
+	ok(t, n, joinLines(lines), "produce", "short", "--batch", "100", "--quiet")
+	var start int64
+	eventually(t, "retention deletes the start of short", func() error {
+		if start = waitTiered(t, n, "short", []int64{int64(len(lines))})[0]; start == 0 {
+			return fmt.Errorf("short's remote tier still starts at 0")
+		}
+		return nil
+	})
+	return lines, start
+}
+
 // waitTiered polls `tier status` until every partition of topic ends at
 // its offset in ends, has no upload lag and keeps nothing locally: every
 // record is in the bucket. It returns the REMOTE START of each partition.

@@ -124,7 +124,7 @@ func TestTopicDeleteConfirms(t *testing.T) {
 	m := testutil.StartMinIO(t)
 	n := startNode(t, filepath.Join(t.TempDir(), "data"), m.Env(), "--bucket", m.MinIOURL(m.Bucket, "tierlog"))
 	for _, name := range []string{"a", "b"} {
-		ok(t, n, "", append([]string{"topic", "create", name}, tierTopicConfig...)...)
+		createTiered(t, n, name)
 		ok(t, n, joinLines(tierLines(2000)), "produce", name, "--quiet")
 	}
 	for _, name := range []string{"a", "b"} {

@@ -41,20 +41,13 @@ func writeAuditArchive(t *testing.T, env []string, bucketURL string, n int, shor
 	dir := t.TempDir()
 	a := &auditArchive{url: bucketURL, env: env, keyPath: filepath.Join(dir, "signing.key"), records: int64(n)}
 	nd := startNode(t, filepath.Join(dir, "data"), env, "--bucket", bucketURL, "--signing-key", a.keyPath)
-	ok(t, nd, "", append([]string{"topic", "create", "audit"}, tierTopicConfig...)...)
+	createTiered(t, nd, "audit")
 	lines := tierLines(n)
 	ok(t, nd, joinLines(lines[:n/2]), "produce", "audit", "--batch", "100", "--quiet")
 	ok(t, nd, joinLines(lines[n/2:]), "produce", "audit", "--batch", "100", "--quiet", "--compression", "zstd")
 	waitTiered(t, nd, "audit", []int64{int64(n)})
 	if short {
-		ok(t, nd, "", append([]string{"topic", "create", "short", "--config", "retention.bytes=100000"}, tierTopicConfig...)...)
-		ok(t, nd, joinLines(tierLines(3000)), "produce", "short", "--batch", "100", "--quiet")
-		eventually(t, "retention deletes the start of short", func() error {
-			if start := waitTiered(t, nd, "short", []int64{3000})[0]; start == 0 {
-				return fmt.Errorf("short's remote tier still starts at 0")
-			}
-			return nil
-		})
+		shortTopic(t, nd)
 	}
 	if code := nd.signal(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
