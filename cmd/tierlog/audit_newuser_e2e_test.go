@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -91,7 +90,7 @@ func TestAuditNewUser(t *testing.T) {
 	proof := filepath.Join(dir, "proof.json")
 	ok(t, locked, "", "prove", "audit", "0", fmt.Sprint(auditTarget), "-o", proof)
 	var f audit.InclusionFile
-	if err := json.Unmarshal([]byte(raw2str(t, proof)), &f); err != nil {
+	if err := json.Unmarshal([]byte(readFile(t, proof)), &f); err != nil {
 		t.Fatal(err)
 	}
 	wantKey, wantValue := auditEvent(auditTarget)
@@ -107,18 +106,18 @@ func TestAuditNewUser(t *testing.T) {
 	// ...handed to an auditor: a directory holding only the two files, no
 	// server running, no bucket URL or credentials, no HOME.
 	auditor := t.TempDir()
-	writeFile(t, filepath.Join(auditor, "proof.json"), raw2str(t, proof))
-	writeFile(t, filepath.Join(auditor, "node.vkey"), raw2str(t, lockedKey))
+	writeFile(t, filepath.Join(auditor, "proof.json"), readFile(t, proof))
+	writeFile(t, filepath.Join(auditor, "node.vkey"), readFile(t, lockedKey))
 	r := auditorCLI(t, auditor, "verify-proof", "proof.json", "--public-key", "node.vkey")
 	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("valid: offset %d of audit/0", auditTarget)) {
 		t.Fatalf("verify-proof on the auditor's machine: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	// The other node's key did not sign it: the same check can fail.
-	writeFile(t, filepath.Join(auditor, "other.vkey"), raw2str(t, plainKey))
+	writeFile(t, filepath.Join(auditor, "other.vkey"), readFile(t, plainKey))
 	if r := auditorCLI(t, auditor, "verify-proof", "proof.json", "--public-key", "other.vkey"); r.code != 1 || !strings.Contains(r.stderr, "invalid proof") {
 		t.Fatalf("verify-proof with another node's key: exit %d, stderr %q; want 1", r.code, r.stderr)
 	}
-	if code, out := pyVerify(t, filepath.Join(auditor, "proof.json"), strings.TrimSpace(raw2str(t, lockedKey))); code != 0 {
+	if code, out := pyVerify(t, filepath.Join(auditor, "proof.json"), strings.TrimSpace(readFile(t, lockedKey))); code != 0 {
 		t.Fatalf("verify_proof.py on the auditor's copy: exit %d: %s", code, out)
 	}
 
@@ -262,11 +261,4 @@ func auditorCLI(t *testing.T, dir string, args ...string) result {
 	cmd := exec.Command(binary(t), args...)
 	cmd.Dir, cmd.Env = dir, []string{"HOME="}
 	return runCmd(t, cmd, "")
-}
-
-func writeFile(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -294,6 +294,24 @@ func succeeded(t testing.TB, r result, args []string) string {
 	return r.stdout
 }
 
+// writeFile writes data to the file at path (mode 0644) or fails the test.
+func writeFile[T ~string | ~[]byte](t testing.TB, path string, data T) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readFile returns the content of the file at path or fails the test.
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
 func httpGet(url string) (int, string, error) {
 	resp, err := http.Get(url)
 	if err != nil {

@@ -49,9 +49,7 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 	waitTiered(t, n, "audit", []int64{1500})
 	// The checkpoint an auditor keeps at 1500 records.
 	kept := filepath.Join(dir, "checkpoint-1500")
-	if err := os.WriteFile(kept, []byte(ok(t, n, "", "checkpoint", "audit", "0")), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, kept, ok(t, n, "", "checkpoint", "audit", "0"))
 	var keyed []string
 	for i := 1500; i < 3000; i++ {
 		keyed = append(keyed, fmt.Sprintf("k%d|%s", i, lines[i]))
@@ -69,9 +67,7 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 		t.Fatal(err)
 	}
 	keys := filepath.Join(dir, "keys")
-	if err := os.WriteFile(keys, []byte(other.Public+"\n"+vkey+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, keys, other.Public+"\n"+vkey+"\n")
 
 	verify := func(file, key string) result { return cli(t, nil, "", "verify-proof", file, "--public-key", key) }
 	for _, off := range []int{0, 1234, 1600, 2999} {
@@ -203,7 +199,7 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := audit.PeekCheckpoint([]byte(raw2str(t, kept)))
+	c, err := audit.PeekCheckpoint([]byte(readFile(t, kept)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,9 +208,7 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 		t.Fatal(err)
 	}
 	forkFile := filepath.Join(dir, "forked-1500")
-	if err := os.WriteFile(forkFile, forked, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, forkFile, forked)
 	if r := cli(t, n, "", "prove-consistency", "audit", "0", "--from-checkpoint", forkFile); r.code != 1 || !strings.Contains(r.stderr, "does not extend the checkpoint in") {
 		t.Errorf("prove-consistency from a forked checkpoint: exit %d, %s", r.code, r.stderr)
 	}
@@ -230,31 +224,20 @@ func proveTour(t *testing.T, env []string, bucketURL string) {
 	}
 }
 
-func raw2str(t *testing.T, path string) string {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(raw)
-}
-
 func writeJSON(t *testing.T, path string, v any) {
 	t.Helper()
 	raw, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, raw)
 }
 
 // alterProof writes a copy of the proof file at path changed by alter.
 func alterProof(t *testing.T, path string, alter func(f *audit.InclusionFile)) string {
 	t.Helper()
 	var f audit.InclusionFile
-	if err := json.Unmarshal([]byte(raw2str(t, path)), &f); err != nil {
+	if err := json.Unmarshal([]byte(readFile(t, path)), &f); err != nil {
 		t.Fatal(err)
 	}
 	alter(&f)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,9 +24,7 @@ func TestProveStrictFieldsBothVerifiers(t *testing.T) {
 	dir := t.TempDir()
 	run := func(name, file string) (goCode, pyCode int, out string) {
 		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".json")
-		if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, path, file)
 		r := runCLI(t, nil, "", "verify-proof", path, "--public-key", pub)
 		pyCode, pyOut := pyVerify(t, path, pub)
 		return r.code, pyCode, r.stdout + r.stderr + " | python: " + pyOut

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -91,9 +90,7 @@ func TestReview10b_ProofFileCaseVariantFields(t *testing.T) {
 	}
 	s := strings.TrimSuffix(sb.String(), ", ") + "}\n"
 	file := filepath.Join(t.TempDir(), "proof.json")
-	if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, file, s)
 	pyCode, pyOut := pyVerify(t, file, pub)
 	r := runCLI(t, nil, "", "verify-proof", file, "--public-key", pub)
 	t.Logf("verify_proof.py: exit %d: %s", pyCode, strings.TrimSpace(pyOut))
@@ -127,9 +124,7 @@ func TestReview10b_ProofFileHeaderUnknownField(t *testing.T) {
 	}
 	out, _ := json.Marshal(ps[0])
 	file := filepath.Join(t.TempDir(), "proof.json")
-	if err := os.WriteFile(file, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, file, out)
 	r := runCLI(t, nil, "", "verify-proof", file, "--public-key", pub)
 	if r.code == 0 {
 		t.Fatalf("verify-proof accepted a proof file with an unknown field in a record header: %s", strings.TrimSpace(r.stdout))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -26,9 +25,7 @@ func TestReview10b_TrustedCheckpointIgnoredAfterMarkerRewrite(t *testing.T) {
 	a := writeAuditArchive(t, nil, "file://"+bucket, 3000, false)
 	tp := a.tamper(t)
 	kept := filepath.Join(t.TempDir(), "checkpoint")
-	if err := os.WriteFile(kept, tp.get(audit.LatestCheckpointKey(tp.prefix)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, kept, tp.get(audit.LatestCheckpointKey(tp.prefix)))
 	wantClean(t, a.verify(t, "--checkpoint", kept))
 
 	// Roll back: the two newest segments go.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -170,9 +169,7 @@ func TestVerifyTampering(t *testing.T) {
 		wantFinding(t, a.verify(t), int64(sizes[0]), key, "not valid", "none of them a key given")
 		// With the other key given as well, that checkpoint is accepted.
 		keys := filepath.Join(t.TempDir(), "keys")
-		if err := os.WriteFile(keys, []byte("# the node and a second signer\n"+a.public+"\n"+other.Public+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, keys, "# the node and a second signer\n"+a.public+"\n"+other.Public+"\n")
 		wantClean(t, runCLI(t, nil, "", "verify", "--bucket", a.url, "--public-key", keys))
 	})
 
@@ -211,9 +208,7 @@ func TestVerifyTampering(t *testing.T) {
 		// With the newer checkpoints deleted too, the bucket alone cannot
 		// tell; a checkpoint the auditor kept from before can.
 		kept := filepath.Join(t.TempDir(), "checkpoint")
-		if err := os.WriteFile(kept, tp.get(audit.LatestCheckpointKey(tp.prefix)), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, kept, tp.get(audit.LatestCheckpointKey(tp.prefix)))
 		for _, size := range tp.checkpointSizes() {
 			if int64(size) > end {
 				tp.del(audit.CheckpointKey(tp.prefix, size))
