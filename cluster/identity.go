@@ -23,6 +23,7 @@ package cluster
 // or so of a new group's life.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +31,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // raftIDKey is where a node keeps its group's id in raft.db's stable
@@ -52,7 +54,7 @@ func (n *Node) raftID() string {
 // loadRaftID reads the id the node kept (Open).
 func (n *Node) loadRaftID() error {
 	b, err := n.store.Get(raftIDKey)
-	if err != nil && err.Error() != "not found" {
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
 		return fmt.Errorf("read raft id: %w", err)
 	}
 	if len(b) > 0 {

@@ -269,7 +269,7 @@ func (n *Node) setLostSnapshotsAside(snaps *raft.FileSnapshotStore, hlog hclog.L
 		return snaps, err
 	}
 	term, err := n.store.GetUint64([]byte("CurrentTerm")) // raft's key
-	if err != nil && err.Error() != "not found" {
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
 		return nil, fmt.Errorf("read raft term: %w", err)
 	}
 	last, err := n.store.LastIndex()
