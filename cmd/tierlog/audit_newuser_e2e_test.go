@@ -18,7 +18,6 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/tierlog/tierlog/audit"
-	"github.com/tierlog/tierlog/internal/batch"
 	"github.com/tierlog/tierlog/internal/testutil"
 )
 
@@ -131,7 +130,7 @@ func TestAuditNewUser(t *testing.T) {
 	wantClean(t, verify(plainURL, plainKey))
 	tp := (&auditArchive{url: plainURL, env: m.Env()}).tamper(t)
 	s := segmentOf(t, tp.segments(), auditTarget)
-	tp.rewriteSegment(s, flipByte)
+	tp.rewriteSegment(s, flipValueBits(auditTarget, 2, 0x01))
 	altered := []byte(wantValue)
 	altered[2] ^= 0x01
 	if got := recordAt(t, m.Env(), plainURL, auditTarget); got != string(altered) {
@@ -147,7 +146,7 @@ func TestAuditNewUser(t *testing.T) {
 	if s.VersionID == "" || s.RetainUntil.IsZero() {
 		t.Fatalf("the manifest records segment %s with version %q, retained until %v; want both", s.Key, s.VersionID, s.RetainUntil)
 	}
-	obj, footer := lp.alteredSegment(s, flipByte)
+	obj, footer := lp.alteredSegment(s, flipValueBits(auditTarget, 2, 0x01))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cl, bucket, name := m.Client(), strings.Split(strings.TrimPrefix(lockedURL, "minio://"), "/")[1], "tierlog/"+s.Key
@@ -234,16 +233,6 @@ func TestAuditNewUser(t *testing.T) {
 		t.Fatalf("bucket consume with the manifest fixed up: %q, want the altered %q", got, altered)
 	}
 	wantFinding(t, verify(lockedURL, lockedKey), auditTarget, s.Key, "is not the one signed")
-}
-
-// flipByte changes one bit of the third byte of the target record's value.
-func flipByte(recs []batch.Record) []batch.Record {
-	for i := range recs {
-		if recs[i].Offset == auditTarget {
-			recs[i].Value[2] ^= 0x01
-		}
-	}
-	return recs
 }
 
 // recordAt is the value of the record at offset, replayed from the bucket

@@ -43,14 +43,7 @@ func TestVerifyTampering(t *testing.T) {
 		tp := a.tamper(t)
 		const target = 1234
 		s := segmentOf(t, tp.segments(), target)
-		tp.rewriteSegment(s, func(recs []batch.Record) []batch.Record {
-			for i := range recs {
-				if recs[i].Offset == target {
-					recs[i].Value[7] ^= 0x01
-				}
-			}
-			return recs
-		})
+		tp.rewriteSegment(s, flipValueBits(target, 7, 0x01))
 		// The storage layer sees nothing wrong: the replay reads it.
 		if r := runCLI(t, nil, "", "bucket", "consume", "--bucket", a.url, "audit", "--from", fmt.Sprint(target), "--max", "1"); r.code != 0 || r.stdout == joinLines(tierLines(3000)[target:target+1]) {
 			t.Fatalf("bucket consume of the altered record: exit %d, %q (want it served, altered)", r.code, r.stdout)
@@ -244,14 +237,7 @@ func TestVerifyMinIO(t *testing.T) {
 	tp := a.tamper(t)
 	const target = 777
 	s := segmentOf(t, tp.segments(), target)
-	tp.rewriteSegment(s, func(recs []batch.Record) []batch.Record {
-		for i := range recs {
-			if recs[i].Offset == target {
-				recs[i].Value[0] ^= 0x20
-			}
-		}
-		return recs
-	})
+	tp.rewriteSegment(s, flipValueBits(target, 0, 0x20))
 	wantFinding(t, a.verify(t), target, s.Key, "is not the one signed")
 	// The same bucket through the s3:// backend.
 	r := runCLI(t, m.Env(), "", "verify", "--bucket", m.S3URL(m.Bucket, "tierlog"), "--public-key", a.public, "audit")

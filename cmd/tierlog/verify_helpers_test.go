@@ -222,6 +222,19 @@ func (tp *tamper) segmentLog(key string) []byte {
 	return log
 }
 
+// flipValueBits is an edit for rewriteSegment and alteredSegment: byte i
+// of the value of the record at offset gets XORed with mask.
+func flipValueBits(offset int64, i int, mask byte) func(recs []batch.Record) []batch.Record {
+	return func(recs []batch.Record) []batch.Record {
+		for k := range recs {
+			if recs[k].Offset == offset {
+				recs[k].Value[i] ^= mask
+			}
+		}
+		return recs
+	}
+}
+
 // rewriteSegment rewrites segment s as an administrator who knows the
 // formats could: the object alteredSegment makes is written under the
 // same key, and every manifest copy gets the new size, SHA-256 and
