@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -84,6 +85,26 @@ func ReadTile(ctx context.Context, b cold.Bucket, prefix string, level int, n ui
 		return nil, &BadTileError{Key: key, Size: len(data), Width: width}
 	}
 	return data, nil
+}
+
+// readEntries returns the first width entries of tile n of a level: its
+// partial tile of that width, or - once a full tile superseded it and the
+// partial is gone (see Tree.Superseded) - the full tile's, which are the
+// same hashes. tlog-tiles clients fall back the same way.
+func readEntries(ctx context.Context, b cold.Bucket, prefix string, level int, n uint64, width int) ([]byte, error) {
+	data, err := ReadTile(ctx, b, prefix, level, n, width)
+	if errors.Is(err, cold.ErrNotFound) && width < TileWidth {
+		if full, ferr := ReadTile(ctx, b, prefix, level, n, TileWidth); ferr == nil {
+			return full[:width*HashSize], nil
+		}
+	}
+	return data, err
+}
+
+// PartialTilesFolder is the folder holding every partial tile of tile n
+// of a level, whatever its width: "<prefix>tlog/tile/<L>/<n>.p/".
+func PartialTilesFolder(prefix string, level int, n uint64) string {
+	return TileKey(prefix, level, n, TileWidth) + ".p/"
 }
 
 // BadTileError is a stored tile of another size than its key says: the

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -35,6 +34,17 @@ type Tree struct {
 	// edge[L] holds the entries of level L's rightmost tile, fewer than
 	// TileWidth (a full tile is written and dropped).
 	edge [][]byte
+	// partials are the tiles with a partial tile stored (the edge when
+	// opened, and every partial tile written since) that are not full
+	// yet; superseded, those that became full (see Superseded).
+	partials   map[tileID]bool
+	superseded []tileID
+}
+
+// tileID names a tile: its level and index.
+type tileID struct {
+	level int
+	n     uint64
 }
 
 // OpenTree loads the tree of size leaves stored under prefix (a
@@ -44,15 +54,16 @@ type Tree struct {
 // tiles are not checked against a checkpoint: compare Root with the root
 // the manifest or checkpoint recorded.
 func OpenTree(ctx context.Context, b cold.Bucket, prefix string, size uint64) (*Tree, error) {
-	t := &Tree{b: b, prefix: prefix}
+	t := &Tree{b: b, prefix: prefix, partials: map[tileID]bool{}}
 	for level := 0; size>>(TileHeight*level) > 0; level++ {
 		entries := size >> (TileHeight * level)
 		var data []byte
 		if w := int(entries % TileWidth); w > 0 {
 			var err error
-			if data, err = ReadTile(ctx, b, prefix, level, entries/TileWidth, w); err != nil {
+			if data, err = readEntries(ctx, b, prefix, level, entries/TileWidth, w); err != nil {
 				return nil, fmt.Errorf("audit: open the tree of size %d: %w", size, err)
 			}
+			t.partials[tileID{level, entries / TileWidth}] = true
 		}
 		t.edge = append(t.edge, data)
 	}
@@ -128,6 +139,7 @@ func (t *Tree) Append(ctx context.Context, l *Leaves) error {
 	}
 	touched := make([]bool, 64)
 	var full []tile
+	var filled, written []tileID // tiles made full; partial tiles written
 	visit := func(id compact.NodeID, h []byte) {
 		if id.Level%TileHeight != 0 {
 			return
@@ -140,6 +152,7 @@ func (t *Tree) Append(ctx context.Context, l *Leaves) error {
 		touched[level] = true
 		if len(edge[level]) == TileWidth*HashSize {
 			full = append(full, tile{level: level, n: id.Index / TileWidth, hashes: edge[level]})
+			filled = append(filled, tileID{level, id.Index / TileWidth})
 			edge[level] = nil
 		}
 	}
@@ -173,6 +186,11 @@ func (t *Tree) Append(ctx context.Context, l *Leaves) error {
 	if err := t.write(ctx, full); err != nil {
 		return err
 	}
+	for _, tl := range full {
+		if len(tl.hashes) < TileWidth*HashSize {
+			written = append(written, tileID{tl.level, tl.n})
+		}
+	}
 	// Copy the range's hashes: some alias l, which the tree must not keep.
 	hashes := make([][]byte, len(rng.Hashes()))
 	for i, h := range rng.Hashes() {
@@ -182,7 +200,32 @@ func (t *Tree) Append(ctx context.Context, l *Leaves) error {
 		return err
 	}
 	t.edge = edge
+	for _, id := range filled {
+		if t.partials[id] {
+			delete(t.partials, id)
+			t.superseded = append(t.superseded, id)
+		}
+	}
+	for _, id := range written {
+		t.partials[id] = true
+	}
 	return nil
+}
+
+// Superseded returns the folders (see PartialTilesFolder) of the partial
+// tiles that full tiles written since the last call superseded, and
+// forgets them. Deleting them frees objects no reader needs: OpenTree,
+// proofs, verify and tlog-tiles clients read a missing partial tile's
+// entries from the full tile. Tiles whose partial tiles were written by an
+// earlier Tree are known from the edge OpenTree loaded; the folder holds
+// every width written.
+func (t *Tree) Superseded() []string {
+	var out []string
+	for _, id := range t.superseded {
+		out = append(out, PartialTilesFolder(t.prefix, id.level, id.n))
+	}
+	t.superseded = nil
+	return out
 }
 
 // write uploads tiles, writeParallel at a time.
@@ -220,10 +263,7 @@ func (r *nodeReader) node(ctx context.Context, id compact.NodeID) ([]byte, error
 	data, ok := r.tiles[key]
 	if !ok {
 		var err error
-		data, err = ReadTile(ctx, r.b, r.prefix, level, n, w)
-		if errors.Is(err, cold.ErrNotFound) && w < TileWidth {
-			data, err = ReadTile(ctx, r.b, r.prefix, level, n, TileWidth)
-		}
+		data, err = readEntries(ctx, r.b, r.prefix, level, n, w)
 		if err != nil {
 			return nil, err
 		}

@@ -321,3 +321,86 @@ func TestTilePath(t *testing.T) {
 		t.Errorf("TileKey %s", got)
 	}
 }
+
+// Partial tiles superseded by full ones are deleted (Superseded names
+// their folders, also of partial tiles an earlier Tree wrote); nothing any
+// reader needs goes with them: the tree reopens at every earlier size with
+// its root, and proofs at earlier sizes are made and verify. What stays is
+// only the partial tiles of tiles not full yet.
+func TestTreeSupersededPartials(t *testing.T) {
+	ctx := context.Background()
+	b := newFileBucket(t)
+	m := newModel()
+	r := rand.New(rand.NewPCG(7, 8))
+	tree, _ := audit.OpenTree(ctx, b, prefix, 0)
+	var sizes []uint64
+	deleted := 0
+	for tree.Size() < 70_000 {
+		// Short runs (several partial tiles of one level-0 tile) and long.
+		n := 1 + r.IntN(300)
+		if r.IntN(3) == 0 {
+			n = 1000 + r.IntN(9000)
+		}
+		if err := tree.Append(ctx, m.randomLeaves(r, int64(tree.Size()), n)); err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, tree.Size())
+		for _, folder := range tree.Superseded() {
+			err := b.Iter(ctx, folder, func(key string) error {
+				deleted++
+				return b.Delete(ctx, key)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r.IntN(4) == 0 { // a restart: the partial tiles it knows of are the edge's
+			var err error
+			if tree, err = audit.OpenTree(ctx, b, prefix, tree.Size()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	size := tree.Size()
+	if deleted < len(sizes) {
+		t.Fatalf("%d partial tiles deleted over %d appends", deleted, len(sizes))
+	}
+	err := b.Iter(ctx, prefix+audit.Dir+"tile/", func(key string) error {
+		rest, ok := strings.CutPrefix(key, prefix+audit.Dir+"tile/")
+		if !ok || !strings.Contains(rest, ".p/") {
+			return nil
+		}
+		var level int
+		fmt.Sscanf(rest, "%d/", &level)
+		if full, _, _ := strings.Cut(key, ".p/"); fileExists(ctx, b, full) {
+			t.Errorf("%s left beside its full tile (level %d)", key, level)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range sizes {
+		old, err := audit.OpenTree(ctx, b, prefix, s)
+		if err != nil || !bytes.Equal(old.Root(), m.ref.HashAt(s)) {
+			t.Fatalf("reopened at earlier size %d: %v", s, err)
+		}
+		if i%7 != 0 {
+			continue
+		}
+		idx := uint64(r.Int64N(int64(s)))
+		p, err := audit.InclusionProof(ctx, b, prefix, idx, s)
+		if err != nil || audit.VerifyInclusion(m.leaves[idx], idx, s, p, m.ref.HashAt(s)) != nil {
+			t.Fatalf("inclusion of %d at earlier size %d: %v", idx, s, err)
+		}
+		c, err := audit.ConsistencyProof(ctx, b, prefix, s, size)
+		if err != nil || audit.VerifyConsistency(s, size, c, m.ref.HashAt(s), m.ref.Hash()) != nil {
+			t.Fatalf("consistency %d -> %d: %v", s, size, err)
+		}
+	}
+}
+
+func fileExists(ctx context.Context, b cold.Bucket, key string) bool {
+	_, err := b.Attributes(ctx, key)
+	return err == nil
+}

@@ -500,6 +500,7 @@ func (d *Daemon) upload(ctx context.Context, p *Partition, b built) (err error) 
 	if err := p.commitDurable(ctx, func(m *Manifest) { m.replace(entry) }); err != nil {
 		return err
 	}
+	d.dropPartials(ctx, p)
 	d.m.uploads.WithLabelValues("ok").Inc()
 	d.m.uploadBytes.Add(float64(obj.size))
 	d.m.uploadRawBytes.Add(float64(obj.raw))

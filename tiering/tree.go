@@ -227,9 +227,36 @@ func (d *Daemon) coverTree(ctx context.Context, p *Partition) error {
 		p.tree = nil
 		return err
 	}
+	d.dropPartials(ctx, p)
 	d.opts.Logger.Info("built the Merkle tree over committed segments before remote retention deletes them", "topic", p.topic,
 		"partition", p.partition, "tree_size", last.TreeSize)
 	return nil
+}
+
+// dropPartials deletes the partial tiles that full tiles have superseded
+// (audit.Tree.Superseded), once the commit naming the tree is made. Best
+// effort: a partial tile left is one object more, never read while its
+// full tile exists. A topic under Object Lock keeps them (locked, the
+// bucket refuses their deletion until their date).
+func (d *Daemon) dropPartials(ctx context.Context, p *Partition) {
+	if p.tree == nil {
+		return
+	}
+	folders := p.tree.Superseded()
+	p.mu.RLock()
+	locked := p.objLock.On()
+	p.mu.RUnlock()
+	if locked {
+		return
+	}
+	for _, f := range folders {
+		err := d.store.Bucket.Iter(ctx, f, func(key string) error { return d.store.Bucket.Delete(ctx, key) })
+		if err != nil && ctx.Err() == nil {
+			d.opts.Logger.Warn("delete partial tiles superseded by full ones (they are not read; the next pass does not retry)",
+				"topic", p.topic, "partition", p.partition, "folder", f, "err", err)
+			return
+		}
+	}
 }
 
 // treeBehind reports whether committed segments lie past the Merkle tree
