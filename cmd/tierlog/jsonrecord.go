@@ -32,9 +32,14 @@ func appendJSONRecord(b []byte, partition int32, r *tierlogv1.Record) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		// Header keys are bytes in Kafka too: "key_base64" if not UTF-8.
+		// Header keys are bytes in Kafka too: "key_base64" if not UTF-8
+		// (the API carries such a key in key_bytes).
+		key := []byte(h.GetKey())
+		if h.KeyBytes != nil {
+			key = h.KeyBytes
+		}
 		b = append(b, '{')
-		b = appendBytesField(b, "key", []byte(h.GetKey()))
+		b = appendBytesField(b, "key", key)
 		b = append(b, ',')
 		b = appendBytesField(b, "value", h.Value)
 		b = append(b, '}')

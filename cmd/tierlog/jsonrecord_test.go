@@ -16,7 +16,7 @@ func TestAppendJSONRecord(t *testing.T) {
 			{Key: "bin", Value: []byte{0xff, 0x00}},
 			{Key: "null"},
 			{Key: "empty", Value: []byte{}},
-			{Key: "\xfe", Value: []byte("x")},
+			{KeyBytes: []byte("\xfe"), Value: []byte("x")},
 		},
 	}
 	got := string(appendJSONRecord(nil, 3, r))
