@@ -43,7 +43,9 @@ import (
 //     old leader may still be writing them.
 //   - Any sweep deletes only after checking the manifest is still the one
 //     it wrote (HEAD, ETag): a leader deposed but not yet told cannot
-//     delete what the new leader uploaded.
+//     delete what the new leader uploaded. A checkpoint is signed after
+//     the same check: a deposed leader does not sign the segment it had
+//     in flight (see Daemon.checkpoint).
 //   - Followers never write the bucket. RefreshManifest installs the
 //     bucket's manifest; their local retention deletes only local segments
 //     it shows uploaded (mayDeleteLocal), and reads below their local

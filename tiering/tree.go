@@ -90,6 +90,17 @@ func (d *Daemon) appendTree(ctx context.Context, p *Partition, l *audit.Leaves) 
 // it once the object is verified, before the commit: a checkpoint never
 // names leaves whose segment the bucket does not hold.
 func (d *Daemon) checkpoint(ctx context.Context, p *Partition, entry *RemoteSegment) error {
+	if p.shared() {
+		// A leader deposed while its upload was in flight must not sign:
+		// its segment is never committed (the manifest write is fenced)
+		// and the new leader sweeps it, so its checkpoint would name
+		// records the bucket does not hold - a rollback to verify until
+		// the new leader uploads past it. Left: a claim landing between
+		// this check and the checkpoint's PUT.
+		if err := p.checkCurrent(ctx, p.passLead); err != nil {
+			return err
+		}
+	}
 	t := p.tree
 	size, root := t.Size(), t.Root()
 	if int64(size) != entry.NextOffset {
