@@ -36,7 +36,8 @@ type tileChecker struct {
 
 	mu         sync.Mutex
 	mismatches []tileMismatch
-	err        error // the first read that failed
+	seen       map[string]bool // mismatches ever kept, by key and offset
+	err        error           // the first read that failed
 }
 
 func newTileChecker(b cold.Bucket, prefix string) *tileChecker {
@@ -84,9 +85,12 @@ func (c *tileChecker) Upload(ctx context.Context, key string, r io.Reader, _ int
 func (c *tileChecker) compare(ctx context.Context, key string, level int, n uint64, width int, wanted []byte) error {
 	stored, err := getAll(ctx, c.Bucket, key)
 	if errors.Is(err, cold.ErrNotFound) && width < audit.TileWidth {
-		// A partial tile superseded by the full one may be gone.
-		if full, ferr := getAll(ctx, c.Bucket, audit.TileKey(c.prefix, level, n, audit.TileWidth)); ferr == nil {
-			stored, err = full[:min(len(full), len(wanted))], nil
+		// A partial tile superseded by the full one is deleted by the
+		// node: the full tile's first entries are the ones to compare,
+		// and a finding names the full tile (add keeps it once).
+		full := audit.TileKey(c.prefix, level, n, audit.TileWidth)
+		if data, ferr := getAll(ctx, c.Bucket, full); ferr == nil {
+			key, stored, err = full, data[:min(len(data), len(wanted))], nil
 		}
 	}
 	first := int64(n) * audit.TileWidth << (audit.TileHeight * level)
@@ -120,10 +124,20 @@ func (c *tileChecker) Delete(context.Context, string) error {
 	return errors.New("tiering: verify never deletes")
 }
 
+// add keeps m, once: the full tile behind a deleted partial one is
+// compared again when the tree writes it.
 func (c *tileChecker) add(m tileMismatch) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := fmt.Sprint(m.key, "@", m.offset)
+	if c.seen[id] {
+		return
+	}
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	c.seen[id] = true
 	c.mismatches = append(c.mismatches, m)
-	c.mu.Unlock()
 }
 
 // take waits for the comparisons in flight and returns the mismatches
