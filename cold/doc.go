@@ -37,7 +37,8 @@
 // them): ConditionalUploader (UploadIf: one writer owns a prefix),
 // MultipartAborter, FolderLister (one level of the key hierarchy in one
 // LIST; Folders falls back to Iter), Versioned (read and delete one object
-// version; GetRangeVersion and DeleteVersion fall back to the key) and
+// version, list every version and delete marker under a prefix;
+// GetRangeVersion, DeleteVersion and IterVersions fall back to the key) and
 // Locker (S3 Object Lock; LockEnabled says no without it). The file
 // backend has neither Versioned nor Locker. ReadOnly wraps a bucket so
 // that nothing through it can change the bucket.

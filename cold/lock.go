@@ -55,20 +55,49 @@ type Locker interface {
 }
 
 // Versioned is implemented by backends whose buckets may keep object
-// versions (S3, MinIO): reads and deletes of one version, so that an object
-// overwritten behind the writer's back is still read as written, and a
-// delete removes the version itself instead of hiding it behind a delete
-// marker.
+// versions (S3, MinIO): reads, deletes and listings of versions, so that an
+// object overwritten behind the writer's back is still read as written,
+// and a delete removes the versions themselves instead of hiding them
+// behind a delete marker (where they would stay, billed, for good).
 //
 // A versionID "" names the current version, as for Locker.SetLegalHold:
 // GetRangeVersion is then GetRange, and DeleteVersion Delete.
 type Versioned interface {
 	// GetRangeVersion is GetRange of one version of key.
 	GetRangeVersion(ctx context.Context, key, versionID string, off, length int64) (io.ReadCloser, error)
-	// DeleteVersion removes one version of key (a missing one is not an
-	// error). A version under retention or legal hold is refused with an
-	// error wrapping ErrObjectLocked.
+	// DeleteVersion removes one version of key, or one delete marker (a
+	// missing one is not an error). A version under retention or legal
+	// hold is refused with an error wrapping ErrObjectLocked.
 	DeleteVersion(ctx context.Context, key, versionID string) error
+	// IterVersions calls f for every version and every delete marker of
+	// the keys under prefix (a plain string prefix, as for Iter), keys in
+	// byte-wise lexical order and each key's entries newest first,
+	// stopping at f's first error. Keys whose latest entry is a delete
+	// marker, which Iter does not list, are listed too. On a bucket that
+	// never kept versions each object is one entry, the latest, whose
+	// version id is what the store calls it ("null" on S3).
+	IterVersions(ctx context.Context, prefix string, f func(ObjectVersion) error) error
+}
+
+// ObjectVersion is one entry of a version listing: a version of an
+// object, or a delete marker.
+type ObjectVersion struct {
+	Key       string
+	VersionID string
+	// Latest: the key's current entry. A delete marker that is latest
+	// makes the key read as missing.
+	Latest       bool
+	DeleteMarker bool
+	LastModified time.Time
+	Size         int64
+}
+
+// Unversioned reports whether v is all a bucket that keeps no versions
+// lists of an object: the one, latest version, with no version id or
+// S3's "null". A delete by key removes such an object whole, with no
+// version permission (s3:DeleteObjectVersion) needed.
+func (v ObjectVersion) Unversioned() bool {
+	return v.Latest && !v.DeleteMarker && (v.VersionID == "" || v.VersionID == "null")
 }
 
 // GetRangeVersion reads length bytes from off of versionID of key, or of
@@ -91,6 +120,18 @@ func DeleteVersion(ctx context.Context, b Bucket, key, versionID string) error {
 	return b.Delete(ctx, key)
 }
 
+// IterVersions lists the versions and delete markers under prefix where b
+// keeps versions, and otherwise every key as one entry, latest, with
+// version id "" (which DeleteVersion takes for the key).
+func IterVersions(ctx context.Context, b Bucket, prefix string, f func(ObjectVersion) error) error {
+	if v, ok := b.(Versioned); ok {
+		return v.IterVersions(ctx, prefix, f)
+	}
+	return b.Iter(ctx, prefix, func(key string) error {
+		return f(ObjectVersion{Key: key, Latest: true})
+	})
+}
+
 // LockEnabled reports whether b can lock objects: a Locker whose bucket has
 // Object Lock enabled.
 func LockEnabled(ctx context.Context, b Bucket) (bool, error) {
@@ -101,6 +142,8 @@ func LockEnabled(ctx context.Context, b Bucket) (bool, error) {
 	return l.LockEnabled(ctx)
 }
 
+var _ Versioned = readOnly{}
+
 // A read-only bucket reads versions (an archive tool reads the versions the
 // manifest names, as the node does) and refuses to delete them.
 
@@ -110,4 +153,8 @@ func (r readOnly) GetRangeVersion(ctx context.Context, key, versionID string, of
 
 func (r readOnly) DeleteVersion(_ context.Context, key, _ string) error {
 	return r.refuse("delete", key)
+}
+
+func (r readOnly) IterVersions(ctx context.Context, prefix string, f func(ObjectVersion) error) error {
+	return IterVersions(ctx, r.b, prefix, f)
 }

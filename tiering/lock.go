@@ -277,6 +277,16 @@ func (b ownedBucket) DeleteVersion(ctx context.Context, key, versionID string) e
 	return cold.DeleteVersion(ctx, b.Bucket, key, versionID)
 }
 
+// IterVersions lists without an ownership check, like Iter.
+func (b ownedBucket) IterVersions(ctx context.Context, prefix string, f func(cold.ObjectVersion) error) error {
+	return cold.IterVersions(ctx, b.Bucket, prefix, f)
+}
+
+var (
+	_ cold.Versioned = ownedBucket{}
+	_ cold.Locker    = ownedBucket{}
+)
+
 // partitionBucket is the store's bucket with p's Object Lock on its
 // uploads, for the partition's tlog/ objects (tiles and numbered
 // checkpoints; not the latest checkpoint): the audit package writes

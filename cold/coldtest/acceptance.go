@@ -60,6 +60,7 @@ func AcceptanceTest(t *testing.T, b cold.Bucket) {
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, b) })
 	t.Run("AbortIncompleteUploads", func(t *testing.T) { testAbort(t, b) })
 	t.Run("Conditional", func(t *testing.T) { testConditional(t, b) })
+	t.Run("UnversionedListing", func(t *testing.T) { testUnversionedListing(t, b) })
 }
 
 // Data returns n deterministic pseudo-random bytes (incompressible, so no
@@ -610,8 +611,8 @@ func deleteAll(t testing.TB, b cold.Bucket, prefix string) {
 
 // VersioningTest checks a backend on a bucket with versioning enabled:
 // Upload and Attributes report the same non-empty VersionID, an overwrite
-// makes a new version, and a deleted object (a delete marker on S3) reads
-// as ErrNotFound.
+// makes a new version, a deleted object (a delete marker on S3) reads as
+// ErrNotFound, and IterVersions lists the versions and the marker.
 func VersioningTest(t *testing.T, b cold.Bucket) {
 	t.Helper()
 	ctx := context.Background()
@@ -644,4 +645,5 @@ func VersioningTest(t *testing.T, b cold.Bucket) {
 	if ok, err := b.Exists(ctx, key); ok || err != nil {
 		t.Errorf("Exists after delete: %v, %v", ok, err)
 	}
+	versionListTest(t, b, first, second)
 }

@@ -61,6 +61,9 @@ func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts c
 		{"HEAD reset", faultproxy.Rule{Method: "HEAD", Fault: faultproxy.Reset}, func(*testing.T) error { _, err := b.Exists(ctx, key); return err }, true, false},
 		{"DELETE 503", faultproxy.Rule{Method: "DELETE", Fault: faultproxy.Error, Status: 503}, func(*testing.T) error { return b.Delete(ctx, key) }, true, false},
 		{"LIST 500", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 500}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, true, false},
+		{"version LIST 500", faultproxy.Rule{Method: "GET", QueryContains: "versions", Fault: faultproxy.Error, Status: 500}, func(*testing.T) error {
+			return cold.IterVersions(ctx, b, Root, func(cold.ObjectVersion) error { return nil })
+		}, true, false},
 		{"LIST 403", faultproxy.Rule{Method: "GET", QueryContains: "list-type=2", Fault: faultproxy.Error, Status: 403, Code: "AccessDenied"}, func(*testing.T) error { return b.Iter(ctx, Root, func(string) error { return nil }) }, false, false},
 		{"PUT 503", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Error, Status: 503}, uploadOp(b, Root+"faults/put-503", Data(1, 1000)), true, false},
 		{"PUT reset", faultproxy.Rule{Method: "PUT", Fault: faultproxy.Reset}, uploadOp(b, Root+"faults/put-reset", Data(2, 1000)), true, false},
@@ -137,6 +140,19 @@ func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts c
 		}
 		if failed == 0 {
 			t.Errorf("no read of 30 failed: the truncations did not bite")
+		}
+	})
+
+	// A store that keeps no versions (some S3-compatible ones) answers
+	// every version listing 501 NotImplemented: its keys are listed
+	// instead, each as the one version of its object, so deletes by
+	// version still find every object.
+	t.Run("no version listing", func(t *testing.T) {
+		defer p.Clear()
+		h := p.Add(faultproxy.Rule{Method: "GET", QueryContains: "versions", Fault: faultproxy.Error, Status: 501, Code: "NotImplemented"})
+		_, got := listVersions(t, b, key)
+		if h.Injected() == 0 || len(got) != 1 || got[0].Key != key || !got[0].Unversioned() {
+			t.Errorf("IterVersions(%q) after NotImplemented (%d injected): %+v, want the object as one unversioned entry", key, h.Injected(), got)
 		}
 	})
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/minio/minio-go/v7"
 
@@ -104,4 +105,30 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 		return fmt.Errorf("miniobucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, wrap(err))
 	}
 	return b.errf("delete", key, err)
+}
+
+// IterVersions lists versions and delete markers with ListObjectVersions
+// (see cold.Versioned). A server without versions that answers
+// NotImplemented has its keys listed instead, each as the one version of
+// its object.
+func (b *Bucket) IterVersions(ctx context.Context, prefix string, f func(cold.ObjectVersion) error) error {
+	if err := objutil.CheckPrefix(prefix); err != nil {
+		return fmt.Errorf("miniobucket %s: iter versions: %w", b.name, err)
+	}
+	first := true
+	for o := range b.client.ListObjectsIter(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true, WithVersions: true}) {
+		if o.Err != nil && first && answer(o.Err).NotImplemented() {
+			return b.Iter(ctx, prefix, func(key string) error { return f(cold.ObjectVersion{Key: key, Latest: true}) })
+		}
+		first = false
+		if o.Err != nil {
+			return fmt.Errorf("miniobucket %s: iter versions %q: %w", b.name, prefix, wrap(o.Err))
+		}
+		v := cold.ObjectVersion{Key: strings.TrimPrefix(o.Key, b.prefix), VersionID: o.VersionID, Latest: o.IsLatest,
+			DeleteMarker: o.IsDeleteMarker, LastModified: o.LastModified, Size: o.Size}
+		if err := f(v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

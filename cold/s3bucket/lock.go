@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -124,4 +126,61 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 		return fmt.Errorf("s3bucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, err)
 	}
 	return b.errf("delete", key, err)
+}
+
+// IterVersions lists versions and delete markers with ListObjectVersions,
+// 1000 per request (see cold.Versioned). A store without versions that
+// answers NotImplemented has its keys listed instead, each as the one
+// version of its object.
+func (b *Bucket) IterVersions(ctx context.Context, prefix string, f func(cold.ObjectVersion) error) error {
+	if err := objutil.CheckPrefix(prefix); err != nil {
+		return fmt.Errorf("s3bucket %s: iter versions: %w", b.name, err)
+	}
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(b.bucket), Prefix: aws.String(b.prefix + prefix)}
+	for first := true; ; first = false {
+		page, err := b.client.ListObjectVersions(ctx, in)
+		if err != nil && first && answer(err).NotImplemented() {
+			return b.Iter(ctx, prefix, func(key string) error { return f(cold.ObjectVersion{Key: key, Latest: true}) })
+		}
+		if err != nil {
+			return fmt.Errorf("s3bucket %s: iter versions %q: %w", b.name, prefix, err)
+		}
+		for _, v := range b.pageVersions(page) {
+			if err := f(v); err != nil {
+				return err
+			}
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			return nil
+		}
+		in.KeyMarker, in.VersionIdMarker = page.NextKeyMarker, page.NextVersionIdMarker
+	}
+}
+
+// pageVersions merges a page's versions and delete markers, which the
+// SDK returns in two lists, back into the listing's order: by key, then
+// the latest first, then newest first.
+func (b *Bucket) pageVersions(page *s3.ListObjectVersionsOutput) []cold.ObjectVersion {
+	out := make([]cold.ObjectVersion, 0, len(page.Versions)+len(page.DeleteMarkers))
+	for _, v := range page.Versions {
+		out = append(out, cold.ObjectVersion{Key: strings.TrimPrefix(aws.ToString(v.Key), b.prefix), VersionID: aws.ToString(v.VersionId),
+			Latest: aws.ToBool(v.IsLatest), LastModified: aws.ToTime(v.LastModified), Size: aws.ToInt64(v.Size)})
+	}
+	for _, m := range page.DeleteMarkers {
+		out = append(out, cold.ObjectVersion{Key: strings.TrimPrefix(aws.ToString(m.Key), b.prefix), VersionID: aws.ToString(m.VersionId),
+			Latest: aws.ToBool(m.IsLatest), DeleteMarker: true, LastModified: aws.ToTime(m.LastModified)})
+	}
+	slices.SortStableFunc(out, func(x, y cold.ObjectVersion) int {
+		if c := strings.Compare(x.Key, y.Key); c != 0 {
+			return c
+		}
+		if x.Latest != y.Latest {
+			if x.Latest {
+				return -1
+			}
+			return 1
+		}
+		return y.LastModified.Compare(x.LastModified)
+	})
+	return out
 }

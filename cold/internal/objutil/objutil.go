@@ -353,6 +353,13 @@ func (a Answer) NoLockConfig() bool {
 	return a.Code == "ObjectLockConfigurationNotFoundError" || a.Code == "NoSuchObjectLockConfiguration"
 }
 
+// NotImplemented reports a store that does not have the operation at all
+// (S3's 501 NotImplemented): some S3-compatible stores keep no versions
+// and answer a version listing so.
+func (a Answer) NotImplemented() bool {
+	return a.Code == "NotImplemented" || a.Status == http.StatusNotImplemented
+}
+
 // IsNetworkError reports whether err happened on the way to the server
 // (dial, TLS, connection broken, no response), as opposed to an answer.
 func IsNetworkError(err error) bool {
