@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tierlog/tierlog/cold"
 )
@@ -25,9 +26,9 @@ func (d *Daemon) cleanupAll(ctx context.Context) {
 // cleanup commits copy_started entries left by a crash whose objects were
 // uploaded whole (adoptFinished) and withdraws the rest (their objects
 // become orphans), then deletes every object under the partition's prefix
-// that the manifest does not name: segment objects of failed attempts and
-// manifest copies older than the last two. It also aborts the partition's
-// stale multipart uploads.
+// that the manifest does not name, every version of it: segment objects of
+// failed attempts and manifest copies older than the last two. It also
+// aborts the partition's stale multipart uploads.
 func (d *Daemon) cleanup(ctx context.Context, p *Partition) error {
 	p.tierMu.Lock()
 	defer p.tierMu.Unlock()
@@ -86,12 +87,20 @@ func (d *Daemon) cleanupLocked(ctx context.Context, p *Partition) error {
 		named[s.Key] = true
 	}
 	prefix := PartitionPrefix(p.topic, p.partition)
-	var orphans, copies []string
-	err := d.store.Bucket.Iter(ctx, prefix, func(key string) error {
-		if _, ok := parseManifestKey(key); ok {
-			copies = append(copies, key) // lexical order is version order
-		} else if strings.HasSuffix(key, ".seg") && !named[key] {
-			orphans = append(orphans, key)
+	// Listed with their versions and delete markers (see versions.go): an
+	// orphan's versions go with it, and so do those an earlier delete by
+	// key left behind a marker - a manifest copy or an orphan deleted so,
+	// a segment deleted by retention with no version recorded. Every
+	// version of a key the manifest names stays, whatever its state.
+	var orphans, copies []keyVersions
+	err := versionsByKey(ctx, d.store.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
+		kv := keyVersions{key: key, vs: slices.Clone(vs)}
+		_, isCopy := parseManifestKey(key)
+		switch {
+		case isCopy && !vs[0].DeleteMarker:
+			copies = append(copies, kv) // lexical order is version order
+		case isCopy, strings.HasSuffix(key, ".seg") && !named[key]:
+			orphans = append(orphans, kv)
 		}
 		return nil
 	})
@@ -106,7 +115,7 @@ func (d *Daemon) cleanupLocked(ctx context.Context, p *Partition) error {
 		// Delete only while the manifest is still the one this leader
 		// wrote: then no newer leader has claimed it, so every object
 		// listed above that it does not name is an orphan (a newer
-		// leader uploads only after its claim).
+		// leader uploads only after its claim, under keys of its own).
 		if len(orphans) > 0 {
 			if err := p.checkCurrent(ctx, p.passLead); err != nil {
 				return err
@@ -115,14 +124,8 @@ func (d *Daemon) cleanupLocked(ctx context.Context, p *Partition) error {
 	case len(copies) > 2:
 		orphans = append(orphans, copies[:len(copies)-2]...) // keep the newest two
 	}
-	for _, key := range orphans {
-		if err := retry(ctx, func() error { return d.store.Bucket.Delete(ctx, key) }); err != nil {
-			return err
-		}
-		if strings.HasSuffix(key, ".seg") {
-			d.m.orphans.Inc()
-			d.opts.Logger.Info("deleted orphan object", "key", key)
-		}
+	if err := d.deleteOrphans(ctx, p, orphans); err != nil {
+		return err
 	}
 	if canAbort {
 		// By prefix: effective on AWS S3 (MinIO answers only exact keys and
@@ -188,6 +191,57 @@ func (d *Daemon) adoptFinished(ctx context.Context, p *Partition, m *Manifest) e
 	for _, seg := range adopt {
 		d.opts.Logger.Info("committed a segment uploaded before a restart", "topic", p.topic, "partition", p.partition,
 			"key", seg.Key, "base_offset", seg.BaseOffset, "next_offset", seg.NextOffset)
+	}
+	return nil
+}
+
+// keyVersions is a key and its versions, newest first.
+type keyVersions struct {
+	key string
+	vs  []cold.ObjectVersion
+}
+
+// deleteOrphans deletes every version of the orphans but those Object Lock
+// holds: each of these is logged and counted once, and left alone until
+// its retain-until date (after LockRetry if a legal hold or nothing says
+// when), so that no sweep asks the bucket again before then. The waits
+// are kept for the versions still listed, and only for them.
+func (d *Daemon) deleteOrphans(ctx context.Context, p *Partition, orphans []keyVersions) (err error) {
+	now := d.opts.Now()
+	waits := map[string]time.Time{}
+	wait := func(v cold.ObjectVersion) bool {
+		at, ok := p.sweepWait[v.Key+" "+v.VersionID]
+		if ok && now.Before(at) {
+			waits[v.Key+" "+v.VersionID] = at
+			return true
+		}
+		return false
+	}
+	defer func() {
+		if err != nil {
+			// Cut short: the waits of orphans not reached stand.
+			for k, at := range p.sweepWait {
+				if _, ok := waits[k]; !ok {
+					waits[k] = at
+				}
+			}
+		}
+		p.sweepWait = waits
+	}()
+	for _, o := range orphans {
+		r, err := purge(ctx, d.store.Bucket, o.key, o.vs, wait)
+		if err != nil {
+			return err
+		}
+		for _, v := range r.refused {
+			until, hold := lockOf(ctx, d.store.Bucket, v.Key, v.VersionID)
+			waits[v.Key+" "+v.VersionID] = d.deferral(p, "orphan sweep", v.Key, v.VersionID, until,
+				"the bucket refused to delete a version of an object no manifest names; the sweep deletes it after its retain-until date", hold)
+		}
+		if strings.HasSuffix(o.key, ".seg") && r.deleted > 0 && r.gone() {
+			d.m.orphans.Inc()
+			d.opts.Logger.Info("deleted orphan object", "key", o.key, "versions", r.deleted)
+		}
 	}
 	return nil
 }

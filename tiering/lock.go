@@ -129,13 +129,34 @@ func (d *Daemon) deferred(p *Partition, s RemoteSegment, at time.Time, why strin
 	if p.lockWait == nil {
 		p.lockWait = map[string]time.Time{}
 	}
+	p.lockWait[s.ID] = d.deferral(p, "remote retention", s.Key, s.VersionID, at, why, hold)
+}
+
+// deferral logs and counts a deletion (by: "remote retention", "orphan
+// sweep") of one version that Object Lock holds back until (zero: not
+// known), and returns when to try it again: at until, or after LockRetry
+// if a legal hold holds it or nothing says when.
+func (d *Daemon) deferral(p *Partition, by, key, versionID string, until time.Time, why string, hold bool) time.Time {
+	at := until
 	if at.IsZero() || hold {
 		at = d.opts.Now().Add(d.opts.LockRetry)
 	}
-	p.lockWait[s.ID] = at
 	d.m.lockDeferred.Inc()
-	d.opts.Logger.Warn("remote retention deferred: "+why, "topic", p.topic, "partition", p.partition,
-		"key", s.Key, "version_id", s.VersionID, "retain_until", s.RetainUntil, "legal_hold", hold, "retry_at", at)
+	d.opts.Logger.Warn(by+" deferred: "+why, "topic", p.topic, "partition", p.partition,
+		"key", key, "version_id", versionID, "retain_until", until, "legal_hold", hold, "retry_at", at)
+	return at
+}
+
+// lockOf asks the bucket what holds a version whose delete it refused:
+// its retain-until date and legal hold (zero and false if it cannot
+// tell). One request each, so the retry waits for the real date.
+func lockOf(ctx context.Context, b cold.Bucket, key, versionID string) (until time.Time, hold bool) {
+	if l, ok := b.(cold.Locker); ok {
+		if ret, h, err := l.ObjectLock(ctx, key, versionID); err == nil {
+			return ret.Until, h
+		}
+	}
+	return time.Time{}, false
 }
 
 // deleteSegment deletes a delete_started segment's object (its recorded
@@ -148,14 +169,7 @@ func (d *Daemon) deleteSegment(ctx context.Context, p *Partition, s RemoteSegmen
 	}
 	err = retry(ctx, func() error { return cold.DeleteVersion(ctx, d.store.Bucket, s.Key, s.VersionID) })
 	if errors.Is(err, cold.ErrObjectLocked) {
-		var until time.Time
-		hold := false
-		if l, ok := d.store.Bucket.(cold.Locker); ok {
-			// One request, so the retry waits for the real date.
-			if ret, h, lerr := l.ObjectLock(ctx, s.Key, s.VersionID); lerr == nil {
-				until, hold = ret.Until, h
-			}
-		}
+		until, hold := lockOf(ctx, d.store.Bucket, s.Key, s.VersionID)
 		d.deferred(p, s, until, "the bucket refused the delete: "+err.Error(), hold)
 		return false, nil
 	}

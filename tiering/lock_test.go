@@ -31,7 +31,12 @@ const lockedPrefix = "t/"
 
 func newLockedEnv(t *testing.T, scheme string) *lockedEnv {
 	m := testutil.StartMinIO(t)
-	name := m.NewLockedBucket(t)
+	return newEnvIn(t, m, m.NewLockedBucket(t), scheme)
+}
+
+// newEnvIn is a node on MinIO bucket name, under lockedPrefix, through
+// the minio or the s3 backend.
+func newEnvIn(t *testing.T, m *testutil.MinIO, name, scheme string) *lockedEnv {
 	u := m.MinIOURL(name, lockedPrefix)
 	if scheme == "s3" {
 		u = m.S3URL(name, lockedPrefix)

@@ -34,7 +34,7 @@ func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
 		retries:        f.NewCounterVec(prometheus.CounterOpts{Name: "tierlog_tiering_retries_total", Help: "Retried bucket operations by operation."}, []string{"op"}),
 		deletes:        f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_remote_deletes_total", Help: "Remote segments deleted by retention."}),
 		orphans:        f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_orphans_deleted_total", Help: "Objects of failed or abandoned uploads deleted."}),
-		lockDeferred:   f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_locked_deletes_deferred_total", Help: "Remote segments whose deletion by retention waits for their Object Lock retain-until date or legal hold (counted once per segment and deferral)."}),
+		lockDeferred:   f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_locked_deletes_deferred_total", Help: "Deletions that wait for an Object Lock retain-until date or legal hold: remote segments by retention, orphan object versions by the sweep (counted once per object version and deferral)."}),
 		fenced:         f.NewCounter(prometheus.CounterOpts{Name: "tierlog_tiering_leader_fenced_total", Help: "Times a partition leader stopped tiering because another leader moved its manifest (shared prefix)."}),
 
 		localBytes:        f.NewGauge(prometheus.GaugeOpts{Name: "tierlog_tiering_local_bytes", Help: "Bytes of local segments, all partitions of the node."}),

@@ -126,6 +126,9 @@ type Partition struct {
 	// Guarded by tierMu: segments whose deletion Object Lock holds back,
 	// and when to look at each again (see lock.go).
 	lockWait map[string]time.Time
+	// Guarded by tierMu: orphan versions (by "key version") whose deletion
+	// Object Lock holds back, and when to try each again (cleanup.go).
+	sweepWait map[string]time.Time
 	// removed (guarded by tierMu) is set by Daemon.Remove: a pass or sweep
 	// that took a snapshot of the partitions before the removal must not
 	// touch the bucket for a topic whose deletion is listing it.

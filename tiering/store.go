@@ -19,6 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"github.com/tierlog/tierlog/cold"
 	"github.com/tierlog/tierlog/internal/fileutil"
 )
@@ -110,6 +113,11 @@ type Store struct {
 	// group offsets' copy as this node last wrote it ("": read it first).
 	groupsMu   sync.Mutex
 	groupsETag string
+
+	// logger and keptVersions report what DeleteTopic leaves in the
+	// bucket (OpenStore sets them; a Store without them reports nothing).
+	logger       *slog.Logger
+	keptVersions prometheus.Counter
 }
 
 // Fenced returns nil while this node owns the bucket prefix, and the
@@ -134,7 +142,12 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOpt
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Shared {
-		return openShared(ctx, b, dataDir, opts)
+		s, err := openShared(ctx, b, dataDir, opts)
+		if err != nil {
+			return nil, err
+		}
+		s.observe(opts)
+		return s, nil
 	}
 	idPath := filepath.Join(dataDir, clusterIDFile)
 	local := ""
@@ -169,7 +182,18 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOpt
 		}
 	}
 	registerOwnerMetrics(opts.Registerer, o)
-	return &Store{Bucket: o.bucket(), ClusterID: cluster, owner: o, tiles: tileBucket{ownedBucket{Bucket: o.b, o: o}}}, nil
+	s := &Store{Bucket: o.bucket(), ClusterID: cluster, owner: o, tiles: tileBucket{ownedBucket{Bucket: o.b, o: o}}}
+	s.observe(opts)
+	return s, nil
+}
+
+// observe gives the store opts' logger and its metrics.
+func (s *Store) observe(opts StoreOptions) {
+	s.logger = opts.Logger
+	s.keptVersions = promauto.With(opts.Registerer).NewCounter(prometheus.CounterOpts{
+		Name: "tierlog_tiering_deleted_topic_versions_kept_total",
+		Help: "Object versions a topic deletion could not delete and left in the bucket, behind a delete marker: Object Lock retention or legal hold (on S3, also credentials without s3:DeleteObjectVersion). README, WORM retention, says how to remove them.",
+	})
 }
 
 func (s *Store) putJSON(ctx context.Context, key string, v any) error {
@@ -205,12 +229,20 @@ func (s *Store) PutTopic(ctx context.Context, t TopicMeta) error {
 }
 
 // DeleteTopic removes a topic's metadata and every object of its
-// partitions from the bucket. It first turns the topic's record into a
-// tombstone, so a deletion cut short (bucket down, node crashed or lost its
-// disk) is finished by whoever reads the record next instead of restoring
-// the topic; the record goes last, once nothing of the topic is left.
+// partitions from the bucket, every version of each on a versioned bucket
+// (see versions.go). It first turns the topic's record into a tombstone,
+// so a deletion cut short (bucket down, node crashed or lost its disk) is
+// finished by whoever reads the record next instead of restoring the
+// topic; the record goes last, once nothing of the topic is left.
 // Calling it again after a failure resumes it. On a shared prefix only the
 // topic writer deletes (SetTopicWriter); on other nodes it does nothing.
+//
+// A version the bucket refuses to delete (Object Lock) does not fail the
+// deletion, which could then never finish, nor keep the topic's name
+// from being used again until its date: it stays behind a delete marker,
+// so nothing that lists keys sees it, and is logged and counted
+// (keptVersions) for an operator to remove after its date (README, WORM
+// retention). Nothing retries it: the topic and its partitions are gone.
 func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) error {
 	if !s.writesTopics() {
 		return nil
@@ -220,17 +252,52 @@ func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) 
 		return fmt.Errorf("tiering: mark topic %s deleted in %s: %w", name, s.Bucket.Name(), err)
 	}
 	for p := range partitions {
-		err := s.Bucket.Iter(ctx, PartitionPrefix(name, p), func(key string) error {
-			return retry(ctx, func() error { return s.Bucket.Delete(ctx, key) })
-		})
-		if err != nil {
+		if err := s.purgeAll(ctx, name, PartitionPrefix(name, p), nil); err != nil {
 			return fmt.Errorf("tiering: delete objects of %s/%d from %s: %w", name, p, s.Bucket.Name(), err)
 		}
 	}
-	if err := retry(ctx, func() error { return s.Bucket.Delete(ctx, topicsPrefix+name+".json") }); err != nil {
+	record := topicsPrefix + name + ".json"
+	if err := s.purgeAll(ctx, name, record, func(key string) bool { return key == record }); err != nil {
 		return fmt.Errorf("tiering: delete record of topic %s from %s: %w", name, s.Bucket.Name(), err)
 	}
 	return nil
+}
+
+// purgeAll deletes every version of the keys under prefix (those match
+// picks; nil: all) for topic's deletion, hiding and reporting what the
+// bucket refuses.
+func (s *Store) purgeAll(ctx context.Context, topic, prefix string, match func(key string) bool) error {
+	var first, newest cold.ObjectVersion
+	n := 0
+	err := versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
+		if match != nil && !match(key) {
+			return nil
+		}
+		r, err := purge(ctx, s.Bucket, key, vs, nil)
+		for _, v := range r.refused {
+			if n == 0 {
+				first = v
+			}
+			if n == 0 || v.LastModified.After(newest.LastModified) {
+				newest = v
+			}
+			n++
+		}
+		return err
+	})
+	if n == 0 {
+		return err
+	}
+	until, hold := lockOf(ctx, s.Bucket, newest.Key, newest.VersionID)
+	if s.keptVersions != nil {
+		s.keptVersions.Add(float64(n))
+	}
+	if s.logger != nil {
+		s.logger.Warn("topic deletion left object versions the bucket refused to delete (Object Lock); they stay, behind delete markers, until an operator removes them after their retain-until date (see README, WORM retention)",
+			"topic", topic, "bucket", s.Bucket.Name(), "prefix", prefix, "versions", n, "first_key", first.Key,
+			"newest_key", newest.Key, "newest_version_id", newest.VersionID, "newest_retain_until", until, "newest_legal_hold", hold)
+	}
+	return err
 }
 
 // Topics lists the topics recorded in the bucket, tombstones (Deleting)

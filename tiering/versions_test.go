@@ -1,0 +1,275 @@
+package tiering
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/testutil"
+)
+
+// allVersions lists every version and delete marker under prefix as MinIO
+// keeps them, as an administrator sees them (keys relative to the node's
+// bucket prefix).
+func (e *lockedEnv) allVersions(prefix string) []minio.ObjectInfo {
+	e.t.Helper()
+	var out []minio.ObjectInfo
+	opts := minio.ListObjectsOptions{Prefix: lockedPrefix + prefix, Recursive: true, WithVersions: true}
+	for o := range e.m.Client().ListObjectsIter(context.Background(), e.bucket, opts) {
+		if o.Err != nil {
+			e.t.Fatal(o.Err)
+		}
+		o.Key = strings.TrimPrefix(o.Key, lockedPrefix)
+		out = append(out, o)
+	}
+	return out
+}
+
+// entry names a listed version: "key version" (and "marker").
+func entry(o minio.ObjectInfo) string {
+	if o.IsDeleteMarker {
+		return o.Key + " " + o.VersionID + " marker"
+	}
+	return o.Key + " " + o.VersionID
+}
+
+// shorten brings a governance retention to now + d, as an administrator
+// allowed to bypass governance may: the tests' way to reach a
+// retain-until date without waiting for it.
+func (e *lockedEnv) shorten(key, version string, d time.Duration) {
+	e.t.Helper()
+	until, mode := time.Now().Add(d), minio.Governance
+	err := e.m.Client().PutObjectRetention(context.Background(), e.bucket, lockedPrefix+key,
+		minio.PutObjectRetentionOptions{GovernanceBypass: true, Mode: &mode, RetainUntilDate: &until, VersionID: version})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestOrphanSweepDeletesEveryVersion: on a versioned bucket the orphan
+// sweep deletes every version and delete marker of what it removes - an
+// orphan segment written twice, an orphan and a manifest copy an earlier
+// delete by key left behind a marker, old manifest copies - and no version
+// of a key the manifest names (the recorded one, an overwrite, a marker put
+// over it) nor of the tree's tiles and checkpoints. An orphan version
+// under Object Lock is reported once, not asked for again before its
+// retain-until date, and deleted after it.
+func TestOrphanSweepDeletesEveryVersion(t *testing.T) {
+	for _, scheme := range []string{"minio", "s3"} {
+		t.Run(scheme, func(t *testing.T) {
+			ctx := context.Background()
+			e := newLockedEnv(t, scheme)
+			e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+			p := e.openLocked("sweep", ObjectLock{})
+			produce(t, p, 300)
+			e.settle(p)
+			prefix := PartitionPrefix("sweep", 0)
+			named := map[string]bool{}
+			for _, s := range p.Manifest().Segments {
+				named[s.Key] = true
+			}
+			first := p.Manifest().committed()[0]
+			if _, err := e.m.Client().PutObject(ctx, e.bucket, lockedPrefix+first.Key, strings.NewReader("forged"), 6, minio.PutObjectOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.m.Client().RemoveObject(ctx, e.bucket, lockedPrefix+first.Key, minio.RemoveObjectOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			put := func(key, data string) {
+				t.Helper()
+				if _, err := e.env.bucket.Upload(ctx, key, strings.NewReader(data), int64(len(data))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			twice := segmentKey("sweep", 0, 1<<40, 0, "00000000000000aa")
+			put(twice, "first")
+			put(twice, "second")
+			leaked := segmentKey("sweep", 0, 1<<41, 0, "00000000000000bb")
+			oldCopy := manifestKey("sweep", 0, 0)
+			for _, k := range []string{leaked, oldCopy} {
+				put(k, "{}")
+				if err := e.env.bucket.Delete(ctx, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			locked := segmentKey("sweep", 0, 1<<42, 0, "00000000000000cc")
+			until := time.Now().Add(time.Hour).Truncate(time.Second)
+			la, err := e.env.bucket.(cold.Locker).UploadLocked(ctx, locked, strings.NewReader("held"), 4,
+				cold.Retention{Mode: cold.LockGovernance, Until: until}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			stays := func(o minio.ObjectInfo) bool { return named[o.Key] || strings.Contains(o.Key, "/tlog/") }
+			var kept []string
+			copies := 0
+			for _, o := range e.allVersions(prefix) {
+				if stays(o) {
+					kept = append(kept, entry(o))
+				}
+				if _, ok := parseManifestKey(o.Key); ok && !o.IsDeleteMarker {
+					copies++
+				}
+			}
+			if copies < 4 {
+				t.Fatalf("%d manifest copy versions before the sweep, want old ones to delete", copies)
+			}
+			stopped := time.Now()
+			e.clock.Store(&stopped)
+			for range 2 { // the second sweep must not ask again before the date
+				if err := e.daemon.cleanup(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var after []string
+			copies, lockedLeft := 0, 0
+			for _, o := range e.allVersions(prefix) {
+				_, isCopy := parseManifestKey(o.Key)
+				switch {
+				case stays(o):
+					after = append(after, entry(o))
+				case o.Key == locked && (o.VersionID == la.VersionID || o.IsDeleteMarker && o.IsLatest):
+					lockedLeft++
+				case isCopy && !o.IsDeleteMarker && o.Key != oldCopy:
+					copies++
+				default:
+					t.Errorf("left after the sweep: %s", entry(o))
+				}
+			}
+			if strings.Join(after, "\n") != strings.Join(kept, "\n") {
+				t.Errorf("the sweep changed versions of named keys or tlog/ objects:\nbefore\n%s\nafter\n%s", strings.Join(kept, "\n"), strings.Join(after, "\n"))
+			}
+			if copies != 2 {
+				t.Errorf("%d manifest copy versions after the sweep, want the newest two", copies)
+			}
+			// The locked orphan stays behind one delete marker: a restore
+			// listing keys must not take it for a segment to adopt.
+			if lockedLeft != 2 {
+				t.Errorf("%d entries of the locked orphan, want its version and one delete marker over it", lockedLeft)
+			}
+			if ok, err := e.env.bucket.Exists(ctx, locked); ok || err != nil {
+				t.Errorf("the locked orphan is visible: exists %v, %v", ok, err)
+			}
+			if n := promtest.ToFloat64(e.daemon.m.lockDeferred); n != 1 {
+				t.Errorf("locked deletes deferred: %v, want 1 (the locked orphan, asked once)", n)
+			}
+			checkRecords(t, readAll(t, p, 0), 0, p.EndOffset())
+
+			// Its date reached (shortened by an administrator; the node's
+			// clock past the date the bucket gave): the next sweeps delete it.
+			e.shorten(locked, la.VersionID, time.Second)
+			later := until.Add(time.Second)
+			e.clock.Store(&later)
+			testutil.Eventually(t, 30*time.Second, func() bool {
+				if err := e.daemon.cleanup(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+				for _, o := range e.allVersions(prefix) {
+					if o.Key == locked {
+						return false
+					}
+				}
+				return true
+			}, "the locked orphan is still there after its date")
+		})
+	}
+}
+
+// TestDeleteTopicDeletesEveryVersion: deleting a topic on a versioned
+// bucket leaves no version nor delete marker of its objects or its record.
+// On a bucket with Object Lock, the versions under retention stay, each
+// key behind one delete marker so that no listing of keys finds them, and
+// are counted; every other version goes. A deletion run again after their
+// date removes them and their markers.
+func TestDeleteTopicDeletesEveryVersion(t *testing.T) {
+	ctx := context.Background()
+	t.Run("versioned", func(t *testing.T) {
+		m := testutil.StartMinIO(t)
+		name := m.NewBucket(t)
+		if err := m.Client().EnableVersioning(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		e := newEnvIn(t, m, name, "minio")
+		e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+		p := e.openLocked("gone", ObjectLock{})
+		produce(t, p, 300)
+		e.settle(p)
+		prefix := PartitionPrefix("gone", 0)
+		if n, segs := len(e.allVersions(prefix)), len(p.Manifest().Segments); n <= 2*segs {
+			t.Fatalf("%d versions for %d segments: want rewritten objects (tlog/checkpoint) to have several", n, segs)
+		}
+		e.daemon.Remove(p)
+		if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
+			t.Errorf("left after the topic's deletion: %s", entry(o))
+		}
+	})
+
+	t.Run("object lock", func(t *testing.T) {
+		e := newLockedEnv(t, "s3")
+		e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+		p := e.openLocked("gone", ObjectLock{Mode: cold.LockGovernance, Period: time.Hour})
+		produce(t, p, 300)
+		e.settle(p)
+		prefix := PartitionPrefix("gone", 0)
+		e.daemon.Remove(p)
+		if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
+			t.Fatalf("a topic deletion that leaves only locked versions: %v", err)
+		}
+		var kept []minio.ObjectInfo
+		segs, tiles := 0, 0
+		left := e.allVersions(prefix)
+		for i, o := range left {
+			if o.IsLatest != o.IsDeleteMarker || (o.IsDeleteMarker && i > 0 && left[i-1].Key == o.Key) {
+				t.Errorf("%s (latest %v): want each key's one delete marker latest, over its locked versions", entry(o), o.IsLatest)
+			}
+			if o.IsDeleteMarker {
+				continue
+			}
+			mode, _, err := e.m.Client().GetObjectRetention(ctx, e.bucket, lockedPrefix+o.Key, o.VersionID)
+			if err != nil || mode == nil || *mode != minio.Governance {
+				t.Errorf("%s left after the topic's deletion, not under retention (%v)", entry(o), err)
+			}
+			kept = append(kept, o)
+			if strings.HasSuffix(o.Key, ".seg") {
+				segs++
+			} else if strings.Contains(o.Key, "/tlog/") {
+				tiles++
+			}
+		}
+		if segs == 0 || tiles == 0 || segs+tiles != len(kept) {
+			t.Errorf("kept %d versions, %d of segments and %d of tlog/: want locked segments and tiles only", len(kept), segs, tiles)
+		}
+		if n := promtest.ToFloat64(e.store.keptVersions); n != float64(len(kept)) {
+			t.Errorf("kept versions counted: %v, want %d", n, len(kept))
+		}
+		err := e.env.bucket.Iter(ctx, prefix, func(key string) error {
+			t.Errorf("a listing of keys finds %s of the deleted topic", key)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range e.allVersions(topicsPrefix) {
+			t.Errorf("left of the topic's record: %s", entry(o))
+		}
+
+		for _, o := range kept {
+			e.shorten(o.Key, o.VersionID, time.Second)
+		}
+		testutil.Eventually(t, 30*time.Second, func() bool {
+			if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
+				t.Fatal(err)
+			}
+			return len(e.allVersions(prefix)) == 0
+		}, "versions left after their date and a deletion run again")
+	})
+}
