@@ -25,7 +25,9 @@
 // withdrawn and its object (whole, partial or absent) becomes an orphan;
 // delete_started entries are finished. Orphans - objects under the
 // partition's prefix that no manifest entry names - are deleted at start and
-// every hour, as are stale multipart uploads.
+// every hour, as are stale multipart uploads. On a versioned bucket every
+// version and delete marker of an orphan is deleted, as of a deleted
+// topic's objects (versions.go).
 //
 // # Upload
 //
