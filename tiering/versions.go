@@ -26,7 +26,9 @@ import (
 // versionsByKey calls f with each key under prefix and its versions and
 // delete markers, newest first, one key at a time in lexical order. vs is
 // reused after f returns: f copies what it keeps. f may delete what it is
-// given (the listing goes on from the last key listed).
+// given: a key is handed to f once the listing has moved past it, so the
+// listing's continuation marker (the last entry listed, of the key still
+// being gathered) is never one f deleted.
 func versionsByKey(ctx context.Context, b cold.Bucket, prefix string, f func(key string, vs []cold.ObjectVersion) error) error {
 	var key string
 	var vs []cold.ObjectVersion
