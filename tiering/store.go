@@ -114,8 +114,8 @@ type Store struct {
 	groupsMu   sync.Mutex
 	groupsETag string
 
-	// logger and keptVersions report what DeleteTopic leaves in the
-	// bucket (OpenStore sets them; a Store without them reports nothing).
+	// logger and keptVersions report what purgeAll leaves in the bucket
+	// (OpenStore sets them; a Store without them reports nothing).
 	logger       *slog.Logger
 	keptVersions prometheus.Counter
 }
@@ -191,8 +191,8 @@ func OpenStore(ctx context.Context, b cold.Bucket, dataDir string, opts StoreOpt
 func (s *Store) observe(opts StoreOptions) {
 	s.logger = opts.Logger
 	s.keptVersions = promauto.With(opts.Registerer).NewCounter(prometheus.CounterOpts{
-		Name: "tierlog_tiering_deleted_topic_versions_kept_total",
-		Help: "Object versions a topic deletion could not delete and left in the bucket, behind a delete marker: Object Lock retention or legal hold (on S3, also credentials without s3:DeleteObjectVersion). README, WORM retention, says how to remove them.",
+		Name: "tierlog_tiering_locked_versions_left_total",
+		Help: "Object versions a deletion that nothing retries (a topic's, superseded partial tiles) left in the bucket, behind a delete marker, because the bucket refused to delete them: Object Lock retention or legal hold (on S3, also credentials without s3:DeleteObjectVersion). README, WORM retention, says how to remove them.",
 	})
 }
 
@@ -241,7 +241,7 @@ func (s *Store) PutTopic(ctx context.Context, t TopicMeta) error {
 // deletion, which could then never finish, nor keep the topic's name
 // from being used again until its date: it stays behind a delete marker,
 // so nothing that lists keys sees it, and is logged and counted
-// (keptVersions) for an operator to remove after its date (README, WORM
+// (purgeAll) for an operator to remove after its date (README, WORM
 // retention). Nothing retries it: the topic and its partitions are gone.
 func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) error {
 	if !s.writesTopics() {
@@ -252,21 +252,22 @@ func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) 
 		return fmt.Errorf("tiering: mark topic %s deleted in %s: %w", name, s.Bucket.Name(), err)
 	}
 	for p := range partitions {
-		if err := s.purgeAll(ctx, name, PartitionPrefix(name, p), nil); err != nil {
+		if err := s.purgeAll(ctx, "topic deletion", name, PartitionPrefix(name, p), nil); err != nil {
 			return fmt.Errorf("tiering: delete objects of %s/%d from %s: %w", name, p, s.Bucket.Name(), err)
 		}
 	}
 	record := topicsPrefix + name + ".json"
-	if err := s.purgeAll(ctx, name, record, func(key string) bool { return key == record }); err != nil {
+	if err := s.purgeAll(ctx, "topic deletion", name, record, func(key string) bool { return key == record }); err != nil {
 		return fmt.Errorf("tiering: delete record of topic %s from %s: %w", name, s.Bucket.Name(), err)
 	}
 	return nil
 }
 
 // purgeAll deletes every version of the keys under prefix (those match
-// picks; nil: all) for topic's deletion, hiding and reporting what the
-// bucket refuses.
-func (s *Store) purgeAll(ctx context.Context, topic, prefix string, match func(key string) bool) error {
+// picks; nil: all) for a deletion (by) of topic's objects that nothing
+// retries. What the bucket refuses stays hidden (see purge), and is
+// logged and counted for an operator to remove after its date.
+func (s *Store) purgeAll(ctx context.Context, by, topic, prefix string, match func(key string) bool) error {
 	var first, newest cold.ObjectVersion
 	n := 0
 	err := versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
@@ -293,7 +294,7 @@ func (s *Store) purgeAll(ctx context.Context, topic, prefix string, match func(k
 		s.keptVersions.Add(float64(n))
 	}
 	if s.logger != nil {
-		s.logger.Warn("topic deletion left object versions the bucket refused to delete (Object Lock); they stay, behind delete markers, until an operator removes them after their retain-until date (see README, WORM retention)",
+		s.logger.Warn(by+" left object versions the bucket refused to delete (Object Lock); they stay, behind delete markers, until an operator removes them after their retain-until date (see README, WORM retention)",
 			"topic", topic, "bucket", s.Bucket.Name(), "prefix", prefix, "versions", n, "first_key", first.Key,
 			"newest_key", newest.Key, "newest_version_id", newest.VersionID, "newest_retain_until", until, "newest_legal_hold", hold)
 	}

@@ -245,10 +245,12 @@ func (d *Daemon) coverTree(ctx context.Context, p *Partition) error {
 }
 
 // dropPartials deletes the partial tiles that full tiles have superseded
-// (audit.Tree.Superseded), once the commit naming the tree is made. Best
-// effort: a partial tile left is one object more, never read while its
-// full tile exists. A topic under Object Lock keeps them (locked, the
-// bucket refuses their deletion until their date).
+// (audit.Tree.Superseded), once the commit naming the tree is made, every
+// version of them on a versioned bucket. Best effort: a partial tile left
+// is one object more, never read while its full tile exists. A topic
+// under Object Lock keeps them (locked, the bucket refuses their deletion
+// until their date); one written under a lock since lifted stays hidden,
+// logged and counted (Store.purgeAll).
 func (d *Daemon) dropPartials(ctx context.Context, p *Partition) {
 	if p.tree == nil {
 		return
@@ -261,7 +263,7 @@ func (d *Daemon) dropPartials(ctx context.Context, p *Partition) {
 		return
 	}
 	for _, f := range folders {
-		err := d.store.Bucket.Iter(ctx, f, func(key string) error { return d.store.Bucket.Delete(ctx, key) })
+		err := d.store.purgeAll(ctx, "deleting superseded partial tiles", p.topic, f, nil)
 		if err != nil && ctx.Err() == nil {
 			d.opts.Logger.Warn("delete partial tiles superseded by full ones (they are not read; the next pass does not retry)",
 				"topic", p.topic, "partition", p.partition, "folder", f, "err", err)

@@ -14,14 +14,16 @@ import (
 // billed, where no listing of keys shows them. So each deletion that is
 // not of one recorded version (remote retention deletes a segment's, see
 // deleteSegment) lists the versions of the keys it removes and deletes
-// every version and delete marker by its id: the orphan sweep (cleanup.go)
-// and a topic's deletion (Store.DeleteTopic). On a bucket without versions
-// the listing gives each object once, and it is deleted by key as before.
+// every version and delete marker by its id: the orphan sweep (cleanup.go),
+// a topic's deletion (Store.DeleteTopic) and that of superseded partial
+// tiles (dropPartials). On a bucket without versions the listing gives
+// each object once, and it is deleted by key as before.
 //
 // A version the bucket refuses to delete (Object Lock; on S3 also
 // credentials without s3:DeleteObjectVersion, answered alike) stays; what
 // the caller does about it is its own: the sweep tries again after the
-// version's date, a topic's deletion reports what it leaves.
+// version's date; the others, which nothing retries, report what they
+// leave (Store.purgeAll).
 
 // versionsByKey calls f with each key under prefix and its versions and
 // delete markers, newest first, one key at a time in lexical order. vs is

@@ -182,7 +182,8 @@ func TestOrphanSweepDeletesEveryVersion(t *testing.T) {
 }
 
 // TestDeleteTopicDeletesEveryVersion: deleting a topic on a versioned
-// bucket leaves no version nor delete marker of its objects or its record.
+// bucket leaves no version nor delete marker of its objects or its record
+// (nor do superseded partial tiles, deleted as tiering goes).
 // On a bucket with Object Lock, the versions under retention stay, each
 // key behind one delete marker so that no listing of keys finds them, and
 // are counted; every other version goes. A deletion run again after their
@@ -203,6 +204,24 @@ func TestDeleteTopicDeletesEveryVersion(t *testing.T) {
 		prefix := PartitionPrefix("gone", 0)
 		if n, segs := len(e.allVersions(prefix)), len(p.Manifest().Segments); n <= 2*segs {
 			t.Fatalf("%d versions for %d segments: want rewritten objects (tlog/checkpoint) to have several", n, segs)
+		}
+		// Partial tiles that full tiles superseded go, every version.
+		full, partials := map[string]bool{}, 0
+		tiles := e.allVersions(prefix + "tlog/tile/")
+		for _, o := range tiles {
+			if !strings.Contains(o.Key, ".p/") {
+				full[o.Key] = true
+			}
+		}
+		for _, o := range tiles {
+			if tile, _, ok := strings.Cut(o.Key, ".p/"); ok {
+				if partials++; full[tile] {
+					t.Errorf("left of a partial tile its full tile superseded: %s", entry(o))
+				}
+			}
+		}
+		if len(full) == 0 {
+			t.Fatalf("no full tile among %d tile versions (%d partial): nothing superseded", len(tiles), partials)
 		}
 		e.daemon.Remove(p)
 		if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
