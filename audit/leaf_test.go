@@ -9,6 +9,8 @@ import (
 	"hash/crc32"
 	"testing"
 
+	"github.com/transparency-dev/merkle/rfc6962"
+
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/internal/batch"
 )
@@ -63,6 +65,19 @@ func leavesOf(t *testing.T, b []byte) (offsets []int64, leaves [][]byte) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// EachLeafHash hashes the same leaves as the library's RFC 6962 leaf
+	// hash does, without building them apart.
+	i := 0
+	err = audit.EachLeafHash(b, func(o int64, h []byte) error {
+		if i >= len(leaves) || o != offsets[i] || !bytes.Equal(h, rfc6962.DefaultHasher.HashLeaf(leaves[i])) {
+			t.Fatalf("EachLeafHash: leaf %d: offset %d hash %x, AppendLeaves gives offset %d, leaf %x", i, o, h, offsets[min(i, len(offsets)-1)], leaves[min(i, len(leaves)-1)])
+		}
+		i++
+		return nil
+	})
+	if err != nil || i != len(leaves) {
+		t.Fatalf("EachLeafHash: %v after %d of %d leaves", err, i, len(leaves))
 	}
 	return offsets, leaves
 }

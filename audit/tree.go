@@ -2,17 +2,34 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 
 	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tierlog/tierlog/cold"
 )
 
 // factory builds compact ranges with RFC 6962 node hashing.
-var factory = &compact.RangeFactory{Hash: hasher.HashChildren}
+var factory = &compact.RangeFactory{Hash: hashChildren}
+
+// hashChildren is hasher.HashChildren, SHA-256(0x01 || left || right),
+// with one allocation (the result) instead of three: a tree hashes about
+// one node per leaf, and a verifier rebuilds trees of whole archives.
+func hashChildren(left, right []byte) []byte {
+	if len(left) != HashSize || len(right) != HashSize {
+		return hasher.HashChildren(left, right)
+	}
+	var buf [1 + 2*HashSize]byte
+	buf[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(buf[1:], left)
+	copy(buf[1+HashSize:], right)
+	sum := sha256.Sum256(buf[:])
+	return sum[:]
+}
 
 // writeParallel bounds the tile uploads of one Append in flight at once;
 // flushTiles is how many full tiles an Append holds before writing them

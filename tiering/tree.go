@@ -374,11 +374,11 @@ func (d *Daemon) remoteLeaves(ctx context.Context, p *Partition, s RemoteSegment
 			if err != nil {
 				return nil, fmt.Errorf("tiering: read %s for its Merkle tree: %w", s.Key, err)
 			}
-			err = audit.AppendLeaves(data[pos:pos+h.Size()], func(o int64, leaf []byte) error {
+			err = audit.EachLeafHash(data[pos:pos+h.Size()], func(o int64, leafHash []byte) error {
 				if o < l.End() {
 					return nil // the batch began below from
 				}
-				return l.Add(o, audit.LeafHash(leaf))
+				return l.Add(o, leafHash)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("tiering: read %s for its Merkle tree: %w", s.Key, err)

@@ -488,7 +488,7 @@ func (v *verifier) objectAt(offset int64) string {
 func hexRoot(root []byte) string { return hex.EncodeToString(root) }
 
 // forEachLeaf calls fn with the offset and leaf hash of every record of
-// the raw batches (a decoded chunk).
+// the raw batches (a decoded chunk). leafHash is reused by the next call.
 func forEachLeaf(raw []byte, fn func(offset int64, leafHash []byte, batchBytes int) error) error {
 	for pos := 0; pos < len(raw); {
 		h, err := batch.Peek(raw[pos:])
@@ -499,10 +499,10 @@ func forEachLeaf(raw []byte, fn func(offset int64, leafHash []byte, batchBytes i
 			return err
 		}
 		size := h.Size()
-		err = audit.AppendLeaves(raw[pos:pos+size], func(o int64, leaf []byte) error {
+		err = audit.EachLeafHash(raw[pos:pos+size], func(o int64, leafHash []byte) error {
 			n := size
 			size = 0 // count a batch's bytes once
-			return fn(o, audit.LeafHash(leaf), n)
+			return fn(o, leafHash, n)
 		})
 		if err != nil {
 			return err
