@@ -245,6 +245,26 @@ func (t *Tree) Superseded() []string {
 	return out
 }
 
+// WriteEdge writes the partial tile of every level at the tree's size -
+// the partial tiles a proof at this size reads. Append writes only those
+// of the levels it changed: a level it did not reach keeps the partial
+// tile an earlier Append wrote, under the same key.
+func (t *Tree) WriteEdge(ctx context.Context) error {
+	var tiles []tile
+	for level, e := range t.edge {
+		if len(e) > 0 {
+			tiles = append(tiles, tile{level: level, n: (t.Size() >> (TileHeight * level)) / TileWidth, hashes: e})
+		}
+	}
+	if err := t.write(ctx, tiles); err != nil {
+		return err
+	}
+	for _, tl := range tiles {
+		t.partials[tileID{tl.level, tl.n}] = true // for Superseded, as Append
+	}
+	return nil
+}
+
 // write uploads tiles, writeParallel at a time.
 func (t *Tree) write(ctx context.Context, tiles []tile) error {
 	g, gctx := errgroup.WithContext(ctx)

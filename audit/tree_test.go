@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -403,4 +405,45 @@ func TestTreeSupersededPartials(t *testing.T) {
 func fileExists(ctx context.Context, b cold.Bucket, key string) bool {
 	_, err := b.Attributes(ctx, key)
 	return err == nil
+}
+
+// writtenBucket records the keys uploaded to it.
+type writtenBucket struct {
+	cold.Bucket
+	mu      sync.Mutex
+	written []string
+}
+
+func (w *writtenBucket) Upload(ctx context.Context, key string, r io.Reader, size int64) (cold.Attributes, error) {
+	w.mu.Lock()
+	w.written = append(w.written, key)
+	w.mu.Unlock()
+	return w.Bucket.Upload(ctx, key, r, size)
+}
+
+// WriteEdge writes the partial tile of every level at the tree's size,
+// also of the levels the last Append did not reach, and nothing else.
+func TestTreeWriteEdge(t *testing.T) {
+	ctx := context.Background()
+	b := &writtenBucket{Bucket: newFileBucket(t)}
+	m := newModel()
+	r := rand.New(rand.NewPCG(11, 12))
+	tree, _ := audit.OpenTree(ctx, b, prefix, 0)
+	for _, n := range []int{65_700, 100} { // the second reaches level 0 only
+		if err := tree.Append(ctx, m.randomLeaves(r, int64(tree.Size()), n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.written = nil
+	if err := tree.WriteEdge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(b.written)
+	// 65,800 leaves: 257 full tiles and 8 entries at level 0, 1 full tile and
+	// 1 entry at level 1, 1 entry at level 2.
+	want := []string{audit.TileKey(prefix, 0, 257, 8), audit.TileKey(prefix, 1, 1, 1), audit.TileKey(prefix, 2, 0, 1)}
+	if !slices.Equal(b.written, want) {
+		t.Fatalf("WriteEdge wrote %q, want %q", b.written, want)
+	}
+	m.checkTiles(t, b, tree.Size())
 }

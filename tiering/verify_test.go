@@ -1,6 +1,7 @@
 package tiering
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -77,5 +78,43 @@ func TestTreeContinuesAfterRetentionDeletedEverySegment(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(rep.Notes, "\n"), "deleted by retention") {
 		t.Errorf("the report does not say what retention deleted: %q", rep.Notes)
+	}
+}
+
+// Every partial tile a proof at a checkpoint's size reads is compared,
+// also one of a level the verifier's last append before the checkpoint
+// did not reach. One segment of 4200 records: the verifier appends the
+// first maxPiece (4096) leaves, then the last 104 at the checkpoint, which
+// reach level 0 only; the level-1 partial tile at 4200 (16 entries) is the
+// one the first append wrote.
+func TestVerifyComparesEveryPartialTile(t *testing.T) {
+	e := newEnv(t, newFileBucket(t), t.TempDir())
+	k := e.signWith(filepath.Join(t.TempDir(), "k"))
+	p := e.open("audit", 0, true)
+	t.Cleanup(func() { p.Close() })
+	cfg := hotConfig()
+	cfg.SegmentBytes = 16 << 20
+	if err := p.SetConfig(cfg, true, Retention{Bytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, p, 840)
+	e.settle(p)
+	if segs := p.Manifest().committed(); len(segs) != 1 || segs[0].NextOffset != 4200 || maxPiece != 4096 {
+		t.Fatalf("%d segments, want one of offsets 0 to 4199 (maxPiece %d)", len(segs), maxPiece)
+	}
+	ctx := context.Background()
+	key := audit.TileKey(PartitionPrefix("audit", 0), 1, 0, 16)
+	tile, err := getAll(ctx, e.bucket, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tile[5*audit.HashSize] ^= 1
+	if _, err := e.bucket.Upload(ctx, key, bytes.NewReader(tile), int64(len(tile))); err != nil {
+		t.Fatal(err)
+	}
+	rep := verifyArchive(t, e, p, k)
+	if len(rep.Findings) != 1 || rep.Findings[0].Object != key || rep.Findings[0].Offset != 5*audit.TileWidth ||
+		!strings.Contains(rep.Findings[0].Problem, "the tile differs") {
+		t.Fatalf("verify after changing %s: %v", key, rep.Findings)
 	}
 }

@@ -23,9 +23,9 @@ import (
 // archive's bucket. Full tiles are always compared; partial tiles only
 // while partials is set - at the tree sizes the tiering daemon wrote them
 // (segment ends, checkpoints), not at the sizes the verifier cuts its work
-// at. Comparisons run in the background (the tree goes on meanwhile);
-// take waits for them. Safe for concurrent use (audit.Tree writes tiles
-// in parallel).
+// at - and each once. Comparisons run in the background (the tree goes on
+// meanwhile); take waits for them. Safe for concurrent use (audit.Tree
+// writes tiles in parallel).
 type tileChecker struct {
 	cold.Bucket // the archive's, read only
 	prefix      string
@@ -34,14 +34,15 @@ type tileChecker struct {
 	pending     sync.WaitGroup
 	sem         chan struct{} // bounds the comparisons in flight
 
-	mu         sync.Mutex
-	mismatches []tileMismatch
-	seen       map[string]bool // mismatches ever kept, by key and offset
-	err        error           // the first read that failed
+	mu           sync.Mutex
+	mismatches   []tileMismatch
+	seen         map[string]bool // mismatches ever kept, by key and offset
+	partialsSeen map[string]bool // the partial tiles compared
+	err          error           // the first read that failed
 }
 
 func newTileChecker(b cold.Bucket, prefix string) *tileChecker {
-	return &tileChecker{Bucket: b, prefix: prefix, sem: make(chan struct{}, 32)}
+	return &tileChecker{Bucket: b, prefix: prefix, sem: make(chan struct{}, 32), partialsSeen: map[string]bool{}}
 }
 
 // tileMismatch is a stored tile that is missing or differs from the
@@ -62,8 +63,19 @@ func (c *tileChecker) Upload(ctx context.Context, key string, r io.Reader, _ int
 	if !ok {
 		return cold.Attributes{}, fmt.Errorf("tiering: verify: the tree wrote %s, which is not a tile", key)
 	}
-	if width < audit.TileWidth && !c.partials.Load() {
-		return cold.Attributes{}, nil
+	if width < audit.TileWidth {
+		if !c.partials.Load() {
+			return cold.Attributes{}, nil
+		}
+		c.mu.Lock()
+		seen := c.partialsSeen[key]
+		c.partialsSeen[key] = true
+		c.mu.Unlock()
+		if seen {
+			// Written again at a later bound: a level the tree did not
+			// reach since holds the same entries under the same key.
+			return cold.Attributes{}, nil
+		}
 	}
 	c.compared.Add(1)
 	c.pending.Add(1)

@@ -17,8 +17,10 @@ import (
 const hashAhead = 2
 
 // maxPiece bounds the leaf hashes a verifier holds between two appends to
-// its tree (2 MiB).
-const maxPiece = 1 << 16
+// its tree (128 KiB, 16 full tiles): each append starts comparing the
+// tiles it completed, so small ones spread the tile GETs over the read of
+// the segments rather than holding the tree up with hundreds at once.
+const maxPiece = 1 << 12
 
 // recordProblem is a record that cannot be part of the segment; it stops
 // the segment's scan (and is not retried).
@@ -295,11 +297,21 @@ func (v *verifier) fillTo(end int64) error {
 // appendCur appends the leaves held to the tree (comparing its tiles,
 // partial ones only at a bound) and starts a new run.
 func (v *verifier) appendCur(atBound bool) error {
-	v.tiles.partials.Store(atBound)
 	if err := v.tree.Append(v.ctx, v.cur); err != nil {
 		return fmt.Errorf("tiering: verify %s/%d: %w", v.rep.Topic, v.rep.Partition, err)
 	}
 	v.cur = audit.NewLeaves(v.cur.End())
+	if !atBound {
+		return nil
+	}
+	// At a bound every level's partial tile, the ones a proof at this
+	// size reads: those of the levels the append did not reach too, which
+	// an append between bounds wrote.
+	v.tiles.partials.Store(true)
+	defer v.tiles.partials.Store(false)
+	if err := v.tree.WriteEdge(v.ctx); err != nil {
+		return fmt.Errorf("tiering: verify %s/%d: %w", v.rep.Topic, v.rep.Partition, err)
+	}
 	return nil
 }
 
