@@ -11,6 +11,7 @@ import (
 
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/testutil/faultproxy"
 )
 
 // verifyArchive runs Archive.Verify on p's partition in e's bucket, read
@@ -116,5 +117,38 @@ func TestVerifyComparesEveryPartialTile(t *testing.T) {
 	if len(rep.Findings) != 1 || rep.Findings[0].Object != key || rep.Findings[0].Offset != 5*audit.TileWidth ||
 		!strings.Contains(rep.Findings[0].Problem, "the tile differs") {
 		t.Fatalf("verify after changing %s: %v", key, rep.Findings)
+	}
+}
+
+// A GET of a segment that breaks off mid-object is read again from the
+// object's start: the leaves added from the first GET are not added
+// again (they would be records out of order), and the archive verifies.
+func TestVerifyRetriesABrokenRead(t *testing.T) {
+	bucket, proxy := proxiedBucket(t, "minio")
+	e := newEnv(t, bucket, t.TempDir())
+	k := e.signWith(filepath.Join(t.TempDir(), "k"))
+	p := e.open("audit", 0, true)
+	t.Cleanup(func() { p.Close() })
+	produce(t, p, 300)
+	e.settle(p)
+	// The segment of the most chunks, cut halfway through its whole-object
+	// GET; the GET of its footer before goes through.
+	segs := p.Manifest().committed()
+	s := segs[0]
+	for _, c := range segs {
+		if c.Chunks > s.Chunks {
+			s = c
+		}
+	}
+	if s.Chunks < 4 {
+		t.Fatalf("the largest segment has %d chunks: too few to break its read in the middle", s.Chunks)
+	}
+	h := proxy.Add(faultproxy.Rule{Method: "GET", PathContains: s.Key, Fault: faultproxy.Truncate, After: s.Size / 2, Skip: 1, Times: 1})
+	rep := verifyArchive(t, e, p, k)
+	if h.Injected() != 1 {
+		t.Fatalf("the read of %s was not broken (%d of %d GETs)", s.Key, h.Injected(), h.Matched())
+	}
+	if len(rep.Findings) > 0 || rep.Records != p.UploadedEnd() {
+		t.Fatalf("verify after a broken read: %d records of %d, findings %v", rep.Records, p.UploadedEnd(), rep.Findings)
 	}
 }

@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,10 +12,6 @@ import (
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
 )
-
-// hashAhead is how many chunks' leaves are hashed at once, ahead of the
-// tree.
-const hashAhead = 2
 
 // maxPiece bounds the leaf hashes a verifier holds between two appends to
 // its tree (128 KiB, 16 full tiles): each append starts comparing the
@@ -31,49 +28,11 @@ type recordProblem struct {
 
 func (p *recordProblem) Error() string { return p.msg }
 
-// permanent hides err from cold.IsRetryable: a scan that failed while
-// extending the tree must not be read again (the tree moved on).
+// permanent is an error of the tree, not of the segment's records: it
+// ends the verification.
 type permanent struct{ err error }
 
 func (p permanent) Error() string { return p.err.Error() }
-
-// chunkLeaves are the leaf hashes of one chunk's records, computed by
-// hashChunk on its own goroutine (done closes when they are).
-type chunkLeaves struct {
-	offsets []int64
-	hashes  []byte // audit.HashSize per offset
-	sizes   []int  // batch bytes, counted at a batch's first record
-	err     error
-	done    chan struct{}
-}
-
-func hashChunk(c cold.ChunkInfo, raw []byte) *chunkLeaves {
-	cl := &chunkLeaves{done: make(chan struct{})}
-	go func() {
-		defer close(cl.done)
-		err := forEachLeaf(raw, func(o int64, h []byte, n int) error {
-			cl.offsets = append(cl.offsets, o)
-			cl.hashes = append(cl.hashes, h...)
-			cl.sizes = append(cl.sizes, n)
-			return nil
-		})
-		if err != nil {
-			cl.err = &recordProblem{offset: c.FirstOffset, msg: fmt.Sprintf("the batches of chunk %d (offsets %d to %d) do not decode: %v", c.Index, c.FirstOffset, c.NextOffset-1, err)}
-		}
-	}()
-	return cl
-}
-
-// apply waits for the hashes and calls fn with each leaf, in order.
-func (cl *chunkLeaves) apply(fn func(offset int64, leafHash []byte, batchBytes int) error) error {
-	<-cl.done
-	for i, o := range cl.offsets {
-		if err := fn(o, cl.hashes[i*audit.HashSize:(i+1)*audit.HashSize], cl.sizes[i]); err != nil {
-			return err
-		}
-	}
-	return cl.err
-}
 
 // recompute rebuilds the tree from the committed segments, comparing its
 // root at every checkpoint and manifest tree size and its tiles with the
@@ -108,11 +67,17 @@ func (v *verifier) recompute() error {
 	for _, s := range segs {
 		v.total += s.RawSize
 	}
+	rd := v.readSegments(segs)
+	defer rd.close()
 	for _, s := range segs {
 		if v.stopped {
 			break
 		}
-		if err := v.segment(s); err != nil {
+		sr := rd.next()
+		if sr == nil { // the reader ended early: v.ctx is done
+			return fmt.Errorf("tiering: verify %s/%d: read %s: %w", v.rep.Topic, v.rep.Partition, s.Key, context.Cause(v.ctx))
+		}
+		if err := v.segment(s, sr); err != nil {
 			return err
 		}
 	}
@@ -170,62 +135,40 @@ func (v *verifier) openAt(from int64) error {
 	return nil
 }
 
-// segment reads one segment object whole and adds its records' leaves.
-func (v *verifier) segment(s RemoteSegment) error {
+// segment adds the leaves of segment s as sr reads it.
+func (v *verifier) segment(s RemoteSegment, sr *segmentRead) error {
+	defer sr.stop() // whatever ends it early needs no more of s
 	if err := v.fillTo(s.BaseOffset); err != nil {
 		return err
 	}
-	var f *cold.Footer
-	err := retry(v.ctx, func() (err error) { f, err = cold.ReadFooter(v.ctx, v.b, s.ref()); return err })
-	if err == nil && (f.BaseOffset != s.BaseOffset || f.NextOffset != s.NextOffset) {
-		err = &recordProblem{offset: s.BaseOffset, msg: fmt.Sprintf("the object holds offsets %d to %d, the manifest names it for offsets %d to %d",
-			f.BaseOffset, f.NextOffset-1, s.BaseOffset, s.NextOffset-1)}
-	}
-	var sum [32]byte
-	if err == nil {
-		resume, first := int64(-1), true
-		err = retry(v.ctx, func() (err error) {
-			if !first {
-				resume = v.cur.End() // what an earlier attempt verified
-			}
-			first = false
-			// Each chunk's leaves are hashed on a goroutine of its own
-			// while the next chunks are read and decoded and the earlier
-			// ones' leaves are added to the tree.
-			var queue []*chunkLeaves
-			apply := func() error {
-				cl := queue[0]
-				queue = queue[1:]
-				err := cl.apply(func(o int64, h []byte, n int) error {
-					if o < resume {
-						return nil
-					}
-					return v.record(s, o, h, n)
-				})
-				if v.opts.Progress != nil {
-					v.opts.Progress(v.rep.Records, v.rep.Bytes, v.total)
-				}
-				return err
-			}
-			sum, err = cold.ScanObject(v.ctx, v.b, s.ref(), f, func(c cold.ChunkInfo, raw []byte) error {
-				if c.Codec == cold.ChunkRaw {
-					raw = bytes.Clone(raw) // it aliases the scan's buffer
-				}
-				queue = append(queue, hashChunk(c, raw))
-				if len(queue) > hashAhead {
-					return apply()
-				}
+	resume, attempt := int64(-1), 0
+	var err error
+	for cl := range sr.chunks {
+		if err != nil {
+			continue // drained: the reader stops at the next chunk
+		}
+		if cl.attempt != attempt {
+			// A read retried from the object's start: the leaves up to
+			// here were added from the earlier GET.
+			attempt, resume = cl.attempt, v.cur.End()
+		}
+		err = cl.apply(func(o int64, h []byte, n int) error {
+			if o < resume {
 				return nil
-			})
-			for err == nil && len(queue) > 0 {
-				err = apply()
 			}
-			for _, cl := range queue {
-				<-cl.done
-			}
-			return err
+			return v.record(s, o, h, n)
 		})
+		if v.opts.Progress != nil {
+			v.opts.Progress(v.rep.Records, v.rep.Bytes, v.total)
+		}
+		if err != nil {
+			sr.stop()
+		}
 	}
+	if err == nil {
+		err = sr.err
+	}
+	sum := sr.sum
 	var rp *recordProblem
 	var perm permanent
 	switch {
