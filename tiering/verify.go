@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -143,12 +144,17 @@ func (a *Archive) Verify(ctx context.Context, t VerifyTarget, opts VerifyOptions
 		return nil, err
 	}
 	v.checkMarker()
-	if err := v.recompute(); err != nil {
+	proofs := make(chan consistency, 1)
+	go func() { proofs <- v.checkConsistency() }()
+	err = v.recompute()
+	c := <-proofs
+	if err != nil {
 		return nil, err
 	}
-	if err := v.checkConsistency(); err != nil {
-		return nil, err
+	if c.err != nil {
+		return nil, c.err
 	}
+	v.addConsistency(c)
 	if !v.noManifest {
 		v.checkRollback()
 		if err := v.checkSigned(); err != nil {
@@ -214,7 +220,11 @@ func (v *verifier) add(f Finding) {
 
 // addCheckpoint adds a finding of the checkpoints alone.
 func (v *verifier) addCheckpoint(offset int64, object, format string, args ...any) {
-	v.add(Finding{Offset: offset, Object: object, Problem: fmt.Sprintf(format, args...), checkpoint: true})
+	v.add(checkpointFinding(offset, object, format, args...))
+}
+
+func checkpointFinding(offset int64, object, format string, args ...any) Finding {
+	return Finding{Offset: offset, Object: object, Problem: fmt.Sprintf(format, args...), checkpoint: true}
 }
 
 func (v *verifier) note(format string, args ...any) {
@@ -357,22 +367,21 @@ func (v *verifier) latest() uint64 {
 	return n
 }
 
+// consistency is what checkConsistency found.
+type consistency struct {
+	findings []Finding
+	proofs   int // verified
+	err      error
+}
+
 // checkConsistency verifies a consistency proof built from the tiles
-// between each two consecutive valid checkpoints.
-func (v *verifier) checkConsistency() error {
-	sizes := slices.Sorted(func(yield func(uint64) bool) {
-		for s := range v.cps {
-			if !yield(s) {
-				return
-			}
-		}
-	})
-	v.rep.Checkpoints = len(sizes)
-	v.rep.Latest = v.latest()
+// between each two consecutive valid checkpoints. It reads only the
+// checkpoints (v.cps, not changed once read) and the bucket, so it runs
+// beside recompute: its requests wait on the bucket while the tree is
+// rebuilt.
+func (v *verifier) checkConsistency() (c consistency) {
+	sizes := slices.Sorted(maps.Keys(v.cps))
 	for i, s := range sizes {
-		if int64(s) <= v.rep.From && v.rep.From > 0 {
-			v.rep.BelowStart++
-		}
 		if i == 0 || sizes[i-1] == 0 {
 			continue
 		}
@@ -381,23 +390,40 @@ func (v *verifier) checkConsistency() error {
 		var bad *audit.BadTileError
 		switch {
 		case errors.Is(err, cold.ErrNotFound):
-			v.addCheckpoint(int64(sizes[i-1]), newer.key, "no consistency proof with the checkpoint of tree size %d: a tile it needs is missing: %v", sizes[i-1], err)
+			c.findings = append(c.findings, checkpointFinding(int64(sizes[i-1]), newer.key, "no consistency proof with the checkpoint of tree size %d: a tile it needs is missing: %v", sizes[i-1], err))
 			continue
 		case errors.As(err, &bad):
-			v.addCheckpoint(v.tileOffset(bad.Key), bad.Key, "no consistency proof between the checkpoints of tree sizes %d and %d: %v", sizes[i-1], s, bad)
+			c.findings = append(c.findings, checkpointFinding(v.tileOffset(bad.Key), bad.Key, "no consistency proof between the checkpoints of tree sizes %d and %d: %v", sizes[i-1], s, bad))
 			continue
 		}
 		if err != nil {
-			return err
+			c.err = err
+			return c
 		}
 		if err := audit.VerifyConsistency(sizes[i-1], s, p, older.root, newer.root); err != nil {
-			v.addCheckpoint(int64(sizes[i-1]), newer.key, "the tree of tree size %d does not extend the one %s signs at tree size %d: the consistency proof from the tiles fails (%v)",
-				s, older.key, sizes[i-1], err)
+			c.findings = append(c.findings, checkpointFinding(int64(sizes[i-1]), newer.key, "the tree of tree size %d does not extend the one %s signs at tree size %d: the consistency proof from the tiles fails (%v)",
+				s, older.key, sizes[i-1], err))
 			continue
 		}
-		v.rep.Proofs++
+		c.proofs++
 	}
-	return nil
+	return c
+}
+
+// addConsistency reports what checkConsistency found after what
+// recompute found, and counts the checkpoints.
+func (v *verifier) addConsistency(c consistency) {
+	v.rep.Checkpoints = len(v.cps)
+	v.rep.Latest = v.latest()
+	for s := range v.cps {
+		if int64(s) <= v.rep.From && v.rep.From > 0 {
+			v.rep.BelowStart++
+		}
+	}
+	for _, f := range c.findings {
+		v.add(f)
+	}
+	v.rep.Proofs = c.proofs
 }
 
 // checkRollback: the segments must reach the newest signed tree size, and
