@@ -55,7 +55,13 @@ func segmentKey(topic string, partition int32, base int64, epoch int32, id strin
 }
 
 func manifestKey(topic string, partition int32, version int64) string {
-	return fmt.Sprintf("%smanifest-%020d.json", PartitionPrefix(topic, partition), version)
+	return fmt.Sprintf("%s%020d.json", manifestKeyPrefix(topic, partition), version)
+}
+
+// manifestKeyPrefix is what the keys of a partition's manifest copies
+// begin with.
+func manifestKeyPrefix(topic string, partition int32) string {
+	return PartitionPrefix(topic, partition) + "manifest-"
 }
 
 // parseManifestKey returns the version of a manifest copy's key.
@@ -324,11 +330,13 @@ func (s *Store) Topics(ctx context.Context) ([]TopicMeta, error) {
 }
 
 // latestManifest finds the newest manifest copy of a partition in the
-// bucket (one LIST, done only when a node has no local manifest).
+// bucket (one LIST, done only when a node has no local manifest). It
+// lists the copies only: the partition's prefix also holds its segments
+// and its Merkle tree's tiles, one per 256 records.
 func (s *Store) latestManifest(ctx context.Context, topic string, partition int32) (*Manifest, bool, error) {
 	best, bestKey := int64(-1), ""
 	err := retry(ctx, func() error {
-		return s.Bucket.Iter(ctx, PartitionPrefix(topic, partition), func(key string) error {
+		return s.Bucket.Iter(ctx, manifestKeyPrefix(topic, partition), func(key string) error {
 			if v, ok := parseManifestKey(key); ok && v > best {
 				best, bestKey = v, key
 			}

@@ -474,3 +474,33 @@ func TestBuiltObjectDecodedBeforeUpload(t *testing.T) {
 func TestTreeCoversAdoptedSegmentSignedByAnotherKeyBeforeRetention(t *testing.T) {
 	adoptRetainExtend(t, false)
 }
+
+// listingBucket records the keys its Iter lists.
+type listingBucket struct {
+	cold.Bucket
+	listed []string
+}
+
+func (b *listingBucket) Iter(ctx context.Context, prefix string, f func(string) error) error {
+	return b.Bucket.Iter(ctx, prefix, func(key string) error {
+		b.listed = append(b.listed, key)
+		return f(key)
+	})
+}
+
+// Finding a partition's newest manifest copy lists the copies, not the
+// partition's tree: at 10^9 records its tiles are millions of keys (every
+// bucket consume, verify and restore of a single node's prefix looks).
+func TestLatestManifestListsNoTiles(t *testing.T) {
+	e, p, _ := signedPartition(t, 300)
+	b := &listingBucket{Bucket: e.bucket}
+	m, ok, err := (&Store{Bucket: b}).latestManifest(context.Background(), p.topic, p.partition)
+	if err != nil || !ok || m.Version != p.Manifest().Version {
+		t.Fatalf("latest manifest: %+v, %v, %v; want version %d", m, ok, err, p.Manifest().Version)
+	}
+	for _, key := range b.listed {
+		if _, ok := parseManifestKey(key); !ok {
+			t.Fatalf("listed %s (%d keys in all) to find the manifest", key, len(b.listed))
+		}
+	}
+}
