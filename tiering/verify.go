@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tierlog/tierlog/audit"
 	"github.com/tierlog/tierlog/cold"
@@ -102,6 +103,9 @@ type VerifyReport struct {
 	// verified).
 	Findings []Finding
 }
+
+// checkpointGets bounds the checkpoint GETs of a partition in flight.
+const checkpointGets = 16
 
 // maxFindings bounds the findings kept per partition: after the first,
 // the rest are mostly its consequences.
@@ -288,10 +292,26 @@ func (v *verifier) readCheckpoints() error {
 	if err != nil {
 		return err
 	}
+	// Read at once, checkpointGets at a time (a partition keeps one per
+	// segment), the latest last; checked in order.
+	texts, errs := make([][]byte, len(sizes)+1), make([]error, len(sizes)+1)
+	var g errgroup.Group
+	g.SetLimit(checkpointGets)
+	for i := range texts {
+		size := int64(-1) // the latest
+		if i < len(sizes) {
+			size = int64(sizes[i])
+		}
+		g.Go(func() error {
+			texts[i], errs[i] = audit.GetCheckpoint(v.ctx, v.b, v.prefix, size)
+			return nil
+		})
+	}
+	g.Wait()
 	prev := uint64(0)
-	for _, size := range sizes {
+	for i, size := range sizes {
 		key := audit.CheckpointKey(v.prefix, size)
-		text, err := audit.GetCheckpoint(v.ctx, v.b, v.prefix, int64(size))
+		text, err := texts[i], errs[i]
 		if errors.Is(err, cold.ErrNotFound) {
 			continue // deleted since the listing
 		}
@@ -309,7 +329,7 @@ func (v *verifier) readCheckpoints() error {
 		}
 		prev = size
 	}
-	if err := v.readLatest(len(sizes)); err != nil {
+	if err := v.readLatest(len(sizes), texts[len(sizes)], errs[len(sizes)]); err != nil {
 		return err
 	}
 	// After the latest: it is the newest of the bucket's own.
@@ -323,12 +343,12 @@ func (v *verifier) readCheckpoints() error {
 	return nil
 }
 
-// readLatest checks the latest checkpoint against the numbered ones: the
-// newest of them, the same root, its numbered copy kept.
-func (v *verifier) readLatest(numbered int) error {
+// readLatest checks the latest checkpoint (text, or the error reading it
+// gave) against the numbered ones: the newest of them, the same root,
+// its numbered copy kept.
+func (v *verifier) readLatest(numbered int, text []byte, err error) error {
 	latestKey := audit.LatestCheckpointKey(v.prefix)
 	newest := v.latest()
-	text, err := audit.GetCheckpoint(v.ctx, v.b, v.prefix, -1)
 	if errors.Is(err, cold.ErrNotFound) {
 		if numbered > 0 {
 			v.addCheckpoint(int64(newest), latestKey, "the latest checkpoint is missing, though %d numbered checkpoints are kept", numbered)
