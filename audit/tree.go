@@ -150,9 +150,10 @@ func (t *Tree) Append(ctx context.Context, l *Leaves) error {
 	if err != nil {
 		return err
 	}
+	// Each level's tile grows to TileWidth entries: room for them at once.
 	edge := make([][]byte, len(t.edge))
 	for i, e := range t.edge {
-		edge[i] = slices.Clone(e)
+		edge[i] = append(make([]byte, 0, TileWidth*HashSize), e...)
 	}
 	touched := make([]bool, 64)
 	var full []tile
@@ -164,6 +165,9 @@ func (t *Tree) Append(ctx context.Context, l *Leaves) error {
 		level := int(id.Level / TileHeight)
 		for len(edge) <= level {
 			edge = append(edge, nil)
+		}
+		if edge[level] == nil {
+			edge[level] = make([]byte, 0, TileWidth*HashSize)
 		}
 		edge[level] = append(edge[level], h...)
 		touched[level] = true

@@ -28,6 +28,10 @@ const (
 	readAhead = 8
 )
 
+// minRecordBytes is about the least a record takes in a batch (its
+// length, attributes, deltas, key and value lengths, header count).
+const minRecordBytes = 8
+
 // chunkLeaves are the leaf hashes of one chunk's records, computed by
 // hashChunk on its own goroutine (done closes when they are).
 type chunkLeaves struct {
@@ -42,7 +46,11 @@ type chunkLeaves struct {
 }
 
 func hashChunk(c cold.ChunkInfo, raw []byte, attempt int, finished func()) *chunkLeaves {
-	cl := &chunkLeaves{attempt: attempt, done: make(chan struct{})}
+	// Room for a leaf per offset the chunk spans (compaction leaves fewer),
+	// within what its bytes can hold: the footer is not trusted yet.
+	n := int(max(min(c.NextOffset-c.FirstOffset, int64(len(raw))/minRecordBytes), 0))
+	cl := &chunkLeaves{attempt: attempt, done: make(chan struct{}),
+		offsets: make([]int64, 0, n), hashes: make([]byte, 0, n*audit.HashSize), sizes: make([]int, 0, n)}
 	go func() {
 		defer finished()
 		defer close(cl.done)
