@@ -73,7 +73,8 @@ func BenchmarkBucketConsume(b *testing.B) {
 		return time.Since(start), stored
 	}
 	consume := func(args ...string) (time.Duration, []byte) {
-		return timedRun(b, m.Env(), append([]string{"bucket", "consume", "--bucket", url, "audit"}, args...)...)
+		r := timedRun(b, m.Env(), append([]string{"bucket", "consume", "--bucket", url, "audit"}, args...)...)
+		return r.took, r.out
 	}
 	var raw, cons, first []time.Duration
 	var stored int64
@@ -139,9 +140,16 @@ func benchAuditHistory(b *testing.B, dataDir string, env []string, url string, s
 	return input.Bytes(), records
 }
 
-// timedRun runs the tierlog binary with the extra environment env and
-// returns how long it took and what it printed; it fails unless it exits 0.
-func timedRun(b *testing.B, env []string, args ...string) (time.Duration, []byte) {
+// timed is one run of the tierlog binary: how long it took, the
+// processor time (user + system) it used, what it printed.
+type timed struct {
+	took, cpu time.Duration
+	out       []byte
+}
+
+// timedRun runs the tierlog binary with the extra environment env; it
+// fails unless it exits 0.
+func timedRun(b *testing.B, env []string, args ...string) timed {
 	b.Helper()
 	cmd := exec.Command(binary(b), args...)
 	cmd.Env = cleanEnv(env...)
@@ -151,5 +159,6 @@ func timedRun(b *testing.B, env []string, args ...string) (time.Duration, []byte
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("tierlog %s: %v\n%s\n%s", strings.Join(args, " "), err, &out, &stderr)
 	}
-	return time.Since(start), out.Bytes()
+	took := time.Since(start)
+	return timed{took: took, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), out: out.Bytes()}
 }
