@@ -77,6 +77,11 @@ type Versioned interface {
 	// never kept versions each object is one entry, the latest, whose
 	// version id is what the store calls it ("null" on S3).
 	IterVersions(ctx context.Context, prefix string, f func(ObjectVersion) error) error
+	// KeepsVersions reports whether the bucket's versioning is enabled or
+	// suspended: whether a delete by key may leave versions behind a
+	// delete marker. Once on, versioning can be suspended but never
+	// turned off, so a yes stays true.
+	KeepsVersions(ctx context.Context) (bool, error)
 }
 
 // ObjectVersion is one entry of a version listing: a version of an
@@ -92,10 +97,12 @@ type ObjectVersion struct {
 	Size         int64
 }
 
-// Unversioned reports whether v is all a bucket that keeps no versions
-// lists of an object: the one, latest version, with no version id or
-// S3's "null". A delete by key removes such an object whole, with no
-// version permission (s3:DeleteObjectVersion) needed.
+// Unversioned reports whether v could be all a bucket that keeps no
+// versions lists of an object: the one, latest version, with no version
+// id or S3's "null". On such a bucket a delete by key removes the object
+// whole, with no version permission (s3:DeleteObjectVersion) needed. But
+// an object written before versioning was enabled is listed alike: only
+// KeepsVersions tells the two apart.
 func (v ObjectVersion) Unversioned() bool {
 	return v.Latest && !v.DeleteMarker && (v.VersionID == "" || v.VersionID == "null")
 }
@@ -132,6 +139,16 @@ func IterVersions(ctx context.Context, b Bucket, prefix string, f func(ObjectVer
 	})
 }
 
+// KeepsVersions reports whether b is Versioned and its bucket's versioning
+// enabled or suspended.
+func KeepsVersions(ctx context.Context, b Bucket) (bool, error) {
+	v, ok := b.(Versioned)
+	if !ok {
+		return false, nil
+	}
+	return v.KeepsVersions(ctx)
+}
+
 // LockEnabled reports whether b can lock objects: a Locker whose bucket has
 // Object Lock enabled.
 func LockEnabled(ctx context.Context, b Bucket) (bool, error) {
@@ -153,6 +170,10 @@ func (r readOnly) GetRangeVersion(ctx context.Context, key, versionID string, of
 
 func (r readOnly) DeleteVersion(_ context.Context, key, _ string) error {
 	return r.refuse("delete", key)
+}
+
+func (r readOnly) KeepsVersions(ctx context.Context) (bool, error) {
+	return KeepsVersions(ctx, r.b)
 }
 
 func (r readOnly) IterVersions(ctx context.Context, prefix string, f func(ObjectVersion) error) error {

@@ -228,8 +228,9 @@ func (d *Daemon) deleteOrphans(ctx context.Context, p *Partition, orphans []keyV
 		}
 		p.sweepWait = waits
 	}()
+	bv := &bucketVersioning{b: d.store.Bucket}
 	for _, o := range orphans {
-		r, err := purge(ctx, d.store.Bucket, o.key, o.vs, wait)
+		r, err := purge(ctx, d.store.Bucket, bv, o.key, o.vs, wait)
 		if err != nil {
 			return err
 		}

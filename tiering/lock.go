@@ -291,6 +291,10 @@ func (b ownedBucket) DeleteVersion(ctx context.Context, key, versionID string) e
 	return cold.DeleteVersion(ctx, b.Bucket, key, versionID)
 }
 
+func (b ownedBucket) KeepsVersions(ctx context.Context) (bool, error) {
+	return cold.KeepsVersions(ctx, b.Bucket)
+}
+
 // IterVersions lists without an ownership check, like Iter.
 func (b ownedBucket) IterVersions(ctx context.Context, prefix string, f func(cold.ObjectVersion) error) error {
 	return cold.IterVersions(ctx, b.Bucket, prefix, f)

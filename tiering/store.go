@@ -276,11 +276,12 @@ func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) 
 func (s *Store) purgeAll(ctx context.Context, by, topic, prefix string, match func(key string) bool) error {
 	var first, newest cold.ObjectVersion
 	n := 0
+	bv := &bucketVersioning{b: s.Bucket}
 	err := versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
 		if match != nil && !match(key) {
 			return nil
 		}
-		r, err := purge(ctx, s.Bucket, key, vs, nil)
+		r, err := purge(ctx, s.Bucket, bv, key, vs, nil)
 		for _, v := range r.refused {
 			if n == 0 {
 				first = v

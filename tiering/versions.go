@@ -51,6 +51,29 @@ func versionsByKey(ctx context.Context, b cold.Bucket, prefix string, f func(key
 	return err
 }
 
+// bucketVersioning asks a bucket once, when first needed, whether it
+// keeps versions (cold.KeepsVersions): one deletion's answer.
+type bucketVersioning struct {
+	b     cold.Bucket
+	asked bool
+	yes   bool
+}
+
+func (v *bucketVersioning) keeps(ctx context.Context) (bool, error) {
+	if !v.asked {
+		err := retry(ctx, func() error {
+			var err error
+			v.yes, err = cold.KeepsVersions(ctx, v.b)
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
+		v.asked = true
+	}
+	return v.yes, nil
+}
+
 // purged is what purge did to one key.
 type purged struct {
 	deleted int
@@ -76,16 +99,25 @@ func (r purged) gone() bool { return len(r.refused) == 0 && r.waiting == 0 }
 // deleted topic's objects. A later purge keeps that marker while the
 // versions stay, and deletes it with the last of them.
 //
-// One unversioned entry (a bucket without versions) is deleted by key,
-// which asks for no version permission.
-func purge(ctx context.Context, b cold.Bucket, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool) (purged, error) {
+// One unversioned entry on a bucket that keeps no versions (bv says) is
+// deleted by key, which asks for no version permission. On a bucket that
+// keeps versions such an entry is an object written before versioning was
+// enabled, S3's "null" version: a delete by key would only hide it behind a
+// marker, so it is deleted by its id like any other.
+func purge(ctx context.Context, b cold.Bucket, bv *bucketVersioning, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool) (purged, error) {
 	var r purged
 	if len(vs) == 1 && vs[0].Unversioned() {
-		if err := retry(ctx, func() error { return cold.DeleteVersion(ctx, b, key, "") }); err != nil {
+		keeps, err := bv.keeps(ctx)
+		if err != nil {
 			return r, err
 		}
-		r.deleted = 1
-		return r, nil
+		if !keeps {
+			if err := retry(ctx, func() error { return cold.DeleteVersion(ctx, b, key, "") }); err != nil {
+				return r, err
+			}
+			r.deleted = 1
+			return r, nil
+		}
 	}
 	hideKey := func() error { return retry(ctx, func() error { return b.Delete(ctx, key) }) }
 	for i := len(vs) - 1; i >= 0; i-- {

@@ -232,6 +232,58 @@ func TestDeleteTopicDeletesEveryVersion(t *testing.T) {
 		}
 	})
 
+	// Objects written before versioning was enabled are listed as one
+	// "null" version each, as on a bucket that keeps none: a delete by
+	// key would only hide them behind a marker. So would it an orphan
+	// the sweep deletes.
+	t.Run("versioning enabled later", func(t *testing.T) {
+		for _, scheme := range []string{"minio", "s3"} {
+			t.Run(scheme, func(t *testing.T) {
+				m := testutil.StartMinIO(t)
+				name := m.NewBucket(t)
+				e := newEnvIn(t, m, name, scheme)
+				e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+				p := e.openLocked("gone", ObjectLock{})
+				produce(t, p, 150)
+				e.settle(p)
+				prefix := PartitionPrefix("gone", 0)
+				orphan := segmentKey("gone", 0, 1<<40, 0, "00000000000000aa")
+				if _, err := e.env.bucket.Upload(ctx, orphan, strings.NewReader("orphan"), 6); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Client().EnableVersioning(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+				nulls := 0
+				for _, o := range e.allVersions(prefix) {
+					if o.VersionID == "null" || o.VersionID == "" {
+						nulls++
+					}
+				}
+				if nulls == 0 {
+					t.Fatal("no object written before versioning was enabled")
+				}
+				produce(t, p, 150)
+				e.settle(p)
+				if err := e.daemon.cleanup(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+				for _, o := range e.allVersions(prefix) {
+					if o.Key == orphan {
+						t.Errorf("left of an orphan after one sweep: %s", entry(o))
+					}
+				}
+				e.daemon.Remove(p)
+				if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
+					t.Fatal(err)
+				}
+				for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
+					t.Errorf("left after the topic's deletion: %s", entry(o))
+				}
+			})
+		}
+	})
+
 	t.Run("object lock", func(t *testing.T) {
 		e := newLockedEnv(t, "s3")
 		e.signWith(filepath.Join(t.TempDir(), "signing.key"))

@@ -610,7 +610,7 @@ func deleteAll(t testing.TB, b cold.Bucket, prefix string) {
 }
 
 // VersioningTest checks a backend on a bucket with versioning enabled:
-// Upload and Attributes report the same non-empty VersionID, an overwrite
+// KeepsVersions says so, Upload and Attributes report the same non-empty VersionID, an overwrite
 // makes a new version, a deleted object (a delete marker on S3) reads as
 // ErrNotFound, and IterVersions lists the versions and the marker.
 func VersioningTest(t *testing.T, b cold.Bucket) {
@@ -618,6 +618,9 @@ func VersioningTest(t *testing.T, b cold.Bucket) {
 	ctx := context.Background()
 	key := Root + "versioned/object"
 	t.Cleanup(func() { deleteAll(t, b, Root) })
+	if keeps, err := cold.KeepsVersions(ctx, b); !keeps || err != nil {
+		t.Errorf("KeepsVersions: %v, %v; want true", keeps, err)
+	}
 	first := upload(t, b, key, []byte("v1"))
 	if first.VersionID == "" {
 		t.Fatalf("Upload to a versioned bucket returned no VersionID")

@@ -154,6 +154,10 @@ func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts c
 		if h.Injected() == 0 || len(got) != 1 || got[0].Key != key || !got[0].Unversioned() {
 			t.Errorf("IterVersions(%q) after NotImplemented (%d injected): %+v, want the object as one unversioned entry", key, h.Injected(), got)
 		}
+		h = p.Add(faultproxy.Rule{Method: "GET", QueryContains: "versioning", Fault: faultproxy.Error, Status: 501, Code: "NotImplemented"})
+		if keeps, err := cold.KeepsVersions(context.Background(), b); h.Injected() == 0 || keeps || err != nil {
+			t.Errorf("KeepsVersions after NotImplemented (%d injected): %v, %v; want false, nil", h.Injected(), keeps, err)
+		}
 	})
 
 	// With retries inside the backend, transient faults are absorbed.

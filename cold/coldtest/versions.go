@@ -38,6 +38,9 @@ func listVersions(t *testing.T, b cold.Bucket, prefix string) ([]string, []cold.
 // that entry removes the object.
 func testUnversionedListing(t *testing.T, b cold.Bucket) {
 	ctx := context.Background()
+	if keeps, err := cold.KeepsVersions(ctx, b); keeps || err != nil {
+		t.Errorf("KeepsVersions on a bucket without versioning: %v, %v", keeps, err)
+	}
 	p := Root + "versions/"
 	keys := []string{p + "a", p + "b/c"}
 	for _, k := range append(keys, Root+"versionsX") { // the last is outside p

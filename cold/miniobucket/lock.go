@@ -25,6 +25,20 @@ func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
 	return enabled == "Enabled", nil
 }
 
+// KeepsVersions reports whether the bucket's versioning is enabled or
+// suspended; a store without versions that answers NotImplemented keeps
+// none.
+func (b *Bucket) KeepsVersions(ctx context.Context) (bool, error) {
+	c, err := b.client.GetBucketVersioning(ctx, b.bucket)
+	if err != nil && answer(err).NotImplemented() {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("miniobucket %s: versioning: %w", b.name, wrap(err))
+	}
+	return c.Enabled() || c.Suspended(), nil
+}
+
 // UploadLocked is Upload with a retention and a legal hold on the new
 // version. minio-go sends a checksum with every PUT and part (CRC32C by
 // default), which Object Lock requires in place of Content-MD5.

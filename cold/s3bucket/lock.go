@@ -29,6 +29,20 @@ func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
 	return out.ObjectLockConfiguration != nil && out.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled, nil
 }
 
+// KeepsVersions reports whether the bucket's versioning is enabled or
+// suspended; a store without versions that answers NotImplemented keeps
+// none.
+func (b *Bucket) KeepsVersions(ctx context.Context) (bool, error) {
+	out, err := b.client.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: aws.String(b.bucket)})
+	if err != nil && answer(err).NotImplemented() {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("s3bucket %s: versioning: %w", b.name, err)
+	}
+	return out.Status == types.BucketVersioningStatusEnabled || out.Status == types.BucketVersioningStatusSuspended, nil
+}
+
 // UploadLocked is Upload with a retention and a legal hold on the new
 // version. S3 requires Content-MD5 or a checksum on such a PUT: the SDK
 // sends a CRC32 with every PutObject and UploadPart by default
