@@ -80,7 +80,8 @@ type Versioned interface {
 	// KeepsVersions reports whether the bucket's versioning is enabled or
 	// suspended: whether a delete by key may leave versions behind a
 	// delete marker. Once on, versioning can be suspended but never
-	// turned off, so a yes stays true.
+	// turned off, so a yes stays true. Credentials that may not ask (S3's
+	// s3:GetBucketVersioning) get an error wrapping fs.ErrPermission.
 	KeepsVersions(ctx context.Context) (bool, error)
 }
 

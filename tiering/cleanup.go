@@ -228,7 +228,7 @@ func (d *Daemon) deleteOrphans(ctx context.Context, p *Partition, orphans []keyV
 		}
 		p.sweepWait = waits
 	}()
-	bv := &bucketVersioning{b: d.store.Bucket}
+	bv := &bucketVersioning{b: d.store.Bucket, log: d.opts.Logger}
 	for _, o := range orphans {
 		r, err := purge(ctx, d.store.Bucket, bv, o.key, o.vs, wait)
 		if err != nil {

@@ -37,11 +37,16 @@ func newLockedEnv(t *testing.T, scheme string) *lockedEnv {
 // newEnvIn is a node on MinIO bucket name, under lockedPrefix, through
 // the minio or the s3 backend.
 func newEnvIn(t *testing.T, m *testutil.MinIO, name, scheme string) *lockedEnv {
+	return newEnvAs(t, m, name, scheme, cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey})
+}
+
+// newEnvAs is newEnvIn with the node's credentials c.
+func newEnvAs(t *testing.T, m *testutil.MinIO, name, scheme string, c cold.Credentials) *lockedEnv {
 	u := m.MinIOURL(name, lockedPrefix)
 	if scheme == "s3" {
 		u = m.S3URL(name, lockedPrefix)
 	}
-	b, err := bucketurl.Open(context.Background(), u, cold.Options{Credentials: &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey}})
+	b, err := bucketurl.Open(context.Background(), u, cold.Options{Credentials: &c})
 	if err != nil {
 		t.Fatal(err)
 	}

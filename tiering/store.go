@@ -276,7 +276,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) 
 func (s *Store) purgeAll(ctx context.Context, by, topic, prefix string, match func(key string) bool) error {
 	var first, newest cold.ObjectVersion
 	n := 0
-	bv := &bucketVersioning{b: s.Bucket}
+	bv := &bucketVersioning{b: s.Bucket, log: s.logger}
 	err := versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
 		if match != nil && !match(key) {
 			return nil

@@ -3,6 +3,8 @@ package tiering
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"log/slog"
 
 	"github.com/tierlog/tierlog/cold"
 )
@@ -52,26 +54,36 @@ func versionsByKey(ctx context.Context, b cold.Bucket, prefix string, f func(key
 }
 
 // bucketVersioning asks a bucket once, when first needed, whether it
-// keeps versions (cold.KeepsVersions): one deletion's answer.
+// keeps versions (cold.KeepsVersions): one deletion's answer. Credentials
+// that may not ask (no s3:GetBucketVersioning, which earlier releases did
+// not need) leave the answer unknown, logged once (log may be nil).
 type bucketVersioning struct {
-	b     cold.Bucket
-	asked bool
-	yes   bool
+	b       cold.Bucket
+	log     *slog.Logger
+	asked   bool
+	yes     bool
+	unknown bool
 }
 
-func (v *bucketVersioning) keeps(ctx context.Context) (bool, error) {
+func (v *bucketVersioning) keeps(ctx context.Context) (yes, known bool, err error) {
 	if !v.asked {
 		err := retry(ctx, func() error {
 			var err error
 			v.yes, err = cold.KeepsVersions(ctx, v.b)
 			return err
 		})
-		if err != nil {
-			return false, err
+		if errors.Is(err, fs.ErrPermission) {
+			v.unknown = true
+			if v.log != nil {
+				v.log.Warn("the credentials may not read the bucket's versioning status (s3:GetBucketVersioning): objects that may be versions written before versioning was enabled are deleted by key, then what is left of them is listed and deleted by version id, one request more per object",
+					"bucket", v.b.Name(), "err", err)
+			}
+		} else if err != nil {
+			return false, false, err
 		}
 		v.asked = true
 	}
-	return v.yes, nil
+	return v.yes, !v.unknown, nil
 }
 
 // purged is what purge did to one key.
@@ -103,21 +115,35 @@ func (r purged) gone() bool { return len(r.refused) == 0 && r.waiting == 0 }
 // deleted by key, which asks for no version permission. On a bucket that
 // keeps versions such an entry is an object written before versioning was
 // enabled, S3's "null" version: a delete by key would only hide it behind a
-// marker, so it is deleted by its id like any other.
+// marker, so it is deleted by its id like any other. Where bv cannot tell,
+// it is deleted by key and what that leaves of the key (on a bucket that
+// keeps versions, the null version behind the new marker) purged by id.
 func purge(ctx context.Context, b cold.Bucket, bv *bucketVersioning, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool) (purged, error) {
-	var r purged
 	if len(vs) == 1 && vs[0].Unversioned() {
-		keeps, err := bv.keeps(ctx)
-		if err != nil {
-			return r, err
+		keeps, known, err := bv.keeps(ctx)
+		if err != nil || keeps {
+			return purgeVersions(ctx, b, key, vs, wait, err)
 		}
-		if !keeps {
-			if err := retry(ctx, func() error { return cold.DeleteVersion(ctx, b, key, "") }); err != nil {
-				return r, err
+		if err := retry(ctx, func() error { return cold.DeleteVersion(ctx, b, key, "") }); err != nil {
+			return purged{}, err
+		}
+		if !known {
+			left, err := versionsOf(ctx, b, key)
+			if err != nil || len(left) > 0 {
+				return purgeVersions(ctx, b, key, left, wait, err)
 			}
-			r.deleted = 1
-			return r, nil
 		}
+		return purged{deleted: 1}, nil
+	}
+	return purgeVersions(ctx, b, key, vs, wait, nil)
+}
+
+// purgeVersions is purge of each of vs by its id; it returns err at once
+// where that is not nil.
+func purgeVersions(ctx context.Context, b cold.Bucket, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool, err error) (purged, error) {
+	var r purged
+	if err != nil {
+		return r, err
 	}
 	hideKey := func() error { return retry(ctx, func() error { return b.Delete(ctx, key) }) }
 	for i := len(vs) - 1; i >= 0; i-- {
@@ -155,4 +181,28 @@ func purge(ctx context.Context, b cold.Bucket, bv *bucketVersioning, key string,
 		}
 	}
 	return r, nil
+}
+
+// errKeyListed stops versionsOf' listing once past its key.
+var errKeyListed = errors.New("tiering: key listed")
+
+// versionsOf lists the versions and delete markers of key alone, newest
+// first (the listing by prefix also finds the keys key is a prefix of,
+// which sort after it).
+func versionsOf(ctx context.Context, b cold.Bucket, key string) ([]cold.ObjectVersion, error) {
+	var vs []cold.ObjectVersion
+	err := retry(ctx, func() error {
+		vs = vs[:0]
+		return cold.IterVersions(ctx, b, key, func(v cold.ObjectVersion) error {
+			if v.Key != key {
+				return errKeyListed
+			}
+			vs = append(vs, v)
+			return nil
+		})
+	})
+	if errors.Is(err, errKeyListed) {
+		err = nil
+	}
+	return vs, err
 }

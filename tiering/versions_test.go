@@ -2,6 +2,9 @@ package tiering
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -241,45 +244,7 @@ func TestDeleteTopicDeletesEveryVersion(t *testing.T) {
 			t.Run(scheme, func(t *testing.T) {
 				m := testutil.StartMinIO(t)
 				name := m.NewBucket(t)
-				e := newEnvIn(t, m, name, scheme)
-				e.signWith(filepath.Join(t.TempDir(), "signing.key"))
-				p := e.openLocked("gone", ObjectLock{})
-				produce(t, p, 150)
-				e.settle(p)
-				prefix := PartitionPrefix("gone", 0)
-				orphan := segmentKey("gone", 0, 1<<40, 0, "00000000000000aa")
-				if _, err := e.env.bucket.Upload(ctx, orphan, strings.NewReader("orphan"), 6); err != nil {
-					t.Fatal(err)
-				}
-				if err := m.Client().EnableVersioning(ctx, name); err != nil {
-					t.Fatal(err)
-				}
-				nulls := 0
-				for _, o := range e.allVersions(prefix) {
-					if o.VersionID == "null" || o.VersionID == "" {
-						nulls++
-					}
-				}
-				if nulls == 0 {
-					t.Fatal("no object written before versioning was enabled")
-				}
-				produce(t, p, 150)
-				e.settle(p)
-				if err := e.daemon.cleanup(ctx, p); err != nil {
-					t.Fatal(err)
-				}
-				for _, o := range e.allVersions(prefix) {
-					if o.Key == orphan {
-						t.Errorf("left of an orphan after one sweep: %s", entry(o))
-					}
-				}
-				e.daemon.Remove(p)
-				if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
-					t.Fatal(err)
-				}
-				for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
-					t.Errorf("left after the topic's deletion: %s", entry(o))
-				}
+				sweepAndDeleteTopic(t, m, newEnvIn(t, m, name, scheme), name, true)
 			})
 		}
 	})
@@ -343,4 +308,152 @@ func TestDeleteTopicDeletesEveryVersion(t *testing.T) {
 			return len(e.allVersions(prefix)) == 0
 		}, "versions left after their date and a deletion run again")
 	})
+}
+
+// nodeActions are the S3 actions the README's policy grants a node, but
+// s3:GetBucketVersioning, which it marks optional (releases before it
+// did not ask for it) and Object Lock's, which the topics here do not use.
+var nodeActions = []string{
+	"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion",
+	"s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload",
+	"s3:GetBucketLocation",
+}
+
+// TestDeleteWithoutVersioningPermission: a node whose credentials may not
+// read the bucket's versioning status still has the orphan sweep and a
+// topic's deletion remove every version of what they delete: on a bucket
+// without versions by key, and on one whose versioning was enabled after
+// objects were written their "null" versions too, not only hidden behind
+// delete markers.
+func TestDeleteWithoutVersioningPermission(t *testing.T) {
+	ctx := context.Background()
+	m := testutil.StartMinIO(t)
+	for _, enable := range []bool{false, true} {
+		for _, scheme := range []string{"minio", "s3"} {
+			t.Run(fmt.Sprintf("versioning enabled later %v/%s", enable, scheme), func(t *testing.T) {
+				name := m.NewBucket(t)
+				ak, sk, token := m.Restricted(t, name, nodeActions...)
+				e := newEnvAs(t, m, name, scheme, cold.Credentials{AccessKeyID: ak, SecretAccessKey: sk, SessionToken: token})
+				if _, err := cold.KeepsVersions(ctx, e.env.bucket); !errors.Is(err, fs.ErrPermission) {
+					t.Fatalf("KeepsVersions with the restricted credentials: %v; want a refusal", err)
+				}
+				sweepAndDeleteTopic(t, m, e, name, enable)
+			})
+		}
+	}
+}
+
+// sweepAndDeleteTopic has e's node tier a topic to bucket name of m, then
+// sweep an orphan segment and delete the topic, and checks that no version
+// of either is left. With enableLater, versioning is enabled in between:
+// what was written before is listed as "null" versions, which a delete by
+// key would only hide behind markers.
+func sweepAndDeleteTopic(t *testing.T, m *testutil.MinIO, e *lockedEnv, name string, enableLater bool) {
+	t.Helper()
+	ctx := context.Background()
+	e.signWith(filepath.Join(t.TempDir(), "signing.key"))
+	p := e.openLocked("gone", ObjectLock{})
+	produce(t, p, 150)
+	e.settle(p)
+	prefix := PartitionPrefix("gone", 0)
+	orphan := segmentKey("gone", 0, 1<<40, 0, "00000000000000aa")
+	if _, err := e.env.bucket.Upload(ctx, orphan, strings.NewReader("orphan"), 6); err != nil {
+		t.Fatal(err)
+	}
+	if enableLater {
+		if err := m.Client().EnableVersioning(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		nulls := 0
+		for _, o := range e.allVersions(prefix) {
+			if o.VersionID == "null" || o.VersionID == "" {
+				nulls++
+			}
+		}
+		if nulls == 0 {
+			t.Fatal("no object written before versioning was enabled")
+		}
+		produce(t, p, 150)
+		e.settle(p)
+	}
+	if err := e.daemon.cleanup(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range e.allVersions(prefix) {
+		if o.Key == orphan {
+			t.Errorf("left of an orphan after one sweep: %s", entry(o))
+		}
+	}
+	e.daemon.Remove(p)
+	if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
+		t.Errorf("left after the topic's deletion: %s", entry(o))
+	}
+}
+
+// TestNullDeleteMarkers: a delete marker put while the bucket's versioning
+// was suspended (S3's "null" marker: remote retention, or an older
+// release, deleted the object by key) goes with the orphan sweep and a
+// topic's deletion once versioning is enabled again - on MinIO too, which
+// answers a plain delete of that marker by writing it anew.
+func TestNullDeleteMarkers(t *testing.T) {
+	ctx := context.Background()
+	m := testutil.StartMinIO(t)
+	for _, scheme := range []string{"minio", "s3"} {
+		t.Run(scheme, func(t *testing.T) {
+			name := m.NewBucket(t)
+			e := newEnvIn(t, m, name, scheme)
+			p := e.openLocked("gone", ObjectLock{})
+			produce(t, p, 150)
+			e.settle(p)
+			prefix := PartitionPrefix("gone", 0)
+			// nullMarker leaves key deleted behind a null delete marker.
+			nullMarker := func(key string) {
+				t.Helper()
+				if _, err := e.env.bucket.Upload(ctx, key, strings.NewReader("orphan"), 6); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Client().SuspendVersioning(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.env.bucket.Delete(ctx, key); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Client().EnableVersioning(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, o := range e.allVersions(prefix) {
+					if o.Key == key {
+						got = append(got, entry(o))
+					}
+				}
+				if len(got) == 0 || got[0] != key+" null marker" {
+					t.Fatalf("%s: %q, want a null delete marker latest", key, got)
+				}
+			}
+			swept := segmentKey("gone", 0, 1<<40, 0, "00000000000000aa")
+			nullMarker(swept)
+			produce(t, p, 150)
+			e.settle(p)
+			if err := e.daemon.cleanup(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range e.allVersions(prefix) {
+				if o.Key == swept {
+					t.Errorf("left of an orphan after one sweep: %s", entry(o))
+				}
+			}
+			nullMarker(segmentKey("gone", 0, 1<<41, 0, "00000000000000bb"))
+			e.daemon.Remove(p)
+			if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
+				t.Errorf("left after the topic's deletion: %s", entry(o))
+			}
+		})
+	}
 }

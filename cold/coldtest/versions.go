@@ -2,11 +2,14 @@ package coldtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"testing"
 
 	"github.com/tierlog/tierlog/cold"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // listVersions is cold.IterVersions under prefix, as "key version
@@ -98,5 +101,58 @@ func versionListTest(t *testing.T, b cold.Bucket, first, second cold.Attributes)
 	}
 	if lines, _ := listVersions(t, b, p); len(lines) != 0 {
 		t.Errorf("after deleting every version and marker: %q left", lines)
+	}
+}
+
+// NullVersionTest checks a backend on a bucket whose versioning was
+// turned on after objects were written, as an operator may turn it on
+// under a running node (and suspend it, and turn it on again): S3's
+// "null" versions and delete markers, which IterVersions lists with the
+// version id "null" and DeleteVersion removes by it. open opens the named
+// bucket of m's server with the credentials given.
+//
+// Credentials that may not ask for the bucket's versioning status (no
+// s3:GetBucketVersioning) get an error from KeepsVersions wrapping
+// fs.ErrPermission: what a deletion tells apart from a failure.
+func NullVersionTest(t *testing.T, m *testutil.MinIO, open func(t *testing.T, bucket string, c *cold.Credentials) cold.Bucket) {
+	ctx := context.Background()
+	name := m.NewBucket(t)
+	b := open(t, name, &cold.Credentials{AccessKeyID: m.AccessKey, SecretAccessKey: m.SecretKey})
+	p := Root + "null/"
+	object, marked := p+"object", p+"marked"
+	upload(t, b, object, []byte("written before versioning"))
+	upload(t, b, marked, []byte("deleted while versioning was suspended"))
+	admin := m.Client()
+	if err := admin.SuspendVersioning(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if keeps, err := cold.KeepsVersions(ctx, b); !keeps || err != nil {
+		t.Errorf("KeepsVersions with versioning suspended: %v, %v; want true", keeps, err)
+	}
+	if err := b.Delete(ctx, marked); err != nil { // a null delete marker takes the null version's place
+		t.Fatal(err)
+	}
+	if err := admin.EnableVersioning(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	newer := upload(t, b, object, []byte("written after"))
+	lines, all := listVersions(t, b, p)
+	want := []string{marked + " null marker latest", object + " " + newer.VersionID + " latest", object + " null"}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("IterVersions(%q):\n%s\nwant\n%s", p, strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	for _, v := range all {
+		if err := cold.DeleteVersion(ctx, b, v.Key, v.VersionID); err != nil {
+			t.Fatalf("DeleteVersion %s %s: %v", v.Key, v.VersionID, err)
+		}
+	}
+	if lines, _ := listVersions(t, b, p); len(lines) != 0 {
+		t.Errorf("after deleting every version and marker by its id: %q left", lines)
+	}
+
+	ak, sk, token := m.Restricted(t, name, "s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject")
+	r := open(t, name, &cold.Credentials{AccessKeyID: ak, SecretAccessKey: sk, SessionToken: token})
+	if keeps, err := cold.KeepsVersions(ctx, r); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("KeepsVersions without s3:GetBucketVersioning: %v, %v; want an error wrapping fs.ErrPermission", keeps, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 
 	"github.com/minio/minio-go/v7"
@@ -30,10 +31,12 @@ func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
 // none.
 func (b *Bucket) KeepsVersions(ctx context.Context) (bool, error) {
 	c, err := b.client.GetBucketVersioning(ctx, b.bucket)
-	if err != nil && answer(err).NotImplemented() {
+	switch {
+	case err != nil && answer(err).NotImplemented():
 		return false, nil
-	}
-	if err != nil {
+	case err != nil && answer(err).Denied():
+		return false, fmt.Errorf("miniobucket %s: versioning: %w (%w)", b.name, fs.ErrPermission, wrap(err))
+	case err != nil:
 		return false, fmt.Errorf("miniobucket %s: versioning: %w", b.name, wrap(err))
 	}
 	return c.Enabled() || c.Suspended(), nil
@@ -106,12 +109,22 @@ func answer(err error) objutil.Answer {
 
 // DeleteVersion removes one version of key; a version under retention or
 // legal hold is refused with cold.ErrObjectLocked.
+//
+// The "null" version goes by a multi-object delete: MinIO, on a bucket
+// whose versioning is enabled, answers a plain DELETE ?versionId=null of
+// a null delete marker (one put while versioning was suspended) by
+// writing the marker anew, so it would never go; DeleteObjects removes
+// it, as S3 does either way.
 func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error {
 	obj, err := b.object(key)
 	if err != nil {
 		return err
 	}
-	err = b.client.RemoveObject(ctx, b.bucket, obj, minio.RemoveObjectOptions{VersionID: versionID})
+	if versionID == nullVersion {
+		err = b.removeNull(ctx, obj)
+	} else {
+		err = b.client.RemoveObject(ctx, b.bucket, obj, minio.RemoveObjectOptions{VersionID: versionID})
+	}
 	switch {
 	case err == nil || isNotFound(err):
 		return nil
@@ -119,6 +132,25 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 		return fmt.Errorf("miniobucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, wrap(err))
 	}
 	return b.errf("delete", key, err)
+}
+
+// nullVersion is S3's version id of an object or delete marker written
+// while the bucket's versioning was off or suspended.
+const nullVersion = "null"
+
+// removeNull deletes obj's null version with a DeleteObjects request of
+// one entry (see DeleteVersion).
+func (b *Bucket) removeNull(ctx context.Context, obj string) error {
+	one := make(chan minio.ObjectInfo, 1)
+	one <- minio.ObjectInfo{Key: obj, VersionID: nullVersion}
+	close(one)
+	var err error
+	for e := range b.client.RemoveObjects(ctx, b.bucket, one, minio.RemoveObjectsOptions{}) {
+		if err == nil {
+			err = e.Err
+		}
+	}
+	return err
 }
 
 // IterVersions lists versions and delete markers with ListObjectVersions

@@ -218,6 +218,15 @@ func TestVersionedBucket(t *testing.T) {
 	coldtest.VersioningTest(t, open(t, m.MinIOURL(m.Bucket, "v"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
 }
 
+// Null versions and delete markers of a bucket whose versioning was turned
+// on late (see coldtest.NullVersionTest).
+func TestNullVersions(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	coldtest.NullVersionTest(t, m, func(t *testing.T, bucket string, c *cold.Credentials) cold.Bucket {
+		return open(t, m.MinIOURL(bucket, "n"), cold.Options{Credentials: c})
+	})
+}
+
 // A conditional upload to a bucket deleted after open is not a failed
 // precondition (see coldtest.MissingBucketTest).
 func TestConditionalUploadToMissingBucket(t *testing.T) {

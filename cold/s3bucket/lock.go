@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 
@@ -34,10 +35,12 @@ func (b *Bucket) LockEnabled(ctx context.Context) (bool, error) {
 // none.
 func (b *Bucket) KeepsVersions(ctx context.Context) (bool, error) {
 	out, err := b.client.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: aws.String(b.bucket)})
-	if err != nil && answer(err).NotImplemented() {
+	switch {
+	case err != nil && answer(err).NotImplemented():
 		return false, nil
-	}
-	if err != nil {
+	case err != nil && answer(err).Denied():
+		return false, fmt.Errorf("s3bucket %s: versioning: %w (%w)", b.name, fs.ErrPermission, err)
+	case err != nil:
 		return false, fmt.Errorf("s3bucket %s: versioning: %w", b.name, err)
 	}
 	return out.Status == types.BucketVersioningStatusEnabled || out.Status == types.BucketVersioningStatusSuspended, nil
@@ -127,12 +130,22 @@ func version(id string) *string {
 
 // DeleteVersion removes one version of key; a version under retention or
 // legal hold is refused with cold.ErrObjectLocked.
+//
+// The "null" version goes by a multi-object delete: MinIO, on a bucket
+// whose versioning is enabled, answers a plain DELETE ?versionId=null of
+// a null delete marker (one put while versioning was suspended) by
+// writing the marker anew, so it would never go; DeleteObjects removes
+// it, as S3 does either way.
 func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error {
 	obj, err := b.object(key)
 	if err != nil {
 		return err
 	}
-	_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
+	if versionID == nullVersion {
+		err = b.deleteNull(ctx, obj)
+	} else {
+		_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
+	}
 	switch {
 	case err == nil || isNotFound(err):
 		return nil
@@ -140,6 +153,29 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 		return fmt.Errorf("s3bucket %s: delete %s version %s: %w (%w)", b.name, key, versionID, cold.ErrObjectLocked, err)
 	}
 	return b.errf("delete", key, err)
+}
+
+// nullVersion is S3's version id of an object or delete marker written
+// while the bucket's versioning was off or suspended.
+const nullVersion = "null"
+
+// deleteNull deletes obj's null version with a DeleteObjects request of
+// one entry (see DeleteVersion). Its refusal comes in the answer's body,
+// returned as the error a DeleteObject refused alike would be.
+func (b *Bucket) deleteNull(ctx context.Context, obj string) error {
+	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+		Bucket: aws.String(b.bucket),
+		Delete: &types.Delete{Objects: []types.ObjectIdentifier{{Key: aws.String(obj), VersionId: aws.String(nullVersion)}}, Quiet: aws.Bool(true)},
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range out.Errors {
+		if code := aws.ToString(e.Code); code != "NoSuchKey" && code != "NoSuchVersion" {
+			return &smithy.GenericAPIError{Code: code, Message: aws.ToString(e.Message)}
+		}
+	}
+	return nil
 }
 
 // IterVersions lists versions and delete markers with ListObjectVersions,

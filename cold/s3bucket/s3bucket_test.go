@@ -207,6 +207,15 @@ func TestVersionedBucket(t *testing.T) {
 	coldtest.VersioningTest(t, open(t, m.S3URL(m.Bucket, "v"), cold.Options{PartSize: cold.MinPartSize, Credentials: creds(m)}))
 }
 
+// Null versions and delete markers of a bucket whose versioning was turned
+// on late (see coldtest.NullVersionTest).
+func TestNullVersions(t *testing.T) {
+	m := testutil.StartMinIO(t)
+	coldtest.NullVersionTest(t, m, func(t *testing.T, bucket string, c *cold.Credentials) cold.Bucket {
+		return open(t, m.S3URL(bucket, "n"), cold.Options{Credentials: c})
+	})
+}
+
 // Without any credentials the error says where to put them, quickly.
 func TestOpenWithoutCredentials(t *testing.T) {
 	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"} {

@@ -301,6 +301,31 @@ func (m *MinIO) NewLockedBucket(t testing.TB) string {
 	return name
 }
 
+// Restricted returns temporary credentials (MinIO's STS AssumeRole) that
+// may do only the S3 actions named (e.g. "s3:GetObject") on bucket and its
+// objects: the credentials an operator following a documented permission
+// list would give a node. Good for an hour.
+func (m *MinIO) Restricted(t testing.TB, bucket string, actions ...string) (accessKey, secretKey, sessionToken string) {
+	t.Helper()
+	quoted := make([]string, len(actions))
+	for i, a := range actions {
+		quoted[i] = fmt.Sprintf("%q", a)
+	}
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":[%s],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`,
+		strings.Join(quoted, ","), bucket, bucket)
+	creds, err := credentials.NewSTSAssumeRole(m.URL(), credentials.STSAssumeRoleOptions{
+		AccessKey: m.AccessKey, SecretKey: m.SecretKey, Policy: policy, Location: MinIORegion, DurationSeconds: 3600,
+	})
+	if err != nil {
+		t.Fatalf("MinIO %s: assume role: %v", m.Endpoint, err)
+	}
+	v, err := creds.GetWithContext(nil)
+	if err != nil {
+		t.Fatalf("MinIO %s: assume role with actions %v: %v", m.Endpoint, actions, err)
+	}
+	return v.AccessKeyID, v.SecretAccessKey, v.SessionToken
+}
+
 // URL is the server's base URL, http://host:port.
 func (m *MinIO) URL() string { return "http://" + m.Endpoint }
 

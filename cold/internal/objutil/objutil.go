@@ -347,6 +347,13 @@ func (a Answer) LockRefused() bool {
 		a.Code == "InvalidRequest" && strings.Contains(a.Message, "WORM")
 }
 
+// Denied reports a request the credentials may not make: 403
+// AccessDenied (which S3 also answers an Object Lock refusal with; see
+// LockRefused).
+func (a Answer) Denied() bool {
+	return a.Code == "AccessDenied" || a.Status == http.StatusForbidden
+}
+
 // NoLockConfig reports the answer for a bucket without an Object Lock
 // configuration, or for a version with no retention (or no legal hold).
 func (a Answer) NoLockConfig() bool {
