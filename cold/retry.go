@@ -41,8 +41,9 @@ import (
 //	S3 codes SlowDown, InternalError,              yes        S3 asks for a retry (some come as 400/403:
 //	  ServiceUnavailable, RequestTimeout,                     RequestTimeout, RequestTimeTooSkewed;
 //	  RequestTimeTooSkewed, OperationAborted,                 the SDKs correct the clock skew and
-//	  Throttling, ExpiredToken, XMinio*Quorum,                refresh expired tokens)
-//	  XMinioServerNotInitialized
+//	  Throttling, ExpiredToken, XMinio*Quorum,                refresh expired tokens; a multi-object
+//	  XMinioServerNotInitialized, and MinIO's                 delete's per-object errors come with
+//	  SlowDownWrite, SlowDownRead (lost quorum)               a code alone, no status)
 //	anything else                                  no         unknown failures fail fast, loudly
 //
 // A deadline is retryable because it usually is a per-attempt timeout; a
@@ -97,6 +98,8 @@ var retryableCodes = map[string]bool{
 	"XMinioServerNotInitialized": true,
 	"XMinioReadQuorum":           true,
 	"XMinioWriteQuorum":          true,
+	"SlowDownWrite":              true, // MinIO: 503, no write quorum for the object
+	"SlowDownRead":               true, // MinIO: 503, no read quorum for the object
 }
 
 func retryableStatus(code int) bool {

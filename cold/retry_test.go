@@ -89,6 +89,7 @@ func TestIsRetryableTable(t *testing.T) {
 		{"416 InvalidRange", awsErr(416, "InvalidRange"), false},
 		{"501 NotImplemented", awsErr(501, "NotImplemented"), false},
 		{"code only, retryable", &smithy.GenericAPIError{Code: "SlowDown"}, true},
+		{"code only, MinIO lost quorum", &smithy.GenericAPIError{Code: "SlowDownWrite"}, true},
 		{"code only, other", &smithy.GenericAPIError{Code: "AccessDenied"}, false},
 		{"unknown", errors.New("something odd"), false},
 		// A reply cut short is transient whatever its status said.

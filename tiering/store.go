@@ -277,22 +277,34 @@ func (s *Store) purgeAll(ctx context.Context, by, topic, prefix string, match fu
 	var first, newest cold.ObjectVersion
 	n := 0
 	bv := &bucketVersioning{b: s.Bucket, log: s.logger}
-	err := versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
-		if match != nil && !match(key) {
-			return nil
-		}
-		r, err := purge(ctx, s.Bucket, bv, key, vs, nil)
-		for _, v := range r.refused {
-			if n == 0 {
-				first = v
+	pass := func() error {
+		return versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
+			if match != nil && !match(key) {
+				return nil
 			}
-			if n == 0 || v.LastModified.After(newest.LastModified) {
-				newest = v
+			r, err := purge(ctx, s.Bucket, bv, key, vs, nil)
+			for _, v := range r.refused {
+				if n == 0 {
+					first = v
+				}
+				if n == 0 || v.LastModified.After(newest.LastModified) {
+					newest = v
+				}
+				n++
 			}
-			n++
+			return err
+		})
+	}
+	err := pass()
+	if err == nil {
+		// Versioning turned on meanwhile: what the deletes by key left
+		// behind markers is listed now, and goes by version id. (The
+		// orphan sweep needs no such pass: its next run lists them.)
+		var on bool
+		if on, err = bv.turnedOn(ctx); on {
+			err = pass()
 		}
-		return err
-	})
+	}
 	if n == 0 {
 		return err
 	}

@@ -86,6 +86,20 @@ func (v *bucketVersioning) keeps(ctx context.Context) (yes, known bool, err erro
 	return v.yes, !v.unknown, nil
 }
 
+// turnedOn reports whether the bucket, which said it keeps no versions,
+// keeps them now: an operator enabled versioning while the deletion ran,
+// so its later deletes by key may have left null versions behind markers.
+// Asked after the last of them, the answer covers them all: versioning,
+// once on, is never off again.
+func (v *bucketVersioning) turnedOn(ctx context.Context) (bool, error) {
+	if !v.asked || v.unknown || v.yes {
+		return false, nil
+	}
+	v.asked = false
+	yes, _, err := v.keeps(ctx)
+	return yes, err
+}
+
 // purged is what purge did to one key.
 type purged struct {
 	deleted int

@@ -47,8 +47,10 @@ type MinIO struct {
 	SecretKey string
 	// Bucket is a bucket created at start, empty.
 	Bucket string
-	// DataDir holds the server's data.
+	// DataDir holds the server's data: on drives d1, d2, ... below it
+	// for a server started by StartErasureMinIO.
 	DataDir string
+	drives  int
 
 	client  *minio.Client
 	buckets atomic.Int64
@@ -87,6 +89,19 @@ func MinIOBinary() (string, error) {
 // the S3 and MinIO backends must be tested against the real thing.
 func StartMinIO(t testing.TB) *MinIO {
 	t.Helper()
+	return startMinIO(t, 1)
+}
+
+// StartErasureMinIO is StartMinIO of a server in erasure mode on drives
+// directories DataDir/d1 ... (4 make one set with 2 parity drives: a write
+// needs 3), for tests that take drives away as production loses them.
+func StartErasureMinIO(t testing.TB, drives int) *MinIO {
+	t.Helper()
+	return startMinIO(t, drives)
+}
+
+func startMinIO(t testing.TB, drives int) *MinIO {
+	t.Helper()
 	bin, err := MinIOBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +112,7 @@ func StartMinIO(t testing.TB) *MinIO {
 		SecretKey: MinIOSecretKey,
 		DataDir:   filepath.Join(dir, "data"),
 		logPath:   filepath.Join(dir, "minio.log"),
+		drives:    drives,
 	}
 	// A port picked free may be taken before the server binds it; then
 	// try again with another.
@@ -146,8 +162,12 @@ func (m *MinIO) start(t testing.TB, bin, dir string) error {
 		return err
 	}
 	defer logf.Close()
+	data := m.DataDir
+	if m.drives > 1 {
+		data = filepath.Join(m.DataDir, fmt.Sprintf("d{1...%d}", m.drives))
+	}
 	cmd := exec.Command(bin, "server", "--address", addr, "--console-address", console,
-		"--certs-dir", filepath.Join(dir, "certs"), m.DataDir)
+		"--certs-dir", filepath.Join(dir, "certs"), data)
 	cmd.Env = append(cleanEnv(),
 		"MINIO_ROOT_USER="+m.AccessKey,
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
