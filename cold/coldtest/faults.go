@@ -158,6 +158,17 @@ func FaultTest(t *testing.T, p *faultproxy.Proxy, open func(t *testing.T, opts c
 		if keeps, err := cold.KeepsVersions(context.Background(), b); h.Injected() == 0 || keeps || err != nil {
 			t.Errorf("KeepsVersions after NotImplemented (%d injected): %v, %v; want false, nil", h.Injected(), keeps, err)
 		}
+		// Nor a multi-object delete, by which a "null" version goes: a
+		// plain delete of it instead.
+		h = p.Add(faultproxy.Rule{Method: "POST", QueryContains: "delete", Fault: faultproxy.Error, Status: 501, Code: "NotImplemented"})
+		null := Root + "faults/null"
+		upload(t, b, null, []byte("null version"))
+		if err := cold.DeleteVersion(context.Background(), b, null, "null"); h.Injected() == 0 || err != nil {
+			t.Errorf("DeleteVersion of the null version after NotImplemented (%d injected): %v", h.Injected(), err)
+		}
+		if ok, err := b.Exists(context.Background(), null); ok || err != nil {
+			t.Errorf("after DeleteVersion of its null version: exists %v, %v", ok, err)
+		}
 	})
 
 	// With retries inside the backend, transient faults are absorbed.

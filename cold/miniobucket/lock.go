@@ -139,7 +139,8 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 const nullVersion = "null"
 
 // removeNull deletes obj's null version with a DeleteObjects request of
-// one entry (see DeleteVersion).
+// one entry (see DeleteVersion), or a plain DELETE where the store has no
+// multi-object delete (answers NotImplemented).
 func (b *Bucket) removeNull(ctx context.Context, obj string) error {
 	one := make(chan minio.ObjectInfo, 1)
 	one <- minio.ObjectInfo{Key: obj, VersionID: nullVersion}
@@ -149,6 +150,9 @@ func (b *Bucket) removeNull(ctx context.Context, obj string) error {
 		if err == nil {
 			err = e.Err
 		}
+	}
+	if answer(err).NotImplemented() {
+		err = b.client.RemoveObject(ctx, b.bucket, obj, minio.RemoveObjectOptions{VersionID: nullVersion})
 	}
 	return err
 }

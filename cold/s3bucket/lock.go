@@ -160,13 +160,19 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 const nullVersion = "null"
 
 // deleteNull deletes obj's null version with a DeleteObjects request of
-// one entry (see DeleteVersion). Its refusal comes in the answer's body,
-// returned as the error a DeleteObject refused alike would be.
+// one entry (see DeleteVersion), or a plain DELETE where the store has no
+// multi-object delete (answers NotImplemented). Its refusal comes in the
+// answer's body, returned as the error a DeleteObject refused alike would
+// be.
 func (b *Bucket) deleteNull(ctx context.Context, obj string) error {
 	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
 		Bucket: aws.String(b.bucket),
 		Delete: &types.Delete{Objects: []types.ObjectIdentifier{{Key: aws.String(obj), VersionId: aws.String(nullVersion)}}, Quiet: aws.Bool(true)},
 	})
+	if answer(err).NotImplemented() {
+		_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: aws.String(nullVersion)})
+		return err
+	}
 	if err != nil {
 		return err
 	}
