@@ -1,44 +1,25 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tierlog/tierlog/cold/filebucket"
+	"github.com/tierlog/tierlog/internal/testutil"
 	"github.com/tierlog/tierlog/tiering"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger written from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLogLinesNameTopicOnce checks that partition log lines carry topic=
 // and partition= once: a node tiers a topic, loses its disk and restores
 // it, logging partition lines from hot and tiering on the way.
 func TestLogLinesNameTopicOnce(t *testing.T) {
 	bucketDir := filepath.Join(t.TempDir(), "bucket")
-	var out lockedBuffer
+	var out testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	open := func(dir string) *Broker {
 		bk, err := filebucket.New(bucketDir)

@@ -228,21 +228,54 @@ func (d *Daemon) deleteOrphans(ctx context.Context, p *Partition, orphans []keyV
 		}
 		p.sweepWait = waits
 	}()
-	bv := &bucketVersioning{b: d.store.Bucket, log: d.opts.Logger}
-	for _, o := range orphans {
-		r, err := purge(ctx, d.store.Bucket, bv, o.key, o.vs, wait)
-		if err != nil {
-			return err
-		}
+	b := d.store.Bucket
+	bv := d.store.versioning(d.opts.Logger)
+	deferRefused := func(r purged) {
 		for _, v := range r.refused {
-			until, hold := lockOf(ctx, d.store.Bucket, v.Key, v.VersionID)
+			until, hold := lockOf(ctx, b, v.Key, v.VersionID)
 			waits[v.Key+" "+v.VersionID] = d.deferral(p, "orphan sweep", v.Key, v.VersionID, until,
 				"the bucket refused to delete a version of an object no manifest names; the sweep deletes it after its retain-until date", hold)
 		}
-		if strings.HasSuffix(o.key, ".seg") && r.deleted > 0 && r.gone() {
-			d.m.orphans.Inc()
-			d.opts.Logger.Info("deleted orphan object", "key", o.key, "versions", r.deleted)
+	}
+	done := make([]purged, 0, len(orphans))
+	defer func() {
+		// Counted once each, when all the sweep does to them is done.
+		for i, r := range done {
+			if key := orphans[i].key; strings.HasSuffix(key, ".seg") && r.deleted > 0 && r.gone() {
+				d.m.orphans.Inc()
+				d.opts.Logger.Info("deleted orphan object", "key", key, "versions", r.deleted)
+			}
 		}
+	}()
+	for _, o := range orphans {
+		r, err := purge(ctx, b, bv, o.key, o.vs, wait)
+		if err != nil {
+			return err
+		}
+		deferRefused(r)
+		done = append(done, r)
+	}
+	// Versioning turned on meanwhile: what the deletes by key left behind
+	// markers goes by version id now, not at the next sweep.
+	on, err := bv.turnedOn(ctx)
+	if !on || err != nil {
+		return err
+	}
+	for i, r := range done {
+		if !r.byKey {
+			continue
+		}
+		left, err := versionsOf(ctx, b, orphans[i].key)
+		if err != nil {
+			return err
+		}
+		more, err := purgeVersions(ctx, b, orphans[i].key, left, wait, nil)
+		if err != nil {
+			return err
+		}
+		deferRefused(more)
+		done[i].refused, done[i].waiting = more.refused, more.waiting
+		done[i].deleted += more.deleted
 	}
 	return nil
 }

@@ -211,7 +211,7 @@ func TestDeleteTopicWhileVersioningIsEnabled(t *testing.T) {
 				}
 			}}
 			s := &Store{Bucket: eb}
-			if err := s.purgeAll(ctx, "topic deletion", "gone", prefix, nil); err != nil {
+			if err := s.purgeAll(ctx, "topic deletion", "gone", []string{prefix}, nil); err != nil {
 				t.Fatal(err)
 			}
 			for _, o := range e.allVersions(prefix) {

@@ -124,6 +124,8 @@ type Store struct {
 	// (OpenStore sets them; a Store without them reports nothing).
 	logger       *slog.Logger
 	keptVersions prometheus.Counter
+	// versioningSeen: the bucket's versioning as deletions found it.
+	versioningSeen versioningSeen
 }
 
 // Fenced returns nil while this node owns the bucket prefix, and the
@@ -257,67 +259,80 @@ func (s *Store) DeleteTopic(ctx context.Context, name string, partitions int32) 
 	if err := retry(ctx, func() error { return s.putJSON(ctx, topicsPrefix+name+".json", tomb) }); err != nil {
 		return fmt.Errorf("tiering: mark topic %s deleted in %s: %w", name, s.Bucket.Name(), err)
 	}
+	prefixes := make([]string, partitions)
 	for p := range partitions {
-		if err := s.purgeAll(ctx, "topic deletion", name, PartitionPrefix(name, p), nil); err != nil {
-			return fmt.Errorf("tiering: delete objects of %s/%d from %s: %w", name, p, s.Bucket.Name(), err)
-		}
+		prefixes[p] = PartitionPrefix(name, p)
+	}
+	if err := s.purgeAll(ctx, "topic deletion", name, prefixes, nil); err != nil {
+		return fmt.Errorf("tiering: delete objects of topic %s from %s: %w", name, s.Bucket.Name(), err)
 	}
 	record := topicsPrefix + name + ".json"
-	if err := s.purgeAll(ctx, "topic deletion", name, record, func(key string) bool { return key == record }); err != nil {
+	if err := s.purgeAll(ctx, "topic deletion", name, []string{record}, func(key string) bool { return key == record }); err != nil {
 		return fmt.Errorf("tiering: delete record of topic %s from %s: %w", name, s.Bucket.Name(), err)
 	}
 	return nil
 }
 
-// purgeAll deletes every version of the keys under prefix (those match
-// picks; nil: all) for a deletion (by) of topic's objects that nothing
-// retries. What the bucket refuses stays hidden (see purge), and is
-// logged and counted for an operator to remove after its date.
-func (s *Store) purgeAll(ctx context.Context, by, topic, prefix string, match func(key string) bool) error {
-	var first, newest cold.ObjectVersion
-	n := 0
-	bv := &bucketVersioning{b: s.Bucket, log: s.logger}
+// purgeAll deletes every version of the keys under each of prefixes
+// (those match picks; nil: all) for a deletion (by) of topic's objects
+// that nothing retries. What the bucket refuses stays hidden (see purge),
+// and is logged and counted, per prefix, for an operator to remove after
+// its date.
+func (s *Store) purgeAll(ctx context.Context, by, topic string, prefixes []string, match func(key string) bool) error {
+	left := make([][]cold.ObjectVersion, len(prefixes))
+	bv := s.versioning(nil)
 	pass := func() error {
-		return versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
-			if match != nil && !match(key) {
-				return nil
-			}
-			r, err := purge(ctx, s.Bucket, bv, key, vs, nil)
-			for _, v := range r.refused {
-				if n == 0 {
-					first = v
+		for i, prefix := range prefixes {
+			err := versionsByKey(ctx, s.Bucket, prefix, func(key string, vs []cold.ObjectVersion) error {
+				if match != nil && !match(key) {
+					return nil
 				}
-				if n == 0 || v.LastModified.After(newest.LastModified) {
-					newest = v
-				}
-				n++
+				r, err := purge(ctx, s.Bucket, bv, key, vs, nil)
+				left[i] = append(left[i], r.refused...)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", prefix, err)
 			}
-			return err
-		})
+		}
+		return nil
 	}
 	err := pass()
 	if err == nil {
 		// Versioning turned on meanwhile: what the deletes by key left
-		// behind markers is listed now, and goes by version id. (The
-		// orphan sweep needs no such pass: its next run lists them.)
+		// behind markers is listed now, and goes by version id.
 		var on bool
 		if on, err = bv.turnedOn(ctx); on {
 			err = pass()
 		}
 	}
-	if n == 0 {
-		return err
+	for i, vs := range left {
+		s.reportLeft(ctx, by, topic, prefixes[i], vs)
+	}
+	return err
+}
+
+// reportLeft logs and counts the versions a deletion under prefix left
+// because the bucket refused them.
+func (s *Store) reportLeft(ctx context.Context, by, topic, prefix string, vs []cold.ObjectVersion) {
+	if len(vs) == 0 {
+		return
+	}
+	newest := vs[0]
+	for _, v := range vs[1:] {
+		if v.LastModified.After(newest.LastModified) {
+			newest = v
+		}
 	}
 	until, hold := lockOf(ctx, s.Bucket, newest.Key, newest.VersionID)
 	if s.keptVersions != nil {
-		s.keptVersions.Add(float64(n))
+		s.keptVersions.Add(float64(len(vs)))
 	}
 	if s.logger != nil {
 		s.logger.Warn(by+" left object versions the bucket refused to delete (Object Lock); they stay, behind delete markers, until an operator removes them after their retain-until date (see README, WORM retention)",
-			"topic", topic, "bucket", s.Bucket.Name(), "prefix", prefix, "versions", n, "first_key", first.Key,
+			"topic", topic, "bucket", s.Bucket.Name(), "prefix", prefix, "versions", len(vs), "first_key", vs[0].Key,
 			"newest_key", newest.Key, "newest_version_id", newest.VersionID, "newest_retain_until", until, "newest_legal_hold", hold)
 	}
-	return err
 }
 
 // Topics lists the topics recorded in the bucket, tombstones (Deleting)

@@ -262,13 +262,10 @@ func (d *Daemon) dropPartials(ctx context.Context, p *Partition) {
 	if locked {
 		return
 	}
-	for _, f := range folders {
-		err := d.store.purgeAll(ctx, "deleting superseded partial tiles", p.topic, f, nil)
-		if err != nil && ctx.Err() == nil {
-			d.opts.Logger.Warn("delete partial tiles superseded by full ones (they are not read; the next pass does not retry)",
-				"topic", p.topic, "partition", p.partition, "folder", f, "err", err)
-			return
-		}
+	err := d.store.purgeAll(ctx, "deleting superseded partial tiles", p.topic, folders, nil)
+	if err != nil && ctx.Err() == nil {
+		d.opts.Logger.Warn("delete partial tiles superseded by full ones (they are not read; the next pass does not retry)",
+			"topic", p.topic, "partition", p.partition, "err", err)
 	}
 }
 

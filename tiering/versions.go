@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/tierlog/tierlog/cold"
 )
@@ -53,56 +54,94 @@ func versionsByKey(ctx context.Context, b cold.Bucket, prefix string, f func(key
 	return err
 }
 
-// bucketVersioning asks a bucket once, when first needed, whether it
-// keeps versions (cold.KeepsVersions): one deletion's answer. Credentials
-// that may not ask (no s3:GetBucketVersioning, which earlier releases did
-// not need) leave the answer unknown, logged once (log may be nil).
+// versioningSeen is what a Store has learnt of its bucket's versioning,
+// for every deletion after: a yes stays true (versioning, once on, is
+// never off again), and so does a refusal to say (no
+// s3:GetBucketVersioning), which is logged once. A no is asked again by
+// each deletion.
+type versioningSeen struct {
+	keeps  atomic.Bool
+	denied atomic.Bool
+}
+
+// bucketVersioning asks a bucket, when first needed, whether it keeps
+// versions (cold.KeepsVersions): one deletion's answer, shared with the
+// Store's others through seen. Credentials that may not ask (no
+// s3:GetBucketVersioning, which earlier releases did not need) leave the
+// answer unknown.
 type bucketVersioning struct {
-	b       cold.Bucket
-	log     *slog.Logger
-	asked   bool
-	yes     bool
-	unknown bool
+	b     cold.Bucket
+	log   *slog.Logger // may be nil
+	seen  *versioningSeen
+	asked bool
+	yes   bool
+	// byKey: deletes by key made on the word that the bucket keeps no
+	// versions.
+	byKey int
+}
+
+// versioning starts a deletion's bucketVersioning; log reports what it
+// learns (nil: the Store's logger).
+func (s *Store) versioning(log *slog.Logger) *bucketVersioning {
+	if log == nil {
+		log = s.logger
+	}
+	return &bucketVersioning{b: s.Bucket, log: log, seen: &s.versioningSeen}
 }
 
 func (v *bucketVersioning) keeps(ctx context.Context) (yes, known bool, err error) {
-	if !v.asked {
-		err := retry(ctx, func() error {
-			var err error
-			v.yes, err = cold.KeepsVersions(ctx, v.b)
-			return err
-		})
-		if errors.Is(err, fs.ErrPermission) {
-			v.unknown = true
-			if v.log != nil {
-				v.log.Warn("the credentials may not read the bucket's versioning status (s3:GetBucketVersioning): objects that may be versions written before versioning was enabled are deleted by key, then what is left of them is listed and deleted by version id, one request more per object",
-					"bucket", v.b.Name(), "err", err)
-			}
-		} else if err != nil {
-			return false, false, err
-		}
-		v.asked = true
+	switch {
+	case v.seen.keeps.Load():
+		return true, true, nil
+	case v.seen.denied.Load():
+		return false, false, nil
+	case v.asked:
+		return v.yes, true, nil
 	}
-	return v.yes, !v.unknown, nil
+	err = retry(ctx, func() error {
+		var err error
+		yes, err = cold.KeepsVersions(ctx, v.b)
+		return err
+	})
+	if errors.Is(err, fs.ErrPermission) {
+		if v.seen.denied.CompareAndSwap(false, true) && v.log != nil {
+			v.log.Warn("the credentials may not read the bucket's versioning status (s3:GetBucketVersioning): objects that may be versions written before versioning was enabled are deleted by key, then what is left of them is listed and deleted by version id, one request more per object",
+				"bucket", v.b.Name(), "err", err)
+		}
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	v.asked, v.yes = true, yes
+	if yes {
+		v.seen.keeps.Store(true)
+	}
+	return yes, true, nil
 }
 
 // turnedOn reports whether the bucket, which said it keeps no versions,
 // keeps them now: an operator enabled versioning while the deletion ran,
-// so its later deletes by key may have left null versions behind markers.
-// Asked after the last of them, the answer covers them all: versioning,
-// once on, is never off again.
+// so its deletes by key may have left null versions behind markers.
+// Asked after the last of them, the answer covers them all. (S3 may take
+// a while to apply a change of versioning: a delete by key made in that
+// while can be missed; on a live partition the next sweep finds it.)
 func (v *bucketVersioning) turnedOn(ctx context.Context) (bool, error) {
-	if !v.asked || v.unknown || v.yes {
+	if v.byKey == 0 || v.yes {
 		return false, nil
 	}
 	v.asked = false
 	yes, _, err := v.keeps(ctx)
 	return yes, err
+
 }
 
 // purged is what purge did to one key.
 type purged struct {
 	deleted int
+	// byKey: deleted by key on the word that the bucket keeps no versions
+	// (bucketVersioning.turnedOn tells whether that word still held).
+	byKey bool
 	// refused: versions the bucket would not delete (ErrObjectLocked).
 	refused []cold.ObjectVersion
 	// waiting: versions skipped because their retry date has not come.
@@ -146,8 +185,10 @@ func purge(ctx context.Context, b cold.Bucket, bv *bucketVersioning, key string,
 			if err != nil || len(left) > 0 {
 				return purgeVersions(ctx, b, key, left, wait, err)
 			}
+			return purged{deleted: 1}, nil
 		}
-		return purged{deleted: 1}, nil
+		bv.byKey++
+		return purged{deleted: 1, byKey: true}, nil
 	}
 	return purgeVersions(ctx, b, key, vs, wait, nil)
 }

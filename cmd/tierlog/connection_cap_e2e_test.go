@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // TestKafkaAndGRPCShareTheConnectionCap: --fd-reserve (half the
@@ -26,7 +28,7 @@ func TestKafkaAndGRPCShareTheConnectionCap(t *testing.T) {
 	cmd := exec.Command("prlimit", "--nofile=512:512", binary(t), "serve", "--ready-file", readyPath, "--data-dir", dataDir,
 		"--grpc-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
 	cmd.Env = cleanEnv()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // testLines are values that are easy to get wrong: empty, spaces, tabs,
@@ -191,7 +193,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var followErr syncBuffer
+	var followErr testutil.SyncBuffer
 	follow.Stderr = &followErr
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
@@ -425,7 +427,7 @@ func TestShutdownEndsFollowers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var followErr syncBuffer
+	var followErr testutil.SyncBuffer
 	follow.Stderr = &followErr
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tierlog/tierlog/api/tierlogv1"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // followLines runs `tierlog consume` with args against n in the background
@@ -25,7 +26,7 @@ func followLines(t *testing.T, n *node, args ...string) <-chan string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

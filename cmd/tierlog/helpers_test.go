@@ -90,29 +90,11 @@ type lastError struct{ err error }
 
 func (l *lastError) String() string { return fmt.Sprint(l.err) }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // node is a `tierlog serve` child process.
 type node struct {
 	t         testing.TB
 	cmd       *exec.Cmd
-	stderr    *syncBuffer
+	stderr    *testutil.SyncBuffer
 	exited    chan struct{}
 	waitErr   error
 	grpcAddr  string
@@ -167,7 +149,7 @@ func launchServeWith(t testing.TB, dir string, env []string, prep func(*exec.Cmd
 	t.Helper()
 	readyPath := filepath.Join(t.TempDir(), "ready.json")
 	all := append([]string{"serve", "--ready-file", readyPath}, args...)
-	n := &node{t: t, cmd: exec.Command(binary(t), all...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	n := &node{t: t, cmd: exec.Command(binary(t), all...), stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	n.cmd.Dir = dir
 	n.cmd.Env = cleanEnv(env...)
 	n.cmd.Stdout = n.stderr

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // The real Kafka clients of the interop tests: Debian's kcat (librdkafka)
@@ -153,8 +155,8 @@ type clientProc struct {
 	t      *testing.T
 	desc   string
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testutil.SyncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -167,7 +169,7 @@ func startClient(t *testing.T, stdin string, name string, args ...string) *clien
 	cmd.WaitDelay = 5 * time.Second
 	cmd.Stdin = strings.NewReader(stdin)
 	p := &clientProc{t: t, desc: name + " " + strings.Join(args, " "), cmd: cmd,
-		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+		stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
