@@ -341,17 +341,19 @@ type Answer struct {
 
 // LockRefused reports a request refused for Object Lock: S3 answers 403
 // AccessDenied, MinIO 400 InvalidRequest "Object is WORM protected and
-// cannot be overwritten"; some stores say ObjectLocked.
+// cannot be overwritten"; some stores say ObjectLocked. A 403 with another
+// code is not (RequestTimeTooSkewed, ExpiredToken: retried;
+// InvalidAccessKeyId, SignatureDoesNotMatch: configuration).
 func (a Answer) LockRefused() bool {
-	return a.Code == "AccessDenied" || a.Code == "ObjectLocked" || a.Status == http.StatusForbidden ||
+	return a.Code == "AccessDenied" || a.Code == "ObjectLocked" || a.Status == http.StatusForbidden && a.Code == "" ||
 		a.Code == "InvalidRequest" && strings.Contains(a.Message, "WORM")
 }
 
 // Denied reports a request the credentials may not make: 403
 // AccessDenied (which S3 also answers an Object Lock refusal with; see
-// LockRefused).
+// LockRefused), or a 403 whose body was not read.
 func (a Answer) Denied() bool {
-	return a.Code == "AccessDenied" || a.Status == http.StatusForbidden
+	return a.Code == "AccessDenied" || a.Status == http.StatusForbidden && a.Code == ""
 }
 
 // NoLockConfig reports the answer for a bucket without an Object Lock

@@ -109,9 +109,12 @@ func TestRedactURL(t *testing.T) {
 
 func TestAnswer(t *testing.T) {
 	for a, want := range map[Answer]bool{
-		{Code: "AccessDenied", Status: 403}: true, // S3
-		{Status: 403}:                       true, // a 403 whose body was not read
-		{Code: "ObjectLocked", Status: 400}: true,
+		{Code: "AccessDenied", Status: 403}:          true,  // S3
+		{Status: 403}:                                true,  // a 403 whose body was not read
+		{Code: "RequestTimeTooSkewed", Status: 403}:  false, // retried
+		{Code: "ExpiredToken", Status: 403}:          false, // retried
+		{Code: "SignatureDoesNotMatch", Status: 403}: false,
+		{Code: "ObjectLocked", Status: 400}:          true,
 		{Code: "InvalidRequest", Message: "Object is WORM protected and cannot be overwritten", Status: 400}: true, // MinIO
 		{Code: "InvalidRequest", Message: "Invalid version id specified", Status: 400}:                       false,
 		{Code: "NoSuchKey", Status: 404}: false,
@@ -119,6 +122,16 @@ func TestAnswer(t *testing.T) {
 	} {
 		if got := a.LockRefused(); got != want {
 			t.Errorf("%+v.LockRefused() = %v, want %v", a, got, want)
+		}
+	}
+	for a, want := range map[Answer]bool{
+		{Code: "AccessDenied", Status: 403}:         true,
+		{Status: 403}:                               true,
+		{Code: "RequestTimeTooSkewed", Status: 403}: false,
+		{Code: "NotImplemented", Status: 501}:       false,
+	} {
+		if got := a.Denied(); got != want {
+			t.Errorf("%+v.Denied() = %v, want %v", a, got, want)
 		}
 	}
 	for a, want := range map[Answer]bool{
