@@ -85,6 +85,10 @@ type Versioned interface {
 	KeepsVersions(ctx context.Context) (bool, error)
 }
 
+// NullVersion is S3's version id of an object or delete marker written
+// while the bucket's versioning was off or suspended.
+const NullVersion = "null"
+
 // ObjectVersion is one entry of a version listing: a version of an
 // object, or a delete marker.
 type ObjectVersion struct {
@@ -105,7 +109,7 @@ type ObjectVersion struct {
 // an object written before versioning was enabled is listed alike: only
 // KeepsVersions tells the two apart.
 func (v ObjectVersion) Unversioned() bool {
-	return v.Latest && !v.DeleteMarker && (v.VersionID == "" || v.VersionID == "null")
+	return v.Latest && !v.DeleteMarker && (v.VersionID == "" || v.VersionID == NullVersion)
 }
 
 // GetRangeVersion reads length bytes from off of versionID of key, or of

@@ -265,11 +265,7 @@ func (d *Daemon) deleteOrphans(ctx context.Context, p *Partition, orphans []keyV
 		if !r.byKey {
 			continue
 		}
-		left, err := versionsOf(ctx, b, orphans[i].key)
-		if err != nil {
-			return err
-		}
-		more, err := purgeVersions(ctx, b, orphans[i].key, left, wait, nil)
+		more, err := purgeLeft(ctx, b, orphans[i].key, wait)
 		if err != nil {
 			return err
 		}

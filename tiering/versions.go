@@ -133,7 +133,6 @@ func (v *bucketVersioning) turnedOn(ctx context.Context) (bool, error) {
 	v.asked = false
 	yes, _, err := v.keeps(ctx)
 	return yes, err
-
 }
 
 // purged is what purge did to one key.
@@ -174,32 +173,40 @@ func (r purged) gone() bool { return len(r.refused) == 0 && r.waiting == 0 }
 func purge(ctx context.Context, b cold.Bucket, bv *bucketVersioning, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool) (purged, error) {
 	if len(vs) == 1 && vs[0].Unversioned() {
 		keeps, known, err := bv.keeps(ctx)
-		if err != nil || keeps {
-			return purgeVersions(ctx, b, key, vs, wait, err)
-		}
-		if err := retry(ctx, func() error { return cold.DeleteVersion(ctx, b, key, "") }); err != nil {
+		if err != nil {
 			return purged{}, err
 		}
-		if !known {
-			left, err := versionsOf(ctx, b, key)
-			if err != nil || len(left) > 0 {
-				return purgeVersions(ctx, b, key, left, wait, err)
+		if !keeps {
+			if err := retry(ctx, func() error { return cold.DeleteVersion(ctx, b, key, "") }); err != nil {
+				return purged{}, err
 			}
-			return purged{deleted: 1}, nil
+			if !known {
+				r, err := purgeLeft(ctx, b, key, wait)
+				if err == nil && r.deleted == 0 && r.gone() {
+					r.deleted = 1 // nothing left: the delete by key removed it
+				}
+				return r, err
+			}
+			bv.byKey++
+			return purged{deleted: 1, byKey: true}, nil
 		}
-		bv.byKey++
-		return purged{deleted: 1, byKey: true}, nil
 	}
-	return purgeVersions(ctx, b, key, vs, wait, nil)
+	return purgeVersions(ctx, b, key, vs, wait)
 }
 
-// purgeVersions is purge of each of vs by its id; it returns err at once
-// where that is not nil.
-func purgeVersions(ctx context.Context, b cold.Bucket, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool, err error) (purged, error) {
-	var r purged
+// purgeLeft purges what a delete by key left of key (on a bucket that
+// keeps versions: the null version behind the marker it put).
+func purgeLeft(ctx context.Context, b cold.Bucket, key string, wait func(cold.ObjectVersion) bool) (purged, error) {
+	left, err := versionsOf(ctx, b, key)
 	if err != nil {
-		return r, err
+		return purged{}, err
 	}
+	return purgeVersions(ctx, b, key, left, wait)
+}
+
+// purgeVersions is purge of each of vs by its id.
+func purgeVersions(ctx context.Context, b cold.Bucket, key string, vs []cold.ObjectVersion, wait func(cold.ObjectVersion) bool) (purged, error) {
+	var r purged
 	hideKey := func() error { return retry(ctx, func() error { return b.Delete(ctx, key) }) }
 	for i := len(vs) - 1; i >= 0; i-- {
 		v, current := vs[i], i == 0

@@ -42,6 +42,43 @@ func entry(o minio.ObjectInfo) string {
 	return o.Key + " " + o.VersionID
 }
 
+// entriesOf lists key's versions and delete markers under prefix, as
+// entry gives them, newest first.
+func (e *lockedEnv) entriesOf(prefix, key string) []string {
+	var got []string
+	for _, o := range e.allVersions(prefix) {
+		if o.Key == key {
+			got = append(got, entry(o))
+		}
+	}
+	return got
+}
+
+// sweepRemoves runs p's orphan sweep and checks that nothing of orphan
+// is left.
+func (e *lockedEnv) sweepRemoves(p *Partition, orphan string) {
+	e.t.Helper()
+	if err := e.daemon.cleanup(context.Background(), p); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, o := range e.entriesOf(PartitionPrefix(p.topic, p.partition), orphan) {
+		e.t.Errorf("left of an orphan after one sweep: %s", o)
+	}
+}
+
+// deleteTopicRemovesAll deletes p's topic (one partition) and checks that
+// nothing of it is left, its record included.
+func (e *lockedEnv) deleteTopicRemovesAll(p *Partition) {
+	e.t.Helper()
+	e.daemon.Remove(p)
+	if err := e.store.DeleteTopic(context.Background(), p.topic, 1); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, o := range append(e.allVersions(PartitionPrefix(p.topic, p.partition)), e.allVersions(topicsPrefix)...) {
+		e.t.Errorf("left after the topic's deletion: %s", entry(o))
+	}
+}
+
 // shorten brings a governance retention to now + d, as an administrator
 // allowed to bypass governance may: the tests' way to reach a
 // retain-until date without waiting for it.
@@ -376,21 +413,8 @@ func sweepAndDeleteTopic(t *testing.T, m *testutil.MinIO, e *lockedEnv, name str
 		produce(t, p, 150)
 		e.settle(p)
 	}
-	if err := e.daemon.cleanup(ctx, p); err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range e.allVersions(prefix) {
-		if o.Key == orphan {
-			t.Errorf("left of an orphan after one sweep: %s", entry(o))
-		}
-	}
-	e.daemon.Remove(p)
-	if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
-		t.Errorf("left after the topic's deletion: %s", entry(o))
-	}
+	e.sweepRemoves(p, orphan)
+	e.deleteTopicRemovesAll(p)
 }
 
 // TestNullDeleteMarkers: a delete marker put while the bucket's versioning
@@ -424,13 +448,7 @@ func TestNullDeleteMarkers(t *testing.T) {
 				if err := m.Client().EnableVersioning(ctx, name); err != nil {
 					t.Fatal(err)
 				}
-				var got []string
-				for _, o := range e.allVersions(prefix) {
-					if o.Key == key {
-						got = append(got, entry(o))
-					}
-				}
-				if len(got) == 0 || got[0] != key+" null marker" {
+				if got := e.entriesOf(prefix, key); len(got) == 0 || got[0] != key+" null marker" {
 					t.Fatalf("%s: %q, want a null delete marker latest", key, got)
 				}
 			}
@@ -438,22 +456,9 @@ func TestNullDeleteMarkers(t *testing.T) {
 			nullMarker(swept)
 			produce(t, p, 150)
 			e.settle(p)
-			if err := e.daemon.cleanup(ctx, p); err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range e.allVersions(prefix) {
-				if o.Key == swept {
-					t.Errorf("left of an orphan after one sweep: %s", entry(o))
-				}
-			}
+			e.sweepRemoves(p, swept)
 			nullMarker(segmentKey("gone", 0, 1<<41, 0, "00000000000000bb"))
-			e.daemon.Remove(p)
-			if err := e.store.DeleteTopic(ctx, "gone", 1); err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range append(e.allVersions(prefix), e.allVersions(topicsPrefix)...) {
-				t.Errorf("left after the topic's deletion: %s", entry(o))
-			}
+			e.deleteTopicRemovesAll(p)
 		})
 	}
 }

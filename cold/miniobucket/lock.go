@@ -120,7 +120,7 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	if err != nil {
 		return err
 	}
-	if versionID == nullVersion {
+	if versionID == cold.NullVersion {
 		err = b.removeNull(ctx, obj)
 	} else {
 		err = b.client.RemoveObject(ctx, b.bucket, obj, minio.RemoveObjectOptions{VersionID: versionID})
@@ -134,16 +134,12 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	return b.errf("delete", key, err)
 }
 
-// nullVersion is S3's version id of an object or delete marker written
-// while the bucket's versioning was off or suspended.
-const nullVersion = "null"
-
 // removeNull deletes obj's null version with a DeleteObjects request of
 // one entry (see DeleteVersion), or a plain DELETE where the store has no
 // multi-object delete (answers NotImplemented).
 func (b *Bucket) removeNull(ctx context.Context, obj string) error {
 	one := make(chan minio.ObjectInfo, 1)
-	one <- minio.ObjectInfo{Key: obj, VersionID: nullVersion}
+	one <- minio.ObjectInfo{Key: obj, VersionID: cold.NullVersion}
 	close(one)
 	var err error
 	for e := range b.client.RemoveObjects(ctx, b.bucket, one, minio.RemoveObjectsOptions{}) {
@@ -152,7 +148,7 @@ func (b *Bucket) removeNull(ctx context.Context, obj string) error {
 		}
 	}
 	if answer(err).NotImplemented() {
-		err = b.client.RemoveObject(ctx, b.bucket, obj, minio.RemoveObjectOptions{VersionID: nullVersion})
+		err = b.client.RemoveObject(ctx, b.bucket, obj, minio.RemoveObjectOptions{VersionID: cold.NullVersion})
 	}
 	return err
 }

@@ -141,7 +141,7 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	if err != nil {
 		return err
 	}
-	if versionID == nullVersion {
+	if versionID == cold.NullVersion {
 		err = b.deleteNull(ctx, obj)
 	} else {
 		_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: version(versionID)})
@@ -155,10 +155,6 @@ func (b *Bucket) DeleteVersion(ctx context.Context, key, versionID string) error
 	return b.errf("delete", key, err)
 }
 
-// nullVersion is S3's version id of an object or delete marker written
-// while the bucket's versioning was off or suspended.
-const nullVersion = "null"
-
 // deleteNull deletes obj's null version with a DeleteObjects request of
 // one entry (see DeleteVersion), or a plain DELETE where the store has no
 // multi-object delete (answers NotImplemented). Its refusal comes in the
@@ -167,10 +163,10 @@ const nullVersion = "null"
 func (b *Bucket) deleteNull(ctx context.Context, obj string) error {
 	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
 		Bucket: aws.String(b.bucket),
-		Delete: &types.Delete{Objects: []types.ObjectIdentifier{{Key: aws.String(obj), VersionId: aws.String(nullVersion)}}, Quiet: aws.Bool(true)},
+		Delete: &types.Delete{Objects: []types.ObjectIdentifier{{Key: aws.String(obj), VersionId: aws.String(cold.NullVersion)}}, Quiet: aws.Bool(true)},
 	})
 	if answer(err).NotImplemented() {
-		_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: aws.String(nullVersion)})
+		_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(obj), VersionId: aws.String(cold.NullVersion)})
 		return err
 	}
 	if err != nil {
