@@ -83,21 +83,36 @@ func TestPipelinedProducesReleaseRequestsBeforeFsync(t *testing.T) {
 	}
 	g.armed.Store(true)
 	base := heapAfterGC()
+	writeErrs := make(chan error, clients)
 	for _, rc := range conns {
+		// No deadline: checkAlive's write left one 10 s ahead, and 64 MiB
+		// per connection through the race detector on two loaded cores
+		// can take longer (a write cut there stalled the test for good).
+		_ = rc.c.SetWriteDeadline(time.Time{})
 		go func() {
 			for range perConn {
 				if _, err := rc.c.Write(frame); err != nil {
+					writeErrs <- err
 					return
 				}
 			}
 		}()
 	}
 	want := float64(clients * perConn * len(b))
-	// 256 MiB through the race detector: ~5 s alone, over a minute once
-	// on two cores shared with other test binaries and MinIO servers.
+	// 256 MiB through the race detector: ~5-15 s, alone or on two loaded
+	// cores; the wait is generous, a failed write ends it at once.
+	var writeErr error
 	testutil.Eventually(t, 5*time.Minute, func() bool {
+		select {
+		case writeErr = <-writeErrs:
+			return true
+		default:
+		}
 		return counterSum(t, n.reg, "tierlog_hot_bytes_in_total") >= want
 	}, "every pipelined batch written")
+	if writeErr != nil {
+		t.Fatalf("pipelining produce requests: %v", writeErr)
+	}
 	retained := int64(heapAfterGC()) - int64(base)
 	limit := int64(clients*2*len(b)) + 32<<20
 	t.Logf("heap retained with %d connections x %d pipelined %d-byte produces written, fsync pending: %d MiB (limit %d MiB)",
