@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"net"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -42,7 +41,7 @@ func newEmptyCluster(t *testing.T, n int, opts func(*Options)) *testCluster {
 	c := &testCluster{t: t, dirs: map[int32]string{}, nodes: map[int32]*Node{}, opts: opts}
 	base := t.TempDir()
 	for id := int32(1); id <= int32(n); id++ {
-		c.peers = append(c.peers, Peer{ID: id, RaftAddr: freeAddr(t)})
+		c.peers = append(c.peers, Peer{ID: id, RaftAddr: testutil.FreeAddr(t)})
 		c.dirs[id] = filepath.Join(base, "node"+strconv.Itoa(int(id)))
 	}
 	t.Cleanup(func() {
@@ -148,16 +147,6 @@ func (op *opening) take(r openResult) {
 	}
 	op.n = r.n
 	op.c.nodes[op.id] = r.n
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func (c *testCluster) options(id int32) Options {
@@ -450,7 +439,7 @@ func TestSnapshotRestoreAndInstallOnLaggingFollower(t *testing.T) {
 }
 
 func TestSingleNodeCluster(t *testing.T) {
-	dir, addr := t.TempDir(), freeAddr(t)
+	dir, addr := t.TempDir(), testutil.FreeAddr(t)
 	open := func() *Node {
 		n, err := Open(context.Background(), Options{ID: 0, Dir: dir, RaftAddr: addr,
 			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})

@@ -188,7 +188,7 @@ func TestNewClusterNodesStartedApart(t *testing.T) {
 // TestOpenWaitingStopsWithContext: an empty node whose peers never answer
 // waits, and returns ctx's error once ctx ends, releasing its Raft port.
 func TestOpenWaitingStopsWithContext(t *testing.T) {
-	peers := []Peer{{ID: 1, RaftAddr: freeAddr(t)}, {ID: 2, RaftAddr: freeAddr(t)}, {ID: 3, RaftAddr: freeAddr(t)}}
+	peers := []Peer{{ID: 1, RaftAddr: testutil.FreeAddr(t)}, {ID: 2, RaftAddr: testutil.FreeAddr(t)}, {ID: 3, RaftAddr: testutil.FreeAddr(t)}}
 	waits := &countHandler{msg: "waiting for a majority of the peers"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

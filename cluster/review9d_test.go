@@ -283,7 +283,7 @@ func TestReview9d_ReadmitEvictsHealthyVoter(t *testing.T) {
 	if err != nil || !st.State {
 		t.Fatalf("node %d's state answer %+v, %v", victim, st, err)
 	}
-	a, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: victim, Addr: freeAddr(t)}, readmitTimeout)
+	a, err := ask(context.Background(), l.opts.RaftAddr, probeRequest{Op: "readmit", ID: victim, Addr: testutil.FreeAddr(t)}, readmitTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

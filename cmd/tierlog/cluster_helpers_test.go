@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tierlog/tierlog/internal/replcheck"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // testCluster is n `tierlog serve --peers` processes on loopback, each
@@ -49,7 +50,7 @@ func newTestCluster(t testing.TB, n int, args ...string) *testCluster {
 	c := &testCluster{t: t, args: args, nodes: make([]*node, n)}
 	for i := range n {
 		c.dirs = append(c.dirs, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
-		c.raft = append(c.raft, fixedFreeAddr(t))
+		c.raft = append(c.raft, testutil.FreeAddr(t))
 	}
 	return c
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tierlog/tierlog/internal/replcheck"
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // readmeCluster is the README's "Three nodes on one machine" block with
@@ -82,7 +83,7 @@ func (rc *readmeCluster) substitute(line, bucket string) []string {
 		f = readmeAddr.ReplaceAllStringFunc(f, func(a string) string {
 			port, _ := strconv.Atoi(readmeAddr.FindStringSubmatch(a)[1])
 			if _, ok := rc.addrs[port]; !ok {
-				rc.addrs[port] = fixedFreeAddr(rc.t)
+				rc.addrs[port] = testutil.FreeAddr(rc.t)
 			}
 			return rc.addrs[port]
 		})

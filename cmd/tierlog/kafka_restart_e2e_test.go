@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,19 +16,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-)
 
-// fixedFreeAddr is a loopback address free now, for a node that must
-// come back on the same port (the producer keeps its seed address).
-func fixedFreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/tierlog/tierlog/internal/testutil"
+)
 
 // kafkaReadAll reads partition 0 of topic from the start to its end
 // offset with a direct (groupless) consumer.
@@ -82,7 +71,7 @@ func kafkaEndOffset(t *testing.T, addr, topic string) int64 {
 // commits synchronously after each poll resumes, across kill -9, exactly
 // at its last acknowledged commit.
 func TestKafkaKill9IdempotentProducerAndGroup(t *testing.T) {
-	addr := fixedFreeAddr(t)
+	addr := testutil.FreeAddr(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
 	ok(t, n, "", "topic", "create", "idem", "--partitions", "1")

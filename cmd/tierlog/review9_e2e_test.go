@@ -143,7 +143,7 @@ func startClusterEnv(t *testing.T, n int, env []string, args ...string) *testClu
 	c := &testCluster{t: t, args: args, nodes: make([]*node, n)}
 	for i := range n {
 		c.dirs = append(c.dirs, filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i+1)))
-		c.raft = append(c.raft, fixedFreeAddr(t))
+		c.raft = append(c.raft, testutil.FreeAddr(t))
 	}
 	var ready []func()
 	for i := range n {

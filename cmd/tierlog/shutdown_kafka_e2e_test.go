@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tierlog/tierlog/internal/testutil"
 )
 
 // TestSigtermAnswersStoredKafkaProduces: README "Shutdown" promises
@@ -23,7 +25,7 @@ import (
 // second time. Five SIGTERMs under such a producer store every record
 // exactly once.
 func TestSigtermAnswersStoredKafkaProduces(t *testing.T) {
-	addr := fixedFreeAddr(t)
+	addr := testutil.FreeAddr(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir, nil, "--kafka-addr", addr)
 	ok(t, n, "", "topic", "create", "nonidem", "--partitions", "1")
