@@ -9,19 +9,10 @@ import (
 	"github.com/tierlog/tierlog/internal/batch"
 )
 
-// minWait is the least Eventually waits, whatever its caller asked: a
-// state reached in milliseconds on an idle machine can take seconds on two
-// cores shared with other test binaries, MinIO servers and fsyncs, and a
-// test must not fail on timing. The waits callers give say what they
-// expect; only a failing test waits longer.
-const minWait = 30 * time.Second
-
-// Eventually polls cond every 10ms until it returns true or timeout (at
-// least minWait) passes, then fails the test with msg. Tests poll for a
-// state rather than sleep.
+// Eventually polls cond every 10ms until it returns true or timeout passes,
+// then fails the test with msg. Tests poll for a state rather than sleep.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	timeout = max(timeout, minWait)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
