@@ -201,8 +201,13 @@ func TestClusterFollowerFaults(t *testing.T) {
 	c.start(int(f1))
 	c.start(int(f2))
 	var probeAck replcheck.Ack
+	attempt := 0
 	eventually(t, "acks=all works again with the followers back", func() error {
-		key := []byte("probe-back")
+		// A key per attempt: a refused attempt may still be stored (not
+		// acknowledged, e.g. NOT_ENOUGH_REPLICAS_AFTER_APPEND), and a retry
+		// of the same record would read as a duplicate of the acked one.
+		attempt++
+		key := fmt.Appendf(nil, "probe-back-%d", attempt)
 		code, off := probeProduce(t, probe, leader, topic, key, []byte("acknowledged"))
 		if code != 0 {
 			return fmt.Errorf("probe: %v", kerr.ErrorForCode(code))
